@@ -1,0 +1,1 @@
+"""NATS helpers: the embedded server, stream definitions, direct reads, micro services."""

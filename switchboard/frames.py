@@ -1,0 +1,256 @@
+"""Wire protocol v1: the typed frames a client and an edge exchange.
+
+One JSON object per WebSocket text frame, discriminated by ``type``. Field
+names are fixed by DESIGN.md; new fields and frame types may be added, none
+renamed. docs/protocol.md is the prose reference.
+
+Decoding goes through :func:`decode_client_frame`, which maps every failure to
+an error with a stable code (``bad_json``, ``unknown_type``, ``bad_frame``,
+``invalid_id``) and keeps the frame's ``id`` as the error ``ref`` when it can.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import msgspec
+
+from switchboard import ids
+from switchboard.errors import BadFrame, BadJson, InvalidId, LimitExceeded, UnknownType
+
+
+class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True, forbid_unknown_fields=False):
+    pass
+
+
+# ---------------------------------------------------------------- client → server
+
+
+class Hello(_Frame, tag="hello"):
+    cursor: int | None = None
+    epoch: str | None = None
+
+
+class Send(_Frame, tag="send"):
+    id: str
+    body: str
+    conv: str | None = None
+    to: str | None = None
+
+
+class Ack(_Frame, tag="ack"):
+    cursor: int
+
+
+class Read(_Frame, tag="read"):
+    conv: str
+    seq: int
+    id: str | None = None
+
+
+class Typing(_Frame, tag="typing"):
+    conv: str
+
+
+class HistoryRequest(_Frame, tag="history"):
+    conv: str
+    before: int | None = None
+    after: int | None = None
+    limit: int = 50
+    id: str | None = None
+
+
+class ConvCreate(_Frame, tag="conv.create"):
+    members: list[str]
+    title: str = ""
+    id: str | None = None
+
+
+class PresenceWatch(_Frame, tag="presence.watch"):
+    users: list[str]
+    id: str | None = None
+
+
+class PushRegister(_Frame, tag="push.register"):
+    platform: str
+    token: str
+    id: str | None = None
+
+
+ClientFrame = Union[Hello, Send, Ack, Read, Typing, HistoryRequest, ConvCreate, PresenceWatch, PushRegister]
+
+# ---------------------------------------------------------------- server → client
+
+
+class Welcome(_Frame, tag="welcome"):
+    user: str
+    epoch: str
+
+
+class Synced(_Frame, tag="synced"):
+    cursor: int
+
+
+class ResyncRange(msgspec.Struct, omit_defaults=True):
+    """Fetch ``conv`` from history: every seq after ``after`` up to ``upto``."""
+
+    conv: str
+    after: int = 0
+    upto: int = 0
+
+
+class Resync(_Frame, tag="resync"):
+    reason: str
+    ranges: list[ResyncRange] = []
+    cursor: int = 0
+
+
+class Sent(_Frame, tag="sent"):
+    id: str
+    conv: str
+    seq: int
+    ts: int
+
+
+class Msg(_Frame, tag="msg"):
+    """A message. Stored on the bus without ``cursor``; the edge adds the
+    INBOX cursor when it sends it down a socket."""
+
+    conv: str
+    seq: int
+    id: str
+    from_: str = msgspec.field(name="from")
+    body: str = ""
+    ts: int = 0
+    kind: str = "user"
+    cursor: int | None = None
+
+
+class Receipt(_Frame, tag="receipt"):
+    conv: str
+    user: str
+    delivered: int
+    read: int
+
+
+class TypingEvent(_Frame, tag="typing"):
+    conv: str
+    user: str
+
+
+class History(_Frame, tag="history"):
+    conv: str
+    messages: list[Msg]
+    more: bool
+    ref: str | None = None
+
+
+class Conv(_Frame, tag="conv"):
+    conv: str
+    members: list[str]
+    title: str = ""
+    ref: str | None = None
+
+
+class Presence(_Frame, tag="presence"):
+    user: str
+    online: bool
+    last_seen: int | None = None
+
+
+class Error(msgspec.Struct, tag_field="type", tag="error"):
+    ref: str | None
+    code: str
+    message: str
+    retry: bool
+
+
+ServerFrame = Union[Welcome, Synced, Resync, Sent, Msg, Receipt, TypingEvent, History, Conv, Presence, Error]
+
+_encoder = msgspec.json.Encoder()
+_client_decoder = msgspec.json.Decoder(ClientFrame)
+_server_decoder = msgspec.json.Decoder(ServerFrame)
+_loose = msgspec.json.Decoder()
+
+encode = _encoder.encode
+decode_server_frame = _server_decoder.decode
+
+
+def error_frame(exc: Exception, ref: str | None = None) -> Error:
+    code = getattr(exc, "code", "internal")
+    retry = bool(getattr(exc, "retry", False))
+    message = getattr(exc, "message", None) or str(exc)
+    return Error(ref=ref, code=code, message=message, retry=retry)
+
+
+def guess_ref(data: bytes | str) -> str | None:
+    """The ``id`` of a frame that failed validation, if it has a usable one."""
+    try:
+        obj = _loose.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(obj, dict):
+        ref = obj.get("id")
+        if ids.is_valid(ref):
+            return ref
+    return None
+
+
+def decode_client_frame(data: bytes | str, *, max_body: int = 16 * 1024) -> ClientFrame:
+    """Decode and validate one client frame; raise a coded error otherwise."""
+    try:
+        frame = _client_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if "at `$.type`" in text or "missing required field `type`" in text:
+            raise UnknownType(f"unknown or missing frame type: {text}") from None
+        raise BadFrame(text) from None
+    except msgspec.DecodeError as exc:
+        raise BadJson(f"malformed JSON: {exc}") from None
+    _validate(frame, max_body)
+    return frame
+
+
+def _validate(frame: ClientFrame, max_body: int) -> None:
+    # Ids are checked here, at the edge, before they reach any subject.
+    if isinstance(frame, Send):
+        ids.check(frame.id, "message id")
+        if (frame.conv is None) == (frame.to is None):
+            raise BadFrame("send needs exactly one of 'conv' or 'to'")
+        if frame.conv is not None:
+            ids.check(frame.conv, "conv")
+        if frame.to is not None:
+            ids.check(frame.to, "user")
+        if len(frame.body.encode()) > max_body:
+            raise LimitExceeded(f"body exceeds {max_body} bytes")
+    elif isinstance(frame, (Read, Typing, HistoryRequest)):
+        ids.check(frame.conv, "conv")
+    elif isinstance(frame, ConvCreate):
+        if not frame.members:
+            raise BadFrame("conv.create needs at least one member")
+        for m in frame.members:
+            ids.check(m, "user")
+    elif isinstance(frame, PresenceWatch):
+        for u in frame.users:
+            ids.check(u, "user")
+    if isinstance(frame, (Ack, Read)):
+        n = frame.cursor if isinstance(frame, Ack) else frame.seq
+        if n < 0:
+            raise BadFrame("cursor/seq must be >= 0")
+    if isinstance(frame, HistoryRequest) and frame.limit < 1:
+        raise BadFrame("limit must be >= 1")
+    ref = getattr(frame, "id", None)
+    if ref is not None and not ids.is_valid(ref):
+        raise InvalidId(f"frame id {ref!r} is not a valid id")
+
+
+def with_cursor(stored_msg: bytes, cursor: int) -> bytes:
+    """Splice ``"cursor":N`` into a stored ``msg`` frame (encoded without one).
+
+    Cheaper than decode + encode on the hot path: the stored frame is a JSON
+    object produced by :data:`encode`, so it ends with ``}``.
+    """
+    return b"%s,\"cursor\":%d}" % (stored_msg[:-1], cursor)
+
+
+Platform = Literal["apns", "fcm", "webpush"]

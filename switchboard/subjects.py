@@ -1,0 +1,91 @@
+"""NATS subjects, all under one configurable prefix (default ``sb``).
+
+Ids are checked here, so a malformed id can never reach a subject, whichever
+path it took. See DESIGN.md for who publishes and who listens on each.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from switchboard import ids
+
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    prefix: str = "sb"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.fullmatch(self.prefix):
+            raise ValueError(f"subject prefix {self.prefix!r} must match [A-Za-z0-9_-]{{1,32}}")
+
+    # -- messages -----------------------------------------------------------
+    def send(self, conv: str) -> str:
+        return f"{self.prefix}.send.{ids.check(conv, 'conv')}"
+
+    @property
+    def send_all(self) -> str:
+        return f"{self.prefix}.send.*"
+
+    def msg(self, conv: str) -> str:
+        return f"{self.prefix}.msg.{ids.check(conv, 'conv')}"
+
+    @property
+    def msg_all(self) -> str:
+        return f"{self.prefix}.msg.*"
+
+    # -- per user -----------------------------------------------------------
+    def inbox(self, user: str) -> str:
+        """Stored per-user mailbox entries (stream INBOX)."""
+        return f"{self.prefix}.user.{ids.check(user, 'user')}.inbox"
+
+    @property
+    def inbox_all(self) -> str:
+        return f"{self.prefix}.user.*.inbox"
+
+    def live(self, user: str) -> str:
+        """What a user's edges listen to: INBOX republished after storage
+        (with Nats-Sequence headers) and ephemeral events (typing, presence,
+        receipts), never stored."""
+        return f"{self.prefix}.user.{ids.check(user, 'user')}.live"
+
+    @property
+    def live_republish_dest(self) -> str:
+        return f"{self.prefix}.user.{{{{wildcard(1)}}}}.live"
+
+    # -- receipts, presence, push ------------------------------------------
+    def receipt(self, conv: str) -> str:
+        return f"{self.prefix}.receipt.{ids.check(conv, 'conv')}"
+
+    @property
+    def receipt_all(self) -> str:
+        return f"{self.prefix}.receipt.*"
+
+    def presence_hb(self, edge: str) -> str:
+        return f"{self.prefix}.presence.hb.{ids.check(edge, 'edge')}"
+
+    @property
+    def presence_hb_all(self) -> str:
+        return f"{self.prefix}.presence.hb.*"
+
+    def presence_changed(self, user: str) -> str:
+        return f"{self.prefix}.presence.changed.{ids.check(user, 'user')}"
+
+    def push(self, user: str) -> str:
+        return f"{self.prefix}.push.{ids.check(user, 'user')}"
+
+    @property
+    def push_all(self) -> str:
+        return f"{self.prefix}.push.*"
+
+    # -- service APIs (nats micro endpoints) --------------------------------
+    def api(self, *path: str) -> str:
+        for p in path:
+            ids.check(p, "api path token")
+        return ".".join((self.prefix, "api", *path))
+
+    def dead_letter(self, what: str) -> str:
+        return f"{self.prefix}.dlq.{ids.check(what, 'dlq name')}"
