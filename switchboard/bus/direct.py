@@ -1,0 +1,104 @@
+"""Batch direct get: read a run of one subject's messages straight from a stream.
+
+``$JS.API.DIRECT.GET.<stream>`` with ``{"seq": S, "next_by_subj": SUBJ,
+"batch": N}`` answers with up to N messages of SUBJ whose stream sequence is
+>= S, in order, each carrying ``Nats-Sequence`` and ``Nats-Num-Pending`` (how
+many matching messages remain after it), then one header-only status message
+``204 EOB`` (with ``Nats-Num-Pending`` and ``Nats-Last-Sequence``). When
+nothing matches it answers a single ``404``. No consumer is created, so this is
+cheap enough for every history query (archiver read-your-writes) and every
+INBOX replay (edge). The stream needs ``allow_direct`` (all ours have it).
+
+To read a whole range, call again with ``start_seq = batch.last_seq + 1``
+while ``batch.num_pending`` > 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg as NatsMsg
+
+from switchboard.errors import SwitchboardError, Unavailable
+
+
+class DirectGetError(SwitchboardError):
+    """The stream refused a direct get (bad request, no such stream, no direct access)."""
+
+    code = "direct_get"
+
+
+class DirectEntry(NamedTuple):
+    """One stored message: unpacks as ``(stream_seq, headers, data)``."""
+
+    stream_seq: int
+    headers: dict[str, str]
+    data: bytes
+
+
+@dataclass(slots=True)
+class DirectBatch:
+    """``entries`` in stream order; ``num_pending`` = matching messages after
+    the last entry not returned; ``last_seq`` = the stream sequence of the last
+    entry (``start_seq - 1`` when there is none), so the next call starts at
+    ``last_seq + 1``."""
+
+    entries: list[DirectEntry] = field(default_factory=list)
+    num_pending: int = 0
+    last_seq: int = 0
+
+
+async def direct_batch(nc: NATS, *, stream: str, subject: str, start_seq: int, batch: int,
+                       timeout: float = 2.0, api_prefix: str = "$JS.API") -> DirectBatch:
+    """Up to ``batch`` messages of ``subject`` (wildcards allowed) from
+    ``stream`` with stream sequence >= ``start_seq``.
+
+    Raises :class:`Unavailable` (retry) when the server does not answer within
+    ``timeout``, :class:`DirectGetError` for any other refusal.
+    """
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    start_seq = max(1, start_seq)
+    inbox = nc.new_inbox()
+    queue: asyncio.Queue[NatsMsg] = asyncio.Queue()
+
+    async def on_msg(msg: NatsMsg) -> None:
+        queue.put_nowait(msg)
+
+    # A dedicated inbox per call: one request, many replies. SUB goes out on
+    # the same connection before PUB, so no reply can arrive before it.
+    sub = await nc.subscribe(inbox, cb=on_msg)
+    try:
+        req = json.dumps({"seq": start_seq, "next_by_subj": subject, "batch": batch}).encode()
+        await nc.publish(f"{api_prefix}.DIRECT.GET.{stream}", req, reply=inbox)
+        out = DirectBatch(last_seq=start_seq - 1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                msg = await asyncio.wait_for(queue.get(), max(remaining, 0.0))
+            except asyncio.TimeoutError:
+                raise Unavailable(f"direct get on {stream} ({subject}) timed out after {timeout}s") from None
+            hdrs = msg.headers or {}
+            status = hdrs.get("Status")
+            if status and not msg.data:
+                if status == "204":  # end of batch
+                    out.num_pending = int(hdrs.get("Nats-Num-Pending", 0))
+                    return out
+                if status == "404":  # nothing at or after start_seq
+                    return out
+                if status == "503":
+                    raise DirectGetError(f"no responders for direct get on stream {stream}")
+                desc = next((v for k, v in hdrs.items() if str(k).lower().endswith("description")), "")
+                raise DirectGetError(f"direct get on {stream} failed: {status} {desc}".strip())
+            seq = int(hdrs["Nats-Sequence"])
+            out.entries.append(DirectEntry(seq, hdrs, msg.data))
+            out.last_seq = seq
+            out.num_pending = int(hdrs.get("Nats-Num-Pending", 0))
+    finally:
+        await sub.unsubscribe()
