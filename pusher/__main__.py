@@ -1,0 +1,3 @@
+from pusher.service import main
+
+main()

@@ -1,0 +1,147 @@
+"""The pusher service: pull consumer on PUSH, micro service ``sb-pusher``.
+
+- Durable pull consumer on the PUSH work queue (``sb.push.*``), explicit
+  acks; ``max_deliver`` is enforced by the worker (it dead-letters on the
+  last delivery) rather than by the server, so an entry is never left
+  un-acked in the work queue after its last try.
+- Endpoint ``sb.api.push.register``: {user, platform, token} -> {ok} or
+  {error: {code, message, retry}} (codes: invalid_id, unknown_platform,
+  bad_token). The edge calls it for the ``push.register`` frame.
+- Dead letters go to ``sb.dlq.push``: into JetStream if a stream captures that
+  subject, else as a core publish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import nats.micro
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from pusher.config import PushConfig
+from pusher.providers import PushProvider
+from pusher.worker import ReadUpto, UnreadCount, Worker, _no_badge
+from switchboard import log
+from switchboard.bus import streams
+from switchboard.config import Settings
+from switchboard.devices import DeviceStore, RegisterReply, RegisterRequest, open_device_store
+from switchboard.errors import SwitchboardError
+from switchboard.events import error_body
+
+VERSION = "0.1.0"
+_decode_register = msgspec.json.Decoder(RegisterRequest).decode
+
+
+class PusherService:
+    def __init__(self, *, settings: Settings, config: PushConfig | None = None,
+                 devices: DeviceStore | None = None, providers: dict[str, PushProvider] | None = None,
+                 unread_count: UnreadCount = _no_badge, read_upto: ReadUpto | None = None) -> None:
+        self.settings = settings
+        self.config = config or PushConfig.load(settings.push_config)
+        self.devices = devices or open_device_store(self.config.worker.device_store)
+        self.providers = providers if providers is not None else self.config.providers(settings.push_provider)
+        self.worker = Worker(devices=self.devices, providers=self.providers, config=self.config.worker,
+                             dead_letter=self._dead_letter, unread_count=unread_count, read_upto=read_upto)
+        self._log = log.get("pusher")
+        self._nc: nats.NATS | None = None
+        self._js = None
+        self._service = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.devices.open()
+        self._nc = await nats.connect(self.settings.nats_url, name="sb-pusher")
+        self._js = self._nc.jetstream()
+        await streams.ensure_streams(self._js, self.settings)
+        w = self.config.worker
+        psub = await self._js.pull_subscribe(
+            self.settings.subjects.push_all, durable=w.durable, stream=streams.names(self.settings)[2],
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                                  max_deliver=-1, ack_wait=w.ack_wait, max_ack_pending=w.concurrency * 4))
+        self._service = await nats.micro.add_service(
+            self._nc, name="sb-pusher", version=VERSION, description="Push notifications (APNs, FCM, Web Push)")
+        await self._service.add_endpoint(name="push-register", subject=self.settings.subjects.api("push", "register"),
+                                         handler=self._register)
+        self._task = asyncio.create_task(self._consume(psub), name="sb-pusher-consume")
+        self._log.info("pusher.started", providers=sorted({p.platform for p in self.providers.values()}),
+                       max_deliver=w.max_deliver)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._service:
+            await self._service.stop()
+        if self._nc:
+            await self._nc.drain()
+        for provider in {id(p): p for p in self.providers.values()}.values():
+            await provider.close()
+        await self.devices.close()
+        self._log.info("pusher.stopped")
+
+    async def __aenter__(self) -> "PusherService":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _consume(self, psub) -> None:
+        batch = self.config.worker.concurrency
+        while True:
+            try:
+                msgs = await psub.fetch(batch, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+                self._log.warning("pusher.fetch_failed", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            results = await asyncio.gather(*(self.worker.handle(m) for m in msgs), return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):  # e.g. the ack could not be sent: it will be redelivered
+                    self._log.error("pusher.handle_failed", error=repr(r)[:300])
+
+    async def _dead_letter(self, data: bytes, headers: dict[str, str]) -> None:
+        subject = self.settings.subjects.dead_letter("push")
+        try:
+            await self._js.publish(subject, data, headers=headers)
+        except nats.js.errors.NoStreamResponseError:
+            await self._nc.publish(subject, data, headers=headers)
+        except nats.errors.NoRespondersError:
+            await self._nc.publish(subject, data, headers=headers)
+
+    async def _register(self, req: nats.micro.Request) -> None:
+        try:
+            r = _decode_register(req.data)
+            device = await self.devices.register(r.user, r.platform, r.token)
+        except msgspec.ValidationError as exc:
+            reply = RegisterReply(error=error_body(SwitchboardError(f"bad request: {exc}", code="bad_request")))
+        except SwitchboardError as exc:
+            reply = RegisterReply(error=error_body(exc))
+        else:
+            self._log.info("push.registered", user=r.user, platform=device.platform, device=device.short)
+            reply = RegisterReply(ok=True)
+        await req.respond(msgspec.json.encode(reply))
+
+
+async def run(settings: Settings) -> None:
+    async with PusherService(settings=settings):
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pusher", description="Switchboard push notification service")
+    parser.add_argument("--config", help="Switchboard TOML settings file")
+    args = parser.parse_args(argv)
+    settings = Settings.load(config_file=args.config)
+    log.configure(settings.log_level, settings.log_json)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings))

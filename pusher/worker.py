@@ -1,0 +1,160 @@
+"""One PUSH entry: decide, send, then ack / retry later / dead-letter.
+
+Policy (docs/push.md):
+
+- The user has since read the conversation up to the entry's seq: ack, send nothing.
+- Every device of the user gets the notification; the entry is acked only when
+  each device's provider accepted it, or its token was dead and got removed.
+- A transient answer (429, 5xx, network) naks the entry with a delay:
+  exponential backoff, or the provider's Retry-After if that is longer.
+  Devices that already accepted are remembered (per stream sequence, in this
+  process) and not sent to again on the redelivery.
+- A permanent answer (bad request, too large after trimming) or a transient
+  one on the ``max_deliver``-th delivery: the entry and the reason go to the
+  dead-letter subject and the entry is terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import random
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import msgspec
+from nats.aio.msg import Msg
+
+from pusher.config import WorkerConfig
+from pusher.notification import Notification
+from pusher.providers import Outcome, PushProvider, SendResult
+from switchboard import log
+from switchboard.devices import Device, DeviceStore
+from switchboard.events import PushEntry
+
+UnreadCount = Callable[[str], "int | None | Awaitable[int | None]"]
+ReadUpto = Callable[[str, str], Awaitable[int]]
+DeadLetter = Callable[[bytes, dict[str, str]], Awaitable[None]]
+
+_decode = msgspec.json.Decoder(PushEntry).decode
+
+
+class PushDeadLetter(msgspec.Struct):
+    """What ``sb.dlq.push`` carries: the entry, why it was given up, after how many deliveries."""
+
+    entry: PushEntry
+    reason: str
+    deliveries: int
+
+
+class Action(enum.Enum):
+    ACK = "ack"
+    NAK = "nak"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    delay: float = 0.0  # NAK: seconds before redelivery
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _Progress:
+    done: set[Device] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+
+
+def _no_badge(user: str) -> None:
+    return None
+
+
+def backoff(deliveries: int, config: WorkerConfig, retry_after: float | None,
+            rand: Callable[[], float] = random.random) -> float:
+    """Delay before the next delivery: base * 2^(n-1) with +-20% jitter, capped,
+    but never shorter than the provider's Retry-After."""
+    delay = min(config.backoff_max, config.backoff_base * 2 ** max(0, deliveries - 1))
+    delay *= 0.8 + 0.4 * rand()
+    return max(delay, retry_after or 0.0)
+
+
+class Worker:
+    def __init__(self, *, devices: DeviceStore, providers: dict[str, PushProvider], config: WorkerConfig,
+                 dead_letter: DeadLetter, unread_count: UnreadCount = _no_badge,
+                 read_upto: ReadUpto | None = None) -> None:
+        self.devices, self.providers, self.config = devices, providers, config
+        self._dead_letter, self._unread, self._read_upto = dead_letter, unread_count, read_upto
+        self._progress: dict[int, _Progress] = {}  # by stream sequence; bounded by max_ack_pending
+        self._log = log.get("pusher.worker")
+
+    async def handle(self, msg: Msg) -> Action:
+        md = msg.metadata
+        key, deliveries = md.sequence.stream, md.num_delivered
+        try:
+            entry = _decode(msg.data)
+        except msgspec.ValidationError as exc:
+            self._log.warning("push.undecodable", stream_seq=key, error=str(exc)[:200])
+            await self._dead_letter(msg.data, {"Sb-Dlq-Reason": "undecodable entry"})
+            await msg.term()
+            return Action.DEAD_LETTER
+        try:
+            decision = await self.process(entry, key=key, deliveries=deliveries)
+        except Exception as exc:  # store down, a bug: retry like a transient failure
+            self._log.error("push.error", conv=entry.conv, seq=entry.seq, error=repr(exc)[:300])
+            decision = Decision(Action.NAK, backoff(deliveries, self.config, None), "internal error")
+            if deliveries >= self.config.max_deliver:
+                decision = Decision(Action.DEAD_LETTER, reason=f"internal error: {type(exc).__name__}")
+        if decision.action is Action.ACK:
+            await msg.ack_sync()
+        elif decision.action is Action.NAK:
+            await msg.nak(delay=decision.delay)
+        else:
+            letter = PushDeadLetter(entry=entry, reason=decision.reason, deliveries=deliveries)
+            await self._dead_letter(msgspec.json.encode(letter), {"Sb-Dlq-Reason": decision.reason[:200]})
+            await msg.term()
+            self._log.warning("push.dead_letter", user=entry.user, conv=entry.conv, seq=entry.seq,
+                              deliveries=deliveries, reason=decision.reason)
+        if decision.action is not Action.NAK:
+            self._progress.pop(key, None)
+        return decision.action
+
+    async def process(self, entry: PushEntry, *, key: int, deliveries: int) -> Decision:
+        if self._read_upto is not None and await self._read_upto(entry.user, entry.conv) >= entry.seq:
+            return Decision(Action.ACK, reason="already read")
+        progress = self._progress.setdefault(key, _Progress())
+        badge = self._unread(entry.user)
+        if inspect.isawaitable(badge):
+            badge = await badge
+        note = Notification.from_entry(entry, badge=badge)
+        todo = [d for d in await self.devices.tokens_of(entry.user) if d not in progress.done]
+        results = await asyncio.gather(*(self._send(d, note) for d in todo))
+        retries: list[SendResult] = []
+        for device, result in zip(todo, results):
+            if result.outcome is Outcome.RETRY:
+                retries.append(result)
+                continue
+            progress.done.add(device)
+            if result.outcome is Outcome.DEAD_TOKEN:
+                await self.devices.remove(device.platform, device.token)
+                self._log.info("push.token_removed", user=entry.user, platform=device.platform,
+                               device=device.short, reason=result.reason)
+            elif result.outcome in (Outcome.FAILED, Outcome.TOO_LARGE):
+                progress.failures.append(f"{device.platform} {device.short}: {result.outcome.value} {result.reason}")
+        if retries:
+            if deliveries < self.config.max_deliver:
+                wait = max((r.retry_after or 0.0) for r in retries)
+                reason = ", ".join(sorted({r.reason for r in retries}))
+                self._log.debug("push.retry", conv=entry.conv, seq=entry.seq, deliveries=deliveries, reason=reason)
+                return Decision(Action.NAK, backoff(deliveries, self.config, wait or None), reason)
+            progress.failures += [f"gave up after {deliveries} deliveries: {r.reason}" for r in retries]
+        if progress.failures:
+            return Decision(Action.DEAD_LETTER, reason="; ".join(progress.failures))
+        return Decision(Action.ACK)
+
+    async def _send(self, device: Device, note: Notification) -> SendResult:
+        provider = self.providers.get(device.platform)
+        if provider is None:  # platform not enabled in this deployment: nothing to do for it
+            return SendResult(Outcome.OK, "platform disabled")
+        return await provider.send(device, note)
