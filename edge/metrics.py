@@ -1,0 +1,22 @@
+"""Prometheus metrics of one edge (a registry per edge: no module-level state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class EdgeMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connections = Gauge("switchboard_edge_connections", "Open WebSocket connections", registry=r)
+        self.users = Gauge("switchboard_edge_users", "Users with at least one connection here", registry=r)
+        self.accepted = Counter("switchboard_edge_connections_accepted", "Connections accepted", registry=r)
+        self.rejected = Counter("switchboard_edge_connections_rejected", "Connections refused (auth, admission)",
+                                ["reason"], registry=r)
+        self.frames_in = Counter("switchboard_edge_frames_in", "Frames received from clients", registry=r)
+        self.slow_consumers = Counter("switchboard_edge_slow_consumers", "Sockets closed for not draining",
+                                      registry=r)
+        self.gaps = Counter("switchboard_edge_gaps", "Live gaps repaired from INBOX", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

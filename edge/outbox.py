@@ -1,0 +1,73 @@
+"""A socket's bounded send queue.
+
+Fan-out never awaits a socket: it appends to the socket's queue and returns.
+A writer task drains the queue; it exists only while there is something to
+send, so an idle connection costs no task. A queue that reaches its limit
+means the client does not keep up: the socket is closed with
+:data:`CLOSE_SLOW_CONSUMER` and the client catches up from its cursor on
+reconnect, so one slow client never slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Callable
+
+from websockets.exceptions import ConnectionClosed
+
+CLOSE_SLOW_CONSUMER = 4008
+
+
+class Outbox:
+    __slots__ = ("_send", "_q", "_limit", "_writer", "_on_overflow", "closed", "sent")
+
+    def __init__(self, *, send: Callable, limit: int, on_overflow: Callable[[], None]) -> None:
+        self._send = send  # ws.send
+        self._q: deque[bytes] = deque()
+        self._limit = limit
+        self._writer: asyncio.Task | None = None
+        self._on_overflow = on_overflow
+        self.closed = False
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def put(self, data: bytes) -> bool:
+        if self.closed:
+            return False
+        if len(self._q) >= self._limit:
+            self.closed = True
+            self._q.clear()
+            self._on_overflow()
+            return False
+        self._q.append(data)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        return True
+
+    async def _drain(self) -> None:
+        q = self._q
+        try:
+            while q:
+                await self._send(q.popleft(), text=True)
+                self.sent += 1
+        except ConnectionClosed:
+            self.closed = True
+            q.clear()
+        finally:
+            self._writer = None
+
+    async def flush(self, timeout: float) -> None:
+        if self._writer is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+            except (asyncio.TimeoutError, ConnectionClosed):
+                pass
+
+    def close(self) -> None:
+        self.closed = True
+        self._q.clear()
+        if self._writer is not None:
+            self._writer.cancel()

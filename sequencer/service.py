@@ -1,0 +1,147 @@
+"""The sequencer service: ``sb.send.*`` plus the conversation API on ``sb.api``.
+
+Registered as the NATS micro service ``sb-sequencer``, so ``nats micro ls``
+and ``nats micro stats sb-sequencer`` show it. Handlers return at once and
+work in a task: a micro endpoint's callback runs one request at a time, and
+one conversation's write must never hold up another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+import switchboard
+from switchboard import events, frames, ids, log
+from switchboard.bus import streams
+from switchboard.config import Settings
+from switchboard.errors import BadFrame, SwitchboardError
+from switchboard.store import Store
+
+from sequencer.conversations import Conversations
+from sequencer.fanout import Fanout
+from sequencer.ordering import Orderer
+
+_send_decoder = msgspec.json.Decoder(events.SendRequest)
+_create_decoder = msgspec.json.Decoder(events.ConvCreateRequest)
+_get_decoder = msgspec.json.Decoder(events.ConvGetRequest)
+
+
+class Sequencer:
+    def __init__(self, *, settings: Settings, nc: NATS, store: Store) -> None:
+        self.settings = settings
+        self.subjects = settings.subjects
+        self._nc = nc
+        self._js = nc.jetstream(publish_async_max_pending=20_000)
+        self._store = store
+        messages_stream, _, _ = streams.names(settings)
+        self.convs = Conversations(store=store, max_members=settings.max_group_members)
+        self.orderer = Orderer(js=self._js, stream=messages_stream, subject_of=self.subjects.msg,
+                               archived_last_seq=store.last_seq, timeout=settings.send_timeout)
+        self.fanout = Fanout(js=self._js, subjects=self.subjects, timeout=settings.send_timeout)
+        self._service: Service | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._log = log.get("sequencer")
+
+    async def start(self) -> None:
+        svc = await add_service(self._nc, name="sb-sequencer", version=switchboard.__version__,
+                                description="Orders, persists and fans out messages")
+        p = self.subjects
+        await svc.add_endpoint(name="send", subject=p.send_all, queue_group="sb-sequencer",
+                               handler=self._spawn(self._send))
+        await svc.add_endpoint(name="system-send", subject=p.api("system", "send"), queue_group="sb-sequencer",
+                               handler=self._spawn(self._system_send))
+        await svc.add_endpoint(name="conv-create", subject=p.api("conv", "create"), queue_group="sb-sequencer",
+                               handler=self._spawn(self._conv_create))
+        await svc.add_endpoint(name="conv-get", subject=p.api("conv", "get"), queue_group="sb-sequencer",
+                               handler=self._spawn(self._conv_get))
+        self._service = svc
+        self._log.info("sequencer started", prefix=p.prefix)
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.settings.send_timeout)
+        self._log.info("sequencer stopped")
+
+    def _spawn(self, fn):
+        async def handler(req: Request) -> None:
+            task = asyncio.create_task(self._guard(fn, req))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return handler
+
+    async def _guard(self, fn, req: Request) -> None:
+        try:
+            reply = await fn(req)
+            await req.respond(events.encode(reply))
+        except SwitchboardError as exc:
+            await _respond_error(req, exc)
+        except msgspec.DecodeError as exc:
+            await _respond_error(req, BadFrame(f"bad request: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - a bug must answer, not hang the caller
+            self._log.exception("request failed", subject=req.subject)
+            await _respond_error(req, SwitchboardError(f"internal error: {type(exc).__name__}", retry=True))
+
+    # -- handlers -------------------------------------------------------------
+    async def _send(self, req: Request) -> events.SendReply:
+        return await self.send(_send_decoder.decode(req.data), subject_conv=req.subject.rsplit(".", 1)[-1])
+
+    async def _system_send(self, req: Request) -> events.SendReply:
+        r = _send_decoder.decode(req.data)
+        r.kind = "system"
+        return await self.send(r, subject_conv=r.conv)
+
+    async def send(self, r: events.SendRequest, *, subject_conv: str) -> events.SendReply:
+        ids.check(r.sender, "sender")
+        ids.check(r.id, "message id")
+        ids.check(r.conv, "conv")
+        if r.conv != subject_conv:
+            raise BadFrame("conversation in subject and body differ")
+        if r.to is not None:
+            ids.check(r.to, "user")
+        if len(r.body.encode()) > self.settings.max_body_bytes:
+            raise SwitchboardError(f"body exceeds {self.settings.max_body_bytes} bytes", code="limit_exceeded")
+        system = r.kind == "system"
+        conv = await self.convs.for_send(conv_id=r.conv, sender=r.sender, to=r.to, system=system)
+        pending: list = []
+
+        async def issue_fanout(msg: frames.Msg, data: bytes) -> None:
+            pending.extend(await self.fanout.issue(msg.conv, msg.seq, data, conv.members))
+
+        appended = await self.orderer.append(conv=conv.id, sender=r.sender, id=r.id, body=r.body,
+                                             kind="system" if system else "user", then=issue_fanout)
+        msg = appended.msg
+        await self.fanout.complete(msg.conv, msg.seq, appended.data, pending)
+        return events.SendReply(conv=msg.conv, seq=msg.seq, ts=msg.ts, id=msg.id, duplicate=appended.duplicate)
+
+    async def _conv_create(self, req: Request) -> events.ConvReply:
+        r = _create_decoder.decode(req.data)
+        conv = await self.convs.create(creator=r.creator, members=r.members, title=r.title, conv_id=r.conv)
+        reply = events.ConvReply(conv=conv.id, members=list(conv.members), title=conv.title, kind=conv.kind)
+        # Tell every member's devices (ephemeral; a device that is offline sees it
+        # when a first message arrives or in its conversation list).
+        note = frames.encode(frames.Conv(conv=conv.id, members=list(conv.members), title=conv.title))
+        for m in conv.members:
+            if m != r.creator:
+                await self._nc.publish(self.subjects.live(m), note)
+        return reply
+
+    async def _conv_get(self, req: Request) -> events.ConvReply:
+        r = _get_decoder.decode(req.data)
+        conv = await self.convs.get_for(ids.check(r.conv, "conv"), r.user)
+        return events.ConvReply(conv=conv.id, members=list(conv.members), title=conv.title, kind=conv.kind)
+
+
+async def _respond_error(req: Request, exc: SwitchboardError | Any) -> None:
+    body = events.error_body(exc)
+    await req.respond_error(code=body.code, description=body.message,
+                            data=events.encode(events.SendReply(error=body)))

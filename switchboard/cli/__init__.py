@@ -1,0 +1,131 @@
+"""The ``switchboard`` command.
+
+    switchboard up [--host H] [--port P] [--data DIR] [--nats URL] [--store URL]
+    switchboard edge|sequencer|archiver|presence|pusher --nats URL [...]
+    switchboard token USER [--data DIR]
+    switchboard nats-config [--out DIR]
+    switchboard bench ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from switchboard import auth, log
+from switchboard.config import Settings
+from switchboard.errors import SwitchboardError
+
+
+def _settings(args: argparse.Namespace, **extra) -> Settings:
+    overrides = {
+        "host": getattr(args, "host", None), "port": getattr(args, "port", None),
+        "data_dir": getattr(args, "data", None), "nats_url": getattr(args, "nats", None),
+        "store_url": getattr(args, "store", None), "presence_url": getattr(args, "presence", None),
+        "edge_id": getattr(args, "edge_id", None), "log_level": getattr(args, "log_level", None),
+        **extra,
+    }
+    return Settings.load(config_file=getattr(args, "config", None), overrides=overrides)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML settings file (keys = Settings fields)")
+    p.add_argument("--data", help="data directory (default .sbdata)")
+    p.add_argument("--nats", help="NATS URL (up: use this NATS instead of starting one)")
+    p.add_argument("--store", help="store URL: sqlite:///path.db or cassandra://h1,h2/keyspace")
+    p.add_argument("--presence", help="presence URL: memory:// or redis://host:port/db")
+    p.add_argument("--log-level", dest="log_level")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description="Real-time chat delivery fabric")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the whole fabric in one process (embedded NATS by default)")
+    _common(up)
+    up.add_argument("--host", default=None)
+    up.add_argument("--port", type=int, default=None)
+    up.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (default: free)")
+    for role in ("edge", "sequencer", "archiver", "presence", "pusher"):
+        rp = sub.add_parser(role, help=f"run the {role} against an existing NATS")
+        _common(rp)
+        if role == "edge":
+            rp.add_argument("--host", default=None)
+            rp.add_argument("--port", type=int, default=None)
+            rp.add_argument("--edge-id", dest="edge_id")
+    tok = sub.add_parser("token", help="print a token this deployment accepts")
+    tok.add_argument("user")
+    tok.add_argument("--data", help="data directory (default .sbdata)")
+    tok.add_argument("--config")
+    tok.add_argument("--ttl", type=int, default=30 * 86400, help="lifetime in seconds")
+    nc = sub.add_parser("nats-config", help="write the stream definitions as JSON for the nats CLI")
+    nc.add_argument("--out", default="nats/streams")
+    nc.add_argument("--config")
+    bench = sub.add_parser("bench", help="load generator and report")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "token":
+            s = _settings(args)
+            secret = s.jwt_secret or auth.dev_secret(s.data_dir)
+            print(auth.issue(secret, args.user, ttl_sec=args.ttl))
+            return 0
+        if args.cmd == "nats-config":
+            from switchboard.bus import streams
+
+            for path in streams.write_json(_settings(args), args.out):
+                print(path)
+            return 0
+        if args.cmd == "bench":
+            from switchboard.bench.cli import main as bench_main
+
+            return bench_main(args.rest)
+        return _serve(args)
+    except SwitchboardError as exc:
+        print(f"switchboard: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    if not s.jwt_secret:
+        s = s.replace(jwt_secret=auth.dev_secret(s.data_dir))
+    if args.cmd == "up" and getattr(args, "store", None) is None and s.store_url == "sqlite:///switchboard.db":
+        s = s.replace(store_url=f"sqlite:///{s.data_dir}/switchboard.db")
+    log.configure(s.log_level, s.log_json)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    from switchboard.cli.fabric import ALL_ROLES, run
+
+    roles = ALL_ROLES if args.cmd == "up" else (args.cmd,)
+    embedded = args.cmd == "up" and getattr(args, "nats", None) is None
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with run(s, roles, embedded_nats=embedded, nats_port=getattr(args, "nats_port", 0)) as fab:
+            if fab.edge is not None:
+                print(f"Switchboard is up: ws://{s.host}:{fab.edge.port}/ws  (demo: http://{s.host}:{fab.edge.port}/)",
+                      flush=True)
+                print(f"NATS: {fab.settings.nats_url}   token: switchboard token USER --data {s.data_dir}", flush=True)
+            else:
+                print(f"switchboard {args.cmd} running (NATS {fab.settings.nats_url})", flush=True)
+            await stop.wait()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

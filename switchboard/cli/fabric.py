@@ -1,0 +1,102 @@
+"""Wire services into one process: the only place that imports them all.
+
+``roles`` picks what runs here: ``switchboard up`` runs every role in one
+process on the embedded default; ``switchboard edge`` / ``sequencer`` / ...
+run one role each against an existing NATS, so each scales on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import nats
+from nats.aio.client import Client as NATS
+
+from switchboard import log
+from switchboard.bus import streams
+from switchboard.bus.embedded import EmbeddedNats
+from switchboard.config import Settings, data_path
+from switchboard.store import Store, open_store
+
+ALL_ROLES = ("sequencer", "edge", "archiver", "presence", "pusher")
+
+
+@dataclass
+class Fabric:
+    settings: Settings
+    nc: NATS
+    store: Store | None = None
+    embedded: EmbeddedNats | None = None
+    components: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def edge(self):
+        return self.components.get("edge")
+
+
+async def connect(settings: Settings, name: str) -> NATS:
+    return await nats.connect(settings.nats_url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                              pending_size=8 * 1024 * 1024)
+
+
+@contextlib.asynccontextmanager
+async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool = False,
+              nats_port: int = 0) -> AsyncIterator[Fabric]:
+    """Start ``roles`` (and an embedded nats-server if asked); stop all on exit."""
+    logger = log.get("fabric")
+    embedded = None
+    if embedded_nats:
+        embedded = EmbeddedNats(store_dir=str(data_path(settings, "nats", "x").parent), port=nats_port,
+                                host="127.0.0.1")
+        await asyncio.get_running_loop().run_in_executor(None, embedded.start)
+        settings = settings.replace(nats_url=embedded.url)
+        logger.info("embedded nats-server started", url=embedded.url, monitor=embedded.monitor_url)
+    stack = contextlib.AsyncExitStack()
+    try:
+        if embedded is not None:
+            stack.push_async_callback(embedded.astop)
+        nc = await connect(settings, name="switchboard-" + "+".join(roles))
+        stack.push_async_callback(nc.drain)
+        await streams.ensure_streams(nc.jetstream(), settings)
+        fab = Fabric(settings=settings, nc=nc, embedded=embedded)
+        if {"sequencer", "archiver"} & set(roles):
+            fab.store = open_store(settings.store_url)
+            await fab.store.open()
+            stack.push_async_callback(fab.store.close)
+        for role in roles:
+            comp = await _start_role(role, fab)
+            if comp is not None:
+                fab.components[role] = comp
+                stack.push_async_callback(comp.stop)
+        logger.info("fabric up", roles=list(fab.components), nats=settings.nats_url)
+        yield fab
+    finally:
+        await stack.aclose()
+        logger.info("fabric stopped")
+
+
+async def _start_role(role: str, fab: Fabric):
+    s, nc = fab.settings, fab.nc
+    if role == "sequencer":
+        from sequencer import Sequencer
+
+        comp = Sequencer(settings=s, nc=nc, store=fab.store)
+    elif role == "edge":
+        from edge import Edge
+
+        comp = Edge(settings=s, nc=nc)
+    elif role == "archiver":
+        try:
+            from archiver import Archiver
+        except ImportError:
+            return None
+        comp = Archiver(settings=s, nc=nc, store=fab.store)
+    elif role in ("presence", "pusher"):
+        return None  # wired once those services land
+    else:
+        raise ValueError(f"unknown role {role!r}; choose from {ALL_ROLES}")
+    await comp.start()
+    return comp
