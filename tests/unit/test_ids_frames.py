@@ -174,7 +174,10 @@ def test_body_size_limit(body: str, max_body: int, code: str | None) -> None:
     [
         (b'{"type":"send","id":"m1","to":"a.>","body":"x"}', "m1"),
         (b'{"type":"nope","id":"r7"}', "r7"),
-        (b'{"type":"send","id":"a.>"}', None),  # an invalid id is never echoed back as ref
+        # An invalid string id is echoed so the client can match the error to
+        # its frame, capped at 128 characters; a non-string id is not.
+        (b'{"type":"send","id":"a.>"}', "a.>"),
+        (('{"type":"send","id":"%s"}' % ("x" * 300)).encode(), "x" * 128),
         (b'{"type":"send","id":5}', None),
         (b"not json", None),
         (b"[1]", None),
