@@ -47,7 +47,7 @@ class PresenceReporter:
         self._subject = subjects.presence_hb(edge_id)
         self._edge = edge_id
         self._interval = interval_sec
-        self.ttl_ms = int(interval_sec * ttl_factor * 1000)
+        self.ttl_ms = round(interval_sec * ttl_factor * 1000)
         self._devices: dict[str, int] = {}  # user -> open sockets on this edge
         self._reported: set[str] = set()  # users the tracker was told are here
         self._dirty: set[str] = set()

@@ -7,15 +7,10 @@ Redis test uses its own key prefix, so tests never see each other's keys.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import tempfile
-import time
 import uuid
 
 import pytest
 
-from switchboard.bus.embedded import free_port
 from switchboard.errors import ConfigError
 from switchboard.frames import Presence
 from switchboard.presence import PresenceBackend, open_presence
@@ -29,47 +24,11 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def presence_redis_url(request):
-    """The shared ``redis_url`` fixture if the suite has one, else a redis-server of our own."""
-    try:
-        shared = request.getfixturevalue("redis_url")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        yield shared
-        return
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not shutil.which(binary):
-        pytest.skip("redis-server not installed (apt-get install redis-server)")
-    port = free_port()
-    tmp = tempfile.mkdtemp(prefix="sb-redis-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", tmp],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket
-
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(5)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def url(request):
     if request.param == "memory":
         return "memory://"
-    base = request.getfixturevalue("presence_redis_url")
+    base = request.getfixturevalue("redis_url")  # tests/services/redis.py
     return f"{base}?prefix=t{uuid.uuid4().hex[:12]}"
 
 

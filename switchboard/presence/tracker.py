@@ -1,0 +1,245 @@
+"""The presence tracker: heartbeats in, presence changes out.
+
+- Subscribes ``sb.presence.hb.*`` in the queue group ``sb-presence`` (several
+  trackers may run when they share a Redis backend; with ``memory://`` run
+  exactly one). Heartbeats and events refresh/remove entries in the backend.
+- Every ``sweep_sec`` it expires entries of edges that stopped heartbeating.
+- Each online/offline transition is published as a ``presence`` wire frame
+  to ``sb.user.<watcher>.live`` of every watcher of that user (the watcher's
+  edges forward it to the sockets as-is: it has no Nats-Sequence header) and
+  to ``sb.presence.changed.<user>`` for services.
+- NATS micro service ``sb-presence``: ``sb.api.presence.query`` and
+  ``sb.api.presence.watch`` (see :mod:`switchboard.presence.messages`).
+
+Run it alone with ``python -m switchboard.presence.tracker --nats-url URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import msgspec
+import nats
+from nats.aio.msg import Msg as NatsMsg
+from nats.micro import add_service
+from nats.micro.request import Request
+
+from switchboard import ids, log
+from switchboard.errors import BadFrame, LimitExceeded, SwitchboardError
+from switchboard.events import ErrorBody
+from switchboard.frames import Presence
+from switchboard.frames import encode as encode_frame
+from switchboard.presence import PresenceBackend, open_presence
+from switchboard.presence.messages import (Events, Heartbeat, PresenceReply, decode_query, decode_report,
+                                           decode_watch, encode)
+from switchboard.subjects import Subjects
+
+QUEUE = "sb-presence"
+SERVICE_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackerConfig:
+    # How often dead entries are swept. An edge that dies goes offline at most
+    # TTL + sweep_sec after its last heartbeat; 1 s is cheap (one O(1) check
+    # in memory, one script call on Redis) and small next to the TTL.
+    sweep_sec: float = 1.0
+    # Users per query/watch request: a contact list is far smaller; the cap
+    # bounds the work and the reply size (1000 frames ~ 60 KB) of one request.
+    max_users_per_request: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.sweep_sec <= 0:
+            raise ValueError("sweep_sec must be > 0")
+        if self.max_users_per_request < 1:
+            raise ValueError("max_users_per_request must be >= 1")
+
+
+class PresenceTracker:
+    def __init__(self, *, nc: nats.NATS, backend: PresenceBackend, subjects: Subjects,
+                 config: TrackerConfig = TrackerConfig()) -> None:
+        self._nc = nc
+        self._backend = backend
+        self._subjects = subjects
+        self._config = config
+        self._log = log.get("presence.tracker")
+        self._sub = None
+        self._service = None
+        self._sweeper: asyncio.Task | None = None
+        # Counters for stats/benchmarks (never logged per message).
+        self.reports = 0
+        self.rejected_ids = 0
+        self.changes = 0
+
+    async def start(self) -> None:
+        s = self._subjects
+        self._sub = await self._nc.subscribe(s.presence_hb_all, queue=QUEUE, cb=self._on_report)
+        self._service = await add_service(self._nc, name="sb-presence", version=SERVICE_VERSION, queue_group=QUEUE,
+                                          description="presence: online state, last seen, watches")
+        await self._service.add_endpoint(name="query", subject=s.api("presence", "query"), handler=self._query)
+        await self._service.add_endpoint(name="watch", subject=s.api("presence", "watch"), handler=self._watch)
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="presence-sweep")
+        self._log.info("presence tracker started", subject=s.presence_hb_all, sweep_sec=self._config.sweep_sec)
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        if self._service is not None:
+            with contextlib.suppress(Exception):
+                await self._service.stop()
+            self._service = None
+        self._log.info("presence tracker stopped", reports=self.reports, changes=self.changes,
+                       rejected_ids=self.rejected_ids)
+
+    # ------------------------------------------------------------ heartbeats
+
+    async def _on_report(self, msg: NatsMsg) -> None:
+        self.reports += 1
+        try:
+            report = decode_report(msg.data)
+        except msgspec.DecodeError:
+            self._log.debug("bad presence report", subject=msg.subject)
+            return
+        # The edge named in the payload must be the one in the subject (NATS
+        # permissions can pin an edge to its subject).
+        if report.edge != msg.subject.rsplit(".", 1)[-1]:
+            self._log.debug("presence report edge mismatch", subject=msg.subject)
+            return
+        try:
+            if isinstance(report, Heartbeat):
+                changes = await self._backend.refresh(report.edge, self._valid(report.users), report.ttl_ms)
+            else:
+                changes = await self._apply_events(report)
+            await self.publish(changes)
+        except Exception:
+            self._log.exception("presence report failed", edge=report.edge)
+
+    async def _apply_events(self, ev: Events) -> list[Presence]:
+        changes: list[Presence] = []
+        if ev.disconnected:
+            changes += await self._backend.remove(ev.edge, self._valid(ev.disconnected))
+        if ev.connected and ev.ttl_ms > 0:
+            changes += await self._backend.refresh(ev.edge, self._valid(ev.connected), ev.ttl_ms)
+        return changes
+
+    def _valid(self, users: list[str]) -> list[str]:
+        good = [u for u in users if ids.is_valid(u)]
+        self.rejected_ids += len(users) - len(good)
+        return good
+
+    async def publish(self, changes: list[Presence]) -> None:
+        """Send each change to its user's watchers and to services."""
+        if not changes:
+            return
+        self.changes += len(changes)
+        watchers = await self._backend.watchers_of_many([c.user for c in changes])
+        s = self._subjects
+        for c in changes:
+            data = encode_frame(c)
+            await self._nc.publish(s.presence_changed(c.user), data)
+            for w in watchers.get(c.user, ()):
+                await self._nc.publish(s.live(w), data)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.sweep_sec)
+            try:
+                changes = await self._backend.expire()
+                if changes:
+                    self._log.info("presence entries expired", users_offline=len(changes))
+                await self.publish(changes)
+            except Exception:
+                self._log.exception("presence sweep failed")
+
+    # ------------------------------------------------------------ API
+
+    def _check_users(self, users: list[str]) -> list[str]:
+        if len(users) > self._config.max_users_per_request:
+            raise LimitExceeded(f"at most {self._config.max_users_per_request} users per request")
+        for u in users:
+            ids.check(u, "user")
+        return list(dict.fromkeys(users))
+
+    async def _states(self, users: list[str]) -> list[Presence]:
+        state = await self._backend.online(users)
+        return [Presence(user=u, online=state[u][0], last_seen=state[u][1]) for u in users]
+
+    async def _query(self, req: Request) -> None:
+        async def answer() -> PresenceReply:
+            try:
+                body = decode_query(req.data)
+            except msgspec.DecodeError as exc:
+                raise BadFrame(f"presence query: {exc}") from None
+            return PresenceReply(users=await self._states(self._check_users(body.users)))
+
+        await self._respond(req, answer)
+
+    async def _watch(self, req: Request) -> None:
+        async def answer() -> PresenceReply:
+            try:
+                body = decode_watch(req.data)
+            except msgspec.DecodeError as exc:
+                raise BadFrame(f"presence watch: {exc}") from None
+            watcher = ids.check(body.watcher, "watcher")
+            users = self._check_users(body.users)
+            await self._backend.watch(watcher, users)
+            return PresenceReply(users=await self._states(users))
+
+        await self._respond(req, answer)
+
+    async def _respond(self, req: Request, answer) -> None:
+        try:
+            reply = await answer()
+        except SwitchboardError as exc:
+            err = ErrorBody(code=exc.code, message=exc.message, retry=exc.retry)
+            await req.respond_error(exc.code, exc.message, data=encode(PresenceReply(error=err)))
+            return
+        except Exception as exc:
+            self._log.exception("presence request failed", subject=req.subject)
+            err = ErrorBody(code="unavailable", message=f"presence backend failed: {type(exc).__name__}", retry=True)
+            await req.respond_error(err.code, err.message, data=encode(PresenceReply(error=err)))
+            return
+        await req.respond(encode(reply))
+
+
+async def run(*, nats_url: str, presence_url: str, subjects: Subjects,
+              config: TrackerConfig = TrackerConfig(), stop: asyncio.Event | None = None) -> None:
+    """Connect, open the backend and track until ``stop`` is set (or forever)."""
+    backend = open_presence(presence_url)
+    await backend.open()
+    nc = await nats.connect(nats_url, name="sb-presence", max_reconnect_attempts=-1)
+    tracker = PresenceTracker(nc=nc, backend=backend, subjects=subjects, config=config)
+    try:
+        await tracker.start()
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await tracker.stop()
+        await nc.drain()
+        await backend.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m switchboard.presence.tracker")
+    ap.add_argument("--nats-url", required=True)
+    ap.add_argument("--presence-url", default="memory://")
+    ap.add_argument("--prefix", default="sb")
+    ap.add_argument("--sweep-sec", type=float, default=TrackerConfig.sweep_sec)
+    args = ap.parse_args(argv)
+    log.configure()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(nats_url=args.nats_url, presence_url=args.presence_url, subjects=Subjects(args.prefix),
+                        config=TrackerConfig(sweep_sec=args.sweep_sec)))
+
+
+if __name__ == "__main__":
+    main()

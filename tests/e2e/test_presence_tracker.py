@@ -1,0 +1,185 @@
+"""Presence end to end: real nats-server, a tracker, two edges' PresenceReporters.
+
+Checks that transitions reach only watchers' ``live`` subjects, that a
+second device is not a change, and that an edge that dies without a word
+takes its users offline within the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import nats
+import pytest
+
+from edge.presence import PresenceReporter
+from switchboard.frames import Presence, decode_server_frame
+from switchboard.presence import open_presence
+from switchboard.presence.messages import QueryRequest, WatchRequest, decode_reply, encode
+from switchboard.presence.tracker import PresenceTracker, TrackerConfig
+from switchboard.subjects import Subjects
+
+INTERVAL = 0.15  # heartbeat every 150 ms, TTL 450 ms: a dead edge is noticed fast
+
+
+class Inbox:
+    """Everything published on one subject, decoded as server frames."""
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue = asyncio.Queue()
+
+    async def cb(self, msg) -> None:
+        await self.frames.put(decode_server_frame(msg.data))
+
+    async def next(self, timeout: float = 3.0) -> Presence:
+        return await asyncio.wait_for(self.frames.get(), timeout)
+
+    async def nothing(self, wait: float = 0.3) -> None:
+        await asyncio.sleep(wait)
+        assert self.frames.empty(), f"unexpected: {self.frames.get_nowait()}"
+
+
+@pytest.fixture
+async def world(nats_server):
+    subjects = Subjects(f"p{uuid.uuid4().hex[:10]}")  # own subjects on the shared server
+    nc_tracker = await nats.connect(nats_server.url)
+    nc_a = await nats.connect(nats_server.url)
+    nc_b = await nats.connect(nats_server.url)
+    backend = open_presence("memory://")
+    await backend.open()
+    tracker = PresenceTracker(nc=nc_tracker, backend=backend, subjects=subjects,
+                              config=TrackerConfig(sweep_sec=0.05))
+    await tracker.start()
+    a = PresenceReporter(nc=nc_a, subjects=subjects, edge_id="edge-a", interval_sec=INTERVAL)
+    b = PresenceReporter(nc=nc_b, subjects=subjects, edge_id="edge-b", interval_sec=INTERVAL)
+    await a.start()
+    await b.start()
+    yield subjects, nc_tracker, tracker, a, b, nc_b
+    await a.stop()
+    await b.stop()
+    await tracker.stop()
+    for nc in (nc_a, nc_b, nc_tracker):
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def listen(nc, subject) -> Inbox:
+    box = Inbox()
+    await nc.subscribe(subject, cb=box.cb)
+    await nc.flush()
+    return box
+
+
+async def request(nc, subject, payload):
+    msg = await nc.request(subject, encode(payload), timeout=2)
+    return msg, decode_reply(msg.data)
+
+
+async def wait_online(nc, subjects, user, online: bool, timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        _, reply = await request(nc, subjects.api("presence", "query"), QueryRequest(users=[user]))
+        if reply.users[0].online is online:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{user} never became online={online}"
+        await asyncio.sleep(0.02)
+
+
+async def test_transitions_reach_watchers_only(world):
+    subjects, nc, tracker, a, b, nc_b = world
+    watcher_live = await listen(nc, subjects.live("w"))
+    other_live = await listen(nc, subjects.live("nw"))
+    changed = await listen(nc, subjects.presence_changed("alice"))
+    a.connected("w")
+    b.connected("nw")
+    await wait_online(nc, subjects, "w", True)
+
+    # The watch answers the current state: never seen = offline, no last_seen.
+    _, reply = await request(nc, subjects.api("presence", "watch"), WatchRequest(watcher="w", users=["alice", "bob"]))
+    assert reply.error is None
+    assert reply.users == [Presence(user="alice", online=False), Presence(user="bob", online=False)]
+
+    a.connected("alice")
+    got = await watcher_live.next()
+    assert (got.user, got.online) == ("alice", True)
+    assert (await changed.next()).online is True
+
+    # Multi-device: a second device elsewhere, then losing the first, is no
+    # change. Edges are not ordered with each other, so let the tracker see
+    # B's connect before A's disconnect (else offline->online is correct too).
+    seen = tracker.reports
+    b.connected("alice")
+    while tracker.reports == seen:
+        await asyncio.sleep(0.005)
+    a.connected("alice")
+    a.disconnected("alice")
+    a.disconnected("alice")
+    await watcher_live.nothing()
+    b.disconnected("alice")
+    got = await watcher_live.next()
+    assert (got.user, got.online) == ("alice", False) and got.last_seen is not None
+
+    await other_live.nothing(0.05)  # nw watches nobody: it got nothing at all
+
+
+async def test_dead_edge_users_go_offline_within_ttl(world):
+    subjects, nc, tracker, a, b, nc_b = world
+    watcher_live = await listen(nc, subjects.live("w2"))
+    a.connected("w2")
+    b.connected("bob")
+    await wait_online(nc, subjects, "bob", True)
+    await request(nc, subjects.api("presence", "watch"), WatchRequest(watcher="w2", users=["bob"]))
+    await asyncio.sleep(2 * INTERVAL)  # a few heartbeats keep bob online
+    assert watcher_live.frames.empty()
+
+    # Edge B dies: its reporter task ends without a disconnect and its
+    # connection drops (private attribute: simulating a crash, not an API).
+    b._task.cancel()
+    b._reported.clear()
+    b._devices.clear()
+    await nc_b.close()
+    t0 = asyncio.get_running_loop().time()
+    got = await watcher_live.next(timeout=5)
+    elapsed = asyncio.get_running_loop().time() - t0
+    assert (got.user, got.online) == ("bob", False)
+    assert elapsed < 3 * INTERVAL + 1.0  # the TTL plus sweep and scheduling slack, not forever
+
+
+async def test_watch_ends_when_watcher_goes_offline(world):
+    subjects, nc, tracker, a, b, nc_b = world
+    watcher_live = await listen(nc, subjects.live("w3"))
+    a.connected("w3")
+    await wait_online(nc, subjects, "w3", True)
+    await request(nc, subjects.api("presence", "watch"), WatchRequest(watcher="w3", users=["carol"]))
+    a.disconnected("w3")
+    await wait_online(nc, subjects, "w3", False)
+    b.connected("carol")
+    await wait_online(nc, subjects, "carol", True)
+    await watcher_live.nothing(0.1)
+
+
+@pytest.mark.parametrize("endpoint, payload, code", [
+    ("query", b'{"users":["ok","a.>"]}', "invalid_id"),
+    ("watch", b'{"watcher":"a b","users":["ok"]}', "invalid_id"),
+    ("watch", b'{"watcher":"w","users":["*"]}', "invalid_id"),
+    ("query", b'{"users":', "bad_frame"),
+    ("query", b'{"users":"alice"}', "bad_frame"),
+    ("query", b'{"users":[' + b",".join(b'"u%d"' % i for i in range(1001)) + b"]}", "limit_exceeded"),
+])
+async def test_bad_requests_get_coded_errors(world, endpoint, payload, code):
+    subjects, nc, *_ = world
+    msg = await nc.request(subjects.api("presence", endpoint), payload, timeout=2)
+    reply = decode_reply(msg.data)
+    assert reply.error is not None and reply.error.code == code
+    assert msg.headers["Nats-Service-Error-Code"] == code  # `nats micro stats` counts it
+
+
+async def test_heartbeat_repairs_a_lost_connect_event(world):
+    # A connect event lost on the way (core NATS is at most once): the next
+    # heartbeat names the user, and the tracker turns them online.
+    subjects, nc, tracker, a, b, nc_b = world
+    a._devices["dave"] = 1
+    a._reported.add("dave")  # as if the event had been sent and lost
+    await wait_online(nc, subjects, "dave", True, timeout=3 * INTERVAL + 1)
