@@ -1,0 +1,310 @@
+"""A real Apache Cassandra 5.0 for the tests, built from Maven Central jars.
+
+No Docker, no release tarball: ``org.apache.cassandra:cassandra-all`` and its
+runtime dependency closure (what the tarball's ``lib/`` holds) are fetched once
+with Maven (deploy/cassandra/pom.xml) into
+``~/.cache/switchboard/cassandra-<version>/lib`` and re-used afterwards.
+``CassandraDaemon`` then runs as a plain JVM child process on free loopback
+ports, with every directory under one temp dir. docs/storage.md lists every
+JVM flag and why.
+
+CLI (the test command warms the cache with it)::
+
+    python -m tests.services.cassandra fetch   # only fetch the jars
+    python -m tests.services.cassandra run     # start a node, print its URL, Ctrl-C stops it
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import fcntl
+import os
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from switchboard.bus.embedded import free_port
+from tests.services.common import die_with_parent, log_tail, require_service, wait_port
+
+CASSANDRA_VERSION = os.environ.get("SWITCHBOARD_CASSANDRA_VERSION", "5.0.8")
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "cassandra"
+HOW_TO_ENABLE = ("needs java 17 and mvn on PATH and Maven Central reachable once "
+                 "(python -m tests.services.cassandra fetch warms the jar cache)")
+KEYSPACE = "sb_test"
+
+# Startup is 10-20 s on an idle 2-core box; allow for a loaded one (other
+# services and test processes compete for the same cores).
+START_TIMEOUT = float(os.environ.get("SWITCHBOARD_CASSANDRA_START_TIMEOUT", "240"))
+# A clean shutdown flushes memtables; a few seconds normally, then SIGKILL.
+STOP_TIMEOUT = 60.0
+# Maven resolving ~100 jars from a cold ~/.m2.
+FETCH_TIMEOUT = 900.0
+
+
+class CassandraStartError(RuntimeError):
+    pass
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "switchboard"
+
+
+def lib_dir(version: str = CASSANDRA_VERSION) -> Path:
+    return cache_root() / f"cassandra-{version}" / "lib"
+
+
+def fetch_jars(version: str = CASSANDRA_VERSION) -> Path:
+    """Return the cached lib/ for ``version``, fetching it with Maven if absent.
+
+    The download goes to a sibling temp dir and is renamed into place only when
+    complete, under a file lock: a half-fetched or concurrently fetched lib/ is
+    never used.
+    """
+    target = lib_dir(version)
+    if (target / f"cassandra-all-{version}.jar").is_file():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise CassandraStartError("mvn not found on PATH (apt-get install maven)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / f"cassandra-all-{version}.jar").is_file():
+            return target  # another process fetched it while we waited
+        work = Path(tempfile.mkdtemp(prefix="fetch-", dir=target.parent))
+        try:
+            shutil.copy(DEPLOY_DIR / "pom.xml", work / "pom.xml")
+            proc = subprocess.run(
+                [mvn, "-B", "-q", "dependency:copy-dependencies", f"-Dcassandra.version={version}",
+                 "-DincludeScope=runtime", f"-DoutputDirectory={work / 'lib'}"],
+                cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=FETCH_TIMEOUT)
+            if proc.returncode != 0 or not (work / "lib" / f"cassandra-all-{version}.jar").is_file():
+                raise CassandraStartError(f"mvn exited with {proc.returncode}: {(proc.stdout + proc.stderr)[-2000:]}")
+            if target.exists():
+                shutil.rmtree(target)
+            (work / "lib").rename(target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def java_binary() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise CassandraStartError("java not found on PATH (Cassandra 5.0 needs Java 11 or 17)")
+    return found
+
+
+def jvm_options() -> list[str]:
+    """deploy/cassandra/jvm.options: one option per line, '#' comments."""
+    opts = []
+    for line in (DEPLOY_DIR / "jvm.options").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            opts.append(line)
+    return opts
+
+
+@dataclass(kw_only=True)
+class CassandraNode:
+    """One single-node Cassandra; ``stop()`` then ``start()`` re-uses the same
+    ports and data dir, so outage tests can take it away and bring it back at
+    the same URL with the data intact."""
+
+    lib: Path
+    workdir: Path
+    host: str = "127.0.0.1"
+    port: int = 0  # CQL native_transport_port; 0: a free port on first start
+    storage_port: int = 0  # inter-node port (unused by a single node, but bound): 0 = free
+    heap: str = "1G"
+    keyspace: str = KEYSPACE
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The store URL of this node (see docs/storage.md for the format)."""
+        return f"cassandra://{self.host}:{self.port}/{self.keyspace}?consistency=ONE&replication=1"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "cassandra.log"
+
+    def command(self) -> list[str]:
+        jamm = sorted(self.lib.glob("jamm-*.jar"))
+        if not jamm:
+            raise CassandraStartError(f"no jamm-*.jar in {self.lib}")
+        return [
+            java_binary(),
+            *jvm_options(),
+            f"-Xms{self.heap}", f"-Xmx{self.heap}",
+            "-XX:+ExitOnOutOfMemoryError",
+            f"-javaagent:{jamm[-1]}",
+            f"-Dcassandra.config={(self.workdir / 'cassandra.yaml').as_uri()}",
+            f"-Dcassandra.storagedir={self.workdir}",
+            f"-Dcassandra.logdir={self.workdir}",
+            f"-Dlogback.configurationFile={DEPLOY_DIR / 'logback.xml'}",
+            "-cp", f"{self.lib}/*",
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+
+    def _write_config(self) -> None:
+        template = string.Template((DEPLOY_DIR / "cassandra.yaml.template").read_text())
+        (self.workdir / "cassandra.yaml").write_text(template.substitute(
+            storage_port=self.storage_port, native_port=self.port, data_dir=str(self.workdir)))
+
+    def launch(self) -> "CassandraNode":
+        """Start the JVM without waiting (no-op if running); ``wait_ready`` waits.
+
+        Call from the main thread: the child gets PDEATHSIG tied to the
+        forking thread.
+        """
+        if self.running:
+            return self
+        if self.port == 0:
+            self.port = free_port(self.host)
+        if self.storage_port == 0:
+            self.storage_port = free_port(self.host)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> "CassandraNode":
+        """Wait until the CQL port is open and ``system.local`` answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                self.process = None
+                raise CassandraStartError(f"Cassandra exited with {code}: {log_tail(self.log_path, 3000)}")
+            if wait_port(self.host, self.port, 1.0) and self.query_version(timeout=10.0):
+                return self
+        self.stop()
+        raise CassandraStartError(f"Cassandra not ready on {self.host}:{self.port} within {timeout}s: "
+                                  f"{log_tail(self.log_path, 3000)}")
+
+    def start(self, timeout: float = START_TIMEOUT) -> "CassandraNode":
+        """Start (no-op if running) and wait until it answers CQL."""
+        return self.launch().wait_ready(timeout)
+
+    def query_version(self, timeout: float = 10.0) -> str | None:
+        """``release_version`` from system.local, or None if it does not answer."""
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.io.asyncioreactor import AsyncioConnection
+        from cassandra.policies import RoundRobinPolicy
+
+        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout)
+        cluster = Cluster([(self.host, self.port)], connection_class=AsyncioConnection,
+                          execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=timeout,
+                          control_connection_timeout=timeout)
+        try:
+            session = cluster.connect()
+            row = session.execute("SELECT release_version FROM system.local").one()
+            return row.release_version if row else None
+        except Exception:
+            return None
+        finally:
+            cluster.shutdown()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM (Cassandra flushes and exits), SIGKILL after ``timeout``."""
+        p, self.process = self.process, None
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for crash tests (the commit log is replayed on the next start)."""
+        p, self.process = self.process, None
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+
+    def remove_data(self) -> None:
+        """Delete everything but the log (the node must be stopped)."""
+        for name in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
+            shutil.rmtree(self.workdir / name, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cassandra_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraNode]:
+    """The session's Cassandra node, started on first use (only sessions that
+    run a Cassandra test pay for it). Outage tests may stop()/kill() it but
+    must start() it again. Always stopped at session end (also on Ctrl-C);
+    PDEATHSIG covers a pytest killed outright."""
+    try:
+        node = CassandraNode(lib=fetch_jars(), workdir=tmp_path_factory.mktemp("cassandra"))
+    except (CassandraStartError, OSError, subprocess.SubprocessError) as exc:
+        require_service("cassandra", f"could not fetch the Cassandra jars: {exc}", HOW_TO_ENABLE)
+    atexit.register(node.kill)  # belt and braces: teardown below is the normal path
+    try:
+        node.start()
+    except (CassandraStartError, OSError) as exc:
+        node.stop()
+        require_service("cassandra", f"Cassandra did not start: {exc}", HOW_TO_ENABLE)
+    try:
+        yield node
+    finally:
+        node.stop()
+        node.remove_data()
+        atexit.unregister(node.kill)
+
+
+@pytest.fixture(scope="session")
+def cassandra_url(cassandra_node: CassandraNode) -> str:
+    """``cassandra://127.0.0.1:<port>/sb_test?consistency=ONE&replication=1``."""
+    return cassandra_node.url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.services.cassandra")
+    parser.add_argument("action", choices=["fetch", "run"])
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    lib = fetch_jars()
+    print(f"jars: {lib} ({len(list(lib.glob('*.jar')))} files)", flush=True)
+    if args.action == "fetch":
+        return 0
+    node = CassandraNode(lib=lib, workdir=Path(tempfile.mkdtemp(prefix="sb-cassandra-")))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        node.start()
+        print(f"ready in {time.monotonic() - t0:.1f}s: {node.url}  (log: {node.log_path}; Ctrl-C stops)", flush=True)
+        while node.running:
+            time.sleep(1)
+        print(f"Cassandra exited: {log_tail(node.log_path)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        node.stop()
+        shutil.rmtree(node.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
