@@ -1,0 +1,338 @@
+"""The Python async client SDK.
+
+    async with Client(url="ws://127.0.0.1:8080/ws", token=token) as c:
+        sent = await c.send(to="bob", body="hi")          # durable once it returns
+        msg = await c.next_message()                      # frames.Msg, deduplicated
+
+What it does for you:
+
+- reconnects with jittered exponential backoff, resuming from its ``cursor``
+  and ``epoch`` (persist them to resume across restarts);
+- resends unconfirmed sends with the same id after a reconnect or a
+  ``retry: true`` error, so each message is stored once;
+- acks the cursor of what it has queued for you (batched);
+- drops duplicates by (conv, seq); fills a gap in a conversation, and the
+  ranges of a ``resync``, from history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from switchboard import frames
+from switchboard.errors import SwitchboardError, from_code
+
+
+class ClientError(SwitchboardError):
+    """An error the server answered, or the client gave up."""
+
+    code = "client"
+
+
+class ConnectionLost(ClientError):
+    code = "connection_lost"
+    retry = True
+
+
+# Close codes after which reconnecting cannot help.
+FATAL_CLOSE_CODES = {4001}
+
+
+@dataclass
+class _Pending:
+    frame: Any
+    future: asyncio.Future
+    resend: bool  # sends are resent after a reconnect (same id: stored once)
+    attempts: int = 0
+
+
+@dataclass
+class _ConvState:
+    seq: int = 0  # highest seq handed to the application
+    seen: set[int] = field(default_factory=set)  # seqs above `seq` already handed over
+
+
+class Client:
+    def __init__(self, *, url: str, token: str, cursor: int | None = None, epoch: str | None = None,
+                 auto_ack: bool = True, fill_gaps: bool = True, backoff_min: float = 0.1,
+                 backoff_max: float = 10.0, request_timeout: float = 30.0, max_retries: int = 20,
+                 queue_size: int = 100_000) -> None:
+        self.url = url
+        self._token = token
+        self.cursor = cursor  # INBOX cursor of the last message queued for the application
+        self.epoch = epoch
+        self.user: str | None = None
+        self.auto_ack = auto_ack
+        self.fill_gaps = fill_gaps
+        self.backoff = (backoff_min, backoff_max)
+        self.request_timeout = request_timeout
+        self.max_retries = max_retries
+        self.messages: asyncio.Queue[frames.Msg] = asyncio.Queue(queue_size)
+        self.events: asyncio.Queue[Any] = asyncio.Queue(queue_size)  # receipts, typing, presence, conv, resync
+        self.reconnects = 0
+        self._ws: ClientConnection | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._convs: dict[str, _ConvState] = {}
+        self._ids = itertools.count(1)
+        self._prefix = uuid.uuid4().hex[:12]
+        self._synced = asyncio.Event()
+        self._closing = False
+        self._fatal: BaseException | None = None
+        self._runner: asyncio.Task | None = None
+        self._ack_task: asyncio.Task | None = None
+        self._acked = 0
+        self._bg: set[asyncio.Task] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def connect(self, timeout: float = 30.0) -> "Client":
+        self._runner = asyncio.create_task(self._run())
+        await self.wait_synced(timeout)
+        return self
+
+    async def wait_synced(self, timeout: float = 30.0) -> None:
+        waiter = asyncio.ensure_future(self._synced.wait())
+        done, _ = await asyncio.wait({waiter, self._runner}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            if self._fatal:
+                raise self._fatal
+            raise ConnectionLost(f"not synced within {timeout}s")
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._flush_ack()
+        for task in (self._runner, self._ack_task, *self._bg):
+            if task is not None:
+                task.cancel()
+        if self._ws is not None:
+            await self._ws.close()
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(ConnectionLost("client closed"))
+        self._pending.clear()
+
+    async def __aenter__(self) -> "Client":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self) -> None:
+        delay = self.backoff[0]
+        while not self._closing:
+            try:
+                async with websockets.connect(self.url, additional_headers={"Authorization": f"Bearer {self._token}"},
+                                              max_size=None, compression=None, open_timeout=10) as ws:
+                    self._ws = ws
+                    await ws.send(frames.encode(frames.Hello(cursor=self.cursor, epoch=self.epoch)))
+                    for p in list(self._pending.values()):  # unconfirmed sends: same id, stored once
+                        if p.resend:
+                            await ws.send(frames.encode(p.frame))
+                    delay = self.backoff[0]
+                    async for data in ws:
+                        self._dispatch(data)
+            except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
+                code = getattr(getattr(exc, "rcvd", None), "code", None)
+                if code in FATAL_CLOSE_CODES:
+                    self._fatal = ClientError(f"connection refused: {exc.rcvd.reason}", code="unauthorized")  # type: ignore[union-attr]
+                    self._fail_all(self._fatal)
+                    return
+            finally:
+                self._ws = None
+                self._synced.clear()
+                self._fail_requests()
+            if self._closing:
+                return
+            self.reconnects += 1
+            # Full jitter: a reconnect storm after an edge dies spreads out.
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, self.backoff[1])
+
+    # -- incoming ----------------------------------------------------------------------
+    def _dispatch(self, data: str | bytes) -> None:
+        f = frames.decode_server_frame(data)
+        if isinstance(f, frames.Msg):
+            if f.cursor is not None:
+                self.cursor = max(self.cursor or 0, f.cursor)
+                self._schedule_ack()
+            self._deliver(f)
+        elif isinstance(f, frames.Sent):
+            self._resolve(f.id, f)
+        elif isinstance(f, frames.Error):
+            self._on_error(f)
+        elif isinstance(f, (frames.History, frames.Conv)) and f.ref in self._pending:
+            self._resolve(f.ref, f)
+        elif isinstance(f, frames.Welcome):
+            self.user, self.epoch = f.user, f.epoch
+        elif isinstance(f, frames.Synced):
+            self.cursor = max(self.cursor or 0, f.cursor)
+            self._synced.set()
+        elif isinstance(f, frames.Resync):
+            self.cursor = f.cursor
+            self._put_event(f)
+            for r in f.ranges:
+                self._spawn(self._fill(r.conv, after=r.after, upto=r.upto or None))
+        else:
+            self._put_event(f)
+
+    def _deliver(self, m: frames.Msg) -> None:
+        st = self._convs.setdefault(m.conv, _ConvState())
+        if m.seq <= st.seq or m.seq in st.seen:
+            return  # duplicate
+        if self.fill_gaps and st.seq and m.seq > st.seq + 1 and not st.seen:
+            self._spawn(self._fill(m.conv, after=st.seq, upto=m.seq - 1))
+        st.seen.add(m.seq)
+        if st.seq == 0 and len(st.seen) == 1:
+            st.seq = m.seq - 1  # first message seen of this conversation: start the watermark here
+        while st.seq + 1 in st.seen:
+            st.seq += 1
+            st.seen.discard(st.seq)
+        self._queue(m)
+
+    def _queue(self, m: frames.Msg) -> None:
+        try:
+            self.messages.put_nowait(m)
+        except asyncio.QueueFull:
+            pass  # the application is not reading; it will refetch from history
+
+    def _put_event(self, f: Any) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.events.put_nowait(f)
+
+    def _on_error(self, e: frames.Error) -> None:
+        p = self._pending.get(e.ref) if e.ref else None
+        if p is None:
+            self._put_event(e)
+            return
+        if e.retry and p.resend and p.attempts < self.max_retries and not self._closing:
+            p.attempts += 1
+            self._spawn(self._resend_later(e.ref, p))
+            return
+        self._pending.pop(e.ref, None)
+        if not p.future.done():
+            p.future.set_exception(from_code(e.code, e.message, e.retry))
+
+    async def _resend_later(self, ref: str, p: _Pending) -> None:
+        await asyncio.sleep(random.uniform(0, min(self.backoff[0] * 2 ** p.attempts, self.backoff[1])))
+        if self._pending.get(ref) is p and self._ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(frames.encode(p.frame))
+
+    def _resolve(self, ref: str, value: Any) -> None:
+        p = self._pending.pop(ref, None)
+        if p is not None and not p.future.done():
+            p.future.set_result(value)
+
+    def _fail_requests(self) -> None:
+        for ref, p in list(self._pending.items()):
+            if not p.resend:
+                self._pending.pop(ref)
+                if not p.future.done():
+                    p.future.set_exception(ConnectionLost("connection lost; retry"))
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+        self._pending.clear()
+
+    # -- acks -----------------------------------------------------------------------------
+    def _schedule_ack(self) -> None:
+        if self.auto_ack and self._ack_task is None:
+            self._ack_task = asyncio.get_running_loop().create_task(self._ack_soon())
+
+    async def _ack_soon(self) -> None:
+        await asyncio.sleep(0.05)  # one ack per 50 ms at most, whatever the message rate
+        self._ack_task = None
+        await self._flush_ack()
+
+    async def _flush_ack(self) -> None:
+        if self.cursor and self.cursor > self._acked and self._ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(frames.encode(frames.Ack(cursor=self.cursor)))
+                self._acked = self.cursor
+
+    async def ack(self, cursor: int) -> None:
+        if self._ws is not None:
+            await self._ws.send(frames.encode(frames.Ack(cursor=cursor)))
+            self._acked = max(self._acked, cursor)
+
+    # -- outgoing -----------------------------------------------------------------------------
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids)}"
+
+    async def _request(self, ref: str, frame: Any, *, resend: bool) -> Any:
+        if self._fatal:
+            raise self._fatal
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[ref] = _Pending(frame, fut, resend)
+        if self._ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(frames.encode(frame))
+        elif not resend:
+            self._pending.pop(ref)
+            raise ConnectionLost("not connected; retry")
+        try:
+            return await asyncio.wait_for(fut, self.request_timeout)
+        finally:
+            self._pending.pop(ref, None)
+
+    async def send(self, *, body: str, conv: str | None = None, to: str | None = None,
+                   id: str | None = None) -> frames.Sent:
+        """Send a message; returns once it is durable. Retries transparently."""
+        ref = id or self.new_id()
+        return await self._request(ref, frames.Send(id=ref, body=body, conv=conv, to=to), resend=True)
+
+    async def create_conversation(self, members: list[str], title: str = "") -> frames.Conv:
+        ref = self.new_id()
+        return await self._request(ref, frames.ConvCreate(members=members, title=title, id=ref), resend=False)
+
+    async def history(self, conv: str, *, before: int | None = None, after: int | None = None,
+                      limit: int = 50) -> frames.History:
+        ref = self.new_id()
+        return await self._request(ref, frames.HistoryRequest(conv=conv, before=before, after=after, limit=limit,
+                                                              id=ref), resend=False)
+
+    async def history_range(self, conv: str, *, after: int = 0, upto: int | None = None) -> AsyncIterator[frames.Msg]:
+        """Every message of ``conv`` with after < seq <= upto (to the end if None), oldest first."""
+        while True:
+            page = await self.history(conv, after=after, limit=200)
+            for m in page.messages:
+                if upto is not None and m.seq > upto:
+                    return
+                yield m
+                after = m.seq
+            if not page.more or not page.messages:
+                return
+
+    async def _fill(self, conv: str, *, after: int, upto: int | None) -> None:
+        with contextlib.suppress(SwitchboardError, asyncio.TimeoutError):
+            async for m in self.history_range(conv, after=max(after, 0), upto=upto):
+                self._deliver(m)
+
+    async def send_frame(self, frame: Any) -> None:
+        """Send any frame as is (typing, read, presence.watch, push.register)."""
+        if self._ws is None:
+            raise ConnectionLost("not connected; retry")
+        await self._ws.send(frames.encode(frame))
+
+    async def next_message(self, timeout: float | None = None) -> frames.Msg:
+        return await asyncio.wait_for(self.messages.get(), timeout)
+
+    async def next_event(self, timeout: float | None = None) -> Any:
+        return await asyncio.wait_for(self.events.get(), timeout)
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
