@@ -53,6 +53,7 @@ class PusherService:
         self._js = None
         self._service = None
         self._task: asyncio.Task | None = None
+        self._dlq_stored: bool | None = None
 
     async def start(self) -> None:
         await self.devices.open()
@@ -80,7 +81,10 @@ class PusherService:
         if self._service:
             await self._service.stop()
         if self._nc:
-            await self._nc.drain()
+            # flush (acks and dead letters are already confirmed), then close; a drain
+            # would wait on the pull subscription's pending fetch for its full timeout
+            await self._nc.flush()
+            await self._nc.close()
         for provider in {id(p): p for p in self.providers.values()}.values():
             await provider.close()
         await self.devices.close()
@@ -111,12 +115,17 @@ class PusherService:
 
     async def _dead_letter(self, data: bytes, headers: dict[str, str]) -> None:
         subject = self.settings.subjects.dead_letter("push")
-        try:
+        if self._dlq_stored is None:  # looked up on first use: is there a stream that keeps dead letters?
+            try:
+                await self._js.find_stream_name_by_subject(subject)
+                self._dlq_stored = True
+            except nats.js.errors.NotFoundError:
+                self._dlq_stored = False
+        if self._dlq_stored:
             await self._js.publish(subject, data, headers=headers)
-        except nats.js.errors.NoStreamResponseError:
+        else:  # core publish: only live subscribers (an operator's `nats sub`) see it
             await self._nc.publish(subject, data, headers=headers)
-        except nats.errors.NoRespondersError:
-            await self._nc.publish(subject, data, headers=headers)
+            await self._nc.flush()
 
     async def _register(self, req: nats.micro.Request) -> None:
         try:
