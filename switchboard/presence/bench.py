@@ -22,6 +22,7 @@ import nats
 import psutil
 
 from edge.presence import PresenceReporter
+from switchboard import log
 from switchboard.presence.messages import QueryRequest, decode_reply, encode
 from switchboard.subjects import Subjects
 
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--interval-sec", type=float, default=10.0)
     ap.add_argument("--presence-url", default="memory://")
     args = ap.parse_args(argv)
+    log.configure()  # logs to stderr: stdout is the JSON result
 
     async def go(url: str) -> dict:
         return await run(url, args.users, args.seconds, interval_sec=args.interval_sec,
