@@ -73,11 +73,11 @@ def _no_badge(user: str) -> None:
 
 def backoff(deliveries: int, config: WorkerConfig, retry_after: float | None,
             rand: Callable[[], float] = random.random) -> float:
-    """Delay before the next delivery: base * 2^(n-1) with +-20% jitter, capped,
-    but never shorter than the provider's Retry-After."""
-    delay = min(config.backoff_max, config.backoff_base * 2 ** max(0, deliveries - 1))
-    delay *= 0.8 + 0.4 * rand()
-    return max(delay, retry_after or 0.0)
+    """Delay before the next delivery: base * 2^(n-1) with +-20% jitter (so
+    entries throttled together do not come back together), capped at
+    backoff_max, but never shorter than the provider's Retry-After."""
+    delay = config.backoff_base * 2 ** min(max(0, deliveries - 1), 32) * (0.8 + 0.4 * rand())
+    return max(min(delay, config.backoff_max), retry_after or 0.0)
 
 
 class Worker:
