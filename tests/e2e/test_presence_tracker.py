@@ -183,3 +183,87 @@ async def test_heartbeat_repairs_a_lost_connect_event(world):
     a._devices["dave"] = 1
     a._reported.add("dave")  # as if the event had been sent and lost
     await wait_online(nc, subjects, "dave", True, timeout=3 * INTERVAL + 1)
+
+
+@pytest.mark.redis
+async def test_two_trackers_on_redis_publish_each_change_once(nats_server, redis_url):
+    # Several trackers in the queue group share Redis: every heartbeat and
+    # every sweep may land on either, but a change is published exactly once.
+    subjects = Subjects(f"p{uuid.uuid4().hex[:10]}")
+    url = f"{redis_url}?prefix=e{uuid.uuid4().hex[:10]}"
+    conns, backends, trackers = [], [], []
+    for _ in range(2):
+        nc = await nats.connect(nats_server.url)
+        backend = open_presence(url)
+        await backend.open()
+        tracker = PresenceTracker(nc=nc, backend=backend, subjects=subjects, config=TrackerConfig(sweep_sec=0.05))
+        await tracker.start()
+        conns.append(nc)
+        backends.append(backend)
+        trackers.append(tracker)
+    nc_edge = await nats.connect(nats_server.url)
+    edge = PresenceReporter(nc=nc_edge, subjects=subjects, edge_id="edge-r", interval_sec=INTERVAL)
+    await edge.start()
+    try:
+        nc = conns[0]
+        live = await listen(nc, subjects.live("w"))
+        edge.connected("w")
+        await wait_online(nc, subjects, "w", True)
+        await request(nc, subjects.api("presence", "watch"), WatchRequest(watcher="w", users=[f"u{i}" for i in range(20)]))
+        for i in range(20):
+            edge.connected(f"u{i}")
+        got = [await live.next() for _ in range(20)]
+        assert sorted(p.user for p in got) == sorted(f"u{i}" for i in range(20)) and all(p.online for p in got)
+        await asyncio.sleep(3 * INTERVAL)  # heartbeats spread over both trackers: no repeats
+        assert live.frames.empty()
+        for i in range(10):
+            edge.disconnected(f"u{i}")
+        got = [await live.next() for _ in range(10)]
+        assert sorted(p.user for p in got) == sorted(f"u{i}" for i in range(10)) and not any(p.online for p in got)
+        await live.nothing(0.3)
+        assert all(t.reports > 0 for t in trackers)  # both trackers really took part
+    finally:
+        await edge.stop()
+        for t in trackers:
+            await t.stop()
+        for b in backends:
+            await b.close()
+        for c in (*conns, nc_edge):
+            await c.close()
+
+
+async def test_reporter_sends_first_connect_and_last_disconnect_only(nats_server):
+    from switchboard.presence.messages import Events, decode_report
+
+    subjects = Subjects(f"p{uuid.uuid4().hex[:10]}")
+    nc = await nats.connect(nats_server.url)
+    reports: asyncio.Queue = asyncio.Queue()
+
+    async def cb(msg):
+        await reports.put(decode_report(msg.data))
+
+    await nc.subscribe(subjects.presence_hb("edge-x"), cb=cb)
+    rep = PresenceReporter(nc=nc, subjects=subjects, edge_id="edge-x", interval_sec=60)
+    try:
+        rep.connected("ann")
+        rep.connected("ann")  # second device: same entry
+        rep.connected("ghost")
+        rep.disconnected("ghost")  # gone before anything was sent: never reported
+        rep.disconnected("nobody")  # unknown: ignored
+        await rep.start()
+        first = await asyncio.wait_for(reports.get(), 2)
+        assert first == Events(edge="edge-x", connected=["ann"], ttl_ms=180_000)
+        hb = await asyncio.wait_for(reports.get(), 2)  # the first heartbeat goes out at once
+        assert hb.users == ["ann"]
+        rep.disconnected("ann")
+        await asyncio.sleep(0.1)
+        assert reports.empty()  # one device left
+        rep.disconnected("ann")
+        assert await asyncio.wait_for(reports.get(), 2) == Events(edge="edge-x", disconnected=["ann"], ttl_ms=180_000)
+        rep.connected("bea")
+        await asyncio.wait_for(reports.get(), 2)
+        await rep.stop()  # stop reports everyone gone
+        assert await asyncio.wait_for(reports.get(), 2) == Events(edge="edge-x", disconnected=["bea"])
+    finally:
+        await rep.stop()
+        await nc.close()
