@@ -94,7 +94,7 @@ class Worker:
         key, deliveries = md.sequence.stream, md.num_delivered
         try:
             entry = _decode(msg.data)
-        except msgspec.ValidationError as exc:
+        except msgspec.DecodeError as exc:  # not JSON, or not a PushEntry: retrying cannot help
             self._log.warning("push.undecodable", stream_seq=key, error=str(exc)[:200])
             await self._dead_letter(msg.data, {"Sb-Dlq-Reason": "undecodable entry"})
             await msg.term()
