@@ -19,6 +19,7 @@ from typing import Awaitable, Callable
 import msgspec
 import nats
 import pytest
+import structlog.testing
 
 from pusher.config import PushConfig, WorkerConfig
 from pusher.providers.apns import ApnsConfig
@@ -28,7 +29,7 @@ from pusher.service import PusherService
 from pusher.worker import PushDeadLetter
 from switchboard.bus import streams
 from switchboard.config import Settings
-from switchboard.devices import RegisterReply, check_token
+from switchboard.devices import RegisterReply, check_token, token_hash
 from switchboard.devices.memory import MemoryDeviceStore
 from switchboard.events import PushEntry
 from tests.fakes.apns import FakeApns, apns_error
@@ -183,16 +184,21 @@ async def test_success_payload_and_auth(nats_server, material, fakes, plat):
 
 
 async def test_dead_token_is_removed(nats_server, material, fakes, plat):
-    async with Harness(nats_server.url, material, fakes) as h:
-        dead, alive = plat.new_token(), plat.new_token()
-        await h.devices.register("alice", plat.name, dead)
-        await h.devices.register("alice", plat.name, alive)
-        plat.fake.dead.add(plat.dead_key(dead))
-        await h.publish("alice")
-        await eventually(h.drained)
-        assert [d.token for d in await h.devices.tokens_of("alice")] == [check_token(plat.name, alive)]
-        assert len(plat.fake.received) == 1  # the live device still got it
-        assert h.dlq == [] and plat.fake.problems == []
+    with structlog.testing.capture_logs() as logs:
+        async with Harness(nats_server.url, material, fakes) as h:
+            dead, alive = plat.new_token(), plat.new_token()
+            await h.devices.register("alice", plat.name, dead)
+            await h.devices.register("alice", plat.name, alive)
+            plat.fake.dead.add(plat.dead_key(dead))
+            await h.publish("alice")
+            await eventually(h.drained)
+            assert [d.token for d in await h.devices.tokens_of("alice")] == [check_token(plat.name, alive)]
+            assert len(plat.fake.received) == 1  # the live device still got it
+            assert h.dlq == [] and plat.fake.problems == []
+    # the removal is logged with a hash of the token, never the token itself
+    removed = [e["device"] for e in logs if e["event"] == "push.token_removed"]
+    assert removed == [token_hash(check_token(plat.name, dead))]
+    assert not any(plat.dead_key(dead) in str(v) for e in logs for v in e.values())
 
 
 async def test_throttled_then_delivered_once_after_retry_after(nats_server, material, fakes, plat):
@@ -316,3 +322,13 @@ async def test_log_provider_acks_without_network(nats_server, tmp_path):
 
         await eventually(empty)
         await nc.drain()
+
+
+async def test_undecodable_entry_is_dead_lettered(nats_server, material, fakes):
+    async with Harness(nats_server.url, material, fakes) as h:
+        await h.js.publish(h.settings.subjects.push("alice"), b'{"user": "alice"}')  # not a PushEntry
+        got = await h.nc.subscribe(h.settings.subjects.dead_letter("push"))
+        await h.nc.flush()
+        msg = await got.next_msg(timeout=10)
+        assert msg.headers["Sb-Dlq-Reason"] == "undecodable entry" and msg.data == b'{"user": "alice"}'
+        await eventually(h.drained)
