@@ -1,0 +1,136 @@
+"""``switchboard bench``: delivery | idle | archiver | presence.
+
+Every run prints the command line that reproduces it; ``--json`` prints the
+report as JSON instead of a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from switchboard.bench.report import command_line, render_delivery, render_idle
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="switchboard bench", description="load generators and reports")
+    sub = ap.add_subparsers(dest="what", required=True)
+
+    d = sub.add_parser("delivery", help="clients sending at a fixed rate: latency, throughput, loss")
+    d.add_argument("--clients", type=int, default=200, help="WebSocket clients (one user each)")
+    d.add_argument("--rate", type=float, default=2000, help="total messages/s sent")
+    d.add_argument("--duration", type=float, default=10, help="seconds of sending")
+    d.add_argument("--group-size", type=int, default=2, help="2 = 1:1 pairs (send with 'to'); >2 = groups")
+    d.add_argument("--procs", type=int, default=1, help="load-generator processes")
+    d.add_argument("--ws", help="an existing edge (ws://host:port/ws); default: start a fabric process")
+    d.add_argument("--nats", help="accepted for symmetry; the load generator only needs --ws")
+    d.add_argument("--data", help="with --ws: data dir holding the dev JWT secret")
+    d.add_argument("--secret", help="with --ws: the JWT secret")
+    d.add_argument("--keep-limits", action="store_true", help="keep the default per-connection rate limit")
+    d.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("idle", help="idle connections on one edge: RSS per connection")
+    i.add_argument("--connections", type=int, default=10_000)
+    i.add_argument("--procs", type=int, default=2, help="client processes holding the connections")
+    i.add_argument("--ws", help="an existing edge; then --pid names its process")
+    i.add_argument("--pid", type=int, help="with --ws: pid of the edge process to measure")
+    i.add_argument("--data", help="with --ws: data dir holding the dev JWT secret")
+    i.add_argument("--secret", help="with --ws: the JWT secret")
+    i.add_argument("--settle", type=float, default=3.0, help="seconds to wait before measuring RSS")
+    i.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("archiver", help="archiver throughput (archiver/bench.py)")
+    a.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to archiver.bench")
+    a.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (switchboard/presence/bench.py)")
+    p.add_argument("--users", type=int, default=20_000)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--interval-sec", type=float, default=10.0)
+    p.add_argument("--presence-url", default="memory://")
+    p.add_argument("--nats", help="NATS URL; default: an embedded nats-server")
+    p.add_argument("--json", action="store_true")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    cmd = command_line(argv)
+    print(f"# {cmd}", file=sys.stderr, flush=True)
+    if args.what == "delivery":
+        from switchboard.bench.delivery import DeliveryParams, run
+
+        rep = run(DeliveryParams(clients=args.clients, rate=args.rate, duration=args.duration,
+                                 group_size=args.group_size, procs=args.procs, ws_url=args.ws,
+                                 data_dir=args.data, secret=args.secret, keep_limits=args.keep_limits),
+                  command=cmd)
+        print(rep.to_json() if args.json else render_delivery(rep))
+        return 0 if rep.ok else 1
+    if args.what == "idle":
+        from switchboard.bench.idle import IdleParams, run as run_idle
+
+        rep = run_idle(IdleParams(connections=args.connections, procs=args.procs, ws_url=args.ws, pid=args.pid,
+                                  data_dir=args.data, secret=args.secret, settle=args.settle), command=cmd)
+        print(rep.to_json() if args.json else render_idle(rep))
+        return 0 if rep.connected == rep.requested else 1
+    if args.what == "presence":
+        return _presence(args, cmd)
+    if args.what == "archiver":
+        return _archiver(args, cmd)
+    return 2
+
+
+def _print_result(result: object, cmd: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"command": cmd, "result": result}, indent=2, default=str))
+    else:
+        if isinstance(result, dict):
+            from switchboard.bench.report import table
+
+            print(table(list(result.items())))
+        else:
+            print(result)
+        print("\nreproduce: " + cmd)
+
+
+def _presence(args: argparse.Namespace, cmd: str) -> int:
+    try:
+        from switchboard.presence.bench import run as presence_run
+    except ImportError as exc:
+        print(f"switchboard bench presence: not available ({exc})", file=sys.stderr)
+        return 2
+
+    async def go(url: str) -> dict:
+        return await presence_run(url, args.users, args.seconds, interval_sec=args.interval_sec,
+                                  presence_url=args.presence_url)
+
+    if args.nats:
+        result = asyncio.run(go(args.nats))
+    else:
+        import tempfile
+
+        from switchboard.bus.embedded import EmbeddedNats
+
+        with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(store_dir=tmp, http_port=-1) as server:
+            result = asyncio.run(go(server.url))
+    _print_result(result, cmd, args.json)
+    return 0
+
+
+def _archiver(args: argparse.Namespace, cmd: str) -> int:
+    """Delegates to ``archiver.bench``: its ``main(argv)`` if it has one, else ``run()``."""
+    try:
+        import archiver.bench as ab  # type: ignore[import-not-found]
+    except ImportError as exc:
+        print(f"switchboard bench archiver: not available ({exc})", file=sys.stderr)
+        return 2
+    rest = [a for a in args.rest if a != "--"]
+    if hasattr(ab, "main"):
+        return int(ab.main(rest + (["--json"] if args.json else [])) or 0)
+    result = ab.run()
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    _print_result(result, cmd, args.json)
+    return 0

@@ -1,0 +1,172 @@
+"""The fabric under test, started as its own process.
+
+``python -m switchboard up --data TMP --port FREE`` in a subprocess, so its
+RSS and CPU are measured apart from the load generator and it has its own
+event loop (and, on a 2-core machine, the kernel can give it its own core).
+The embedded nats-server is that process's child and is measured too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from switchboard import auth
+from switchboard.bench.report import ProcStat, cpu_pct
+from switchboard.bus.embedded import free_port
+
+_UP_LINE = re.compile(r"ws://[^ ]+/ws")
+_NATS_LINE = re.compile(r"NATS: (nats://\S+)")
+
+
+def raise_nofile() -> int:
+    """Raise the soft fd limit to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass
+class FabricProcess:
+    """``switchboard up`` in a subprocess; use as a context manager."""
+
+    env: dict[str, str] = field(default_factory=dict)  # SWITCHBOARD_<FIELD> overrides
+    data_dir: str | None = None
+    startup_timeout: float = 60.0
+    proc: subprocess.Popen | None = None
+    ws_url: str = ""
+    nats_url: str = ""
+    _tmp: str | None = None
+    _lines: list[str] = field(default_factory=list)
+
+    def __enter__(self) -> "FabricProcess":
+        if self.data_dir is None:
+            self._tmp = self.data_dir = tempfile.mkdtemp(prefix="sb-bench-")
+        port = free_port()
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", "up", "--data", self.data_dir, "--port", str(port),
+             "--log-level", "warning"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            preexec_fn=raise_nofile,  # rlimits survive exec: the edge may hold many sockets
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        assert self.proc.stdout is not None
+        while not self.nats_url:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("fabric exited during start-up:\n" + "".join(self._lines[-30:]))
+            self._lines.append(line)
+            if m := _UP_LINE.search(line):
+                self.ws_url = m.group(0)
+            if m := _NATS_LINE.search(line):
+                self.nats_url = m.group(1)
+            if time.monotonic() > deadline:
+                raise RuntimeError("fabric did not start in time")
+        # Keep reading its output so a chatty process never blocks on a full pipe.
+        threading.Thread(target=self._pump, daemon=True).start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+            del self._lines[:-200]
+
+    def tail(self, n: int = 20) -> str:
+        return "".join(self._lines[-n:])
+
+    def token(self, user: str) -> str:
+        assert self.data_dir is not None
+        return auth.issue(auth.dev_secret(self.data_dir), user, ttl_sec=86400)
+
+    def processes(self) -> dict[str, psutil.Process]:
+        """role -> process: the fabric and its nats-server child."""
+        assert self.proc is not None
+        main = psutil.Process(self.proc.pid)
+        out = {"fabric (edge+sequencer+archiver)": main}
+        for child in main.children(recursive=True):
+            try:
+                if "nats-server" in child.name():
+                    out["nats-server"] = child
+            except psutil.Error:
+                pass
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class Sampler:
+    """Samples RSS and CPU of named processes in a thread during a window."""
+
+    def __init__(self, procs: dict[str, psutil.Process], interval: float = 0.25) -> None:
+        self.procs = procs
+        self.interval = interval
+        self._peak = {k: 0 for k in procs}
+        self._cpu0: dict[str, float] = {}
+        self._t0 = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _cpu(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return t.user + t.system
+
+    def start(self) -> "Sampler":
+        self._t0 = time.monotonic()
+        for k, p in self.procs.items():
+            try:
+                self._cpu0[k] = self._cpu(p)
+            except psutil.Error:
+                self._cpu0[k] = 0.0
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        for k, p in self.procs.items():
+            try:
+                self._peak[k] = max(self._peak[k], p.memory_info().rss)
+            except psutil.Error:
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> list[ProcStat]:
+        """Stop sampling; CPU is averaged over the window since :meth:`start`."""
+        self._stop.set()
+        self._thread.join()
+        wall = time.monotonic() - self._t0
+        out = []
+        for k, p in self.procs.items():
+            try:
+                rss = p.memory_info().rss
+                cpu = self._cpu(p) - self._cpu0.get(k, 0.0)
+            except psutil.Error:
+                rss, cpu = 0, 0.0
+            peak = max(self._peak[k], rss)
+            out.append(ProcStat(role=k, pid=p.pid, rss_mib=round(rss / 2**20, 1),
+                                peak_rss_mib=round(peak / 2**20, 1), cpu_pct=cpu_pct(cpu, wall)))
+        return out
