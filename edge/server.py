@@ -34,6 +34,7 @@ from switchboard.bus import streams
 from switchboard.config import Settings
 from switchboard.errors import AuthError, SwitchboardError, Unavailable, from_code
 
+from edge.features import Features
 from edge.hub import Hub
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import TokenBucket
@@ -79,6 +80,8 @@ class Edge:
             frames.ConvCreate: self._conv_create,
             frames.HistoryRequest: self._history,
         }
+        self.features = Features(edge=self, presence_interval=settings.presence_heartbeat_sec,
+                                 presence_ttl_factor=settings.presence_ttl_factor)
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -99,6 +102,7 @@ class Edge:
             self.port = sock.getsockname()[1]
         else:
             self.port = s.port
+        await self.features.start()
         self._service = await add_service(self.nc, name="sb-edge", version=switchboard.__version__,
                                           description="WebSocket gateway", metadata={"edge": self.edge_id})
         await self._service.add_endpoint(name="stats", subject=f"{self.subjects.prefix}.api.edge.{self.edge_id}.stats",
@@ -117,6 +121,7 @@ class Edge:
         if self._service is not None:
             await self._service.stop()
             self._service = None
+        await self.features.stop()
         self.log.info("edge stopped")
 
     async def _stats(self, req) -> None:
@@ -207,17 +212,15 @@ class Edge:
         return first, last
 
     async def resync_ranges(self, user: str) -> list[frames.ResyncRange]:
-        """What a resyncing client should fetch from history. Filled in by the
-        conversation list API when it is available; empty means: refetch the
-        conversations you know."""
+        """What a resyncing client should fetch from history: each of the
+        user's conversations up to its last seq (the client knows how far it
+        got). Empty when the sequencer cannot say: refetch what you know."""
         try:
-            data = await self.request(self.subjects.api("conv", "ranges"), msgspec.json.encode({"user": user}))
-        except SwitchboardError:
+            data = await self.request(self.subjects.api("conv", "ranges"), events.encode(events.RangesQuery(user=user)))
+            reply = msgspec.json.decode(data, type=events.RangesReply)
+        except (SwitchboardError, msgspec.DecodeError):
             return []
-        try:
-            return msgspec.json.decode(data, type=list[frames.ResyncRange])
-        except msgspec.DecodeError:
-            return []
+        return reply.ranges
 
     async def request(self, subject: str, payload: bytes) -> bytes:
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -47,7 +48,7 @@ MAX_INFLIGHT_SENDS = 64
 
 class Session:
     __slots__ = ("edge", "ws", "user", "conn_id", "cursor", "acked", "outbox", "bucket", "log",
-                 "_live", "_catching_up", "_seen_beyond", "_inflight", "_tasks")
+                 "_live", "_catching_up", "_seen_beyond", "_inflight", "_tasks", "_unacked")
 
     def __init__(self, *, edge: "Edge", ws: ServerConnection, user: str) -> None:
         self.edge = edge
@@ -65,6 +66,11 @@ class Session:
         self._seen_beyond = False
         self._inflight = asyncio.Semaphore(MAX_INFLIGHT_SENDS)
         self._tasks: set[asyncio.Task] = set()
+        # (cursor, Nats-Msg-Id "conv:seq:user") of entries sent and not yet
+        # acked, turned into delivered receipts on ack. Bounded like the
+        # outbox: a client that never acks loses only old receipt detail
+        # (watermarks are monotonic; a later ack covers it).
+        self._unacked: deque[tuple[int, str]] = deque(maxlen=s.send_queue_frames * 2)
 
     # -- lifecycle --------------------------------------------------------------
     async def run(self) -> None:
@@ -165,10 +171,9 @@ class Session:
                         if total_after >= edge.settings.inbox_max_per_user and batch.entries[0][0] > self.cursor + 1:
                             return False
                     first_batch = False
-                    for seq, _headers, data in batch.entries:
+                    for seq, headers, data in batch.entries:
                         if seq > self.cursor:
-                            self.outbox.put(frames.with_cursor(data, seq))
-                            self.cursor = seq
+                            self._put_entry(seq, headers, data)
                     if not batch.entries or batch.num_pending == 0:
                         break
                 if not self._seen_beyond:
@@ -196,8 +201,26 @@ class Session:
             self._spawn(self._catch_up())  # missed one: read it from INBOX
             self._catching_up = True
             return
-        self.outbox.put(frames.with_cursor(msg.data, seq))
+        self._put_entry(seq, h, msg.data)
+
+    def _put_entry(self, seq: int, headers: dict, data: bytes) -> None:
+        self.outbox.put(frames.with_cursor(data, seq))
         self.cursor = seq
+        msg_id = headers.get("Nats-Msg-Id")
+        if msg_id:
+            self._unacked.append((seq, msg_id))
+
+    def take_acked(self, cursor: int) -> dict[str, int]:
+        """Highest seq per conversation among the entries acked up to ``cursor``."""
+        out: dict[str, int] = {}
+        q = self._unacked
+        while q and q[0][0] <= cursor:
+            _, msg_id = q.popleft()
+            conv, _, rest = msg_id.partition(":")
+            seq = int(rest.partition(":")[0] or 0)
+            if seq > out.get(conv, 0):
+                out[conv] = seq
+        return out
 
     # -- socket → bus ---------------------------------------------------------------
     def _decode(self, data: str | bytes) -> frames.ClientFrame:

@@ -36,6 +36,20 @@ class Fanout:
             pending.append((user, fut))
         return pending
 
+    async def enqueue_push(self, conv: str, seq: int, entries: dict[str, bytes]) -> None:
+        """PUSH work-queue entries (user -> PushEntry JSON), pipelined, deduplicated."""
+        for attempt in range(FANOUT_ATTEMPTS):
+            pending = []
+            for user, data in entries.items():
+                fut = await self._js.publish_async(self._subjects.push(user), data,
+                                                   headers={"Nats-Msg-Id": f"{conv}:{seq}:{user}:push"})
+                pending.append((user, fut))
+            failed = set(await self._wait(pending))
+            entries = {u: d for u, d in entries.items() if u in failed}
+            if not entries:
+                return
+        raise Unavailable(f"push enqueue of {conv}#{seq} did not complete; retry the send")
+
     async def complete(self, conv: str, seq: int, data: bytes,
                        pending: list[tuple[str, asyncio.Future]]) -> None:
         for attempt in range(FANOUT_ATTEMPTS):

@@ -89,6 +89,16 @@ class Orderer:
         log.last_stream_seq = raw.seq
         log.last_seq = _msg_decoder.decode(raw.data).seq
 
+    async def last_seq(self, conv: str, refresh: bool = False) -> int:
+        """The conversation's last seq; ``refresh`` re-reads it from the stream
+        (another sequencer may have written since)."""
+        log = self.log_of(conv)
+        if refresh or log.last_seq is None:
+            async with log.lock:
+                await self._load(log)
+        assert log.last_seq is not None
+        return log.last_seq
+
     async def append(self, *, conv: str, sender: str, id: str, body: str, kind: str,
                      then: Callable[[frames.Msg, bytes], Awaitable[None]] | None = None) -> Appended:
         """Store one message; ``then`` runs under the conversation lock right

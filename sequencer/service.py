@@ -27,10 +27,19 @@ from switchboard.store import Store
 from sequencer.conversations import Conversations
 from sequencer.fanout import Fanout
 from sequencer.ordering import Orderer
+from sequencer.push import PresenceView, push_entry
+from sequencer.receipts import Receipts
 
 _send_decoder = msgspec.json.Decoder(events.SendRequest)
 _create_decoder = msgspec.json.Decoder(events.ConvCreateRequest)
 _get_decoder = msgspec.json.Decoder(events.ConvGetRequest)
+_receipt_decoder = msgspec.json.Decoder(events.ReceiptRequest)
+_receipts_query = msgspec.json.Decoder(events.ReceiptsQuery)
+_unread_query = msgspec.json.Decoder(events.UnreadQuery)
+_ranges_query = msgspec.json.Decoder(events.RangesQuery)
+# Conversations looked at per unread / resync query: bounds the work one
+# query can cause; a user in more conversations gets the most recent ones.
+MAX_CONVS_PER_QUERY = 500
 
 
 class Sequencer:
@@ -45,6 +54,9 @@ class Sequencer:
         self.orderer = Orderer(js=self._js, stream=messages_stream, subject_of=self.subjects.msg,
                                archived_last_seq=store.last_seq, timeout=settings.send_timeout)
         self.fanout = Fanout(js=self._js, subjects=self.subjects, timeout=settings.send_timeout)
+        self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
+                                 last_seq=self.orderer.last_seq)
+        self.presence = PresenceView(nc=nc, subjects=self.subjects)
         self._service: Service | None = None
         self._tasks: set[asyncio.Task] = set()
         self._log = log.get("sequencer")
@@ -61,6 +73,16 @@ class Sequencer:
                                handler=self._spawn(self._conv_create))
         await svc.add_endpoint(name="conv-get", subject=p.api("conv", "get"), queue_group="sb-sequencer",
                                handler=self._spawn(self._conv_get))
+        await svc.add_endpoint(name="receipt", subject=p.receipt_all, queue_group="sb-sequencer",
+                               handler=self._spawn(self._receipt))
+        await svc.add_endpoint(name="receipts-get", subject=p.api("receipts", "get"), queue_group="sb-sequencer",
+                               handler=self._spawn(self._receipts_get))
+        await svc.add_endpoint(name="unread", subject=p.api("unread"), queue_group="sb-sequencer",
+                               handler=self._spawn(self._unread))
+        await svc.add_endpoint(name="conv-ranges", subject=p.api("conv", "ranges"), queue_group="sb-sequencer",
+                               handler=self._spawn(self._conv_ranges))
+        await self.receipts.start()
+        await self.presence.start()
         self._service = svc
         self._log.info("sequencer started", prefix=p.prefix)
 
@@ -70,6 +92,8 @@ class Sequencer:
             self._service = None
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.send_timeout)
+        await self.receipts.stop()
+        await self.presence.stop()
         self._log.info("sequencer stopped")
 
     def _spawn(self, fn):
@@ -120,6 +144,10 @@ class Sequencer:
         appended = await self.orderer.append(conv=conv.id, sender=r.sender, id=r.id, body=r.body,
                                              kind="system" if system else "user", then=issue_fanout)
         msg = appended.msg
+        offline = await self.presence.offline(m for m in conv.members if m != msg.from_)
+        if offline:
+            title = conv.title or msg.from_
+            await self.fanout.enqueue_push(msg.conv, msg.seq, {u: push_entry(msg, u, title) for u in offline})
         await self.fanout.complete(msg.conv, msg.seq, appended.data, pending)
         return events.SendReply(conv=msg.conv, seq=msg.seq, ts=msg.ts, id=msg.id, duplicate=appended.duplicate)
 
@@ -139,6 +167,38 @@ class Sequencer:
         r = _get_decoder.decode(req.data)
         conv = await self.convs.get_for(ids.check(r.conv, "conv"), r.user)
         return events.ConvReply(conv=conv.id, members=list(conv.members), title=conv.title, kind=conv.kind)
+
+
+    async def _receipt(self, req: Request) -> events.ReceiptsReply:
+        r = _receipt_decoder.decode(req.data)
+        if r.conv != req.subject.rsplit(".", 1)[-1]:
+            raise BadFrame("conversation in subject and body differ")
+        w = await self.receipts.apply(user=r.user, conv=r.conv, delivered=r.delivered, read=r.read)
+        return events.ReceiptsReply(receipts=[frames.Receipt(conv=w.conv, user=w.user, delivered=w.delivered,
+                                                             read=w.read)])
+
+    async def _receipts_get(self, req: Request) -> events.ReceiptsReply:
+        q = _receipts_query.decode(req.data)
+        return events.ReceiptsReply(receipts=await self.receipts.get(q.conv, q.user))
+
+    async def _user_convs(self, user: str) -> list[tuple[str, int]]:
+        convs = (await self._store.conversations_of(ids.check(user, "user")))[-MAX_CONVS_PER_QUERY:]
+        lasts = await asyncio.gather(*(self.orderer.last_seq(c) for c in convs))
+        return list(zip(convs, lasts))
+
+    async def _unread(self, req: Request) -> events.UnreadReply:
+        q = _unread_query.decode(req.data)
+        by_conv = {}
+        for conv, last in await self._user_convs(q.user):
+            n = last - await self.receipts.read_upto(conv, q.user)
+            if n > 0:
+                by_conv[conv] = n
+        return events.UnreadReply(total=sum(by_conv.values()), by_conv=by_conv)
+
+    async def _conv_ranges(self, req: Request) -> events.RangesReply:
+        q = _ranges_query.decode(req.data)
+        return events.RangesReply(ranges=[frames.ResyncRange(conv=c, upto=last)
+                                          for c, last in await self._user_convs(q.user) if last > 0])
 
 
 async def _respond_error(req: Request, exc: SwitchboardError | Any) -> None:

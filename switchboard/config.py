@@ -85,6 +85,14 @@ class Settings:
     inbox_max_age_sec: float = 7 * 86400
     inbox_max_per_user: int = 10_000
 
+    # -- presence -----------------------------------------------------------
+    # An edge sends one heartbeat per interval with all its users: 10 s keeps
+    # 20k users at 0.1 msg/s; TTL = interval x factor, so two heartbeats may be
+    # lost before a user goes offline (an edge that dies: offline within ~30 s).
+    presence_heartbeat_sec: float = 10.0
+    presence_ttl_factor: float = 3.0
+    presence_sweep_sec: float = 1.0  # how often the tracker expires dead entries
+
     # -- archiver -----------------------------------------------------------
     archive_batch: int = 500  # messages written per store round trip
     archive_max_deliver: int = 10  # tries before a message goes to the dead-letter subject
@@ -98,7 +106,10 @@ class Settings:
     log_json: bool = False
 
     def __post_init__(self) -> None:
-        Subjects(self.subject_prefix)  # validates the prefix
+        try:
+            Subjects(self.subject_prefix)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         scheme = self.store_url.split("://", 1)[0]
         if "://" not in self.store_url or scheme not in STORE_SCHEMES:
             raise ConfigError(f"store_url {self.store_url!r}: scheme must be one of {STORE_SCHEMES}")
@@ -110,7 +121,10 @@ class Settings:
                      "fanout_max_members", "max_group_members"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
-        for name in ("rate_per_sec", "send_timeout", "hello_timeout", "dedup_window_sec", "admit_per_sec"):
+        if self.presence_ttl_factor < 1.5:
+            raise ConfigError("presence_ttl_factor must be >= 1.5 (a heartbeat must arrive before the TTL ends)")
+        for name in ("rate_per_sec", "send_timeout", "hello_timeout", "dedup_window_sec", "admit_per_sec",
+                     "presence_heartbeat_sec", "presence_sweep_sec"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
         if not 0 < self.port < 65536:

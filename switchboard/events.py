@@ -103,3 +103,48 @@ class PushEntry(msgspec.Struct, omit_defaults=True):
     body: str  # already trimmed to a preview by the sequencer
     ts: int
     title: str = ""
+
+
+class ReceiptRequest(msgspec.Struct, omit_defaults=True):
+    """``sb.receipt.<conv>``: ``user`` has received (``delivered``) / read
+    (``read``) the conversation up to these seqs. 0 = no change."""
+
+    user: str
+    conv: str
+    delivered: int = 0
+    read: int = 0
+
+
+class ReceiptsQuery(msgspec.Struct):
+    """``sb.api.receipts.get``: every member's watermarks of ``conv``."""
+
+    conv: str
+    user: str | None = None  # when set, membership is enforced
+
+
+class ReceiptsReply(msgspec.Struct, omit_defaults=True):
+    receipts: list[frames.Receipt] = []
+    error: ErrorBody | None = None
+
+
+class UnreadQuery(msgspec.Struct):
+    """``sb.api.unread``: messages of others not yet read, over the user's conversations."""
+
+    user: str
+
+
+class UnreadReply(msgspec.Struct, omit_defaults=True):
+    total: int = 0
+    by_conv: dict[str, int] = {}
+    error: ErrorBody | None = None
+
+
+class RangesQuery(msgspec.Struct):
+    """``sb.api.conv.ranges``: the user's conversations with their last seq (resync)."""
+
+    user: str
+
+
+class RangesReply(msgspec.Struct, omit_defaults=True):
+    ranges: list[frames.ResyncRange] = []
+    error: ErrorBody | None = None

@@ -77,7 +77,16 @@ class PushRegister(_Frame, tag="push.register"):
     id: str | None = None
 
 
-ClientFrame = Union[Hello, Send, Ack, Read, Typing, HistoryRequest, ConvCreate, PresenceWatch, PushRegister]
+class ReceiptsRequest(_Frame, tag="receipts"):
+    """Ask for every member's current watermarks of ``conv`` (answered with
+    one ``receipt`` frame per member), e.g. after a reconnect."""
+
+    conv: str
+    id: str | None = None
+
+
+ClientFrame = Union[Hello, Send, Ack, Read, Typing, HistoryRequest, ConvCreate, PresenceWatch, PushRegister,
+                    ReceiptsRequest]
 
 # ---------------------------------------------------------------- server → client
 
@@ -223,7 +232,7 @@ def _validate(frame: ClientFrame, max_body: int) -> None:
             ids.check(frame.to, "user")
         if len(frame.body.encode()) > max_body:
             raise LimitExceeded(f"body exceeds {max_body} bytes")
-    elif isinstance(frame, (Read, Typing, HistoryRequest)):
+    elif isinstance(frame, (Read, Typing, HistoryRequest, ReceiptsRequest)):
         ids.check(frame.conv, "conv")
     elif isinstance(frame, ConvCreate):
         if not frame.members:

@@ -13,6 +13,8 @@ The same definitions are written as JSON to ``nats/streams/`` by
   the user's edges subscribe to. Delivery therefore happens only after the
   entry is stored, and an edge can see a gap in a user's entries.
 - PUSH (``sb.push.*``): work queue for the pusher.
+- DEADLETTER (``sb.dlq.>``): entries the archiver or pusher gave up on, kept
+  14 days for an operator to inspect (``nats stream view DEADLETTER``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from switchboard.config import Settings
 def names(settings: Settings) -> tuple[str, str, str]:
     p = settings.stream_prefix
     return f"{p}MESSAGES", f"{p}INBOX", f"{p}PUSH"
+
+
+def deadletter_name(settings: Settings) -> str:
+    return f"{settings.stream_prefix}DEADLETTER"
 
 
 def definitions(settings: Settings) -> list[StreamConfig]:
@@ -56,6 +62,11 @@ def definitions(settings: Settings) -> list[StreamConfig]:
             name=push, subjects=[s.push_all], retention=RetentionPolicy.WORK_QUEUE,
             max_age=86400.0, discard=DiscardPolicy.OLD,
             description="Push notifications to send (work queue for the pusher)",
+            **common),
+        StreamConfig(
+            name=deadletter_name(settings), subjects=[f"{s.prefix}.dlq.>"], retention=RetentionPolicy.LIMITS,
+            max_age=14 * 86400.0, discard=DiscardPolicy.OLD,
+            description="What the archiver and the pusher gave up on, with the reason in headers",
             **common),
     ]
 

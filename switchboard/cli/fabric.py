@@ -94,9 +94,45 @@ async def _start_role(role: str, fab: Fabric):
         except ImportError:
             return None
         comp = Archiver(settings=s, nc=nc, store=fab.store)
-    elif role in ("presence", "pusher"):
-        return None  # wired once those services land
+    elif role == "presence":
+        from switchboard.presence import open_presence
+        from switchboard.presence.tracker import PresenceTracker, TrackerConfig
+
+        backend = open_presence(s.presence_url)
+        await backend.open()
+        comp = _WithClose(PresenceTracker(nc=nc, backend=backend, subjects=s.subjects,
+                                          config=TrackerConfig(sweep_sec=s.presence_sweep_sec)), backend.close)
+    elif role == "pusher":
+        from pusher.config import PushConfig
+        from pusher.lookups import SequencerLookups
+        from pusher.service import PusherService
+        from switchboard.devices import open_device_store
+
+        config = PushConfig.load(s.push_config)
+        devices = None
+        if not s.push_config:  # no config file: keep device tokens in the data dir
+            devices = open_device_store(f"sqlite:///{data_path(s, 'devices.db')}")
+        lookups = SequencerLookups(nc=nc, subjects=s.subjects)
+        comp = PusherService(settings=s, config=config, devices=devices, read_upto=lookups.read_upto,
+                             unread_count=lookups.unread_count)
     else:
         raise ValueError(f"unknown role {role!r}; choose from {ALL_ROLES}")
     await comp.start()
     return comp
+
+
+class _WithClose:
+    """A component plus what to close after it stops (its backend)."""
+
+    def __init__(self, comp, close) -> None:
+        self._comp = comp
+        self._close = close
+
+    async def start(self) -> None:
+        await self._comp.start()
+
+    async def stop(self) -> None:
+        try:
+            await self._comp.stop()
+        finally:
+            await self._close()

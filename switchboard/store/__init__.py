@@ -23,6 +23,15 @@ class Conversation(msgspec.Struct, frozen=True):
     created_ts: int = 0
 
 
+class Watermark(msgspec.Struct, frozen=True):
+    """A member's receipt state in a conversation: delivered / read up to seq."""
+
+    conv: str
+    user: str
+    delivered: int = 0
+    read: int = 0
+
+
 @runtime_checkable
 class Store(Protocol):
     """Conversation metadata and the message archive.
@@ -42,6 +51,10 @@ class Store(Protocol):
       (0 when absent). Both bounds are exclusive.
     - ``last_seq`` is the highest stored seq of a conversation, 0 if none.
     - ``conversations_of`` lists the ids of the conversations a user belongs to.
+    - ``merge_watermarks`` is a monotonic merge: each stored value becomes the
+      max of itself and the written one (a stale or repeated receipt changes
+      nothing). ``watermarks`` returns every member's stored state of a
+      conversation (members without any receipt are absent).
     """
 
     async def open(self) -> None: ...
@@ -60,6 +73,10 @@ class Store(Protocol):
                        limit: int = 50) -> list[Msg]: ...
 
     async def last_seq(self, conv_id: str) -> int: ...
+
+    async def merge_watermarks(self, marks: Sequence[Watermark]) -> None: ...
+
+    async def watermarks(self, conv_id: str) -> list[Watermark]: ...
 
 
 def open_store(url: str, **options) -> Store:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from switchboard.frames import Msg
-from switchboard.store import Conversation
+from switchboard.store import Conversation, Watermark
 
 T = TypeVar("T")
 
@@ -42,6 +42,13 @@ CREATE TABLE IF NOT EXISTS messages (
     ts INTEGER NOT NULL,
     kind TEXT NOT NULL,
     PRIMARY KEY (conv, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS watermarks (
+    conv TEXT NOT NULL,
+    user TEXT NOT NULL,
+    delivered INTEGER NOT NULL,
+    read INTEGER NOT NULL,
+    PRIMARY KEY (conv, user)
 ) WITHOUT ROWID;
 """
 
@@ -161,6 +168,34 @@ class SqliteStore:
         def q(db: sqlite3.Connection) -> int:
             row = db.execute("SELECT MAX(seq) FROM messages WHERE conv = ?", (conv_id,)).fetchone()
             return int(row[0] or 0)
+
+        return await self._run(q)
+
+
+    # -- receipts -------------------------------------------------------------
+    async def merge_watermarks(self, marks: Sequence[Watermark]) -> None:
+        rows = [(m.conv, m.user, m.delivered, m.read) for m in marks]
+        if not rows:
+            return
+
+        def tx(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO watermarks (conv, user, delivered, read) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (conv, user) DO UPDATE SET"
+                    " delivered = max(delivered, excluded.delivered), read = max(read, excluded.read)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(tx)
+
+    async def watermarks(self, conv_id: str) -> list[Watermark]:
+        def q(db: sqlite3.Connection) -> list[Watermark]:
+            return [Watermark(conv=conv_id, user=r[0], delivered=r[1], read=r[2]) for r in db.execute(
+                "SELECT user, delivered, read FROM watermarks WHERE conv = ? ORDER BY user", (conv_id,))]
 
         return await self._run(q)
 

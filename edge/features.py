@@ -1,0 +1,146 @@
+"""Frames beyond send/ack: read receipts, typing, presence watches, push
+registration, receipt queries; and delivered receipts from acks.
+
+Each handler checks what it can locally and turns the frame into one request
+or a few publishes on NATS. Conversation members are cached per edge
+(membership is immutable in protocol v1), so typing costs no round trip
+after the first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from switchboard import events, frames
+from switchboard.devices import RegisterReply, RegisterRequest, check_token
+from switchboard.errors import SwitchboardError, from_code
+from switchboard.presence.messages import PresenceReply, WatchRequest
+from switchboard.presence.messages import encode as presence_encode
+
+from edge.presence import PresenceReporter
+from edge.ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from edge.server import Edge
+    from edge.session import Session
+
+# Typing indicators per connection: a client sends one every few seconds while
+# the user types; 1/s sustained with a burst of 3 covers switching between
+# conversations and drops floods.
+TYPING_RATE = 1.0
+TYPING_BURST = 3
+MEMBERS_CACHE = 50_000  # conversations whose members this edge remembers
+
+_conv_reply = msgspec.json.Decoder(events.ConvReply)
+_receipts_reply = msgspec.json.Decoder(events.ReceiptsReply)
+_presence_reply = msgspec.json.Decoder(PresenceReply)
+_register_reply = msgspec.json.Decoder(RegisterReply)
+
+
+class Features:
+    def __init__(self, *, edge: "Edge", presence_interval: float, presence_ttl_factor: float) -> None:
+        self.edge = edge
+        self._members: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._typing: dict[int, TokenBucket] = {}
+        self.presence = PresenceReporter(nc=edge.nc, subjects=edge.subjects, edge_id=edge.edge_id,
+                                         interval_sec=presence_interval, ttl_factor=presence_ttl_factor)
+        edge.frame_handlers.update({
+            frames.Read: self.read,
+            frames.Typing: self.typing,
+            frames.PresenceWatch: self.presence_watch,
+            frames.PushRegister: self.push_register,
+            frames.ReceiptsRequest: self.receipts,
+        })
+        edge.connect_hooks.append(lambda s: self.presence.connected(s.user))
+        edge.disconnect_hooks.append(self._disconnected)
+        edge.ack_hooks.append(self.delivered)
+
+    async def start(self) -> None:
+        await self.presence.start()
+
+    async def stop(self) -> None:
+        await self.presence.stop()
+
+    def _disconnected(self, sess: "Session") -> None:
+        self._typing.pop(id(sess), None)
+        self.presence.disconnected(sess.user)
+
+    async def members(self, conv: str, user: str) -> tuple[str, ...]:
+        cached = self._members.get(conv)
+        if cached is None:
+            q = events.ConvGetRequest(conv=conv, user=user)
+            reply = _conv_reply.decode(await self.edge.request(self.edge.subjects.api("conv", "get"), events.encode(q)))
+            _raise(reply.error)
+            cached = self._members[conv] = tuple(reply.members)
+            if len(self._members) > MEMBERS_CACHE:
+                self._members.popitem(last=False)
+        if user not in cached:
+            raise SwitchboardError(f"{user} is not a member of {conv}", code="not_member")
+        return cached
+
+    # -- receipts ------------------------------------------------------------------
+    async def read(self, sess: "Session", f: frames.Read) -> None:
+        await self._receipt(sess.user, f.conv, read=f.seq)
+
+    def delivered(self, sess: "Session", cursor: int) -> None:
+        """An ack: raise the delivered watermark of each conversation covered."""
+        for conv, seq in sess.take_acked(cursor).items():
+            sess._spawn(self._receipt_quiet(sess, conv, seq))
+
+    async def _receipt_quiet(self, sess: "Session", conv: str, seq: int) -> None:
+        try:
+            await self._receipt(sess.user, conv, delivered=seq)
+        except SwitchboardError as exc:
+            sess.log.info("delivered receipt failed", conv=conv, code=exc.code)
+
+    async def _receipt(self, user: str, conv: str, *, delivered: int = 0, read: int = 0) -> None:
+        req = events.ReceiptRequest(user=user, conv=conv, delivered=delivered, read=read)
+        reply = _receipts_reply.decode(await self.edge.request(self.edge.subjects.receipt(conv), events.encode(req)))
+        _raise(reply.error)
+
+    async def receipts(self, sess: "Session", f: frames.ReceiptsRequest) -> None:
+        q = events.ReceiptsQuery(conv=f.conv, user=sess.user)
+        reply = _receipts_reply.decode(await self.edge.request(self.edge.subjects.api("receipts", "get"),
+                                                               events.encode(q)))
+        _raise(reply.error)
+        for r in reply.receipts:
+            sess._send(r)
+
+    # -- typing ----------------------------------------------------------------------
+    async def typing(self, sess: "Session", f: frames.Typing) -> None:
+        bucket = self._typing.get(id(sess))
+        if bucket is None:
+            bucket = self._typing[id(sess)] = TokenBucket(rate=TYPING_RATE, burst=TYPING_BURST)
+        if not bucket.take():
+            return  # typing is a hint: excess ones are dropped silently
+        members = await self.members(f.conv, sess.user)
+        data = frames.encode(frames.TypingEvent(conv=f.conv, user=sess.user))
+        for m in members:
+            if m != sess.user:
+                await self.edge.nc.publish(self.edge.subjects.live(m), data)
+
+    # -- presence ----------------------------------------------------------------------
+    async def presence_watch(self, sess: "Session", f: frames.PresenceWatch) -> None:
+        req = presence_encode(WatchRequest(watcher=sess.user, users=f.users))
+        reply = _presence_reply.decode(await self.edge.request(self.edge.subjects.api("presence", "watch"), req))
+        _raise(reply.error)
+        for p in reply.users:
+            sess._send(p)
+
+    # -- push ----------------------------------------------------------------------------
+    async def push_register(self, sess: "Session", f: frames.PushRegister) -> None:
+        # Validated here too, so a bad token never leaves the edge.
+        check_token(f.platform, f.token)
+        req = msgspec.json.encode(RegisterRequest(user=sess.user, platform=f.platform, token=f.token))
+        data = await self.edge.request(self.edge.subjects.api("push", "register"), req)
+        _raise(_register_reply.decode(data).error)
+
+
+def _raise(err: events.ErrorBody | None) -> None:
+    if err is not None:
+        raise from_code(err.code, err.message, err.retry)
+
+

@@ -1,0 +1,85 @@
+"""Push enqueue: a PUSH entry for each recipient with no online device.
+
+:class:`PresenceView` keeps a local, bounded map user -> online, filled by
+one ``sb.api.presence.query`` per message for the users it does not know yet
+(all of them in one request) and kept fresh by the tracker's
+``sb.presence.changed.*`` events. If the tracker does not answer, nobody is
+assumed offline: no notification rather than a flood of them; the message
+itself is in INBOX either way.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterable
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg as NatsMsg
+
+from switchboard import events, frames, log
+from switchboard.frames import Presence
+from switchboard.presence.messages import PresenceReply, QueryRequest
+from switchboard.presence.messages import encode as presence_encode
+from switchboard.subjects import Subjects
+
+# Characters of the body that go into a push entry: a notification shows a
+# preview, never the whole message (providers cap payloads at ~4 KiB).
+PREVIEW_CHARS = 200
+QUERY_TIMEOUT = 1.0  # a presence answer later than this is not worth delaying `sent`
+
+_presence_decoder = msgspec.json.Decoder(Presence)
+_reply_decoder = msgspec.json.Decoder(PresenceReply)
+
+
+class PresenceView:
+    def __init__(self, *, nc: NATS, subjects: Subjects, capacity: int = 200_000) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._online: OrderedDict[str, bool] = OrderedDict()
+        self._capacity = capacity
+        self._sub = None
+        self._log = log.get("sequencer.presence")
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(f"{self._subjects.prefix}.presence.changed.*", cb=self._on_change)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_change(self, msg: NatsMsg) -> None:
+        try:
+            p = _presence_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            return
+        self._set(p.user, p.online)
+
+    def _set(self, user: str, online: bool) -> None:
+        self._online[user] = online
+        self._online.move_to_end(user)
+        if len(self._online) > self._capacity:
+            self._online.popitem(last=False)
+
+    async def offline(self, users: Iterable[str]) -> list[str]:
+        users = list(users)
+        unknown = [u for u in users if u not in self._online]
+        if unknown:
+            try:
+                reply = await self._nc.request(self._subjects.api("presence", "query"),
+                                               presence_encode(QueryRequest(users=unknown)), timeout=QUERY_TIMEOUT)
+                r = _reply_decoder.decode(reply.data)
+            except (nats.errors.Error, msgspec.DecodeError, TimeoutError) as exc:
+                self._log.debug("presence query failed", error=type(exc).__name__)
+                return [u for u in users if self._online.get(u) is False]
+            for p in r.users:
+                self._set(p.user, p.online)
+        return [u for u in users if self._online.get(u) is False]
+
+
+def push_entry(msg: frames.Msg, user: str, title: str) -> bytes:
+    body = msg.body if len(msg.body) <= PREVIEW_CHARS else msg.body[: PREVIEW_CHARS - 1] + "…"
+    return events.encode(events.PushEntry(user=user, conv=msg.conv, seq=msg.seq, id=msg.id, sender=msg.from_,
+                                          body=body, ts=msg.ts, title=title))

@@ -1,0 +1,130 @@
+"""Receipts: per-conversation watermarks per member, monotonic.
+
+A receipt only ever raises a watermark (delivered up to N, read up to N), so
+duplicates and reordering are harmless. Raised watermarks are coalesced for
+:data:`FLUSH_INTERVAL`: each tick writes them to the store in one batch
+(monotonic merge) and publishes one ``receipt`` frame per changed (conv,
+member) to every member's ``live`` subject. Under load many receipts of one
+conversation collapse into one frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+from nats.aio.client import Client as NATS
+
+from switchboard import frames, ids, log
+from switchboard.errors import SwitchboardError
+from switchboard.store import Store, Watermark
+from switchboard.subjects import Subjects
+
+from sequencer.conversations import Conversations
+
+# 50 ms: short enough that a "read" tick looks instant to a person, long enough
+# to merge the receipts of a busy conversation into one frame and one write.
+FLUSH_INTERVAL = 0.05
+
+
+class InvalidSeq(SwitchboardError):
+    """The seq is beyond the conversation's last message."""
+
+    code = "invalid_seq"
+
+
+class Receipts:
+    def __init__(self, *, nc: NATS, subjects: Subjects, store: Store, convs: Conversations,
+                 last_seq: Callable[[str, bool], Awaitable[int]], max_convs: int = 100_000) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._store = store
+        self._convs = convs
+        self._last_seq = last_seq
+        self._marks: dict[str, dict[str, list[int]]] = {}  # conv -> user -> [delivered, read]
+        self._dirty: set[tuple[str, str]] = set()
+        self._max_convs = max_convs
+        self._task: asyncio.Task | None = None
+        self._log = log.get("sequencer.receipts")
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._flusher())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        await self.flush()
+
+    async def _conv_marks(self, conv: str) -> dict[str, list[int]]:
+        marks = self._marks.get(conv)
+        if marks is None:
+            loaded = await self._store.watermarks(conv)
+            marks = self._marks.get(conv)  # filled meanwhile by a concurrent call
+            if marks is None:
+                if len(self._marks) >= self._max_convs:
+                    self._evict()
+                marks = self._marks[conv] = {w.user: [w.delivered, w.read] for w in loaded}
+        return marks
+
+    def _evict(self) -> None:
+        dirty_convs = {c for c, _ in self._dirty}
+        for conv in [c for c in self._marks if c not in dirty_convs][: self._max_convs // 10 or 1]:
+            del self._marks[conv]
+
+    async def apply(self, *, user: str, conv: str, delivered: int, read: int) -> Watermark:
+        ids.check(user, "user")
+        ids.check(conv, "conv")
+        if delivered < 0 or read < 0:
+            raise InvalidSeq("seq must be >= 0")
+        c = await self._convs.get_for(conv, user)
+        top = max(delivered, read)
+        if top and top > await self._last_seq(c.id, False) and top > await self._last_seq(c.id, True):
+            raise InvalidSeq(f"seq {top} is beyond the last message of {conv}")
+        marks = await self._conv_marks(c.id)
+        cur = marks.setdefault(user, [0, 0])
+        # Reading implies having received.
+        new_d, new_r = max(cur[0], delivered, read), max(cur[1], read)
+        if (new_d, new_r) != (cur[0], cur[1]):
+            cur[0], cur[1] = new_d, new_r
+            self._dirty.add((c.id, user))
+        return Watermark(conv=c.id, user=user, delivered=cur[0], read=cur[1])
+
+    async def get(self, conv: str, user: str | None) -> list[frames.Receipt]:
+        c = await self._convs.get_for(ids.check(conv, "conv"), user)
+        marks = await self._conv_marks(c.id)
+        return [frames.Receipt(conv=c.id, user=u, delivered=m[0], read=m[1]) for u, m in sorted(marks.items())]
+
+    async def read_upto(self, conv: str, user: str) -> int:
+        marks = await self._conv_marks(conv)
+        return marks.get(user, [0, 0])[1]
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - keep flushing; the dirty set is kept for the next tick
+                self._log.exception("receipt flush failed")
+
+    async def flush(self) -> None:
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        marks = []
+        for conv, user in dirty:
+            m = self._marks.get(conv, {}).get(user)
+            if m is not None:
+                marks.append(Watermark(conv=conv, user=user, delivered=m[0], read=m[1]))
+        try:
+            await self._store.merge_watermarks(marks)
+        except BaseException:
+            self._dirty |= dirty
+            raise
+        for w in marks:
+            conv = await self._convs.get(w.conv)
+            if conv is None:
+                continue
+            frame = frames.encode(frames.Receipt(conv=w.conv, user=w.user, delivered=w.delivered, read=w.read))
+            for member in conv.members:
+                await self._nc.publish(self._subjects.live(member), frame)
