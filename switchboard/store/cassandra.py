@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from switchboard.errors import ConfigError, Unavailable
 from switchboard.frames import Msg
-from switchboard.store import Conversation
+from switchboard.store import Conversation, Watermark
 
 # 1000 messages per partition: at the 16 KiB body cap a partition stays under
 # ~16 MiB (typical chat: ~200 KiB), well below Cassandra's comfort zone of
@@ -108,6 +108,8 @@ def parse_url(url: str, **overrides: Any) -> CassandraOptions:
         host, sep, port = item.strip().rpartition(":")
         if not sep:
             host, port = item.strip(), ""
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # [::1]:9042, as in any URL
         if not host:
             raise ConfigError(f"{url!r}: empty host")
         if port and not port.isdigit():
@@ -168,6 +170,8 @@ def _schema(o: CassandraOptions) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {ks}.conv_buckets (
             conv text, bucket bigint, PRIMARY KEY ((conv), bucket)) WITH CLUSTERING ORDER BY (bucket DESC)""",
         f"CREATE TABLE IF NOT EXISTS {ks}.conv_last_seq (conv text PRIMARY KEY, last_seq bigint)",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.watermarks (
+            conv text, user text, delivered bigint, read bigint, PRIMARY KEY ((conv), user))""",
     ]
 
 
@@ -191,7 +195,7 @@ class CassandraStore:
         await asyncio.get_running_loop().run_in_executor(None, self._connect)
 
     def _connect(self) -> None:  # blocking: runs in a worker thread
-        from cassandra import ConsistencyLevel
+        from cassandra import ConsistencyLevel, ProtocolVersion
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
         from cassandra.io.asyncioreactor import AsyncioConnection
         from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -203,7 +207,9 @@ class CassandraStore:
             serial_consistency_level=ConsistencyLevel.name_to_value[o.serial_consistency],
             request_timeout=o.timeout,
         )
-        cluster = Cluster(list(o.hosts), connection_class=AsyncioConnection,
+        # Protocol v5: Cassandra 4.0 and newer. Fixed, so the driver does not
+        # probe newer versions and log a downgrade warning on every connect.
+        cluster = Cluster(list(o.hosts), connection_class=AsyncioConnection, protocol_version=ProtocolVersion.V5,
                           execution_profiles={EXEC_PROFILE_DEFAULT: profile},
                           connect_timeout=o.timeout, control_connection_timeout=o.timeout)
         try:
@@ -211,33 +217,36 @@ class CassandraStore:
             for stmt in _schema(o):
                 # DDL waits for schema agreement, so later statements see the tables.
                 session.execute(stmt, timeout=max(o.timeout, 60.0))
-            session.set_keyspace(o.keyspace)
+            ks = o.keyspace
             ps = {
-                "conv_insert": "INSERT INTO conversations (id, title, kind, created_by, created_ts, members)"
+                "conv_insert": f"INSERT INTO {ks}.conversations (id, title, kind, created_by, created_ts, members)"
                                " VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
-                "conv_get": "SELECT id, title, kind, created_by, created_ts, members FROM conversations WHERE id = ?",
-                "member_insert": "INSERT INTO members (conv, user) VALUES (?, ?)",
-                "by_user_insert": "INSERT INTO conversations_by_user (user, conv) VALUES (?, ?)",
-                "by_user": "SELECT conv FROM conversations_by_user WHERE user = ?",
-                "msg_insert": "INSERT INTO messages (conv, bucket, seq, id, sender, body, ts, kind)"
+                "conv_get": f"SELECT id, title, kind, created_by, created_ts, members FROM {ks}.conversations WHERE id = ?",
+                "member_insert": f"INSERT INTO {ks}.members (conv, user) VALUES (?, ?)",
+                "by_user_insert": f"INSERT INTO {ks}.conversations_by_user (user, conv) VALUES (?, ?)",
+                "by_user": f"SELECT conv FROM {ks}.conversations_by_user WHERE user = ?",
+                "msg_insert": f"INSERT INTO {ks}.messages (conv, bucket, seq, id, sender, body, ts, kind)"
                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                "bucket_insert": "INSERT INTO conv_buckets (conv, bucket) VALUES (?, ?)",
-                "last_seq_set": "INSERT INTO conv_last_seq (conv, last_seq) VALUES (?, ?) USING TIMESTAMP ?",
-                "last_seq_get": "SELECT last_seq FROM conv_last_seq WHERE conv = ?",
-                "msgs_desc": "SELECT conv, seq, id, sender, body, ts, kind FROM messages"
+                "bucket_insert": f"INSERT INTO {ks}.conv_buckets (conv, bucket) VALUES (?, ?)",
+                "last_seq_set": f"INSERT INTO {ks}.conv_last_seq (conv, last_seq) VALUES (?, ?) USING TIMESTAMP ?",
+                "last_seq_get": f"SELECT last_seq FROM {ks}.conv_last_seq WHERE conv = ?",
+                "msgs_desc": f"SELECT conv, seq, id, sender, body, ts, kind FROM {ks}.messages"
                              " WHERE conv = ? AND bucket = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?",
-                "msgs_asc": "SELECT conv, seq, id, sender, body, ts, kind FROM messages"
+                "msgs_asc": f"SELECT conv, seq, id, sender, body, ts, kind FROM {ks}.messages"
                             " WHERE conv = ? AND bucket = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?",
-                "bucket_below": "SELECT bucket FROM conv_buckets WHERE conv = ? AND bucket < ? AND bucket >= ?"
+                "bucket_below": f"SELECT bucket FROM {ks}.conv_buckets WHERE conv = ? AND bucket < ? AND bucket >= ?"
                                 " ORDER BY bucket DESC LIMIT 1",
-                "bucket_above": "SELECT bucket FROM conv_buckets WHERE conv = ? AND bucket > ? AND bucket <= ?"
+                "bucket_above": f"SELECT bucket FROM {ks}.conv_buckets WHERE conv = ? AND bucket > ? AND bucket <= ?"
                                 " ORDER BY bucket ASC LIMIT 1",
+                # Each cell written USING TIMESTAMP <its value>: the highest wins (monotonic max).
+                "wm_delivered": f"UPDATE {ks}.watermarks USING TIMESTAMP ? SET delivered = ? WHERE conv = ? AND user = ?",
+                "wm_read": f"UPDATE {ks}.watermarks USING TIMESTAMP ? SET read = ? WHERE conv = ? AND user = ?",
+                "wm_get": f"SELECT user, delivered, read FROM {ks}.watermarks WHERE conv = ?",
             }
             self._ps = {name: session.prepare(cql) for name, cql in ps.items()}
-            for name in ("msg_insert", "bucket_insert", "last_seq_set", "member_insert", "by_user_insert",
-                         "conv_get", "by_user", "last_seq_get", "msgs_desc", "msgs_asc",
-                         "bucket_below", "bucket_above"):
-                self._ps[name].is_idempotent = True  # safe to retry/speculate
+            for name, stmt in self._ps.items():
+                # Everything but the LWT is an upsert or a read: safe to retry.
+                stmt.is_idempotent = name != "conv_insert"
         except NoHostAvailable as exc:
             cluster.shutdown()
             raise StoreUnavailable(f"cassandra {o.hosts}: {exc}") from exc
@@ -399,6 +408,26 @@ class CassandraStore:
     async def last_seq(self, conv_id: str) -> int:
         rows = await self._exec(self._ps["last_seq_get"], (conv_id,))
         return int(rows[0].last_seq) if rows and rows[0].last_seq is not None else 0
+
+    # -- receipts -------------------------------------------------------------
+    async def merge_watermarks(self, marks: Sequence[Watermark]) -> None:
+        # Last-write-wins by timestamp, with the value as the timestamp, is a
+        # max-register: a stale or repeated receipt has a lower or equal
+        # timestamp and changes nothing, with no read-before-write.
+        best: dict[tuple[str, str], list[int]] = {}
+        for m in marks:
+            cur = best.setdefault((m.conv, m.user), [0, 0])
+            cur[0], cur[1] = max(cur[0], m.delivered), max(cur[1], m.read)
+        work = []
+        for (conv, user), (delivered, read) in best.items():
+            work.append((self._ps["wm_delivered"], (delivered, delivered, conv, user)))
+            work.append((self._ps["wm_read"], (read, read, conv, user)))
+        if work:
+            await self._exec_many(work)
+
+    async def watermarks(self, conv_id: str) -> list[Watermark]:
+        rows = await self._exec(self._ps["wm_get"], (conv_id,), all_pages=True)
+        return [Watermark(conv=conv_id, user=r.user, delivered=r.delivered or 0, read=r.read or 0) for r in rows]
 
 
 def _msg(r: Any) -> Msg:
