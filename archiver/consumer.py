@@ -1,0 +1,47 @@
+"""The archiver's durable pull consumer on MESSAGES.
+
+One durable (``archiver``) shared by every archiver instance: a fetch hands a
+batch to exactly one of them, so instances scale out and a restarted one
+resumes from the ack floor. ``nats consumer report MESSAGES`` shows its lag
+(unprocessed + ack pending).
+"""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from switchboard.config import Settings
+
+DURABLE = "archiver"
+
+# Seconds a delivered batch may stay unacked before JetStream redelivers it.
+# A batch write takes milliseconds (SQLite) to a few seconds (a Cassandra
+# write timing out); during a store outage the writer keeps its batch with
+# in-progress acks, so this only decides how soon a crashed archiver's batch
+# reaches another instance.
+ACK_WAIT = 30.0
+
+
+def consumer_config(settings: Settings, *, ack_wait: float = ACK_WAIT) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=DURABLE,
+        description="Copies every message into the long-term store",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        # Deliveries before JetStream gives up on a message. The writer
+        # dead-letters a message that keeps failing before this is reached,
+        # so the server never silently drops one.
+        max_deliver=settings.archive_max_deliver,
+        # Room for the batch being written plus the one being prefetched, per
+        # instance, for a few instances; bounds what a crash puts back in flight.
+        max_ack_pending=settings.archive_batch * 8,
+        filter_subject=settings.subjects.msg_all,
+    )
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, settings: Settings, *,
+                          ack_wait: float = ACK_WAIT) -> None:
+    """Create the durable, or bring an existing one to this definition."""
+    await js.add_consumer(stream, consumer_config(settings, ack_wait=ack_wait))

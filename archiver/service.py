@@ -1,0 +1,219 @@
+"""The archiver service: fetch loop, lag metric and the ``sb-archiver`` micro service.
+
+``Archiver(settings=..., nc=..., store=...)`` then ``await start()`` /
+``await stop()``; :func:`run_archiver` does both around a stop event. The
+caller owns ``nc`` and ``store`` (opens and closes them), so ``switchboard up``
+can share one connection and one store between services.
+
+Shutdown: stop fetching, finish (write + ack) the batch in hand, stop the
+micro service. A batch fetched but not written (the process died) is
+redelivered by JetStream after the consumer's ack wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import nats.micro
+from nats.aio.client import Client as NATS
+from nats.micro.request import Request
+
+from switchboard import log
+from switchboard.bus import streams
+from switchboard.config import Settings
+from switchboard.errors import BadFrame, Internal, SwitchboardError
+from switchboard.events import HistoryQuery, HistoryReply, error_body
+from switchboard.store import Store
+
+from archiver.consumer import ACK_WAIT, DURABLE, ensure_consumer
+from archiver.history import FloorCache, History
+from archiver.metrics import ArchiverMetrics
+from archiver.writer import Backoff, BatchWriter, ensure_dead_letter_stream
+
+SERVICE_NAME = "sb-archiver"
+VERSION = "0.1.0"
+# A fetch waits this long for messages when the stream is idle: short enough
+# that stop() is prompt, long enough not to spin on an idle stream.
+FETCH_WAIT = 1.0
+# Seconds between consumer-info reads for the lag gauge (and the ack floor
+# history uses); a scrape every 15 s sees a value at most this old.
+LAG_INTERVAL = 2.0
+
+_decode_query = msgspec.json.Decoder(HistoryQuery).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class Archiver:
+    def __init__(self, *, settings: Settings, nc: NATS, store: Store, ack_wait: float = ACK_WAIT,
+                 fetch_wait: float = FETCH_WAIT, lag_interval: float = LAG_INTERVAL,
+                 backoff: Backoff | None = None, serve_history: bool = True, archive: bool = True) -> None:
+        self.settings = settings
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._store = store
+        self._ack_wait = ack_wait
+        self._fetch_wait = fetch_wait
+        self._lag_interval = lag_interval
+        self._serve_history = serve_history
+        self._archive = archive  # False: a history-only replica (reads the durable's ack floor, fetches nothing)
+        self.stream = streams.names(settings)[0]
+        self.metrics_ = ArchiverMetrics()
+        self._writer = BatchWriter(settings=settings, js=self._js, store=store, stream=self.stream,
+                                   metrics=self.metrics_, backoff=backoff)
+        self._floor = FloorCache(read=self._read_ack_floor)
+        self.history = History(nc=nc, store=store, stream=self.stream, subject_prefix=settings.subject_prefix,
+                               ack_floor=self._floor.get)
+        self._log = log.get("archiver", stream=self.stream)
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._requests: set[asyncio.Task] = set()
+        self._service: nats.micro.Service | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        await streams.ensure_streams(self._js, self.settings)
+        await ensure_dead_letter_stream(self._js, self.settings)
+        await ensure_consumer(self._js, self.stream, self.settings, ack_wait=self._ack_wait)
+        self._tasks = [asyncio.create_task(self._lag_loop(), name="archiver-lag")]
+        if self._archive:
+            self._psub = await self._js.pull_subscribe_bind(durable=DURABLE, stream=self.stream)
+            self._tasks.append(asyncio.create_task(self._fetch_loop(), name="archiver-fetch"))
+        if self._serve_history:
+            self._service = await nats.micro.add_service(
+                self._nc, name=SERVICE_NAME, version=VERSION,
+                description="Archives MESSAGES into the store; serves history")
+            await self._service.add_endpoint(name="history", subject=self.settings.subjects.api("history"),
+                                             handler=self._on_history)
+        self._log.info("archiver started", store=type(self._store).__name__, batch=self.settings.archive_batch,
+                       archive=self._archive, history=self._serve_history)
+
+    async def stop(self) -> None:
+        """Stop fetching, finish the batch in hand, stop serving."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        lag, fetch = (self._tasks + [None, None])[:2]
+        if lag is not None:
+            lag.cancel()
+        if fetch is not None:
+            # Outage retries give up (the batch stays unacked and is redelivered).
+            self._writer.stopping = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetch
+        if self._service is not None:
+            await self._service.stop()
+        for t in list(self._requests):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._archive:
+            with contextlib.suppress(Exception):
+                await self._psub.unsubscribe()
+        self._log.info("archiver stopped")
+
+    def metrics(self) -> bytes:
+        """Prometheus text exposition (``switchboard_archiver_lag`` and friends)."""
+        return self.metrics_.render()
+
+    # -- archiving -------------------------------------------------------------
+    async def _fetch(self) -> list:
+        try:
+            return await self._psub.fetch(self.settings.archive_batch, timeout=self._fetch_wait)
+        except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            return []
+
+    async def _fetch_loop(self) -> None:
+        backoff = Backoff()
+        pending: asyncio.Task | None = None
+        while not self._stopping.is_set():
+            try:
+                batch = await (pending or self._fetch())
+                pending = None
+                if not batch:
+                    continue
+                # Fetch the next batch while this one is written.
+                if not self._stopping.is_set():
+                    pending = asyncio.create_task(self._fetch())
+                await self._writer.handle(batch)
+                backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - NATS down or reconnecting: wait and fetch again
+                pending = None
+                self._log.warning("fetch failed, retrying", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(backoff.delay())
+        if pending is not None:
+            # Already fetched: finish it rather than leave it to the ack wait.
+            with contextlib.suppress(Exception):
+                batch = await pending
+                await self._writer.handle(batch)
+
+    async def _read_ack_floor(self) -> int:
+        info = await self._js.consumer_info(self.stream, DURABLE)
+        return info.ack_floor.stream_seq if info.ack_floor else 0
+
+    async def lag(self) -> int:
+        """Messages not yet archived: never delivered plus delivered-but-unacked."""
+        info = await self._js.consumer_info(self.stream, DURABLE)
+        self._floor.update(info.ack_floor.stream_seq if info.ack_floor else 0)
+        value = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        self.metrics_.lag.set(value)
+        return value
+
+    async def _lag_loop(self) -> None:
+        while True:
+            try:
+                await self.lag()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                self._log.debug("lag read failed", error=str(exc))
+            await asyncio.sleep(self._lag_interval)
+
+    # -- history ---------------------------------------------------------------
+    async def _on_history(self, req: Request) -> None:
+        # Subscription callbacks run one at a time: answer in a task so one
+        # slow store read does not hold up the queries behind it.
+        t = asyncio.create_task(self._answer(req))
+        self._requests.add(t)
+        t.add_done_callback(self._requests.discard)
+
+    async def _answer(self, req: Request) -> None:
+        t0 = time.perf_counter()
+        try:
+            try:
+                q = _decode_query(req.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise BadFrame(f"bad history query: {exc}") from None
+            reply = await self.history.query(q)
+        except SwitchboardError as exc:
+            reply = HistoryReply(conv=_conv_of(req.data), error=error_body(exc))
+        except Exception as exc:  # noqa: BLE001 - a store or bus failure: the caller may retry
+            self._log.error("history query failed", error=f"{type(exc).__name__}: {exc}")
+            reply = HistoryReply(conv=_conv_of(req.data), error=error_body(Internal("history unavailable")))
+        self.metrics_.history_seconds.observe(time.perf_counter() - t0)
+        with contextlib.suppress(Exception):
+            await req.respond(_encode(reply))
+
+
+def _conv_of(data: bytes) -> str:
+    try:
+        conv = msgspec.json.decode(data).get("conv", "")
+        return conv if isinstance(conv, str) else ""
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+async def run_archiver(*, settings: Settings, nc: NATS, store: Store, stop: asyncio.Event | None = None,
+                       **options) -> None:
+    """Run an archiver until ``stop`` is set (or the task is cancelled), then shut down cleanly."""
+    archiver = Archiver(settings=settings, nc=nc, store=store, **options)
+    await archiver.start()
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await archiver.stop()

@@ -1,0 +1,226 @@
+"""Write one fetched batch to the store, then ack it.
+
+The rules (docs/archiver.md):
+
+- A batch is written with ONE ``append_messages`` call and acked only after
+  that call returned. Redelivery is harmless: the store is idempotent by
+  (conv, seq).
+- The write fails and a cheap read of the store fails too: the store is down.
+  Keep the batch (in-progress acks stop JetStream from redelivering it), wait
+  with capped exponential backoff, write it again. Nothing is lost, nothing is
+  dead-lettered, however long the outage.
+- The write fails but the store answers reads: some message is at fault.
+  Bisect the batch; a single message that still fails ``max_deliver`` times
+  (or on its last JetStream delivery) is dead-lettered.
+- A message that cannot be decoded is dead-lettered at once.
+
+Dead-lettering publishes the original payload to ``sb.dlq.archive`` with
+``Sb-Dlq-*`` headers saying why, waits for JetStream to store it (stream
+DEADLETTER, see :func:`ensure_dead_letter_stream`), then ``term()``s the
+original so it is never redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import msgspec
+from nats.aio.msg import Msg as NatsMsg
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from switchboard import frames, ids, log
+from switchboard.config import Settings
+from switchboard.store import Store
+
+from archiver.metrics import ArchiverMetrics
+
+_decode_msg = msgspec.json.Decoder(frames.Msg).decode
+
+
+@dataclass(kw_only=True)
+class Backoff:
+    """Capped exponential backoff with jitter."""
+
+    initial: float = 0.1  # first retry soon: most store hiccups are a failover or a timeout
+    # 5 s cap: a recovered store is used again within seconds, and the
+    # in-progress ack sent at each retry stays well inside ACK_WAIT (30 s).
+    cap: float = 5.0
+    factor: float = 2.0
+    _next: float = field(default=0.0, init=False)
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+    def delay(self) -> float:
+        self._next = self.initial if self._next == 0.0 else min(self.cap, self._next * self.factor)
+        return self._next * random.uniform(0.8, 1.0)
+
+
+class Undecodable(ValueError):
+    pass
+
+
+def decode(subject_prefix: str, msg: NatsMsg) -> frames.Msg:
+    """The stored Msg of one MESSAGES entry; :class:`Undecodable` if it is not one."""
+    try:
+        m = _decode_msg(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Undecodable(f"not a msg frame: {exc}") from None
+    if not ids.is_valid(m.conv) or m.seq < 1:
+        raise Undecodable(f"bad conv {m.conv[:80]!r} or seq {m.seq}")
+    if msg.subject != f"{subject_prefix}.msg.{m.conv}":
+        raise Undecodable(f"conv {m.conv!r} does not match subject {msg.subject!r}")
+    return m
+
+
+def dead_letter_stream_config(settings: Settings) -> StreamConfig:
+    s = settings.subjects
+    return StreamConfig(
+        name=f"{settings.stream_prefix}DEADLETTER", subjects=[f"{s.prefix}.dlq.>"],
+        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, num_replicas=settings.replicas,
+        # Kept long enough for an operator to look and replay; bounded so a
+        # flood of bad messages cannot fill the disk.
+        max_age=30 * 86400.0, max_msgs=1_000_000, discard=DiscardPolicy.OLD,
+        duplicate_window=settings.dedup_window_sec,
+        description="Messages a service could never process, with Sb-Dlq-* headers saying why")
+
+
+async def ensure_dead_letter_stream(js: JetStreamContext, settings: Settings) -> None:
+    import nats.js.errors
+
+    cfg = dead_letter_stream_config(settings)
+    try:
+        await js.add_stream(cfg)
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code != 10058:
+            raise
+        await js.update_stream(cfg)
+
+
+_Item = tuple[NatsMsg, frames.Msg]
+
+
+class BatchWriter:
+    """Turns fetched MESSAGES entries into store writes, acks and dead letters."""
+
+    def __init__(self, *, settings: Settings, js: JetStreamContext, store: Store, stream: str,
+                 metrics: ArchiverMetrics, backoff: Backoff | None = None,
+                 poison_retry_delay: float = 0.2) -> None:
+        self._settings = settings
+        self._prefix = settings.subject_prefix
+        self._dlq_subject = settings.subjects.dead_letter("archive")
+        self._js = js
+        self._store = store
+        self._stream = stream
+        self._metrics = metrics
+        self._backoff = backoff or Backoff()
+        self._poison_retry_delay = poison_retry_delay  # between tries of one suspect message
+        self._max_tries = settings.archive_max_deliver
+        self._log = log.get("archiver.writer", stream=stream)
+        self._outage_since: float | None = None
+        self.stopping = False  # set by the service: after a failed write, stop retrying (no ack)
+
+    async def handle(self, batch: Sequence[NatsMsg]) -> None:
+        items: list[_Item] = []
+        for m in batch:
+            try:
+                items.append((m, decode(self._prefix, m)))
+            except Undecodable as exc:
+                await self._dead_letter(m, reason="undecodable", detail=str(exc))
+        if items:
+            await self._write(items)
+
+    # -- writing ---------------------------------------------------------------
+    async def _write(self, items: list[_Item]) -> None:
+        tries = 0  # failures of this exact slice while the store answered reads
+        while True:
+            t0 = time.perf_counter()
+            try:
+                await self._store.append_messages([d for _, d in items])
+            except Exception as exc:  # noqa: BLE001 - any backend error is handled the same way
+                self._metrics.store_errors.inc()
+                if self.stopping:  # shutting down: leave it unacked, JetStream redelivers it
+                    self._log.warning("store write failed during shutdown; batch left for redelivery",
+                                      error=f"{type(exc).__name__}: {exc}", messages=len(items))
+                    return
+                if not await self._store_answers(items[0][1].conv):
+                    await self._outage(items, exc)
+                    continue
+                if len(items) > 1:  # the store works: find the message at fault
+                    mid = len(items) // 2
+                    await self._write(items[:mid])
+                    await self._write(items[mid:])
+                    return
+                tries += 1
+                m, d = items[0]
+                if tries >= self._max_tries or _deliveries(m) >= self._max_tries:
+                    await self._dead_letter(m, reason="rejected", detail=f"{type(exc).__name__}: {exc}",
+                                            conv=d.conv, seq=d.seq, tries=tries)
+                    return
+                await _in_progress(items)
+                await asyncio.sleep(self._poison_retry_delay)
+                continue
+            self._metrics.batch_seconds.observe(time.perf_counter() - t0)
+            if self._outage_since is not None:
+                self._log.info("store back, archiving resumed",
+                               outage_sec=round(time.monotonic() - self._outage_since, 1))
+                self._outage_since = None
+                self._backoff.reset()
+            for m, _ in items:
+                await m.ack()  # a buffered publish, no round trip per message
+            self._metrics.archived.inc(len(items))
+            return
+
+    async def _outage(self, items: list[_Item], exc: Exception) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            self._log.warning("store unavailable, pausing archiving with backoff", error=f"{type(exc).__name__}: {exc}")
+        await _in_progress(items)  # keep the batch: no redelivery, no delivery count spent
+        await asyncio.sleep(self._backoff.delay())
+
+    async def _store_answers(self, conv: str) -> bool:
+        try:
+            await self._store.last_seq(conv)
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    # -- dead letters --------------------------------------------------------
+    async def _dead_letter(self, m: NatsMsg, *, reason: str, detail: str, conv: str = "", seq: int = 0,
+                           tries: int = 0) -> None:
+        md = m.metadata
+        stream_seq = md.sequence.stream
+        headers = {
+            "Sb-Dlq-Reason": reason,
+            "Sb-Dlq-Detail": " ".join(detail.split())[:500],
+            "Sb-Dlq-Stream": self._stream,
+            "Sb-Dlq-Stream-Seq": str(stream_seq),
+            "Sb-Dlq-Subject": m.subject,
+            "Sb-Dlq-Deliveries": str(md.num_delivered),
+            # a crash between this publish and term() redelivers the message;
+            # the second dead letter is then dropped as a duplicate
+            "Nats-Msg-Id": f"archive-{self._stream}-{stream_seq}",
+        }
+        await self._js.publish(self._dlq_subject, m.data or b"", headers=headers)
+        await m.term()
+        self._metrics.dead_lettered.labels(reason).inc()
+        self._log.error("message dead-lettered", reason=reason, detail=headers["Sb-Dlq-Detail"],
+                        subject=m.subject, stream_seq=stream_seq, conv=conv or None, seq=seq or None,
+                        tries=tries or None, deliveries=md.num_delivered, dlq=self._dlq_subject)
+
+
+def _deliveries(m: NatsMsg) -> int:
+    try:
+        return m.metadata.num_delivered
+    except Exception:  # noqa: BLE001 - not a JetStream message (tests)
+        return 0
+
+
+async def _in_progress(items: list[_Item]) -> None:
+    for m, _ in items:
+        await m.in_progress()
