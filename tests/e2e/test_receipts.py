@@ -1,0 +1,166 @@
+"""Receipts end to end: real nats-server, sequencer + edge (+ presence) in-process,
+SDK clients over real WebSockets.
+
+Delivered receipts come from the recipient's acks (the SDK auto-acks), read
+receipts from the ``read`` frame; both are monotonic per-conversation
+watermarks that reach every member's devices as ``receipt`` frames and are
+stored (a reconnecting sender asks with ``{"type":"receipts","conv":C}``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard import frames
+from tests.e2e.helpers import STEP, deployment, drain_messages, fabric, make_settings, sdk, unique
+from tests.e2e.issue4_helpers import Events, eventually, kind
+
+
+@pytest.fixture
+async def dep(nats_server, tmp_path):
+    async with deployment(tmp_path, nats_server.url) as d:
+        yield d
+
+
+def receipt_of(user: str, conv: str, **marks: int):
+    return kind("receipt", user=user, conv=conv, **marks)
+
+
+async def test_delivered_then_read_reach_sender_devices(dep):
+    alice, bob = unique("alice"), unique("bob")
+    a1, a2 = await dep.sdk(alice), await dep.sdk(alice)  # two devices of the sender
+    b = await dep.sdk(bob)
+    ev1, ev2, evb = Events(a1), Events(a2), Events(b)
+    await a1.send(to=bob, body="one")
+    sent = await a1.send(to=bob, body="two")
+    conv = sent.conv
+    await drain_messages(b, 2)  # bob's SDK acks the cursor: that is the delivered receipt
+    for ev in (ev1, ev2):
+        r = await ev.until(receipt_of(bob, conv, delivered=sent.seq))
+        assert r.read == 0
+    await b.send_frame(frames.Read(conv=conv, seq=sent.seq))
+    for ev in (ev1, ev2, evb):  # the reader's own devices see it too (other tabs clear their badge)
+        await ev.until(receipt_of(bob, conv, delivered=sent.seq, read=sent.seq))
+
+
+async def test_delivered_after_offline_catch_up(dep):
+    """A recipient who was offline acks on replay: the sender learns it then."""
+    alice, bob = unique("alice"), unique("bob")
+    b = await dep.sdk(bob)
+    cursor, epoch = b.cursor, b.epoch
+    await b.close()
+    a = await dep.sdk(alice)
+    ev = Events(a)
+    sent = await a.send(to=bob, body="while you were away")
+    await ev.nothing(kind("receipt", user=bob))  # nobody acked yet
+    b2 = await dep.sdk(bob, cursor=cursor, epoch=epoch)
+    assert (await b2.next_message(STEP)).seq == sent.seq
+    await ev.until(receipt_of(bob, sent.conv, delivered=sent.seq, read=0))
+
+
+# Each step is (read seq sent, expected (delivered, read) afterwards, whether a
+# receipt frame must follow). A lower or repeated read changes nothing and
+# publishes nothing; a read implies delivered.
+MONOTONIC = {
+    "lower_after_higher": [(3, (3, 3), True), (1, (3, 3), False)],
+    "duplicate": [(2, (3, 2), True), (2, (3, 2), False)],
+    "rising": [(1, (3, 1), True), (2, (3, 2), True), (3, (3, 3), True)],
+    "zero_is_noop": [(0, (3, 0), False), (2, (3, 2), True), (0, (3, 2), False)],
+}
+
+
+@pytest.mark.parametrize("steps", MONOTONIC.values(), ids=MONOTONIC.keys())
+async def test_watermarks_are_monotonic(dep, steps):
+    alice, bob = unique("alice"), unique("bob")
+    a, b = await dep.sdk(alice), await dep.sdk(bob)
+    ev = Events(a)
+    for i in range(3):
+        sent = await a.send(to=bob, body=f"m{i}")
+    conv = sent.conv
+    await drain_messages(b, 3)
+    await ev.until(receipt_of(bob, conv, delivered=3, read=0))
+    for seq, (delivered, read), publishes in steps:
+        await b.send_frame(frames.Read(conv=conv, seq=seq))
+        if publishes:
+            await ev.until(receipt_of(bob, conv, delivered=delivered, read=read))
+        else:
+            await ev.nothing(kind("receipt", user=bob), wait=0.3)
+        got = await current(a, conv, {alice, bob})
+        assert (got[bob].delivered, got[bob].read) == (delivered, read)
+    # stored (after the 50 ms coalescing tick) exactly as the frames said
+    final = steps[-1][1]
+    await eventually(lambda: stored(dep, conv, bob, final), what="watermark stored")
+
+
+async def current(client, conv, members: set[str]) -> dict[str, frames.Receipt]:
+    """The watermarks the edge answers to a ``receipts`` frame, by user."""
+    ev = Events(client)
+    await client.send_frame(frames.ReceiptsRequest(conv=conv))
+    out = {}
+    while set(out) != members:
+        r = await ev.until(kind("receipt", conv=conv))
+        out[r.user] = r
+    return out
+
+
+async def stored(dep, conv, user, marks) -> bool:
+    got = {w.user: (w.delivered, w.read) for w in await dep.fab.store.watermarks(conv)}
+    return got.get(user) == marks
+
+
+async def test_reconnecting_sender_gets_stored_state_after_sequencer_restart(nats_server, tmp_path):
+    """The receipts frame answers from the store: even a restarted sequencer
+    (empty memory, same store) gives the sender the current watermarks."""
+    settings = make_settings(tmp_path, nats_server.url)
+    alice, bob = unique("alice"), unique("bob")
+    async with fabric(settings) as fab:
+        a, b = await sdk(settings, alice), await sdk(settings, bob)
+        ev = Events(a)
+        await a.send(to=bob, body="one")
+        sent = await a.send(to=bob, body="two")
+        await drain_messages(b, 2)
+        await b.send_frame(frames.Read(conv=sent.conv, seq=1))
+        await ev.until(receipt_of(bob, sent.conv, delivered=2, read=1))
+        await a.close()
+        await b.close()
+
+        async def flushed() -> bool:
+            return {(w.user, w.delivered, w.read) for w in await fab.store.watermarks(sent.conv)} >= {(bob, 2, 1)}
+
+        await eventually(flushed, what="watermarks written to the store")
+    async with fabric(settings):  # new sequencer and edge, same store and streams
+        a = await sdk(settings, alice)
+        try:
+            ev = Events(a)
+            await a.send_frame(frames.ReceiptsRequest(conv=sent.conv))
+            r = await ev.until(kind("receipt", conv=sent.conv, user=bob))
+            assert (r.delivered, r.read) == (2, 1)
+        finally:
+            await a.close()
+
+
+async def test_group_of_five_every_members_watermarks_visible(dep):
+    users = [unique(f"m{i}") for i in range(5)]
+    clients = [await dep.sdk(u) for u in users]
+    evs = [Events(c) for c in clients]
+    conv = (await clients[0].create_conversation(users[1:], title="five")).conv
+    for i in range(4):
+        await clients[0].send(conv=conv, body=f"g{i}")
+    for c in clients[1:]:
+        await drain_messages(c, 4)
+    # member k reads up to seq k (member 0, the sender, reads nothing)
+    for k in range(1, 5):
+        await clients[k].send_frame(frames.Read(conv=conv, seq=k))
+    # every member's devices see every reader's watermark
+    for ev in evs:
+        for k in range(1, 5):
+            await ev.until(receipt_of(users[k], conv, delivered=4, read=k))
+    # and a receipts query lists all five members (the sender's own devices
+    # acked their copies too, so the sender has delivered=4)
+    ev0 = Events(clients[0])
+    await clients[0].send_frame(frames.ReceiptsRequest(conv=conv))
+    got = {}
+    while len(got) < 5:
+        r = await ev0.until(kind("receipt", conv=conv))
+        got[r.user] = (r.delivered, r.read)
+    assert got == {users[0]: (4, 0), **{users[k]: (4, k) for k in range(1, 5)}}
