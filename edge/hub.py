@@ -28,11 +28,16 @@ class _Entry:
         self.sockets: set[Receiver] = set()
 
 
+class ConvReceiver(Protocol):
+    def on_conv_message(self, msg: NatsMsg) -> None: ...
+
+
 class Hub:
     def __init__(self, *, nc: NATS, subjects: Subjects, pending_limit: int = 4096) -> None:
         self._nc = nc
         self._subjects = subjects
         self._users: dict[str, _Entry] = {}
+        self._convs: dict[str, _Entry] = {}  # large groups (pull mode)
         # Messages buffered per user subscription inside nats-py before the
         # callback runs; the callback never blocks, so this is headroom only.
         self._pending_limit = pending_limit
@@ -63,6 +68,37 @@ class Hub:
             entry.sub = await self._nc.subscribe(self._subjects.live(user), cb=deliver,
                                                  pending_msgs_limit=self._pending_limit)
         return first
+
+    async def attach_conv(self, conv: str, socket: ConvReceiver) -> None:
+        """Subscribe a socket to a large group's republished MESSAGES subject
+        (one NATS subscription per group per edge, shared by its sockets)."""
+        entry = self._convs.get(conv)
+        if entry is None:
+            entry = self._convs[conv] = _Entry()
+            sockets = entry.sockets
+
+            async def deliver(msg: NatsMsg) -> None:
+                for s in tuple(sockets):
+                    s.on_conv_message(msg)
+
+            entry.sockets.add(socket)  # type: ignore[arg-type]
+            entry.sub = await self._nc.subscribe(self._subjects.conv_live(conv), cb=deliver,
+                                                 pending_msgs_limit=self._pending_limit)
+        else:
+            entry.sockets.add(socket)  # type: ignore[arg-type]
+
+    async def detach_conv(self, conv: str, socket: ConvReceiver) -> None:
+        entry = self._convs.get(conv)
+        if entry is None:
+            return
+        entry.sockets.discard(socket)  # type: ignore[arg-type]
+        if not entry.sockets:
+            del self._convs[conv]
+            if entry.sub is not None:
+                try:
+                    await entry.sub.unsubscribe()
+                except Exception:  # noqa: BLE001 - connection already closed
+                    pass
 
     async def detach(self, user: str, socket: Receiver) -> bool:
         """Remove a socket; unsubscribe if it was the user's last. Returns True

@@ -222,6 +222,16 @@ class Edge:
             return []
         return reply.ranges
 
+    async def large_groups(self, user: str) -> list[frames.ResyncRange]:
+        """The user's large groups (pull mode). Empty when the sequencer
+        cannot say; the client then learns of them from their messages."""
+        try:
+            data = await self.request(self.subjects.api("conv", "large"), events.encode(events.RangesQuery(user=user)))
+            reply = msgspec.json.decode(data, type=events.RangesReply)
+        except (SwitchboardError, msgspec.DecodeError):
+            return []
+        return reply.ranges
+
     async def request(self, subject: str, payload: bytes) -> bytes:
         try:
             msg = await self.nc.request(subject, payload, timeout=self.settings.send_timeout)

@@ -48,7 +48,7 @@ MAX_INFLIGHT_SENDS = 64
 
 class Session:
     __slots__ = ("edge", "ws", "user", "conn_id", "cursor", "acked", "outbox", "bucket", "log",
-                 "_live", "_catching_up", "_seen_beyond", "_inflight", "_tasks", "_unacked")
+                 "_live", "_catching_up", "_seen_beyond", "_inflight", "_tasks", "_unacked", "_groups")
 
     def __init__(self, *, edge: "Edge", ws: ServerConnection, user: str) -> None:
         self.edge = edge
@@ -71,6 +71,7 @@ class Session:
         # outbox: a client that never acks loses only old receipt detail
         # (watermarks are monotonic; a later ack covers it).
         self._unacked: deque[tuple[int, str]] = deque(maxlen=s.send_queue_frames * 2)
+        self._groups: set[str] = set()  # large groups this socket reads directly
 
     # -- lifecycle --------------------------------------------------------------
     async def run(self) -> None:
@@ -88,6 +89,8 @@ class Session:
             for t in tuple(self._tasks):
                 t.cancel()
             self.outbox.close()
+            for conv in tuple(self._groups):
+                await self.edge.hub.detach_conv(conv, self)
             await self.edge.hub.detach(self.user, self)
             self.edge.on_disconnect(self)
 
@@ -139,7 +142,23 @@ class Session:
             if not await self._catch_up(check_trimmed=True):
                 await self._resync("cursor_expired", last_seq)
                 return
-        self._send(frames.Synced(cursor=self.cursor))
+        self._send(frames.Synced(cursor=self.cursor, groups=await self._join_groups()))
+
+    async def _join_groups(self) -> list[frames.ResyncRange]:
+        """Subscribe to the user's large groups, then say how far each is."""
+        ranges = await self.edge.large_groups(self.user)
+        for r in ranges:
+            await self.join_group(r.conv)
+        return ranges
+
+    async def join_group(self, conv: str) -> None:
+        if conv not in self._groups:
+            self._groups.add(conv)
+            await self.edge.hub.attach_conv(conv, self)
+
+    def on_conv_message(self, msg: NatsMsg) -> None:
+        if self._live:
+            self.outbox.put(msg.data)  # a msg frame without cursor: not an INBOX entry
 
     async def _resync(self, reason: str, last_seq: int) -> None:
         self.cursor = last_seq
@@ -147,7 +166,7 @@ class Session:
         self._send(frames.Resync(reason=reason, ranges=ranges, cursor=last_seq))
         self.log.info("resync", reason=reason)
         await self._catch_up()
-        self._send(frames.Synced(cursor=self.cursor))
+        self._send(frames.Synced(cursor=self.cursor, groups=await self._join_groups()))
 
     async def _catch_up(self, *, check_trimmed: bool = False) -> bool:
         """Send INBOX entries after ``cursor`` until none is pending, then go
@@ -189,6 +208,9 @@ class Session:
         seq_s = h.get("Nats-Sequence") if h else None
         if seq_s is None:
             self.outbox.put(msg.data)  # an ephemeral event, already a wire frame
+            large = h.get("Sb-Large-Conv") if h else None
+            if large:
+                self._spawn(self.join_group(large))
             return
         seq = int(seq_s)
         if seq <= self.cursor:

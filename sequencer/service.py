@@ -79,6 +79,8 @@ class Sequencer:
                                handler=self._spawn(self._receipts_get))
         await svc.add_endpoint(name="unread", subject=p.api("unread"), queue_group="sb-sequencer",
                                handler=self._spawn(self._unread))
+        await svc.add_endpoint(name="conv-large", subject=p.api("conv", "large"), queue_group="sb-sequencer",
+                               handler=self._spawn(self._conv_large))
         await svc.add_endpoint(name="conv-ranges", subject=p.api("conv", "ranges"), queue_group="sb-sequencer",
                                handler=self._spawn(self._conv_ranges))
         await self.receipts.start()
@@ -138,8 +140,13 @@ class Sequencer:
         conv = await self.convs.for_send(conv_id=r.conv, sender=r.sender, to=r.to, system=system)
         pending: list = []
 
+        large = len(conv.members) > self.settings.fanout_max_members
+
         async def issue_fanout(msg: frames.Msg, data: bytes) -> None:
-            pending.extend(await self.fanout.issue(msg.conv, msg.seq, data, conv.members))
+            # A large group gets no INBOX copies: members' edges read the
+            # conversation's republished MESSAGES subject (pull mode).
+            if not large:
+                pending.extend(await self.fanout.issue(msg.conv, msg.seq, data, conv.members))
 
         appended = await self.orderer.append(conv=conv.id, sender=r.sender, id=r.id, body=r.body,
                                              kind="system" if system else "user", then=issue_fanout)
@@ -158,9 +165,10 @@ class Sequencer:
         # Tell every member's devices (ephemeral; a device that is offline sees it
         # when a first message arrives or in its conversation list).
         note = frames.encode(frames.Conv(conv=conv.id, members=list(conv.members), title=conv.title))
+        # Edges subscribe their sockets to a large group's subject on this header.
+        headers = {"Sb-Large-Conv": conv.id} if len(conv.members) > self.settings.fanout_max_members else None
         for m in conv.members:
-            if m != r.creator:
-                await self._nc.publish(self.subjects.live(m), note)
+            await self._nc.publish(self.subjects.live(m), note, headers=headers)
         return reply
 
     async def _conv_get(self, req: Request) -> events.ConvReply:
@@ -194,6 +202,18 @@ class Sequencer:
             if n > 0:
                 by_conv[conv] = n
         return events.UnreadReply(total=sum(by_conv.values()), by_conv=by_conv)
+
+    async def _conv_large(self, req: Request) -> events.RangesReply:
+        """The user's large groups (pull mode) with their last seq."""
+        q = _ranges_query.decode(req.data)
+        convs = (await self._store.conversations_of(ids.check(q.user, "user")))[-MAX_CONVS_PER_QUERY:]
+        large = []
+        for cid in convs:
+            conv = await self.convs.get(cid)
+            if conv is not None and len(conv.members) > self.settings.fanout_max_members:
+                large.append(cid)
+        lasts = await asyncio.gather(*(self.orderer.last_seq(c) for c in large))
+        return events.RangesReply(ranges=[frames.ResyncRange(conv=c, upto=last) for c, last in zip(large, lasts)])
 
     async def _conv_ranges(self, req: Request) -> events.RangesReply:
         q = _ranges_query.decode(req.data)

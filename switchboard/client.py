@@ -176,12 +176,20 @@ class Client:
             self.user, self.epoch = f.user, f.epoch
         elif isinstance(f, frames.Synced):
             self.cursor = max(self.cursor or 0, f.cursor)
+            for g in f.groups:  # large groups: fetch what was missed while away
+                st = self._convs.setdefault(g.conv, _ConvState())
+                if st.seq == 0:
+                    st.seq = g.upto  # never seen: start from now
+                elif g.upto > st.seq and self.fill_gaps:
+                    self._spawn(self._fill(g.conv, after=st.seq, upto=g.upto))
             self._synced.set()
         elif isinstance(f, frames.Resync):
             self.cursor = f.cursor
             self._put_event(f)
             for r in f.ranges:
-                self._spawn(self._fill(r.conv, after=r.after, upto=r.upto or None))
+                after = max(r.after, self._convs.get(r.conv, _ConvState()).seq)
+                if not r.upto or r.upto > after:
+                    self._spawn(self._fill(r.conv, after=after, upto=r.upto or None))
         else:
             self._put_event(f)
 

@@ -98,6 +98,9 @@ class Welcome(_Frame, tag="welcome"):
 
 class Synced(_Frame, tag="synced"):
     cursor: int
+    # Large groups (pull mode, no INBOX copies) the user belongs to, each with
+    # its last seq: fetch from history what you lack (docs/architecture.md).
+    groups: list["ResyncRange"] = []
 
 
 class ResyncRange(msgspec.Struct, omit_defaults=True):

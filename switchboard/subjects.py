@@ -37,6 +37,15 @@ class Subjects:
     def msg_all(self) -> str:
         return f"{self.prefix}.msg.*"
 
+    def conv_live(self, conv: str) -> str:
+        """MESSAGES republished after storage: what edges of large-group
+        members subscribe to (pull mode, no per-member INBOX copies)."""
+        return f"{self.prefix}.conv.{ids.check(conv, 'conv')}.live"
+
+    @property
+    def conv_live_republish_dest(self) -> str:
+        return f"{self.prefix}.conv.{{{{wildcard(1)}}}}.live"
+
     # -- per user -----------------------------------------------------------
     def inbox(self, user: str) -> str:
         """Stored per-user mailbox entries (stream INBOX)."""

@@ -48,7 +48,7 @@ def definitions(settings: Settings) -> list[StreamConfig]:
         StreamConfig(
             name=messages, subjects=[s.msg_all], retention=RetentionPolicy.LIMITS,
             max_age=settings.messages_max_age_sec, discard=DiscardPolicy.OLD,
-            republish=RePublish(src=s.msg_all, dest=f"{s.prefix}.conv.{{{{wildcard(1)}}}}.live"),
+            republish=RePublish(src=s.msg_all, dest=s.conv_live_republish_dest),
             description="Every message of every conversation, sequenced; the archive keeps them forever",
             **common),
         StreamConfig(
