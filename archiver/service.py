@@ -33,7 +33,7 @@ from switchboard.store import Store
 from archiver.consumer import ACK_WAIT, DURABLE, ensure_consumer
 from archiver.history import FloorCache, History
 from archiver.metrics import ArchiverMetrics
-from archiver.writer import Backoff, BatchWriter, ensure_dead_letter_stream
+from archiver.writer import Backoff, BatchWriter
 
 SERVICE_NAME = "sb-archiver"
 VERSION = "0.1.0"
@@ -77,7 +77,6 @@ class Archiver:
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         await streams.ensure_streams(self._js, self.settings)
-        await ensure_dead_letter_stream(self._js, self.settings)
         await ensure_consumer(self._js, self.stream, self.settings, ack_wait=self._ack_wait)
         self._tasks = [asyncio.create_task(self._lag_loop(), name="archiver-lag")]
         if self._archive:

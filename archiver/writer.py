@@ -16,8 +16,8 @@ The rules (docs/archiver.md):
 
 Dead-lettering publishes the original payload to ``sb.dlq.archive`` with
 ``Sb-Dlq-*`` headers saying why, waits for JetStream to store it (stream
-DEADLETTER, see :func:`ensure_dead_letter_stream`), then ``term()``s the
-original so it is never redelivered.
+DEADLETTER, switchboard/bus/streams.py), then ``term()``s the original so it
+is never redelivered.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from typing import Sequence
 import msgspec
 from nats.aio.msg import Msg as NatsMsg
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from switchboard import frames, ids, log
 from switchboard.config import Settings
@@ -76,30 +75,6 @@ def decode(subject_prefix: str, msg: NatsMsg) -> frames.Msg:
     if msg.subject != f"{subject_prefix}.msg.{m.conv}":
         raise Undecodable(f"conv {m.conv!r} does not match subject {msg.subject!r}")
     return m
-
-
-def dead_letter_stream_config(settings: Settings) -> StreamConfig:
-    s = settings.subjects
-    return StreamConfig(
-        name=f"{settings.stream_prefix}DEADLETTER", subjects=[f"{s.prefix}.dlq.>"],
-        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, num_replicas=settings.replicas,
-        # Kept long enough for an operator to look and replay; bounded so a
-        # flood of bad messages cannot fill the disk.
-        max_age=30 * 86400.0, max_msgs=1_000_000, discard=DiscardPolicy.OLD,
-        duplicate_window=settings.dedup_window_sec,
-        description="Messages a service could never process, with Sb-Dlq-* headers saying why")
-
-
-async def ensure_dead_letter_stream(js: JetStreamContext, settings: Settings) -> None:
-    import nats.js.errors
-
-    cfg = dead_letter_stream_config(settings)
-    try:
-        await js.add_stream(cfg)
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != 10058:
-            raise
-        await js.update_stream(cfg)
 
 
 _Item = tuple[NatsMsg, frames.Msg]
