@@ -135,6 +135,7 @@ class Sampler:
 
     def start(self) -> "Sampler":
         self._t0 = time.monotonic()
+        self._host0 = psutil.cpu_times()
         for k, p in self.procs.items():
             try:
                 self._cpu0[k] = self._cpu(p)
@@ -169,4 +170,11 @@ class Sampler:
             peak = max(self._peak[k], rss)
             out.append(ProcStat(role=k, pid=p.pid, rss_mib=round(rss / 2**20, 1),
                                 peak_rss_mib=round(peak / 2**20, 1), cpu_pct=cpu_pct(cpu, wall)))
+        # The whole host: on a shared machine other work competes for the cores.
+        h0, h1 = self._host0, psutil.cpu_times()
+        busy = (sum(h1) - h1.idle - getattr(h1, "iowait", 0)) - (sum(h0) - h0.idle - getattr(h0, "iowait", 0))
+        ours = sum(p.cpu_pct for p in out)
+        host = cpu_pct(busy, wall)
+        out.append(ProcStat(role=f"other processes on host ({psutil.cpu_count()} cores)", pid=0, rss_mib=0.0,
+                            peak_rss_mib=0.0, cpu_pct=round(max(0.0, host - ours), 1)))
         return out

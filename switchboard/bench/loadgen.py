@@ -47,6 +47,8 @@ class In(msgspec.Struct):
     cursor: int | None = None
     code: str = ""
     id: str = ""
+    ref: str | None = None
+    retry: bool = False
 
 
 _decode = msgspec.json.Decoder(In).decode
@@ -60,7 +62,7 @@ class WorkerSpec:
     groups: list[list[int]]  # indices into users; every user in exactly one group
     rate: float  # messages/s this process sends
     duration: float
-    drain_idle: float = 5.0  # stop waiting once nothing arrived for this long
+    drain_idle: float = 12.0  # stop waiting once nothing arrived for this long (> the edge's 5 s send timeout)
     drain_max: float = 60.0
     source_addrs: list[str] = field(default_factory=lambda: ["127.0.0.1"])
 
@@ -115,9 +117,9 @@ class BenchClient:
                     if f.type == "msg":
                         self.w.on_msg(self, f)
                     elif f.type == "sent":
-                        self.w.on_sent(self)
+                        self.w.on_sent(self, f.id)
                     elif f.type == "error":
-                        self.w.on_error(f.code)
+                        self.w.on_error(f)
                     elif f.type == "conv":
                         self.w.on_conv(self, f)
             except ConnectionClosed:
@@ -132,12 +134,16 @@ class BenchClient:
                 await self.open()
             except (OSError, ConnectionClosed, asyncio.TimeoutError):
                 continue
+            for c, text in list(self.w.pending.values()):  # unanswered sends: same id again
+                if c is self:
+                    self.w.result.resends += 1
+                    self.w.spawn_send(self.ws, text)
 
     def send(self, mid: str, body: str) -> None:
-        ws = self.ws
-        if ws is None:
-            return
-        self.w.spawn_send(ws, '{"type":"send","id":"%s",%s,"body":"%s"}' % (mid, self.target, body))
+        text = '{"type":"send","id":"%s",%s,"body":"%s"}' % (mid, self.target, body)
+        self.w.pending[mid] = (self, text)
+        if self.ws is not None:
+            self.w.spawn_send(self.ws, text)
 
 
 class Worker:
@@ -148,6 +154,8 @@ class Worker:
         self.first_send_ns = 0
         self.last_delivery_ns = 0
         self._conv_waiters: dict[str, asyncio.Future] = {}
+        self.pending: dict[str, tuple[BenchClient, str]] = {}  # id -> unanswered send frame
+        self._attempts: dict[str, int] = {}
         self._pending_writes: set[asyncio.Task] = set()
         self.measuring = False
 
@@ -174,12 +182,32 @@ class Worker:
         r.latencies_ns.append(now - int(f.body))
         self.last_delivery_ns = now
 
-    def on_sent(self, c: BenchClient) -> None:
+    def on_sent(self, c: BenchClient, mid: str) -> None:
+        self._attempts.pop(mid, None)
+        if self.pending.pop(mid, None) is None:
+            return  # answer to a resend that was already answered
         self.result.confirmed += 1
         self.result.expected += c.group_size - 1
 
-    def on_error(self, code: str) -> None:
-        self.result.errors[code] = self.result.errors.get(code, 0) + 1
+    def on_error(self, f: In) -> None:
+        self.result.errors[f.code] = self.result.errors.get(f.code, 0) + 1
+        entry = self.pending.get(f.ref or "")
+        if entry is None:
+            return
+        if f.retry:
+            # What a client must do (docs/protocol.md): resend the same id
+            # after a jittered, growing pause; the sequencer stores it once.
+            n = self._attempts[f.ref] = self._attempts.get(f.ref, 0) + 1
+            delay = min(0.1 * 2 ** n, 5.0) * (0.5 + random.random())
+            asyncio.get_running_loop().call_later(delay, self._resend, f.ref)
+        else:
+            del self.pending[f.ref]  # a final answer: not owed to anyone
+
+    def _resend(self, mid: str) -> None:
+        entry = self.pending.get(mid)
+        if entry is not None and entry[0].ws is not None:
+            self.result.resends += 1
+            self.spawn_send(entry[0].ws, entry[1])
 
     def on_conv(self, c: BenchClient, f: In) -> None:
         fut = self._conv_waiters.pop(f.id or c.user, None)
@@ -260,16 +288,14 @@ class Worker:
         deadline = time.monotonic() + self.spec.drain_max
         last_progress, last_seen = time.monotonic(), (-1, -1)
         while time.monotonic() < deadline:
-            answered = r.confirmed + sum(v for k, v in r.errors.items() if not k.startswith(("close_", "http_")))
-            if answered >= r.sent and r.delivered >= r.expected:
+            if not self.pending and r.delivered >= r.expected:
                 break
-            if (r.delivered, answered) != last_seen:
-                last_seen, last_progress = (r.delivered, answered), time.monotonic()
+            if (r.delivered, len(self.pending)) != last_seen:
+                last_seen, last_progress = (r.delivered, len(self.pending)), time.monotonic()
             elif time.monotonic() - last_progress > self.spec.drain_idle:
                 break
             await asyncio.sleep(0.05)
-        answered = r.confirmed + sum(v for k, v in r.errors.items() if not k.startswith(("close_", "http_")))
-        r.unconfirmed = max(0, r.sent - answered)
+        r.unconfirmed = len(self.pending)
 
     async def _acker(self) -> None:
         while True:

@@ -87,6 +87,7 @@ class WorkerResult:
     unconfirmed: int = 0  # sends with no answer by the end of the drain
     errors: dict[str, int] = field(default_factory=dict)
     reconnects: int = 0
+    resends: int = 0  # sends repeated with the same id after a retry: true error
     latencies_ns: list[int] = field(default_factory=list)
 
     def merge(self, other: "WorkerResult") -> "WorkerResult":
@@ -99,7 +100,7 @@ class WorkerResult:
             delivered=self.delivered + other.delivered, self_echo=self.self_echo + other.self_echo,
             duplicates=self.duplicates + other.duplicates, gaps=self.gaps + other.gaps,
             unconfirmed=self.unconfirmed + other.unconfirmed, errors=errors,
-            reconnects=self.reconnects + other.reconnects,
+            reconnects=self.reconnects + other.reconnects, resends=self.resends + other.resends,
             latencies_ns=self.latencies_ns + other.latencies_ns,
         )
 
@@ -127,6 +128,7 @@ class DeliveryReport:
     self_echo: int
     errors: dict[str, int]
     reconnects: int
+    resends: int
     sent_per_sec: float
     delivered_per_sec: float
     latency_ms: LatencySummary
@@ -152,7 +154,7 @@ def build_delivery_report(*, command: str, params: dict[str, Any], seconds: floa
         command=command, params=params, seconds=round(seconds, 3), sent=total.sent, confirmed=total.confirmed,
         expected=total.expected, delivered=total.delivered, lost=max(0, total.expected - total.delivered),
         duplicates=total.duplicates, gaps=total.gaps, unconfirmed=total.unconfirmed, self_echo=total.self_echo,
-        errors=dict(sorted(total.errors.items())), reconnects=total.reconnects,
+        errors=dict(sorted(total.errors.items())), reconnects=total.reconnects, resends=total.resends,
         sent_per_sec=round(total.sent / seconds, 1) if seconds > 0 else 0.0,
         delivered_per_sec=round(total.delivered / delivered_window, 1) if delivered_window > 0 else 0.0,
         latency_ms=LatencySummary.from_ns(total.latencies_ns), processes=processes, notes=list(notes or []),
@@ -204,6 +206,7 @@ def render_delivery(r: DeliveryReport) -> str:
         ("latency p99.9 (ms)", lat.p999),
         ("latency max (ms)", lat.max),
         ("errors", ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "none"),
+        ("resends (same id)", r.resends),
         ("reconnects", r.reconnects),
         ("correct (no loss/dup/gap)", "yes" if r.ok else "NO"),
     ]
