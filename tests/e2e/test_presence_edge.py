@@ -1,0 +1,95 @@
+"""Presence through the edge, end to end: clients send ``presence.watch`` over
+real WebSockets; edges report connects/disconnects and heartbeats; the tracker
+(in-process, memory:// or a real Redis) publishes changes to watchers only.
+
+Heartbeats every 0.2 s (TTL 0.6 s) and a 0.1 s sweep, so an edge that dies is
+noticed in about a second.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard import frames
+from switchboard.bus.embedded import free_port
+from tests.e2e.helpers import Proc, deployment, procs, role_env, sdk, unique
+from tests.e2e.issue4_helpers import Events, PresenceChanges, kind
+
+FAST = dict(presence_heartbeat_sec=0.2, presence_sweep_sec=0.1)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def presence_url(request) -> str:
+    return "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+async def dep(nats_server, tmp_path, presence_url):
+    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"),
+                          presence_url=presence_url, **FAST) as d:
+        yield d
+
+
+async def test_watch_answers_current_state(dep):
+    alice, bob, never = unique("alice"), unique("bob"), unique("never")
+    async with PresenceChanges(dep.settings) as changes:
+        await dep.sdk(bob)
+        await changes.wait(bob, online=True)
+    a = await dep.sdk(alice)
+    await a.send_frame(frames.PresenceWatch(users=[bob, never]))
+    ev = Events(a)
+    pb = await ev.until(kind("presence", user=bob))
+    pn = await ev.until(kind("presence", user=never))
+    assert pb.online is True and pb.last_seen is not None
+    # a user never seen is simply offline, with no last-seen
+    assert (pn.online, pn.last_seen) == (False, None)
+
+
+async def test_changes_reach_watchers_only_and_any_device_counts(dep):
+    alice, bob, dave = unique("alice"), unique("bob"), unique("dave")
+    a = await dep.sdk(alice)
+    d = await dep.sdk(dave)  # connected, watches nobody
+    ev = Events(a)
+    await a.send_frame(frames.PresenceWatch(users=[bob]))
+    first = await ev.until(kind("presence", user=bob))
+    assert first.online is False
+
+    b1 = await dep.sdk(bob)
+    assert (await ev.until(kind("presence", user=bob))).online is True
+    b2 = await dep.sdk(bob)  # a second device: still online, no change to report
+    await b1.close()  # one device left: still online
+    await ev.nothing(kind("presence", user=bob))
+    await b2.close()  # last device gone
+    gone = await ev.until(kind("presence", user=bob))
+    assert gone.online is False and gone.last_seen is not None
+    # dave never asked: nothing about bob reached him
+    await Events(d).nothing(kind("presence"), wait=0.1)
+
+
+async def test_edge_that_dies_takes_its_users_offline(dep, tmp_path):
+    """An edge killed without a word sends no disconnect: its users go
+    offline when their heartbeated entries expire (TTL 0.6 s here)."""
+    s = dep.settings
+    alice, bob = unique("alice"), unique("bob")
+    port = free_port()
+    env = role_env(s)
+    env.update(SWITCHBOARD_PRESENCE_HEARTBEAT_SEC=str(s.presence_heartbeat_sec),
+               SWITCHBOARD_PRESENCE_TTL_FACTOR=str(s.presence_ttl_factor))
+    with procs() as ps:
+        edge2 = Proc(["edge", "--nats", s.nats_url, "--port", str(port), "--edge-id", unique("edge")],
+                     env=env, log=tmp_path / "edge2.log")
+        ps.append(edge2)
+        await edge2.wait_output("Switchboard is up")
+        b = await sdk(s, bob, port=port, backoff_min=5.0, backoff_max=5.0)  # no quick reconnect elsewhere
+        try:
+            a = await dep.sdk(alice)
+            ev = Events(a)
+            await a.send_frame(frames.PresenceWatch(users=[bob]))
+            # the watch answer says online, or (if bob's connect event is still
+            # on its way) the change that follows it does
+            await ev.until(kind("presence", user=bob, online=True))
+            edge2.kill()
+            gone = await ev.until(kind("presence", user=bob, online=False), timeout=5.0)
+            assert gone.online is False and gone.last_seen is not None
+        finally:
+            await b.close()
