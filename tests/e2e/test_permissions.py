@@ -1,0 +1,414 @@
+"""The committed NATS accounts (nats/accounts.conf) under a real deployment.
+
+One nats-server runs ``nats/single.conf`` (port, monitoring port and store dir
+overridden by flags), and each role runs as its own ``python -m switchboard
+<role>`` process that logs in as its own NATS user. A client then uses every
+feature through the SDK, so a permission the services need but the accounts
+lack fails here, not in production. Then the restrictions that matter are
+checked: the ``service`` user cannot write streams or read users' live
+subjects, the ``edge`` user cannot write MESSAGES, the ``operator`` user can
+read JetStream state but cannot send.
+
+A denied publish or subscribe is observed the way nats-py reports it: the
+server answers ``-ERR 'Permissions Violation ...'``, which reaches the
+connection's ``error_cb`` (the connection stays open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import msgspec
+import nats
+import nats.errors
+import pytest
+
+from switchboard import auth, frames
+from switchboard.bus.embedded import free_port, nats_server_binary
+from switchboard.client import Client
+from switchboard.events import SendReply, SendRequest
+from tests.e2e.helpers import PYTHON, REPO, STEP
+
+ROLES = ("edge", "sequencer", "archiver", "presence", "pusher")
+USERS = ROLES + ("service", "operator", "sys")
+PASSWORDS = {u: f"pw-{u}-{secrets.token_hex(4)}" for u in USERS}
+SECRET = secrets.token_urlsafe(32)
+
+
+def password_env() -> dict[str, str]:
+    """The SB_<ROLE>_PASSWORD variables that accounts.conf expands."""
+    return {f"SB_{u.upper()}_PASSWORD": pw for u, pw in PASSWORDS.items()}
+
+
+class Server:
+    def __init__(self, base: Path) -> None:
+        self.port, self.http_port = free_port(), free_port()
+        # -p and -m override single.conf's listen/http ports. -sd cannot:
+        # nats-server 2.15 rejects it next to the file's store_dir ("Duplicate
+        # 'store_dir' configuration"), so the relative "./data/jetstream" is
+        # placed by the working directory instead.
+        self.store_dir = base / "data" / "jetstream"
+        self.log = base / "nats-server.log"
+        args = [nats_server_binary(), "-c", str(REPO / "nats" / "single.conf"), "-p", str(self.port),
+                "-m", str(self.http_port), "-l", str(self.log)]
+        self.p = subprocess.Popen(args, cwd=base, env={**os.environ, **password_env()}, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def url(self, user: str) -> str:
+        return f"nats://{user}:{PASSWORDS[user]}@127.0.0.1:{self.port}"
+
+    def wait(self, timeout: float = 20.0) -> None:
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.p.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+                raise AssertionError(f"nats-server exited with {self.p.returncode}: {tail}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("nats-server did not listen")
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = Server(tmp_path_factory.mktemp("perm-nats"))
+    try:
+        s.wait()
+        yield s
+    finally:
+        s.stop()
+
+
+# WORKAROUND (remove when switchboard/cli/fabric.py only creates streams for
+# the roles that own them): fabric.run() calls ensure_streams() for every
+# role, but the edge and presence users may not create or update streams
+# (an edge that can rewrite MESSAGES' config could capture any subject).
+# Those two roles therefore run the real CLI with stream creation skipped;
+# the sequencer, which starts first, creates the streams.
+NO_STREAM_ADMIN = ("edge", "presence")
+_LAUNCH_WITHOUT_STREAM_ADMIN = """
+import sys
+import switchboard.bus.streams as streams
+async def _already_created(js, settings):
+    return None
+streams.ensure_streams = _already_created
+from switchboard.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class RoleProc:
+    """One role as its own process; output goes to a log file."""
+
+    def __init__(self, role: str, args: list[str], *, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._fh = open(log, "wb")
+        head = ["-c", _LAUNCH_WITHOUT_STREAM_ADMIN] if role in NO_STREAM_ADMIN else ["-m", "switchboard"]
+        self.p = subprocess.Popen([PYTHON, *head, role, *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._fh.close()
+
+
+class Deployment:
+    def __init__(self, server: Server, edge_port: int) -> None:
+        self.server = server
+        self.ws = f"ws://127.0.0.1:{edge_port}/ws"
+        self.procs: dict[str, RoleProc] = {}
+
+    def client(self, user: str) -> Client:
+        return Client(url=self.ws, token=auth.issue(SECRET, user, ttl_sec=600), fill_gaps=False,
+                      backoff_min=0.05, backoff_max=0.5, request_timeout=STEP)
+
+
+@pytest.fixture(scope="module")
+def deployment(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Every role in its own process, each logged in as its own NATS user.
+    The sequencer starts first: it is the role that creates the streams."""
+    tmp = tmp_path_factory.mktemp("perm-roles")
+    edge_port = free_port()
+    env = {**os.environ, "SWITCHBOARD_JWT_SECRET": SECRET, "SWITCHBOARD_RATE_PER_SEC": "10000",
+           "SWITCHBOARD_RATE_BURST": "10000", "PYTHONUNBUFFERED": "1"}
+    env.pop("SWITCHBOARD_CONFIG", None)
+    d = Deployment(server, edge_port)
+
+    def start(role: str) -> RoleProc:
+        args = ["--nats", server.url(role), "--store", f"sqlite:///{tmp}/sb.db", "--data", str(tmp),
+                "--presence", "memory://"]
+        if role == "edge":
+            args += ["--port", str(edge_port), "--host", "127.0.0.1"]
+        p = d.procs[role] = RoleProc(role, args, env=env, log=tmp / f"{role}.log")
+        return p
+
+    def ready(p: RoleProc, needle: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in p.output():
+            if p.p.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"not ready (rc={p.p.poll()}):\n{p.output()[-3000:]}")
+            time.sleep(0.05)
+
+    try:
+        ready(start("sequencer"), "running")
+        others = {role: start(role) for role in ("archiver", "presence", "pusher", "edge")}
+        for role, p in others.items():
+            ready(p, "Switchboard is up" if role == "edge" else "running")
+        yield d
+    finally:
+        for p in d.procs.values():
+            p.terminate()
+
+
+@contextlib.asynccontextmanager
+async def clients(d: Deployment, *users: str) -> AsyncIterator[list[Client]]:
+    made = [d.client(u) for u in users]
+    try:
+        for c in made:
+            await c.connect(timeout=STEP)
+        yield made
+    finally:
+        for c in made:
+            with contextlib.suppress(Exception):
+                await c.close()
+
+
+def uid(name: str) -> str:
+    return f"{name}{uuid.uuid4().hex[:6]}"
+
+
+async def next_event(c: Client, kind: type, timeout: float = STEP, **match: object):
+    deadline = time.monotonic() + timeout
+    while True:
+        ev = await c.next_event(max(deadline - time.monotonic(), 0.01))
+        if isinstance(ev, kind) and all(getattr(ev, k) == v for k, v in match.items()):
+            return ev
+
+
+# ---------------------------------------------------------------- everything works under per-role users
+
+
+async def test_direct_message_is_delivered(deployment: Deployment) -> None:
+    a, b = uid("alice"), uid("bob")
+    async with clients(deployment, a, b) as (ca, cb):
+        sent = await ca.send(to=b, body="hello under accounts")
+        m = await cb.next_message(STEP)
+        assert (m.conv, m.seq, m.body, m.from_) == (sent.conv, sent.seq, "hello under accounts", a)
+
+
+async def test_group_history_receipts_typing(deployment: Deployment) -> None:
+    a, b, c = uid("alice"), uid("bob"), uid("carol")
+    async with clients(deployment, a, b, c) as (ca, cb, cc):
+        conv = await ca.create_conversation([b, c], title="perm")
+        assert sorted(conv.members) == sorted([a, b, c])
+        sent = await ca.send(conv=conv.conv, body="to the group")
+        for rcpt in (cb, cc):
+            m = await rcpt.next_message(STEP)
+            assert (m.conv, m.seq) == (conv.conv, sent.seq)
+
+        # history: archiver endpoint (and its direct get on MESSAGES)
+        page = await ca.history(conv.conv)
+        assert [m.body for m in page.messages] == ["to the group"]
+
+        # receipts: bob's auto-ack makes "delivered", his read frame "read"
+        await cb.send_frame(frames.Read(conv=conv.conv, seq=sent.seq))
+        r = await next_event(ca, frames.Receipt, user=b, read=sent.seq)
+        assert r.conv == conv.conv
+
+        # typing: published by the edge on members' live subjects
+        await cc.send_frame(frames.Typing(conv=conv.conv))
+        t = await next_event(ca, frames.TypingEvent, user=c)
+        assert t.conv == conv.conv
+
+
+async def test_presence_watch_and_change(deployment: Deployment) -> None:
+    a, b = uid("alice"), uid("bob")
+    async with clients(deployment, a) as (ca,):
+        await ca.send_frame(frames.PresenceWatch(users=[b]))
+        p = await next_event(ca, frames.Presence, user=b)
+        assert p.online is False
+        async with clients(deployment, b):
+            # the change travels tracker -> sb.presence.changed / live -> alice's edge
+            p = await next_event(ca, frames.Presence, user=b, online=True)
+
+
+async def test_push_register_and_push_for_offline_user(deployment: Deployment) -> None:
+    a, d = uid("alice"), uid("dave")
+    async with clients(deployment, d) as (cd,):
+        await cd.send_frame(frames.PushRegister(platform="fcm", token="f" * 40, id="reg1"))
+        # no answer frame on success; an error frame would carry ref "reg1"
+        with pytest.raises(asyncio.TimeoutError):
+            ev = await next_event(cd, frames.Error, timeout=1.0)
+            raise AssertionError(f"push.register answered {ev}")
+    async with clients(deployment, a) as (ca,):
+        sent = await ca.send(to=d, body="are you there")
+    pusher = deployment.procs["pusher"]
+    deadline = time.monotonic() + STEP
+    while "push.would_send" not in pusher.output():
+        assert time.monotonic() < deadline, pusher.output()[-3000:]
+        await asyncio.sleep(0.05)
+    assert sent.conv in pusher.output()
+
+
+async def test_service_sends_a_system_message(deployment: Deployment, server: Server) -> None:
+    a, b = uid("alice"), uid("bob")
+    async with clients(deployment, a, b) as (ca, cb):
+        conv = await ca.create_conversation([b], title="sys")
+        nc = await nats.connect(server.url("service"), max_reconnect_attempts=0)
+        try:
+            req = SendRequest(sender="system", id=uid("sys"), conv=conv.conv, body="maintenance at 5", kind="system")
+            msg = await nc.request("sb.api.system.send", msgspec.json.encode(req), timeout=STEP)
+            reply = msgspec.json.decode(msg.data, type=SendReply)
+            assert reply.error is None and reply.seq == 1
+        finally:
+            await nc.close()
+        for c in (ca, cb):
+            m = await c.next_message(STEP)
+            assert (m.conv, m.seq, m.body) == (conv.conv, 1, "maintenance at 5")
+
+
+# ---------------------------------------------------------------- what each user must NOT do
+
+
+class Watched:
+    """A NATS connection that records the permission violations the server reports."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.nc: nats.NATS | None = None
+
+    async def connect(self, url: str) -> "Watched":
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc))
+
+        self.nc = await nats.connect(url, error_cb=on_error, max_reconnect_attempts=0, allow_reconnect=False)
+        return self
+
+    async def violation(self, what: str, timeout: float = 3.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in self.errors:
+                if "permissions violation" in e.lower() and what.lower() in e.lower():
+                    return e
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no permissions violation for {what!r}; errors: {self.errors}")
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+
+@contextlib.asynccontextmanager
+async def watched(server: Server, user: str) -> AsyncIterator[Watched]:
+    w = await Watched().connect(server.url(user))
+    try:
+        yield w
+    finally:
+        await w.close()
+
+
+DENIED_PUBLISH = [
+    # (user, subject): forging a stored message, an inbox entry, or a send
+    ("service", "sb.msg.forged"),
+    ("service", "sb.user.victim.inbox"),
+    ("service", "sb.push.victim"),
+    ("edge", "sb.msg.forged"),
+    ("edge", "sb.user.victim.inbox"),
+    ("operator", "sb.send.anyconv"),
+    ("operator", "sb.msg.forged"),
+    ("presence", "sb.msg.forged"),
+    ("pusher", "sb.user.victim.inbox"),
+    ("archiver", "sb.send.anyconv"),
+]
+
+
+@pytest.mark.parametrize("user,subject", DENIED_PUBLISH, ids=[f"{u}-{s}" for u, s in DENIED_PUBLISH])
+async def test_publish_denied(server: Server, user: str, subject: str) -> None:
+    async with watched(server, user) as w:
+        await w.nc.publish(subject, b"{}")
+        await w.nc.flush()
+        await w.violation(subject)
+
+
+async def test_forged_stream_write_is_not_stored(server: Server) -> None:
+    # The JetStream way of writing: a request that JetStream would ack. Denied,
+    # it never reaches the stream, so the request gets no ack.
+    async with watched(server, "service") as w:
+        with pytest.raises(nats.errors.TimeoutError):
+            await w.nc.jetstream(timeout=1.0).publish("sb.msg.forged", b"{}")
+        await w.violation("sb.msg.forged")
+
+
+DENIED_SUBSCRIBE = [
+    ("service", "sb.user.*.live"),
+    ("service", "sb.user.victim.live"),
+    ("service", "sb.user.victim.inbox"),
+    ("operator", "sb.user.victim.live"),
+    ("edge", "sb.send.*"),
+]
+
+
+@pytest.mark.parametrize("user,subject", DENIED_SUBSCRIBE, ids=[f"{u}-{s}" for u, s in DENIED_SUBSCRIBE])
+async def test_subscribe_denied(server: Server, user: str, subject: str) -> None:
+    async with watched(server, user) as w:
+        await w.nc.subscribe(subject)
+        await w.nc.flush()
+        await w.violation(subject)
+
+
+async def test_operator_reads_jetstream_state_but_cannot_change_it(server: Server, deployment: Deployment) -> None:
+    async with watched(server, "operator") as w:
+        js = w.nc.jetstream(timeout=2.0)
+        info = await js.stream_info("MESSAGES")
+        assert info.config.subjects == ["sb.msg.*"]
+        consumers = await js.consumers_info("MESSAGES")
+        assert "archiver" in {c.name for c in consumers}
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.delete_stream("MESSAGES")
+        await w.violation("$JS.API.STREAM.DELETE.MESSAGES")
+    async with watched(server, "sequencer") as w:  # still there
+        assert (await w.nc.jetstream().stream_info("MESSAGES")).config.name == "MESSAGES"
+
+
+async def test_config_flags_override_the_file(server: Server) -> None:
+    # single.conf says 4222 / 8222; the test passed -p / -m, and operators
+    # rely on the same precedence in containers. The store dir is relative to
+    # the working directory.
+    import httpx
+
+    varz = httpx.get(f"http://127.0.0.1:{server.http_port}/varz", timeout=STEP).json()
+    assert varz["port"] == server.port
+    assert varz["server_name"] == "sb-1"
+    jsz = httpx.get(f"http://127.0.0.1:{server.http_port}/jsz", timeout=STEP).json()
+    assert jsz["config"]["store_dir"].endswith("data/jetstream/jetstream")  # relative, as in the file
+    assert any((server.store_dir / "jetstream").iterdir())  # ... so it landed in the test's directory
