@@ -139,6 +139,15 @@ async def push_entries(settings: Settings, user: str) -> int:
         await nc.close()
 
 
+async def push_queue_len(settings: Settings) -> int:
+    """Entries in the PUSH work queue, all users (an acked entry is removed)."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        return (await nc.jetstream().stream_info(streams.names(settings)[2])).state.messages
+    finally:
+        await nc.close()
+
+
 class PresenceChanges:
     """Listens to ``sb.presence.changed.*`` (what the sequencer's presence view reads)."""
 

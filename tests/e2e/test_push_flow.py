@@ -1,0 +1,261 @@
+"""Push notifications end to end: a client registers its device over the
+WebSocket (``push.register``), goes offline, a message to it becomes a PUSH
+entry (the sequencer asks the presence tracker who is offline), and the pusher
+role (configured by a push config TOML, as in production) sends it to a local
+HTTP/2 fake of APNs / FCM / Web Push that checks JWTs, headers and payloads.
+
+Real nats-server; sequencer, edge, presence tracker and pusher in-process; no
+mocks besides the provider fakes (tests/fakes/).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from sequencer.push import PREVIEW_CHARS
+from switchboard import frames
+from switchboard.devices import check_token
+from tests.e2e.helpers import deployment, fabric, unique
+from tests.e2e.issue4_helpers import Events, PresenceChanges, eventually, kind, push_queue_len
+from tests.fakes.apns import FakeApns
+from tests.fakes.creds import make_creds
+from tests.fakes.fcm import FakeFcm
+from tests.fakes.tls import make_cert
+from tests.fakes.webpush import FakeWebPush
+
+
+@dataclass
+class Note:
+    """What a fake received, the same for every platform."""
+
+    key: str  # which device: the token (apns, fcm) or subscription id (webpush)
+    title: str
+    body: str
+    badge: int | None
+    conv: str
+    seq: int
+
+
+def notes(name: str, fake) -> list[Note]:
+    out = []
+    for r in fake.received:
+        if name == "apns":
+            aps = r.payload["aps"]
+            out.append(Note(r.token, aps["alert"]["title"], aps["alert"]["body"], aps.get("badge"),
+                            r.payload["conv"], r.payload["seq"]))
+        elif name == "fcm":
+            m = r.message
+            out.append(Note(m["token"], m["notification"]["title"], m["notification"]["body"],
+                            m["android"]["notification"].get("notification_count"), m["data"]["conv"],
+                            int(m["data"]["seq"])))
+        else:
+            p = r.payload
+            out.append(Note(r.subscription, p["title"], p["body"], p.get("badge"), p["conv"], p["seq"]))
+    return out
+
+
+@dataclass
+class Plat:
+    name: str
+    fake: Any
+    new: Callable[[], tuple[str, str]]  # -> (token to register, key the fake reports)
+
+    def notes(self) -> list[Note]:
+        return notes(self.name, self.fake)
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory):
+    d = tmp_path_factory.mktemp("push-flow-creds")
+    return make_cert(d), make_creds(d)
+
+
+@pytest.fixture
+async def fakes(material):
+    cert, creds = material
+    apns = await FakeApns(cert=cert, public_key_pem=creds.apns_public_pem, key_id=creds.apns_key_id,
+                          team_id=creds.apns_team_id, topic="com.example.chat").start()
+    fcm = await FakeFcm(cert=cert, project_id=creds.fcm_project, client_email=creds.fcm_email,
+                        public_key_pem=creds.fcm_public_pem).start()
+    web = await FakeWebPush(cert=cert, vapid_public_key=creds.vapid_public_b64).start()
+    yield {"apns": apns, "fcm": fcm, "webpush": web}
+    for f in (apns, fcm, web):
+        await f.stop()
+    for f in (apns, fcm, web):
+        assert f.problems == [], f"{type(f).__name__}: {f.problems}"  # JWTs, headers, sizes all checked out
+
+
+def plat(name: str, fakes) -> Plat:
+    if name == "apns":
+        def new():
+            t = uuid.uuid4().hex * 2
+            return t, t
+    elif name == "fcm":
+        def new():
+            t = "fcm:" + uuid.uuid4().hex * 3
+            return t, t
+    else:
+        def new():
+            sid, sub = fakes["webpush"].subscribe()
+            return sub, sid
+    return Plat(name, fakes[name], new)
+
+
+def push_toml(path: Path, material, fakes) -> Path:
+    cert, creds = material
+    q = json.dumps  # TOML basic strings are JSON-compatible for these values
+    path.write_text(f"""
+[worker]
+max_deliver = 3
+backoff_base = 0.05
+backoff_max = 1.0
+ack_wait = 10.0
+device_store = {q(f"sqlite:///{path.parent}/devices.db")}
+
+[apns]
+key_file = {q(creds.apns_key_file)}
+key_id = {q(creds.apns_key_id)}
+team_id = {q(creds.apns_team_id)}
+topic = "com.example.chat"
+base_url = {q(fakes["apns"].base_url)}
+ca_file = {q(cert.cert_file)}
+
+[fcm]
+service_account_file = {q(creds.fcm_account_file)}
+base_url = {q(fakes["fcm"].base_url)}
+token_uri = {q(fakes["fcm"].token_uri)}
+ca_file = {q(cert.cert_file)}
+
+[webpush]
+vapid_private_key_file = {q(creds.vapid_key_file)}
+subject = "mailto:ops@example.com"
+ca_file = {q(cert.cert_file)}
+""")
+    return path
+
+
+@pytest.fixture
+async def dep(nats_server, tmp_path, material, fakes):
+    config = push_toml(tmp_path / "push.toml", material, fakes)
+    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"),
+                          push_provider="apns,fcm,webpush", push_config=str(config)) as d:
+        yield d
+
+
+@contextlib.asynccontextmanager
+async def pusher(dep):
+    """The pusher role, started and stopped on its own (same deployment)."""
+    async with fabric(dep.settings, ("pusher",)) as fab:
+        yield fab.components["pusher"]
+
+
+async def register(dep, svc, user: str, platform: str, token: str) -> None:
+    """Register over the WebSocket, wait until stored, then disconnect and
+    wait until the tracker has announced the user offline."""
+    async with PresenceChanges(dep.settings) as changes:
+        c = await dep.sdk(user)
+        await c.send_frame(frames.PushRegister(platform=platform, token=token))
+        want = check_token(platform, token)
+
+        async def stored() -> bool:
+            return any(d.token == want for d in await svc.devices.tokens_of(user))
+
+        await eventually(stored, what="device token stored")
+        await c.close()
+        await changes.wait(user, online=False)
+
+
+async def work_queue_empty(dep) -> bool:
+    return await push_queue_len(dep.settings) == 0
+
+
+@pytest.mark.parametrize("name", ["apns", "fcm", "webpush"])
+async def test_offline_recipient_is_notified_with_preview_and_badge(dep, fakes, name):
+    p = plat(name, fakes)
+    alice, bob = unique("alice"), unique("bob")
+    token, key = p.new()
+    async with pusher(dep) as svc:
+        await register(dep, svc, bob, name, token)
+        a = await dep.sdk(alice)
+        await a.send(to=bob, body="see you at 6")
+        long = "x" * (PREVIEW_CHARS * 3)
+        sent = await a.send(to=bob, body=long)
+        await eventually(lambda: any(n.seq == sent.seq for n in p.notes()), what="notification of seq 2")
+    got = {n.seq: n for n in p.notes()}
+    first, second = got[1], got[sent.seq]
+    assert (first.key, first.conv, first.title, first.body) == (key, sent.conv, alice, "see you at 6")
+    # the body is a preview, never the whole message
+    assert second.body == long[: PREVIEW_CHARS - 1] + "…"
+    # badge = unread count when it was sent: both messages were unread by then
+    assert second.badge == 2 and first.badge in (1, 2)
+
+
+async def test_online_recipient_gets_no_push(dep, fakes):
+    p = plat("apns", fakes)
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    bob_token, bob_key = p.new()
+    carol_token, carol_key = p.new()
+    async with pusher(dep) as svc:
+        await register(dep, svc, bob, "apns", bob_token)
+        await register(dep, svc, carol, "apns", carol_token)
+        async with PresenceChanges(dep.settings) as changes:
+            b = await dep.sdk(bob)  # bob is back online
+            await changes.wait(bob, online=True)
+        a = await dep.sdk(alice)
+        await a.send(to=bob, body="you are online")
+        assert (await b.next_message(5)).body == "you are online"
+        await a.send(to=carol, body="you are not")  # control: offline carol is notified
+        await eventually(lambda: [n.key for n in p.notes()] == [carol_key], what="carol's notification")
+    assert bob_key not in [n.key for n in p.notes()]
+
+
+async def test_conversation_read_elsewhere_is_not_pushed(dep, fakes):
+    """The entry waits in PUSH while no pusher runs; meanwhile the user reads
+    the conversation on another device; the pusher, started afterwards, skips it."""
+    p = plat("fcm", fakes)
+    alice, bob = unique("alice"), unique("bob")
+    token, key = p.new()
+    async with pusher(dep) as svc:
+        await register(dep, svc, bob, "fcm", token)
+    a = await dep.sdk(alice)
+    read_one = await a.send(to=bob, body="read me elsewhere")
+    async with PresenceChanges(dep.settings) as changes:
+        web = await dep.sdk(bob)  # bob's browser (no push device) reads it
+        await web.send_frame(frames.Read(conv=read_one.conv, seq=read_one.seq))
+        await Events(a).until(kind("receipt", user=bob, read=read_one.seq))  # the read is applied
+        await web.close()
+        await changes.wait(bob, online=False)
+    unread = await a.send(to=bob, body="not read yet")
+    async with pusher(dep):
+        await eventually(lambda: len(p.notes()) == 1, what="the unread message's notification")
+        await eventually(lambda: work_queue_empty(dep), what="both entries handled")
+    [n] = p.notes()
+    assert (n.key, n.seq, n.body) == (key, unread.seq, "not read yet")
+    assert n.badge == 1  # seq 1 was read: one unread message left
+
+
+async def test_dead_token_is_removed(dep, fakes):
+    apns, fcm = plat("apns", fakes), plat("fcm", fakes)
+    alice, bob = unique("alice"), unique("bob")
+    dead, dead_key = apns.new()
+    alive, alive_key = fcm.new()
+    apns.fake.dead.add(dead_key)  # APNs answers 410 Unregistered for it
+    async with pusher(dep) as svc:
+        await register(dep, svc, bob, "apns", dead)
+        await register(dep, svc, bob, "fcm", alive)
+        a = await dep.sdk(alice)
+        await a.send(to=bob, body="anyone there?")
+        await eventually(lambda: [n.key for n in fcm.notes()] == [alive_key], what="live device notified")
+
+        async def removed() -> bool:
+            return [(d.platform, d.token) for d in await svc.devices.tokens_of(bob)] == [("fcm", alive)]
+
+        await eventually(removed, what="dead token removed")
+    assert apns.notes() == []
