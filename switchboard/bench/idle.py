@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 
 import psutil
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from switchboard import auth
 from switchboard.bench.fabric import FabricProcess, Sampler, raise_nofile
@@ -77,10 +77,13 @@ def _holder(ws_url: str, tokens: list[str], offset: int, conn: Connection) -> No
                         failed[key] = failed.get(key, 0) + 1
                         await asyncio.sleep(delay * (0.5 + random.random()))
                         delay = min(delay * 2, 2.0)
-                    except (OSError, asyncio.TimeoutError) as exc:
+                    except (OSError, asyncio.TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+                        # An overloaded edge may drop a handshake (its 10 s
+                        # open timeout): count it and try again.
                         key = type(exc).__name__
                         failed[key] = failed.get(key, 0) + 1
-                        return
+                        await asyncio.sleep(delay * (0.5 + random.random()))
+                        delay = min(delay * 2, 2.0)
 
         await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
         conn.send(("open", len(sockets), failed))
@@ -127,7 +130,11 @@ def run(p: IdleParams, *, command: str) -> IdleReport:
             holders.append((proc, parent))
         opened, failed = 0, {}
         for _, c in holders:
-            _, k_open, k_failed = c.recv()
+            try:
+                _, k_open, k_failed = c.recv()
+            except EOFError:
+                notes.append("a client process died while connecting")
+                continue
             opened += k_open
             for key, v in k_failed.items():
                 failed[key] = failed.get(key, 0) + v
@@ -139,7 +146,10 @@ def run(p: IdleParams, *, command: str) -> IdleReport:
         after = edge.memory_info().rss
         stats = sampler.stop()
         for proc, c in holders:
-            c.send("close")
+            try:
+                c.send("close")
+            except OSError:
+                pass
         for proc, _ in holders:
             proc.join(30)
             if proc.is_alive():
