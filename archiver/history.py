@@ -70,7 +70,9 @@ class History:
         if hi - lo <= 1:
             return HistoryReply(conv=conv, messages=[], more=False)
         # One extra row answers `more` without a second query.
-        stored = await self._store.messages(conv, before=q.before, after=q.after, limit=limit + 1)
+        # The store reads "newest below before" only when before is given.
+        stored = await self._store.messages(conv, before=hi if backwards else q.before, after=q.after,
+                                            limit=limit + 1)
         tail = await self._tail(conv, lo, hi, backwards, limit)
         if tail:
             merged = {m.seq: m for m in stored}
