@@ -412,3 +412,16 @@ async def test_config_flags_override_the_file(server: Server) -> None:
     jsz = httpx.get(f"http://127.0.0.1:{server.http_port}/jsz", timeout=STEP).json()
     assert jsz["config"]["store_dir"].endswith("data/jetstream/jetstream")  # relative, as in the file
     assert any((server.store_dir / "jetstream").iterdir())  # ... so it landed in the test's directory
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "nats" / "consumers").glob("*.json")), ids=lambda p: p.name)
+async def test_committed_consumer_matches_the_running_one(server: Server, deployment: Deployment, path: Path) -> None:
+    # nats/consumers/*.json are for operators who pre-create consumers with the
+    # nats CLI; they must say what the archiver and pusher really create.
+    import json
+
+    stream, durable = path.name.removesuffix(".json").split(".", 1)
+    want = json.loads(path.read_text())
+    async with watched(server, "operator") as w:
+        real = (await w.nc.jetstream(timeout=STEP).consumer_info(stream, durable)).config.as_dict()
+    assert {k: real.get(k) for k in want} == want
