@@ -24,7 +24,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     n = len(sorted_values)
     if n == 0:
         return None
-    rank = max(1, math.ceil(q / 100 * n))
+    rank = max(1, math.ceil(round(q * n / 100, 9)))  # round: 99.9/100*1000 must be 999, not 999.0000001
     return sorted_values[rank - 1]
 
 

@@ -1,0 +1,127 @@
+"""Report arithmetic of ``switchboard bench`` (no sockets, no processes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from switchboard.bench.delivery import plan
+from switchboard.bench.report import (LatencySummary, ProcStat, WorkerResult, build_delivery_report, command_line,
+                                      cpu_pct, merge_all, per_conn_kib, percentile, render_delivery)
+
+
+@pytest.mark.parametrize("values,q,expected", [
+    ([], 50, None),
+    ([7], 0, 7),
+    ([7], 99.9, 7),
+    ([1, 2, 3, 4], 50, 2),  # nearest rank: ceil(0.5*4) = 2nd value, no interpolation
+    ([1, 2, 3, 4], 75, 3),
+    ([1, 2, 3, 4], 100, 4),
+    (list(range(1, 1001)), 99, 990),
+    (list(range(1, 1001)), 99.9, 999),
+    (list(range(1, 101)), 99.9, 100),  # too few samples for p99.9: the maximum, never an invented value
+])
+def test_percentile_nearest_rank(values, q, expected):
+    assert percentile(values, q) == expected
+
+
+@pytest.mark.parametrize("q", [-1, 100.1])
+def test_percentile_rejects_out_of_range(q):
+    with pytest.raises(ValueError):
+        percentile([1, 2], q)
+
+
+def test_latency_summary_converts_ns_to_ms_and_sorts():
+    s = LatencySummary.from_ns([3_000_000, 1_000_000, 2_000_000])  # unsorted on purpose
+    assert (s.count, s.p50, s.max, s.mean) == (3, 2.0, 3.0, 2.0)
+
+
+def test_latency_summary_empty():
+    s = LatencySummary.from_ns([])
+    assert s.count == 0 and s.p99 is None and s.mean is None
+
+
+def test_merge_sums_counts_and_error_codes():
+    a = WorkerResult(clients=2, sent=10, confirmed=9, expected=9, delivered=9, errors={"unavailable": 1},
+                     latencies_ns=[1, 2], resends=1)
+    b = WorkerResult(clients=4, sent=5, confirmed=5, expected=15, delivered=14, errors={"unavailable": 2,
+                     "rate_limited": 1}, latencies_ns=[3], reconnects=1)
+    t = merge_all([a, b])
+    assert (t.clients, t.sent, t.confirmed, t.expected, t.delivered) == (6, 15, 14, 24, 23)
+    assert t.errors == {"unavailable": 3, "rate_limited": 1}
+    assert sorted(t.latencies_ns) == [1, 2, 3]
+    assert (t.reconnects, t.resends) == (1, 1)
+    assert a.errors == {"unavailable": 1}  # merging does not mutate its inputs
+
+
+def _report(**kw):
+    total = WorkerResult(sent=100, confirmed=100, expected=100, delivered=100, latencies_ns=[1_000_000] * 100)
+    for k, v in kw.items():
+        setattr(total, k, v)
+    return build_delivery_report(command="switchboard bench delivery --rate 10", params={}, seconds=10.0,
+                                 total=total, delivered_window=12.5,
+                                 processes=[ProcStat(role="fabric", pid=1, rss_mib=50, peak_rss_mib=60,
+                                                     cpu_pct=80.0)])
+
+
+@pytest.mark.parametrize("change,ok", [
+    ({}, True),
+    ({"delivered": 99}, False),  # one delivery missing = loss
+    ({"duplicates": 1}, False),
+    ({"gaps": 1}, False),
+    ({"unconfirmed": 1}, False),
+    ({"errors": {"rate_limited": 3}}, True),  # retried errors are reported, not a correctness failure
+])
+def test_report_ok_flags_loss_duplicates_gaps(change, ok):
+    assert _report(**change).ok is ok
+
+
+def test_report_rates_and_lost_never_negative():
+    r = _report(delivered=101)  # a send answered `unavailable` that was stored anyway
+    assert r.lost == 0
+    assert r.sent_per_sec == 10.0
+    assert r.delivered_per_sec == round(101 / 12.5, 1)
+
+
+def test_report_json_and_table_carry_the_command():
+    r = _report()
+    d = json.loads(r.to_json())
+    assert d["ok"] is True and d["latency_ms"]["p99"] == 1.0 and d["processes"][0]["role"] == "fabric"
+    text = render_delivery(r)
+    assert "reproduce: switchboard bench delivery --rate 10" in text
+    assert "fabric" in text
+
+
+def test_command_line_quotes():
+    assert command_line(["delivery", "--ws", "ws://h:1/ws?a=b c"]) == \
+        "switchboard bench delivery --ws 'ws://h:1/ws?a=b c'"
+
+
+@pytest.mark.parametrize("cpu,wall,expected", [(1.0, 2.0, 50.0), (4.0, 2.0, 200.0), (1.0, 0.0, 0.0)])
+def test_cpu_pct_is_percent_of_one_core(cpu, wall, expected):
+    assert cpu_pct(cpu, wall) == expected
+
+
+@pytest.mark.parametrize("before,after,n,expected", [
+    (0, 30 * 1024 * 1000, 1000, 30.0),
+    (100, 100, 0, None),  # nothing connected: no figure rather than a division by zero
+])
+def test_per_conn_kib(before, after, n, expected):
+    assert per_conn_kib(before, after, n) == expected
+
+
+@pytest.mark.parametrize("clients,g,procs,expected", [
+    (4, 2, 1, [[[0, 1], [2, 3]]]),
+    (4, 2, 2, [[[0, 1]], [[2, 3]]]),
+    (5, 2, 3, [[[0, 1]], [[2, 3]]]),  # more processes than groups: fewer processes; leftover client unused
+    (7, 3, 1, [[[0, 1, 2], [3, 4, 5]]]),
+])
+def test_plan_keeps_each_group_in_one_process(clients, g, procs, expected):
+    assert plan(clients, g, procs) == expected
+
+
+@pytest.mark.parametrize("clients,g", [(1, 2), (10, 1)])
+def test_plan_rejects_impossible_layouts(clients, g):
+    with pytest.raises(ValueError):
+        plan(clients, g, 1)
