@@ -59,6 +59,15 @@ class Outbox:
         finally:
             self._writer = None
 
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    async def drained(self) -> None:
+        """Wait until everything queued so far has been written."""
+        while self._writer is not None and not self.closed:
+            await asyncio.shield(self._writer)
+
     async def flush(self, timeout: float) -> None:
         if self._writer is not None:
             try:

@@ -48,7 +48,8 @@ MAX_INFLIGHT_SENDS = 64
 
 class Session:
     __slots__ = ("edge", "ws", "user", "conn_id", "cursor", "acked", "outbox", "bucket", "log",
-                 "_live", "_catching_up", "_seen_beyond", "_inflight", "_tasks", "_unacked", "_groups")
+                 "_live", "_catching_up", "_seen_beyond", "_inflight", "_tasks", "_unacked", "_groups",
+                 "_conv_locks")
 
     def __init__(self, *, edge: "Edge", ws: ServerConnection, user: str) -> None:
         self.edge = edge
@@ -72,6 +73,10 @@ class Session:
         # (watermarks are monotonic; a later ack covers it).
         self._unacked: deque[tuple[int, str]] = deque(maxlen=s.send_queue_frames * 2)
         self._groups: set[str] = set()  # large groups this socket reads directly
+        # Sends of one socket to one conversation go to the sequencer one at a
+        # time, in the order the client sent them (asyncio.Lock is FIFO), so
+        # seq order = the device's order; different conversations overlap.
+        self._conv_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # conv -> (lock, [users])
 
     # -- lifecycle --------------------------------------------------------------
     async def run(self) -> None:
@@ -181,9 +186,15 @@ class Session:
             while True:
                 self._seen_beyond = False
                 first_batch = True
+                # Replay respects backpressure: a batch never exceeds half the
+                # socket queue, and the next is read only once it has drained.
+                size = max(1, min(edge.settings.replay_batch, self.outbox.limit // 2))
                 while True:
+                    await self.outbox.drained()
+                    if self.outbox.closed:
+                        return True
                     batch = await direct_batch(edge.nc, stream=edge.inbox_stream, subject=subject,
-                                               start_seq=self.cursor + 1, batch=edge.settings.replay_batch,
+                                               start_seq=self.cursor + 1, batch=size,
                                                timeout=edge.settings.send_timeout)
                     if check_trimmed and first_batch and batch.entries:
                         total_after = len(batch.entries) + batch.num_pending
@@ -276,7 +287,19 @@ class Session:
         try:
             conv = f.conv if f.conv is not None else ids.dm_conv(self.user, f.to)  # type: ignore[arg-type]
             req = events.SendRequest(sender=self.user, id=f.id, conv=conv, body=f.body, to=f.to)
-            reply = _send_reply.decode(await self.edge.request(self.edge.subjects.send(conv), events.encode(req)))
+            entry = self._conv_locks.get(conv)
+            if entry is None:
+                entry = self._conv_locks[conv] = (asyncio.Lock(), [0])
+            lock, users = entry
+            users[0] += 1
+            try:
+                async with lock:
+                    data = await self.edge.request(self.edge.subjects.send(conv), events.encode(req))
+            finally:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._conv_locks[conv]
+            reply = _send_reply.decode(data)
             if reply.error is not None:
                 self._send(frames.Error(ref=f.id, code=reply.error.code, message=reply.error.message,
                                         retry=reply.error.retry))

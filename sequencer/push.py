@@ -10,6 +10,7 @@ itself is in INBOX either way.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Iterable
 
@@ -27,7 +28,8 @@ from switchboard.subjects import Subjects
 # Characters of the body that go into a push entry: a notification shows a
 # preview, never the whole message (providers cap payloads at ~4 KiB).
 PREVIEW_CHARS = 200
-QUERY_TIMEOUT = 1.0  # a presence answer later than this is not worth delaying `sent`
+QUERY_TIMEOUT = 1.0
+QUIET_AFTER_FAILURE = 1.0  # seconds without presence queries after one failed  # a presence answer later than this is not worth delaying `sent`
 
 _presence_decoder = msgspec.json.Decoder(Presence)
 _reply_decoder = msgspec.json.Decoder(PresenceReply)
@@ -40,6 +42,7 @@ class PresenceView:
         self._online: OrderedDict[str, bool] = OrderedDict()
         self._capacity = capacity
         self._sub = None
+        self._quiet_until = 0.0  # no tracker answered: don't ask again per message
         self._log = log.get("sequencer.presence")
 
     async def start(self) -> None:
@@ -66,13 +69,14 @@ class PresenceView:
     async def offline(self, users: Iterable[str]) -> list[str]:
         users = list(users)
         unknown = [u for u in users if u not in self._online]
-        if unknown:
+        if unknown and time.monotonic() >= self._quiet_until:
             try:
                 reply = await self._nc.request(self._subjects.api("presence", "query"),
                                                presence_encode(QueryRequest(users=unknown)), timeout=QUERY_TIMEOUT)
                 r = _reply_decoder.decode(reply.data)
             except (nats.errors.Error, msgspec.DecodeError, TimeoutError) as exc:
                 self._log.debug("presence query failed", error=type(exc).__name__)
+                self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE
                 return [u for u in users if self._online.get(u) is False]
             for p in r.users:
                 self._set(p.user, p.online)
