@@ -184,7 +184,7 @@ AUTH_CASES = {
     "missing": lambda s: None,
     "empty": lambda s: "",
     "garbage": lambda s: "not-a-jwt",
-    "forged": lambda s: auth.issue("some-other-secret", "mallory"),
+    "forged": lambda s: auth.issue("a-different-secret-that-is-long-enough-for-hs256", "mallory"),
     "expired": lambda s: auth.issue(s, "mallory", ttl_sec=-3600),
     "no_exp": lambda s: _token(s, {"sub": "mallory"}),
     "bad_subject": lambda s: _token(s, {"sub": "a.>", "exp": int(time.time()) + 60}),
