@@ -110,3 +110,74 @@ def test_pusher_consumer_matches_the_code() -> None:
     assert got["max_ack_pending"] == w.concurrency * 4
     assert got["max_deliver"] == -1
     assert got["filter_subject"] == Settings().subjects.push_all
+
+
+# ---------------------------------------------------------------- deploy/ (untested templates: at least they parse)
+
+DEPLOY = NATS_DIR.parent / "deploy"
+ROLES = ("edge", "sequencer", "archiver", "presence", "pusher")
+
+
+def _yaml():
+    # pyyaml is not a project dependency (yet): without it these checks skip.
+    return pytest.importorskip("yaml", reason="pip install pyyaml to check deploy/*.yaml")
+
+
+def _docs(path: Path) -> list[dict]:
+    return [d for d in _yaml().safe_load_all(path.read_text()) if d]
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.glob("**/*.yaml")), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_deploy_yaml_parses(path: Path) -> None:
+    assert _docs(path)
+
+
+def _k8s(kind: str, name: str) -> dict:
+    for path in (DEPLOY / "k8s").glob("*.yaml"):
+        for d in _docs(path):
+            if d.get("kind") == kind and d["metadata"]["name"] == name:
+                return d
+    raise AssertionError(f"no {kind} {name} in deploy/k8s")
+
+
+def test_k8s_nats_config_is_valid_and_accounts_are_a_verbatim_copy(tmp_path: Path) -> None:
+    data = _k8s("ConfigMap", "nats-config")["data"]
+    assert data["accounts.conf"] == (NATS_DIR / "accounts.conf").read_text(), \
+        "deploy/k8s/nats.yaml: accounts.conf drifted from nats/accounts.conf"
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    r = check(tmp_path / "nats.conf", {**password_env(), "POD_NAME": "nats-0"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    sts = _k8s("StatefulSet", "nats")
+    assert sts["spec"]["replicas"] == 3
+
+
+def test_k8s_roles_edge_balancer_and_readiness() -> None:
+    for role in ROLES:
+        dep = _k8s("Deployment", f"sb-{role}")
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        assert c["args"] == [role]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["SWITCHBOARD_NATS_URL"]["value"].startswith(f"nats://{role}:")  # its own NATS user
+        assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == role
+    edge = _k8s("Deployment", "sb-edge")["spec"]["template"]["spec"]["containers"][0]
+    assert edge["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    svc = _k8s("Service", "sb-edge")
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["ports"][0]["targetPort"] == "ws"
+    assert "SWITCHBOARD_REPLICAS" in _k8s("ConfigMap", "switchboard-config")["data"]
+
+
+def test_compose_services() -> None:
+    (compose,) = _docs(DEPLOY / "compose.yaml")
+    services = compose["services"]
+    roles = sorted(s["command"][0] for n, s in services.items() if n not in ("sb-n1", "sb-n2", "sb-n3", "cassandra", "redis"))
+    assert roles == ["archiver", "edge", "edge", "presence", "pusher", "sequencer", "sequencer"]
+    for n in ("sb-n1", "sb-n2", "sb-n3"):  # the cluster configs route to these names
+        conf = services[n]["command"][1].removeprefix("/etc/nats/")
+        assert (NATS_DIR / conf).exists()
+        assert n in (NATS_DIR / "cluster" / "n1.conf").read_text()
+    for name, s in services.items():
+        if "command" in s and s["command"][0] in ROLES:
+            role = s["command"][0]
+            assert s["environment"]["SWITCHBOARD_NATS_URL"].startswith(f"nats://{role}:"), name
