@@ -259,3 +259,23 @@ async def test_dead_token_is_removed(dep, fakes):
 
         await eventually(removed, what="dead token removed")
     assert apns.notes() == []
+
+
+async def test_badge_counts_only_messages_from_others(dep, fakes):
+    """The badge is the user's unread count: messages of others not yet read
+    (events.UnreadQuery). Bob's own message in the conversation is not unread
+    for him, even though he never sends `read` for what he wrote himself."""
+    p = plat("apns", fakes)
+    alice, bob = unique("alice"), unique("bob")
+    token, key = p.new()
+    async with pusher(dep) as svc:
+        b = await dep.sdk(bob)
+        await b.send(to=alice, body="hi alice")  # bob's own message, seq 1
+        await b.close()
+        await register(dep, svc, bob, "apns", token)
+        a = await dep.sdk(alice)
+        reply = await a.send(to=bob, body="hi bob")  # seq 2: the only message bob has not read
+        await eventually(lambda: any(n.seq == reply.seq for n in p.notes()), what="notification")
+    [n] = p.notes()
+    assert n.key == key
+    assert n.badge == 1, f"badge {n.badge}: bob's own message counted as unread"
