@@ -33,6 +33,7 @@ from switchboard.store import Store
 from archiver.consumer import ACK_WAIT, DURABLE, ensure_consumer
 from archiver.history import FloorCache, History
 from archiver.metrics import ArchiverMetrics
+from archiver.puller import Puller
 from archiver.writer import Backoff, BatchWriter
 
 SERVICE_NAME = "sb-archiver"
@@ -80,7 +81,8 @@ class Archiver:
         await ensure_consumer(self._js, self.stream, self.settings, ack_wait=self._ack_wait)
         self._tasks = [asyncio.create_task(self._lag_loop(), name="archiver-lag")]
         if self._archive:
-            self._psub = await self._js.pull_subscribe_bind(durable=DURABLE, stream=self.stream)
+            self._puller = Puller(nc=self._nc, stream=self.stream, durable=DURABLE)
+            await self._puller.start()
             self._tasks.append(asyncio.create_task(self._fetch_loop(), name="archiver-fetch"))
         if self._serve_history:
             self._service = await nats.micro.add_service(
@@ -111,7 +113,7 @@ class Archiver:
                 await t
         if self._archive:
             with contextlib.suppress(Exception):
-                await self._psub.unsubscribe()
+                await self._puller.stop()
         self._log.info("archiver stopped")
 
     def metrics(self) -> bytes:
@@ -120,10 +122,7 @@ class Archiver:
 
     # -- archiving -------------------------------------------------------------
     async def _fetch(self) -> list:
-        try:
-            return await self._psub.fetch(self.settings.archive_batch, timeout=self._fetch_wait)
-        except (asyncio.TimeoutError, nats.errors.TimeoutError):
-            return []
+        return await self._puller.fetch(self.settings.archive_batch, self._fetch_wait)
 
     async def _fetch_loop(self) -> None:
         backoff = Backoff()

@@ -1,0 +1,151 @@
+"""Archiver benchmark: sustained archiving rate and history page latency.
+
+``switchboard bench archiver [--store URL] [--nats URL] [--messages N] [--convs C]``
+
+1. Publishes ``messages`` Msg frames over ``convs`` conversations into a
+   private MESSAGES stream (own stream and subject prefix, deleted after), as
+   the sequencer does; not timed.
+2. Starts an archiver on that backlog and times it until everything is
+   written and acked: msgs/s archived (store write + ack included).
+3. Sends 50-message history queries over ``sb.api.history`` (NATS round trip,
+   membership check, store read, unarchived-tail read): p50/p99.
+Without ``--nats`` an embedded nats-server is started; without ``--store``, a
+temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+import msgspec
+import nats
+
+from archiver.service import Archiver
+from switchboard import frames
+from switchboard.bus import streams
+from switchboard.config import Settings
+from switchboard.events import HistoryQuery, HistoryReply
+from switchboard.store import Conversation, open_store
+
+_reply = msgspec.json.Decoder(HistoryReply).decode
+
+
+async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: int = 100,
+              queries: int = 2000, batch: int = 500) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    st = Settings(nats_url=nats_url, store_url=store_url, subject_prefix=f"bench{tag}",
+                  stream_prefix=f"BENCH{tag}_", archive_batch=batch)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream(publish_async_max_pending=4000)
+    store = open_store(store_url)
+    await store.open()
+    conv_ids = [f"bench{tag}-{i}" for i in range(convs)]
+    try:
+        await streams.ensure_streams(js, st)
+        for c in conv_ids:
+            await store.create_conversation(Conversation(id=c, members=("alice", "bob"), created_by="alice"))
+        per_conv = [0] * convs
+        body = "x" * 100
+        t0 = time.perf_counter()
+        for i in range(messages):
+            k = i % convs
+            per_conv[k] += 1
+            m = frames.Msg(conv=conv_ids[k], seq=per_conv[k], id=f"m{i}", from_="alice", body=body,
+                           ts=1_700_000_000_000 + i)
+            await js.publish_async(st.subjects.msg(conv_ids[k]), frames.encode(m))
+        await js.publish_async_completed()
+        publish_s = time.perf_counter() - t0
+
+        arch = Archiver(settings=st, nc=nc, store=store, lag_interval=0.5)
+        t0 = time.perf_counter()
+        await arch.start()
+        archived = arch.metrics_.archived
+        while archived._value.get() < messages:
+            await asyncio.sleep(0.01)
+        archive_s = time.perf_counter() - t0
+        await nc.flush()  # the last acks are buffered publishes
+        lag = await arch.lag()
+
+        rng = random.Random(1)
+        lat = []
+        subject = st.subjects.api("history")
+        for _ in range(queries):
+            k = rng.randrange(convs)
+            before = rng.randint(51, per_conv[k] + 1) if per_conv[k] > 50 else None
+            q = msgspec.json.encode(HistoryQuery(conv=conv_ids[k], user="alice", before=before, limit=50))
+            t1 = time.perf_counter()
+            resp = await nc.request(subject, q, timeout=5)
+            lat.append(time.perf_counter() - t1)
+            r = _reply(resp.data)
+            assert r.error is None and len(r.messages) == min(50, (before or per_conv[k] + 1) - 1), r.error
+        await arch.stop()
+        lat.sort()
+        return {
+            "store": store_url.split("://", 1)[0],
+            "messages": messages,
+            "convs": convs,
+            "batch": batch,
+            "publish_msgs_per_s": round(messages / publish_s),
+            "archive_msgs_per_s": round(messages / archive_s),
+            "archive_seconds": round(archive_s, 3),
+            "lag_after": lag,
+            "history_queries": queries,
+            "history_page": 50,
+            "history_p50_ms": round(statistics.median(lat) * 1000, 3),
+            "history_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 3),
+            "history_max_ms": round(lat[-1] * 1000, 3),
+        }
+    finally:
+        for name in (*streams.names(st), streams.deadletter_name(st)):
+            try:
+                await js.delete_stream(name)
+            except Exception:  # noqa: BLE001 - best effort clean-up
+                pass
+        await store.close()
+        await nc.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="switchboard bench archiver", description=__doc__.split("\n\n")[0])
+    p.add_argument("--nats", help="NATS URL (default: start an embedded nats-server)")
+    p.add_argument("--store", help="store URL (default: a temporary SQLite file)")
+    p.add_argument("--messages", type=int, default=100_000)
+    p.add_argument("--convs", type=int, default=100)
+    p.add_argument("--queries", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        store_url = a.store or f"sqlite:///{tmp}/bench.db"
+        kw = dict(store_url=store_url, messages=a.messages, convs=a.convs, queries=a.queries, batch=a.batch)
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        if a.nats:
+            result = asyncio.run(run(nats_url=a.nats, **kw))
+        else:
+            from switchboard.bus.embedded import EmbeddedNats
+
+            with EmbeddedNats(store_dir=f"{tmp}/nats", http_port=-1) as srv:
+                result = asyncio.run(run(nats_url=srv.url, **kw))
+    if a.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>22}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
