@@ -27,7 +27,7 @@ I/O reactor is libev when built, else asyncore/asyncio (:func:`connection_class`
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -48,6 +48,9 @@ DEFAULT_PORT = 9042
 # segment, 16 MiB by default).
 BATCH_ROWS = 100
 _SEQ_MAX = 2**62
+# (conv, bucket) keys remembered as indexed: ~100 bytes each, a few MiB; an
+# evicted key only costs one idempotent re-write of its index row.
+INDEX_CACHE = 50_000
 
 CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "LOCAL_QUORUM", "EACH_QUORUM", "ALL", "LOCAL_ONE")
 SERIAL_LEVELS = ("SERIAL", "LOCAL_SERIAL")
@@ -192,8 +195,7 @@ def _schema(o: CassandraOptions) -> list[str]:
             conv text, bucket bigint, seq bigint, id text, sender text, body text, ts bigint, kind text,
             PRIMARY KEY ((conv, bucket), seq)) WITH CLUSTERING ORDER BY (seq DESC)""",
         f"""CREATE TABLE IF NOT EXISTS {ks}.conv_index (
-            conv text, bucket bigint, last_seq bigint static,
-            PRIMARY KEY ((conv), bucket)) WITH CLUSTERING ORDER BY (bucket DESC)""",
+            conv text, bucket bigint, PRIMARY KEY ((conv), bucket)) WITH CLUSTERING ORDER BY (bucket DESC)""",
         f"""CREATE TABLE IF NOT EXISTS {ks}.watermarks (
             conv text, user text, delivered bigint, read bigint, PRIMARY KEY ((conv), user))""",
     ]
@@ -207,6 +209,8 @@ class CassandraStore:
         self._cluster: Any = None
         self._session: Any = None
         self._ps: dict[str, Any] = {}
+        # (conv, bucket) whose conv_index row this process has written.
+        self._indexed: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "CassandraStore":
@@ -254,11 +258,9 @@ class CassandraStore:
                 "by_user": f"SELECT conv FROM {ks}.conversations_by_user WHERE user = ?",
                 "msg_insert": f"INSERT INTO {ks}.messages (conv, bucket, seq, id, sender, body, ts, kind)"
                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                # Written USING TIMESTAMP <max seq of the rows written>: the static
-                # last_seq cell keeps the highest timestamp, i.e. max(seq).
-                "index_insert": f"INSERT INTO {ks}.conv_index (conv, bucket, last_seq) VALUES (?, ?, ?)"
-                                " USING TIMESTAMP ?",
-                "last_seq_get": f"SELECT last_seq FROM {ks}.conv_index WHERE conv = ? LIMIT 1",
+                "index_insert": f"INSERT INTO {ks}.conv_index (conv, bucket) VALUES (?, ?)",
+                "newest_bucket": f"SELECT bucket FROM {ks}.conv_index WHERE conv = ? LIMIT 1",
+                "newest_seq": f"SELECT seq FROM {ks}.messages WHERE conv = ? AND bucket = ? LIMIT 1",
                 "msgs_desc": f"SELECT conv, seq, id, sender, body, ts, kind FROM {ks}.messages"
                              " WHERE conv = ? AND bucket = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?",
                 "msgs_asc": f"SELECT conv, seq, id, sender, body, ts, kind FROM {ks}.messages"
@@ -318,17 +320,25 @@ class CassandraStore:
         return await fut
 
     async def _exec_many(self, items: Sequence[tuple[Any, Any]]) -> None:
-        """Run statements concurrently, at most ``concurrency`` in flight."""
-        sem = asyncio.Semaphore(self.options.concurrency)
+        """Run statements concurrently, at most ``concurrency`` in flight.
 
-        async def one(stmt: Any, params: Any) -> None:
-            async with sem:
-                await self._exec(stmt, params)
+        The driver's own execute_concurrent keeps the window full from its I/O
+        thread callbacks; it blocks, so it runs in a worker thread (the loop
+        only awaits one future per call instead of one per statement).
+        """
+        from cassandra.concurrent import execute_concurrent
 
-        results = await asyncio.gather(*(one(s, p) for s, p in items), return_exceptions=True)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
+        if self._session is None:
+            raise StoreUnavailable("store not open")
+        session, n = self._session, self.options.concurrency
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: execute_concurrent(session, items, concurrency=n, raise_on_first_error=True))
+        except Exception as exc:
+            err = _translate(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     # -- conversations ------------------------------------------------------
     async def create_conversation(self, conv: Conversation) -> tuple[Conversation, bool]:
@@ -379,13 +389,17 @@ class CassandraStore:
         by_partition: dict[tuple[str, int], dict[int, Msg]] = defaultdict(dict)
         for m in msgs:
             by_partition[(m.conv, bucket_of(m.seq))][m.seq] = m  # duplicates inside a batch collapse
-        # 1) the index row of each (conv, bucket) and last_seq first: if the
-        #    messages then fail to land, last_seq overstates (safe: the
-        #    sequencer never re-uses a seq) and a page visits an empty bucket,
-        #    never skips a full one. One statement per (conv, bucket).
-        ix = self._ps["index_insert"]
-        await self._exec_many([(ix, (conv, bucket, max(rows), max(rows)))
-                               for (conv, bucket), rows in by_partition.items()])
+        # 1) the index row of each (conv, bucket) first: if the messages then
+        #    fail to land, a page visits an empty bucket, never skips a full
+        #    one. Written once per (conv, bucket) per process (remembered in
+        #    _indexed), i.e. once per BUCKET_SIZE messages of a conversation.
+        new = [key for key in by_partition if key not in self._indexed]
+        if new:
+            await self._exec_many([(self._ps["index_insert"], key) for key in new])
+            for key in new:
+                self._indexed[key] = None
+            while len(self._indexed) > INDEX_CACHE:
+                self._indexed.popitem(last=False)
         # 2) the messages: one UNLOGGED batch per partition chunk (a single
         #    mutation on one replica set; multi-partition batches would only
         #    add coordinator work), all chunks concurrently.
@@ -434,8 +448,16 @@ class CassandraStore:
         return out
 
     async def last_seq(self, conv_id: str) -> int:
-        rows = await self._exec(self._ps["last_seq_get"], (conv_id,))
-        return int(rows[0].last_seq) if rows and rows[0].last_seq is not None else 0
+        # The newest non-empty bucket's first row (clustered seq DESC): two
+        # single-row reads; more only if an indexed bucket holds no message.
+        found = await self._exec(self._ps["newest_bucket"], (conv_id,))
+        while found:
+            bucket = found[0].bucket
+            rows = await self._exec(self._ps["newest_seq"], (conv_id, bucket))
+            if rows:
+                return int(rows[0].seq)
+            found = await self._exec(self._ps["bucket_below"], (conv_id, bucket, 0))
+        return 0
 
     # -- receipts -------------------------------------------------------------
     async def merge_watermarks(self, marks: Sequence[Watermark]) -> None:
