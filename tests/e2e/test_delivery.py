@@ -15,7 +15,6 @@ import socket
 import pytest
 
 from switchboard import ids
-from switchboard.client import Client
 from tests.e2e.helpers import STEP, Raw, deployment, drain_messages, no_more_messages, seqs, stream_msgs, unique
 
 
