@@ -349,6 +349,8 @@ DENIED_PUBLISH = [
     ("presence", "sb.msg.forged"),
     ("pusher", "sb.user.victim.inbox"),
     ("archiver", "sb.send.anyconv"),
+    # operators may read through a consumer on DEADLETTER only (nats stream view)
+    ("operator", "$JS.API.CONSUMER.CREATE.MESSAGES.peek"),
 ]
 
 
@@ -396,6 +398,12 @@ async def test_operator_reads_jetstream_state_but_cannot_change_it(server: Serve
         with pytest.raises(nats.errors.TimeoutError):
             await js.delete_stream("MESSAGES")
         await w.violation("$JS.API.STREAM.DELETE.MESSAGES")
+        # `nats stream view DEADLETTER` = an ephemeral pull consumer there
+        psub = await js.pull_subscribe("sb.dlq.>", stream="DEADLETTER")
+        with pytest.raises(nats.errors.TimeoutError):  # empty, but readable
+            await psub.fetch(1, timeout=0.5)
+        await psub.unsubscribe()
+        assert not [e for e in w.errors if "violation" in e.lower() and "delete" not in e.lower()], w.errors
     async with watched(server, "sequencer") as w:  # still there
         assert (await w.nc.jetstream().stream_info("MESSAGES")).config.name == "MESSAGES"
 
