@@ -261,15 +261,15 @@ def cassandra_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cassand
         node = CassandraNode(lib=fetch_jars(), workdir=tmp_path_factory.mktemp("cassandra"))
     except (CassandraStartError, OSError, subprocess.SubprocessError) as exc:
         require_service("cassandra", f"could not fetch the Cassandra jars: {exc}", HOW_TO_ENABLE)
-    atexit.register(node.kill)  # belt and braces: teardown below is the normal path
+    atexit.register(node.kill)  # belt and braces: the finally below is the normal path
     try:
-        node.start()
-    except (CassandraStartError, OSError) as exc:
-        node.stop()
-        require_service("cassandra", f"Cassandra did not start: {exc}", HOW_TO_ENABLE)
-    try:
+        try:
+            node.start()
+        except (CassandraStartError, OSError) as exc:
+            node.stop()
+            require_service("cassandra", f"Cassandra did not start: {exc}", HOW_TO_ENABLE)
         yield node
-    finally:
+    finally:  # also on Ctrl-C while it is still starting
         node.stop()
         node.remove_data()
         atexit.unregister(node.kill)
