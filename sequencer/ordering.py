@@ -116,8 +116,11 @@ class Orderer:
                 data = frames.encode(msg)
                 headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Last-Subject-Sequence": str(log.last_stream_seq)}
                 try:
-                    fut = await self._js.publish_async(subject, data, headers=headers)
-                    ack = await asyncio.wait_for(fut, self._timeout)
+                    # An awaited request, not publish_async: nats-py 2.16 loses
+                    # the error of an async publish (its reply handler raises
+                    # instead of failing the future), and the fence error must
+                    # come back to be retried.
+                    ack = await self._js.publish(subject, data, timeout=self._timeout, headers=headers)
                 except nats.js.errors.APIError as exc:
                     if exc.err_code == WRONG_LAST_SEQUENCE:
                         log.last_seq = None  # another sequencer wrote: reload and retry

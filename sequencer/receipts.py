@@ -42,7 +42,8 @@ class Receipts:
         self._convs = convs
         self._last_seq = last_seq
         self._marks: dict[str, dict[str, list[int]]] = {}  # conv -> user -> [delivered, read]
-        self._dirty: set[tuple[str, str]] = set()
+        self._dirty: set[tuple[str, str]] = set()  # to store and publish
+        self._quiet: set[tuple[str, str]] = set()  # to store only (a sender's own watermark)
         self._max_convs = max_convs
         self._task: asyncio.Task | None = None
         self._log = log.get("sequencer.receipts")
@@ -68,7 +69,7 @@ class Receipts:
         return marks
 
     def _evict(self) -> None:
-        dirty_convs = {c for c, _ in self._dirty}
+        dirty_convs = {c for c, _ in self._dirty | self._quiet}
         for conv in [c for c in self._marks if c not in dirty_convs][: self._max_convs // 10 or 1]:
             del self._marks[conv]
 
@@ -90,6 +91,16 @@ class Receipts:
             self._dirty.add((c.id, user))
         return Watermark(conv=c.id, user=user, delivered=cur[0], read=cur[1])
 
+    async def sent(self, *, user: str, conv: str, seq: int) -> None:
+        """A member sent ``seq``: they have read their conversation up to it.
+        Stored (so unread counts only others' messages) but not announced:
+        the message itself tells the other members as much."""
+        marks = await self._conv_marks(conv)
+        cur = marks.setdefault(user, [0, 0])
+        if seq > cur[1]:
+            cur[0], cur[1] = max(cur[0], seq), seq
+            self._quiet.add((conv, user))
+
     async def get(self, conv: str, user: str | None) -> list[frames.Receipt]:
         c = await self._convs.get_for(ids.check(conv, "conv"), user)
         marks = await self._conv_marks(c.id)
@@ -108,11 +119,12 @@ class Receipts:
                 self._log.exception("receipt flush failed")
 
     async def flush(self) -> None:
-        if not self._dirty:
+        if not self._dirty and not self._quiet:
             return
         dirty, self._dirty = self._dirty, set()
+        quiet, self._quiet = self._quiet - dirty, set()
         marks = []
-        for conv, user in dirty:
+        for conv, user in dirty | quiet:
             m = self._marks.get(conv, {}).get(user)
             if m is not None:
                 marks.append(Watermark(conv=conv, user=user, delivered=m[0], read=m[1]))
@@ -120,8 +132,11 @@ class Receipts:
             await self._store.merge_watermarks(marks)
         except BaseException:
             self._dirty |= dirty
+            self._quiet |= quiet
             raise
         for w in marks:
+            if (w.conv, w.user) not in dirty:
+                continue
             conv = await self._convs.get(w.conv)
             if conv is None:
                 continue

@@ -151,6 +151,8 @@ class Sequencer:
         appended = await self.orderer.append(conv=conv.id, sender=r.sender, id=r.id, body=r.body,
                                              kind="system" if system else "user", then=issue_fanout)
         msg = appended.msg
+        if not system and not appended.duplicate:
+            await self.receipts.sent(user=msg.from_, conv=msg.conv, seq=msg.seq)
         offline = await self.presence.offline(m for m in conv.members if m != msg.from_)
         if offline:
             title = conv.title or msg.from_

@@ -56,15 +56,25 @@ class _Pending:
     attempts: int = 0
 
 
+# A message that arrives ahead of a missing one is held this long for the
+# missing one to arrive live (several sequencers can fan out a conversation's
+# messages slightly out of order) before the gap is fetched from history.
+GAP_WAIT = 0.3
+# Messages held per conversation at most; beyond it the gap is skipped.
+MAX_HELD = 10_000
+
+
 @dataclass
 class _ConvState:
-    seq: int = 0  # highest seq handed to the application
-    seen: set[int] = field(default_factory=set)  # seqs above `seq` already handed over
+    seq: int = 0  # highest seq handed to the application (0: none yet)
+    held: dict[int, frames.Msg] = field(default_factory=dict)  # arrived ahead of a gap
+    repairing: bool = False
 
 
 class Client:
     def __init__(self, *, url: str, token: str, cursor: int | None = None, epoch: str | None = None,
-                 auto_ack: bool = True, fill_gaps: bool = True, backoff_min: float = 0.1,
+                 auto_ack: bool = True, fill_gaps: bool = True, gap_wait: float = GAP_WAIT,
+                 backoff_min: float = 0.1,
                  backoff_max: float = 10.0, request_timeout: float = 30.0, max_retries: int = 20,
                  queue_size: int = 100_000) -> None:
         self.url = url
@@ -74,6 +84,7 @@ class Client:
         self.user: str | None = None
         self.auto_ack = auto_ack
         self.fill_gaps = fill_gaps
+        self.gap_wait = gap_wait
         self.backoff = (backoff_min, backoff_max)
         self.request_timeout = request_timeout
         self.max_retries = max_retries
@@ -194,18 +205,42 @@ class Client:
             self._put_event(f)
 
     def _deliver(self, m: frames.Msg) -> None:
+        """Hand messages to the application once each, in seq order per
+        conversation; a gap is waited for, then fetched from history."""
         st = self._convs.setdefault(m.conv, _ConvState())
-        if m.seq <= st.seq or m.seq in st.seen:
+        if st.seq == 0 and not st.held:
+            st.seq = m.seq - 1  # first message of this conversation seen here: start from it
+        if m.seq <= st.seq or m.seq in st.held:
             return  # duplicate
-        if self.fill_gaps and st.seq and m.seq > st.seq + 1 and not st.seen:
-            self._spawn(self._fill(m.conv, after=st.seq, upto=m.seq - 1))
-        st.seen.add(m.seq)
-        if st.seq == 0 and len(st.seen) == 1:
-            st.seq = m.seq - 1  # first message seen of this conversation: start the watermark here
-        while st.seq + 1 in st.seen:
-            st.seq += 1
-            st.seen.discard(st.seq)
+        if m.seq != st.seq + 1:
+            st.held[m.seq] = m
+            if len(st.held) > MAX_HELD:
+                self._skip_gap(st)
+            elif not st.repairing:
+                st.repairing = True
+                self._spawn(self._repair(m.conv, st))
+            return
         self._queue(m)
+        st.seq = m.seq
+        while st.seq + 1 in st.held:
+            st.seq += 1
+            self._queue(st.held.pop(st.seq))
+
+    def _skip_gap(self, st: _ConvState) -> None:
+        """Give up on the missing seqs: deliver what is held, in order."""
+        for seq in sorted(st.held):
+            self._queue(st.held.pop(seq))
+            st.seq = seq
+
+    async def _repair(self, conv: str, st: _ConvState) -> None:
+        try:
+            await asyncio.sleep(self.gap_wait)
+            if st.held and self.fill_gaps:
+                await self._fill(conv, after=st.seq, upto=min(st.held) - 1)
+            if st.held:
+                self._skip_gap(st)
+        finally:
+            st.repairing = False
 
     def _queue(self, m: frames.Msg) -> None:
         try:

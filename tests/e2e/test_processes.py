@@ -61,6 +61,8 @@ async def test_two_sequencer_processes_contiguous_seq(make_nats, tmp_path, sende
                 conv = (await clients[0].create_conversation(users[1:] + [reader_u])).conv
                 reader = await Raw.open(ws_url(settings), token(settings, reader_u))
                 await reader.hello()
+                sdk_reader = await sdk(settings, reader_u, gap_wait=10.0)
+                clients.append(sdk_reader)
 
                 # Raw senders, every frame pipelined: the edge sees all of them at once.
                 raws = [await Raw.open(ws_url(settings), token(settings, u)) for u in users]
@@ -90,8 +92,14 @@ async def test_two_sequencer_processes_contiguous_seq(make_nats, tmp_path, sende
 
                 got = await reader.wait_msgs(total, timeout=20)
                 await asyncio.sleep(0.2)
-                assert seqs(reader.msgs()) == list(range(1, total + 1))
+                # Each seq reaches the raw socket exactly once. Two sequencers
+                # may fan out neighbouring seqs in either order (each issues
+                # its fan-out after its own write), so arrival order is not
+                # asserted here; the SDK below hands them over in seq order.
+                assert sorted(seqs(reader.msgs())) == list(range(1, total + 1))
                 assert len({m["id"] for m in got}) == total
+                ordered = [(await sdk_reader.next_message(10)).seq for _ in range(total)]
+                assert ordered == list(range(1, total + 1))
 
                 stored = await stream_msgs(settings, conv)
                 assert [m.seq for m in stored] == list(range(1, total + 1))

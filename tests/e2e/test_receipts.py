@@ -148,7 +148,7 @@ async def test_group_of_five_every_members_watermarks_visible(dep):
         await clients[0].send(conv=conv, body=f"g{i}")
     for c in clients[1:]:
         await drain_messages(c, 4)
-    # member k reads up to seq k (member 0, the sender, reads nothing)
+    # member k reads up to seq k (member 0, the sender, read by sending)
     for k in range(1, 5):
         await clients[k].send_frame(frames.Read(conv=conv, seq=k))
     # every member's devices see every reader's watermark
@@ -156,11 +156,12 @@ async def test_group_of_five_every_members_watermarks_visible(dep):
         for k in range(1, 5):
             await ev.until(receipt_of(users[k], conv, delivered=4, read=k))
     # and a receipts query lists all five members (the sender's own devices
-    # acked their copies too, so the sender has delivered=4)
+    # acked their copies too, so the sender has delivered=4; sending a
+    # message marks the sender's conversation read up to it, so read=4)
     ev0 = Events(clients[0])
     await clients[0].send_frame(frames.ReceiptsRequest(conv=conv))
     got = {}
     while len(got) < 5:
         r = await ev0.until(kind("receipt", conv=conv))
         got[r.user] = (r.delivered, r.read)
-    assert got == {users[0]: (4, 0), **{users[k]: (4, k) for k in range(1, 5)}}
+    assert got == {users[0]: (4, 4), **{users[k]: (4, k) for k in range(1, 5)}}
