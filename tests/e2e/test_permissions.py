@@ -433,3 +433,33 @@ async def test_committed_consumer_matches_the_running_one(server: Server, deploy
     async with watched(server, "operator") as w:
         real = (await w.nc.jetstream(timeout=STEP).consumer_info(stream, durable)).config.as_dict()
     assert {k: real.get(k) for k in want} == want
+
+
+async def test_operator_sees_every_role_as_a_micro_service(server: Server, deployment: Deployment) -> None:
+    # What `nats micro ls` does: PING on $SRV and collect every answer. Proves
+    # each role could register under its own user and operators can list them.
+    import json
+
+    async with watched(server, "operator") as w:
+        inbox = w.nc.new_inbox()
+        sub = await w.nc.subscribe(inbox)
+        await w.nc.publish("$SRV.PING", b"", reply=inbox)
+        names: set[str] = set()
+        deadline = time.monotonic() + STEP
+        while not names >= {f"sb-{r}" for r in ROLES} and time.monotonic() < deadline:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                names.add(json.loads((await sub.next_msg(timeout=0.5)).data)["name"])
+        assert names >= {f"sb-{r}" for r in ROLES}, names
+        assert not w.errors
+
+
+async def test_no_role_hit_a_permission_violation(server: Server, deployment: Deployment) -> None:
+    # Runs last in this module: after every feature above, the server log may
+    # hold violations only from this test's own probing connections (which
+    # have no name), never from a service (named "switchboard-<role>" /
+    # "sb-pusher"). A fire-and-forget publish a service is denied shows here
+    # and nowhere else.
+    lines = [ln for ln in server.log.read_text(errors="replace").splitlines() if "Violation" in ln]
+    assert lines, "the probes above should have been logged"
+    from_roles = [ln for ln in lines if "switchboard-" in ln or "sb-pusher" in ln]
+    assert not from_roles, "\n".join(from_roles)
