@@ -9,6 +9,7 @@ after the first.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 TYPING_RATE = 1.0
 TYPING_BURST = 3
 MEMBERS_CACHE = 50_000  # conversations whose members this edge remembers
+# Receipts of a socket are gathered this long and sent as one request per
+# conversation (an ack and a read that follow each other become one): the
+# sequencer coalesces for as long again, so a receipt shows within ~0.1 s.
+RECEIPT_FLUSH = 0.05
 
 _conv_reply = msgspec.json.Decoder(events.ConvReply)
 _receipts_reply = msgspec.json.Decoder(events.ReceiptsReply)
@@ -45,6 +50,9 @@ class Features:
         self.edge = edge
         self._members: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._typing: dict[int, TokenBucket] = {}
+        # session -> conv -> [delivered, read, ref of the last read frame]
+        self._receipts: dict["Session", dict[str, list]] = {}
+        self._flusher: asyncio.Task | None = None
         self.presence = PresenceReporter(nc=edge.nc, subjects=edge.subjects, edge_id=edge.edge_id,
                                          interval_sec=presence_interval, ttl_factor=presence_ttl_factor)
         edge.frame_handlers.update({
@@ -60,8 +68,13 @@ class Features:
 
     async def start(self) -> None:
         await self.presence.start()
+        self._flusher = asyncio.create_task(self._flush_loop())
 
     async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        await self._flush_receipts()
         await self.presence.stop()
 
     def _disconnected(self, sess: "Session") -> None:
@@ -83,23 +96,38 @@ class Features:
 
     # -- receipts ------------------------------------------------------------------
     async def read(self, sess: "Session", f: frames.Read) -> None:
-        await self._receipt(sess.user, f.conv, read=f.seq)
+        p = self._receipts.setdefault(sess, {}).setdefault(f.conv, [0, 0, None])
+        if f.seq >= p[1]:
+            p[1], p[2] = f.seq, f.id
 
     def delivered(self, sess: "Session", cursor: int) -> None:
         """An ack: raise the delivered watermark of each conversation covered."""
         for conv, seq in sess.take_acked(cursor).items():
-            sess._spawn(self._receipt_quiet(sess, conv, seq))
+            p = self._receipts.setdefault(sess, {}).setdefault(conv, [0, 0, None])
+            p[0] = max(p[0], seq)
 
-    async def _receipt_quiet(self, sess: "Session", conv: str, seq: int) -> None:
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECEIPT_FLUSH)
+            await self._flush_receipts()
+
+    async def _flush_receipts(self) -> None:
+        if not self._receipts:
+            return
+        pending, self._receipts = self._receipts, {}
+        await asyncio.gather(*(self._receipt(sess, conv, d, r, ref)
+                               for sess, convs in pending.items() for conv, (d, r, ref) in convs.items()))
+
+    async def _receipt(self, sess: "Session", conv: str, delivered: int, read: int, ref: str | None) -> None:
+        req = events.ReceiptRequest(user=sess.user, conv=conv, delivered=delivered, read=read)
         try:
-            await self._receipt(sess.user, conv, delivered=seq)
+            data = await self.edge.request(self.edge.subjects.receipt(conv), events.encode(req))
+            _raise(_receipts_reply.decode(data).error)
         except SwitchboardError as exc:
-            sess.log.info("delivered receipt failed", conv=conv, code=exc.code)
-
-    async def _receipt(self, user: str, conv: str, *, delivered: int = 0, read: int = 0) -> None:
-        req = events.ReceiptRequest(user=user, conv=conv, delivered=delivered, read=read)
-        reply = _receipts_reply.decode(await self.edge.request(self.edge.subjects.receipt(conv), events.encode(req)))
-        _raise(reply.error)
+            if read:  # the client asked: tell it; a delivered receipt is the edge's own doing
+                sess._send(frames.error_frame(exc, ref))
+            else:
+                sess.log.info("delivered receipt failed", conv=conv, code=exc.code)
 
     async def receipts(self, sess: "Session", f: frames.ReceiptsRequest) -> None:
         q = events.ReceiptsQuery(conv=f.conv, user=sess.user)
