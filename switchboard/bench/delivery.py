@@ -129,6 +129,8 @@ def _run(p: DeliveryParams, ws_url: str, token, fabric: FabricProcess | None, no
             if proc.is_alive():
                 proc.terminate()
     total = merge_all(results)
+    if fabric is not None:
+        notes += [f"fabric log: {line[:300]}" for line in fabric.problems()]
     params = {"clients": p.clients, "rate": p.rate, "duration": p.duration, "group_size": p.group_size,
               "procs": len(workers), "ws": ws_url, "own_fabric": fabric is not None}
     return build_delivery_report(command=command, params=params, seconds=p.duration, total=total,

@@ -82,10 +82,15 @@ class FabricProcess:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
             self._lines.append(line)
-            del self._lines[:-200]
+            del self._lines[:-2000]
 
     def tail(self, n: int = 20) -> str:
         return "".join(self._lines[-n:])
+
+    def problems(self, limit: int = 3) -> list[str]:
+        """Error lines the fabric logged (its log level is warning), for the report."""
+        bad = [ln.strip() for ln in self._lines if any(w in ln for w in ("error", "Error", "exception", "Traceback"))]
+        return bad[:limit]
 
     def token(self, user: str) -> str:
         assert self.data_dir is not None
