@@ -407,6 +407,10 @@ class CassandraStore:
         work = []
         for (conv, bucket), rows in by_partition.items():
             ordered = [rows[s] for s in sorted(rows)]
+            if len(ordered) == 1:  # a lone row: a plain insert is cheaper than a batch of one
+                m = ordered[0]
+                work.append((ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind)))
+                continue
             for i in range(0, len(ordered), BATCH_ROWS):
                 batch = BatchStatement(batch_type=BatchType.UNLOGGED)
                 for m in ordered[i:i + BATCH_ROWS]:
