@@ -41,9 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--settle", type=float, default=3.0, help="seconds to wait before measuring RSS")
     i.add_argument("--json", action="store_true")
 
-    a = sub.add_parser("archiver", help="archiver throughput (archiver/bench.py)")
-    a.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to archiver.bench")
-    a.add_argument("--json", action="store_true")
+    sub.add_parser("archiver", help="archiver throughput and history latency (archiver/bench.py); "
+                   "options: --nats --store --messages --convs --queries --batch --json")
 
     p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (switchboard/presence/bench.py)")
     p.add_argument("--users", type=int, default=20_000)
@@ -56,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
     cmd = command_line(argv)
+    if argv[:1] == ["archiver"] and not {"-h", "--help"} & set(argv):
+        print(f"# {cmd}", file=sys.stderr, flush=True)
+        return _archiver(argv[1:], cmd)  # its options belong to archiver.bench
+    args = build_parser().parse_args(argv)
     print(f"# {cmd}", file=sys.stderr, flush=True)
     if args.what == "delivery":
         from switchboard.bench.delivery import DeliveryParams, run
@@ -77,8 +79,6 @@ def main(argv: list[str]) -> int:
         return 0 if rep.connected == rep.requested else 1
     if args.what == "presence":
         return _presence(args, cmd)
-    if args.what == "archiver":
-        return _archiver(args, cmd)
     return 2
 
 
@@ -119,18 +119,19 @@ def _presence(args: argparse.Namespace, cmd: str) -> int:
     return 0
 
 
-def _archiver(args: argparse.Namespace, cmd: str) -> int:
+def _archiver(rest: list[str], cmd: str) -> int:
     """Delegates to ``archiver.bench``: its ``main(argv)`` if it has one, else ``run()``."""
     try:
         import archiver.bench as ab  # type: ignore[import-not-found]
     except ImportError as exc:
         print(f"switchboard bench archiver: not available ({exc})", file=sys.stderr)
         return 2
-    rest = [a for a in args.rest if a != "--"]
     if hasattr(ab, "main"):
-        return int(ab.main(rest + (["--json"] if args.json else [])) or 0)
+        rc = ab.main(rest)
+        print("\nreproduce: " + cmd)
+        return int(rc or 0)
     result = ab.run()
     if asyncio.iscoroutine(result):
         result = asyncio.run(result)
-    _print_result(result, cmd, args.json)
+    _print_result(result, cmd, "--json" in rest)
     return 0
