@@ -18,5 +18,7 @@ class EdgeMetrics:
                                       registry=r)
         self.gaps = Counter("switchboard_edge_gaps", "Live gaps repaired from INBOX", registry=r)
 
+        self.extra: list[CollectorRegistry] = []  # other components' metrics in the same process
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + b"".join(generate_latest(r) for r in self.extra)

@@ -101,6 +101,10 @@ class Settings:
     push_provider: str = "log"  # log, or a comma list of apns,fcm,webpush
     push_config: str = ""  # TOML file with provider credentials (never logged)
 
+    # Prometheus metrics of the non-edge roles on this port (0: off); the edge
+    # serves its own on /metrics of its WebSocket port.
+    metrics_port: int = 0
+
     # -- logging ------------------------------------------------------------
     log_level: str = "info"
     log_json: bool = False

@@ -19,6 +19,7 @@ The same definitions are written as JSON to ``nats/streams/`` by
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -80,6 +81,22 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             if exc.err_code != 10058:  # stream name already in use with a different configuration
                 raise
             await js.update_stream(cfg)
+
+
+async def wait_for_streams(js: JetStreamContext, stream_names: list[str], *, timeout: float = 60.0) -> None:
+    """Wait until these streams exist (created by a sequencer, archiver or
+    pusher): roles whose NATS user may not create streams start after them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for name in stream_names:
+        while True:
+            try:
+                await js.stream_info(name)
+                break
+            except nats.js.errors.NotFoundError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
 
 async def epoch(js: JetStreamContext, stream: str) -> str:

@@ -22,6 +22,9 @@ from switchboard.config import Settings, data_path
 from switchboard.store import Store, open_store
 
 ALL_ROLES = ("sequencer", "edge", "archiver", "presence", "pusher")
+# Roles whose NATS user may create/update streams (nats/accounts.conf): the
+# writers. Edges and trackers only wait for the streams to exist.
+STREAM_ADMIN_ROLES = {"sequencer", "archiver", "pusher"}
 
 
 @dataclass
@@ -38,7 +41,9 @@ class Fabric:
 
 
 async def connect(settings: Settings, name: str) -> NATS:
-    return await nats.connect(settings.nats_url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+    # A comma list names several servers of a cluster (seeds).
+    servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+    return await nats.connect(servers=servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                               pending_size=8 * 1024 * 1024)
 
 
@@ -60,7 +65,10 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
             stack.push_async_callback(embedded.astop)
         nc = await connect(settings, name="switchboard-" + "+".join(roles))
         stack.push_async_callback(nc.drain)
-        await streams.ensure_streams(nc.jetstream(), settings)
+        if STREAM_ADMIN_ROLES & set(roles):
+            await streams.ensure_streams(nc.jetstream(), settings)
+        elif "edge" in roles:  # the edge reads INBOX (catch-up, epoch); the tracker uses no stream
+            await streams.wait_for_streams(nc.jetstream(), [streams.names(settings)[1]])
         fab = Fabric(settings=settings, nc=nc, embedded=embedded)
         if {"sequencer", "archiver"} & set(roles):
             fab.store = open_store(settings.store_url)
@@ -71,6 +79,10 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
             if comp is not None:
                 fab.components[role] = comp
                 stack.push_async_callback(comp.stop)
+        if settings.metrics_port:
+            _serve_metrics(fab)
+        if fab.edge is not None:  # one process: the edge's /metrics shows every component
+            fab.edge.metrics.extra = [r for r in _registries(fab) if r is not fab.edge.metrics.registry]
         logger.info("fabric up", roles=list(fab.components), nats=settings.nats_url)
         yield fab
     finally:
@@ -119,6 +131,37 @@ async def _start_role(role: str, fab: Fabric):
         raise ValueError(f"unknown role {role!r}; choose from {ALL_ROLES}")
     await comp.start()
     return comp
+
+
+def _serve_metrics(fab: Fabric) -> None:
+    """Prometheus metrics of every component that has them, on metrics_port."""
+    from prometheus_client import start_http_server
+    from prometheus_client.registry import CollectorRegistry
+
+    combined = CollectorRegistry()
+    combined.register(_Union(_registries(fab)))
+    start_http_server(fab.settings.metrics_port, addr=fab.settings.host, registry=combined)
+
+
+def _registries(fab: Fabric) -> list:
+    out = []
+    for comp in fab.components.values():
+        holder = getattr(comp, "metrics_", None) or getattr(comp, "metrics", None)
+        registry = getattr(holder, "registry", None)
+        if registry is not None:
+            out.append(registry)
+    return out
+
+
+class _Union:
+    """One collector yielding the metrics of several registries."""
+
+    def __init__(self, registries: list) -> None:
+        self._registries = registries
+
+    def collect(self):
+        for r in self._registries:
+            yield from r.collect()
 
 
 class _WithClose:

@@ -100,31 +100,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         s.stop()
 
 
-# WORKAROUND (remove when switchboard/cli/fabric.py only creates streams for
-# the roles that own them): fabric.run() calls ensure_streams() for every
-# role, but the edge and presence users may not create or update streams
-# (an edge that can rewrite MESSAGES' config could capture any subject).
-# Those two roles therefore run the real CLI with stream creation skipped;
-# the sequencer, which starts first, creates the streams.
-NO_STREAM_ADMIN = ("edge", "presence")
-_LAUNCH_WITHOUT_STREAM_ADMIN = """
-import sys
-import switchboard.bus.streams as streams
-async def _already_created(js, settings):
-    return None
-streams.ensure_streams = _already_created
-from switchboard.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 class RoleProc:
     """One role as its own process; output goes to a log file."""
 
     def __init__(self, role: str, args: list[str], *, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._fh = open(log, "wb")
-        head = ["-c", _LAUNCH_WITHOUT_STREAM_ADMIN] if role in NO_STREAM_ADMIN else ["-m", "switchboard"]
+        # Edges and trackers may not create streams: they wait for the ones the
+        # sequencer creates (switchboard/cli/fabric.py, STREAM_ADMIN_ROLES).
+        head = ["-m", "switchboard"]
         self.p = subprocess.Popen([PYTHON, *head, role, *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                                   stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
 
