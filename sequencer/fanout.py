@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Iterable
 
-from nats.js import JetStreamContext
+from switchboard.bus.jspub import JsPublisher
 
 from switchboard.errors import Unavailable
 from switchboard.subjects import Subjects
@@ -23,16 +23,15 @@ FANOUT_ATTEMPTS = 3
 
 
 class Fanout:
-    def __init__(self, *, js: JetStreamContext, subjects: Subjects, timeout: float) -> None:
-        self._js = js
+    def __init__(self, *, pub: JsPublisher, subjects: Subjects, timeout: float) -> None:
+        self._pub = pub
         self._subjects = subjects
         self._timeout = timeout
 
     async def issue(self, conv: str, seq: int, data: bytes, users: Iterable[str]) -> list[tuple[str, asyncio.Future]]:
         pending = []
         for user in users:
-            fut = await self._js.publish_async(self._subjects.inbox(user), data,
-                                               headers={"Nats-Msg-Id": f"{conv}:{seq}:{user}"})
+            fut = await self._pub.publish(self._subjects.inbox(user), data, {"Nats-Msg-Id": f"{conv}:{seq}:{user}"})
             pending.append((user, fut))
         return pending
 
@@ -41,8 +40,8 @@ class Fanout:
         for attempt in range(FANOUT_ATTEMPTS):
             pending = []
             for user, data in entries.items():
-                fut = await self._js.publish_async(self._subjects.push(user), data,
-                                                   headers={"Nats-Msg-Id": f"{conv}:{seq}:{user}:push"})
+                fut = await self._pub.publish(self._subjects.push(user), data,
+                                              {"Nats-Msg-Id": f"{conv}:{seq}:{user}:push"})
                 pending.append((user, fut))
             failed = set(await self._wait(pending))
             entries = {u: d for u, d in entries.items() if u in failed}
@@ -66,7 +65,7 @@ class Fanout:
         futs = [f for _, f in pending]
         done, not_done = await asyncio.wait(futs, timeout=self._timeout)
         for f in not_done:
-            f.cancel()  # releases publish_async's in-flight slot
+            f.cancel()
         failed = []
         for user, f in pending:
             if f in not_done or f.cancelled() or (f.exception() is not None):

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
 from switchboard import frames
+from switchboard.bus.jspub import JsPublisher, PublishError
 from switchboard.errors import Unavailable
 
 WRONG_LAST_SEQUENCE = 10071
@@ -52,10 +54,11 @@ def now_ms() -> int:
 class Orderer:
     """Appends messages to MESSAGES in conversation order."""
 
-    def __init__(self, *, js: JetStreamContext, stream: str, subject_of: Callable[[str], str],
+    def __init__(self, *, js: JetStreamContext, pub: JsPublisher, stream: str, subject_of: Callable[[str], str],
                  archived_last_seq: Callable[[str], Awaitable[int]], timeout: float,
                  max_convs: int = 100_000) -> None:
         self._js = js
+        self._pub = pub
         self._stream = stream
         self._subject_of = subject_of
         self._archived_last_seq = archived_last_seq
@@ -116,17 +119,13 @@ class Orderer:
                 data = frames.encode(msg)
                 headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Last-Subject-Sequence": str(log.last_stream_seq)}
                 try:
-                    # An awaited request, not publish_async: nats-py 2.16 loses
-                    # the error of an async publish (its reply handler raises
-                    # instead of failing the future), and the fence error must
-                    # come back to be retried.
-                    ack = await self._js.publish(subject, data, timeout=self._timeout, headers=headers)
-                except nats.js.errors.APIError as exc:
+                    ack = await asyncio.wait_for(await self._pub.publish(subject, data, headers), self._timeout)
+                except PublishError as exc:
                     if exc.err_code == WRONG_LAST_SEQUENCE:
                         log.last_seq = None  # another sequencer wrote: reload and retry
                         continue
-                    raise Unavailable(f"stream refused the write: {exc.description}") from None
-                except (asyncio.TimeoutError, nats.errors.Error) as exc:
+                    raise Unavailable(f"stream refused the write: {exc.message}") from None
+                except (asyncio.TimeoutError, nats.errors.Error, Unavailable) as exc:
                     log.last_seq = None  # unknown outcome: reload before the next write
                     raise Unavailable(f"stream write failed: {type(exc).__name__}") from None
                 duplicate = bool(ack.duplicate)

@@ -25,6 +25,9 @@ from sequencer.conversations import Conversations
 # 50 ms: short enough that a "read" tick looks instant to a person, long enough
 # to merge the receipts of a busy conversation into one frame and one write.
 FLUSH_INTERVAL = 0.05
+# Senders' own watermarks (raised by sending, announced to nobody) only feed
+# unread counts: written once a second, one batch for all senders.
+QUIET_FLUSH_INTERVAL = 1.0
 
 
 class InvalidSeq(SwitchboardError):
@@ -44,6 +47,7 @@ class Receipts:
         self._marks: dict[str, dict[str, list[int]]] = {}  # conv -> user -> [delivered, read]
         self._dirty: set[tuple[str, str]] = set()  # to store and publish
         self._quiet: set[tuple[str, str]] = set()  # to store only (a sender's own watermark)
+        self._quiet_at = 0.0
         self._max_convs = max_convs
         self._task: asyncio.Task | None = None
         self._log = log.get("sequencer.receipts")
@@ -55,7 +59,7 @@ class Receipts:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        await self.flush()
+        await self.flush(force=True)
 
     async def _conv_marks(self, conv: str) -> dict[str, list[int]]:
         marks = self._marks.get(conv)
@@ -118,11 +122,18 @@ class Receipts:
             except Exception:  # noqa: BLE001 - keep flushing; the dirty set is kept for the next tick
                 self._log.exception("receipt flush failed")
 
-    async def flush(self) -> None:
-        if not self._dirty and not self._quiet:
+    async def flush(self, *, force: bool = False) -> None:
+        now = asyncio.get_running_loop().time()
+        take_quiet = force or now - self._quiet_at >= QUIET_FLUSH_INTERVAL
+        if not self._dirty and not (take_quiet and self._quiet):
             return
         dirty, self._dirty = self._dirty, set()
-        quiet, self._quiet = self._quiet - dirty, set()
+        if take_quiet:
+            quiet, self._quiet = self._quiet - dirty, set()
+            self._quiet_at = now
+        else:
+            quiet = set()
+            self._quiet -= dirty  # written with the announced ones below
         marks = []
         for conv, user in dirty | quiet:
             m = self._marks.get(conv, {}).get(user)

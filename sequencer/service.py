@@ -20,6 +20,7 @@ from nats.micro.service import Service
 import switchboard
 from switchboard import events, frames, ids, log
 from switchboard.bus import streams
+from switchboard.bus.jspub import JsPublisher
 from switchboard.config import Settings
 from switchboard.errors import BadFrame, SwitchboardError
 from switchboard.store import Store
@@ -47,13 +48,14 @@ class Sequencer:
         self.settings = settings
         self.subjects = settings.subjects
         self._nc = nc
-        self._js = nc.jetstream(publish_async_max_pending=20_000)
+        self._js = nc.jetstream()
+        self._pub = JsPublisher(nc=nc)
         self._store = store
         messages_stream, _, _ = streams.names(settings)
         self.convs = Conversations(store=store, max_members=settings.max_group_members)
-        self.orderer = Orderer(js=self._js, stream=messages_stream, subject_of=self.subjects.msg,
+        self.orderer = Orderer(js=self._js, pub=self._pub, stream=messages_stream, subject_of=self.subjects.msg,
                                archived_last_seq=store.last_seq, timeout=settings.send_timeout)
-        self.fanout = Fanout(js=self._js, subjects=self.subjects, timeout=settings.send_timeout)
+        self.fanout = Fanout(pub=self._pub, subjects=self.subjects, timeout=settings.send_timeout)
         self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
                                  last_seq=self.orderer.last_seq)
         self.presence = PresenceView(nc=nc, subjects=self.subjects)
@@ -62,6 +64,7 @@ class Sequencer:
         self._log = log.get("sequencer")
 
     async def start(self) -> None:
+        await self._pub.start()
         svc = await add_service(self._nc, name="sb-sequencer", version=switchboard.__version__,
                                 description="Orders, persists and fans out messages")
         p = self.subjects
@@ -96,6 +99,7 @@ class Sequencer:
             await asyncio.wait(self._tasks, timeout=self.settings.send_timeout)
         await self.receipts.stop()
         await self.presence.stop()
+        await self._pub.stop()
         self._log.info("sequencer stopped")
 
     def _spawn(self, fn):
