@@ -1,8 +1,10 @@
 """A socket's bounded send queue.
 
-Fan-out never awaits a socket: it appends to the socket's queue and returns.
-A writer task drains the queue; it exists only while there is something to
-send, so an idle connection costs no task. A queue that reaches its limit
+Fan-out never awaits a socket. While the socket keeps up (its transport
+buffer is below a high-water mark) a frame is written at once, synchronously
+(``write_now``): no queue, no task. Otherwise it is appended to the socket's
+queue and a writer task drains it; the task exists only while there is
+something queued, so an idle connection costs no task. A queue that reaches its limit
 means the client does not keep up: the socket is closed with
 :data:`CLOSE_SLOW_CONSUMER` and the client catches up from its cursor on
 reconnect, so one slow client never slows the others.
@@ -15,15 +17,18 @@ from collections import deque
 from typing import Callable
 
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 CLOSE_SLOW_CONSUMER = 4008
 
 
 class Outbox:
-    __slots__ = ("_send", "_q", "_limit", "_writer", "_on_overflow", "closed", "sent")
+    __slots__ = ("_send", "_write_now", "_q", "_limit", "_writer", "_on_overflow", "closed", "sent")
 
-    def __init__(self, *, send: Callable, limit: int, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, *, send: Callable, limit: int, on_overflow: Callable[[], None],
+                 write_now: Callable[[bytes], bool] | None = None) -> None:
         self._send = send  # ws.send
+        self._write_now = write_now  # writes at once and returns True, or returns False (busy)
         self._q: deque[bytes] = deque()
         self._limit = limit
         self._writer: asyncio.Task | None = None
@@ -37,6 +42,9 @@ class Outbox:
     def put(self, data: bytes) -> bool:
         if self.closed:
             return False
+        if not self._q and self._write_now is not None and self._write_now(data):
+            self.sent += 1
+            return True
         if len(self._q) >= self._limit:
             self.closed = True
             self._q.clear()
@@ -80,3 +88,24 @@ class Outbox:
         self._q.clear()
         if self._writer is not None:
             self._writer.cancel()
+
+
+# The transport may hold this much unsent data before frames are queued
+# instead of written: the kernel socket buffer is full, the peer is slow.
+HIGH_WATER = 64 * 1024
+
+
+def direct_writer(ws) -> Callable[[bytes], bool]:
+    """``write_now`` for a websockets connection: frame and write a text
+    message synchronously through its sans-I/O protocol, when it is open and
+    its transport is not backed up."""
+    protocol, transport, send_data = ws.protocol, ws.transport, ws.send_data
+
+    def write(data: bytes) -> bool:
+        if protocol.state is not State.OPEN or transport.get_write_buffer_size() > HIGH_WATER:
+            return False
+        protocol.send_text(data)
+        send_data()
+        return True
+
+    return write

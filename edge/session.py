@@ -32,7 +32,7 @@ from switchboard.bus.direct import direct_batch
 from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError
 from switchboard.log import get as get_logger
 
-from edge.outbox import CLOSE_SLOW_CONSUMER, Outbox
+from edge.outbox import CLOSE_SLOW_CONSUMER, Outbox, direct_writer
 from edge.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ class Session:
         self.cursor = 0
         self.acked = 0
         s = edge.settings
-        self.outbox = Outbox(send=ws.send, limit=s.send_queue_frames, on_overflow=self._slow_consumer)
+        self.outbox = Outbox(send=ws.send, limit=s.send_queue_frames, on_overflow=self._slow_consumer,
+                             write_now=direct_writer(ws))
         self.bucket = TokenBucket(rate=s.rate_per_sec, burst=s.rate_burst)
         self.log = get_logger("edge.session", conn=self.conn_id, user=user)
         self._live = False
