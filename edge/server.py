@@ -7,7 +7,7 @@ from their cursors.
 
 Close codes (docs/protocol.md): 4001 unauthorized, 4002 no hello in time,
 4008 slow consumer, 1009 frame far above the size limit, 1001 edge shutting
-down. An over-limit connection rate is refused with HTTP 503 before upgrade.
+down, 1013 NATS or a service unavailable (reconnect with backoff), 1011 bug. An over-limit connection rate is refused with HTTP 503 before upgrade.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from edge.session import Session
 
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN = 1013
 # websockets refuses (close 1009) frames above this; between max_frame_bytes
 # and this the edge answers an error frame and keeps the connection.
 HARD_FRAME_FACTOR = 4
@@ -173,6 +174,14 @@ class Edge:
             await sess.run()
         except ConnectionClosed:
             pass
+        except (Unavailable, nats.errors.Error, asyncio.TimeoutError) as exc:
+            # NATS or a service behind it is slow or away (e.g. the INBOX read
+            # of a hello): the client should come back shortly, elsewhere if need be.
+            sess.log.info("connection closed: backend unavailable", error=type(exc).__name__)
+            try:
+                await ws.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
+            except ConnectionClosed:
+                pass
         except Exception:  # noqa: BLE001 - one connection's bug must not take the edge down
             sess.log.exception("connection failed")
             try:

@@ -76,7 +76,8 @@ class PusherService:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A fetch cancelled mid-wait surfaces as a timeout inside nats-py.
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, nats.errors.TimeoutError):
                 await self._task
         if self._service:
             await self._service.stop()
