@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg as NatsMsg
 from nats.aio.subscription import Subscription
 
+from switchboard.bus.fastsub import subscribe_inline
 from switchboard.subjects import Subjects
 
 
@@ -33,14 +34,11 @@ class ConvReceiver(Protocol):
 
 
 class Hub:
-    def __init__(self, *, nc: NATS, subjects: Subjects, pending_limit: int = 4096) -> None:
+    def __init__(self, *, nc: NATS, subjects: Subjects) -> None:
         self._nc = nc
         self._subjects = subjects
         self._users: dict[str, _Entry] = {}
         self._convs: dict[str, _Entry] = {}  # large groups (pull mode)
-        # Messages buffered per user subscription inside nats-py before the
-        # callback runs; the callback never blocks, so this is headroom only.
-        self._pending_limit = pending_limit
 
     @property
     def users(self) -> int:
@@ -61,12 +59,11 @@ class Hub:
         if first:
             sockets = entry.sockets
 
-            async def deliver(msg: NatsMsg) -> None:
+            def deliver(msg: NatsMsg) -> None:
                 for s in tuple(sockets):
                     s.on_bus_message(msg)
 
-            entry.sub = await self._nc.subscribe(self._subjects.live(user), cb=deliver,
-                                                 pending_msgs_limit=self._pending_limit)
+            entry.sub = await subscribe_inline(self._nc, self._subjects.live(user), deliver)
         return first
 
     async def attach_conv(self, conv: str, socket: ConvReceiver) -> None:
@@ -77,13 +74,12 @@ class Hub:
             entry = self._convs[conv] = _Entry()
             sockets = entry.sockets
 
-            async def deliver(msg: NatsMsg) -> None:
+            def deliver(msg: NatsMsg) -> None:
                 for s in tuple(sockets):
                     s.on_conv_message(msg)
 
             entry.sockets.add(socket)  # type: ignore[arg-type]
-            entry.sub = await self._nc.subscribe(self._subjects.conv_live(conv), cb=deliver,
-                                                 pending_msgs_limit=self._pending_limit)
+            entry.sub = await subscribe_inline(self._nc, self._subjects.conv_live(conv), deliver)
         else:
             entry.sockets.add(socket)  # type: ignore[arg-type]
 
