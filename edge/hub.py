@@ -1,13 +1,16 @@
-"""Per-user subscriptions shared by that user's sockets on this edge.
+"""Shared subscriptions: one per connected user, one per large group, per edge.
 
 "Deliver to Bob" is "publish to Bob's subject": the edge subscribes to
 ``sb.user.<uid>.live`` once per connected user (not per socket) and hands each
-message to every socket of that user without awaiting any of them.
+message to every socket of that user without awaiting any of them. Members
+of a large group (pull mode) additionally share one subscription per group
+to ``sb.conv.<conv>.live``. Handlers run inline in the NATS read loop
+(:mod:`switchboard.bus.fastsub`): they only append to socket buffers.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg as NatsMsg
@@ -20,6 +23,8 @@ from switchboard.subjects import Subjects
 class Receiver(Protocol):
     def on_bus_message(self, msg: NatsMsg) -> None: ...
 
+    def on_conv_message(self, msg: NatsMsg) -> None: ...
+
 
 class _Entry:
     __slots__ = ("sub", "sockets")
@@ -29,86 +34,72 @@ class _Entry:
         self.sockets: set[Receiver] = set()
 
 
-class ConvReceiver(Protocol):
-    def on_conv_message(self, msg: NatsMsg) -> None: ...
+class _Table:
+    """Subscriptions keyed by user or conversation, each shared by sockets."""
 
-
-class Hub:
-    def __init__(self, *, nc: NATS, subjects: Subjects) -> None:
+    def __init__(self, *, nc: NATS, subject_of: Callable[[str], str],
+                 handler_of: Callable[[Receiver], Callable[[NatsMsg], None]]) -> None:
         self._nc = nc
-        self._subjects = subjects
-        self._users: dict[str, _Entry] = {}
-        self._convs: dict[str, _Entry] = {}  # large groups (pull mode)
+        self._subject_of = subject_of
+        self._handler_of = handler_of  # which method of a socket gets the messages
+        self.entries: dict[str, _Entry] = {}
 
-    @property
-    def users(self) -> int:
-        return len(self._users)
-
-    def sockets_of(self, user: str) -> int:
-        e = self._users.get(user)
-        return len(e.sockets) if e else 0
-
-    async def attach(self, user: str, socket: Receiver) -> bool:
-        """Add a socket; subscribe if it is the user's first here. Returns True
-        if this is the user's first socket on this edge."""
-        entry = self._users.get(user)
+    async def attach(self, key: str, socket: Receiver) -> bool:
+        entry = self.entries.get(key)
         first = entry is None
         if entry is None:
-            entry = self._users[user] = _Entry()
+            entry = self.entries[key] = _Entry()
         entry.sockets.add(socket)
         if first:
-            sockets = entry.sockets
+            sockets, handler_of = entry.sockets, self._handler_of
 
             def deliver(msg: NatsMsg) -> None:
                 for s in tuple(sockets):
-                    s.on_bus_message(msg)
+                    handler_of(s)(msg)
 
-            entry.sub = await subscribe_inline(self._nc, self._subjects.live(user), deliver)
+            entry.sub = await subscribe_inline(self._nc, self._subject_of(key), deliver)
         return first
 
-    async def attach_conv(self, conv: str, socket: ConvReceiver) -> None:
-        """Subscribe a socket to a large group's republished MESSAGES subject
-        (one NATS subscription per group per edge, shared by its sockets)."""
-        entry = self._convs.get(conv)
-        if entry is None:
-            entry = self._convs[conv] = _Entry()
-            sockets = entry.sockets
-
-            def deliver(msg: NatsMsg) -> None:
-                for s in tuple(sockets):
-                    s.on_conv_message(msg)
-
-            entry.sockets.add(socket)  # type: ignore[arg-type]
-            entry.sub = await subscribe_inline(self._nc, self._subjects.conv_live(conv), deliver)
-        else:
-            entry.sockets.add(socket)  # type: ignore[arg-type]
-
-    async def detach_conv(self, conv: str, socket: ConvReceiver) -> None:
-        entry = self._convs.get(conv)
-        if entry is None:
-            return
-        entry.sockets.discard(socket)  # type: ignore[arg-type]
-        if not entry.sockets:
-            del self._convs[conv]
-            if entry.sub is not None:
-                try:
-                    await entry.sub.unsubscribe()
-                except Exception:  # noqa: BLE001 - connection already closed
-                    pass
-
-    async def detach(self, user: str, socket: Receiver) -> bool:
-        """Remove a socket; unsubscribe if it was the user's last. Returns True
-        if the user has no socket left on this edge."""
-        entry = self._users.get(user)
+    async def detach(self, key: str, socket: Receiver) -> bool:
+        entry = self.entries.get(key)
         if entry is None:
             return False
         entry.sockets.discard(socket)
         if entry.sockets:
             return False
-        del self._users[user]
+        del self.entries[key]
         if entry.sub is not None:
             try:
                 await entry.sub.unsubscribe()
             except Exception:  # noqa: BLE001 - connection already closed
                 pass
         return True
+
+
+class Hub:
+    def __init__(self, *, nc: NATS, subjects: Subjects) -> None:
+        self._users = _Table(nc=nc, subject_of=subjects.live, handler_of=lambda s: s.on_bus_message)
+        self._convs = _Table(nc=nc, subject_of=subjects.conv_live, handler_of=lambda s: s.on_conv_message)
+
+    @property
+    def users(self) -> int:
+        return len(self._users.entries)
+
+    def sockets_of(self, user: str) -> int:
+        e = self._users.entries.get(user)
+        return len(e.sockets) if e else 0
+
+    async def attach(self, user: str, socket: Receiver) -> bool:
+        """Add a socket; subscribe if it is the user's first here. True if so."""
+        return await self._users.attach(user, socket)
+
+    async def detach(self, user: str, socket: Receiver) -> bool:
+        """Remove a socket; unsubscribe if it was the user's last. True if so."""
+        return await self._users.detach(user, socket)
+
+    async def attach_conv(self, conv: str, socket: Receiver) -> None:
+        """Subscribe a socket to a large group's republished MESSAGES subject."""
+        await self._convs.attach(conv, socket)
+
+    async def detach_conv(self, conv: str, socket: Receiver) -> None:
+        await self._convs.detach(conv, socket)

@@ -95,22 +95,19 @@ class SqliteStore:
     async def create_conversation(self, conv: Conversation) -> tuple[Conversation, bool]:
         members = tuple(sorted(set(conv.members)))
 
+        def insert(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO conversations (id, title, kind, created_by, created_ts)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (conv.id, conv.title, conv.kind, conv.created_by, conv.created_ts),
+            )
+            if cur.rowcount == 1:
+                db.executemany("INSERT OR IGNORE INTO members (conv, user) VALUES (?, ?)",
+                               [(conv.id, m) for m in members])
+            return cur.rowcount == 1
+
         def tx(db: sqlite3.Connection) -> tuple[Conversation, bool]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO conversations (id, title, kind, created_by, created_ts)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (conv.id, conv.title, conv.kind, conv.created_by, conv.created_ts),
-                )
-                created = cur.rowcount == 1
-                if created:
-                    db.executemany("INSERT OR IGNORE INTO members (conv, user) VALUES (?, ?)",
-                                   [(conv.id, m) for m in members])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            created = _in_tx(db, insert)
             stored = _get_conv(db, conv.id)
             assert stored is not None
             return stored, created
@@ -132,18 +129,9 @@ class SqliteStore:
         if not rows:
             return
 
-        def tx(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "INSERT OR IGNORE INTO messages (conv, seq, id, sender, body, ts, kind)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-        await self._run(tx)
+        await self._run(lambda db: _in_tx(db, lambda db: db.executemany(
+            "INSERT OR IGNORE INTO messages (conv, seq, id, sender, body, ts, kind)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)))
 
     async def messages(self, conv_id: str, *, before: int | None = None, after: int | None = None,
                        limit: int = 50) -> list[Msg]:
@@ -178,19 +166,10 @@ class SqliteStore:
         if not rows:
             return
 
-        def tx(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "INSERT INTO watermarks (conv, user, delivered, read) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (conv, user) DO UPDATE SET"
-                    " delivered = max(delivered, excluded.delivered), read = max(read, excluded.read)", rows)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-        await self._run(tx)
+        await self._run(lambda db: _in_tx(db, lambda db: db.executemany(
+            "INSERT INTO watermarks (conv, user, delivered, read) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (conv, user) DO UPDATE SET"
+            " delivered = max(delivered, excluded.delivered), read = max(read, excluded.read)", rows)))
 
     async def watermarks(self, conv_id: str) -> list[Watermark]:
         def q(db: sqlite3.Connection) -> list[Watermark]:
@@ -198,6 +177,18 @@ class SqliteStore:
                 "SELECT user, delivered, read FROM watermarks WHERE conv = ? ORDER BY user", (conv_id,))]
 
         return await self._run(q)
+
+
+def _in_tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` in one write transaction (taken at once: no upgrade deadlock)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        out = fn(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return out
 
 
 def _get_conv(db: sqlite3.Connection, conv_id: str) -> Conversation | None:
