@@ -76,7 +76,7 @@ class Client:
                  auto_ack: bool = True, fill_gaps: bool = True, gap_wait: float = GAP_WAIT,
                  backoff_min: float = 0.1,
                  backoff_max: float = 10.0, request_timeout: float = 30.0, max_retries: int = 20,
-                 queue_size: int = 100_000) -> None:
+                 queue_size: int = 100_000, conv_seqs: dict[str, int] | None = None) -> None:
         self.url = url
         self._token = token
         self.cursor = cursor  # INBOX cursor of the last message queued for the application
@@ -93,7 +93,9 @@ class Client:
         self.reconnects = 0
         self._ws: ClientConnection | None = None
         self._pending: dict[str, _Pending] = {}
-        self._convs: dict[str, _ConvState] = {}
+        # Per conversation, the last seq handed to the application; persist it
+        # with cursor and epoch (``conv_seqs``) so a resync fetches only what is missing.
+        self._convs: dict[str, _ConvState] = {c: _ConvState(seq=s) for c, s in (conv_seqs or {}).items()}
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:12]
         self._synced = asyncio.Event()
@@ -103,6 +105,11 @@ class Client:
         self._ack_task: asyncio.Task | None = None
         self._acked = 0
         self._bg: set[asyncio.Task] = set()
+
+    @property
+    def conv_seqs(self) -> dict[str, int]:
+        """Last seq handed to the application, per conversation (persist it)."""
+        return {c: st.seq for c, st in self._convs.items() if st.seq}
 
     # -- lifecycle -------------------------------------------------------------------
     async def connect(self, timeout: float = 30.0) -> "Client":
@@ -208,8 +215,16 @@ class Client:
         """Hand messages to the application once each, in seq order per
         conversation; a gap is waited for, then fetched from history."""
         st = self._convs.setdefault(m.conv, _ConvState())
-        if st.seq == 0 and not st.held:
-            st.seq = m.seq - 1  # first message of this conversation seen here: start from it
+        if st.seq == 0 and m.seq > 1:
+            # First sight of a conversation mid-stream: where it starts for this
+            # client is the lowest seq arriving within gap_wait (neighbours may
+            # arrive out of order when several sequencers are at work).
+            if m.seq not in st.held:
+                st.held[m.seq] = m
+                if not st.repairing:
+                    st.repairing = True
+                    self._spawn(self._repair(m.conv, st))
+            return
         if m.seq <= st.seq or m.seq in st.held:
             return  # duplicate
         if m.seq != st.seq + 1:
@@ -235,6 +250,11 @@ class Client:
     async def _repair(self, conv: str, st: _ConvState) -> None:
         try:
             await asyncio.sleep(self.gap_wait)
+            if st.seq == 0 and st.held:  # first sight: start at the lowest seq seen
+                st.seq = min(st.held) - 1
+                while st.seq + 1 in st.held:
+                    st.seq += 1
+                    self._queue(st.held.pop(st.seq))
             if st.held and self.fill_gaps:
                 await self._fill(conv, after=st.seq, upto=min(st.held) - 1)
             if st.held:
