@@ -45,7 +45,9 @@ class Receipts:
         self._convs = convs
         self._last_seq = last_seq
         self._marks: dict[str, dict[str, list[int]]] = {}  # conv -> user -> [delivered, read]
-        self._dirty: set[tuple[str, str]] = set()  # to store and publish
+        # to store and publish; the flag: `read` moved (then the member's own
+        # devices hear it too, to sync read state; `delivered` only matters to others)
+        self._dirty: dict[tuple[str, str], bool] = {}
         self._quiet: set[tuple[str, str]] = set()  # to store only (a sender's own watermark)
         self._quiet_at = 0.0
         self._max_convs = max_convs
@@ -73,7 +75,7 @@ class Receipts:
         return marks
 
     def _evict(self) -> None:
-        dirty_convs = {c for c, _ in self._dirty | self._quiet}
+        dirty_convs = {c for c, _ in self._dirty.keys() | self._quiet}
         for conv in [c for c in self._marks if c not in dirty_convs][: self._max_convs // 10 or 1]:
             del self._marks[conv]
 
@@ -91,8 +93,9 @@ class Receipts:
         # Reading implies having received.
         new_d, new_r = max(cur[0], delivered, read), max(cur[1], read)
         if (new_d, new_r) != (cur[0], cur[1]):
+            key = (c.id, user)
+            self._dirty[key] = self._dirty.get(key, False) or new_r != cur[1]
             cur[0], cur[1] = new_d, new_r
-            self._dirty.add((c.id, user))
         return Watermark(conv=c.id, user=user, delivered=cur[0], read=cur[1])
 
     async def sent(self, *, user: str, conv: str, seq: int) -> None:
@@ -127,22 +130,23 @@ class Receipts:
         take_quiet = force or now - self._quiet_at >= QUIET_FLUSH_INTERVAL
         if not self._dirty and not (take_quiet and self._quiet):
             return
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, {}
         if take_quiet:
-            quiet, self._quiet = self._quiet - dirty, set()
+            quiet, self._quiet = self._quiet - dirty.keys(), set()
             self._quiet_at = now
         else:
             quiet = set()
-            self._quiet -= dirty  # written with the announced ones below
+            self._quiet -= dirty.keys()  # written with the announced ones below
         marks = []
-        for conv, user in dirty | quiet:
+        for conv, user in dirty.keys() | quiet:
             m = self._marks.get(conv, {}).get(user)
             if m is not None:
                 marks.append(Watermark(conv=conv, user=user, delivered=m[0], read=m[1]))
         try:
             await self._store.merge_watermarks(marks)
         except BaseException:
-            self._dirty |= dirty
+            for key, read_moved in dirty.items():
+                self._dirty[key] = self._dirty.get(key, False) or read_moved
             self._quiet |= quiet
             raise
         for w in marks:
@@ -152,5 +156,7 @@ class Receipts:
             if conv is None:
                 continue
             frame = frames.encode(frames.Receipt(conv=w.conv, user=w.user, delivered=w.delivered, read=w.read))
+            own_devices_too = dirty[(w.conv, w.user)]
             for member in conv.members:
-                await self._nc.publish(self._subjects.live(member), frame)
+                if own_devices_too or member != w.user:
+                    await self._nc.publish(self._subjects.live(member), frame)
