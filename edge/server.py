@@ -36,6 +36,7 @@ from switchboard.errors import AuthError, SwitchboardError, Unavailable, from_co
 
 from edge.features import Features
 from edge.hub import Hub
+from switchboard.bus.requester import Requester
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import TokenBucket
 from edge.session import Session
@@ -65,6 +66,7 @@ class Edge:
         self.edge_id = settings.edge_id or f"edge-{uuid.uuid4().hex[:8]}"
         _, self.inbox_stream, _ = streams.names(settings)
         self.hub = Hub(nc=nc, subjects=self.subjects)
+        self.requester = Requester(nc=nc)
         self.metrics = EdgeMetrics()
         self.epoch = ""
         self.sessions: set[Session] = set()
@@ -87,6 +89,7 @@ class Edge:
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
         self.epoch = await streams.epoch(self.js, self.inbox_stream)
+        await self.requester.start()
         s = self.settings
         self._server = await serve(
             self._handler, s.host, s.port,
@@ -123,6 +126,7 @@ class Edge:
             await self._service.stop()
             self._service = None
         await self.features.stop()
+        await self.requester.stop()
         self.log.info("edge stopped")
 
     async def _stats(self, req) -> None:
@@ -242,13 +246,8 @@ class Edge:
         return reply.ranges
 
     async def request(self, subject: str, payload: bytes) -> bytes:
-        try:
-            msg = await self.nc.request(subject, payload, timeout=self.settings.send_timeout)
-        except nats.errors.NoRespondersError:
-            raise Unavailable("the service behind this request is not running; retry") from None
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
-            raise Unavailable("the service behind this request did not answer in time; retry") from None
-        return msg.data
+        """Request/reply; :class:`Unavailable` (retry) when nobody answers in time."""
+        return (await self.requester.request(subject, payload, self.settings.send_timeout)).data
 
     async def handle_frame(self, sess: Session, frame: Any) -> Any:
         handler = self.frame_handlers.get(type(frame))

@@ -46,9 +46,10 @@ class SqliteDeviceStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sb-devices")
 
         def _open() -> sqlite3.Connection:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # timeout = busy timeout, before the first statement: another process
+            # writing (or opening) the file at once: queue, don't fail.
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=5000")  # another process writing: queue, don't fail
             db.executescript(_SCHEMA)
             return db
 

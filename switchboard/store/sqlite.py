@@ -74,10 +74,12 @@ class SqliteStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
 
         def connect() -> sqlite3.Connection:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # timeout = busy timeout, set before the first statement: another
+            # process opening the same file at once (switching it to WAL, say)
+            # holds the lock for a moment; wait rather than fail.
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # append returns only once durable
-            db.execute("PRAGMA busy_timeout=10000")  # another process holds the write lock: wait
             db.executescript(_SCHEMA)
             return db
 
