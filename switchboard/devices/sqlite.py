@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from switchboard.store.sqlite import wal_mode
 from switchboard import ids
 from switchboard.devices import Device, check_token
 
@@ -49,7 +50,7 @@ class SqliteDeviceStore:
             # timeout = busy timeout, before the first statement: another process
             # writing (or opening) the file at once: queue, don't fail.
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-            db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(db)
             db.executescript(_SCHEMA)
             return db
 

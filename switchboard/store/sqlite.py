@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -78,7 +79,7 @@ class SqliteStore:
             # process opening the same file at once (switching it to WAL, say)
             # holds the lock for a moment; wait rather than fail.
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-            db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(db)
             db.execute("PRAGMA synchronous=FULL")  # append returns only once durable
             db.executescript(_SCHEMA)
             return db
@@ -179,6 +180,19 @@ class SqliteStore:
                 "SELECT user, delivered, read FROM watermarks WHERE conv = ? ORDER BY user", (conv_id,))]
 
         return await self._run(q)
+
+
+def wal_mode(db: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch to WAL. SQLite answers "locked" at once, without its busy
+    handler, when another process switches the same file at that moment: retry."""
+    for i in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or i == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _in_tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
