@@ -38,12 +38,17 @@ class InvalidSeq(SwitchboardError):
 
 class Receipts:
     def __init__(self, *, nc: NATS, subjects: Subjects, store: Store, convs: Conversations,
-                 last_seq: Callable[[str, bool], Awaitable[int]], max_convs: int = 100_000) -> None:
+                 last_seq: Callable[[str, bool], Awaitable[int]], broadcast_max_members: int,
+                 max_convs: int = 100_000) -> None:
         self._nc = nc
         self._subjects = subjects
         self._store = store
         self._convs = convs
         self._last_seq = last_seq
+        # Above this many members a receipt is stored but not broadcast (one
+        # publish per member per receipt would dwarf the messages themselves);
+        # members of such groups ask with a `receipts` frame.
+        self._broadcast_max = broadcast_max_members
         self._marks: dict[str, dict[str, list[int]]] = {}  # conv -> user -> [delivered, read]
         # to store and publish; the flag: `read` moved (then the member's own
         # devices hear it too, to sync read state; `delivered` only matters to others)
@@ -153,7 +158,7 @@ class Receipts:
             if (w.conv, w.user) not in dirty:
                 continue
             conv = await self._convs.get(w.conv)
-            if conv is None:
+            if conv is None or len(conv.members) > self._broadcast_max:
                 continue
             frame = frames.encode(frames.Receipt(conv=w.conv, user=w.user, delivered=w.delivered, read=w.read))
             own_devices_too = dirty[(w.conv, w.user)]

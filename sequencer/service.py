@@ -57,7 +57,7 @@ class Sequencer:
                                archived_last_seq=store.last_seq, timeout=settings.send_timeout)
         self.fanout = Fanout(pub=self._pub, subjects=self.subjects, timeout=settings.send_timeout)
         self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
-                                 last_seq=self.orderer.last_seq)
+                                 last_seq=self.orderer.last_seq, broadcast_max_members=settings.fanout_max_members)
         self.presence = PresenceView(nc=nc, subjects=self.subjects)
         self._service: Service | None = None
         self._tasks: set[asyncio.Task] = set()
