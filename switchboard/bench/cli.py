@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("archiver", help="archiver throughput and history latency (archiver/bench.py); "
                    "options: --nats --store --messages --convs --queries --batch --json")
 
+    sub.add_parser("receipts", help="1:1 message cost with and without delivered+read receipts "
+                   "(switchboard/bench/receipts.py); options: --pairs --rate --duration --warmup")
+
     p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (switchboard/presence/bench.py)")
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--seconds", type=float, default=30.0)
@@ -59,6 +62,11 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["archiver"] and not {"-h", "--help"} & set(argv):
         print(f"# {cmd}", file=sys.stderr, flush=True)
         return _archiver(argv[1:], cmd)  # its options belong to archiver.bench
+    if argv[:1] == ["receipts"] and not {"-h", "--help"} & set(argv):
+        print(f"# {cmd}", file=sys.stderr, flush=True)
+        from switchboard.bench.receipts import main as receipts_main
+
+        return receipts_main(argv[1:])  # its options belong to bench.receipts
     args = build_parser().parse_args(argv)
     print(f"# {cmd}", file=sys.stderr, flush=True)
     if args.what == "delivery":
