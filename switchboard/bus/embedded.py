@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from switchboard import procs
 from switchboard.errors import SwitchboardError
 
 
@@ -100,21 +101,12 @@ class EmbeddedNats:
 
     def stop(self, timeout: float = 10.0) -> None:
         p, self.process = self.process, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        procs.terminate(p, timeout)
 
     def kill(self) -> None:
         """SIGKILL, for failure tests."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        p, self.process = self.process, None
+        procs.kill(p)
 
     async def astop(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.stop)

@@ -34,6 +34,7 @@ from typing import Iterator
 import pytest
 
 from switchboard.bus.embedded import free_port
+from switchboard import procs
 from tests.services.common import die_with_parent, log_tail, require_service, wait_port
 
 CASSANDRA_VERSION = os.environ.get("SWITCHBOARD_CASSANDRA_VERSION", "5.0.8")
@@ -229,21 +230,12 @@ class CassandraNode:
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM (Cassandra flushes and exits), SIGKILL after ``timeout``."""
         p, self.process = self.process, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        procs.terminate(p, timeout)
 
     def kill(self) -> None:
         """SIGKILL, for crash tests (the commit log is replayed on the next start)."""
         p, self.process = self.process, None
-        if p is not None and p.poll() is None:
-            p.kill()
-            p.wait()
+        procs.kill(p)
 
     def remove_data(self) -> None:
         """Delete everything but the log (the node must be stopped)."""

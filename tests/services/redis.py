@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from typing import Iterator
 import pytest
 
 from switchboard.bus.embedded import free_port
+from switchboard import procs
 from tests.services.common import die_with_parent, log_tail, require_service
 
 HOW_TO_ENABLE = "run scripts/test as root (it installs Debian's redis-server), or apt-get install redis-server"
@@ -94,21 +94,12 @@ class RedisServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         p, self.process = self.process, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        procs.terminate(p, timeout)
 
     def kill(self) -> None:
         """SIGKILL, for crash tests."""
         p, self.process = self.process, None
-        if p is not None and p.poll() is None:
-            p.kill()
-            p.wait()
+        procs.kill(p)
 
     def command(self, inline: bytes, timeout: float = 2.0) -> bytes:
         """Send one inline command (``b"PING"``) and return the first reply line."""
