@@ -147,7 +147,8 @@ class RegisterReply(msgspec.Struct, omit_defaults=True):
 
 
 def open_device_store(url: str) -> DeviceStore:
-    """``memory://`` or ``sqlite:///path`` (may be the same file as the store)."""
+    """``memory://``, ``sqlite:///path`` (may be the same file as the store) or
+    ``cassandra://h1,h2/keyspace?…`` (same URL form as the store; several pushers)."""
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
         from switchboard.devices.memory import MemoryDeviceStore
@@ -157,6 +158,10 @@ def open_device_store(url: str) -> DeviceStore:
         from switchboard.devices.sqlite import SqliteDeviceStore
 
         return SqliteDeviceStore(path=rest[1:] if rest.startswith("/") else rest)
+    if scheme == "cassandra":
+        from switchboard.devices.cassandra import CassandraDeviceStore
+
+        return CassandraDeviceStore(url=url)
     from switchboard.errors import ConfigError
 
-    raise ConfigError(f"unknown device store URL scheme {scheme!r}; use memory:// or sqlite://")
+    raise ConfigError(f"unknown device store URL scheme {scheme!r}; use memory://, sqlite:// or cassandra://")
