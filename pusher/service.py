@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 
 import msgspec
 import nats
@@ -26,11 +27,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from pusher.config import PushConfig
 from pusher.providers import PushProvider
+from pusher.providers.webpush import WebPushProvider
 from pusher.worker import ReadUpto, UnreadCount, Worker, _no_badge
 from switchboard import log
 from switchboard.bus import streams
 from switchboard.config import Settings
-from switchboard.devices import DeviceStore, RegisterReply, RegisterRequest, open_device_store
+from switchboard.devices import BadToken, DeviceStore, RegisterReply, RegisterRequest, check_token, open_device_store
 from switchboard.errors import SwitchboardError
 from switchboard.events import error_body
 
@@ -128,9 +130,19 @@ class PusherService:
             await self._nc.publish(subject, data, headers=headers)
             await self._nc.flush()
 
+    def _check_push_service(self, platform: str, token: str) -> None:
+        """A Web Push subscription must name an allowed push service (it is a
+        URL the user chose; the pusher would POST to it)."""
+        if platform != "webpush" or not isinstance(self.providers.get("webpush"), WebPushProvider):
+            return
+        endpoint = json.loads(check_token(platform, token))["endpoint"]
+        if not self.config.webpush or not self.config.webpush.allows(endpoint):
+            raise BadToken("webpush endpoint is not an allowed push service (webpush.allowed_hosts)")
+
     async def _register(self, req: nats.micro.Request) -> None:
         try:
             r = _decode_register(req.data)
+            self._check_push_service(r.platform, r.token)
             device = await self.devices.register(r.user, r.platform, r.token)
         except msgspec.ValidationError as exc:
             reply = RegisterReply(error=error_body(SwitchboardError(f"bad request: {exc}", code="bad_request")))

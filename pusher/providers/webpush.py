@@ -45,8 +45,19 @@ class WebPushConfig:
     urgency: str = "high"  # RFC 8030 5.3: chat messages are worth waking the device for
     ca_file: str | None = None  # extra CA to trust (the tests' local fake)
     timeout: float = 10.0  # a hung connection must not hold an entry long
+    # Push services a subscription may point at (host, or ".suffix"). A
+    # subscription is a URL the *user* gives us: without a list, the pusher
+    # would POST to any host, internal ones included. Defaults: the services
+    # of Chrome/Android, Firefox, Edge/Windows and Safari.
+    allowed_hosts: tuple[str, ...] = (".googleapis.com", ".push.services.mozilla.com", ".notify.windows.com",
+                                      ".push.apple.com")
+
+    def allows(self, endpoint: str) -> bool:
+        host = (urlsplit(endpoint).hostname or "").lower()
+        return any(host == h.lstrip(".") or (h.startswith(".") and host.endswith(h)) for h in self.allowed_hosts)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
         if not (self.subject.startswith("mailto:") or self.subject.startswith("https://")):
             raise ValueError("webpush subject must be a mailto: or https: URL")
         if self.urgency not in ("very-low", "low", "normal", "high"):
@@ -114,6 +125,8 @@ class WebPushProvider:
 
     async def send(self, device: Device, note: Notification) -> SendResult:
         sub = json.loads(device.token)  # validated when it was registered
+        if not self.config.allows(sub["endpoint"]):
+            return SendResult(Outcome.DEAD_TOKEN, "push service host not in webpush.allowed_hosts")
         try:
             body = encrypt(build_payload(note), p256dh=sub["keys"]["p256dh"], auth=sub["keys"]["auth"])
         except PayloadTooLarge as exc:

@@ -10,9 +10,8 @@ Two tables, both keyed for one read each:
 
 Writes are plain upserts and deletes (no LWT): two registrations of one token
 racing for two users may leave it listed under both until the next
-registration or removal of that token; the pusher then notifies both, which
-the owner check at send time (none) does not prevent. Rare, and documented in
-docs/push.md.
+registration or removal of that token (both users' notifications then reach
+that device). Rare; documented in docs/push.md.
 """
 
 from __future__ import annotations

@@ -137,6 +137,7 @@ ca_file = {q(cert.cert_file)}
 vapid_private_key_file = {q(creds.vapid_key_file)}
 subject = "mailto:ops@example.com"
 ca_file = {q(cert.cert_file)}
+allowed_hosts = ["127.0.0.1"]
 """)
     return path
 
@@ -279,3 +280,20 @@ async def test_badge_counts_only_messages_from_others(dep, fakes):
     [n] = p.notes()
     assert n.key == key
     assert n.badge == 1, f"badge {n.badge}: bob's own message counted as unread"
+
+
+async def test_webpush_subscription_to_a_host_not_allowed_is_refused(dep, fakes):
+    """A Web Push subscription is a URL the user chose; one pointing anywhere
+    but an allowed push service (here: not the local fake) is refused at
+    registration, so the pusher never POSTs to it."""
+    p = plat("webpush", fakes)
+    token, _ = p.new()
+    sub = json.loads(token)
+    sub["endpoint"] = "https://10.1.2.3/internal"
+    bob = unique("bob")
+    async with pusher(dep) as svc:
+        c = await dep.sdk(bob)
+        await c.send_frame(frames.PushRegister(platform="webpush", token=json.dumps(sub), id="r1"))
+        err = await Events(c).until(kind("error"))
+        assert (err.code, err.ref, err.retry) == ("bad_token", "r1", False)
+        assert await svc.devices.tokens_of(bob) == []

@@ -119,7 +119,7 @@ class Harness:
             fcm=FcmConfig(service_account_file=creds.fcm_account_file, base_url=fakes["fcm"].base_url,
                           token_uri=fakes["fcm"].token_uri, ca_file=cert.cert_file),
             webpush=WebPushConfig(vapid_private_key_file=creds.vapid_key_file, subject="mailto:ops@example.com",
-                                  ca_file=cert.cert_file))
+                                  ca_file=cert.cert_file, allowed_hosts=("127.0.0.1",)))
         self.devices = MemoryDeviceStore()
         self.service = PusherService(settings=self.settings, config=self.config, devices=self.devices, **service_kw)
         self.dlq: list[PushDeadLetter] = []

@@ -121,3 +121,22 @@ def test_providers_selection():
         PushConfig().providers("apns")
     with pytest.raises(ConfigError, match="unknown push provider"):
         PushConfig().providers("sms")
+
+
+# A Web Push subscription is a URL chosen by the user: only push services on
+# the list may be POSTed to (no requests to internal hosts).
+@pytest.mark.parametrize("endpoint, allowed", [
+    ("https://fcm.googleapis.com/fcm/send/abc", True),
+    ("https://updates.push.services.mozilla.com/wpush/v2/x", True),
+    ("https://wns2-par02p.notify.windows.com/w/?token=x", True),
+    ("https://web.push.apple.com/QGuQ", True),
+    ("https://googleapis.com.evil.example/x", False),
+    ("https://evilgoogleapis.com/x", False),
+    ("https://10.0.0.5/x", False),
+    ("https://localhost/x", False),
+])
+def test_webpush_allowed_hosts(endpoint, allowed):
+    from pusher.providers.webpush import WebPushConfig
+
+    cfg = WebPushConfig(vapid_private_key_file="k", subject="mailto:ops@example.com")
+    assert cfg.allows(endpoint) is allowed
