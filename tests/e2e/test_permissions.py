@@ -328,6 +328,7 @@ DENIED_PUBLISH = [
     ("service", "sb.push.victim"),
     ("edge", "sb.msg.forged"),
     ("edge", "sb.user.victim.inbox"),
+    ("edge", "sb.api.system.send"),  # system messages are for backend services only
     ("operator", "sb.send.anyconv"),
     ("operator", "sb.msg.forged"),
     ("presence", "sb.msg.forged"),
