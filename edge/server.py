@@ -7,7 +7,8 @@ from their cursors.
 
 Close codes (docs/protocol.md): 4001 unauthorized, 4002 no hello in time,
 4008 slow consumer, 1009 frame far above the size limit, 1001 edge shutting
-down, 1013 NATS or a service unavailable (reconnect with backoff), 1011 bug. An over-limit connection rate is refused with HTTP 503 before upgrade.
+down, 1013 NATS or a service unavailable (reconnect with backoff), 4009
+INBOX recreated (reconnect: you will be told to resync), 1011 bug. An over-limit connection rate is refused with HTTP 503 before upgrade.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ from edge.session import Session
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN = 1013
+CLOSE_EPOCH_CHANGED = 4009
+# How often a running edge checks that INBOX is still the same stream.
+EPOCH_CHECK_SEC = 5.0
 # websockets refuses (close 1009) frames above this; between max_frame_bytes
 # and this the edge answers an error frame and keeps the connection.
 HARD_FRAME_FACTOR = 4
@@ -72,6 +76,7 @@ class Edge:
         self.sessions: set[Session] = set()
         self.log = log.get("edge", edge=self.edge_id)
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
+        self._epoch_watch: asyncio.Task | None = None
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
         self._server: Server | None = None
         self._service = None
@@ -89,6 +94,7 @@ class Edge:
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
         self.epoch = await streams.epoch(self.js, self.inbox_stream)
+        self._epoch_watch = asyncio.create_task(self._watch_epoch())
         await self.requester.start()
         s = self.settings
         self._server = await serve(
@@ -125,6 +131,8 @@ class Edge:
         if self._service is not None:
             await self._service.stop()
             self._service = None
+        if self._epoch_watch is not None:
+            self._epoch_watch.cancel()
         await self.features.stop()
         await self.requester.stop()
         self.log.info("edge stopped")
@@ -215,14 +223,37 @@ class Edge:
 
     # -- helpers for sessions -------------------------------------------------------
     async def inbox_bounds(self) -> tuple[int, int]:
-        """(first_seq, last_seq) of INBOX, cached for BOUNDS_TTL seconds."""
+        """(first_seq, last_seq) of INBOX, cached for BOUNDS_TTL seconds; also
+        notices a recreated stream (see :meth:`_check_epoch`)."""
         at, first, last = self._bounds
         now = time.monotonic()
         if now - at > BOUNDS_TTL:
             info = await self.js.stream_info(self.inbox_stream)
             first, last = info.state.first_seq, info.state.last_seq
             self._bounds = (now, first, last)
+            self._check_epoch(streams.epoch_of(info))
         return first, last
+
+    async def _watch_epoch(self) -> None:
+        while True:
+            await asyncio.sleep(EPOCH_CHECK_SEC)
+            try:
+                await self.inbox_bounds()
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                self.log.info("INBOX check failed", error=type(exc).__name__)
+
+    def _check_epoch(self, epoch: str) -> None:
+        """INBOX was recreated: every connected socket holds cursors of the old
+        stream, and the new one's sequences start again at 1, so its live
+        entries would look like duplicates. Close them all; each reconnects
+        with the old epoch and is told to resync."""
+        if epoch == self.epoch:
+            return
+        self.log.warning("INBOX epoch changed: closing every connection", old=self.epoch, new=epoch)
+        self.epoch = epoch
+        for sess in tuple(self.sessions):
+            if sess.epoch and sess.epoch != epoch:  # not yet welcomed: it will get the new one
+                sess._spawn(sess.close(CLOSE_EPOCH_CHANGED, "stream epoch changed: reconnect and resync"))
 
     async def resync_ranges(self, user: str) -> list[frames.ResyncRange]:
         """What a resyncing client should fetch from history: each of the

@@ -49,7 +49,7 @@ MAX_INFLIGHT_SENDS = 64
 class Session:
     __slots__ = ("edge", "ws", "user", "conn_id", "cursor", "acked", "outbox", "bucket", "log",
                  "_live", "_catching_up", "_seen_beyond", "_inflight", "_tasks", "_unacked", "_groups",
-                 "_conv_locks")
+                 "_conv_locks", "epoch")
 
     def __init__(self, *, edge: "Edge", ws: ServerConnection, user: str) -> None:
         self.edge = edge
@@ -58,6 +58,7 @@ class Session:
         self.conn_id = f"{edge.edge_id}-{next(_conn_ids)}"
         self.cursor = 0
         self.acked = 0
+        self.epoch = ""  # the INBOX epoch this socket's cursor belongs to (set at welcome)
         s = edge.settings
         self.outbox = Outbox(send=ws.send, limit=s.send_queue_frames, on_overflow=self._slow_consumer,
                              write_now=direct_writer(ws))
@@ -133,9 +134,9 @@ class Session:
     # -- hello, replay, resync ---------------------------------------------------
     async def _hello(self, hello: frames.Hello) -> None:
         edge = self.edge
-        epoch = edge.epoch
+        first_seq, last_seq = await edge.inbox_bounds()  # also notices a recreated INBOX
+        epoch = self.epoch = edge.epoch
         self._send(frames.Welcome(user=self.user, epoch=epoch))
-        first_seq, last_seq = await edge.inbox_bounds()
         if hello.epoch is not None and hello.epoch != epoch:
             await self._resync("epoch_changed", last_seq)
         elif hello.cursor is None:

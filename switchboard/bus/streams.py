@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import (DiscardPolicy, RePublish, RetentionPolicy, StorageType, StreamConfig)
+from nats.js.api import DiscardPolicy, RePublish, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from switchboard.config import Settings
 
@@ -102,9 +102,12 @@ async def wait_for_streams(js: JetStreamContext, stream_names: list[str], *, tim
 async def epoch(js: JetStreamContext, stream: str) -> str:
     """A short id of this incarnation of ``stream``: it changes when the stream
     is recreated, so a client holding cursors of the old one knows to resync."""
-    info = await js.stream_info(stream)
+    return epoch_of(await js.stream_info(stream))
+
+
+def epoch_of(info: StreamInfo) -> str:
     created = info.created.isoformat() if info.created else ""
-    return hashlib.sha256(f"{stream}|{created}".encode()).hexdigest()[:12]
+    return hashlib.sha256(f"{info.config.name}|{created}".encode()).hexdigest()[:12]
 
 
 def write_json(settings: Settings, folder: str | Path) -> list[Path]:

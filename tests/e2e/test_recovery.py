@@ -74,8 +74,9 @@ async def test_new_inbox_epoch_resyncs_and_sdk_fetches_history(nats_server, tmp_
         inbox = streams.names(dep.settings)[1]
         await js.delete_stream(inbox)
         await streams.ensure_streams(js, dep.settings)
-        dep.fab.edge.epoch = await streams.epoch(js, inbox)  # an edge re-reads it; this one is told
-        assert dep.fab.edge.epoch != old_epoch
+        new_epoch = await streams.epoch(js, inbox)
+        assert new_epoch != old_epoch
+        await asyncio.sleep(0.6)  # past the edge's cached INBOX bounds: the next hello re-reads them
 
         raw = await dep.raw(bob, cursor=cursor, epoch=old_epoch)
         resync = next(f for f in raw.frames if f["type"] == "resync")
@@ -85,7 +86,7 @@ async def test_new_inbox_epoch_resyncs_and_sdk_fetches_history(nats_server, tmp_
         b2 = await dep.sdk(bob, cursor=cursor, epoch=old_epoch, fill_gaps=True, conv_seqs=convs)
         got = [(await b2.next_message(STEP)).body for _ in range(3)]
         assert got == ["missed0", "missed1", "missed2"]
-        assert b2.epoch == dep.fab.edge.epoch
+        assert b2.epoch == dep.fab.edge.epoch == new_epoch
 
 
 async def test_cursor_older_than_inbox_keeps_resyncs(nats_server, tmp_path):
@@ -113,3 +114,33 @@ async def test_cursor_older_than_inbox_keeps_resyncs(nats_server, tmp_path):
         assert got == [f"m{i}" for i in range(1, 13)]
         with pytest.raises(asyncio.TimeoutError):
             await b2.next_message(0.5)
+
+
+async def test_connected_client_is_moved_to_a_recreated_inbox(nats_server, tmp_path):
+    """INBOX recreated under a *connected* device: the new stream's sequences
+    start again at 1, so its live entries would look like duplicates of what
+    the socket already had (silent loss). The edge notices within its check
+    interval, closes the socket (4009); the SDK reconnects with the old epoch,
+    is told to resync, and later messages arrive."""
+    async with deployment(tmp_path, nats_server.url, roles=ROLES) as dep:
+        alice, bob = unique("alice"), unique("bob")
+        b = await dep.sdk(bob, fill_gaps=True)
+        a = await dep.sdk(alice)
+        for i in range(3):
+            await a.send(to=bob, body=f"old{i}")
+        assert [(await b.next_message(STEP)).body for _ in range(3)] == ["old0", "old1", "old2"]
+        old_epoch = b.epoch
+        js = dep.fab.nc.jetstream()
+        inbox = streams.names(dep.settings)[1]
+        await js.delete_stream(inbox)
+        await streams.ensure_streams(js, dep.settings)
+        reconnects = b.reconnects
+        # The edge checks INBOX every few seconds (and at every hello).
+        deadline = asyncio.get_running_loop().time() + 15
+        while b.reconnects == reconnects or b.epoch == old_epoch:
+            assert asyncio.get_running_loop().time() < deadline, "the client was not moved to the new INBOX"
+            await asyncio.sleep(0.1)
+        await b.wait_synced(STEP)
+        sent = await a.send(to=bob, body="new")
+        m = await b.next_message(STEP)
+        assert (m.body, m.seq) == ("new", sent.seq)
