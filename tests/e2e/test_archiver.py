@@ -24,7 +24,7 @@ from switchboard.bus.embedded import EmbeddedNats
 from switchboard.bus.streams import ensure_streams
 from switchboard.config import Settings
 from switchboard.frames import Msg
-from switchboard.store import Conversation, open_store
+from switchboard.store import open_store
 
 # -- shared helpers (test_history_api imports these) --------------------------------
 

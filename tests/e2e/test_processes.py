@@ -135,7 +135,7 @@ async def test_edge_process_killed_client_moves_to_another_edge(make_nats, tmp_p
                                  env=role_env(settings), log=tmp_path / f"edge{i}.log"))
             for p in made:
                 await p.wait_output("fabric up")
-            url_a, url_b = ws_url(settings, ports[0]), ws_url(settings, ports[1])
+            url_b = ws_url(settings, ports[1])
             alice, bob = unique("alice"), unique("bob")
             sender = await sdk(settings, alice, port=ports[0])
             receiver = await sdk(settings, bob, port=ports[0])

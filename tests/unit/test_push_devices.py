@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from switchboard.devices import BadToken, UnknownPlatform, check_token, open_device_store
-from switchboard.errors import InvalidId
+from switchboard.devices import BadToken, UnknownPlatform, check_token
 
 P256DH = "B" + "A" * 86  # 87 base64url chars: 65 bytes
 AUTH = "A" * 22  # 16 bytes
