@@ -137,10 +137,11 @@ class FlakyStore:
     connection; ``reject`` makes writes containing that body fail while the
     store otherwise works (a message that can never be written)."""
 
-    def __init__(self, inner, *, reject: str | None = None) -> None:
+    def __init__(self, inner, *, reject: str | None = None, write_delay: float = 0.0) -> None:
         self.inner = inner
         self.down = False
         self.reject = reject
+        self.write_delay = write_delay  # a slow store: batches stay unacked longer
         self.write_calls = 0
 
     def _check(self) -> None:
@@ -152,6 +153,8 @@ class FlakyStore:
         self._check()
         if self.reject is not None and any(m.body == self.reject for m in msgs):
             raise ValueError("value rejected by the store (test)")
+        if self.write_delay:
+            await asyncio.sleep(self.write_delay)
         await self.inner.append_messages(msgs)
 
     async def last_seq(self, conv):
@@ -190,10 +193,18 @@ async def test_killed_mid_stream_then_restarted_loses_nothing(nats_srv, nc, stor
     convs = [new_conv() for _ in range(3)]
     st = settings(archive_batch=50)
     c1 = await nats.connect(nats_srv.url)
-    first = Archiver(settings=st, nc=c1, store=store, ack_wait=1.0, serve_history=False)
+    # A slow store keeps each fetched batch unacked for a while, so the kill
+    # below lands mid-batch (checked by the assertion after it).
+    first = Archiver(settings=st, nc=c1, store=FlakyStore(store, write_delay=0.3), ack_wait=1.0,
+                     serve_history=False)
     await first.start()
     producer = asyncio.gather(*(publish(nc, c, range(1, 1001)) for c in convs))
     await wait_for(lambda: _stored_at_least(store, convs[0], 100), what="some archived")
+
+    async def in_flight() -> bool:
+        return (await nc.jetstream().consumer_info("MESSAGES", "archiver")).num_ack_pending > 0
+
+    await wait_for(in_flight, what="a batch delivered and not yet acked")
     for t in first._tasks:  # kill: no clean shutdown, no final acks
         t.cancel()
     await asyncio.gather(*first._tasks, return_exceptions=True)
