@@ -159,12 +159,13 @@ class Features:
             sess._send(p)
 
     # -- push ----------------------------------------------------------------------------
-    async def push_register(self, sess: "Session", f: frames.PushRegister) -> None:
+    async def push_register(self, sess: "Session", f: frames.PushRegister) -> frames.Ok | None:
         # Validated here too, so a bad token never leaves the edge.
         check_token(f.platform, f.token)
         req = msgspec.json.encode(RegisterRequest(user=sess.user, platform=f.platform, token=f.token))
         data = await self.edge.request(self.edge.subjects.api("push", "register"), req)
         _raise(_register_reply.decode(data).error)
+        return frames.Ok(ref=f.id) if f.id else None
 
 
 def _raise(err: events.ErrorBody | None) -> None:

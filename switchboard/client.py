@@ -188,7 +188,7 @@ class Client:
             self._resolve(f.id, f)
         elif isinstance(f, frames.Error):
             self._on_error(f)
-        elif isinstance(f, (frames.History, frames.Conv)) and f.ref in self._pending:
+        elif isinstance(f, (frames.History, frames.Conv, frames.Ok)) and f.ref in self._pending:
             self._resolve(f.ref, f)
         elif isinstance(f, frames.Welcome):
             self.user, self.epoch = f.user, f.epoch
@@ -382,6 +382,11 @@ class Client:
         with contextlib.suppress(SwitchboardError, asyncio.TimeoutError):
             async for m in self.history_range(conv, after=max(after, 0), upto=upto):
                 self._deliver(m)
+
+    async def register_push(self, platform: str, token: str) -> frames.Ok:
+        """Register this device for push notifications; returns once stored."""
+        ref = self.new_id()
+        return await self._request(ref, frames.PushRegister(platform=platform, token=token, id=ref), resend=False)
 
     async def send_frame(self, frame: Any) -> None:
         """Send any frame as is (typing, read, presence.watch, push.register)."""

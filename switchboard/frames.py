@@ -170,6 +170,13 @@ class Presence(_Frame, tag="presence"):
     last_seen: int | None = None
 
 
+class Ok(_Frame, tag="ok"):
+    """Success of a frame that has no other answer (``push.register``), sent
+    when the frame carried an ``id``."""
+
+    ref: str
+
+
 class Error(msgspec.Struct, tag_field="type", tag="error"):
     ref: str | None
     code: str
@@ -177,7 +184,7 @@ class Error(msgspec.Struct, tag_field="type", tag="error"):
     retry: bool
 
 
-ServerFrame = Union[Welcome, Synced, Resync, Sent, Msg, Receipt, TypingEvent, History, Conv, Presence, Error]
+ServerFrame = Union[Welcome, Synced, Resync, Sent, Msg, Receipt, TypingEvent, History, Conv, Presence, Ok, Error]
 
 _encoder = msgspec.json.Encoder()
 _client_decoder = msgspec.json.Decoder(ClientFrame)

@@ -297,3 +297,16 @@ async def test_webpush_subscription_to_a_host_not_allowed_is_refused(dep, fakes)
         err = await Events(c).until(kind("error"))
         assert (err.code, err.ref, err.retry) == ("bad_token", "r1", False)
         assert await svc.devices.tokens_of(bob) == []
+
+
+async def test_register_push_is_confirmed_with_ok(dep, fakes):
+    """push.register with an id is answered `ok` once the token is stored
+    (the SDK's register_push returns then), so a client can confirm it."""
+    p = plat("fcm", fakes)
+    token, _ = p.new()
+    bob = unique("bob")
+    async with pusher(dep) as svc:
+        c = await dep.sdk(bob)
+        ok = await c.register_push("fcm", token)
+        assert isinstance(ok, frames.Ok)
+        assert [d.token for d in await svc.devices.tokens_of(bob)] == [check_token("fcm", token)]
