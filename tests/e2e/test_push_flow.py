@@ -24,11 +24,9 @@ from switchboard import frames
 from switchboard.devices import check_token
 from tests.e2e.helpers import deployment, fabric, unique
 from tests.e2e.issue4_helpers import Events, PresenceChanges, eventually, kind, push_queue_len
-from tests.fakes.apns import FakeApns
 from tests.fakes.creds import make_creds
-from tests.fakes.fcm import FakeFcm
+from tests.fakes.services import running_fakes
 from tests.fakes.tls import make_cert
-from tests.fakes.webpush import FakeWebPush
 
 
 @dataclass
@@ -79,16 +77,9 @@ def material(tmp_path_factory):
 
 @pytest.fixture
 async def fakes(material):
-    cert, creds = material
-    apns = await FakeApns(cert=cert, public_key_pem=creds.apns_public_pem, key_id=creds.apns_key_id,
-                          team_id=creds.apns_team_id, topic="com.example.chat").start()
-    fcm = await FakeFcm(cert=cert, project_id=creds.fcm_project, client_email=creds.fcm_email,
-                        public_key_pem=creds.fcm_public_pem).start()
-    web = await FakeWebPush(cert=cert, vapid_public_key=creds.vapid_public_b64).start()
-    yield {"apns": apns, "fcm": fcm, "webpush": web}
-    for f in (apns, fcm, web):
-        await f.stop()
-    for f in (apns, fcm, web):
+    async with running_fakes(*material) as fakes:
+        yield fakes
+    for f in fakes.values():
         assert f.problems == [], f"{type(f).__name__}: {f.problems}"  # JWTs, headers, sizes all checked out
 
 

@@ -32,12 +32,12 @@ from switchboard.config import Settings
 from switchboard.devices import RegisterReply, check_token, token_hash
 from switchboard.devices.memory import MemoryDeviceStore
 from switchboard.events import PushEntry
-from tests.fakes.apns import FakeApns, apns_error
+from tests.fakes.apns import apns_error
 from tests.fakes.creds import Creds, make_creds
-from tests.fakes.fcm import FakeFcm, fcm_error
+from tests.fakes.fcm import fcm_error
 from tests.fakes.h2server import Response
 from tests.fakes.tls import Cert, make_cert
-from tests.fakes.webpush import FakeWebPush
+from tests.fakes.services import running_fakes
 
 MAX_DELIVER = 3
 _n = itertools.count()
@@ -77,15 +77,8 @@ def material(tmp_path_factory) -> tuple[Cert, Creds]:
 
 @pytest.fixture
 async def fakes(material):
-    cert, creds = material
-    apns = await FakeApns(cert=cert, public_key_pem=creds.apns_public_pem, key_id=creds.apns_key_id,
-                          team_id=creds.apns_team_id, topic="com.example.chat").start()
-    fcm = await FakeFcm(cert=cert, project_id=creds.fcm_project, client_email=creds.fcm_email,
-                        public_key_pem=creds.fcm_public_pem).start()
-    web = await FakeWebPush(cert=cert, vapid_public_key=creds.vapid_public_b64).start()
-    yield {"apns": apns, "fcm": fcm, "webpush": web}
-    for f in (apns, fcm, web):
-        await f.stop()
+    async with running_fakes(*material) as fakes:
+        yield fakes
 
 
 def platform(name: str, fakes: dict) -> Platform:
