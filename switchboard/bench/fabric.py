@@ -29,6 +29,17 @@ _UP_LINE = re.compile(r"ws://[^ ]+/ws")
 _NATS_LINE = re.compile(r"NATS: (nats://\S+)")
 
 
+def prepare_client_process() -> None:
+    """Start of a load-generator process: many sockets, and uvloop if present."""
+    raise_nofile()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+
 def raise_nofile() -> int:
     """Raise the soft fd limit to the hard limit; return the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from switchboard import auth
-from switchboard.bench.fabric import FabricProcess, Sampler, raise_nofile
+from switchboard.bench.fabric import FabricProcess, Sampler, prepare_client_process, raise_nofile
 from switchboard.bench.report import IdleReport, per_conn_kib
 
 SOURCES = [f"127.0.0.{i}" for i in range(1, 9)]
@@ -43,13 +43,7 @@ class IdleParams:
 
 
 def _holder(ws_url: str, tokens: list[str], offset: int, conn: Connection) -> None:
-    raise_nofile()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    prepare_client_process()
 
     async def main() -> None:
         import random

@@ -316,15 +316,9 @@ class Worker:
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     """Entry point of a load-generator process (multiprocessing target)."""
-    from switchboard.bench.fabric import raise_nofile
+    from switchboard.bench.fabric import prepare_client_process
 
-    raise_nofile()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    prepare_client_process()
 
     async def main() -> None:
         w = Worker(spec)
