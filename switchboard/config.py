@@ -74,6 +74,14 @@ class Settings:
     fanout_max_members: int = 500
     # Hard cap on members of one conversation.
     max_group_members: int = 5000
+    # Conversations hash into this many partitions, each written by exactly
+    # one sequencer at a time (a lease in a KV bucket). More partitions than
+    # sequencer processes lets ownership spread evenly; every process of a
+    # deployment must use the same number.
+    partitions: int = 64
+    # Partition lease lifetime (seconds). An owner renews every third of it;
+    # a dead owner's partitions are free again after at most this long.
+    lease_ttl: float = 3.0
 
     # -- streams (JetStream) -----------------------------------------------
     replicas: int = 1  # 3 in a cluster
@@ -122,11 +130,13 @@ class Settings:
             raise ConfigError(f"presence_url {self.presence_url!r}: scheme must be one of {PRESENCE_SCHEMES}")
         for name in ("max_frame_bytes", "max_body_bytes", "send_queue_frames", "rate_burst", "replay_batch",
                      "replicas", "inbox_max_per_user", "archive_batch", "archive_max_deliver",
-                     "fanout_max_members", "max_group_members"):
+                     "fanout_max_members", "max_group_members", "partitions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         if self.presence_ttl_factor < 1.5:
             raise ConfigError("presence_ttl_factor must be >= 1.5 (a heartbeat must arrive before the TTL ends)")
+        if self.lease_ttl < 1.0:
+            raise ConfigError("lease_ttl must be >= 1 s (renewals every third of it must fit a round trip)")
         for name in ("rate_per_sec", "send_timeout", "hello_timeout", "dedup_window_sec", "admit_per_sec",
                      "presence_heartbeat_sec", "presence_sweep_sec"):
             if getattr(self, name) <= 0:

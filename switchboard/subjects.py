@@ -7,11 +7,18 @@ path it took. See DESIGN.md for who publishes and who listens on each.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 from switchboard import ids
 
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def partition_of(conv: str, partitions: int) -> int:
+    """The partition of a conversation: stable across processes and versions
+    (CRC-32 of the id), so every edge and sequencer agrees without talking."""
+    return zlib.crc32(conv.encode()) % partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +35,20 @@ class Subjects:
 
     @property
     def send_all(self) -> str:
-        return f"{self.prefix}.send.*"
+        return f"{self.prefix}.send.*.*"
+
+    def send_part(self, partition: int, conv: str) -> str:
+        """A user's send, routed to the owner of the conversation's partition."""
+        return f"{self.prefix}.send.{partition}.{ids.check(conv, 'conv')}"
+
+    def send_partition_all(self, partition: int) -> str:
+        """What the owner of ``partition`` subscribes to (no queue group)."""
+        return f"{self.prefix}.send.{partition}.*"
+
+    def system_send_part(self, partition: int) -> str:
+        """System sends forwarded to a partition's owner by any sequencer
+        (only the sequencer role may publish here)."""
+        return f"{self.prefix}.seq.{partition}.system"
 
     def msg(self, conv: str) -> str:
         return f"{self.prefix}.msg.{ids.check(conv, 'conv')}"
