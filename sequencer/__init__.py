@@ -1,10 +1,9 @@
 """The sequencer: orders each conversation, persists before delivering, fans out.
 
-Runs in a queue group on ``sb.send.*``; any number of instances stay correct
-because every write to MESSAGES is fenced with
-``Nats-Expected-Last-Subject-Sequence``.
+Conversations hash into partitions; each partition is written by exactly one
+sequencer process at a time (a lease in a NATS KV bucket,
+:mod:`sequencer.partitions`), which handles its sends serially through
+:mod:`sequencer.pipeline`. Every write to MESSAGES is also fenced with
+``Nats-Expected-Last-Subject-Sequence``, so two processes that both believe
+they own a partition during a handover can never fork a conversation.
 """
-
-from sequencer.service import Sequencer
-
-__all__ = ["Sequencer"]

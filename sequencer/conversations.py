@@ -8,13 +8,17 @@ the store.
 from __future__ import annotations
 
 import secrets
+import time
 from collections import OrderedDict
 
 from switchboard import ids
 from switchboard.errors import LimitExceeded, NotFound, NotMember
 from switchboard.store import Conversation, Store
 
-from sequencer.ordering import now_ms
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class Conversations:

@@ -10,6 +10,7 @@ itself is in INBOX either way.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from typing import Iterable
@@ -43,6 +44,7 @@ class PresenceView:
         self._capacity = capacity
         self._sub = None
         self._quiet_until = 0.0  # no tracker answered: don't ask again per message
+        self._tasks: set[asyncio.Task] = set()
         self._log = log.get("sequencer.presence")
 
     async def start(self) -> None:
@@ -65,6 +67,28 @@ class PresenceView:
         self._online.move_to_end(user)
         if len(self._online) > self._capacity:
             self._online.popitem(last=False)
+
+    def offline_now(self, users: Iterable[str]) -> list[str]:
+        """Who of ``users`` is known to be offline, without waiting: the send
+        pipeline's question. A user not known (evicted from the view) counts
+        as online this once, and a query refreshes the view in the background."""
+        out, unknown = [], []
+        online = self._online
+        for u in users:
+            state = online.get(u)
+            if state is False:
+                out.append(u)
+            elif state is None:
+                unknown.append(u)
+        if unknown and time.monotonic() >= self._quiet_until:
+            task = asyncio.get_running_loop().create_task(self.prime(unknown))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return out
+
+    async def prime(self, users: Iterable[str]) -> None:
+        """Learn the state of those of ``users`` not known yet (one query)."""
+        await self.offline(users)
 
     async def offline(self, users: Iterable[str]) -> list[str]:
         users = list(users)

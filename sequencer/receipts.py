@@ -58,6 +58,7 @@ class Receipts:
         self._max_convs = max_convs
         self._task: asyncio.Task | None = None
         self._log = log.get("sequencer.receipts")
+        self._bg: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._flusher())
@@ -112,6 +113,25 @@ class Receipts:
         if seq > cur[1]:
             cur[0], cur[1] = max(cur[0], seq), seq
             self._quiet.add((conv, user))
+
+    def sent_now(self, *, user: str, conv: str, seq: int) -> None:
+        """:meth:`sent` without waiting, for the send pipeline: the marks were
+        primed when the conversation was loaded; if they were evicted since,
+        the update runs in the background."""
+        marks = self._marks.get(conv)
+        if marks is None:
+            task = asyncio.get_running_loop().create_task(self.sent(user=user, conv=conv, seq=seq))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+            return
+        cur = marks.setdefault(user, [0, 0])
+        if seq > cur[1]:
+            cur[0], cur[1] = max(cur[0], seq), seq
+            self._quiet.add((conv, user))
+
+    async def prime(self, conv: str) -> None:
+        """Load the conversation's watermarks (before its first send here)."""
+        await self._conv_marks(conv)
 
     async def get(self, conv: str, user: str | None) -> list[frames.Receipt]:
         c = await self._convs.get_for(ids.check(conv, "conv"), user)

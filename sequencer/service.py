@@ -9,6 +9,7 @@ one conversation's write must never hold up another's.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import msgspec
@@ -20,15 +21,18 @@ from nats.micro.service import Service
 import switchboard
 from switchboard import events, frames, ids, log
 from switchboard.bus import streams
-from switchboard.bus.jspub import JsPublisher
+from switchboard.bus.conn import BusConnection, BusUnavailable
+from switchboard.bus.conn import connect as bus_connect
+from switchboard.bus.replies import Replies
 from switchboard.config import Settings
-from switchboard.errors import BadFrame, SwitchboardError
+from switchboard.errors import BadFrame, SwitchboardError, Unavailable
+from switchboard.subjects import partition_of
 from switchboard.store import Store
 
 from sequencer.conversations import Conversations
-from sequencer.fanout import Fanout
-from sequencer.ordering import Orderer
-from sequencer.push import PresenceView, push_entry
+from sequencer.partitions import PartitionLeases
+from sequencer.pipeline import Pipeline
+from sequencer.push import PresenceView
 from sequencer.receipts import Receipts
 
 _send_decoder = msgspec.json.Decoder(events.SendRequest)
@@ -38,6 +42,9 @@ _receipt_decoder = msgspec.json.Decoder(events.ReceiptRequest)
 _receipts_query = msgspec.json.Decoder(events.ReceiptsQuery)
 _unread_query = msgspec.json.Decoder(events.UnreadQuery)
 _ranges_query = msgspec.json.Decoder(events.RangesQuery)
+# A system send that finds no owner (a partition handover) is retried this
+# often until send_timeout.
+HANDOVER_RETRY_SEC = 0.1
 # Conversations looked at per unread / resync query: bounds the work one
 # query can cause; a user in more conversations gets the most recent ones.
 MAX_CONVS_PER_QUERY = 500
@@ -49,27 +56,45 @@ class Sequencer:
         self.subjects = settings.subjects
         self._nc = nc
         self._js = nc.jetstream()
-        self._pub = JsPublisher(nc=nc)
         self._store = store
-        messages_stream, _, _ = streams.names(settings)
+        self.instance = f"seq-{uuid.uuid4().hex[:10]}"
         self.convs = Conversations(store=store, max_members=settings.max_group_members)
-        self.orderer = Orderer(js=self._js, pub=self._pub, stream=messages_stream, subject_of=self.subjects.msg,
-                               archived_last_seq=store.last_seq, timeout=settings.send_timeout)
-        self.fanout = Fanout(pub=self._pub, subjects=self.subjects, timeout=settings.send_timeout)
-        self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
-                                 last_seq=self.orderer.last_seq, broadcast_max_members=settings.fanout_max_members)
         self.presence = PresenceView(nc=nc, subjects=self.subjects)
+        self._conn: BusConnection | None = None
+        self._replies: Replies | None = None
+        self.pipeline: Pipeline | None = None
+        self.leases: PartitionLeases | None = None
+        self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
+                                 last_seq=self._last_seq, broadcast_max_members=settings.fanout_max_members)
         self._service: Service | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._log = log.get("sequencer")
+        self._log = log.get("sequencer", instance=self.instance)
 
-    async def start(self) -> None:
-        await self._pub.start()
+    async def _last_seq(self, conv: str, refresh: bool = False) -> int:
+        assert self.pipeline is not None
+        return await self.pipeline.last_seq(conv)
+
+    async def start(self, *, static_partitions: frozenset[int] | None = None) -> None:
+        """``static_partitions``: own exactly these, without leases (tests
+        that force two writers of one partition use it)."""
+        s = self.settings
+        self._conn = await bus_connect(servers=s.nats_servers, name=f"sb-sequencer-{self.instance}")
+        self._replies = Replies(self._conn)
+        self._replies.start()
+        messages_stream, _, _ = streams.names(s)
+        owns = (static_partitions.__contains__ if static_partitions is not None else self._owns)
+        self.pipeline = Pipeline(conn=self._conn, replies=self._replies, js=self._js, subjects=self.subjects,
+                                 messages_stream=messages_stream, partitions=s.partitions, convs=self.convs,
+                                 receipts=self.receipts, presence=self.presence,
+                                 archived_last_seq=self._store.last_seq, owns=owns,
+                                 max_body_bytes=s.max_body_bytes, fanout_max_members=s.fanout_max_members,
+                                 timeout=s.send_timeout)
+        await self.receipts.start()
+        await self.presence.start()
         svc = await add_service(self._nc, name="sb-sequencer", version=switchboard.__version__,
-                                description="Orders, persists and fans out messages")
+                                description="Orders, persists and fans out messages",
+                                metadata={"instance": self.instance})
         p = self.subjects
-        await svc.add_endpoint(name="send", subject=p.send_all, queue_group="sb-sequencer",
-                               handler=self._spawn(self._send))
         await svc.add_endpoint(name="system-send", subject=p.api("system", "send"), queue_group="sb-sequencer",
                                handler=self._spawn(self._system_send))
         await svc.add_endpoint(name="conv-create", subject=p.api("conv", "create"), queue_group="sb-sequencer",
@@ -86,12 +111,32 @@ class Sequencer:
                                handler=self._spawn(self._conv_large))
         await svc.add_endpoint(name="conv-ranges", subject=p.api("conv", "ranges"), queue_group="sb-sequencer",
                                handler=self._spawn(self._conv_ranges))
-        await self.receipts.start()
-        await self.presence.start()
+        # Per instance (no queue group): who owns what, and the pipeline's
+        # counters, for operators and for tests of handovers.
+        await svc.add_endpoint(name="stats", subject=p.api("sequencer", self.instance, "stats"),
+                               handler=self._spawn(self._stats))
         self._service = svc
-        self._log.info("sequencer started", prefix=p.prefix)
+        if static_partitions is not None:
+            for part in static_partitions:
+                self.pipeline.on_acquire(part)
+        else:
+            self.leases = PartitionLeases(nc=self._nc, settings=s, instance=self.instance,
+                                          on_acquire=self.pipeline.on_acquire, on_release=self.pipeline.on_release,
+                                          inflight=self.pipeline.inflight_of)
+            await self.leases.start()
+        await self._conn.flush()
+        self._log.info("sequencer started", prefix=p.prefix, partitions=s.partitions,
+                       owned=len(self.leases.owned) if self.leases else len(static_partitions or ()))
+
+    def _owns(self, partition: int) -> bool:
+        return self.leases is not None and self.leases.owns(partition)
 
     async def stop(self) -> None:
+        if self.leases is not None:
+            await self.leases.stop()  # releases every partition after its writes drained
+            self.leases = None
+        if self.pipeline is not None:
+            await self.pipeline.stop()
         if self._service is not None:
             await self._service.stop()
             self._service = None
@@ -99,7 +144,10 @@ class Sequencer:
             await asyncio.wait(self._tasks, timeout=self.settings.send_timeout)
         await self.receipts.stop()
         await self.presence.stop()
-        await self._pub.stop()
+        if self._replies is not None:
+            self._replies.stop()
+        if self._conn is not None:
+            await self._conn.close()
         self._log.info("sequencer stopped")
 
     def _spawn(self, fn):
@@ -112,7 +160,7 @@ class Sequencer:
     async def _guard(self, fn, req: Request) -> None:
         try:
             reply = await fn(req)
-            await req.respond(events.encode(reply))
+            await req.respond(reply if isinstance(reply, bytes) else events.encode(reply))
         except SwitchboardError as exc:
             await _respond_error(req, exc)
         except msgspec.DecodeError as exc:
@@ -122,47 +170,33 @@ class Sequencer:
             await _respond_error(req, SwitchboardError(f"internal error: {type(exc).__name__}", retry=True))
 
     # -- handlers -------------------------------------------------------------
-    async def _send(self, req: Request) -> events.SendReply:
-        return await self.send(_send_decoder.decode(req.data), subject_conv=req.subject.rsplit(".", 1)[-1])
+    async def _stats(self, req: Request) -> bytes:
+        assert self.pipeline is not None
+        return msgspec.json.encode({
+            "instance": self.instance,
+            "owned": self.leases.owned if self.leases else sorted(self.pipeline._subs),
+            "members": self.leases.members if self.leases else [],
+            **self.pipeline.stats,
+        })
 
-    async def _system_send(self, req: Request) -> events.SendReply:
+    async def _system_send(self, req: Request) -> bytes:
+        """A service's system message: forwarded to the owner of the
+        conversation's partition on a subject only sequencers may publish."""
         r = _send_decoder.decode(req.data)
-        r.kind = "system"
-        return await self.send(r, subject_conv=r.conv)
-
-    async def send(self, r: events.SendRequest, *, subject_conv: str) -> events.SendReply:
-        ids.check(r.sender, "sender")
-        ids.check(r.id, "message id")
-        ids.check(r.conv, "conv")
-        if r.conv != subject_conv:
-            raise BadFrame("conversation in subject and body differ")
-        if r.to is not None:
-            ids.check(r.to, "user")
-        if len(r.body.encode()) > self.settings.max_body_bytes:
-            raise SwitchboardError(f"body exceeds {self.settings.max_body_bytes} bytes", code="limit_exceeded")
-        system = r.kind == "system"
-        conv = await self.convs.for_send(conv_id=r.conv, sender=r.sender, to=r.to, system=system)
-        pending: list = []
-
-        large = len(conv.members) > self.settings.fanout_max_members
-
-        async def issue_fanout(msg: frames.Msg, data: bytes) -> None:
-            # A large group gets no INBOX copies: members' edges read the
-            # conversation's republished MESSAGES subject (pull mode).
-            if not large:
-                pending.extend(await self.fanout.issue(msg.conv, msg.seq, data, conv.members))
-
-        appended = await self.orderer.append(conv=conv.id, sender=r.sender, id=r.id, body=r.body,
-                                             kind="system" if system else "user", then=issue_fanout)
-        msg = appended.msg
-        if not system and not appended.duplicate:
-            await self.receipts.sent(user=msg.from_, conv=msg.conv, seq=msg.seq)
-        offline = await self.presence.offline(m for m in conv.members if m != msg.from_)
-        if offline:
-            title = conv.title or msg.from_
-            await self.fanout.enqueue_push(msg.conv, msg.seq, {u: push_entry(msg, u, title) for u in offline})
-        await self.fanout.complete(msg.conv, msg.seq, appended.data, pending)
-        return events.SendReply(conv=msg.conv, seq=msg.seq, ts=msg.ts, id=msg.id, duplicate=appended.duplicate)
+        conv = ids.check(r.conv, "conv")
+        subject = self.subjects.system_send_part(partition_of(conv, self.settings.partitions))
+        assert self._replies is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.send_timeout
+        while True:
+            try:
+                reply = await self._replies.call(subject, req.data, timeout=max(0.05, deadline - loop.time()))
+                return reply.data
+            except BusUnavailable:
+                # No owner right now (a handover): try again shortly.
+                if loop.time() + HANDOVER_RETRY_SEC >= deadline:
+                    raise Unavailable("no sequencer owns this conversation right now; retry") from None
+                await asyncio.sleep(HANDOVER_RETRY_SEC)
 
     async def _conv_create(self, req: Request) -> events.ConvReply:
         r = _create_decoder.decode(req.data)
@@ -197,7 +231,7 @@ class Sequencer:
 
     async def _user_convs(self, user: str) -> list[tuple[str, int]]:
         convs = (await self._store.conversations_of(ids.check(user, "user")))[-MAX_CONVS_PER_QUERY:]
-        lasts = await asyncio.gather(*(self.orderer.last_seq(c) for c in convs))
+        lasts = await asyncio.gather(*(self._last_seq(c) for c in convs))
         return list(zip(convs, lasts))
 
     async def _unread(self, req: Request) -> events.UnreadReply:
@@ -218,7 +252,7 @@ class Sequencer:
             conv = await self.convs.get(cid)
             if conv is not None and len(conv.members) > self.settings.fanout_max_members:
                 large.append(cid)
-        lasts = await asyncio.gather(*(self.orderer.last_seq(c) for c in large))
+        lasts = await asyncio.gather(*(self._last_seq(c) for c in large))
         return events.RangesReply(ranges=[frames.ResyncRange(conv=c, upto=last) for c, last in zip(large, lasts)])
 
     async def _conv_ranges(self, req: Request) -> events.RangesReply:

@@ -150,6 +150,11 @@ class Settings:
     def subjects(self) -> Subjects:
         return Subjects(self.subject_prefix)
 
+    @property
+    def nats_servers(self) -> list[str]:
+        """``nats_url`` as a list: a comma list names seeds of one cluster."""
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 

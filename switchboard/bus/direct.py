@@ -63,6 +63,21 @@ async def direct_batch(nc: NATS, *, stream: str, subject: str, start_seq: int, b
     if batch < 1:
         raise ValueError("batch must be >= 1")
     start_seq = max(1, start_seq)
+    req = {"seq": start_seq, "next_by_subj": subject, "batch": batch}
+    return await _direct(nc, stream=stream, req=req, start_seq=start_seq, timeout=timeout, api_prefix=api_prefix)
+
+
+async def direct_last_per_subject(nc: NATS, *, stream: str, subject: str, limit: int = 10_000,
+                                  timeout: float = 2.0, api_prefix: str = "$JS.API") -> DirectBatch:
+    """The last message of every subject matching ``subject`` (``multi_last``),
+    e.g. every key of a KV bucket in one request, with ``Nats-Time-Stamp``."""
+    req = {"multi_last": [subject], "batch": limit}
+    return await _direct(nc, stream=stream, req=req, start_seq=1, timeout=timeout, api_prefix=api_prefix)
+
+
+async def _direct(nc: NATS, *, stream: str, req: dict, start_seq: int, timeout: float,
+                  api_prefix: str) -> DirectBatch:
+    subject = req.get("next_by_subj") or req.get("multi_last")
     inbox = nc.new_inbox()
     queue: asyncio.Queue[NatsMsg] = asyncio.Queue()
 
@@ -73,8 +88,7 @@ async def direct_batch(nc: NATS, *, stream: str, subject: str, start_seq: int, b
     # the same connection before PUB, so no reply can arrive before it.
     sub = await nc.subscribe(inbox, cb=on_msg)
     try:
-        req = json.dumps({"seq": start_seq, "next_by_subj": subject, "batch": batch}).encode()
-        await nc.publish(f"{api_prefix}.DIRECT.GET.{stream}", req, reply=inbox)
+        await nc.publish(f"{api_prefix}.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=inbox)
         out = DirectBatch(last_seq=start_seq - 1)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

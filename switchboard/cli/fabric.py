@@ -1,8 +1,12 @@
 """Wire services into one process: the only place that imports them all.
 
-``roles`` picks what runs here: ``switchboard up`` runs every role in one
-process on the embedded default; ``switchboard edge`` / ``sequencer`` / ...
-run one role each against an existing NATS, so each scales on its own.
+``roles`` picks what runs here: ``switchboard edge`` / ``sequencer`` / ...
+run one role each against an existing NATS, so each scales on its own;
+``switchboard run archiver+presence+pusher`` runs several in one process;
+``switchboard up --layout single`` (and the tests, in-process) runs every
+role in one process. ``switchboard up`` by default runs each process group of
+its layout as a child process of its own (switchboard/cli/supervisor.py),
+each child being one ``run`` of this module.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from nats.aio.client import Client as NATS
 from switchboard import log
 from switchboard.bus import streams
 from switchboard.bus.embedded import EmbeddedNats
+from switchboard.cli.metrics import remote_collectors
 from switchboard.config import Settings, data_path
 from switchboard.store import Store, open_store
 
@@ -49,8 +54,16 @@ async def connect(settings: Settings, name: str) -> NATS:
 
 @contextlib.asynccontextmanager
 async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool = False,
-              nats_port: int = 0) -> AsyncIterator[Fabric]:
-    """Start ``roles`` (and an embedded nats-server if asked); stop all on exit."""
+              nats_port: int = 0, create_streams: bool = True, metrics_host: str | None = None,
+              metrics_peers: tuple[str, ...] = ()) -> AsyncIterator[Fabric]:
+    """Start ``roles`` (and an embedded nats-server if asked); stop all on exit.
+
+    ``create_streams=False``: somebody (``switchboard up``) created the
+    streams already; only wait for them. ``metrics_host``: address of the
+    ``metrics_port`` listener (default ``settings.host``). ``metrics_peers``:
+    ``host:port`` of other processes' metrics pages that the edge's
+    ``/metrics`` re-exports (the children of ``switchboard up``).
+    """
     logger = log.get("fabric")
     embedded = None
     if embedded_nats:
@@ -65,7 +78,9 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
             stack.push_async_callback(embedded.astop)
         nc = await connect(settings, name="switchboard-" + "+".join(roles))
         stack.push_async_callback(nc.drain)
-        if STREAM_ADMIN_ROLES & set(roles):
+        if not create_streams:
+            await streams.wait_for_streams(nc.jetstream(), list(streams.names(settings)))
+        elif STREAM_ADMIN_ROLES & set(roles):
             await streams.ensure_streams(nc.jetstream(), settings)
         elif "edge" in roles:  # the edge reads INBOX (catch-up, epoch); the tracker uses no stream
             await streams.wait_for_streams(nc.jetstream(), [streams.names(settings)[1]])
@@ -80,9 +95,10 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
                 fab.components[role] = comp
                 stack.push_async_callback(comp.stop)
         if settings.metrics_port:
-            _serve_metrics(fab)
-        if fab.edge is not None:  # one process: the edge's /metrics shows every component
+            _serve_metrics(fab, metrics_host or settings.host)
+        if fab.edge is not None:  # the edge's /metrics shows every component of this process and the peers
             fab.edge.metrics.extra = [r for r in _registries(fab) if r is not fab.edge.metrics.registry]
+            fab.edge.metrics.extra += remote_collectors(metrics_peers)
         logger.info("fabric up", roles=list(fab.components), nats=settings.nats_url)
         yield fab
     finally:
@@ -93,7 +109,7 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
 async def _start_role(role: str, fab: Fabric):
     s, nc = fab.settings, fab.nc
     if role == "sequencer":
-        from sequencer import Sequencer
+        from sequencer.service import Sequencer
 
         comp = Sequencer(settings=s, nc=nc, store=fab.store)
     elif role == "edge":
@@ -133,14 +149,14 @@ async def _start_role(role: str, fab: Fabric):
     return comp
 
 
-def _serve_metrics(fab: Fabric) -> None:
+def _serve_metrics(fab: Fabric, host: str) -> None:
     """Prometheus metrics of every component that has them, on metrics_port."""
     from prometheus_client import start_http_server
     from prometheus_client.registry import CollectorRegistry
 
     combined = CollectorRegistry()
     combined.register(_Union(_registries(fab)))
-    start_http_server(fab.settings.metrics_port, addr=fab.settings.host, registry=combined)
+    start_http_server(fab.settings.metrics_port, addr=host, registry=combined)
 
 
 def _registries(fab: Fabric) -> list:

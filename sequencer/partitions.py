@@ -1,0 +1,247 @@
+"""Partition leases: each conversation partition is written by one sequencer.
+
+Conversations hash into ``settings.partitions`` partitions
+(:func:`switchboard.subjects.partition_of`). Ownership lives in a NATS KV
+bucket (``<stream_prefix>sb_partitions``) whose TTL is the lease lifetime:
+
+- ``m.<instance>``: a live sequencer (rewritten every round);
+- ``p.<n>``: partition ``n`` is owned by the instance named in the value.
+
+A round runs every third of the TTL. It renews every owned key with a
+revision compare-and-set (``update(key, last=revision)``), reads the whole
+bucket in one batch direct get, and rebalances by rendezvous hashing: each
+partition's preferred owner is the live member with the highest
+``crc32(member:partition)``. A member releases owned partitions that prefer
+someone else (after its in-flight writes drained) and takes free ones that
+prefer it; a partition free for longer than :data:`GRACE_ROUNDS` rounds is
+taken by anyone, so a slow preferred member cannot leave it orphaned. Taking
+is ``create`` (succeeds only if the key does not exist): never two owners by
+the bucket's word.
+
+An owner that cannot renew stops writing at once: :meth:`owns` is false past
+``valid_until``, computed from the moment the last successful renewal was
+*sent* (the server's expiry counts from when it stored it, later), less a
+margin. A process frozen with SIGSTOP wakes up past that moment and writes
+nothing. The stream fence (Expected-Last-Subject-Sequence on every write) is
+the safety net under all of this: two processes that both believe they own
+a partition never fork a conversation; they only retry.
+
+``nats kv ls <bucket>`` / ``nats kv get <bucket> p.7`` show who owns what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig, StorageType
+
+from switchboard import log
+from switchboard.bus.direct import direct_last_per_subject
+from switchboard.config import Settings
+
+# A free partition that its preferred member has not taken after this many
+# rounds is taken by whoever sees it (the preferred one may be stuck).
+GRACE_ROUNDS = 2
+# Fraction of the TTL an owner trusts its last renewal for: the rest covers
+# the round trip and clock-rate differences between this host and the server.
+TRUST = 0.8
+# A releasing owner waits at most this long for its in-flight writes of the
+# partition before deleting the key (the fence covers anything later).
+DRAIN_SEC = 1.0
+
+
+def bucket_name(settings: Settings) -> str:
+    return f"{settings.stream_prefix}sb_partitions"
+
+
+def preferred(members: list[str], partition: int) -> str | None:
+    """Rendezvous hashing: stable, and moves only 1/N of partitions when a
+    member joins or leaves."""
+    if not members:
+        return None
+    return max(members, key=lambda m: (zlib.crc32(f"{m}:{partition}".encode()), m))
+
+
+async def ensure_bucket(nc: NATS, settings: Settings) -> None:
+    """Create the lease bucket (idempotent): TTL = lease lifetime, one
+    revision per key, direct gets for the one-request listing."""
+    js = nc.jetstream()
+    storage = StorageType.FILE
+    await js.create_key_value(KeyValueConfig(bucket=bucket_name(settings), ttl=settings.lease_ttl, history=1,
+                                             replicas=settings.replicas, storage=storage, direct=True,
+                                             description="Sequencer partition leases (p.<n>) and members (m.<id>)"))
+
+
+@dataclass(slots=True)
+class _Lease:
+    revision: int
+    valid_until: float  # time.monotonic()
+
+
+class PartitionLeases:
+    """Owns partitions for one sequencer process.
+
+    ``on_acquire(p)`` runs when a partition becomes ours (subscribe, mark
+    cached conversation state for reload); ``on_release(p)`` when it stops
+    being ours (unsubscribe). ``inflight(p)`` says how many writes of ``p``
+    are still awaiting acks (a release waits for them, up to DRAIN_SEC).
+    """
+
+    def __init__(self, *, nc: NATS, settings: Settings, instance: str,
+                 on_acquire: Callable[[int], None], on_release: Callable[[int], None],
+                 inflight: Callable[[int], int]) -> None:
+        self._nc = nc
+        self._settings = settings
+        self.instance = instance
+        self._n = settings.partitions
+        self._ttl = settings.lease_ttl
+        self._on_acquire = on_acquire
+        self._on_release = on_release
+        self._inflight = inflight
+        self._bucket = bucket_name(settings)
+        self._leases: dict[int, _Lease] = {}
+        self._releasing: set[int] = set()
+        self._free_rounds: dict[int, int] = {}
+        self._kv = None
+        self._task: asyncio.Task | None = None
+        self._bg: set[asyncio.Task] = set()
+        self.members: list[str] = []
+        self.owners: dict[int, str] = {}
+        self.rounds = 0
+        self._log = log.get("sequencer.partitions", instance=instance)
+
+    # -- the hot-path question --------------------------------------------------
+    def owns(self, partition: int) -> bool:
+        lease = self._leases.get(partition)
+        return lease is not None and partition not in self._releasing and time.monotonic() < lease.valid_until
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(p for p in self._leases if self.owns(p))
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        await ensure_bucket(self._nc, self._settings)
+        self._kv = await self._nc.jetstream().key_value(self._bucket)
+        await self.round()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        for p in list(self._leases):
+            await self._release(p, drain=True)
+        try:
+            await self._kv.delete(f"m.{self.instance}")
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+            pass
+
+    async def _run(self) -> None:
+        interval = self._ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - NATS away: leases lapse by themselves
+                self._log.info("partition round failed", error=f"{type(exc).__name__}: {exc}")
+
+    # -- one round ------------------------------------------------------------------
+    async def round(self) -> None:
+        kv = self._kv
+        t0 = time.monotonic()
+        self.rounds += 1
+        await kv.put(f"m.{self.instance}", self.instance.encode())
+        await self._renew(t0)
+        listing = await direct_last_per_subject(self._nc, stream=f"KV_{self._bucket}",
+                                                subject=f"$KV.{self._bucket}.>", timeout=self._ttl / 3)
+        members, owners = [], {}
+        for _, headers, data in listing.entries:
+            key = headers.get("Nats-Subject", "").split(".", 2)[-1]
+            if not data or headers.get("KV-Operation"):
+                continue  # a delete marker
+            if key.startswith("m."):
+                members.append(key[2:])
+            elif key.startswith("p."):
+                owners[int(key[2:])] = data.decode()
+        if self.instance not in members:
+            members.append(self.instance)
+        self.members, self.owners = sorted(members), owners
+        for p in range(self._n):
+            want = preferred(self.members, p)
+            owner = owners.get(p)
+            if owner == self.instance and p in self._leases:
+                self._free_rounds.pop(p, None)
+                if want != self.instance and p not in self._releasing:
+                    task = asyncio.create_task(self._release(p, drain=True))
+                    self._bg.add(task)
+                    task.add_done_callback(self._bg.discard)
+            elif owner is None:
+                free = self._free_rounds[p] = self._free_rounds.get(p, 0) + 1
+                if want == self.instance or free > GRACE_ROUNDS:
+                    await self._acquire(p, t0)
+            else:
+                self._free_rounds.pop(p, None)
+
+    async def _renew(self, t0: float) -> None:
+        for p in [p for p, lease in self._leases.items() if p not in self._releasing and t0 > lease.valid_until]:
+            # Not renewed in time (NATS away, or this process was frozen):
+            # it stopped writing already; now let the subscription go too.
+            self._log.warning("partition lease lapsed", partition=p)
+            self._drop(p)
+        owned = [p for p in self._leases if p not in self._releasing]
+        if not owned:
+            return
+        results = await asyncio.gather(*(self._kv.update(f"p.{p}", self.instance.encode(),
+                                                         last=self._leases[p].revision) for p in owned),
+                                       return_exceptions=True)
+        for p, res in zip(owned, results):
+            if isinstance(res, int):
+                self._leases[p] = _Lease(res, t0 + self._ttl * TRUST)
+            elif isinstance(res, nats.js.errors.KeyWrongLastSequenceError):
+                self._log.warning("partition lease lost", partition=p)
+                self._drop(p)
+            # Other errors (timeout, NATS away): keep the lease until it lapses.
+
+    async def _acquire(self, p: int, t0: float) -> None:
+        try:
+            rev = await self._kv.create(f"p.{p}", self.instance.encode())
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            return  # someone else was faster
+        self._leases[p] = _Lease(rev, t0 + self._ttl * TRUST)
+        self._free_rounds.pop(p, None)
+        self.owners[p] = self.instance
+        self._log.info("partition acquired", partition=p)
+        self._on_acquire(p)
+
+    async def _release(self, p: int, *, drain: bool) -> None:
+        lease = self._leases.get(p)
+        if lease is None or p in self._releasing:
+            return
+        self._releasing.add(p)
+        self._on_release(p)
+        try:
+            deadline = time.monotonic() + DRAIN_SEC
+            while drain and self._inflight(p) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            try:
+                await self._kv.delete(f"p.{p}", last=lease.revision)
+            except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+                pass  # it lapses by itself
+            self._log.info("partition released", partition=p)
+        finally:
+            self._releasing.discard(p)
+            self._leases.pop(p, None)
+
+    def _drop(self, p: int) -> None:
+        if self._leases.pop(p, None) is not None:
+            self._on_release(p)

@@ -1,0 +1,421 @@
+"""The send pipeline: sequence, persist, fan out, answer, with no task,
+future or lock per message.
+
+This process owns some conversation partitions (:mod:`sequencer.partitions`)
+and is their only writer, so a conversation's state lives here: its members,
+its last seq and the stream sequence of the message holding it. A send is a
+small object that moves through callbacks run inline in the NATS read loop:
+
+1. ``sb.send.<P>.<conv>`` arrives; the conversation is ready (members, last
+   seq, presence and receipt marks loaded) and has no write in flight: the
+   message gets ``last_seq + 1`` and is published to MESSAGES with
+   ``Nats-Msg-Id`` (a retried send lands once) and
+   ``Nats-Expected-Last-Subject-Sequence`` (the fence: if any other process
+   wrote this conversation meanwhile, JetStream refuses and we reload).
+   Otherwise the send waits in the conversation's queue: one MESSAGES write
+   per conversation is in flight at a time (the next one's fence needs this
+   one's stream sequence); different conversations are pipelined freely.
+2. Its ack arrives: the INBOX copies (``Nats-Msg-Id = conv:seq:user``) and
+   the PUSH entries of offline members are published at once, before the
+   conversation's next write, so every mailbox gets a conversation in seq
+   order. The next queued send of the conversation is written.
+3. The last copy's ack arrives: ``sent`` is answered (durable in MESSAGES
+   and in every member's INBOX). Copies whose ack failed are re-published
+   (deduplicated by their Msg-Id) up to FANOUT_ATTEMPTS times.
+
+What needs I/O beyond publishing (loading a conversation, its last seq from
+the stream or the archive, presence of its members, a duplicate's original)
+runs in one task per *conversation load*, never per message; sends arriving
+meanwhile queue behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from functools import partial
+from typing import Awaitable, Callable
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+
+from switchboard import events, frames, ids, log
+from switchboard.bus.conn import BusConnection, BusMsg, encode_headers
+from switchboard.bus.replies import Replies
+from switchboard.errors import BadFrame, LimitExceeded, NotMember, SwitchboardError, Unavailable
+from switchboard.store import Conversation
+from switchboard.subjects import Subjects, partition_of
+
+from sequencer.conversations import Conversations, now_ms
+from sequencer.push import PresenceView, push_entry
+from sequencer.receipts import Receipts
+
+WRONG_LAST_SEQUENCE = 10071
+# A conversation written by two processes at once (only during a handover)
+# converges in a round or two; more than this means something else is wrong.
+MAX_FENCE_RETRIES = 20
+# Re-publishes of INBOX/PUSH copies whose ack did not come: a JetStream
+# leader change takes a few seconds; beyond that the client retries the send.
+FANOUT_ATTEMPTS = 3
+# Conversations whose state is kept; idle ones beyond it are dropped and
+# reloaded from the stream on their next message.
+MAX_CONVS = 100_000
+
+_send_decoder = msgspec.json.Decoder(events.SendRequest)
+_msg_decoder = msgspec.json.Decoder(frames.Msg)
+_encode = msgspec.json.Encoder().encode
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+
+
+class _Conv:
+    """What this process knows of one conversation it writes."""
+
+    __slots__ = ("id", "partition", "subject", "info", "members", "large", "last_seq", "last_stream_seq",
+                 "busy", "queue", "loading", "reload")
+
+    def __init__(self, conv_id: str, partition: int, subject: str) -> None:
+        self.id = conv_id
+        self.partition = partition
+        self.subject = subject  # sb.msg.<conv>
+        self.info: Conversation | None = None
+        self.members: frozenset[str] = frozenset()
+        self.large = False
+        self.last_seq: int | None = None  # None: load before the next write
+        self.last_stream_seq = 0
+        self.busy = False  # a MESSAGES write is awaiting its ack
+        self.queue: deque[_Send] = deque()
+        self.loading = False
+        self.reload = False  # ownership changed hands: re-read the stream first
+
+    @property
+    def ready(self) -> bool:
+        return self.info is not None and self.last_seq is not None and not self.reload
+
+
+class _Send:
+    """One send on its way; answered exactly once."""
+
+    __slots__ = ("req", "reply", "system", "msg", "data", "pending", "failed", "attempt", "fences", "duplicate")
+
+    def __init__(self, req: events.SendRequest, reply: str, system: bool) -> None:
+        self.req = req
+        self.reply = reply
+        self.system = system
+        self.msg: frames.Msg | None = None
+        self.data = b""
+        self.pending = 0
+        self.failed: list[tuple[str, str]] = []  # (subject, msg id) of copies to re-publish
+        self.attempt = 0
+        self.fences = 0
+        self.duplicate = False
+
+
+class Pipeline:
+    def __init__(self, *, conn: BusConnection, replies: Replies, js: JetStreamContext, subjects: Subjects,
+                 messages_stream: str, partitions: int, convs: Conversations, receipts: Receipts,
+                 presence: PresenceView, archived_last_seq: Callable[[str], Awaitable[int]],
+                 owns: Callable[[int], bool], max_body_bytes: int, fanout_max_members: int,
+                 timeout: float) -> None:
+        self._conn = conn
+        self._replies = replies
+        self._js = js
+        self._subjects = subjects
+        self._stream = messages_stream
+        self._partitions = partitions
+        self._convs_api = convs
+        self._receipts = receipts
+        self._presence = presence
+        self._archived_last_seq = archived_last_seq
+        self.owns = owns
+        self._max_body = max_body_bytes
+        self._large_above = fanout_max_members
+        self._timeout = timeout
+        self._convs: dict[str, _Conv] = {}
+        self._subs: dict[int, tuple[int, int]] = {}  # partition -> (send sid, system sid)
+        self.inflight: dict[int, int] = {}  # partition -> sends not yet answered
+        self._tasks: set[asyncio.Task] = set()
+        self._log = log.get("sequencer.pipeline")
+        self.stats = {"writes": 0, "sent": 0, "errors": 0, "not_owner": 0, "fence_retries": 0, "duplicates": 0}
+
+    # -- partitions come and go ---------------------------------------------------------
+    def on_acquire(self, p: int) -> None:
+        for st in self._convs.values():
+            if st.partition == p:
+                st.reload = True  # another process may have written since we last did
+        send_sid = self._conn.subscribe(self._subjects.send_partition_all(p), partial(self._on_send, False))
+        sys_sid = self._conn.subscribe(self._subjects.system_send_part(p), partial(self._on_send, True))
+        self._subs[p] = (send_sid, sys_sid)
+
+    def on_release(self, p: int) -> None:
+        sids = self._subs.pop(p, None)
+        if sids is not None:
+            for sid in sids:
+                self._conn.unsubscribe(sid)
+
+    def inflight_of(self, p: int) -> int:
+        return self.inflight.get(p, 0)
+
+    async def stop(self) -> None:
+        for p in list(self._subs):
+            self.on_release(p)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._timeout)
+
+    # -- 1. a send arrives ----------------------------------------------------------------
+    def _on_send(self, system: bool, m: BusMsg) -> None:
+        try:
+            req = _send_decoder.decode(m.data)
+            if system:
+                req.kind = "system"
+                subject_conv = req.conv
+            else:
+                req.kind = "user"  # whatever the payload claims: the edge subject carries user sends
+                subject_conv = m.subject.rpartition(".")[2]
+            ids.check(req.sender, "sender")
+            ids.check(req.id, "message id")
+            ids.check(req.conv, "conv")
+            if req.conv != subject_conv:
+                raise BadFrame("conversation in subject and body differ")
+            if req.to is not None:
+                ids.check(req.to, "user")
+            if len(req.body) > self._max_body or len(req.body.encode()) > self._max_body:
+                raise LimitExceeded(f"body exceeds {self._max_body} bytes")
+        except msgspec.DecodeError as exc:
+            self._answer_error(m.reply, BadFrame(f"bad request: {exc}"))
+            return
+        except SwitchboardError as exc:
+            self._answer_error(m.reply, exc)
+            return
+        p = partition_of(req.conv, self._partitions)
+        if not self.owns(p):
+            self.stats["not_owner"] += 1
+            self._answer_error(m.reply, Unavailable("this conversation is moving to another sequencer; retry"))
+            return
+        st = self._convs.get(req.conv)
+        if st is None:
+            if len(self._convs) >= MAX_CONVS:
+                self._evict()
+            st = self._convs[req.conv] = _Conv(req.conv, p, self._subjects.msg(req.conv))
+        s = _Send(req, m.reply, system)
+        self.inflight[p] = self.inflight.get(p, 0) + 1
+        st.queue.append(s)
+        self._pump(st)
+
+    def _pump(self, st: _Conv) -> None:
+        """Write the next queued send of ``st`` if nothing is in flight."""
+        while st.queue and not st.busy and not st.loading:
+            if not st.ready:
+                self._spawn(self._load(st))
+                return
+            s = st.queue.popleft()
+            if not self.owns(st.partition):
+                self.stats["not_owner"] += 1
+                self._finish(st.partition, s, Unavailable("this conversation is moving to another sequencer; retry"))
+                continue
+            if not s.system and s.req.sender not in st.members:
+                self._finish(st.partition, s, NotMember(f"{s.req.sender} is not a member of {st.id}"))
+                continue
+            self._write(st, s)
+
+    def _write(self, st: _Conv, s: _Send) -> None:
+        assert st.last_seq is not None
+        r = s.req
+        msg = frames.Msg(conv=st.id, seq=st.last_seq + 1, id=r.id, from_=r.sender, body=r.body, ts=now_ms(),
+                         kind=r.kind)
+        s.msg, s.data = msg, frames.encode(msg)
+        headers = encode_headers({"Nats-Msg-Id": f"{st.id}:{r.sender}:{r.id}",
+                                  "Nats-Expected-Last-Subject-Sequence": str(st.last_stream_seq)})
+        st.busy = True
+        self.stats["writes"] += 1
+        self._replies.request(st.subject, s.data, partial(self._on_stored, st, s), headers=headers,
+                              timeout=self._timeout)
+
+    # -- 2. MESSAGES acked ----------------------------------------------------------------
+    def _on_stored(self, st: _Conv, s: _Send, m: BusMsg | None, err: BaseException | None) -> None:
+        st.busy = False
+        ack = None
+        if err is None and m is not None:
+            try:
+                ack = _ack_decoder.decode(m.data)
+            except msgspec.DecodeError:
+                err = Unavailable("unreadable publish ack")
+        if ack is None or ack.error is not None:
+            if ack is not None and ack.error is not None and ack.error.err_code == WRONG_LAST_SEQUENCE \
+                    and s.fences < MAX_FENCE_RETRIES:
+                # Someone else wrote this conversation: reload, then retry first.
+                s.fences += 1
+                self.stats["fence_retries"] += 1
+                st.last_seq = None
+                st.queue.appendleft(s)
+            else:
+                st.last_seq = None  # unknown outcome: reload before the next write
+                why = ack.error.description if ack is not None and ack.error else type(err).__name__
+                self._finish(st.partition, s, Unavailable(f"stream write failed: {why}"))
+            self._pump(st)
+            return
+        if ack.duplicate:
+            # A retried send: answer with the original and fan it out again
+            # (the first attempt may have died half-way; INBOX deduplicates).
+            self.stats["duplicates"] += 1
+            s.duplicate = True
+            self._spawn(self._load_duplicate(st, s, ack.seq))
+        else:
+            st.last_seq = s.msg.seq
+            st.last_stream_seq = ack.seq
+            if not s.system:
+                self._receipts.sent_now(user=s.req.sender, conv=st.id, seq=s.msg.seq)
+            self._fanout(st, s)
+        self._pump(st)
+
+    def _fanout(self, st: _Conv, s: _Send) -> None:
+        msg, data = s.msg, s.data
+        assert msg is not None
+        copies: list[tuple[str, bytes, str]] = []
+        if not st.large:
+            inbox = self._subjects.inbox
+            copies = [(inbox(u), data, f"{st.id}:{msg.seq}:{u}") for u in st.members]
+        offline = self._presence.offline_now(u for u in st.members if u != msg.from_)
+        if offline:
+            title = (st.info.title if st.info else "") or msg.from_
+            push = self._subjects.push
+            copies += [(push(u), push_entry(msg, u, title), f"{st.id}:{msg.seq}:{u}:push") for u in offline]
+        self._publish_copies(st, s, copies)
+
+    def _publish_copies(self, st: _Conv, s: _Send, copies: list[tuple[str, bytes, str]]) -> None:
+        if not copies:
+            self._finish(st.partition, s, None)
+            return
+        s.pending = len(copies)
+        request = self._replies.request
+        for subject, data, msg_id in copies:
+            request(subject, data, partial(self._on_copy, st, s, subject, data, msg_id),
+                    headers=encode_headers({"Nats-Msg-Id": msg_id}), timeout=self._timeout)
+
+    # -- 3. copies acked ------------------------------------------------------------------
+    def _on_copy(self, st: _Conv, s: _Send, subject: str, data: bytes, msg_id: str,
+                 m: BusMsg | None, err: BaseException | None) -> None:
+        ok = err is None and m is not None and b'"error"' not in m.data
+        if not ok:
+            s.failed.append((subject, data, msg_id))  # type: ignore[arg-type]
+        s.pending -= 1
+        if s.pending:
+            return
+        if not s.failed:
+            self._finish(st.partition, s, None)
+            return
+        s.attempt += 1
+        if s.attempt >= FANOUT_ATTEMPTS:
+            self._finish(st.partition, s, Unavailable(f"fan-out of {st.id}#{s.msg.seq} did not complete; retry"))
+            return
+        failed, s.failed = s.failed, []
+        self._publish_copies(st, s, failed)  # type: ignore[arg-type]
+
+    def _finish(self, p: int, s: _Send, err: SwitchboardError | None) -> None:
+        self.inflight[p] -= 1
+        if err is not None:
+            self.stats["errors"] += 1
+            self._answer_error(s.reply, err)
+            return
+        self.stats["sent"] += 1
+        if s.reply:
+            msg = s.msg
+            assert msg is not None
+            self._conn.publish(s.reply, _encode(events.SendReply(conv=msg.conv, seq=msg.seq, ts=msg.ts, id=msg.id,
+                                                                 duplicate=s.duplicate)))
+
+    def _answer_error(self, reply: str, exc: SwitchboardError) -> None:
+        if reply:
+            self._conn.publish(reply, _encode(events.SendReply(error=events.error_body(exc))))
+
+    # -- the slow paths: one task per conversation load --------------------------------------
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, st: _Conv) -> None:
+        st.loading = True
+        try:
+            while st.info is None and st.queue:
+                head = st.queue[0]
+                try:
+                    st.info = await self._convs_api.for_send(conv_id=st.id, sender=head.req.sender, to=head.req.to,
+                                                             system=head.system)
+                except SwitchboardError as exc:
+                    st.queue.popleft()
+                    self._finish(st.partition, head, exc)
+            if st.info is None:
+                return
+            st.members = frozenset(st.info.members)
+            st.large = len(st.members) > self._large_above
+            if st.last_seq is None or st.reload:
+                st.reload = False
+                await self._load_last(st)
+            await self._receipts.prime(st.id)
+            await self._presence.prime(st.members)
+        except Exception as exc:  # noqa: BLE001 - answer every waiting send, keep the process
+            if not isinstance(exc, SwitchboardError):
+                self._log.info("conversation load failed", conv=st.id, error=f"{type(exc).__name__}: {exc}")
+                exc = Unavailable(f"conversation load failed: {type(exc).__name__}")
+            st.last_seq = None
+            while st.queue:
+                self._finish(st.partition, st.queue.popleft(), exc)  # type: ignore[arg-type]
+            return
+        finally:
+            st.loading = False
+        self._pump(st)
+
+    async def _load_last(self, st: _Conv) -> None:
+        try:
+            raw = await self._js.get_last_msg(self._stream, st.subject)
+        except nats.js.errors.NotFoundError:
+            # Not in the stream (new, or aged out of MESSAGES): continue from the archive.
+            st.last_stream_seq = 0
+            st.last_seq = await self._archived_last_seq(st.id)
+            return
+        st.last_stream_seq = raw.seq
+        st.last_seq = _msg_decoder.decode(raw.data).seq
+
+    async def _load_duplicate(self, st: _Conv, s: _Send, stream_seq: int) -> None:
+        try:
+            raw = await self._js.get_msg(self._stream, stream_seq)
+            s.data = raw.data or b""
+            s.msg = _msg_decoder.decode(s.data)
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, msgspec.DecodeError) as exc:
+            self._finish(st.partition, s, Unavailable(f"reading the original failed: {type(exc).__name__}"))
+            return
+        self._fanout(st, s)
+
+    async def last_seq(self, conv: str) -> int:
+        """The conversation's last seq: our own state when we write it,
+        otherwise read from the stream (or the archive)."""
+        st = self._convs.get(conv)
+        if st is not None and st.last_seq is not None and not st.reload and not st.busy \
+                and self.owns(st.partition):
+            return st.last_seq
+        probe = _Conv(conv, 0, self._subjects.msg(conv))
+        await self._load_last(probe)
+        assert probe.last_seq is not None
+        return probe.last_seq
+
+    def _evict(self) -> None:
+        idle = [k for k, v in self._convs.items() if not v.busy and not v.queue and not v.loading]
+        for key in idle[: MAX_CONVS // 10 or 1]:
+            del self._convs[key]

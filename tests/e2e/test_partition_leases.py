@@ -1,0 +1,124 @@
+"""Partition leases on a real nats-server: every partition has exactly one
+owner, ownership rebalances when sequencers join and leave, and an owner that
+stops renewing stops owning before anyone else can take over."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+import pytest
+
+from sequencer.partitions import TRUST, PartitionLeases, bucket_name, preferred
+from tests.e2e.helpers import make_settings
+
+N = 12
+
+
+class Recorder:
+    """Plays the pipeline: records what the leases hand over."""
+
+    def __init__(self) -> None:
+        self.acquired: list[int] = []
+        self.released: list[int] = []
+        self.busy: dict[int, int] = {}
+
+    def on_acquire(self, p: int) -> None:
+        self.acquired.append(p)
+
+    def on_release(self, p: int) -> None:
+        self.released.append(p)
+
+
+async def _leases(nc, settings, name: str) -> tuple[PartitionLeases, Recorder]:
+    rec = Recorder()
+    lease = PartitionLeases(nc=nc, settings=settings, instance=name, on_acquire=rec.on_acquire,
+                            on_release=rec.on_release, inflight=lambda p: rec.busy.get(p, 0))
+    await lease.start()
+    return lease, rec
+
+
+async def _until(cond, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_rendezvous_moves_only_a_share_when_a_member_joins() -> None:
+    before = {p: preferred(["a", "b"], p) for p in range(256)}
+    after = {p: preferred(["a", "b", "c"], p) for p in range(256)}
+    moved = [p for p in range(256) if before[p] != after[p]]
+    # Every moved partition moved to the newcomer, and about a third moved.
+    assert all(after[p] == "c" for p in moved)
+    assert 50 < len(moved) < 120
+    assert preferred([], 3) is None
+
+
+async def test_two_owners_split_the_partitions_and_one_takes_all_when_the_other_leaves(nats_server, tmp_path):
+    settings = make_settings(tmp_path, nats_server.url, partitions=N, lease_ttl=1.0)
+    nc = await nats.connect(nats_server.url)
+    try:
+        a, ra = await _leases(nc, settings, "seq-a")
+        assert a.owned == list(range(N))  # alone: owns everything at once
+        b, rb = await _leases(nc, settings, "seq-b")
+        # Rebalance: disjoint, complete, both hold a share (rendezvous).
+        await _until(lambda: set(a.owned).isdisjoint(b.owned) and len(a.owned) + len(b.owned) == N
+                     and a.owned and b.owned)
+        assert sorted(rb.acquired) == b.owned
+        assert set(ra.released) == set(b.owned)
+        # What operators see in the bucket (`nats kv get … p.<n>`).
+        kv = await nc.jetstream().key_value(bucket_name(settings))
+        for p in range(N):
+            owner = (await kv.get(f"p.{p}")).value.decode()
+            assert owner == ("seq-a" if p in a.owned else "seq-b")
+        # b leaves cleanly: its partitions are deleted at once and a takes them.
+        await b.stop()
+        await _until(lambda: a.owned == list(range(N)), timeout=5.0)
+        await a.stop()
+    finally:
+        await nc.close()
+
+
+async def test_an_owner_that_cannot_renew_stops_owning_before_its_keys_expire(nats_server, tmp_path):
+    """What a SIGSTOPped or cut-off owner does: its round task no longer runs.
+    ``owns`` must turn false by itself (TRUST × TTL after the last renewal),
+    which is before the server expires the keys and anyone else can take them."""
+    ttl = 1.5
+    settings = make_settings(tmp_path, nats_server.url, partitions=4, lease_ttl=ttl)
+    nc = await nats.connect(nats_server.url)
+    try:
+        a, _ = await _leases(nc, settings, "seq-frozen")
+        renewed = time.monotonic()
+        a._task.cancel()  # frozen: no more rounds
+        assert a.owned == [0, 1, 2, 3]
+        b, _ = await _leases(nc, settings, "seq-other")
+        assert b.owned == []  # a's keys still stand
+        await _until(lambda: not a.owned, timeout=ttl * 2)
+        stopped_owning = time.monotonic()
+        assert stopped_owning - renewed <= ttl * TRUST + 0.3
+        # b gets them only after the keys expired on the server.
+        await _until(lambda: b.owned == [0, 1, 2, 3], timeout=ttl * 4)
+        assert time.monotonic() - renewed >= ttl * TRUST
+        await b.stop()
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("members", [1, 3])
+async def test_every_partition_is_owned_exactly_once(nats_server, tmp_path, members):
+    settings = make_settings(tmp_path, nats_server.url, partitions=N, lease_ttl=1.0)
+    nc = await nats.connect(nats_server.url)
+    try:
+        owners = [(await _leases(nc, settings, f"seq-{i}"))[0] for i in range(members)]
+
+        def settled() -> bool:
+            held = [p for o in owners for p in o.owned]
+            return sorted(held) == list(range(N))
+
+        await _until(settled)
+        for o in owners:
+            await o.stop()
+    finally:
+        await nc.close()
