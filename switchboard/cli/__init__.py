@@ -1,7 +1,8 @@
 """The ``switchboard`` command.
 
-    switchboard up [--host H] [--port P] [--data DIR] [--nats URL] [--store URL]
+    switchboard up [--host H] [--port P] [--data DIR] [--nats URL] [--store URL] [--layout L]
     switchboard edge|sequencer|archiver|presence|pusher --nats URL [...]
+    switchboard run ROLE+ROLE... --nats URL [...]       (several roles in one process)
     switchboard token USER [--data DIR]
     switchboard nats-config [--out DIR]
     switchboard bench ...
@@ -15,6 +16,7 @@ import signal
 import sys
 
 from switchboard import auth, log
+from switchboard.cli.supervisor import ALL_ROLES, DEFAULT_LAYOUT, SINGLE, parse_layout
 from switchboard.config import Settings
 from switchboard.errors import SwitchboardError
 
@@ -42,18 +44,29 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description="Real-time chat delivery fabric")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="start the whole fabric in one process (embedded NATS by default)")
+    up = sub.add_parser("up", help="start the whole fabric: nats-server and the roles as supervised child "
+                        "processes (embedded NATS by default)")
     _common(up)
     up.add_argument("--host", default=None)
     up.add_argument("--port", type=int, default=None)
     up.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (default: free)")
-    for role in ("edge", "sequencer", "archiver", "presence", "pusher"):
-        rp = sub.add_parser(role, help=f"run the {role} against an existing NATS")
+    up.add_argument("--layout", default=DEFAULT_LAYOUT,
+                    help=f"roles per child process: '+' joins roles in one process, ',' separates processes "
+                         f"(default {DEFAULT_LAYOUT}); 'single': every role inside this process")
+    for role in ("edge", "sequencer", "archiver", "presence", "pusher", "run"):
+        if role == "run":
+            rp = sub.add_parser("run", help="run several roles in one process against an existing NATS")
+            rp.add_argument("roles", help="roles joined by '+', e.g. archiver+presence+pusher")
+        else:
+            rp = sub.add_parser(role, help=f"run the {role} against an existing NATS")
         _common(rp)
-        if role == "edge":
-            rp.add_argument("--host", default=None)
-            rp.add_argument("--port", type=int, default=None)
-            rp.add_argument("--edge-id", dest="edge_id")
+        rp.add_argument("--host", default=None)
+        rp.add_argument("--port", type=int, default=None)
+        rp.add_argument("--edge-id", dest="edge_id")
+        # Set by `switchboard up` for its children (hidden: not for operators).
+        rp.add_argument("--streams-ready", action="store_true", help=argparse.SUPPRESS)
+        rp.add_argument("--metrics-listen", help=argparse.SUPPRESS)  # host:port of this process's metrics
+        rp.add_argument("--metrics-peers", default="", help=argparse.SUPPRESS)  # host:port,... the edge re-exports
     tok = sub.add_parser("token", help="print a token this deployment accepts")
     tok.add_argument("user")
     tok.add_argument("--data", help="data directory (default .sbdata)")
@@ -97,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    s = _settings(args)
+    extra = {}
+    if getattr(args, "metrics_listen", None):  # a child of `up`: metrics on a loopback port of its own
+        extra["metrics_port"] = int(args.metrics_listen.rpartition(":")[2])
+    s = _settings(args, **extra)
     if not s.jwt_secret:
         s = s.replace(jwt_secret=auth.dev_secret(s.data_dir))
     if args.cmd == "up" and getattr(args, "store", None) is None and s.store_url == "sqlite:///switchboard.db":
@@ -109,23 +125,45 @@ def _serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    from switchboard.cli.fabric import ALL_ROLES, run
-
-    roles = ALL_ROLES if args.cmd == "up" else (args.cmd,)
     embedded = args.cmd == "up" and getattr(args, "nats", None) is None
+    if args.cmd == "up" and args.layout != SINGLE:
+        from switchboard.cli.supervisor import serve_up
+
+        try:
+            layout = parse_layout(args.layout)
+        except ValueError as exc:
+            print(f"switchboard up: {exc}", file=sys.stderr)
+            return 2
+        return asyncio.run(serve_up(args, s, layout, embedded=embedded, nats_port=args.nats_port))
+    if args.cmd == "up":
+        roles = ALL_ROLES
+    elif args.cmd == "run":
+        roles = tuple(r.strip() for r in args.roles.split("+") if r.strip())
+        bad = [r for r in roles if r not in ALL_ROLES]
+        if bad or not roles:
+            print(f"switchboard run: unknown roles {bad}; roles are {', '.join(ALL_ROLES)}", file=sys.stderr)
+            return 2
+    else:
+        roles = (args.cmd,)
+    from switchboard.cli.fabric import run
+
+    listen = getattr(args, "metrics_listen", None)
+    peers = tuple(p for p in (getattr(args, "metrics_peers", "") or "").split(",") if p)
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with run(s, roles, embedded_nats=embedded, nats_port=getattr(args, "nats_port", 0)) as fab:
+        async with run(s, roles, embedded_nats=embedded, nats_port=getattr(args, "nats_port", 0),
+                       create_streams=not getattr(args, "streams_ready", False),
+                       metrics_host=listen.rpartition(":")[0] if listen else None, metrics_peers=peers) as fab:
             if fab.edge is not None:
                 print(f"Switchboard is up: ws://{s.host}:{fab.edge.port}/ws  (demo: http://{s.host}:{fab.edge.port}/)",
                       flush=True)
                 print(f"NATS: {fab.settings.nats_url}   token: switchboard token USER --data {s.data_dir}", flush=True)
             else:
-                print(f"switchboard {args.cmd} running (NATS {fab.settings.nats_url})", flush=True)
+                print(f"switchboard {'+'.join(roles)} running (NATS {fab.settings.nats_url})", flush=True)
             await stop.wait()
 
     asyncio.run(serve())

@@ -1,7 +1,9 @@
 """`switchboard up` as a real child process: prints its URL, accepts tokens
 from `switchboard token`, round-trips a message, stops on SIGTERM leaving no
-nats-server behind, and keeps seq continuing across a restart on the same
---data dir."""
+nats-server and no role process behind, and keeps seq continuing across a
+restart on the same --data dir. Its children (nats-server, sequencer, edge,
+archiver+presence+pusher) are restarted when one dies, die with `up` when it
+is SIGKILLed, and a child that keeps dying makes `up` exit 1 with one line."""
 
 from __future__ import annotations
 
@@ -38,6 +40,22 @@ def nats_children(pid: int) -> list[psutil.Process]:
         return []
 
 
+ROLE_CHILDREN = {"sequencer", "edge", "archiver+presence+pusher"}  # the default layout
+
+
+def role_children(pid: int) -> dict[str, psutil.Process]:
+    """The role processes of `up` by name: `python -m switchboard ROLE` / `run ROLES`."""
+    out = {}
+    try:
+        for c in psutil.Process(pid).children():
+            cmd = c.cmdline()
+            if cmd[1:3] == ["-m", "switchboard"]:
+                out[cmd[4] if cmd[3] == "run" else cmd[3]] = c
+    except psutil.NoSuchProcess:
+        pass
+    return out
+
+
 def gone(proc: psutil.Process, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -63,11 +81,14 @@ async def start_up(made: list[Proc], data: str, tmp_path, n: int) -> tuple[Proc,
 def stop_up(p: Proc) -> None:
     children = nats_children(p.pid)
     assert len(children) == 1, f"expected one embedded nats-server child, saw {children}"
+    roles = role_children(p.pid)
+    assert set(roles) == ROLE_CHILDREN, f"role children: {roles}"
     code = p.terminate(timeout=20)
     assert code == 0, f"exit code {code}: {p.output()[-2000:]}"
-    # Checked right after exit: a nats-server still alive here was not stopped by
+    # Checked right after exit: a child still alive here was not stopped by
     # `up` (at best it would die later from PDEATHSIG).
-    assert gone(children[0], timeout=2.0), f"nats-server {children[0].pid} left behind"
+    for c in [*children, *roles.values()]:
+        assert gone(c, timeout=2.0), f"child {c.pid} {c.cmdline()[:4]} left behind"
 
 
 async def test_up_round_trip_stop_and_restart(tmp_path):
@@ -97,3 +118,56 @@ async def test_up_round_trip_stop_and_restart(tmp_path):
         await a.close()
         await b.close()
         stop_up(p2)
+
+
+async def test_up_restarts_a_dead_child_and_children_die_with_it(tmp_path):
+    data = str(tmp_path / "data")
+    alice, bob = unique("alice"), unique("bob")
+    with procs() as made:
+        p, url = await start_up(made, data, tmp_path, 1)
+        before = role_children(p.pid)
+        before["sequencer"].kill()  # SIGKILL: no clean shutdown
+        deadline = time.monotonic() + 30
+        while True:
+            now = role_children(p.pid)
+            if "sequencer" in now and now["sequencer"].pid != before["sequencer"].pid:
+                break
+            assert time.monotonic() < deadline, f"sequencer not restarted: {p.output()[-2000:]}"
+            time.sleep(0.1)
+        assert "child exited; restarting" in p.output()
+        ta, tb = cli_token(alice, data), cli_token(bob, data)
+        a = await Client(url=url, token=ta).connect(STEP)
+        b = await Client(url=url, token=tb).connect(STEP)
+        sent = await a.send(to=bob, body="after restart")  # the SDK resends until the new sequencer answers
+        m = await b.next_message(STEP)
+        assert (m.seq, m.body) == (sent.seq, "after restart")
+        await a.close()
+        await b.close()
+
+        # `up` SIGKILLed: no chance to stop anything; PR_SET_PDEATHSIG does.
+        children = [*nats_children(p.pid), *role_children(p.pid).values()]
+        assert len(children) == 4, children
+        p.kill()
+        for c in children:
+            assert gone(c, timeout=10.0), f"child {c.pid} {c.cmdline()[:4]} outlived a SIGKILLed up"
+
+
+async def test_up_gives_up_on_a_child_that_keeps_dying(tmp_path):
+    data = str(tmp_path / "data")
+    port = free_port()
+    # Nothing listens on the presence backend's port: the archiver+presence+pusher
+    # child exits at start, every time.
+    p = Proc(["up", "--port", str(port), "--data", data, "--presence", f"redis://127.0.0.1:{free_port()}/0"],
+             env=clean_env(), log=tmp_path / "up.log")
+    with procs() as made:
+        made.append(p)
+        deadline = time.monotonic() + 90  # 5 starts of a Python process plus 0.5+1+2+4 s of pauses
+        while p.p.poll() is None:
+            assert time.monotonic() < deadline, f"up still running: {p.output()[-2000:]}"
+            time.sleep(0.2)
+        assert p.p.returncode == 1
+        out = p.output()
+        lines = [ln for ln in out.splitlines() if ln.startswith("switchboard up:")]
+        assert lines == ["switchboard up: archiver+presence+pusher keeps dying (exit code 1, 5 exits within 60 s)"], \
+            out[-3000:]
+        assert "Switchboard is up" not in out

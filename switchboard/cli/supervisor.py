@@ -1,0 +1,352 @@
+"""``switchboard up``: the fabric as supervised child processes.
+
+One Python process runs on one core. At load the edge and the sequencer each
+need most of a core and nats-server about as much again, so on the 2-core
+reference box ``up`` runs, by default (layout ``sequencer,edge,archiver+presence+pusher``):
+
+    nats-server            (embedded; not with --nats)      started first, stopped last
+    switchboard sequencer
+    switchboard edge
+    switchboard run archiver+presence+pusher                (light roles share one process)
+
+``--layout`` changes the grouping (``+`` joins roles in one process, ``,``
+separates processes); ``--layout single`` runs every role inside ``up``
+itself, as before (one process, nats-server its only child).
+
+Rules:
+- the streams are created by ``up`` once, before any role starts; the roles
+  are told (``--streams-ready``) only to check they exist;
+- every child has PR_SET_PDEATHSIG (it dies with ``up``, even if ``up`` is
+  SIGKILLed) and its own session (a terminal's Ctrl-C reaches ``up`` only,
+  which then stops the children in order: edge, the other roles, nats-server);
+- a child that exits on its own is restarted after a pause that doubles from
+  0.5 s (logged at INFO); one that exits MAX_DEATHS times within
+  DEATH_WINDOW_SEC makes ``up`` stop everything and exit 1 with one line;
+- ``/metrics`` of the edge still shows every component: each non-edge child
+  serves its registries on a loopback port and the edge re-exports them
+  (switchboard/cli/metrics.py); ``metrics_port``, if set, is served by ``up``
+  with the same content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from switchboard import log
+from switchboard.bus.embedded import _die_with_parent, free_port, nats_server_binary
+from switchboard.cli.fabric import ALL_ROLES
+from switchboard.config import Settings, data_path
+
+DEFAULT_LAYOUT = "sequencer,edge,archiver+presence+pusher"
+SINGLE = "single"
+
+# A restart loop must not spin: the pause doubles from RESTART_MIN_SEC to
+# RESTART_MAX_SEC; MAX_DEATHS exits within DEATH_WINDOW_SEC mean the child
+# cannot run here (bad config, port taken) and `up` gives up.
+RESTART_MIN_SEC = 0.5
+RESTART_MAX_SEC = 8.0
+MAX_DEATHS = 5
+DEATH_WINDOW_SEC = 60.0
+# Python start-up, NATS connect and stream checks take 1-3 s on a busy 2-core
+# box; 60 s only expires when a child is really stuck.
+READY_TIMEOUT_SEC = 60.0
+# A role flushes and closes within a few seconds on SIGTERM; after this it is
+# SIGKILLed so `up` never hangs on a wedged child.
+STOP_TIMEOUT_SEC = 10.0
+# What a role prints on stdout once it serves (switchboard/cli/__init__.py).
+READY_MARKERS = ("Switchboard is up", " running (NATS ")
+QUIET_PREFIXES = ("NATS: ",)  # the edge's second line; `up` prints its own
+
+
+def parse_layout(text: str) -> list[tuple[str, ...]]:
+    """``"sequencer,edge,archiver+presence+pusher"`` -> process groups of roles.
+
+    Every role must appear exactly once. ``single`` is not a list of groups
+    (it means "in-process"); callers check for it first.
+    """
+    groups = [tuple(r.strip() for r in part.split("+") if r.strip()) for part in text.split(",") if part.strip()]
+    seen = [r for g in groups for r in g]
+    unknown = sorted(set(seen) - set(ALL_ROLES))
+    if unknown:
+        raise ValueError(f"layout {text!r}: unknown roles {unknown}; roles are {', '.join(ALL_ROLES)}")
+    dup = sorted({r for r in seen if seen.count(r) > 1})
+    if dup:
+        raise ValueError(f"layout {text!r}: roles named twice {dup}")
+    missing = [r for r in ALL_ROLES if r not in seen]
+    if missing:
+        raise ValueError(f"layout {text!r}: roles missing {missing}")
+    return groups
+
+
+@dataclass(kw_only=True)
+class Child:
+    """One supervised child process and its restart history."""
+
+    name: str  # "nats-server", "sequencer", "edge", "archiver+presence+pusher"
+    argv: list[str]
+    env: dict[str, str] | None = None
+    tcp_ready: tuple[str, int] | None = None  # ready once this port accepts (nats-server)
+    proc: asyncio.subprocess.Process | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    deaths: collections.deque = field(default_factory=collections.deque)
+    last_code: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+class UpFailed(Exception):
+    """A child could not be kept running; the message is the one line ``up`` prints."""
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops the children of ``up``."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self.stopping = False
+        self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._watchers: list[asyncio.Task] = []
+        self._readers: list[asyncio.Task] = []  # end at the child's EOF, so a stopping child never blocks on stdout
+        self.log = log.get("up")
+
+    async def start(self, child: Child) -> None:
+        """Spawn ``child`` and keep it running (restarts) until :meth:`stop`."""
+        self.children.append(child)
+        await self._spawn(child)
+        self._watchers.append(asyncio.create_task(self._watch(child), name=f"watch-{child.name}"))
+
+    async def wait_ready(self, children: list[Child], timeout: float = READY_TIMEOUT_SEC) -> None:
+        """All ``children`` ready, or :class:`UpFailed` (one kept dying, or too slow)."""
+        waits = asyncio.gather(*(c.ready.wait() for c in children))
+        done, _ = await asyncio.wait([waits, self.failed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if waits not in done:
+            waits.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waits
+        if self.failed in done:
+            raise UpFailed(self.failed.result())
+        if waits not in done:
+            slow = [c.name for c in children if not c.ready.is_set()]
+            raise UpFailed(f"not ready within {timeout:.0f} s: {', '.join(slow)}")
+
+    async def _spawn(self, child: Child) -> None:
+        child.ready.clear()
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL if child.tcp_ready else asyncio.subprocess.PIPE,
+            stderr=None, env=child.env, start_new_session=True, preexec_fn=_die_with_parent)
+        if child.tcp_ready is not None:
+            self._readers.append(asyncio.create_task(self._probe(child, child.proc)))
+        else:
+            self._readers.append(asyncio.create_task(self._read_stdout(child, child.proc)))
+
+    async def _probe(self, child: Child, proc: asyncio.subprocess.Process) -> None:
+        assert child.tcp_ready is not None
+        host, port = child.tcp_ready
+        while proc.returncode is None:
+            try:
+                _, w = await asyncio.open_connection(host, port)
+                w.close()
+                child.ready.set()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)  # nats-server listens within ~100 ms
+
+    async def _read_stdout(self, child: Child, proc: asyncio.subprocess.Process) -> None:
+        """Readiness from the role's stdout; other lines are passed through."""
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            if any(m in line for m in READY_MARKERS):
+                child.ready.set()  # the role's own "is up" line; `up` prints its own summary
+                continue
+            if line.startswith(QUIET_PREFIXES):
+                continue
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+    async def _watch(self, child: Child) -> None:
+        while True:
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self.stopping:
+                return
+            child.last_code = code
+            now = time.monotonic()
+            child.deaths.append(now)
+            while child.deaths and now - child.deaths[0] > DEATH_WINDOW_SEC:
+                child.deaths.popleft()
+            n = len(child.deaths)
+            if n >= MAX_DEATHS:
+                if not self.failed.done():
+                    self.failed.set_result(f"{child.name} keeps dying (exit code {code}, {n} exits within "
+                                           f"{DEATH_WINDOW_SEC:.0f} s)")
+                return
+            delay = min(RESTART_MIN_SEC * 2 ** (n - 1), RESTART_MAX_SEC)
+            self.log.info("child exited; restarting", child=child.name, pid=child.proc.pid, code=code,
+                          restart_in_sec=delay, exits_in_window=n)
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            await self._spawn(child)
+            self.log.info("child restarted", child=child.name, pid=child.proc.pid)
+
+    async def stop(self, order: list[list[Child]]) -> None:
+        """Stop the children, one batch after another (SIGTERM, SIGKILL after STOP_TIMEOUT_SEC)."""
+        self.stopping = True
+        for t in self._watchers:
+            t.cancel()
+        for batch in order:
+            await asyncio.gather(*(_terminate(c) for c in batch))
+        for t in self._watchers + self._readers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+async def _terminate(c: Child) -> None:
+    p = c.proc
+    if p is None or p.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        p.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(p.wait(), STOP_TIMEOUT_SEC)
+    except asyncio.TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            p.kill()
+        await p.wait()
+
+
+def _role_argv(args, roles: tuple[str, ...], settings: Settings, *, metrics_listen: str | None,
+               metrics_peers: list[str]) -> list[str]:
+    cmd = [roles[0]] if len(roles) == 1 else ["run", "+".join(roles)]
+    argv = [sys.executable, "-m", "switchboard", *cmd, "--nats", settings.nats_url, "--data", settings.data_dir,
+            "--store", settings.store_url, "--presence", settings.presence_url, "--log-level", settings.log_level,
+            "--streams-ready"]
+    if getattr(args, "config", None):
+        argv += ["--config", args.config]
+    if "edge" in roles:
+        argv += ["--host", settings.host, "--port", str(settings.port)]
+    if metrics_listen:
+        argv += ["--metrics-listen", metrics_listen]
+    if metrics_peers:
+        argv += ["--metrics-peers", ",".join(metrics_peers)]
+    return argv
+
+
+def _nats_child(settings: Settings, port: int) -> Child:
+    store = data_path(settings, "nats", "x").parent  # same place as the in-process embedded server
+    Path(store).mkdir(parents=True, exist_ok=True)
+    port = port or free_port("127.0.0.1")
+    argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store),
+            "-n", "switchboard", "-l", str(Path(store) / "nats-server.log"), "-m", str(free_port("127.0.0.1"))]
+    return Child(name="nats-server", argv=argv, tcp_ready=("127.0.0.1", port))
+
+
+async def _create_streams(settings: Settings) -> None:
+    from switchboard.bus import streams
+    from switchboard.cli.fabric import connect
+
+    nc = await connect(settings, name="switchboard-up")
+    try:
+        await streams.ensure_streams(nc.jetstream(), settings)
+    finally:
+        await nc.close()
+
+
+def _local(host: str) -> str:
+    """An address this host can reach a listener on ``host`` at."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+async def serve_up(args, settings: Settings, layout: list[tuple[str, ...]], *, embedded: bool,
+                   nats_port: int) -> int:
+    """Run ``up`` as a supervisor until SIGINT/SIGTERM (0) or a child keeps dying (1)."""
+    logger = log.get("up")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sup = Supervisor()
+    nats: Child | None = None
+    roles: list[Child] = []
+    code = 0
+    try:
+        if not port_free(settings.host, settings.port):
+            raise UpFailed(f"port {settings.port} on {settings.host} is in use (--port)")
+        if embedded:
+            nats = _nats_child(settings, nats_port)
+            await sup.start(nats)
+            await sup.wait_ready([nats])
+            assert nats.tcp_ready is not None
+            settings = settings.replace(nats_url=f"nats://127.0.0.1:{nats.tcp_ready[1]}")
+        await _create_streams(settings)
+        # Non-edge children serve their metrics on loopback ports for the edge to re-export.
+        plan: list[tuple[tuple[str, ...], str | None]] = []
+        for group in layout:
+            plan.append((group, None if "edge" in group else f"127.0.0.1:{free_port('127.0.0.1')}"))
+        peers = [m for _, m in plan if m]
+        env = {**os.environ, "SWITCHBOARD_JWT_SECRET": settings.jwt_secret}
+        env.pop("SWITCHBOARD_METRICS_PORT", None)  # up serves metrics_port itself (below)
+        for group, listen in plan:
+            child = Child(name="+".join(group), env=env,
+                          argv=_role_argv(args, group, settings, metrics_listen=listen,
+                                          metrics_peers=peers if "edge" in group else []))
+            roles.append(child)
+            await sup.start(child)
+        await sup.wait_ready(roles)
+        edge_url = f"http://{_local(settings.host)}:{settings.port}/metrics"
+        if settings.metrics_port:
+            _serve_proxy_metrics(settings, edge_url)
+        print(f"Switchboard is up: ws://{settings.host}:{settings.port}/ws  "
+              f"(demo: http://{settings.host}:{settings.port}/)", flush=True)
+        print(f"NATS: {settings.nats_url}   token: switchboard token USER --data {settings.data_dir}", flush=True)
+        print("processes: " + ", ".join(f"{c.name} {c.pid}" for c in sup.children), flush=True)
+        logger.info("fabric up", processes={c.name: c.pid for c in sup.children}, nats=settings.nats_url)
+        stop_wait = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait([stop_wait, sup.failed], return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if sup.failed in done:
+            raise UpFailed(sup.failed.result())
+    except UpFailed as exc:
+        print(f"switchboard up: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        edge = [c for c in roles if "edge" in c.name.split("+")]
+        rest = [c for c in roles if c not in edge]
+        await sup.stop([edge, rest, [nats] if nats else []])
+        logger.info("fabric stopped")
+    return code
+
+
+def _serve_proxy_metrics(settings: Settings, edge_url: str) -> None:
+    """``metrics_port`` of ``up``: the edge's page, which already holds every component's."""
+    from prometheus_client import start_http_server
+    from prometheus_client.registry import CollectorRegistry
+
+    from switchboard.cli.metrics import RemoteMetrics
+
+    reg = CollectorRegistry()
+    reg.register(RemoteMetrics(edge_url))
+    start_http_server(settings.metrics_port, addr=settings.host, registry=reg)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound (checked before children try, for a clear error)."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
