@@ -8,7 +8,12 @@ from their cursors.
 Close codes (docs/protocol.md): 4001 unauthorized, 4002 no hello in time,
 4008 slow consumer, 1009 frame far above the size limit, 1001 edge shutting
 down, 1013 NATS or a service unavailable (reconnect with backoff), 4009
-INBOX recreated (reconnect: you will be told to resync), 1011 bug. An over-limit connection rate is refused with HTTP 503 before upgrade.
+INBOX recreated (reconnect: you will be told to resync), 1011 bug. An
+over-limit connection rate is refused with HTTP 503 before upgrade.
+
+Sockets are served by :mod:`edge.transport` (websockets' sans-I/O protocol
+under a plain asyncio.Protocol): the HTTP routes below answer before the
+upgrade, :meth:`Edge._accept` authenticates after it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,7 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.micro import add_service
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import switchboard
@@ -41,16 +44,22 @@ from switchboard.bus.requester import Requester
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import TokenBucket
 from edge.session import Session
+from edge.transport import WsConfig, WsConn, WsServer
 
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_GOING_AWAY = 1001
-CLOSE_TRY_AGAIN = 1013
 CLOSE_EPOCH_CHANGED = 4009
 # How often a running edge checks that INBOX is still the same stream.
 EPOCH_CHECK_SEC = 5.0
 # websockets refuses (close 1009) frames above this; between max_frame_bytes
 # and this the edge answers an error frame and keeps the connection.
 HARD_FRAME_FACTOR = 4
+# Bytes a socket may hold while its transport is backed up, per frame of
+# send_queue_frames (a chat frame is ~300 B): 2048 frames -> 1 MiB. Never less
+# than two maximal frames. Beyond it: close 4008, the client resumes.
+OUTBOX_BYTES_PER_FRAME = 512
+# Seconds a closing handshake may take: a peer that does not answer close is cut off.
+CLOSE_TIMEOUT = 2.0
 # Epoch and INBOX bounds are re-read at most this often (seconds): hellos in a
 # reconnect storm share one stream-info request.
 BOUNDS_TTL = 0.5
@@ -78,7 +87,7 @@ class Edge:
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
         self._epoch_watch: asyncio.Task | None = None
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
-        self._server: Server | None = None
+        self._server: WsServer | None = None
         self._service = None
         # Extension hooks (presence reporter, receipts); defaults do nothing.
         self.connect_hooks: list[Callable[[Session], None]] = []
@@ -97,21 +106,13 @@ class Edge:
         self._epoch_watch = asyncio.create_task(self._watch_epoch())
         await self.requester.start()
         s = self.settings
-        self._server = await serve(
-            self._handler, s.host, s.port,
-            process_request=self._process_request,
-            max_size=s.max_frame_bytes * HARD_FRAME_FACTOR,
-            max_queue=8,  # frames read ahead per socket; the reader is never slow
-            compression=None,  # permessage-deflate costs ~100 KiB per socket; chat frames are small
-            ping_interval=s.ping_interval, ping_timeout=s.ping_timeout,
-            close_timeout=2.0,  # a peer that does not answer close is cut off quickly
-            server_header=None,
-        )
-        if s.port == 0:
-            sock = next(iter(self._server.sockets))
-            self.port = sock.getsockname()[1]
-        else:
-            self.port = s.port
+        # No compression (the transport offers no extension): permessage-deflate
+        # costs ~100 KiB per socket and chat frames are small.
+        config = WsConfig(max_size=s.max_frame_bytes * HARD_FRAME_FACTOR,
+                          outbox_bytes=max(s.send_queue_frames * OUTBOX_BYTES_PER_FRAME, 2 * s.max_frame_bytes),
+                          ping_interval=s.ping_interval, ping_timeout=s.ping_timeout, close_timeout=CLOSE_TIMEOUT)
+        self._server = WsServer(config=config, route=self._process_request, accept=self._accept)
+        self.port = await self._server.listen(s.host, s.port)
         await self.features.start()
         self._service = await add_service(self.nc, name="sb-edge", version=switchboard.__version__,
                                           description="WebSocket gateway", metadata={"edge": self.edge_id})
@@ -121,12 +122,7 @@ class Edge:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close(close_connections=False)
-            for sess in tuple(self.sessions):
-                sess._spawn(sess.close(CLOSE_GOING_AWAY, "edge shutting down; reconnect"))
-            await asyncio.sleep(0)
-            self._server.close()
-            await self._server.wait_closed()
+            await self._server.close(CLOSE_GOING_AWAY, "edge shutting down; reconnect")
             self._server = None
         if self._service is not None:
             await self._service.stop()
@@ -142,7 +138,7 @@ class Edge:
                                                "users": self.hub.users}))
 
     # -- HTTP: demo page, metrics, admission, auth ------------------------------------
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    def _process_request(self, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/metrics":
             return _response(HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4")
@@ -158,9 +154,7 @@ class Edge:
                              "text/plain", retry_after="1")
         return None
 
-    def _authenticate(self, conn: ServerConnection) -> str:
-        request = conn.request
-        assert request is not None
+    def _authenticate(self, request: Request) -> str:
         token = None
         header = request.headers.get("Authorization")
         if header and header.lower().startswith("bearer "):
@@ -170,41 +164,27 @@ class Edge:
             token = (parse_qs(request.path.split("?", 1)[1]).get("token") or [None])[0]
         return auth.verify(self.settings.jwt_secret, token)
 
-    async def _handler(self, ws: ServerConnection) -> None:
+    def _accept(self, conn: WsConn) -> Session | None:
+        """Upgraded: authenticate (close 4001 if not), then a session takes the socket."""
+        assert conn.request is not None
         try:
-            user = self._authenticate(ws)
+            user = self._authenticate(conn.request)
         except AuthError as exc:
             self.metrics.rejected.labels("auth").inc()
             self.log.info("connection refused", reason=exc.message)
-            await ws.close(CLOSE_UNAUTHORIZED, exc.message)
-            return
-        sess = Session(edge=self, ws=ws, user=user)
+            conn.close(CLOSE_UNAUTHORIZED, exc.message)
+            return None
+        sess = Session(edge=self, conn=conn, user=user)
         self.sessions.add(sess)
         self.metrics.connections.inc()
         self.metrics.accepted.inc()
-        try:
-            await sess.run()
-        except ConnectionClosed:
-            pass
-        except (Unavailable, nats.errors.Error, asyncio.TimeoutError) as exc:
-            # NATS or a service behind it is slow or away (e.g. the INBOX read
-            # of a hello): the client should come back shortly, elsewhere if need be.
-            sess.log.info("connection closed: backend unavailable", error=type(exc).__name__)
-            try:
-                await ws.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
-            except ConnectionClosed:
-                pass
-        except Exception:  # noqa: BLE001 - one connection's bug must not take the edge down
-            sess.log.exception("connection failed")
-            try:
-                await ws.close(1011, "internal error")
-            except ConnectionClosed:
-                pass
-        finally:
-            self.sessions.discard(sess)
-            self.metrics.connections.dec()
-            self.metrics.users.set(self.hub.users)
-            sess.log.info("disconnected", code=ws.close_code, sent=sess.outbox.sent)
+        return sess
+
+    def session_closed(self, sess: Session) -> None:
+        self.sessions.discard(sess)
+        self.metrics.connections.dec()
+        self.metrics.users.set(self.hub.users)
+        sess.log.info("disconnected", code=sess.conn.close_code, sent=sess.conn.frames_out)
 
     # -- hooks called by sessions ------------------------------------------------------
     def on_connect(self, sess: Session) -> None:
@@ -253,7 +233,7 @@ class Edge:
         self.epoch = epoch
         for sess in tuple(self.sessions):
             if sess.epoch and sess.epoch != epoch:  # not yet welcomed: it will get the new one
-                sess._spawn(sess.close(CLOSE_EPOCH_CHANGED, "stream epoch changed: reconnect and resync"))
+                sess.close(CLOSE_EPOCH_CHANGED, "stream epoch changed: reconnect and resync")
 
     async def resync_ranges(self, user: str) -> list[frames.ResyncRange]:
         """What a resyncing client should fetch from history: each of the

@@ -13,6 +13,10 @@ previous entry of the same user). So for every live entry the session knows:
 Catch-up reads INBOX from ``cursor + 1`` in batches until nothing is pending,
 and repeats while live entries beyond the cursor were seen meanwhile; live
 entries are not buffered (they are in INBOX anyway), so memory stays bounded.
+
+Frames arrive by callback (:meth:`Session.on_frame`, from edge.transport).
+The hello and its catch-up run as one coroutine per connection; reading is
+paused meanwhile (frames that were already read wait in a short list).
 """
 
 from __future__ import annotations
@@ -23,51 +27,52 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import msgspec
+import nats.errors
 from nats.aio.msg import Msg as NatsMsg
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 
 from switchboard import events, frames, ids
 from switchboard.bus.direct import direct_batch
-from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError
+from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError, Unavailable
 from switchboard.log import get as get_logger
 
-from edge.outbox import CLOSE_SLOW_CONSUMER, Outbox, direct_writer
 from edge.ratelimit import TokenBucket
+from edge.transport import WsConn
 
 if TYPE_CHECKING:
     from edge.server import Edge
 
 CLOSE_HELLO_TIMEOUT = 4002
+CLOSE_TRY_AGAIN = 1013
 _conn_ids = itertools.count(1)
 _send_reply = msgspec.json.Decoder(events.SendReply)
-# Sends a connection may have in flight to the sequencer; beyond it the reader
-# waits, which slows only this connection.
+# Sends a connection may have in flight to the sequencer; beyond it a send is
+# answered rate_limited (retry: true) at once: the reader never blocks.
 MAX_INFLIGHT_SENDS = 64
+# Session states.
+WAIT_HELLO, HELLO, LIVE, CLOSED = range(4)
 
 
 class Session:
-    __slots__ = ("edge", "ws", "user", "conn_id", "cursor", "acked", "outbox", "bucket", "log",
+    __slots__ = ("edge", "conn", "user", "conn_id", "cursor", "acked", "bucket", "log", "epoch", "state",
                  "_live", "_catching_up", "_seen_beyond", "_inflight", "_tasks", "_unacked", "_groups",
-                 "_conv_locks", "epoch")
+                 "_conv_locks", "_early", "_hello_timer", "_attached")
 
-    def __init__(self, *, edge: "Edge", ws: ServerConnection, user: str) -> None:
+    def __init__(self, *, edge: "Edge", conn: WsConn, user: str) -> None:
         self.edge = edge
-        self.ws = ws
+        self.conn = conn
         self.user = user
         self.conn_id = f"{edge.edge_id}-{next(_conn_ids)}"
         self.cursor = 0
         self.acked = 0
         self.epoch = ""  # the INBOX epoch this socket's cursor belongs to (set at welcome)
+        self.state = WAIT_HELLO
         s = edge.settings
-        self.outbox = Outbox(send=ws.send, limit=s.send_queue_frames, on_overflow=self._slow_consumer,
-                             write_now=direct_writer(ws))
         self.bucket = TokenBucket(rate=s.rate_per_sec, burst=s.rate_burst)
         self.log = get_logger("edge.session", conn=self.conn_id, user=user)
         self._live = False
         self._catching_up = False
         self._seen_beyond = False
-        self._inflight = asyncio.Semaphore(MAX_INFLIGHT_SENDS)
+        self._inflight = 0
         self._tasks: set[asyncio.Task] = set()
         # (cursor, Nats-Msg-Id "conv:seq:user") of entries sent and not yet
         # acked, turned into delivered receipts on ack. Bounded like the
@@ -79,49 +84,87 @@ class Session:
         # time, in the order the client sent them (asyncio.Lock is FIFO), so
         # seq order = the device's order; different conversations overlap.
         self._conv_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # conv -> (lock, [users])
+        # Frames read in the same chunk as hello, handled once the session is live
+        # (reading is paused meanwhile, so this holds at most one read's worth).
+        self._early: list[bytes] = []
+        self._attached = False
+        # hello_timeout: a socket that never says hello only costs memory.
+        self._hello_timer = asyncio.get_running_loop().call_later(s.hello_timeout, self._no_hello)
 
-    # -- lifecycle --------------------------------------------------------------
-    async def run(self) -> None:
-        hello = await self._await_hello()
-        if hello is None:
-            return
-        await self.edge.hub.attach(self.user, self)
+    # -- lifecycle (called by edge.transport) ----------------------------------------
+    def on_frame(self, data: bytes) -> None:
+        state = self.state
+        if state is LIVE:
+            self._handle(data)
+        elif state is HELLO:
+            self._early.append(data)
+        elif state is WAIT_HELLO:
+            self._first_frame(data)
+
+    def on_slow_consumer(self) -> None:
+        self.edge.metrics.slow_consumers.inc()
+        self.log.info("slow consumer disconnected", held_bytes_limit=self.conn.server.config.outbox_bytes)
+
+    def on_close(self) -> None:
+        self.state = CLOSED
+        self._live = False
+        self._hello_timer.cancel()
+        for t in tuple(self._tasks):
+            t.cancel()
+        self.edge.session_closed(self)
+        if self._attached:
+            self.edge.on_disconnect(self)
+            self._spawn(self._detach())
+
+    async def _detach(self) -> None:
+        hub = self.edge.hub
+        for conv in tuple(self._groups):
+            await hub.detach_conv(conv, self)
+        await hub.detach(self.user, self)
+
+    def _no_hello(self) -> None:
+        if self.state is WAIT_HELLO:
+            self.conn.close(CLOSE_HELLO_TIMEOUT, "no hello frame in time")
+
+    def _first_frame(self, data: bytes) -> None:
         try:
+            frame = self._decode(data)
+            if not isinstance(frame, frames.Hello):
+                raise BadFrame("the first frame must be hello", code="hello_required")
+        except SwitchboardError as exc:
+            self._send(frames.error_frame(exc, frames.guess_ref(data)))
+            return
+        self._hello_timer.cancel()
+        self.state = HELLO
+        self.conn.pause_reading()  # the client's next frames wait until the replay is done
+        self._spawn(self._start(frame))
+
+    async def _start(self, hello: frames.Hello) -> None:
+        try:
+            self._attached = True  # from here on, on_close detaches
+            await self.edge.hub.attach(self.user, self)
             self.edge.on_connect(self)
             await self._hello(hello)
-            async for data in self.ws:
-                await self._handle(data)
-        finally:
-            self._live = False
-            for t in tuple(self._tasks):
-                t.cancel()
-            self.outbox.close()
-            for conv in tuple(self._groups):
-                await self.edge.hub.detach_conv(conv, self)
-            await self.edge.hub.detach(self.user, self)
-            self.edge.on_disconnect(self)
-
-    async def _await_hello(self) -> frames.Hello | None:
-        deadline = asyncio.get_running_loop().time() + self.edge.settings.hello_timeout
-        while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                data = await asyncio.wait_for(self.ws.recv(), max(remaining, 0.001))
-            except asyncio.TimeoutError:
-                await self.ws.close(CLOSE_HELLO_TIMEOUT, "no hello frame in time")
-                return None
-            try:
-                frame = self._decode(data)
-                if not isinstance(frame, frames.Hello):
-                    raise BadFrame("the first frame must be hello", code="hello_required")
-                return frame
-            except SwitchboardError as exc:
-                self._send(frames.error_frame(exc, frames.guess_ref(data)))
-
-    def _slow_consumer(self) -> None:
-        self.edge.metrics.slow_consumers.inc()
-        self.log.info("slow consumer disconnected", queued=self.edge.settings.send_queue_frames)
-        self._spawn(self.ws.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and resume from your cursor"))
+        except asyncio.CancelledError:
+            raise
+        except (Unavailable, nats.errors.Error, asyncio.TimeoutError) as exc:
+            # NATS or a service behind it is slow or away (e.g. the INBOX read
+            # of a hello): the client should come back shortly, elsewhere if need be.
+            self.log.info("connection closed: backend unavailable", error=type(exc).__name__)
+            self.conn.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
+            return
+        except Exception:  # noqa: BLE001 - one connection's bug must not take the edge down
+            self.log.exception("connection failed")
+            self.conn.close(1011, "internal error")
+            return
+        if self.state is not HELLO:
+            return
+        self.state = LIVE
+        early, self._early = self._early, []
+        for data in early:
+            if self.state is LIVE:
+                self._handle(data)
+        self.conn.resume_reading()
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -129,7 +172,7 @@ class Session:
         task.add_done_callback(self._tasks.discard)
 
     def _send(self, frame) -> None:
-        self.outbox.put(frames.encode(frame))
+        self.conn.send(frames.encode(frame))
 
     # -- hello, replay, resync ---------------------------------------------------
     async def _hello(self, hello: frames.Hello) -> None:
@@ -165,7 +208,7 @@ class Session:
 
     def on_conv_message(self, msg: NatsMsg) -> None:
         if self._live:
-            self.outbox.put(msg.data)  # a msg frame without cursor: not an INBOX entry
+            self.conn.send(msg.data)  # a msg frame without cursor: not an INBOX entry
 
     async def _resync(self, reason: str, last_seq: int) -> None:
         self.cursor = last_seq
@@ -188,13 +231,13 @@ class Session:
             while True:
                 self._seen_beyond = False
                 first_batch = True
-                # Replay respects backpressure: a batch never exceeds half the
-                # socket queue, and the next is read only once it has drained.
-                size = max(1, min(edge.settings.replay_batch, self.outbox.limit // 2))
+                # Replay respects backpressure: a batch is at most half the
+                # socket queue, and it is written only once the socket has
+                # drained (right after the check: no await between, so the
+                # batch goes to the transport in this tick's flush, never to
+                # the byte-bounded outbox).
+                size = max(1, min(edge.settings.replay_batch, edge.settings.send_queue_frames // 2))
                 while True:
-                    await self.outbox.drained()
-                    if self.outbox.closed:
-                        return True
                     batch = await direct_batch(edge.nc, stream=edge.inbox_stream, subject=subject,
                                                start_seq=self.cursor + 1, batch=size,
                                                timeout=edge.settings.send_timeout)
@@ -203,6 +246,9 @@ class Session:
                         if total_after >= edge.settings.inbox_max_per_user and batch.entries[0][0] > self.cursor + 1:
                             return False
                     first_batch = False
+                    await self.conn.drained()
+                    if not self.conn.is_open:
+                        return True
                     for seq, headers, data in batch.entries:
                         if seq > self.cursor:
                             self._put_entry(seq, headers, data)
@@ -220,7 +266,7 @@ class Session:
         h = msg.headers
         seq_s = h.get("Nats-Sequence") if h else None
         if seq_s is None:
-            self.outbox.put(msg.data)  # an ephemeral event, already a wire frame
+            self.conn.send(msg.data)  # an ephemeral event, already a wire frame
             large = h.get("Sb-Large-Conv") if h else None
             if large:
                 self._spawn(self.join_group(large))
@@ -239,7 +285,7 @@ class Session:
         self._put_entry(seq, h, msg.data)
 
     def _put_entry(self, seq: int, headers: dict, data: bytes) -> None:
-        self.outbox.put(frames.with_cursor(data, seq))
+        self.conn.send(frames.with_cursor(data, seq))
         self.cursor = seq
         msg_id = headers.get("Nats-Msg-Id")
         if msg_id:
@@ -264,7 +310,7 @@ class Session:
             raise FrameTooLarge(f"frame exceeds {s.max_frame_bytes} bytes")
         return frames.decode_client_frame(data, max_body=s.max_body_bytes)
 
-    async def _handle(self, data: str | bytes) -> None:
+    def _handle(self, data: bytes) -> None:
         self.edge.metrics.frames_in.inc()
         try:
             frame = self._decode(data)
@@ -274,7 +320,11 @@ class Session:
             self._send(frames.error_frame(exc, frames.guess_ref(data)))
             return
         if isinstance(frame, frames.Send):
-            await self._inflight.acquire()
+            if self._inflight >= MAX_INFLIGHT_SENDS:
+                self._send(frames.Error(ref=frame.id, code="rate_limited", retry=True,
+                                        message=f"more than {MAX_INFLIGHT_SENDS} sends in flight; resend later"))
+                return
+            self._inflight += 1
             self._spawn(self._do_send(frame))
         elif isinstance(frame, frames.Ack):
             if frame.cursor > self.acked:
@@ -310,7 +360,7 @@ class Session:
         except SwitchboardError as exc:
             self._send(frames.error_frame(exc, f.id))
         finally:
-            self._inflight.release()
+            self._inflight -= 1
 
     async def _do_other(self, frame) -> None:
         ref = getattr(frame, "id", None)
@@ -320,9 +370,7 @@ class Session:
                 self._send(out)
         except SwitchboardError as exc:
             self._send(frames.error_frame(exc, ref))
-        except ConnectionClosed:
-            pass
 
-    async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code, reason)
+    def close(self, code: int, reason: str) -> None:
+        self.conn.close(code, reason)
 

@@ -1,15 +1,11 @@
-"""Edge building blocks without sockets: TokenBucket, Outbox, with_cursor, dm ids."""
+"""Edge building blocks without sockets: TokenBucket, with_cursor, dm ids (the
+socket layer: test_edge_transport.py)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
 import pytest
-from websockets.exceptions import ConnectionClosedOK
-from websockets.frames import Close
 
-from edge.outbox import Outbox
 from edge.ratelimit import TokenBucket
 from switchboard import frames, ids
 from switchboard.errors import InvalidId
@@ -58,81 +54,6 @@ def test_bucket_take_n():
     b = TokenBucket(rate=1.0, burst=3, clock=Clock())
     assert not b.take(4)
     assert b.take(3)
-
-
-# ---------------------------------------------------------------- Outbox
-
-
-class FakeSocket:
-    """Stands in for ws.send: records frames; can block or be closed."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.closed = False
-
-    async def send(self, data, text=False):
-        await self.gate.wait()
-        if self.closed:
-            raise ConnectionClosedOK(Close(1000, ""), None)
-        self.sent.append(data)
-
-
-async def test_outbox_sends_in_order():
-    s = FakeSocket()
-    o = Outbox(send=s.send, limit=10, on_overflow=lambda: None)
-    for i in range(5):
-        assert o.put(b"%d" % i)
-    await o.flush(1.0)
-    assert s.sent == [b"0", b"1", b"2", b"3", b"4"] and o.sent == 5 and len(o) == 0
-
-
-async def test_outbox_overflow_closes_and_calls_back_once():
-    s = FakeSocket()
-    s.gate.clear()  # the peer does not read
-    overflows = []
-    o = Outbox(send=s.send, limit=3, on_overflow=lambda: overflows.append(1))
-    results = [o.put(b"x") for _ in range(6)]
-    # the writer has not run yet: 3 queued, the 4th overflows, later puts are refused
-    await asyncio.sleep(0)
-    assert overflows == [1]
-    assert results[-1] is False and o.closed and len(o) == 0
-    assert o.put(b"late") is False
-    o.close()
-
-
-async def test_outbox_overflow_counts_queued_frames_only():
-    s = FakeSocket()
-    s.gate.clear()
-    overflows = []
-    o = Outbox(send=s.send, limit=3, on_overflow=lambda: overflows.append(1))
-    o.put(b"a")
-    await asyncio.sleep(0)  # the writer takes "a" and blocks in send
-    assert [o.put(b"b"), o.put(b"c"), o.put(b"d")] == [True, True, True]
-    assert overflows == []
-    assert o.put(b"e") is False and overflows == [1]
-    o.close()
-
-
-async def test_outbox_connection_closed_stops_quietly():
-    s = FakeSocket()
-    s.closed = True
-    o = Outbox(send=s.send, limit=10, on_overflow=lambda: None)
-    o.put(b"a")
-    o.put(b"b")
-    await o.flush(1.0)
-    assert o.closed and s.sent == [] and o.put(b"c") is False
-
-
-async def test_outbox_writer_restarts_after_drain():
-    s = FakeSocket()
-    o = Outbox(send=s.send, limit=10, on_overflow=lambda: None)
-    o.put(b"a")
-    await o.flush(1.0)
-    o.put(b"b")
-    await o.flush(1.0)
-    assert s.sent == [b"a", b"b"]
 
 
 # ---------------------------------------------------------------- with_cursor

@@ -1,0 +1,381 @@
+"""WebSocket server: websockets' sans-I/O ``ServerProtocol`` under a plain ``asyncio.Protocol``.
+
+Why not ``websockets.asyncio.server``: it costs a task per connection and a
+future plus several awaits per frame (24 µs per frame in and out, against
+5 µs here when reads batch; shared/notes/hot-path-measured.md). Here:
+
+- bytes in -> ``ServerProtocol.receive_data`` -> each complete text (or
+  binary) message goes synchronously to ``handler.on_frame(data)``;
+- frames out are appended with ``send_text`` and the bytes from
+  ``data_to_send()`` are written with ONE ``transport.write`` per socket per
+  loop tick (one edge-wide ``call_soon`` flush over the sockets written to);
+- backpressure: above the transport's high-water mark (``pause_writing``) new
+  frames are held in a byte-bounded outbox; past ``outbox_bytes`` the client
+  is too slow and is closed with 4008 (it resumes from its cursor);
+- keepalive: one edge-wide timer pings sockets idle for ``ping_interval`` and
+  fails those that send nothing within ``ping_timeout``: no task per socket;
+- HTTP: ``route(request)`` answers plain requests (or refuses the upgrade);
+  ``None`` means upgrade, then ``accept(conn)`` makes the handler (or closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import websockets
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import CONNECTING, OPEN
+from websockets.server import ServerProtocol
+
+from switchboard.log import get as get_logger
+
+if not websockets.version.version.startswith("17."):
+    raise ImportError(f"edge.transport drives websockets' sans-I/O ServerProtocol and is written against "
+                      f"websockets 17.x; found {websockets.version.version}. Install 'websockets>=17,<18'.")
+
+CLOSE_SLOW_CONSUMER = 4008
+# Seconds a new TCP connection has to send its HTTP request: a socket that
+# never speaks would otherwise hold a file descriptor forever.
+OPEN_TIMEOUT = 10.0
+# Transport buffer sizes (bytes) at which writing pauses / resumes: above
+# 64 KiB the kernel's socket buffer is full and the peer is not reading;
+# frames then wait in the connection's own byte-bounded outbox.
+HIGH_WATER = 64 * 1024
+LOW_WATER = 16 * 1024
+# The keepalive sweep runs this many times per min(ping_interval,
+# ping_timeout): a dead peer is noticed at most a quarter late.
+SWEEPS_PER_INTERVAL = 4
+# Slowest sweep (seconds); also bounds how stale the "idle since" clock gets.
+MAX_SWEEP = 5.0
+PING_DATA = b"sb"
+OP_TEXT, OP_BINARY, OP_CONT, OP_PING, OP_CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.CLOSE
+
+_log = get_logger("edge.transport")
+
+
+class Handler(Protocol):
+    """What a connection delivers to once upgraded (the session)."""
+
+    def on_frame(self, data: bytes) -> None: ...
+
+    def on_slow_consumer(self) -> None: ...
+
+    def on_close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WsConfig:
+    max_size: int  # bytes of one incoming message; above: close 1009 by the protocol
+    outbox_bytes: int  # bytes held for a paused socket before close 4008
+    ping_interval: float  # seconds without input before a ping (<= 0: no keepalive)
+    ping_timeout: float  # seconds to answer it (any input counts) before close 1011
+    close_timeout: float  # seconds the closing handshake may take before the TCP connection is cut
+
+
+class WsServer:
+    """Listens, owns the connections, flushes their writes once per tick and pings idle ones."""
+
+    def __init__(self, *, config: WsConfig, route: Callable[[Request], Response | None],
+                 accept: Callable[["WsConn"], Handler | None]) -> None:
+        self.config = config
+        self.route = route
+        self.accept = accept
+        self.conns: set[WsConn] = set()
+        self.loop = asyncio.get_running_loop()
+        self._dirty: list[WsConn] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._empty: asyncio.Future | None = None  # set when the last connection goes (shutdown)
+
+    async def listen(self, host: str, port: int) -> int:
+        """Start serving; returns the bound port (``port`` 0 picks one)."""
+        # backlog 4096: a reconnect storm queues in the kernel, admission control then sheds it.
+        self._server = await self.loop.create_server(lambda: WsConn(self), host, port, backlog=4096)
+        if self.config.ping_interval > 0:
+            self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self, code: int, reason: str) -> None:
+        """Stop listening, close every connection with ``code``, wait for them
+        up to ``close_timeout`` (then cut them off)."""
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for c in tuple(self.conns):
+            c.close(code, reason)
+        if self.conns:
+            self._empty = self.loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._empty), self.config.close_timeout + 0.5)
+            except asyncio.TimeoutError:
+                for c in tuple(self.conns):
+                    c.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    # -- called by connections -------------------------------------------------
+    def dirty(self, conn: "WsConn") -> None:
+        if not self._dirty:
+            self.loop.call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def gone(self, conn: "WsConn") -> None:
+        self.conns.discard(conn)
+        if not self.conns and self._empty is not None and not self._empty.done():
+            self._empty.set_result(None)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for c in dirty:
+            c.flush()
+
+    # -- keepalive -----------------------------------------------------------------
+    def _sweep_every(self) -> float:
+        c = self.config
+        return min(MAX_SWEEP, max(0.01, min(c.ping_interval, c.ping_timeout) / SWEEPS_PER_INTERVAL))
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        for c in tuple(self.conns):
+            if c.rx:  # heard from since the last sweep: alive
+                c.rx = False
+                c.idle_since = now
+                c.ping_at = 0.0
+            elif c.proto.state is not OPEN:
+                continue
+            elif not c.ping_at:
+                if now - c.idle_since >= interval:
+                    c.ping_at = now
+                    c.proto.send_ping(PING_DATA)
+                    c.mark_dirty()
+            elif now - c.ping_at >= timeout:
+                c.fail(1011, "keepalive ping timeout")
+                c.transport.close()  # a dead peer will not answer the close either
+        self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+
+
+class WsConn(asyncio.Protocol):
+    """One socket. ``send`` appends a text frame; the write happens at the end of the tick."""
+
+    __slots__ = ("server", "proto", "transport", "handler", "request", "rx", "idle_since", "ping_at",
+                 "frames_out", "_dirty", "_paused", "_held", "_frags", "_timer", "_drain")
+
+    def __init__(self, server: WsServer) -> None:
+        self.server = server
+        self.proto = ServerProtocol(max_size=server.config.max_size)  # no extensions: no compression
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.handler: Handler | None = None
+        self.request: Request | None = None
+        self.rx = True  # something arrived since the last keepalive sweep
+        self.idle_since = server.loop.time()
+        self.ping_at = 0.0  # when the outstanding ping was sent; 0: none
+        self.frames_out = 0
+        self._dirty = False
+        self._paused = False
+        self._held = bytearray()  # frames waiting while the transport is paused
+        self._frags: list[bytes] | None = None  # a fragmented message being assembled
+        self._timer: asyncio.TimerHandle | None = None  # handshake deadline, then close deadline
+        self._drain: asyncio.Future | None = None
+
+    # -- what the session uses ---------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self.proto.state is OPEN
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the peer closed with (1006 if it did not), None while open."""
+        return self.proto.close_code
+
+    def send(self, data: bytes) -> bool:
+        """Queue one text frame (UTF-8 bytes); False if the socket is closing."""
+        proto = self.proto
+        if proto.state is not OPEN:
+            return False
+        proto.send_text(data)
+        self.frames_out += 1
+        if not self._dirty:
+            self._dirty = True
+            self.server.dirty(self)
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (after what is queued); cut off after close_timeout."""
+        state = self.proto.state
+        if state is OPEN:
+            self.proto.send_close(code, reason)
+            self.flush()
+            self._close_deadline()
+        elif state is CONNECTING:
+            self.transport.abort()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close at once with ``code``, dropping what is held (slow or dead peer)."""
+        self._held.clear()
+        if self.proto.state is OPEN:
+            self.proto.fail(code, reason)
+            self.flush()
+            self._close_deadline()
+
+    async def drained(self) -> None:
+        """Wait until the transport takes writes again and nothing is held."""
+        while (self._paused or self._held) and self.proto.state is OPEN:
+            self._drain = self.server.loop.create_future()
+            await self._drain
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # -- writing -----------------------------------------------------------------------------
+    def mark_dirty(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self.server.dirty(self)
+
+    def flush(self) -> None:
+        """Write what the protocol produced since the last flush, in one write."""
+        self._dirty = False
+        chunks = self.proto.data_to_send()
+        if not chunks:
+            return
+        eof = not chunks[-1]  # SEND_EOF (b""): half-close after writing
+        if eof:
+            chunks.pop()
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self._paused and not eof and self.proto.state is OPEN:
+            self._held += data
+            if len(self._held) > self.server.config.outbox_bytes:
+                self._slow_consumer()
+            return
+        t = self.transport
+        if self._held:
+            data = bytes(self._held) + data
+            self._held.clear()
+        if data:
+            t.write(data)
+        if eof and not t.is_closing():
+            if t.can_write_eof():
+                t.write_eof()
+            else:
+                t.close()
+
+    def _slow_consumer(self) -> None:
+        self._held.clear()
+        if self.handler is not None:
+            self.handler.on_slow_consumer()
+        self.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and resume from your cursor")
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._held:
+            data = bytes(self._held)
+            self._held.clear()
+            self.transport.write(data)
+        self._wake()
+
+    def _wake(self) -> None:
+        d, self._drain = self._drain, None
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    # -- timers ---------------------------------------------------------------------------------
+    def _close_deadline(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.server.loop.call_later(self.server.config.close_timeout, self._cut)
+
+    def _cut(self) -> None:
+        self._timer = None
+        self.transport.abort()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.server.conns.add(self)
+        self._timer = self.server.loop.call_later(OPEN_TIMEOUT, self._cut)
+
+    def data_received(self, data: bytes) -> None:
+        self.rx = True
+        proto = self.proto
+        proto.receive_data(data)
+        try:
+            for ev in proto.events_received():
+                if ev.__class__ is not Frame:
+                    self._handshake(ev)  # type: ignore[arg-type]
+                    continue
+                op = ev.opcode
+                if op is OP_TEXT or op is OP_BINARY:
+                    if ev.fin:
+                        if self.handler is not None:
+                            self.handler.on_frame(ev.data)
+                    else:
+                        self._frags = [ev.data]
+                elif op is OP_CONT:
+                    if self._frags is not None:
+                        self._frags.append(ev.data)
+                        if ev.fin:
+                            whole, self._frags = b"".join(self._frags), None
+                            if self.handler is not None:
+                                self.handler.on_frame(whole)
+                elif op is OP_PING or op is OP_CLOSE:
+                    self.mark_dirty()  # the protocol queued a pong, or the close echo
+        except Exception:  # noqa: BLE001 - one connection's bug must not take the edge down
+            _log.exception("connection handler failed")
+            self.fail(1011, "internal error")
+        if proto.state is not OPEN:  # closing: failed parse (1002/1007/1009) or a close frame
+            self.mark_dirty()
+            if proto.close_expected() and self._timer is None:
+                self._close_deadline()
+
+    def _handshake(self, request: Request) -> None:
+        self.request = request
+        proto = self.proto
+        response = self.server.route(request)
+        if response is None:
+            response = proto.accept(request)  # 101, or an error status for a bad upgrade
+        proto.send_response(response)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.mark_dirty()
+        if proto.state is OPEN:
+            self.handler = self.server.accept(self)
+        elif proto.close_expected():
+            self._close_deadline()
+
+    def eof_received(self) -> bool | None:
+        self.proto.receive_eof()
+        self.flush()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proto.receive_eof()  # idempotent: the protocol is CLOSED now
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._held.clear()
+        self._wake()
+        self.server.gone(self)
+        h, self.handler = self.handler, None
+        if h is not None:
+            try:
+                h.on_close()
+            except Exception:  # noqa: BLE001
+                _log.exception("connection close handler failed")
+
+
+__all__ = ["CLOSE_SLOW_CONSUMER", "Handler", "WsConfig", "WsConn", "WsServer"]

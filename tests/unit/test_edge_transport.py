@@ -1,0 +1,356 @@
+"""edge.transport without sockets: a fake asyncio transport and websockets'
+own sans-I/O client protocol on the other side.
+
+Checks one transport.write per loop tick however many frames, the byte
+bound of a backed-up socket (close 4008), the keepalive sweep, the HTTP
+routes of the edge, auth at the handshake, and message reassembly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+from unittest.mock import MagicMock
+
+import pytest
+from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from edge.transport import CLOSE_SLOW_CONSUMER, WsConfig, WsConn, WsServer
+from switchboard import auth
+from switchboard.config import Settings
+
+
+class FakeTransport:
+    """Records writes; flow control is driven by the test."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.eof = False
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self.limits = (high, low)
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.writes.append(bytes(data))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class Recorder:
+    """A handler: records what the connection delivers."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.slow = 0
+        self.closed = 0
+
+    def on_frame(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    def on_slow_consumer(self) -> None:
+        self.slow += 1
+
+    def on_close(self) -> None:
+        self.closed += 1
+
+
+CONFIG = WsConfig(max_size=4096, outbox_bytes=1000, ping_interval=0.0, ping_timeout=0.0, close_timeout=0.05)
+
+
+class Peer:
+    """One connection: the server side (WsConn on a FakeTransport) and a
+    websockets ClientProtocol as the client."""
+
+    def __init__(self, server: WsServer, path: str = "/ws") -> None:
+        self.server = server
+        self.t = FakeTransport()
+        self.conn = WsConn(server)
+        self.conn.connection_made(self.t)  # type: ignore[arg-type]
+        self.client = ClientProtocol(parse_uri(f"ws://edge{path}"))
+        self.client.send_request(self.client.connect())
+        self.push()
+
+    def push(self) -> None:
+        """Client -> server: everything the client protocol has to send."""
+        for data in self.client.data_to_send():
+            if data:
+                self.conn.data_received(data)
+
+    def pull(self) -> list:
+        """Server -> client: feed what was written; the client's events."""
+        for data in self.t.writes:
+            self.client.receive_data(data)
+        self.t.writes.clear()
+        return self.client.events_received()
+
+    def send(self, text: str) -> None:
+        self.client.send_text(text.encode())
+        self.push()
+
+
+def make_server(accept=None, route=None, config: WsConfig = CONFIG) -> tuple[WsServer, list[Recorder]]:
+    handlers: list[Recorder] = []
+
+    def default_accept(conn: WsConn) -> Recorder:
+        handlers.append(Recorder())
+        return handlers[-1]
+
+    server = WsServer(config=config, route=route or (lambda req: None), accept=accept or default_accept)
+    return server, handlers
+
+
+async def tick() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+def texts(events: list) -> list[bytes]:
+    return [e.data for e in events if isinstance(e, Frame) and e.opcode is Opcode.TEXT]
+
+
+def close_of(events: list) -> tuple[int, str] | None:
+    for e in events:
+        if isinstance(e, Frame) and e.opcode is Opcode.CLOSE:
+            from websockets.frames import Close
+            c = Close.parse(e.data)
+            return c.code, c.reason
+    return None
+
+
+# ---------------------------------------------------------------- writes
+
+
+async def test_n_frames_in_one_tick_are_one_write():
+    server, handlers = make_server()
+    p = Peer(server)
+    await tick()
+    [response] = [e for e in p.pull() if isinstance(e, Response)]
+    assert response.status_code == 101
+    for i in range(50):
+        assert p.conn.send(b'{"n":%d}' % i)
+    assert p.t.writes == []  # nothing written before the tick ends
+    await tick()
+    assert len(p.t.writes) == 1
+    assert texts(p.pull()) == [b'{"n":%d}' % i for i in range(50)]
+    assert p.conn.frames_out == 50
+
+
+async def test_one_flush_for_many_sockets_each_one_write():
+    server, _ = make_server()
+    peers = [Peer(server) for _ in range(5)]
+    await tick()
+    for p in peers:
+        p.pull()
+    for _ in range(3):
+        for p in peers:
+            p.conn.send(b"x")
+    await tick()
+    assert [len(p.t.writes) for p in peers] == [1] * 5
+
+
+async def test_received_messages_in_order_and_fragments_joined():
+    server, handlers = make_server()
+    p = Peer(server)
+    await tick()
+    p.pull()  # the 101: the client may send now
+    p.send("one")
+    p.send("two")
+    p.client.send_text(b"thr", fin=False)
+    p.client.send_continuation(b"e", fin=False)
+    p.client.send_continuation(b"e", fin=True)
+    p.push()
+    assert handlers[0].frames == [b"one", b"two", b"three"]
+
+
+async def test_ping_from_client_is_answered_in_the_tick_flush():
+    server, _ = make_server()
+    p = Peer(server)
+    await tick()
+    p.pull()
+    p.client.send_ping(b"hi")
+    p.push()
+    await tick()
+    assert [e.opcode for e in p.pull()] == [Opcode.PONG]
+
+
+async def test_too_large_message_closes_1009():
+    server, handlers = make_server()
+    p = Peer(server)
+    await tick()
+    p.pull()
+    p.send("x" * (CONFIG.max_size + 1))
+    await tick()
+    assert close_of(p.pull())[0] == 1009
+    assert handlers[0].frames == []
+
+
+# ---------------------------------------------------------------- backpressure
+
+
+async def test_paused_socket_holds_then_writes_once_on_resume():
+    server, handlers = make_server()
+    p = Peer(server)
+    await tick()
+    p.pull()
+    p.conn.pause_writing()
+    for _ in range(5):
+        p.conn.send(b"y" * 100)
+        await tick()
+    assert p.t.writes == []  # held, not written
+    p.conn.resume_writing()
+    assert len(p.t.writes) == 1
+    assert texts(p.pull()) == [b"y" * 100] * 5
+    assert handlers[0].slow == 0
+
+
+async def test_byte_bound_exceeded_closes_4008():
+    server, handlers = make_server()
+    p = Peer(server)
+    await tick()
+    p.pull()
+    p.conn.pause_writing()
+    for _ in range(12):  # 12 x ~100 B > outbox_bytes (1000)
+        p.conn.send(b"z" * 100)
+        await tick()
+    assert handlers[0].slow == 1
+    events = p.pull()
+    assert texts(events) == []  # what was held is dropped; only the close goes out
+    assert close_of(events) == (CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and resume from your cursor")
+    assert p.conn.send(b"late") is False
+    await asyncio.sleep(CONFIG.close_timeout * 2)
+    assert p.t.aborted  # the peer never completed the close: cut off after close_timeout
+    p.conn.connection_lost(None)
+    assert handlers[0].closed == 1 and p.conn not in server.conns
+
+
+async def test_drained_waits_for_resume():
+    server, _ = make_server()
+    p = Peer(server)
+    await tick()
+    p.conn.pause_writing()
+    waiter = asyncio.ensure_future(p.conn.drained())
+    await tick()
+    assert not waiter.done()
+    p.conn.resume_writing()
+    await asyncio.wait_for(waiter, 1)
+
+
+# ---------------------------------------------------------------- keepalive
+
+
+async def test_keepalive_pings_idle_and_drops_silent_sockets():
+    config = WsConfig(max_size=4096, outbox_bytes=1000, ping_interval=0.04, ping_timeout=0.04, close_timeout=1.0)
+    server, handlers = make_server(config=config)
+    server._sweeper = server.loop.call_later(server._sweep_every(), server._sweep)  # what listen() starts
+    talker, silent = Peer(server), Peer(server)
+    await tick()
+    talker.pull()
+    silent.pull()
+    for _ in range(20):  # 0.2 s: several ping intervals
+        await asyncio.sleep(0.01)
+        talker.pull()
+        talker.push()  # the client protocol answered any ping with a pong
+    assert silent.t.closed and not talker.t.closed
+    events = silent.pull()
+    assert Opcode.PING in [e.opcode for e in events if isinstance(e, Frame)]
+    assert close_of(events) == (1011, "keepalive ping timeout")
+    server._sweeper.cancel()
+
+
+async def test_open_timeout_cuts_a_socket_that_never_sends_a_request(monkeypatch):
+    import edge.transport as tr
+    monkeypatch.setattr(tr, "OPEN_TIMEOUT", 0.01)
+    server, _ = make_server()
+    t = FakeTransport()
+    conn = WsConn(server)
+    conn.connection_made(t)  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert t.aborted
+
+
+# ---------------------------------------------------------------- the edge's HTTP routes and auth
+
+
+@pytest.fixture
+async def edge():
+    from edge.server import Edge
+    e = Edge(settings=Settings(jwt_secret="s" * 32, admit_per_sec=2.0), nc=MagicMock())
+    yield e
+    e.features.presence._task = None
+
+
+async def http(edge, path: str, headers: Headers | None = None) -> tuple[Response | None, list]:
+    server = WsServer(config=CONFIG, route=edge._process_request, accept=edge._accept)
+    p = Peer(server, path)
+    await tick()
+    events = p.pull()
+    responses = [e for e in events if isinstance(e, Response)]
+    return (responses[0] if responses else None), events, p
+
+
+@pytest.mark.parametrize("path,status,ctype", [
+    ("/healthz", 200, "text/plain"), ("/metrics", 200, "text/plain; version=0.0.4"),
+    ("/", 200, "text/html; charset=utf-8"), ("/index.html", 200, "text/html; charset=utf-8"),
+    ("/favicon.ico", 404, "text/plain")])
+async def test_http_routes(edge, path, status, ctype):
+    resp, _, p = await http(edge, path)
+    assert (resp.status_code, resp.headers["Content-Type"]) == (status, ctype)
+    assert int(resp.headers["Content-Length"]) == len(resp.body)
+    assert p.t.eof  # a plain HTTP answer ends the connection
+
+
+async def test_admission_503_with_retry_after(edge):
+    statuses = []
+    for _ in range(4):  # burst 2, then refused
+        resp, _, p = await http(edge, "/ws?token=x")
+        statuses.append(resp.status_code)
+    assert statuses[:2] == [101, 101] and statuses[2:] == [HTTPStatus.SERVICE_UNAVAILABLE] * 2
+    resp, _, _ = await http(edge, "/ws")
+    assert resp.headers["Retry-After"] == "1"
+
+
+async def test_bad_token_upgrades_then_closes_4001(edge):
+    resp, events, p = await http(edge, "/ws?token=forged")
+    assert resp.status_code == 101
+    code, reason = close_of(events)
+    assert code == 4001 and reason and "forged" not in reason
+    assert edge.sessions == set()
+
+
+async def test_good_token_makes_a_session(edge):
+    tok = auth.issue(edge.settings.jwt_secret, "alice")
+    resp, events, p = await http(edge, f"/ws?token={tok}")
+    assert resp.status_code == 101 and close_of(events) is None
+    [sess] = edge.sessions
+    assert sess.user == "alice" and p.conn.handler is sess
+    sess._hello_timer.cancel()
