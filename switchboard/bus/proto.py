@@ -215,77 +215,80 @@ class Parser:
             data = bytes(buf)
             buf.clear()
         self._need = 0
-        handlers = self.handlers
+        get = self.handlers.get
         n = len(data)
         pos = 0
+        msgs = 0
         find = data.find
-        startswith = data.startswith
-        while pos < n:
-            eol = find(b"\r\n", pos)
-            if eol < 0:
-                if n - pos > MAX_CONTROL_LINE:
-                    raise ProtocolError("control line too long")
-                break
-            if startswith(b"MSG ", pos):
-                args = data[pos + 4:eol].split(b" ")
-                la = len(args)
-                if la == 3:
-                    subject, sid, size = args
-                    reply = ""
-                elif la == 4:
-                    subject, sid, rb, size = args
-                    reply = rb.decode()
-                else:
-                    raise ProtocolError(f"bad MSG line {data[pos:eol][:200]!r}")
-                start = eol + 2
-                end = start + int(size)
-                if end + 2 > n:
-                    self._need = end + 2 - pos
+        try:
+            while pos < n:
+                eol = find(b"\r\n", pos)
+                if eol < 0:
+                    if n - pos > MAX_CONTROL_LINE:
+                        raise ProtocolError("control line too long")
                     break
-                if data[end:end + 2] != b"\r\n":
-                    raise ProtocolError("MSG payload not followed by CRLF")
-                self.msgs += 1
-                pos = end + 2
-                handler = handlers.get(sid)
-                if handler is not None:
-                    try:
-                        handler(BusMsg(subject.decode(), reply, data[start:end], b""))
-                    except Exception:  # noqa: BLE001 - one bad handler must not break the read loop
-                        _log.exception("bus handler failed", subject=subject.decode(errors="replace"))
-                continue
-            if startswith(b"HMSG ", pos):
-                args = data[pos + 5:eol].split(b" ")
-                la = len(args)
-                if la == 4:
-                    subject, sid, hsize, size = args
-                    reply = ""
-                elif la == 5:
-                    subject, sid, rb, hsize, size = args
-                    reply = rb.decode()
+                c = data[pos]
+                if c == 77 and data[pos + 1] == 83:  # "MS": MSG <subject> <sid> [reply] <size>
+                    args = data[pos + 4:eol].split(b" ")
+                    if len(args) == 3:
+                        subject, sid, size = args
+                        reply = ""
+                    elif len(args) == 4:
+                        subject, sid, rb, size = args
+                        reply = rb.decode()
+                    else:
+                        raise ProtocolError(f"bad MSG line {data[pos:eol][:200]!r}")
+                    start = eol + 2
+                    end = start + int(size)
+                    if end + 2 > n:
+                        self._need = end + 2 - pos
+                        break
+                    if data[end] != 13:
+                        raise ProtocolError("MSG payload not followed by CRLF")
+                    msgs += 1
+                    pos = end + 2
+                    handler = get(sid)
+                    if handler is not None:
+                        try:
+                            handler(BusMsg(subject.decode(), reply, data[start:end], b""))
+                        except Exception:  # noqa: BLE001 - one bad handler must not break the read loop
+                            _log.exception("bus handler failed", subject=subject.decode(errors="replace"))
+                elif c == 72 and data[pos + 1] == 77:  # "HM": HMSG <subject> <sid> [reply] <hdr size> <size>
+                    args = data[pos + 5:eol].split(b" ")
+                    if len(args) == 4:
+                        subject, sid, hsize, size = args
+                        reply = ""
+                    elif len(args) == 5:
+                        subject, sid, rb, hsize, size = args
+                        reply = rb.decode()
+                    else:
+                        raise ProtocolError(f"bad HMSG line {data[pos:eol][:200]!r}")
+                    start = eol + 2
+                    hend = start + int(hsize)
+                    end = start + int(size)
+                    if hend > end:
+                        raise ProtocolError("HMSG header size larger than total size")
+                    if end + 2 > n:
+                        self._need = end + 2 - pos
+                        break
+                    if data[end] != 13:
+                        raise ProtocolError("HMSG payload not followed by CRLF")
+                    msgs += 1
+                    pos = end + 2
+                    handler = get(sid)
+                    if handler is not None:
+                        try:
+                            handler(BusMsg(subject.decode(), reply, data[hend:end], data[start:hend]))
+                        except Exception:  # noqa: BLE001 - one bad handler must not break the read loop
+                            _log.exception("bus handler failed", subject=subject.decode(errors="replace"))
                 else:
-                    raise ProtocolError(f"bad HMSG line {data[pos:eol][:200]!r}")
-                start = eol + 2
-                hend = start + int(hsize)
-                end = start + int(size)
-                if hend > end:
-                    raise ProtocolError("HMSG header size larger than total size")
-                if end + 2 > n:
-                    self._need = end + 2 - pos
-                    break
-                if data[end:end + 2] != b"\r\n":
-                    raise ProtocolError("HMSG payload not followed by CRLF")
-                self.msgs += 1
-                pos = end + 2
-                handler = handlers.get(sid)
-                if handler is not None:
-                    try:
-                        handler(BusMsg(subject.decode(), reply, data[hend:end], data[start:hend]))
-                    except Exception:  # noqa: BLE001 - one bad handler must not break the read loop
-                        _log.exception("bus handler failed", subject=subject.decode(errors="replace"))
-                continue
-            line = data[pos:eol]
-            pos = eol + 2
-            self._control(line)
+                    line = data[pos:eol]
+                    pos = eol + 2
+                    self._control(line)
+        except ValueError as exc:  # int() of a size that is not a number
+            raise ProtocolError(f"bad protocol line: {exc}") from None
+        finally:
+            self.msgs += msgs
         if pos < n:  # an unfinished frame: keep it (``_need`` counts from its start)
             buf += data[pos:] if pos else data
 
