@@ -297,3 +297,319 @@ async def test_max_reconnect_attempts_closes(make_nats) -> None:
     await until(lambda: c.is_closed, timeout=5, what="give up")
     with pytest.raises(BusError):
         c.publish("t.x", b"")
+
+
+async def test_keepalive_detects_a_frozen_server(make_nats) -> None:
+    """A server that stops answering (SIGSTOP: the TCP connection stays up)
+    is declared stale after max_pings_out unanswered PINGs; once it answers
+    again the client is back, subscriptions included."""
+    import os
+    import signal
+
+    server = make_nats()
+    events: list[str] = []
+    c = await connect([server.url], reconnect_wait=0.1, connect_timeout=0.3, ping_interval=0.1, max_pings_out=2,
+                      on_disconnected=lambda: events.append("down"), on_reconnected=lambda: events.append("up"))
+    try:
+        subject = uniq("t.ka")
+        _, got = collector(c, subject)
+        await c.flush()
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            await until(lambda: events == ["down"], timeout=3, what="stale detection")
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await until(lambda: c.is_connected, timeout=5, what="reconnect")
+        c.publish(subject, b"alive")
+        await until(lambda: len(got) == 1)
+    finally:
+        await c.close()
+
+
+# --- auth -------------------------------------------------------------------------
+
+def _b64(b: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def _keypair(prefix: int):
+    import os
+
+    import nkeys
+    return nkeys.from_seed(nkeys.encode_seed(os.urandom(32), prefix))
+
+
+def _jwt(issuer, subject_pub: str, name: str, nats_claims: dict) -> str:
+    """A NATS JWT v2: base64url(header).base64url(claims).base64url(ed25519 sig
+    by the issuer's nkey over the first two parts)."""
+    import base64
+    import hashlib
+    claims = {"iat": int(time.time()), "iss": issuer.public_key.decode(), "name": name, "sub": subject_pub,
+              "nats": nats_claims}
+    claims["jti"] = base64.b32encode(hashlib.sha256(json.dumps(claims).encode()).digest()).decode().rstrip("=")
+    head = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    body = _b64(json.dumps(claims).encode())
+    return f"{head}.{body}.{_b64(issuer.sign(f'{head}.{body}'.encode()))}"
+
+
+def operator_setup(tmp_path, *, user_name: str = "u") -> tuple[str, str, str]:
+    """(server config, .creds path of an allowed user, .creds path of a user
+    signed by an account the server does not know)."""
+    import nkeys
+    unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True,
+                 "conn": -1, "leaf": -1}
+    op = _keypair(nkeys.PREFIX_BYTE_OPERATOR)
+    acc, sys_acc, rogue = (_keypair(nkeys.PREFIX_BYTE_ACCOUNT) for _ in range(3))
+    pub = {k: k.public_key.decode() for k in (op, acc, sys_acc, rogue)}
+    op_jwt = _jwt(op, pub[op], "op", {"type": "operator", "version": 2})
+    acc_jwt = _jwt(op, pub[acc], "app", {"type": "account", "version": 2, "limits": unlimited})
+    sys_jwt = _jwt(op, pub[sys_acc], "SYS", {"type": "account", "version": 2, "limits": unlimited})
+    conf = (f"operator: {op_jwt}\nsystem_account: {pub[sys_acc]}\nresolver: MEMORY\n"
+            f"resolver_preload: {{\n  {pub[acc]}: {acc_jwt}\n  {pub[sys_acc]}: {sys_jwt}\n}}\n")
+
+    def creds(account, name: str) -> str:
+        usr = _keypair(nkeys.PREFIX_BYTE_USER)
+        user_jwt = _jwt(account, usr.public_key.decode(), name,
+                        {"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1})
+        path = tmp_path / f"{name}.creds"
+        path.write_text(
+            f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n"
+            "************************* IMPORTANT *************************\n"
+            "NKEY Seed printed below can be used to sign and prove identity.\n\n"
+            f"-----BEGIN USER NKEY SEED-----\n{usr.seed.decode()}\n------END USER NKEY SEED------\n")
+        return str(path)
+
+    return conf, creds(acc, user_name), creds(rogue, "rogue")
+
+
+def _user_nkey() -> tuple[str, str]:
+    import nkeys
+    kp = _keypair(nkeys.PREFIX_BYTE_USER)
+    return kp.seed.decode(), kp.public_key.decode()
+
+
+NKEY_SEED, NKEY_PUB = _user_nkey()
+OTHER_NKEY_SEED, _ = _user_nkey()
+
+USERS_CONF = """authorization {
+  users = [
+    {user: alice, password: "s3cret", permissions: {publish: {deny: ["t.denied.>"]}}}
+  ]
+}
+"""
+TOKEN_CONF = 'authorization { token: "t0ken-xyz" }\n'
+NKEY_CONF = f"authorization {{ users = [ {{nkey: {NKEY_PUB}}} ] }}\n"
+
+# (case, server config, URL credentials, connect() keyword arguments, accepted)
+AUTH_CASES = [
+    ("user-password", USERS_CONF, "", {"user": "alice", "password": "s3cret"}, True),
+    ("user-password-url", USERS_CONF, "alice:s3cret@", {}, True),
+    ("user-password-wrong", USERS_CONF, "", {"user": "alice", "password": "nope"}, False),
+    ("user-password-none", USERS_CONF, "", {}, False),
+    ("token", TOKEN_CONF, "", {"token": "t0ken-xyz"}, True),
+    ("token-url", TOKEN_CONF, "t0ken-xyz@", {}, True),
+    ("token-wrong", TOKEN_CONF, "", {"token": "other"}, False),
+    ("nkey", NKEY_CONF, "", {"nkey_seed": NKEY_SEED}, True),
+    ("nkey-unknown", NKEY_CONF, "", {"nkey_seed": OTHER_NKEY_SEED}, False),
+    ("creds", "OPERATOR", "", {"creds": "GOOD"}, True),
+    ("creds-unknown-account", "OPERATOR", "", {"creds": "ROGUE"}, False),
+]
+
+
+@pytest.mark.parametrize("case, conf, in_url, kwargs, accepted", AUTH_CASES, ids=[c[0] for c in AUTH_CASES])
+async def test_auth(make_nats, tmp_path, case, conf, in_url, kwargs, accepted) -> None:
+    if conf == "OPERATOR":
+        conf, good, rogue = operator_setup(tmp_path)
+        kwargs = {"creds": good if kwargs["creds"] == "GOOD" else rogue}
+    path = tmp_path / "server.conf"
+    path.write_text(conf)
+    server = make_nats(extra_args=["-c", str(path)])
+    url = f"nats://{in_url}{server.host}:{server.port}"
+    if not accepted:
+        with pytest.raises(BusError, match="refused the credentials") as info:
+            await connect([url], **kwargs)
+        assert info.value.code == "bus_auth" and not isinstance(info.value, BusUnavailable)
+        return
+    c = await connect([url], reconnect_wait=0.1, **kwargs)
+    try:
+        subject = uniq("t.auth")
+        _, got = collector(c, subject)
+        await c.flush()
+        c.publish(subject, b"authenticated")
+        await until(lambda: len(got) == 1)
+        # credentials are re-sent on reconnect (the .creds file is read again)
+        server.kill()
+        await until(lambda: not c.is_connected)
+        server.start()
+        await until(lambda: c.is_connected, timeout=10, what="reconnect with credentials")
+        c.publish(subject, b"again")
+        await until(lambda: len(got) == 2)
+    finally:
+        await c.close()
+
+
+async def test_permissions_violation_is_counted_and_connection_stays(make_nats, tmp_path) -> None:
+    path = tmp_path / "server.conf"
+    path.write_text(USERS_CONF)
+    server = make_nats(extra_args=["-c", str(path)])
+    c = await connect([server.url], user="alice", password="s3cret")
+    try:
+        _, got = collector(c, "t.ok")
+        _, denied = collector(c, "t.denied.x")
+        await c.flush()
+        c.publish("t.denied.x", b"forbidden")
+        await c.flush()
+        await until(lambda: c.stats.permission_errors == 1, what="-ERR Permissions Violation")
+        c.publish("t.ok", b"fine")
+        await until(lambda: len(got) == 1)
+        assert c.is_connected and c.stats.reconnects == 0 and denied == []
+    finally:
+        await c.close()
+
+
+# --- TLS --------------------------------------------------------------------------
+
+def make_ca_and_server_cert(tmp_path) -> tuple[str, str, str]:
+    """(ca.pem, server cert.pem, server key.pem): a throwaway CA and a server
+    certificate for 127.0.0.1 / localhost signed by it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "switchboard test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = (tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return tuple(str(p) for p in paths)  # type: ignore[return-value]
+
+
+@pytest.fixture
+def tls_server(make_nats, tmp_path):
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    path = tmp_path / "tls.conf"
+    path.write_text(f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n}}\n')
+    return make_nats(extra_args=["-c", str(path)]), ca
+
+
+# (case, URL scheme, give the CA context, expected error or None)
+TLS_CASES = [
+    ("context", "nats", True, None),
+    ("tls-scheme", "tls", True, None),
+    ("tls-required-no-context", "nats", False, "CERTIFICATE_VERIFY_FAILED"),
+]
+
+
+@pytest.mark.parametrize("case, scheme, with_ca, error", TLS_CASES, ids=[c[0] for c in TLS_CASES])
+async def test_tls(tls_server, case, scheme, with_ca, error) -> None:
+    import ssl
+    server, ca = tls_server
+    ctx = ssl.create_default_context(cafile=ca) if with_ca else None
+    url = f"{scheme}://127.0.0.1:{server.port}"
+    if error:
+        with pytest.raises(BusUnavailable, match=error):
+            await connect([url], tls=ctx)
+        return
+    c = await connect([url], tls=ctx, reconnect_wait=0.1)
+    try:
+        assert c.server_info.get("tls_required") is True
+        subject = uniq("t.tls")
+        _, got = collector(c, subject)
+        await c.flush()
+        big = b"z" * 300_000  # several TLS records
+        c.publish(subject, big)
+        await until(lambda: len(got) == 1)
+        assert got[0].data == big
+        server.kill()
+        await until(lambda: not c.is_connected)
+        server.start()
+        await until(lambda: c.is_connected, timeout=10, what="TLS reconnect")
+        c.publish(subject, b"again")
+        await until(lambda: len(got) == 2)
+    finally:
+        await c.close()
+
+
+async def test_tls_context_but_server_without_tls(nats_server) -> None:
+    import ssl
+    with pytest.raises(BusUnavailable, match="does not offer TLS"):
+        await connect([nats_server.url], tls=ssl.create_default_context())
+
+
+# --- cluster ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("failure", ["kill", "lame_duck"])
+async def test_cluster_failover_keeps_subscriptions(make_nats, tmp_path, failure) -> None:
+    """3 nodes on loopback with routes. The subscriber knows only node 1 (the
+    others come from INFO connect_urls), the publisher uses node 3. Node 1
+    dies (SIGKILL) or enters lame-duck mode: the subscriber moves to another
+    node with its subscriptions."""
+    import os
+    import signal
+
+    from switchboard.bus.embedded import free_port
+    cluster_ports = [free_port() for _ in range(3)]
+    routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+    conf = tmp_path / "ldm.conf"
+    # lame duck: the 30 s duration is the server's minimum; with one client
+    # the server closes it right after the grace period.
+    conf.write_text('lame_duck_duration: "30s"\nlame_duck_grace_period: "100ms"\n')
+    nodes = [make_nats(name=f"sb-cluster-{i}", extra_args=[
+        "-c", str(conf), "--cluster", f"nats://127.0.0.1:{cluster_ports[i]}", "--cluster_name", "sbtest",
+        "--routes", routes]) for i in range(3)]
+    events: list[str] = []
+    sub = await connect([nodes[0].url], name="sub", reconnect_wait=0.1,
+                        on_disconnected=lambda: events.append("down"), on_reconnected=lambda: events.append("up"))
+    pub = await connect([nodes[2].url], name="pub")
+    try:
+        subject = uniq("t.cluster")
+        _, got = collector(sub, subject)
+        await sub.flush()
+        await until(lambda: len(sub.servers) == 3, what="connect_urls of the other nodes")
+        assert sub.connected_url == nodes[0].url
+
+        async def delivered(body: bytes) -> None:  # routes and interest propagate asynchronously
+            deadline = time.monotonic() + 10
+            while not any(m.data == body for m in got):
+                assert time.monotonic() < deadline, f"{body!r} never crossed the cluster"
+                pub.publish(subject, body)
+                await asyncio.sleep(0.05)
+
+        await delivered(b"via routes")
+        if failure == "kill":
+            nodes[0].kill()
+        else:
+            os.kill(nodes[0].process.pid, signal.SIGUSR2)  # lame-duck mode
+        await until(lambda: events == ["down", "up"], timeout=10, what="failover")
+        assert sub.connected_url in (nodes[1].url, nodes[2].url)
+        await delivered(b"after failover")
+        assert sub.stats.reconnects == 1
+    finally:
+        await sub.close()
+        await pub.close()
