@@ -5,17 +5,24 @@ Each handler checks what it can locally and turns the frame into one request
 or a few publishes on NATS. Conversation members are cached per edge
 (membership is immutable in protocol v1), so typing costs no round trip
 after the first.
+
+Receipts are on the hot path (every ack): an ack or read only updates a
+dict; one edge-wide flush every RECEIPT_FLUSH sends one callback request per
+(socket, conversation) through the lean bus client, with no task or future
+per receipt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from switchboard import events, frames
+from switchboard.bus.conn import BusMsg
 from switchboard.devices import RegisterReply, RegisterRequest, check_token
 from switchboard.errors import SwitchboardError, from_code
 from switchboard.presence.messages import PresenceReply, WatchRequest
@@ -55,8 +62,8 @@ class Features:
         self._flusher: asyncio.Task | None = None
         self.presence = PresenceReporter(nc=edge.nc, subjects=edge.subjects, edge_id=edge.edge_id,
                                          interval_sec=presence_interval, ttl_factor=presence_ttl_factor)
+        edge.sync_handlers[frames.Read] = self.read
         edge.frame_handlers.update({
-            frames.Read: self.read,
             frames.Typing: self.typing,
             frames.PresenceWatch: self.presence_watch,
             frames.PushRegister: self.push_register,
@@ -74,7 +81,7 @@ class Features:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
-        await self._flush_receipts()
+        self._flush_receipts()
         await self.presence.stop()
 
     def _disconnected(self, sess: "Session") -> None:
@@ -95,7 +102,7 @@ class Features:
         return cached
 
     # -- receipts ------------------------------------------------------------------
-    async def read(self, sess: "Session", f: frames.Read) -> None:
+    def read(self, sess: "Session", f: frames.Read) -> None:
         p = self._receipts.setdefault(sess, {}).setdefault(f.conv, [0, 0, None])
         if f.seq >= p[1]:
             p[1], p[2] = f.seq, f.id
@@ -109,25 +116,19 @@ class Features:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(RECEIPT_FLUSH)
-            await self._flush_receipts()
+            self._flush_receipts()
 
-    async def _flush_receipts(self) -> None:
+    def _flush_receipts(self) -> None:
         if not self._receipts:
             return
         pending, self._receipts = self._receipts, {}
-        await asyncio.gather(*(self._receipt(sess, conv, d, r, ref)
-                               for sess, convs in pending.items() for conv, (d, r, ref) in convs.items()))
-
-    async def _receipt(self, sess: "Session", conv: str, delivered: int, read: int, ref: str | None) -> None:
-        req = events.ReceiptRequest(user=sess.user, conv=conv, delivered=delivered, read=read)
-        try:
-            data = await self.edge.request(self.edge.subjects.receipt(conv), events.encode(req))
-            _raise(_receipts_reply.decode(data).error)
-        except SwitchboardError as exc:
-            if read:  # the client asked: tell it; a delivered receipt is the edge's own doing
-                sess._send(frames.error_frame(exc, ref))
-            else:
-                sess.log.info("delivered receipt failed", conv=conv, code=exc.code)
+        edge = self.edge
+        timeout = edge.settings.send_timeout
+        for sess, convs in pending.items():
+            for conv, (delivered, read, ref) in convs.items():
+                req = events.ReceiptRequest(user=sess.user, conv=conv, delivered=delivered, read=read)
+                edge.replies.request(edge.subjects.receipt(conv), events.encode(req),
+                                     functools.partial(_receipt_reply, sess, conv, read, ref), timeout=timeout)
 
     async def receipts(self, sess: "Session", f: frames.ReceiptsRequest) -> None:
         q = events.ReceiptsQuery(conv=f.conv, user=sess.user)
@@ -166,6 +167,19 @@ class Features:
         data = await self.edge.request(self.edge.subjects.api("push", "register"), req)
         _raise(_register_reply.decode(data).error)
         return frames.Ok(ref=f.id) if f.id else None
+
+
+def _receipt_reply(sess: "Session", conv: str, read: int, ref: str | None, msg: BusMsg | None,
+                   exc: BaseException | None) -> None:
+    try:
+        if exc is not None:
+            raise exc
+        _raise(_receipts_reply.decode(msg.data).error)  # type: ignore[union-attr]
+    except (SwitchboardError, msgspec.DecodeError) as err:
+        if read:  # the client asked: tell it; a delivered receipt is the edge's own doing
+            sess._send(frames.error_frame(err, ref))
+        else:
+            sess.log.info("delivered receipt failed", conv=conv, code=getattr(err, "code", "internal"))
 
 
 def _raise(err: events.ErrorBody | None) -> None:

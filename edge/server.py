@@ -35,6 +35,9 @@ from websockets.http11 import Request, Response
 import switchboard
 from switchboard import auth, events, frames, log
 from switchboard.bus import streams
+from switchboard.bus.conn import BusConnection
+from switchboard.bus.conn import connect as bus_connect
+from switchboard.bus.replies import Replies
 from switchboard.config import Settings
 from switchboard.errors import AuthError, SwitchboardError, Unavailable, from_code
 
@@ -80,6 +83,10 @@ class Edge:
         _, self.inbox_stream, _ = streams.names(settings)
         self.hub = Hub(nc=nc, subjects=self.subjects)
         self.requester = Requester(nc=nc)
+        # The hot path's NATS connection (sends, receipts; see edge.sends),
+        # made in start(); nats-py (nc) stays for JetStream and the micro service.
+        self.bus: BusConnection | None = None
+        self.replies: Replies = None  # type: ignore[assignment]
         self.metrics = EdgeMetrics()
         self.epoch = ""
         self.sessions: set[Session] = set()
@@ -97,15 +104,20 @@ class Edge:
             frames.ConvCreate: self._conv_create,
             frames.HistoryRequest: self._history,
         }
+        # Frames handled synchronously, without a task (read receipts).
+        self.sync_handlers: dict[type, Callable[[Session, Any], None]] = {}
         self.features = Features(edge=self, presence_interval=settings.presence_heartbeat_sec,
                                  presence_ttl_factor=settings.presence_ttl_factor)
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
+        s = self.settings
+        self.bus = await bus_connect(servers=s.nats_servers, name=f"sb-edge-{self.edge_id}")
+        self.replies = Replies(self.bus)
+        self.replies.start()
         self.epoch = await streams.epoch(self.js, self.inbox_stream)
         self._epoch_watch = asyncio.create_task(self._watch_epoch())
         await self.requester.start()
-        s = self.settings
         # No compression (the transport offers no extension): permessage-deflate
         # costs ~100 KiB per socket and chat frames are small.
         config = WsConfig(max_size=s.max_frame_bytes * HARD_FRAME_FACTOR,
@@ -131,6 +143,10 @@ class Edge:
             self._epoch_watch.cancel()
         await self.features.stop()
         await self.requester.stop()
+        if self.bus is not None:
+            self.replies.stop()
+            await self.bus.close()
+            self.bus = None
         self.log.info("edge stopped")
 
     async def _stats(self, req) -> None:

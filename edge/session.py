@@ -26,16 +26,16 @@ import itertools
 from collections import deque
 from typing import TYPE_CHECKING
 
-import msgspec
 import nats.errors
 from nats.aio.msg import Msg as NatsMsg
 
-from switchboard import events, frames, ids
+from switchboard import frames
 from switchboard.bus.direct import direct_batch
 from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError, Unavailable
 from switchboard.log import get as get_logger
 
 from edge.ratelimit import TokenBucket
+from edge.sends import Sends
 from edge.transport import WsConn
 
 if TYPE_CHECKING:
@@ -44,18 +44,14 @@ if TYPE_CHECKING:
 CLOSE_HELLO_TIMEOUT = 4002
 CLOSE_TRY_AGAIN = 1013
 _conn_ids = itertools.count(1)
-_send_reply = msgspec.json.Decoder(events.SendReply)
-# Sends a connection may have in flight to the sequencer; beyond it a send is
-# answered rate_limited (retry: true) at once: the reader never blocks.
-MAX_INFLIGHT_SENDS = 64
 # Session states.
 WAIT_HELLO, HELLO, LIVE, CLOSED = range(4)
 
 
 class Session:
     __slots__ = ("edge", "conn", "user", "conn_id", "cursor", "acked", "bucket", "log", "epoch", "state",
-                 "_live", "_catching_up", "_seen_beyond", "_inflight", "_tasks", "_unacked", "_groups",
-                 "_conv_locks", "_early", "_hello_timer", "_attached")
+                 "sends", "_live", "_catching_up", "_seen_beyond", "_tasks", "_unacked", "_groups",
+                 "_early", "_hello_timer", "_attached")
 
     def __init__(self, *, edge: "Edge", conn: WsConn, user: str) -> None:
         self.edge = edge
@@ -72,7 +68,8 @@ class Session:
         self._live = False
         self._catching_up = False
         self._seen_beyond = False
-        self._inflight = 0
+        self.sends = Sends(user=user, write=conn.send, replies=edge.replies, subjects=edge.subjects,
+                           partitions=s.partitions, timeout=s.send_timeout)
         self._tasks: set[asyncio.Task] = set()
         # (cursor, Nats-Msg-Id "conv:seq:user") of entries sent and not yet
         # acked, turned into delivered receipts on ack. Bounded like the
@@ -80,10 +77,6 @@ class Session:
         # (watermarks are monotonic; a later ack covers it).
         self._unacked: deque[tuple[int, str]] = deque(maxlen=s.send_queue_frames * 2)
         self._groups: set[str] = set()  # large groups this socket reads directly
-        # Sends of one socket to one conversation go to the sequencer one at a
-        # time, in the order the client sent them (asyncio.Lock is FIFO), so
-        # seq order = the device's order; different conversations overlap.
-        self._conv_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # conv -> (lock, [users])
         # Frames read in the same chunk as hello, handled once the session is live
         # (reading is paused meanwhile, so this holds at most one read's worth).
         self._early: list[bytes] = []
@@ -109,6 +102,7 @@ class Session:
         self.state = CLOSED
         self._live = False
         self._hello_timer.cancel()
+        self.sends.close()
         for t in tuple(self._tasks):
             t.cancel()
         self.edge.session_closed(self)
@@ -311,6 +305,8 @@ class Session:
         return frames.decode_client_frame(data, max_body=s.max_body_bytes)
 
     def _handle(self, data: bytes) -> None:
+        """One client frame, synchronously: sends and acks (the hot path) and
+        reads never make a task; other requests are one coroutine each."""
         self.edge.metrics.frames_in.inc()
         try:
             frame = self._decode(data)
@@ -319,48 +315,24 @@ class Session:
         except SwitchboardError as exc:
             self._send(frames.error_frame(exc, frames.guess_ref(data)))
             return
-        if isinstance(frame, frames.Send):
-            if self._inflight >= MAX_INFLIGHT_SENDS:
-                self._send(frames.Error(ref=frame.id, code="rate_limited", retry=True,
-                                        message=f"more than {MAX_INFLIGHT_SENDS} sends in flight; resend later"))
-                return
-            self._inflight += 1
-            self._spawn(self._do_send(frame))
-        elif isinstance(frame, frames.Ack):
-            if frame.cursor > self.acked:
-                self.acked = min(frame.cursor, self.cursor)
+        kind = type(frame)
+        if kind is frames.Send:
+            self.sends.send(frame)  # type: ignore[arg-type]
+        elif kind is frames.Ack:
+            if frame.cursor > self.acked:  # type: ignore[union-attr]
+                self.acked = min(frame.cursor, self.cursor)  # type: ignore[union-attr]
                 self.edge.on_ack(self, self.acked)
-        elif isinstance(frame, frames.Hello):
+        elif kind is frames.Hello:
             self._send(frames.error_frame(BadFrame("hello was already received"), None))
         else:
-            self._spawn(self._do_other(frame))
-
-    async def _do_send(self, f: frames.Send) -> None:
-        try:
-            conv = f.conv if f.conv is not None else ids.dm_conv(self.user, f.to)  # type: ignore[arg-type]
-            req = events.SendRequest(sender=self.user, id=f.id, conv=conv, body=f.body, to=f.to)
-            entry = self._conv_locks.get(conv)
-            if entry is None:
-                entry = self._conv_locks[conv] = (asyncio.Lock(), [0])
-            lock, users = entry
-            users[0] += 1
-            try:
-                async with lock:
-                    data = await self.edge.request(self.edge.subjects.send(conv), events.encode(req))
-            finally:
-                users[0] -= 1
-                if users[0] == 0:
-                    del self._conv_locks[conv]
-            reply = _send_reply.decode(data)
-            if reply.error is not None:
-                self._send(frames.Error(ref=f.id, code=reply.error.code, message=reply.error.message,
-                                        retry=reply.error.retry))
+            handler = self.edge.sync_handlers.get(kind)
+            if handler is not None:
+                try:
+                    handler(self, frame)
+                except SwitchboardError as exc:
+                    self._send(frames.error_frame(exc, getattr(frame, "id", None)))
             else:
-                self._send(frames.Sent(id=f.id, conv=reply.conv, seq=reply.seq, ts=reply.ts))
-        except SwitchboardError as exc:
-            self._send(frames.error_frame(exc, f.id))
-        finally:
-            self._inflight -= 1
+                self._spawn(self._do_other(frame))
 
     async def _do_other(self, frame) -> None:
         ref = getattr(frame, "id", None)

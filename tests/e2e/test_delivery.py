@@ -18,6 +18,18 @@ from switchboard import ids
 from tests.e2e.helpers import STEP, Raw, deployment, drain_messages, no_more_messages, seqs, stream_msgs, unique
 
 
+# Raw clients keep at most this many sends unanswered: the edge answers
+# rate_limited (retry) beyond its in-flight bound (edge.sends.MAX_INFLIGHT_SENDS).
+WINDOW = 50
+
+
+async def send_paced(a: Raw, i: int, **frame) -> None:
+    """Send ``m<i>``, first waiting for the answer to ``m<i - WINDOW>``."""
+    if i >= WINDOW:
+        await a.answer(f"m{i - WINDOW}")
+    await a.send({"type": "send", "id": f"m{i}", **frame})
+
+
 @pytest.fixture
 async def dep(nats_server, tmp_path):
     async with deployment(tmp_path, nats_server.url) as d:
@@ -58,7 +70,7 @@ async def test_offline_recipient_catches_up(dep, backlog):
 
     a = await dep.raw(alice)
     for i in range(backlog):
-        await a.send({"type": "send", "id": f"m{i}", "to": bob, "body": f"b{i}"})
+        await send_paced(a, i, to=bob, body=f"b{i}")
     for i in range(backlog):
         await a.answer(f"m{i}")
 
@@ -188,13 +200,13 @@ async def test_replay_live_seam(dep, backlog, live):
     await b0.close()
     a = await dep.raw(alice)
     for i in range(backlog):
-        await a.send({"type": "send", "id": f"m{i}", "to": bob, "body": "x"})
+        await send_paced(a, i, to=bob, body="x")
     for i in range(backlog):
         await a.answer(f"m{i}")
 
     async def keep_sending():
         for i in range(backlog, backlog + live):
-            await a.send({"type": "send", "id": f"m{i}", "to": bob, "body": "x"})
+            await send_paced(a, i, to=bob, body="x")
             if i % 10 == 0:
                 await asyncio.sleep(0.001)  # spread the live ones over the replay
 

@@ -1,0 +1,144 @@
+"""A socket's sends: ``send`` frame -> request to the partition's owner -> ``sent`` or ``error``.
+
+No task, future or lock per send: a send is one ``Replies.request`` whose
+callback writes the answer frame. The order of one socket's sends to a
+conversation holds without locks: one NATS connection publishes in order and
+one sequencer owns a partition (``sb.send.<P>.<conv>``) and handles it
+serially. Sends in flight per socket are bounded; beyond the bound a send is
+answered ``rate_limited`` (retry) at once, so the reader never blocks.
+
+"No responders" means the partition is between owners (a handover): the
+send is retried after a short jittered delay until ``send_timeout``, then
+answered ``unavailable`` (retry). While a socket has sends waiting for such
+a retry, its later sends to the same partition wait behind them, so a
+handover does not reorder a socket's sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Callable
+
+import msgspec
+
+from switchboard import events, frames, ids
+from switchboard.bus.conn import BusMsg, BusUnavailable
+from switchboard.bus.replies import Replies
+from switchboard.errors import Unavailable
+from switchboard.subjects import Subjects, partition_of
+
+# Sends a connection may have in flight to the sequencer; beyond it a send is
+# answered rate_limited (retry: true): one connection cannot pile up work.
+MAX_INFLIGHT_SENDS = 64
+# Delay before resending after "no responders" (seconds, uniform): a handover
+# takes from a lease write (milliseconds) to lease_ttl (a dead owner, 3 s),
+# so retry often but spread a burst of sockets over a few ticks.
+RETRY_MIN = 0.02
+RETRY_MAX = 0.1
+
+_send_reply = msgspec.json.Decoder(events.SendReply)
+
+
+class _Send:
+    """One send in flight (or waiting for a retry)."""
+
+    __slots__ = ("sends", "ref", "subject", "part", "payload", "deadline")
+
+    def __init__(self, sends: "Sends", ref: str, subject: str, part: int, payload: bytes, deadline: float) -> None:
+        self.sends = sends
+        self.ref = ref
+        self.subject = subject
+        self.part = part
+        self.payload = payload
+        self.deadline = deadline
+
+    def on_reply(self, msg: BusMsg | None, exc: BaseException | None) -> None:
+        self.sends._reply(self, msg, exc)
+
+
+class Sends:
+    __slots__ = ("_user", "_write", "_replies", "_subjects", "_partitions", "_timeout", "_loop", "inflight",
+                 "_waiting", "_waiting_parts", "_timer", "_closed")
+
+    def __init__(self, *, user: str, write: Callable[[bytes], bool], replies: Replies, subjects: Subjects,
+                 partitions: int, timeout: float) -> None:
+        self._user = user
+        self._write = write  # the socket's send (one text frame)
+        self._replies = replies
+        self._subjects = subjects
+        self._partitions = partitions
+        self._timeout = timeout  # send_timeout: the whole life of a send, retries included
+        self._loop = asyncio.get_running_loop()
+        self.inflight = 0
+        self._waiting: list[_Send] | None = None  # sends to retry, in order
+        self._waiting_parts: set[int] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def send(self, f: frames.Send) -> None:
+        if self.inflight >= MAX_INFLIGHT_SENDS:
+            self._answer(frames.Error(ref=f.id, code="rate_limited", retry=True,
+                                      message=f"more than {MAX_INFLIGHT_SENDS} sends in flight; resend later"))
+            return
+        conv = f.conv if f.conv is not None else ids.dm_conv(self._user, f.to)  # type: ignore[arg-type]
+        part = partition_of(conv, self._partitions)
+        payload = events.encode(events.SendRequest(sender=self._user, id=f.id, conv=conv, body=f.body, to=f.to))
+        s = _Send(self, f.id, self._subjects.send_part(part, conv), part, payload, self._loop.time() + self._timeout)
+        self.inflight += 1
+        if self._waiting is not None and part in self._waiting_parts:
+            self._waiting.append(s)  # behind an earlier send of this socket to the same partition
+            return
+        self._replies.request(s.subject, payload, s.on_reply, timeout=self._timeout)
+
+    def close(self) -> None:
+        """The socket is gone: forget the retries (answers would go nowhere)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiting = None
+
+    def _answer(self, frame: frames.Sent | frames.Error) -> None:
+        self._write(frames.encode(frame))
+
+    def _reply(self, s: _Send, msg: BusMsg | None, exc: BaseException | None) -> None:
+        if msg is not None:
+            self.inflight -= 1
+            try:
+                reply = _send_reply.decode(msg.data)
+            except msgspec.DecodeError:
+                self._answer(frames.Error(ref=s.ref, code="internal", retry=True, message="unreadable sequencer reply"))
+                return
+            if reply.error is not None:
+                e = reply.error
+                self._answer(frames.Error(ref=s.ref, code=e.code, message=e.message, retry=e.retry))
+            else:
+                self._answer(frames.Sent(id=s.ref, conv=reply.conv, seq=reply.seq, ts=reply.ts))
+        elif isinstance(exc, BusUnavailable) and self._loop.time() + RETRY_MAX < s.deadline:
+            if self._closed:
+                self.inflight -= 1
+            else:
+                self._wait(s)  # no responders (or the bus is reconnecting): a handover, probably
+        else:
+            self.inflight -= 1
+            err = exc if isinstance(exc, Unavailable) else Unavailable(f"the bus failed: {exc}; retry")
+            self._answer(frames.error_frame(err, s.ref))
+
+    def _wait(self, s: _Send) -> None:
+        if self._waiting is None:
+            self._waiting = []
+            self._timer = self._loop.call_later(random.uniform(RETRY_MIN, RETRY_MAX), self._retry)
+        self._waiting.append(s)
+        self._waiting_parts.add(s.part)
+
+    def _retry(self) -> None:
+        self._timer = None
+        waiting, self._waiting = self._waiting or [], None
+        self._waiting_parts = set()
+        now = self._loop.time()
+        for s in waiting:  # in the order they were sent
+            if now >= s.deadline:
+                self._reply(s, None, Unavailable(f"no sequencer took the send within {self._timeout:g}s; retry"))
+            else:
+                self._replies.request(s.subject, s.payload, s.on_reply, timeout=s.deadline - now)

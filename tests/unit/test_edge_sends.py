@@ -1,0 +1,118 @@
+"""edge.sends without NATS: a fake Replies records requests and the test
+answers them. In-flight bound, partition routing, answers, and the retry of
+"no responders" (a partition handover) in order until send_timeout."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+import edge.sends as sends_mod
+from edge.sends import MAX_INFLIGHT_SENDS, Sends
+from switchboard import events, frames, ids
+from switchboard.bus.conn import BusMsg, BusUnavailable
+from switchboard.subjects import Subjects, partition_of
+
+P = 64
+
+
+class FakeReplies:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, bytes, object, float]] = []
+
+    def request(self, subject, data, on_reply, *, headers=None, timeout):
+        self.requests.append((subject, data, on_reply, timeout))
+
+    def ids(self) -> list[str]:
+        return [msgspec.json.decode(d)["id"] for _, d, _, _ in self.requests]
+
+
+@pytest.fixture
+async def rig(monkeypatch):
+    monkeypatch.setattr(sends_mod, "RETRY_MIN", 0.001)
+    monkeypatch.setattr(sends_mod, "RETRY_MAX", 0.002)
+    out: list[dict] = []
+    replies = FakeReplies()
+    s = Sends(user="alice", write=lambda b: out.append(msgspec.json.decode(b)) or True, replies=replies,
+              subjects=Subjects("sb"), partitions=P, timeout=0.2)
+    return s, replies, out
+
+
+def ok(seq: int, conv: str = "c1") -> BusMsg:
+    return BusMsg("_INBOX.x.1", "", events.encode(events.SendReply(conv=conv, seq=seq, ts=5)))
+
+
+async def test_send_goes_to_the_partition_subject_and_answers_sent(rig):
+    s, replies, out = rig
+    s.send(frames.Send(id="m1", body="hi", conv="team-1"))
+    s.send(frames.Send(id="m2", body="hi", to="bob"))
+    dm = ids.dm_conv("alice", "bob")
+    assert [r[0] for r in replies.requests] == [f"sb.send.{partition_of('team-1', P)}.team-1",
+                                                f"sb.send.{partition_of(dm, P)}.{dm}"]
+    req = msgspec.json.decode(replies.requests[0][1], type=events.SendRequest)
+    assert (req.sender, req.id, req.conv, req.body) == ("alice", "m1", "team-1", "hi")
+    assert s.inflight == 2
+    replies.requests[0][2](ok(7, "team-1"), None)
+    assert out == [{"type": "sent", "id": "m1", "conv": "team-1", "seq": 7, "ts": 5}]
+    assert s.inflight == 1
+
+
+async def test_sequencer_error_is_passed_on(rig):
+    s, replies, out = rig
+    s.send(frames.Send(id="m1", body="x", conv="g"))
+    err = events.SendReply(error=events.ErrorBody(code="not_member", message="no", retry=False))
+    replies.requests[0][2](BusMsg("r", "", events.encode(err)), None)
+    assert out == [{"type": "error", "ref": "m1", "code": "not_member", "message": "no", "retry": False}]
+
+
+async def test_over_the_inflight_bound_rate_limited_at_once(rig):
+    s, replies, out = rig
+    for i in range(MAX_INFLIGHT_SENDS + 3):
+        s.send(frames.Send(id=f"m{i}", body="x", conv="c1"))
+    assert len(replies.requests) == MAX_INFLIGHT_SENDS
+    assert [(f["ref"], f["code"], f["retry"]) for f in out] == [
+        (f"m{i}", "rate_limited", True) for i in range(MAX_INFLIGHT_SENDS, MAX_INFLIGHT_SENDS + 3)]
+    replies.requests[0][2](ok(1), None)  # an answer frees a slot
+    s.send(frames.Send(id="again", body="x", conv="c1"))
+    assert replies.ids()[-1] == "again"
+
+
+async def test_no_responders_retried_in_order_then_sent(rig):
+    s, replies, out = rig
+    for i in range(3):
+        s.send(frames.Send(id=f"m{i}", body="x", conv="c1"))
+    for _, _, cb, _ in list(replies.requests):
+        cb(None, BusUnavailable("no responders"))
+    s.send(frames.Send(id="m3", body="x", conv="c1"))  # same partition: waits behind the retries
+    s.send(frames.Send(id="other", body="x", conv="elsewhere-7"))  # another partition: not held
+    assert partition_of("elsewhere-7", P) != partition_of("c1", P)
+    assert replies.ids() == ["m0", "m1", "m2", "other"]
+    await asyncio.sleep(0.02)
+    assert replies.ids()[4:] == ["m0", "m1", "m2", "m3"]
+    assert all(0 < t <= 0.2 for _, _, _, t in replies.requests[4:])  # what is left of send_timeout
+    assert out == [] and s.inflight == 5
+
+
+async def test_no_responders_until_send_timeout_is_unavailable(rig):
+    s, replies, out = rig
+    s.send(frames.Send(id="m1", body="x", conv="c1"))
+    for _ in range(200):
+        replies.requests[-1][2](None, BusUnavailable("no responders"))
+        if out:
+            break
+        await asyncio.sleep(0.005)
+    assert len(replies.requests) > 1  # it was retried...
+    [err] = out  # ...then given up with retry: true
+    assert (err["ref"], err["code"], err["retry"]) == ("m1", "unavailable", True)
+    assert s.inflight == 0
+
+
+async def test_closed_socket_forgets_retries(rig):
+    s, replies, out = rig
+    s.send(frames.Send(id="m1", body="x", conv="c1"))
+    replies.requests[0][2](None, BusUnavailable("no responders"))
+    s.close()
+    await asyncio.sleep(0.02)
+    assert replies.ids() == ["m1"] and out == []
