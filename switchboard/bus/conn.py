@@ -288,6 +288,10 @@ class BusConnection:
         self._handlers: dict[bytes, Handler] = {}  # shared with every socket's parser
         self._next_sid = 0
         self._pongs: deque[asyncio.Future | None] = deque()  # one per PING in flight, None for keepalive
+        # PINGs queued in _out but not written yet: if the connection drops
+        # first they go out after the reconnect, and their PONGs must not be
+        # taken for the answer to a newer flush().
+        self._unflushed_pings = 0
         self._pings_out = 0
         self._ping_timer: asyncio.TimerHandle | None = None
         self._reconnect_task: asyncio.Task | None = None
@@ -312,10 +316,10 @@ class BusConnection:
         if not self._flush_scheduled:
             self._first_write(n)
         out = self._out
-        if headers is None:
+        if not headers:
             if n > self._max_payload:
                 raise BusError(f"payload of {n} bytes exceeds the server's max_payload {self._max_payload}")
-            if reply is None:
+            if not reply:
                 out += f"PUB {subject} {n}\r\n".encode()
             else:
                 out += f"PUB {subject} {reply} {n}\r\n".encode()
@@ -324,7 +328,7 @@ class BusConnection:
             hl = len(headers)
             if n + hl > self._max_payload:
                 raise BusError(f"message of {n + hl} bytes exceeds the server's max_payload {self._max_payload}")
-            if reply is None:
+            if not reply:
                 out += f"HPUB {subject} {hl} {hl + n}\r\n".encode()
             else:
                 out += f"HPUB {subject} {reply} {hl} {hl + n}\r\n".encode()
@@ -355,6 +359,7 @@ class BusConnection:
         if not out or not self._connected:
             return
         self._out = bytearray()  # the transport may keep the old one; it is never touched again
+        self._unflushed_pings = 0
         self._out_bytes += len(out)
         self._transport.write(out)  # type: ignore[union-attr]
 
@@ -399,6 +404,7 @@ class BusConnection:
         fut = self._loop.create_future()
         self._pongs.append(fut)
         self._write(PING)
+        self._unflushed_pings += 1
         try:
             await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
@@ -520,7 +526,8 @@ class BusConnection:
         self._sock, self._transport, self._server = sock, sock.transport, srv
         srv.failures = 0
         # The server in use goes to the back: a reconnect tries the others first.
-        self._servers.remove(srv)
+        if srv in self._servers:
+            self._servers.remove(srv)
         self._servers.append(srv)
         self._info = info
         self._max_payload = int(info.get("max_payload") or DEFAULT_MAX_PAYLOAD)
@@ -536,7 +543,8 @@ class BusConnection:
             sock.transport.write(out)  # type: ignore[union-attr]
         self._connected = True
         self._pings_out = 0
-        self._pongs.clear()
+        self._pongs = deque([None] * self._unflushed_pings)  # stale PINGs just sent with the pending output
+        self._unflushed_pings = 0
         self._ping_timer = self._loop.call_later(self._ping_interval, self._ping_tick)
 
     def _add_connect_urls(self, info: dict) -> None:
@@ -585,6 +593,7 @@ class BusConnection:
         self._pings_out += 1
         self._pongs.append(None)
         self._write(PING)
+        self._unflushed_pings += 1
         self._ping_timer = self._loop.call_later(self._ping_interval, self._ping_tick)
 
     def _socket_lost(self, sock: _Socket, exc: Exception | None) -> None:

@@ -61,6 +61,12 @@ async def test_pub_sub_wildcards_unsubscribe(bus) -> None:
     a.publish(f"{base}.x", b"one")
     a.publish(f"{base}.y.z", b"two")
     a.publish(f"{base}.x", b"", reply="r.1")
+    plain = uniq("t.plain")
+    _, plain_got = collector(b, plain)
+    await b.flush()
+    a.publish(plain, b"p", reply="", headers=b"")  # empty reply/headers: a plain PUB
+    await until(lambda: len(plain_got) == 1)
+    assert (plain_got[0].reply, plain_got[0].hdr) == ("", b"")
     await until(lambda: len(gt) == 3)
     assert [(m.subject, m.data, m.reply) for m in star] == [(f"{base}.x", b"one", ""), (f"{base}.x", b"", "r.1")]
     assert [m.data for m in gt] == [b"one", b"two", b""]
@@ -73,7 +79,7 @@ async def test_pub_sub_wildcards_unsubscribe(bus) -> None:
     await a.flush()
     await b.flush()
     assert len(star) == 2
-    assert a.stats.out_msgs == 4 and b.stats.in_msgs == 9  # 7 + "three" to > and x
+    assert a.stats.out_msgs == 5 and b.stats.in_msgs == 10  # 7 + "three" to > and x
 
 
 async def test_queue_group_shares_messages(bus) -> None:
@@ -156,7 +162,7 @@ async def test_connect_refused_everywhere_is_unavailable() -> None:
 async def test_request_reply_no_responders_timeout(bus) -> None:
     server, client = await bus(name="svc"), await bus(name="cli")
     svc = uniq("t.svc")
-    server.subscribe(svc, lambda m: server.publish(m.reply, b"echo:" + m.data, headers=m.hdr or None))
+    server.subscribe(svc, lambda m: server.publish(m.reply, b"echo:" + m.data, headers=m.hdr))  # b"" = no headers
     silent = uniq("t.silent")
     server.subscribe(silent, lambda m: None)
     await server.flush()
@@ -613,3 +619,52 @@ async def test_cluster_failover_keeps_subscriptions(make_nats, tmp_path, failure
     finally:
         await sub.close()
         await pub.close()
+
+
+# --- uvloop (what the services run on) --------------------------------------------
+
+def test_under_uvloop(tls_server) -> None:
+    """The same client on uvloop: TLS (start_tls), pub/sub with headers,
+    Replies, and a dropped socket reconnecting with its subscriptions. Run in
+    a thread with its own loop (the tests' session loop is asyncio's)."""
+    import ssl
+    import threading
+    uvloop = pytest.importorskip("uvloop")
+    server, ca = tls_server
+    errors: list[BaseException] = []
+
+    async def scenario() -> None:
+        ctx = ssl.create_default_context(cafile=ca)
+        events: list[str] = []
+        c = await connect([server.url], tls=ctx, reconnect_wait=0.05, on_reconnected=lambda: events.append("up"))
+        try:
+            subject = uniq("t.uv")
+            _, got = collector(c, subject)
+            c.subscribe(subject + ".svc", lambda m: c.publish(m.reply, m.data.upper()))
+            r = Replies(c)
+            r.start()
+            await c.flush()
+            c.publish(subject, b"hdr", headers=encode_headers({"K": "v"}))
+            assert (await r.call(subject + ".svc", b"abc", timeout=2)).data == b"ABC"
+            await until(lambda: len(got) == 1)
+            assert got[0].headers == {"K": "v"}
+            c._sock.abort()  # noqa: SLF001 - a connection reset, as far as the client can tell
+            await until(lambda: events == ["up"], what="reconnect on uvloop")
+            c.publish(subject, b"again")
+            await until(lambda: len(got) == 2)
+            assert (await r.call(subject + ".svc", b"x", timeout=2)).data == b"X"
+        finally:
+            await c.close()
+
+    def run() -> None:
+        try:
+            uvloop.run(scenario())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread below
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "uvloop scenario hung"
+    if errors:
+        raise errors[0]
