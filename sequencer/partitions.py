@@ -137,8 +137,7 @@ class PartitionLeases:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        for p in list(self._leases):
-            await self._release(p, drain=True)
+        await self._release_many(sorted(self._leases), reason="stopping")
         try:
             await self._kv.delete(f"m.{self.instance}")
         except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
@@ -176,21 +175,28 @@ class PartitionLeases:
         if self.instance not in members:
             members.append(self.instance)
         self.members, self.owners = sorted(members), owners
+        acquired: list[int] = []
+        giving: list[int] = []
         for p in range(self._n):
             want = preferred(self.members, p)
             owner = owners.get(p)
             if owner == self.instance and p in self._leases:
                 self._free_rounds.pop(p, None)
                 if want != self.instance and p not in self._releasing:
-                    task = asyncio.create_task(self._release(p, drain=True))
-                    self._bg.add(task)
-                    task.add_done_callback(self._bg.discard)
+                    giving.append(p)
             elif owner is None:
                 free = self._free_rounds[p] = self._free_rounds.get(p, 0) + 1
-                if want == self.instance or free > GRACE_ROUNDS:
-                    await self._acquire(p, t0)
+                if (want == self.instance or free > GRACE_ROUNDS) and await self._acquire(p, t0):
+                    acquired.append(p)
             else:
                 self._free_rounds.pop(p, None)
+        if giving:  # released in the background: each waits for its writes to drain
+            task = asyncio.create_task(self._release_many(giving, reason="rebalance"))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+        if acquired:  # one line per round, not per partition
+            self._log.info("partitions acquired", partitions=_ranges(acquired), owned=len(self._leases),
+                           members=len(self.members))
 
     async def _renew(self, t0: float) -> None:
         for p in [p for p, lease in self._leases.items() if p not in self._releasing and t0 > lease.valid_until]:
@@ -212,16 +218,23 @@ class PartitionLeases:
                 self._drop(p)
             # Other errors (timeout, NATS away): keep the lease until it lapses.
 
-    async def _acquire(self, p: int, t0: float) -> None:
+    async def _acquire(self, p: int, t0: float) -> bool:
         try:
             rev = await self._kv.create(f"p.{p}", self.instance.encode())
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-            return  # someone else was faster
+            return False  # someone else was faster
         self._leases[p] = _Lease(rev, t0 + self._ttl * TRUST)
         self._free_rounds.pop(p, None)
         self.owners[p] = self.instance
-        self._log.info("partition acquired", partition=p)
         self._on_acquire(p)
+        return True
+
+    async def _release_many(self, ps: list[int], *, reason: str) -> None:
+        for p in ps:
+            self._on_release(p)  # stop taking sends for all of them first
+        await asyncio.gather(*(self._release(p, drain=True) for p in ps))
+        if ps:
+            self._log.info("partitions released", partitions=_ranges(ps), reason=reason)
 
     async def _release(self, p: int, *, drain: bool) -> None:
         lease = self._leases.get(p)
@@ -237,7 +250,6 @@ class PartitionLeases:
                 await self._kv.delete(f"p.{p}", last=lease.revision)
             except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
                 pass  # it lapses by itself
-            self._log.info("partition released", partition=p)
         finally:
             self._releasing.discard(p)
             self._leases.pop(p, None)
@@ -245,3 +257,14 @@ class PartitionLeases:
     def _drop(self, p: int) -> None:
         if self._leases.pop(p, None) is not None:
             self._on_release(p)
+
+
+def _ranges(ps: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2,5,7-8": short log lines."""
+    out: list[str] = []
+    for p in sorted(ps):
+        if out and out[-1].split("-")[-1] == str(p - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{p}"
+        else:
+            out.append(str(p))
+    return ",".join(out)

@@ -1,0 +1,202 @@
+"""Partition ownership under faults, on a real nats-server.
+
+- Split brain: two sequencers that both write one partition (forced, no
+  leases) never fork a conversation: the stream fence makes one of them
+  reload and retry, and the retried write is a duplicate of the original.
+- kill -9 of an owner: its partitions are owned again within the lease TTL
+  plus a round; a client that keeps sending loses nothing and sees no
+  duplicate.
+- SIGSTOP/SIGCONT of an owner: the woken owner must not write once its lease
+  is gone (it refuses what was waiting in its socket), and nothing forks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+
+import msgspec
+import nats
+import pytest
+
+from sequencer.partitions import bucket_name
+from sequencer.service import Sequencer
+from switchboard import events
+from switchboard.bus import streams
+from switchboard.store import Conversation, open_store
+from switchboard.subjects import partition_of
+from tests.e2e.helpers import Proc, fabric, make_settings, procs, role_env, sdk, stream_msgs, unique
+
+LEASE_TTL = 1.5  # short leases: handovers within seconds in tests
+PARTITIONS = 8
+
+
+async def _send_until_answered(nc, subject: str, req: events.SendRequest, timeout: float = 20.0) -> events.SendReply:
+    """Send as a client must: the same id again on ``retry: true``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await nc.request(subject, events.encode(req), timeout=10)
+        reply = msgspec.json.decode(msg.data, type=events.SendReply)
+        if reply.error is None:
+            return reply
+        assert reply.error.retry, reply.error
+        assert time.monotonic() < deadline, f"still refused: {reply.error}"
+        await asyncio.sleep(0.05)
+
+
+async def test_forced_split_brain_never_forks_a_conversation(nats_server, tmp_path):
+    settings = make_settings(tmp_path, nats_server.url, partitions=PARTITIONS)
+    ncs = [await nats.connect(nats_server.url) for _ in range(3)]
+    stores = [open_store(settings.store_url) for _ in range(2)]
+    seqs: list[Sequencer] = []
+    try:
+        await streams.ensure_streams(ncs[0].jetstream(), settings)
+        members = ("ua", "ub", "uc")
+        conv = "g-splitbrain"
+        for st in stores:
+            await st.open()
+        await stores[0].create_conversation(Conversation(id=conv, members=members, kind="group", created_by="ua",
+                                                         created_ts=0))
+        everything = frozenset(range(PARTITIONS))
+        for nc, st in zip(ncs, stores):
+            s = Sequencer(settings=settings, nc=nc, store=st)
+            await s.start(static_partitions=everything)  # both believe they own every partition
+            seqs.append(s)
+        subject = settings.subjects.send_part(partition_of(conv, PARTITIONS), conv)
+        n = 120
+        sem = asyncio.Semaphore(16)
+
+        async def one(i: int) -> events.SendReply:
+            async with sem:
+                return await _send_until_answered(ncs[2], subject, events.SendRequest(
+                    sender=members[i % 3], id=f"m{i}", conv=conv, body=f"b{i}"))
+
+        replies = await asyncio.gather(*(one(i) for i in range(n)))
+        assert sorted(r.seq for r in replies) == list(range(1, n + 1))
+        stored = await stream_msgs(settings, conv)
+        assert [m.seq for m in stored] == list(range(1, n + 1))  # no fork, no gap
+        assert sorted(m.id for m in stored) == sorted(f"m{i}" for i in range(n))  # each once
+        a, b = (s.pipeline.stats for s in seqs)
+        # Both really wrote, and collided: otherwise this proves nothing.
+        assert a["writes"] > 0 and b["writes"] > 0, (a, b)
+        assert a["fence_retries"] + b["fence_retries"] > 0, (a, b)
+    finally:
+        for s in seqs:
+            await s.stop()
+        for st in stores:
+            await st.close()
+        for nc in ncs:
+            await nc.close()
+
+
+def _instance(proc: Proc) -> str:
+    m = re.search(r"instance=(seq-[0-9a-f]+)", proc.output())
+    assert m, proc.output()[-2000:]
+    return m.group(1)
+
+
+async def _owners(nc, settings) -> dict[int, str]:
+    kv = await nc.jetstream().key_value(bucket_name(settings))
+    out = {}
+    for p in range(PARTITIONS):
+        try:
+            out[p] = (await kv.get(f"p.{p}")).value.decode()
+        except Exception:  # noqa: BLE001 - not owned right now
+            pass
+    return out
+
+
+async def _stats(nc, settings, instance: str) -> dict:
+    msg = await nc.request(settings.subjects.api("sequencer", instance, "stats"), b"", timeout=5)
+    return msgspec.json.decode(msg.data)
+
+
+def _start_sequencers(made: list[Proc], settings, tmp_path, n: int = 2) -> list[Proc]:
+    env = role_env(settings) | {"SWITCHBOARD_LEASE_TTL": str(LEASE_TTL), "SWITCHBOARD_PARTITIONS": str(PARTITIONS)}
+    out = []
+    for i in range(n):
+        p = Proc(["sequencer", "--nats", settings.nats_url, "--store", settings.store_url,
+                  "--data", str(tmp_path / f"seq{i}")], env=env, log=tmp_path / f"seq{i}.log")
+        made.append(p)
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("fault", ["kill", "stop"])
+async def test_owner_fault_hands_partitions_over_and_loses_nothing(make_nats, tmp_path, fault):
+    srv = make_nats()
+    settings = make_settings(tmp_path, srv.url, partitions=PARTITIONS, lease_ttl=LEASE_TTL)
+    nc = await nats.connect(srv.url)
+    with procs() as made:
+        seq_procs = _start_sequencers(made, settings, tmp_path)
+        for p in seq_procs:
+            await p.wait_output("sequencer started")
+        async with fabric(settings, ("edge",)):
+            # Both own a share before the fault.
+            deadline = time.monotonic() + 10
+            while len(set((await _owners(nc, settings)).values())) < 2:
+                assert time.monotonic() < deadline, await _owners(nc, settings)
+                await asyncio.sleep(0.1)
+            owners = await _owners(nc, settings)
+            victim = seq_procs[0]
+            victim_id = _instance(victim)
+            # Conversations in the victim's partitions and in the other's.
+            users = [unique("h") for _ in range(8)]
+            clients = [await sdk(settings, u) for u in users]
+            pairs = [(clients[i], users[i + 1]) for i in range(0, 8, 2)]
+            try:
+                from switchboard import ids
+                convs = [ids.dm_conv(users[i], users[i + 1]) for i in range(0, 8, 2)]
+                n_per = 60
+                sent: list = []
+
+                async def sender(c, to: str, tag: str) -> None:
+                    for j in range(n_per):
+                        sent.append(await c.send(to=to, body=f"{tag}-{j}"))
+                        await asyncio.sleep(0.01)
+
+                tasks = [asyncio.create_task(sender(c, to, f"p{k}")) for k, (c, to) in enumerate(pairs)]
+                await asyncio.sleep(0.3)
+                before = await _stats(nc, settings, victim_id)
+                t_fault = time.monotonic()
+                if fault == "kill":
+                    victim.kill()
+                else:
+                    os.kill(victim.pid, signal.SIGSTOP)
+                # Every partition owned again, by the survivor, within 5 s.
+                survivor_id = _instance(seq_procs[1])
+                while True:
+                    now = await _owners(nc, settings)
+                    if len(now) == PARTITIONS and set(now.values()) == {survivor_id}:
+                        break
+                    assert time.monotonic() - t_fault < 5.0, now
+                    await asyncio.sleep(0.05)
+                handover = time.monotonic() - t_fault
+                if fault == "stop":
+                    await asyncio.sleep(0.5)
+                    os.kill(victim.pid, signal.SIGCONT)
+                    await asyncio.sleep(1.0)
+                    after = await _stats(nc, settings, victim_id)
+                    # The woken owner refused what waited for it and wrote nothing.
+                    assert after["writes"] == before["writes"], (before, after)
+                    assert after["owned"] == [] or set(after["owned"]).isdisjoint(
+                        p for p, o in (await _owners(nc, settings)).items() if o == survivor_id)
+                await asyncio.wait_for(asyncio.gather(*tasks), 60)
+                assert len(sent) == n_per * len(pairs)
+                for conv, (c, to) in zip(convs, pairs):
+                    stored = await stream_msgs(settings, conv)
+                    assert [m.seq for m in stored] == list(range(1, n_per + 1)), conv
+                    assert len({m.id for m in stored}) == n_per
+                # Each receiver got its conversation once, in order.
+                for k in range(0, 8, 2):
+                    rc = clients[k + 1]
+                    got = [(await rc.next_message(10)) for _ in range(n_per)]
+                    assert [m.seq for m in got] == list(range(1, n_per + 1))
+                print(f"{fault}: partitions owned again after {handover:.2f}s")
+            finally:
+                for c in clients:
+                    await c.close()
+    await nc.close()
