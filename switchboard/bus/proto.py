@@ -209,10 +209,10 @@ class Parser:
     def feed(self, data: bytes) -> None:
         buf = self._buf
         if buf:
-            buf += data
-            if len(buf) < self._need:
+            if len(buf) + len(data) < self._need:
+                buf += data  # a big payload still arriving: no re-parse yet
                 return
-            data = bytes(buf)
+            data = b"".join((buf, data))  # one copy into the bytes the frames are sliced from
             buf.clear()
         self._need = 0
         get = self.handlers.get

@@ -154,7 +154,7 @@ async def test_close_flushes_then_refuses(bus) -> None:
 async def test_connect_refused_everywhere_is_unavailable() -> None:
     from switchboard.bus.embedded import free_port
     with pytest.raises(BusUnavailable, match="could not connect"):
-        await connect([f"nats://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"], connect_timeout=0.5)
+        await connect(f"nats://127.0.0.1:{free_port()}, 127.0.0.1:{free_port()}", connect_timeout=0.5)
 
 
 # --- request/reply ----------------------------------------------------------------
