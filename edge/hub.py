@@ -4,47 +4,47 @@
 ``sb.user.<uid>.live`` once per connected user (not per socket) and hands each
 message to every socket of that user without awaiting any of them. Members
 of a large group (pull mode) additionally share one subscription per group
-to ``sb.conv.<conv>.live``. Handlers run inline in the NATS read loop
-(:mod:`switchboard.bus.fastsub`): they only append to socket buffers.
+to ``sb.conv.<conv>.live``. Subscriptions are on the edge's lean bus
+connection (:mod:`switchboard.bus.conn`): subscribing is synchronous and
+handlers run inline in its read, where they only append to socket buffers.
+A SUB takes effect once the server has read it: a caller that must not miss
+what is published right after (the hello's INBOX read, on another
+connection) awaits ``bus.flush()`` when attach returns True.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg as NatsMsg
-from nats.aio.subscription import Subscription
-
-from switchboard.bus.fastsub import subscribe_inline
+from switchboard.bus.conn import BusConnection, BusMsg
 from switchboard.subjects import Subjects
 
 
 class Receiver(Protocol):
-    def on_bus_message(self, msg: NatsMsg) -> None: ...
+    def on_bus_message(self, msg: BusMsg) -> None: ...
 
-    def on_conv_message(self, msg: NatsMsg) -> None: ...
+    def on_conv_message(self, msg: BusMsg) -> None: ...
 
 
 class _Entry:
-    __slots__ = ("sub", "sockets")
+    __slots__ = ("sid", "sockets")
 
     def __init__(self) -> None:
-        self.sub: Subscription | None = None
+        self.sid = 0
         self.sockets: set[Receiver] = set()
 
 
 class _Table:
     """Subscriptions keyed by user or conversation, each shared by sockets."""
 
-    def __init__(self, *, nc: NATS, subject_of: Callable[[str], str],
-                 handler_of: Callable[[Receiver], Callable[[NatsMsg], None]]) -> None:
-        self._nc = nc
+    def __init__(self, *, bus: BusConnection, subject_of: Callable[[str], str],
+                 handler_of: Callable[[Receiver], Callable[[BusMsg], None]]) -> None:
+        self._bus = bus
         self._subject_of = subject_of
         self._handler_of = handler_of  # which method of a socket gets the messages
         self.entries: dict[str, _Entry] = {}
 
-    async def attach(self, key: str, socket: Receiver) -> bool:
+    def attach(self, key: str, socket: Receiver) -> bool:
         entry = self.entries.get(key)
         first = entry is None
         if entry is None:
@@ -53,14 +53,22 @@ class _Table:
         if first:
             sockets, handler_of = entry.sockets, self._handler_of
 
-            def deliver(msg: NatsMsg) -> None:
-                for s in tuple(sockets):
-                    handler_of(s)(msg)
+            def deliver(msg: BusMsg) -> None:
+                if len(sockets) == 1:
+                    for s in sockets:
+                        handler_of(s)(msg)
+                else:
+                    for s in tuple(sockets):
+                        handler_of(s)(msg)
 
-            entry.sub = await subscribe_inline(self._nc, self._subject_of(key), deliver)
+            try:
+                entry.sid = self._bus.subscribe(self._subject_of(key), deliver)
+            except Exception:
+                del self.entries[key]
+                raise
         return first
 
-    async def detach(self, key: str, socket: Receiver) -> bool:
+    def detach(self, key: str, socket: Receiver) -> bool:
         entry = self.entries.get(key)
         if entry is None:
             return False
@@ -68,18 +76,14 @@ class _Table:
         if entry.sockets:
             return False
         del self.entries[key]
-        if entry.sub is not None:
-            try:
-                await entry.sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection already closed
-                pass
+        self._bus.unsubscribe(entry.sid)  # a no-op on a closed connection
         return True
 
 
 class Hub:
-    def __init__(self, *, nc: NATS, subjects: Subjects) -> None:
-        self._users = _Table(nc=nc, subject_of=subjects.live, handler_of=lambda s: s.on_bus_message)
-        self._convs = _Table(nc=nc, subject_of=subjects.conv_live, handler_of=lambda s: s.on_conv_message)
+    def __init__(self, *, bus: BusConnection, subjects: Subjects) -> None:
+        self._users = _Table(bus=bus, subject_of=subjects.live, handler_of=lambda s: s.on_bus_message)
+        self._convs = _Table(bus=bus, subject_of=subjects.conv_live, handler_of=lambda s: s.on_conv_message)
 
     @property
     def users(self) -> int:
@@ -89,17 +93,17 @@ class Hub:
         e = self._users.entries.get(user)
         return len(e.sockets) if e else 0
 
-    async def attach(self, user: str, socket: Receiver) -> bool:
+    def attach(self, user: str, socket: Receiver) -> bool:
         """Add a socket; subscribe if it is the user's first here. True if so."""
-        return await self._users.attach(user, socket)
+        return self._users.attach(user, socket)
 
-    async def detach(self, user: str, socket: Receiver) -> bool:
+    def detach(self, user: str, socket: Receiver) -> bool:
         """Remove a socket; unsubscribe if it was the user's last. True if so."""
-        return await self._users.detach(user, socket)
+        return self._users.detach(user, socket)
 
-    async def attach_conv(self, conv: str, socket: Receiver) -> None:
+    def attach_conv(self, conv: str, socket: Receiver) -> bool:
         """Subscribe a socket to a large group's republished MESSAGES subject."""
-        await self._convs.attach(conv, socket)
+        return self._convs.attach(conv, socket)
 
-    async def detach_conv(self, conv: str, socket: Receiver) -> None:
-        await self._convs.detach(conv, socket)
+    def detach_conv(self, conv: str, socket: Receiver) -> None:
+        self._convs.detach(conv, socket)

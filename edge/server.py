@@ -43,7 +43,6 @@ from switchboard.errors import AuthError, SwitchboardError, Unavailable, from_co
 
 from edge.features import Features
 from edge.hub import Hub
-from switchboard.bus.requester import Requester
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import TokenBucket
 from edge.session import Session
@@ -81,12 +80,12 @@ class Edge:
         self.js = nc.jetstream()
         self.edge_id = settings.edge_id or f"edge-{uuid.uuid4().hex[:8]}"
         _, self.inbox_stream, _ = streams.names(settings)
-        self.hub = Hub(nc=nc, subjects=self.subjects)
-        self.requester = Requester(nc=nc)
-        # The hot path's NATS connection (sends, receipts; see edge.sends),
-        # made in start(); nats-py (nc) stays for JetStream and the micro service.
-        self.bus: BusConnection | None = None
+        # The hot path's NATS connection (user subscriptions, sends, receipts,
+        # requests), made in start(); nats-py (nc) stays for JetStream (stream
+        # info, INBOX direct get) and the micro service.
+        self.bus: BusConnection = None  # type: ignore[assignment]
         self.replies: Replies = None  # type: ignore[assignment]
+        self.hub: Hub = None  # type: ignore[assignment]
         self.metrics = EdgeMetrics()
         self.epoch = ""
         self.sessions: set[Session] = set()
@@ -115,9 +114,9 @@ class Edge:
         self.bus = await bus_connect(servers=s.nats_servers, name=f"sb-edge-{self.edge_id}")
         self.replies = Replies(self.bus)
         self.replies.start()
+        self.hub = Hub(bus=self.bus, subjects=self.subjects)
         self.epoch = await streams.epoch(self.js, self.inbox_stream)
         self._epoch_watch = asyncio.create_task(self._watch_epoch())
-        await self.requester.start()
         # No compression (the transport offers no extension): permessage-deflate
         # costs ~100 KiB per socket and chat frames are small.
         config = WsConfig(max_size=s.max_frame_bytes * HARD_FRAME_FACTOR,
@@ -142,11 +141,9 @@ class Edge:
         if self._epoch_watch is not None:
             self._epoch_watch.cancel()
         await self.features.stop()
-        await self.requester.stop()
         if self.bus is not None:
             self.replies.stop()
             await self.bus.close()
-            self.bus = None
         self.log.info("edge stopped")
 
     async def _stats(self, req) -> None:
@@ -274,7 +271,7 @@ class Edge:
 
     async def request(self, subject: str, payload: bytes) -> bytes:
         """Request/reply; :class:`Unavailable` (retry) when nobody answers in time."""
-        return (await self.requester.request(subject, payload, self.settings.send_timeout)).data
+        return (await self.replies.call(subject, payload, timeout=self.settings.send_timeout)).data
 
     async def handle_frame(self, sess: Session, frame: Any) -> Any:
         handler = self.frame_handlers.get(type(frame))

@@ -27,9 +27,9 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import nats.errors
-from nats.aio.msg import Msg as NatsMsg
 
 from switchboard import frames
+from switchboard.bus.conn import BusMsg
 from switchboard.bus.direct import direct_batch
 from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError, Unavailable
 from switchboard.log import get as get_logger
@@ -107,14 +107,11 @@ class Session:
             t.cancel()
         self.edge.session_closed(self)
         if self._attached:
+            hub = self.edge.hub
+            for conv in self._groups:
+                hub.detach_conv(conv, self)
+            hub.detach(self.user, self)
             self.edge.on_disconnect(self)
-            self._spawn(self._detach())
-
-    async def _detach(self) -> None:
-        hub = self.edge.hub
-        for conv in tuple(self._groups):
-            await hub.detach_conv(conv, self)
-        await hub.detach(self.user, self)
 
     def _no_hello(self) -> None:
         if self.state is WAIT_HELLO:
@@ -136,7 +133,11 @@ class Session:
     async def _start(self, hello: frames.Hello) -> None:
         try:
             self._attached = True  # from here on, on_close detaches
-            await self.edge.hub.attach(self.user, self)
+            if self.edge.hub.attach(self.user, self):
+                # The INBOX read goes over another connection (nats-py):
+                # the SUB must be in effect before it, or an entry stored
+                # in between would be neither replayed nor delivered live.
+                await self.edge.bus.flush(self.edge.settings.send_timeout)
             self.edge.on_connect(self)
             await self._hello(hello)
         except asyncio.CancelledError:
@@ -189,18 +190,21 @@ class Session:
         self._send(frames.Synced(cursor=self.cursor, groups=await self._join_groups()))
 
     async def _join_groups(self) -> list[frames.ResyncRange]:
-        """Subscribe to the user's large groups, then say how far each is."""
+        """Subscribe to the user's large groups, then say how far each is
+        (once the SUBs are in effect: nothing after ``upto`` is missed)."""
         ranges = await self.edge.large_groups(self.user)
-        for r in ranges:
-            await self.join_group(r.conv)
+        if [r for r in ranges if self.join_group(r.conv)]:
+            await self.edge.bus.flush(self.edge.settings.send_timeout)
         return ranges
 
-    async def join_group(self, conv: str) -> None:
-        if conv not in self._groups:
-            self._groups.add(conv)
-            await self.edge.hub.attach_conv(conv, self)
+    def join_group(self, conv: str) -> bool:
+        """Read a large group's messages on this socket; True if it made a new SUB."""
+        if conv in self._groups:
+            return False
+        self._groups.add(conv)
+        return self.edge.hub.attach_conv(conv, self)
 
-    def on_conv_message(self, msg: NatsMsg) -> None:
+    def on_conv_message(self, msg: BusMsg) -> None:
         if self._live:
             self.conn.send(msg.data)  # a msg frame without cursor: not an INBOX entry
 
@@ -254,7 +258,7 @@ class Session:
             self._catching_up = False
 
     # -- bus → socket -------------------------------------------------------------
-    def on_bus_message(self, msg: NatsMsg) -> None:
+    def on_bus_message(self, msg: BusMsg) -> None:
         if not self._live:
             return  # before hello: the replay will read it from INBOX
         h = msg.headers
@@ -263,7 +267,7 @@ class Session:
             self.conn.send(msg.data)  # an ephemeral event, already a wire frame
             large = h.get("Sb-Large-Conv") if h else None
             if large:
-                self._spawn(self.join_group(large))
+                self.join_group(large)
             return
         seq = int(seq_s)
         if seq <= self.cursor:
