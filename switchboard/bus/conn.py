@@ -1,9 +1,9 @@
 """The lean NATS connection of the hot path: publish, subscribe, keepalive,
 reconnect, auth and TLS over :mod:`switchboard.bus.proto`.
 
-Why: nats-py pays a task and a queue per subscription and a socket write per
-publish; measured here 1.6 µs per publish, 4.1 µs per delivered message and
-19.6 µs per request/reply, against 0.33 / 0.9 / 2.1 µs for a minimal
+Why: nats-py pays a coroutine per publish and a task plus a queue per
+subscription; measured here 1.6 µs per publish, 4.1 µs per delivered message
+and 19.6 µs per request/reply, against 0.33 / 0.9 / 2.1 µs for a minimal
 ``asyncio.Protocol`` client (shared/notes/hot-path-measured.md). The edge and
 the sequencer do a few of these per chat message, so this is their largest
 single cost. How:
