@@ -14,9 +14,12 @@ Catch-up reads INBOX from ``cursor + 1`` in batches until nothing is pending,
 and repeats while live entries beyond the cursor were seen meanwhile; live
 entries are not buffered (they are in INBOX anyway), so memory stays bounded.
 
-Frames arrive by callback (:meth:`Session.on_frame`, from edge.transport).
-The hello and its catch-up run as one coroutine per connection; reading is
-paused meanwhile (frames that were already read wait in a short list).
+Frames arrive by callback (:meth:`Session.on_frame`, from edge.transport)
+and are handled synchronously: sends (:mod:`edge.sends`), acks and reads make
+no task, future or lock. The hello and its catch-up run as one coroutine per
+connection; reading is paused meanwhile (frames that were already read wait
+in a short list). Less frequent requests (history, conv.create, presence
+watches...) are one coroutine each.
 """
 
 from __future__ import annotations
@@ -87,11 +90,11 @@ class Session:
     # -- lifecycle (called by edge.transport) ----------------------------------------
     def on_frame(self, data: bytes) -> None:
         state = self.state
-        if state is LIVE:
+        if state == LIVE:
             self._handle(data)
-        elif state is HELLO:
+        elif state == HELLO:
             self._early.append(data)
-        elif state is WAIT_HELLO:
+        elif state == WAIT_HELLO:
             self._first_frame(data)
 
     def on_slow_consumer(self) -> None:
@@ -114,7 +117,7 @@ class Session:
             self.edge.on_disconnect(self)
 
     def _no_hello(self) -> None:
-        if self.state is WAIT_HELLO:
+        if self.state == WAIT_HELLO:
             self.conn.close(CLOSE_HELLO_TIMEOUT, "no hello frame in time")
 
     def _first_frame(self, data: bytes) -> None:
@@ -152,12 +155,12 @@ class Session:
             self.log.exception("connection failed")
             self.conn.close(1011, "internal error")
             return
-        if self.state is not HELLO:
+        if self.state != HELLO:
             return
         self.state = LIVE
         early, self._early = self._early, []
         for data in early:
-            if self.state is LIVE:
+            if self.state == LIVE:
                 self._handle(data)
         self.conn.resume_reading()
 

@@ -147,8 +147,8 @@ class WsServer:
                 c.rx = False
                 c.idle_since = now
                 c.ping_at = 0.0
-            elif c.proto.state is not OPEN:
-                continue
+            elif c.proto.state is not OPEN or c.reading_paused:
+                continue  # closing (close_timeout applies), or not read on purpose (hello replay)
             elif not c.ping_at:
                 if now - c.idle_since >= interval:
                     c.ping_at = now
@@ -164,7 +164,7 @@ class WsConn(asyncio.Protocol):
     """One socket. ``send`` appends a text frame; the write happens at the end of the tick."""
 
     __slots__ = ("server", "proto", "transport", "handler", "request", "rx", "idle_since", "ping_at",
-                 "frames_out", "_dirty", "_paused", "_held", "_frags", "_timer", "_drain")
+                 "frames_out", "reading_paused", "_dirty", "_paused", "_held", "_frags", "_timer", "_drain")
 
     def __init__(self, server: WsServer) -> None:
         self.server = server
@@ -176,6 +176,7 @@ class WsConn(asyncio.Protocol):
         self.idle_since = server.loop.time()
         self.ping_at = 0.0  # when the outstanding ping was sent; 0: none
         self.frames_out = 0
+        self.reading_paused = False  # by the handler: its pongs cannot be read meanwhile
         self._dirty = False
         self._paused = False
         self._held = bytearray()  # frames waiting while the transport is paused
@@ -230,9 +231,11 @@ class WsConn(asyncio.Protocol):
             await self._drain
 
     def pause_reading(self) -> None:
+        self.reading_paused = True
         self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self.reading_paused = False
         if not self.transport.is_closing():
             self.transport.resume_reading()
 

@@ -116,3 +116,43 @@ async def test_closed_socket_forgets_retries(rig):
     s.close()
     await asyncio.sleep(0.02)
     assert replies.ids() == ["m1"] and out == []
+
+
+# ---------------------------------------------------------------- the session's hot path
+
+
+class FakeConn:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def send(self, data: bytes) -> bool:
+        self.out.append(data)
+        return True
+
+
+async def test_session_send_ack_read_make_no_task():
+    from types import SimpleNamespace
+
+    from edge.metrics import EdgeMetrics
+    from edge.session import LIVE, Session
+    from switchboard.config import Settings
+
+    replies, acks, reads = FakeReplies(), [], []
+    settings = Settings(jwt_secret="s" * 32)
+    edge = SimpleNamespace(settings=settings, edge_id="e1", metrics=EdgeMetrics(), replies=replies,
+                           subjects=settings.subjects, sync_handlers={frames.Read: lambda s, f: reads.append(f)},
+                           on_ack=lambda s, c: acks.append(c))
+    conn = FakeConn()
+    sess = Session(edge=edge, conn=conn, user="alice")  # type: ignore[arg-type]
+    sess._hello_timer.cancel()
+    sess.state, sess.cursor = LIVE, 100
+    before = len(asyncio.all_tasks())
+    for i in range(50):
+        sess.on_frame(frames.encode(frames.Send(id=f"m{i}", body="x", conv="c1")))
+        sess.on_frame(b'{"type":"ack","cursor":%d}' % i)
+        sess.on_frame(b'{"type":"read","conv":"c1","seq":%d}' % i)
+    assert len(asyncio.all_tasks()) == before
+    assert replies.ids() == [f"m{i}" for i in range(50)]
+    assert acks == list(range(1, 50)) and len(reads) == 50 and conn.out == []
+    replies.requests[0][2](ok(1), None)
+    assert msgspec.json.decode(conn.out[0])["type"] == "sent"
