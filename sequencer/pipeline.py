@@ -42,7 +42,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from switchboard import events, frames, ids, log
-from switchboard.bus.conn import BusConnection, BusMsg, encode_headers
+from switchboard.bus.conn import BusConnection, BusError, BusMsg, encode_headers
 from switchboard.bus.replies import Replies
 from switchboard.errors import BadFrame, LimitExceeded, NotMember, SwitchboardError, Unavailable
 from switchboard.store import Conversation
@@ -244,8 +244,12 @@ class Pipeline:
                                   "Nats-Expected-Last-Subject-Sequence": str(st.last_stream_seq)})
         st.busy = True
         self.stats["writes"] += 1
-        self._replies.request(st.subject, s.data, partial(self._on_stored, st, s), headers=headers,
-                              timeout=self._timeout)
+        try:
+            self._replies.request(st.subject, s.data, partial(self._on_stored, st, s), headers=headers,
+                                  timeout=self._timeout)
+        except BusError as exc:  # stopping: the bus is gone
+            st.busy = False
+            self._finish(st.partition, s, Unavailable(f"sequencer stopping: {exc.message}"))
 
     # -- 2. MESSAGES acked ----------------------------------------------------------------
     def _on_stored(self, st: _Conv, s: _Send, m: BusMsg | None, err: BaseException | None) -> None:
@@ -304,13 +308,19 @@ class Pipeline:
             return
         s.pending = len(copies)
         request = self._replies.request
-        for subject, data, msg_id in copies:
-            request(subject, data, partial(self._on_copy, st, s, subject, data, msg_id),
-                    headers=encode_headers({"Nats-Msg-Id": msg_id}), timeout=self._timeout)
+        try:
+            for subject, data, msg_id in copies:
+                request(subject, data, partial(self._on_copy, st, s, subject, data, msg_id),
+                        headers=encode_headers({"Nats-Msg-Id": msg_id}), timeout=self._timeout)
+        except BusError as exc:  # stopping: the bus is gone; the client retries (same id)
+            s.pending = -1  # late callbacks of copies already issued change nothing
+            self._finish(st.partition, s, Unavailable(f"sequencer stopping: {exc.message}"))
 
     # -- 3. copies acked ------------------------------------------------------------------
     def _on_copy(self, st: _Conv, s: _Send, subject: str, data: bytes, msg_id: str,
                  m: BusMsg | None, err: BaseException | None) -> None:
+        if s.pending < 0:
+            return  # already answered
         ok = err is None and m is not None and b'"error"' not in m.data
         if not ok:
             s.failed.append((subject, data, msg_id))  # type: ignore[arg-type]
