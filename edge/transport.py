@@ -115,7 +115,10 @@ class WsServer:
                 for c in tuple(self.conns):
                     c.transport.abort()
         if self._server is not None:
-            await self._server.wait_closed()
+            try:  # every connection is gone or aborted by now; do not hang on a straggler
+                await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout)
+            except asyncio.TimeoutError:
+                pass
             self._server = None
 
     # -- called by connections -------------------------------------------------
