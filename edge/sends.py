@@ -4,8 +4,10 @@ No task, future or lock per send: a send is one ``Replies.request`` whose
 callback writes the answer frame. The order of one socket's sends to a
 conversation holds without locks: one NATS connection publishes in order and
 one sequencer owns a partition (``sb.send.<P>.<conv>``) and handles it
-serially. Sends in flight per socket are bounded; beyond the bound a send is
-answered ``rate_limited`` (retry) at once, so the reader never blocks.
+serially. Sends in flight per socket are bounded: at the bound the socket's
+reading is paused (TCP backpressure slows only this client; nothing fails)
+and resumed when half of them were answered. Frames read before the pause
+took effect are still handled, so the bound is soft by at most one read.
 
 "No responders" means the partition is between owners (a handover): the
 send is retried after a short jittered delay until ``send_timeout``, then
@@ -28,8 +30,9 @@ from switchboard.bus.replies import Replies
 from switchboard.errors import Unavailable
 from switchboard.subjects import Subjects, partition_of
 
-# Sends a connection may have in flight to the sequencer; beyond it a send is
-# answered rate_limited (retry: true): one connection cannot pile up work.
+# Sends a connection may have in flight to the sequencer; at this many its
+# reading pauses (until half were answered): one connection cannot pile up
+# work, and a client that sends faster is slowed, not refused.
 MAX_INFLIGHT_SENDS = 64
 # Delay before resending after "no responders" (seconds, uniform): a handover
 # takes from a lease write (milliseconds) to lease_ttl (a dead owner, 3 s),
@@ -59,10 +62,11 @@ class _Send:
 
 class Sends:
     __slots__ = ("_user", "_write", "_replies", "_subjects", "_partitions", "_timeout", "_loop", "inflight",
-                 "_waiting", "_waiting_parts", "_timer", "_closed")
+                 "_waiting", "_waiting_parts", "_timer", "_closed", "_pause", "_resume", "_paused")
 
     def __init__(self, *, user: str, write: Callable[[bytes], bool], replies: Replies, subjects: Subjects,
-                 partitions: int, timeout: float) -> None:
+                 partitions: int, timeout: float, pause: Callable[[], None] = lambda: None,
+                 resume: Callable[[], None] = lambda: None) -> None:
         self._user = user
         self._write = write  # the socket's send (one text frame)
         self._replies = replies
@@ -75,17 +79,19 @@ class Sends:
         self._waiting_parts: set[int] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._pause = pause  # stop reading the socket
+        self._resume = resume
+        self._paused = False
 
     def send(self, f: frames.Send) -> None:
-        if self.inflight >= MAX_INFLIGHT_SENDS:
-            self._answer(frames.Error(ref=f.id, code="rate_limited", retry=True,
-                                      message=f"more than {MAX_INFLIGHT_SENDS} sends in flight; resend later"))
-            return
         conv = f.conv if f.conv is not None else ids.dm_conv(self._user, f.to)  # type: ignore[arg-type]
         part = partition_of(conv, self._partitions)
         payload = events.encode(events.SendRequest(sender=self._user, id=f.id, conv=conv, body=f.body, to=f.to))
         s = _Send(self, f.id, self._subjects.send_part(part, conv), part, payload, self._loop.time() + self._timeout)
         self.inflight += 1
+        if self.inflight >= MAX_INFLIGHT_SENDS and not self._paused:
+            self._paused = True
+            self._pause()
         if self._waiting is not None and part in self._waiting_parts:
             self._waiting.append(s)  # behind an earlier send of this socket to the same partition
             return
@@ -100,6 +106,9 @@ class Sends:
         self._waiting = None
 
     def _answer(self, frame: frames.Sent | frames.Error) -> None:
+        if self._paused and self.inflight <= MAX_INFLIGHT_SENDS // 2:
+            self._paused = False
+            self._resume()
         self._write(frames.encode(frame))
 
     def _reply(self, s: _Send, msg: BusMsg | None, exc: BaseException | None) -> None:

@@ -72,7 +72,8 @@ class Session:
         self._catching_up = False
         self._seen_beyond = False
         self.sends = Sends(user=user, write=conn.send, replies=edge.replies, subjects=edge.subjects,
-                           partitions=s.partitions, timeout=s.send_timeout)
+                           partitions=s.partitions, timeout=s.send_timeout,
+                           pause=lambda: conn.pause_reading("sends"), resume=lambda: conn.resume_reading("sends"))
         self._tasks: set[asyncio.Task] = set()
         # (cursor, Nats-Msg-Id "conv:seq:user") of entries sent and not yet
         # acked, turned into delivered receipts on ack. Bounded like the
@@ -130,7 +131,7 @@ class Session:
             return
         self._hello_timer.cancel()
         self.state = HELLO
-        self.conn.pause_reading()  # the client's next frames wait until the replay is done
+        self.conn.pause_reading("hello")  # the client's next frames wait until the replay is done
         self._spawn(self._start(frame))
 
     async def _start(self, hello: frames.Hello) -> None:
@@ -162,7 +163,7 @@ class Session:
         for data in early:
             if self.state == LIVE:
                 self._handle(data)
-        self.conn.resume_reading()
+        self.conn.resume_reading("hello")
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -167,7 +167,7 @@ class WsConn(asyncio.Protocol):
     """One socket. ``send`` appends a text frame; the write happens at the end of the tick."""
 
     __slots__ = ("server", "proto", "transport", "handler", "request", "rx", "idle_since", "ping_at",
-                 "frames_out", "reading_paused", "_dirty", "_paused", "_held", "_frags", "_timer", "_drain")
+                 "frames_out", "_pause_reasons", "_dirty", "_paused", "_held", "_frags", "_timer", "_drain")
 
     def __init__(self, server: WsServer) -> None:
         self.server = server
@@ -179,7 +179,9 @@ class WsConn(asyncio.Protocol):
         self.idle_since = server.loop.time()
         self.ping_at = 0.0  # when the outstanding ping was sent; 0: none
         self.frames_out = 0
-        self.reading_paused = False  # by the handler: its pongs cannot be read meanwhile
+        # Why the handler paused reading ("hello", "sends"): its pongs cannot
+        # be read meanwhile; reading resumes when no reason is left.
+        self._pause_reasons: set[str] = set()
         self._dirty = False
         self._paused = False
         self._held = bytearray()  # frames waiting while the transport is paused
@@ -233,13 +235,20 @@ class WsConn(asyncio.Protocol):
             self._drain = self.server.loop.create_future()
             await self._drain
 
-    def pause_reading(self) -> None:
-        self.reading_paused = True
-        self.transport.pause_reading()
+    @property
+    def reading_paused(self) -> bool:
+        return bool(self._pause_reasons)
 
-    def resume_reading(self) -> None:
-        self.reading_paused = False
-        if not self.transport.is_closing():
+    def pause_reading(self, reason: str = "handler") -> None:
+        if not self._pause_reasons:
+            self.transport.pause_reading()
+        self._pause_reasons.add(reason)
+
+    def resume_reading(self, reason: str = "handler") -> None:
+        if reason not in self._pause_reasons:
+            return
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons and not self.transport.is_closing():
             self.transport.resume_reading()
 
     # -- writing -----------------------------------------------------------------------------

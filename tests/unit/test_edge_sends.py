@@ -67,16 +67,25 @@ async def test_sequencer_error_is_passed_on(rig):
     assert out == [{"type": "error", "ref": "m1", "code": "not_member", "message": "no", "retry": False}]
 
 
-async def test_over_the_inflight_bound_rate_limited_at_once(rig):
-    s, replies, out = rig
-    for i in range(MAX_INFLIGHT_SENDS + 3):
+async def test_at_the_inflight_bound_reading_pauses_until_half_are_answered(rig):
+    """A client that sends faster than the sequencer answers is slowed by TCP
+    backpressure (its socket is not read), never refused."""
+    _, replies, out = rig
+    calls: list[str] = []
+    s = Sends(user="alice", write=lambda b: out.append(msgspec.json.decode(b)) or True, replies=replies,
+              subjects=Subjects("sb"), partitions=P, timeout=0.2,
+              pause=lambda: calls.append("pause"), resume=lambda: calls.append("resume"))
+    for i in range(MAX_INFLIGHT_SENDS + 3):  # frames read before the pause took effect still go out
         s.send(frames.Send(id=f"m{i}", body="x", conv="c1"))
-    assert len(replies.requests) == MAX_INFLIGHT_SENDS
-    assert [(f["ref"], f["code"], f["retry"]) for f in out] == [
-        (f"m{i}", "rate_limited", True) for i in range(MAX_INFLIGHT_SENDS, MAX_INFLIGHT_SENDS + 3)]
-    replies.requests[0][2](ok(1), None)  # an answer frees a slot
-    s.send(frames.Send(id="again", body="x", conv="c1"))
-    assert replies.ids()[-1] == "again"
+    assert len(replies.requests) == MAX_INFLIGHT_SENDS + 3 and out == []
+    assert calls == ["pause"]
+    answered = MAX_INFLIGHT_SENDS + 3 - MAX_INFLIGHT_SENDS // 2  # down to half in flight
+    for n, r in enumerate(replies.requests[: answered - 1]):
+        r[2](ok(n + 1), None)
+    assert calls == ["pause"]
+    replies.requests[answered - 1][2](ok(answered), None)
+    assert calls == ["pause", "resume"]  # resumed once, at half
+    assert len(out) == answered and all(f["type"] == "sent" for f in out)
 
 
 async def test_no_responders_retried_in_order_then_sent(rig):
