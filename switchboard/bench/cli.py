@@ -18,17 +18,36 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="switchboard bench", description="load generators and reports")
     sub = ap.add_subparsers(dest="what", required=True)
 
-    d = sub.add_parser("delivery", help="clients sending at a fixed rate: latency, throughput, loss")
-    d.add_argument("--clients", type=int, default=200, help="WebSocket clients (one user each)")
+    d = sub.add_parser("delivery", help="clients sending at a fixed rate: latency, throughput, loss, CPU per message")
+    d.add_argument("--clients", type=int, default=None,
+                   help="WebSocket clients, one user each (default: 200, or more if the rate needs them to stay "
+                        "under the edge's 50 frames/s per connection: rate/40)")
     d.add_argument("--rate", type=float, default=2000, help="total messages/s sent")
-    d.add_argument("--duration", type=float, default=10, help="seconds of sending")
-    d.add_argument("--group-size", type=int, default=2, help="2 = 1:1 pairs (send with 'to'); >2 = groups")
+    d.add_argument("--duration", type=float, default=10, help="measured seconds of sending")
+    d.add_argument("--warmup", type=float, default=1.0,
+                   help="seconds of sending before the measured window: checked for correctness, counted in CPU, "
+                        "not in the latency percentiles (default 1)")
+    d.add_argument("--poll-ms", type=float, default=0.0,
+                   help="load generator reads its sockets every N ms instead of per event: less CPU per message "
+                        "at low rates, latencies up to N ms late (default 0)")
+    d.add_argument("--group-size", type=int, default=2,
+                   help="2 = 1:1 pairs (send with 'to'); >2 = groups made with conv.create "
+                        "(e.g. --group-size 100 --rate 200)")
     d.add_argument("--procs", type=int, default=1, help="load-generator processes")
-    d.add_argument("--ws", help="an existing edge (ws://host:port/ws); default: start a fabric process")
+    d.add_argument("--ws", help="an existing edge (ws://host:port/ws); default: start `switchboard up`")
+    d.add_argument("--pid", type=int, action="append", default=[],
+                   help="with --ws: a fabric process to measure, with its children (repeatable; "
+                        "the pid of `switchboard up` covers all of it)")
     d.add_argument("--nats", help="accepted for symmetry; the load generator only needs --ws")
     d.add_argument("--data", help="with --ws: data dir holding the dev JWT secret")
     d.add_argument("--secret", help="with --ws: the JWT secret")
-    d.add_argument("--keep-limits", action="store_true", help="keep the default per-connection rate limit")
+    d.add_argument("--layout", help="`switchboard up --layout` of the fabric the bench starts")
+    d.add_argument("--lift-limits", action="store_true",
+                   help="start the fabric with the per-connection rate limit lifted (default: the edge's "
+                        "defaults, paced by using enough clients)")
+    d.add_argument("--fake-edge", action="store_true",
+                   help="against an in-memory fake edge instead of a fabric: the load generator's own cost")
+    d.add_argument("--quiet", action="store_true", help="no progress line per second")
     d.add_argument("--json", action="store_true")
 
     i = sub.add_parser("idle", help="idle connections on one edge: RSS per connection")
@@ -72,10 +91,16 @@ def main(argv: list[str]) -> int:
     if args.what == "delivery":
         from switchboard.bench.delivery import DeliveryParams, run
 
-        rep = run(DeliveryParams(clients=args.clients, rate=args.rate, duration=args.duration,
-                                 group_size=args.group_size, procs=args.procs, ws_url=args.ws,
-                                 data_dir=args.data, secret=args.secret, keep_limits=args.keep_limits),
-                  command=cmd)
+        params = DeliveryParams(clients=args.clients, rate=args.rate, duration=args.duration,
+                                group_size=args.group_size, procs=args.procs, ws_url=args.ws, pids=args.pid,
+                                data_dir=args.data, secret=args.secret, lift_limits=args.lift_limits,
+                                layout=args.layout, progress=not args.quiet, fake_edge=args.fake_edge,
+                                warmup=args.warmup, poll_ms=args.poll_ms)
+        try:
+            rep = run(params, command=cmd)
+        except ValueError as exc:
+            print(f"switchboard bench delivery: {exc}", file=sys.stderr)
+            return 2
         print(rep.to_json() if args.json else render_delivery(rep))
         return 0 if rep.ok else 1
     if args.what == "idle":

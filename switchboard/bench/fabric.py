@@ -1,9 +1,11 @@
-"""The fabric under test, started as its own process.
+"""The fabric under test, started as its own process, and its processes.
 
 ``python -m switchboard up --data TMP --port FREE`` in a subprocess, so its
-RSS and CPU are measured apart from the load generator and it has its own
-event loop (and, on a 2-core machine, the kernel can give it its own core).
-The embedded nats-server is that process's child and is measured too.
+RSS and CPU are measured apart from the load generator. ``up`` supervises
+nats-server and the role processes (switchboard/cli/supervisor.py); each of
+its children is found with psutil and measured on its own
+(:func:`fabric_processes`), as are the processes of an existing deployment
+given by pid.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class FabricProcess:
     """``switchboard up`` in a subprocess; use as a context manager."""
 
     env: dict[str, str] = field(default_factory=dict)  # SWITCHBOARD_<FIELD> overrides
+    layout: str | None = None  # `up --layout`; None: up's default
     data_dir: str | None = None
     startup_timeout: float = 60.0
     proc: subprocess.Popen | None = None
@@ -68,7 +71,7 @@ class FabricProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "switchboard", "up", "--data", self.data_dir, "--port", str(port),
-             "--log-level", "warning"],
+             "--log-level", "warning", *(["--layout", self.layout] if self.layout else [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             preexec_fn=raise_nofile,  # rlimits survive exec: the edge may hold many sockets
         )
@@ -108,17 +111,16 @@ class FabricProcess:
         return auth.issue(auth.dev_secret(self.data_dir), user, ttl_sec=86400)
 
     def processes(self) -> dict[str, psutil.Process]:
-        """role -> process: the fabric and its nats-server child."""
+        """name -> process: ``up`` and every child (nats-server, each role process)."""
         assert self.proc is not None
-        main = psutil.Process(self.proc.pid)
-        out = {"fabric (edge+sequencer+archiver)": main}
-        for child in main.children(recursive=True):
-            try:
-                if "nats-server" in child.name():
-                    out["nats-server"] = child
-            except psutil.Error:
-                pass
-        return out
+        return fabric_processes([self.proc.pid])
+
+    def edge_process(self) -> psutil.Process:
+        """The process serving the WebSocket port (the edge child, or ``up`` itself with --layout single)."""
+        for name, p in self.processes().items():
+            if "edge" in name.split("+") or name == "up (every role)":
+                return p
+        raise RuntimeError("no edge process among the fabric's")
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -130,6 +132,51 @@ class FabricProcess:
                 self.proc.wait(5)
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def label(p: psutil.Process) -> str:
+    """What a fabric process is: "nats-server", "sequencer", "archiver+presence+pusher", "up (supervisor)"..."""
+    try:
+        name, cmd = p.name(), p.cmdline()
+    except psutil.Error:
+        return f"pid {p.pid}"
+    if "nats-server" in name:
+        return "nats-server"
+    # python -m switchboard ROLE ... | .../bin/switchboard ROLE ...
+    for i, a in enumerate(cmd):
+        if a == "switchboard" and i > 0 and cmd[i - 1] == "-m" or a.endswith("/switchboard") and i <= 1:
+            rest = cmd[i + 1:]
+            if not rest:
+                break
+            if rest[0] == "run" and len(rest) > 1:
+                return rest[1]
+            if rest[0] == "up":
+                has_roles = any(label(c) not in ("nats-server",) for c in _children(p))
+                return "up (supervisor)" if has_roles else "up (every role)"
+            return rest[0]
+    return name
+
+
+def _children(p: psutil.Process) -> list[psutil.Process]:
+    try:
+        return p.children()
+    except psutil.Error:
+        return []
+
+
+def fabric_processes(pids: list[int]) -> dict[str, psutil.Process]:
+    """label -> process for each pid and all its descendants (the children of ``up``)."""
+    out: dict[str, psutil.Process] = {}
+    for pid in pids:
+        root = psutil.Process(pid)
+        try:
+            family = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            family = [root]
+        for p in family:
+            name = label(p)
+            out[name if name not in out else f"{name} {p.pid}"] = p
+    return out
 
 
 class Sampler:
@@ -185,7 +232,8 @@ class Sampler:
                 rss, cpu = 0, 0.0
             peak = max(self._peak[k], rss)
             out.append(ProcStat(role=k, pid=p.pid, rss_mib=round(rss / 2**20, 1),
-                                peak_rss_mib=round(peak / 2**20, 1), cpu_pct=cpu_pct(cpu, wall)))
+                                peak_rss_mib=round(peak / 2**20, 1), cpu_pct=cpu_pct(cpu, wall),
+                                cpu_sec=round(cpu, 3)))
         # The whole host: on a shared machine other work competes for the cores.
         h0, h1 = self._host0, psutil.cpu_times()
         busy = (sum(h1) - h1.idle - getattr(h1, "iowait", 0)) - (sum(h0) - h0.idle - getattr(h0, "iowait", 0))

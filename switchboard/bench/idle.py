@@ -94,7 +94,7 @@ def run(p: IdleParams, *, command: str) -> IdleReport:
     if p.ws_url is None:
         fabric = FabricProcess().__enter__()
         ws_url, token = fabric.ws_url, fabric.token
-        edge = fabric.processes()["fabric (edge+sequencer+archiver)"]
+        edge = fabric.edge_process()
         procs = fabric.processes()
     else:
         if p.pid is None:

@@ -63,6 +63,8 @@ class ProcStat:
     rss_mib: float  # at the end of the window
     peak_rss_mib: float  # highest sampled
     cpu_pct: float  # percent of ONE core over the window (200 = both cores of a 2-core box)
+    cpu_sec: float = 0.0  # CPU seconds (user + system) over the window
+    us_per_msg: float | None = None  # cpu_sec per message of the run, µs (delivery bench)
 
 
 def cpu_pct(cpu_seconds: float, wall_seconds: float) -> float:
@@ -88,7 +90,10 @@ class WorkerResult:
     errors: dict[str, int] = field(default_factory=dict)
     reconnects: int = 0
     resends: int = 0  # sends repeated with the same id after a retry: true error
+    offered: int = 0  # deliveries owed for every send written (sent x (group size - 1))
+    delivered_in_window: int = 0  # deliveries received by the end of the send window
     latencies_ns: list[int] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # examples of undelivered tails (diagnostics)
 
     def merge(self, other: "WorkerResult") -> "WorkerResult":
         errors = dict(self.errors)
@@ -101,7 +106,9 @@ class WorkerResult:
             duplicates=self.duplicates + other.duplicates, gaps=self.gaps + other.gaps,
             unconfirmed=self.unconfirmed + other.unconfirmed, errors=errors,
             reconnects=self.reconnects + other.reconnects, resends=self.resends + other.resends,
-            latencies_ns=self.latencies_ns + other.latencies_ns,
+            offered=self.offered + other.offered,
+            delivered_in_window=self.delivered_in_window + other.delivered_in_window,
+            latencies_ns=self.latencies_ns + other.latencies_ns, missing=(self.missing + other.missing)[:10],
         )
 
 
@@ -134,6 +141,10 @@ class DeliveryReport:
     latency_ms: LatencySummary
     processes: list[ProcStat]
     notes: list[str] = field(default_factory=list)
+    # delivered by the end of the send window / offered (sent x (group size - 1)):
+    # ~1.0 while the fabric keeps up; below 1 it queues (saturated)
+    delivered_offered: float | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # per second: sent/s, delivered/s, ratio
 
     @property
     def ok(self) -> bool:
@@ -146,10 +157,39 @@ class DeliveryReport:
         return json.dumps(d, indent=2, sort_keys=False)
 
 
+def per_message(processes: Sequence[ProcStat], messages: int) -> list[ProcStat]:
+    """``processes`` with ``us_per_msg`` = CPU µs per message (None without messages or CPU)."""
+    out = []
+    for p in processes:
+        us = round(p.cpu_sec * 1e6 / messages, 1) if messages > 0 and p.pid else None
+        out.append(ProcStat(role=p.role, pid=p.pid, rss_mib=p.rss_mib, peak_rss_mib=p.peak_rss_mib,
+                            cpu_pct=p.cpu_pct, cpu_sec=p.cpu_sec, us_per_msg=us))
+    return out
+
+
+def timeline(ticks: Sequence[tuple]) -> list[dict[str, Any]]:
+    """Cumulative per-second progress ``(second, sent, offered, confirmed, delivered[, latencies_ns])``
+    -> per-second rates, the delivered/offered ratio and latency of each second."""
+    out = []
+    prev: tuple = (0, 0, 0, 0, 0)
+    for t in ticks:
+        d_sent, d_off, d_conf, d_del = (t[i] - prev[i] for i in range(1, 5))
+        row: dict[str, Any] = {"second": t[0], "sent": d_sent, "confirmed": d_conf, "delivered": d_del,
+                               "delivered_offered": round(d_del / d_off, 3) if d_off else None}
+        if len(t) > 5:
+            lat = LatencySummary.from_ns(t[5])
+            row.update(p50_ms=lat.p50, p99_ms=lat.p99, max_ms=lat.max)
+        out.append(row)
+        prev = t
+    return out
+
+
 def build_delivery_report(*, command: str, params: dict[str, Any], seconds: float, total: WorkerResult,
                           delivered_window: float, processes: list[ProcStat],
-                          notes: list[str] | None = None) -> DeliveryReport:
-    """``delivered_window``: seconds from the first send to the last delivery."""
+                          notes: list[str] | None = None,
+                          ticks: Sequence[tuple] = ()) -> DeliveryReport:
+    """``delivered_window``: seconds from the first send to the last delivery.
+    ``ticks``: cumulative per-second progress summed over the load generators."""
     return DeliveryReport(
         command=command, params=params, seconds=round(seconds, 3), sent=total.sent, confirmed=total.confirmed,
         expected=total.expected, delivered=total.delivered, lost=max(0, total.expected - total.delivered),
@@ -157,7 +197,10 @@ def build_delivery_report(*, command: str, params: dict[str, Any], seconds: floa
         errors=dict(sorted(total.errors.items())), reconnects=total.reconnects, resends=total.resends,
         sent_per_sec=round(total.sent / seconds, 1) if seconds > 0 else 0.0,
         delivered_per_sec=round(total.delivered / delivered_window, 1) if delivered_window > 0 else 0.0,
-        latency_ms=LatencySummary.from_ns(total.latencies_ns), processes=processes, notes=list(notes or []),
+        latency_ms=LatencySummary.from_ns(total.latencies_ns), processes=per_message(processes, total.confirmed),
+        notes=list(notes or []),
+        delivered_offered=round(total.delivered_in_window / total.offered, 3) if total.offered else None,
+        timeline=timeline(ticks),
     )
 
 
@@ -178,8 +221,10 @@ def table(rows: Sequence[tuple[str, Any]]) -> str:
 
 
 def process_table(procs: Sequence[ProcStat]) -> str:
-    head = ("process", "pid", "rss MiB", "peak MiB", "cpu % of 1 core")
-    body = [(p.role, str(p.pid), f"{p.rss_mib:.1f}", f"{p.peak_rss_mib:.1f}", f"{p.cpu_pct:.1f}") for p in procs]
+    per_msg = any(p.us_per_msg is not None for p in procs)
+    head = ("process", "pid", "rss MiB", "peak MiB", "cpu % of 1 core") + (("cpu µs/msg",) if per_msg else ())
+    body = [(p.role, str(p.pid), f"{p.rss_mib:.1f}", f"{p.peak_rss_mib:.1f}", f"{p.cpu_pct:.1f}")
+            + ((_fmt(p.us_per_msg),) if per_msg else ()) for p in procs]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     line = lambda r: "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([line(head), *map(line, body)])
@@ -200,6 +245,7 @@ def render_delivery(r: DeliveryReport) -> str:
         ("own-message echoes", r.self_echo),
         ("sent/s", r.sent_per_sec),
         ("delivered/s", r.delivered_per_sec),
+        ("delivered/offered while sending", r.delivered_offered),
         ("latency p50 (ms)", lat.p50),
         ("latency p90 (ms)", lat.p90),
         ("latency p99 (ms)", lat.p99),
@@ -211,9 +257,29 @@ def render_delivery(r: DeliveryReport) -> str:
         ("correct (no loss/dup/gap)", "yes" if r.ok else "NO"),
     ]
     parts = ["switchboard bench delivery", table(rows), "", process_table(r.processes)]
+    fab, gen = cpu_totals(r.processes)
+    if fab is not None or gen is not None:
+        parts.append(f"  CPU µs per message: fabric {_fmt(fab)}, load generator {_fmt(gen)}")
     parts += [f"  note: {n}" for n in r.notes]
     parts += ["", "reproduce: " + r.command]
     return "\n".join(parts)
+
+
+def render_tick(row: dict[str, Any]) -> str:
+    """One progress line (a :func:`timeline` row)."""
+    ratio = "-" if row["delivered_offered"] is None else f"{row['delivered_offered']:.2f}"
+    lat = ""
+    if "p99_ms" in row:
+        lat = f"  p50 {_fmt(row['p50_ms'])} ms  p99 {_fmt(row['p99_ms'])} ms"
+    return (f"  t={row['second']:>3}s  sent/s {row['sent']:>7,}  confirmed/s {row['confirmed']:>7,}  "
+            f"delivered/s {row['delivered']:>8,}  delivered/offered {ratio}{lat}")
+
+
+def cpu_totals(procs: Sequence[ProcStat]) -> tuple[float | None, float | None]:
+    """CPU µs/msg summed over the fabric's processes and over the load generators."""
+    fab = [p.us_per_msg for p in procs if p.us_per_msg is not None and not p.role.startswith("loadgen")]
+    gen = [p.us_per_msg for p in procs if p.us_per_msg is not None and p.role.startswith("loadgen")]
+    return (round(sum(fab), 1) if fab else None), (round(sum(gen), 1) if gen else None)
 
 
 @dataclass(kw_only=True)

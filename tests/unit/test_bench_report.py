@@ -8,6 +8,7 @@ import pytest
 
 from switchboard.bench.delivery import plan
 from switchboard.bench.report import (LatencySummary, ProcStat, WorkerResult, build_delivery_report, command_line,
+                                      cpu_totals, render_tick, timeline,
                                       cpu_pct, merge_all, per_conn_kib, percentile, render_delivery)
 
 
@@ -125,3 +126,29 @@ def test_plan_keeps_each_group_in_one_process(clients, g, procs, expected):
 def test_plan_rejects_impossible_layouts(clients, g):
     with pytest.raises(ValueError):
         plan(clients, g, 1)
+
+
+def test_cpu_per_message_for_every_process():
+    total = WorkerResult(sent=2000, confirmed=2000, expected=2000, delivered=2000, offered=2000,
+                         delivered_in_window=1900)
+    procs = [ProcStat(role="nats-server", pid=2, rss_mib=1, peak_rss_mib=1, cpu_pct=50, cpu_sec=0.5),
+             ProcStat(role="edge", pid=3, rss_mib=1, peak_rss_mib=1, cpu_pct=30, cpu_sec=0.3),
+             ProcStat(role="loadgen-0", pid=4, rss_mib=1, peak_rss_mib=1, cpu_pct=8, cpu_sec=0.08),
+             ProcStat(role="other processes on host (2 cores)", pid=0, rss_mib=0, peak_rss_mib=0, cpu_pct=5)]
+    r = build_delivery_report(command="switchboard bench delivery", params={}, seconds=1.0, total=total,
+                              delivered_window=1.0, processes=procs)
+    assert [p.us_per_msg for p in r.processes] == [250.0, 150.0, 40.0, None]
+    assert cpu_totals(r.processes) == (400.0, 40.0)
+    assert r.delivered_offered == 0.95
+    text = render_delivery(r)
+    assert "cpu µs/msg" in text and "CPU µs per message: fabric 400.0, load generator 40" in text
+
+
+def test_timeline_per_second_rates_ratio_and_latency():
+    ticks = [(1, 100, 100, 90, 80, [1_000_000] * 80), (2, 300, 300, 290, 280, [2_000_000] * 199 + [9_000_000])]
+    rows = timeline(ticks)
+    assert rows[0] == {"second": 1, "sent": 100, "confirmed": 90, "delivered": 80, "delivered_offered": 0.8,
+                       "p50_ms": 1.0, "p99_ms": 1.0, "max_ms": 1.0}
+    assert rows[1]["sent"] == 200 and rows[1]["delivered"] == 200 and rows[1]["delivered_offered"] == 1.0
+    assert rows[1]["p50_ms"] == 2.0 and rows[1]["max_ms"] == 9.0
+    assert "delivered/offered 1.00" in render_tick(rows[1])
