@@ -349,6 +349,7 @@ class Worker:
         always pending). A busy loop (a period's worth of work) does not nap."""
         if self.closing:
             return
+        self.flusher.flush()  # this tick's frames go out before the nap, not after it
         now = time.monotonic()
         rest = self.spec.poll_sec - (now - self._nap_at)
         if rest > 0:

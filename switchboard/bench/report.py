@@ -260,6 +260,10 @@ def render_delivery(r: DeliveryReport) -> str:
     fab, gen = cpu_totals(r.processes)
     if fab is not None or gen is not None:
         parts.append(f"  CPU µs per message: fabric {_fmt(fab)}, load generator {_fmt(gen)}")
+        if r.delivered > r.confirmed > 0:  # groups: one message, many deliveries
+            k = r.confirmed / r.delivered
+            parts.append(f"  CPU µs per delivery: fabric {_fmt(None if fab is None else round(fab * k, 1))}, "
+                         f"load generator {_fmt(None if gen is None else round(gen * k, 1))}")
     parts += [f"  note: {n}" for n in r.notes]
     parts += ["", "reproduce: " + r.command]
     return "\n".join(parts)
