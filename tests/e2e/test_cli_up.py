@@ -7,10 +7,12 @@ is SIGKILLed, and a child that keeps dying makes `up` exit 1 with one line."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import time
+import urllib.request
 
 import psutil
 
@@ -54,6 +56,11 @@ def role_children(pid: int) -> dict[str, psutil.Process]:
     except psutil.NoSuchProcess:
         pass
     return out
+
+
+def metrics_page(ws_url: str) -> str:
+    with urllib.request.urlopen(ws_url.replace("ws://", "http://").replace("/ws", "/metrics"), timeout=10) as r:
+        return r.read().decode()
 
 
 def gone(proc: psutil.Process, timeout: float = 10.0) -> bool:
@@ -105,6 +112,9 @@ async def test_up_round_trip_stop_and_restart(tmp_path):
         cursor, epoch = b.cursor, b.epoch
         await a.close()
         await b.close()
+        # The edge's /metrics shows the other children's components too.
+        page = await asyncio.to_thread(metrics_page, url)
+        assert "switchboard_edge_frames_in_total" in page and "switchboard_archiver_messages_total" in page
         stop_up(p)
 
         # Same --data: same secret (old tokens work), same streams and store.
