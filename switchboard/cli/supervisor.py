@@ -30,6 +30,7 @@ Rules:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
@@ -228,7 +229,7 @@ async def _terminate(c: Child) -> None:
         await p.wait()
 
 
-def _role_argv(args, roles: tuple[str, ...], settings: Settings, *, metrics_listen: str | None,
+def _role_argv(args: argparse.Namespace, roles: tuple[str, ...], settings: Settings, *, metrics_listen: str | None,
                metrics_peers: list[str]) -> list[str]:
     cmd = [roles[0]] if len(roles) == 1 else ["run", "+".join(roles)]
     argv = [sys.executable, "-m", "switchboard", *cmd, "--nats", settings.nats_url, "--data", settings.data_dir,
@@ -270,7 +271,7 @@ def _local(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-async def serve_up(args, settings: Settings, layout: list[tuple[str, ...]], *, embedded: bool,
+async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tuple[str, ...]], *, embedded: bool,
                    nats_port: int) -> int:
     """Run ``up`` as a supervisor until SIGINT/SIGTERM (0) or a child keeps dying (1)."""
     logger = log.get("up")
