@@ -6,7 +6,10 @@
    private MESSAGES stream (own stream and subject prefix, deleted after), as
    the sequencer does; not timed.
 2. Starts an archiver on that backlog and times it until everything is
-   written and acked: msgs/s archived (store write + ack included).
+   written and acked: msgs/s archived (store write + ack included), and the
+   CPU it took per message: the whole process (event loop + the store's
+   thread; the embedded nats-server is another process, not counted) and the
+   event loop thread alone (the rest is the store's thread).
 3. Sends 50-message history queries over ``sb.api.history`` (NATS round trip,
    membership check, store read, unarchived-tail read): p50/p99.
 Without ``--nats`` an embedded nats-server is started; without ``--store``, a
@@ -66,11 +69,13 @@ async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: 
 
         arch = Archiver(settings=st, nc=nc, store=store, lag_interval=0.5)
         t0 = time.perf_counter()
+        cpu0, loop0 = time.process_time(), time.thread_time()  # this coroutine runs on the loop thread
         await arch.start()
         archived = arch.metrics_.archived
         while archived._value.get() < messages:
             await asyncio.sleep(0.01)
         archive_s = time.perf_counter() - t0
+        cpu_s, loop_s = time.process_time() - cpu0, time.thread_time() - loop0
         await nc.flush()  # the last acks are buffered publishes
         lag = await arch.lag()
 
@@ -96,6 +101,8 @@ async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: 
             "publish_msgs_per_s": round(messages / publish_s),
             "archive_msgs_per_s": round(messages / archive_s),
             "archive_seconds": round(archive_s, 3),
+            "archive_cpu_us_per_msg": round(cpu_s / messages * 1e6, 1),
+            "archive_loop_cpu_us_per_msg": round(loop_s / messages * 1e6, 1),
             "lag_after": lag,
             "history_queries": queries,
             "history_page": 50,
