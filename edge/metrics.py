@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 
 class EdgeMetrics:
@@ -13,7 +14,11 @@ class EdgeMetrics:
         self.accepted = Counter("switchboard_edge_connections_accepted", "Connections accepted", registry=r)
         self.rejected = Counter("switchboard_edge_connections_rejected", "Connections refused (auth, admission)",
                                 ["reason"], registry=r)
-        self.frames_in = Counter("switchboard_edge_frames_in", "Frames received from clients", registry=r)
+        # Counted per frame on the hot path: a plain int (prometheus_client's
+        # Counter takes a lock per inc, ~5 % of the edge's CPU at 8k msgs/s),
+        # exported when scraped.
+        self.frames_in = 0
+        r.register(_HotCounters(self))
         self.slow_consumers = Counter("switchboard_edge_slow_consumers", "Sockets closed for not draining",
                                       registry=r)
         self.gaps = Counter("switchboard_edge_gaps", "Live gaps repaired from INBOX", registry=r)
@@ -22,3 +27,15 @@ class EdgeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry) + b"".join(generate_latest(r) for r in self.extra)
+
+
+class _HotCounters:
+    """Exports the plain-int counters of :class:`EdgeMetrics` at scrape time."""
+
+    def __init__(self, m: EdgeMetrics) -> None:
+        self._m = m
+
+    def collect(self):
+        c = CounterMetricFamily("switchboard_edge_frames_in", "Frames received from clients")
+        c.add_metric([], self._m.frames_in)
+        yield c

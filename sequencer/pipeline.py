@@ -285,6 +285,8 @@ class Pipeline:
             st.last_stream_seq = ack.seq
             if not s.system:
                 self._receipts.sent_now(user=s.req.sender, conv=st.id, seq=s.msg.seq)
+            if st.large:  # pull mode: members' edges listen on the conversation subject
+                self._conn.publish(self._subjects.conv_live(st.id), s.data)
             self._fanout(st, s)
         self._pump(st)
 

@@ -122,7 +122,7 @@ class Sequencer:
         else:
             self.leases = PartitionLeases(nc=self._nc, settings=s, instance=self.instance,
                                           on_acquire=self.pipeline.on_acquire, on_release=self.pipeline.on_release,
-                                          inflight=self.pipeline.inflight_of)
+                                          inflight=self.pipeline.inflight_of, replies=self._replies)
             await self.leases.start()
         await self._conn.flush()
         self._log.info("sequencer started", prefix=p.prefix, partitions=s.partitions,

@@ -58,13 +58,9 @@ class Subjects:
         return f"{self.prefix}.msg.*"
 
     def conv_live(self, conv: str) -> str:
-        """MESSAGES republished after storage: what edges of large-group
-        members subscribe to (pull mode, no per-member INBOX copies)."""
+        """A large group's messages, published by the sequencer once stored:
+        what edges of its members subscribe to (pull mode, no INBOX copies)."""
         return f"{self.prefix}.conv.{ids.check(conv, 'conv')}.live"
-
-    @property
-    def conv_live_republish_dest(self) -> str:
-        return f"{self.prefix}.conv.{{{{wildcard(1)}}}}.live"
 
     # -- per user -----------------------------------------------------------
     def inbox(self, user: str) -> str:

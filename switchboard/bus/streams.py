@@ -5,8 +5,10 @@ The same definitions are written as JSON to ``nats/streams/`` by
 (``nats stream add --config nats/streams/MESSAGES.json``).
 
 - MESSAGES (``sb.msg.*``): every message of every conversation, in order;
-  the dedup window makes a retried send land once; republished after storage
-  to ``sb.conv.<conv>.live`` for edges of large-group members.
+  the dedup window makes a retried send land once. No republish: the
+  sequencer publishes a large group's message to ``sb.conv.<conv>.live``
+  itself after the write was acked (a republish of every message would cost
+  the server a copy per message for the few conversations that need it).
 - INBOX (``sb.user.*.inbox``): per-user mailbox entries; republished after
   storage to ``sb.user.<uid>.live`` (with ``Nats-Sequence`` = the cursor and
   ``Nats-Last-Sequence`` = the previous entry of that user), which is what
@@ -49,7 +51,6 @@ def definitions(settings: Settings) -> list[StreamConfig]:
         StreamConfig(
             name=messages, subjects=[s.msg_all], retention=RetentionPolicy.LIMITS,
             max_age=settings.messages_max_age_sec, discard=DiscardPolicy.OLD,
-            republish=RePublish(src=s.msg_all, dest=s.conv_live_republish_dest),
             description="Every message of every conversation, sequenced; the archive keeps them forever",
             **common),
         StreamConfig(
