@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -150,6 +151,8 @@ def _serve(args: argparse.Namespace) -> int:
     listen = getattr(args, "metrics_listen", None)
     peers = tuple(p for p in (getattr(args, "metrics_peers", "") or "").split(",") if p)
 
+    parent = os.getppid()
+
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -165,9 +168,40 @@ def _serve(args: argparse.Namespace) -> int:
             else:
                 print(f"switchboard {'+'.join(roles)} running (NATS {fab.settings.nats_url})", flush=True)
             await stop.wait()
+            orphaned = os.getppid() != parent  # `up` died: PR_SET_PDEATHSIG sent the SIGTERM
+            _shutdown_watchdog(loop, "+".join(roles) if args.cmd != "up" else "up",
+                               ORPHAN_GRACE_SEC if orphaned else STOP_GRACE_SEC)
 
     asyncio.run(serve())
     return 0
+
+
+# A clean stop takes 1-3 s (the archiver finishes its batch, NATS drains).
+# One that takes longer waits on something that is gone (a NATS server killed
+# with `up`; nats-py's fetch does not always give in to a cancel while
+# disconnected): the process must still end, or a stopped `up` leaves it
+# behind. A child whose `up` died has no one to finish work for: 3 s.
+STOP_GRACE_SEC = 15.0
+ORPHAN_GRACE_SEC = 3.0
+
+
+def _shutdown_watchdog(loop: asyncio.AbstractEventLoop, what: str, grace: float) -> None:
+    """Exit with 1 (and the stuck tasks' stacks on stderr) if the stop takes over ``grace`` seconds."""
+    import threading
+
+    def stuck() -> None:
+        print(f"switchboard {what}: stop took over {grace:.0f} s; exiting", file=sys.stderr, flush=True)
+        for task in asyncio.all_tasks(loop):  # the named ones and those being cancelled (library tasks are noise)
+            if not task.get_name().startswith("Task-") or task.cancelling():
+                task.print_stack(limit=8, file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+
+    loop.call_later(grace, stuck)
+    # Backstop in a thread, for a stop stuck in blocking code (the loop never runs the timer).
+    t = threading.Timer(grace + 5.0, lambda: os._exit(1))
+    t.daemon = True
+    t.start()
 
 
 if __name__ == "__main__":

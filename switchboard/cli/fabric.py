@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from switchboard import log
@@ -77,7 +78,7 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
         if embedded is not None:
             stack.push_async_callback(embedded.astop)
         nc = await connect(settings, name="switchboard-" + "+".join(roles))
-        stack.push_async_callback(nc.drain)
+        stack.push_async_callback(_close_nats, nc)
         if not create_streams:
             await streams.wait_for_streams(nc.jetstream(), list(streams.names(settings)))
         elif STREAM_ADMIN_ROLES & set(roles):
@@ -104,6 +105,29 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
     finally:
         await stack.aclose()
         logger.info("fabric stopped")
+
+
+# Draining (unsubscribe, deliver what is buffered, flush) takes milliseconds
+# against a live server; past this the server is slow or gone and closing is
+# all that is left to do.
+DRAIN_TIMEOUT_SEC = 5.0
+
+
+async def _close_nats(nc: NATS) -> None:
+    """Drain if connected, else close: a stop while NATS is down (e.g. `up`
+    stopped or killed together with its nats-server) must not raise or hang."""
+    if nc.is_closed:
+        return
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_SEC)
+            return
+        except (asyncio.TimeoutError, nats.errors.Error):
+            pass
+    try:
+        await asyncio.wait_for(nc.close(), DRAIN_TIMEOUT_SEC)
+    except (asyncio.TimeoutError, nats.errors.Error):
+        pass
 
 
 async def _start_role(role: str, fab: Fabric):
