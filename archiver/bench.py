@@ -76,7 +76,7 @@ async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: 
             await asyncio.sleep(0.01)
         archive_s = time.perf_counter() - t0
         cpu_s, loop_s = time.process_time() - cpu0, time.thread_time() - loop0
-        await nc.flush()  # the last acks are buffered publishes
+        await arch.flush()  # the last acks are buffered publishes
         lag = await arch.lag()
 
         rng = random.Random(1)

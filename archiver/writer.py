@@ -16,8 +16,12 @@ The rules (docs/archiver.md):
 
 Dead-lettering publishes the original payload to ``sb.dlq.archive`` with
 ``Sb-Dlq-*`` headers saying why, waits for JetStream to store it (stream
-DEADLETTER, switchboard/bus/streams.py), then ``term()``s the original so it
-is never redelivered.
+DEADLETTER, switchboard/bus/streams.py), then terms the original so it is
+never redelivered.
+
+Acks, in-progress acks and terms are buffered publishes on the lean bus
+connection the batch was fetched on (:mod:`archiver.acks`); the dead-letter
+publish, which waits for JetStream's answer, goes through nats-py (rare).
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import msgspec
-from nats.aio.msg import Msg as NatsMsg
 from nats.js import JetStreamContext
 
 from switchboard import frames, ids, log
+from switchboard.bus.conn import BusConnection, BusMsg
 from switchboard.config import Settings
 from switchboard.store import Store
 
+from archiver import acks
 from archiver.metrics import ArchiverMetrics
 
 _decode_msg = msgspec.json.Decoder(frames.Msg).decode
@@ -64,7 +69,7 @@ class Undecodable(ValueError):
     pass
 
 
-def decode(subject_prefix: str, msg: NatsMsg) -> frames.Msg:
+def decode(subject_prefix: str, msg: BusMsg) -> frames.Msg:
     """The stored Msg of one MESSAGES entry; :class:`Undecodable` if it is not one."""
     try:
         m = _decode_msg(msg.data)
@@ -77,19 +82,20 @@ def decode(subject_prefix: str, msg: NatsMsg) -> frames.Msg:
     return m
 
 
-_Item = tuple[NatsMsg, frames.Msg]
+_Item = tuple[BusMsg, frames.Msg]
 
 
 class BatchWriter:
     """Turns fetched MESSAGES entries into store writes, acks and dead letters."""
 
-    def __init__(self, *, settings: Settings, js: JetStreamContext, store: Store, stream: str,
+    def __init__(self, *, settings: Settings, conn: BusConnection, js: JetStreamContext, store: Store, stream: str,
                  metrics: ArchiverMetrics, backoff: Backoff | None = None,
                  poison_retry_delay: float = 0.2) -> None:
         self._settings = settings
         self._prefix = settings.subject_prefix
         self._dlq_subject = settings.subjects.dead_letter("archive")
-        self._js = js
+        self._conn = conn  # acks (lean bus: the connection the batch was fetched on)
+        self._js = js  # dead letters (nats-py: a JetStream publish that waits for its ack)
         self._store = store
         self._stream = stream
         self._metrics = metrics
@@ -100,7 +106,7 @@ class BatchWriter:
         self._outage_since: float | None = None
         self.stopping = False  # set by the service: after a failed write, stop retrying (no ack)
 
-    async def handle(self, batch: Sequence[NatsMsg]) -> None:
+    async def handle(self, batch: Sequence[BusMsg]) -> None:
         items: list[_Item] = []
         for m in batch:
             try:
@@ -137,7 +143,7 @@ class BatchWriter:
                     await self._dead_letter(m, reason="rejected", detail=f"{type(exc).__name__}: {exc}",
                                             conv=d.conv, seq=d.seq, tries=tries)
                     return
-                await _in_progress(items)
+                acks.send(self._conn, (m for m, _ in items), acks.IN_PROGRESS)
                 await asyncio.sleep(self._poison_retry_delay)
                 continue
             self._metrics.batch_seconds.observe(time.perf_counter() - t0)
@@ -146,8 +152,7 @@ class BatchWriter:
                                outage_sec=round(time.monotonic() - self._outage_since, 1))
                 self._outage_since = None
                 self._backoff.reset()
-            for m, _ in items:
-                await m.ack()  # a buffered publish, no round trip per message
+            acks.send(self._conn, (m for m, _ in items), acks.ACK)  # buffered publishes, no round trip
             self._metrics.archived.inc(len(items))
             return
 
@@ -155,7 +160,8 @@ class BatchWriter:
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             self._log.warning("store unavailable, pausing archiving with backoff", error=f"{type(exc).__name__}: {exc}")
-        await _in_progress(items)  # keep the batch: no redelivery, no delivery count spent
+        # keep the batch: no redelivery, no delivery count spent
+        acks.send(self._conn, (m for m, _ in items), acks.IN_PROGRESS)
         await asyncio.sleep(self._backoff.delay())
 
     async def _store_answers(self, conv: str) -> bool:
@@ -166,36 +172,32 @@ class BatchWriter:
             return False
 
     # -- dead letters --------------------------------------------------------
-    async def _dead_letter(self, m: NatsMsg, *, reason: str, detail: str, conv: str = "", seq: int = 0,
+    async def _dead_letter(self, m: BusMsg, *, reason: str, detail: str, conv: str = "", seq: int = 0,
                            tries: int = 0) -> None:
-        md = m.metadata
-        stream_seq = md.sequence.stream
+        md = acks.delivery(m.reply)
+        stream_seq = md.stream_seq
         headers = {
             "Sb-Dlq-Reason": reason,
             "Sb-Dlq-Detail": " ".join(detail.split())[:500],
             "Sb-Dlq-Stream": self._stream,
             "Sb-Dlq-Stream-Seq": str(stream_seq),
             "Sb-Dlq-Subject": m.subject,
-            "Sb-Dlq-Deliveries": str(md.num_delivered),
+            "Sb-Dlq-Deliveries": str(md.delivered),
             # a crash between this publish and term() redelivers the message;
             # the second dead letter is then dropped as a duplicate
             "Nats-Msg-Id": f"archive-{self._stream}-{stream_seq}",
         }
         await self._js.publish(self._dlq_subject, m.data or b"", headers=headers)
-        await m.term()
+        acks.send(self._conn, (m,), acks.TERM)  # only once the dead letter is stored
         self._metrics.dead_lettered.labels(reason).inc()
         self._log.error("message dead-lettered", reason=reason, detail=headers["Sb-Dlq-Detail"],
                         subject=m.subject, stream_seq=stream_seq, conv=conv or None, seq=seq or None,
-                        tries=tries or None, deliveries=md.num_delivered, dlq=self._dlq_subject)
+                        tries=tries or None, deliveries=md.delivered, dlq=self._dlq_subject)
 
 
-def _deliveries(m: NatsMsg) -> int:
+def _deliveries(m: BusMsg) -> int:
+    """JetStream's delivery count of this message (1 = first delivery)."""
     try:
-        return m.metadata.num_delivered
-    except Exception:  # noqa: BLE001 - not a JetStream message (tests)
+        return acks.delivery(m.reply).delivered
+    except ValueError:  # not a JetStream ack subject: count it as a first delivery
         return 0
-
-
-async def _in_progress(items: list[_Item]) -> None:
-    for m, _ in items:
-        await m.in_progress()

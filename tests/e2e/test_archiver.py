@@ -123,7 +123,8 @@ async def assert_archived_once(store, conv: str, n: int) -> None:
 @contextlib.asynccontextmanager
 async def running(nats_url: str, store, st: Settings | None = None, **kw):
     c = await nats.connect(nats_url)
-    a = Archiver(settings=st or settings(), nc=c, store=store, **kw)
+    # nats_url: the archiver opens its own lean connection for fetch and acks
+    a = Archiver(settings=(st or settings()).replace(nats_url=nats_url), nc=c, store=store, **kw)
     await a.start()
     try:
         yield a
@@ -191,7 +192,7 @@ async def test_killed_mid_stream_then_restarted_loses_nothing(nats_srv, nc, stor
     # Protects: acks only after the write. A batch fetched (or written but not
     # acked) when the process dies is redelivered; redelivery is idempotent.
     convs = [new_conv() for _ in range(3)]
-    st = settings(archive_batch=50)
+    st = settings(archive_batch=50, nats_url=nats_srv.url)
     c1 = await nats.connect(nats_srv.url)
     # A slow store keeps each fetched batch unacked for a while, so the kill
     # below lands mid-batch (checked by the assertion after it).
@@ -208,6 +209,7 @@ async def test_killed_mid_stream_then_restarted_loses_nothing(nats_srv, nc, stor
     for t in first._tasks:  # kill: no clean shutdown, no final acks
         t.cancel()
     await asyncio.gather(*first._tasks, return_exceptions=True)
+    await first._bus.close()  # its fetch/ack connection (only acks of finished writes were queued)
     await c1.close()
     info = await nc.jetstream().consumer_info("MESSAGES", "archiver")
     # the kill left delivered-but-unacked messages: the restart must get them again
