@@ -17,6 +17,7 @@ from typing import Sequence
 import nats
 import pytest
 
+from archiver.consumer import ensure_consumer
 from archiver.service import Archiver
 from archiver.writer import Backoff
 from switchboard import frames
@@ -281,6 +282,11 @@ async def test_poison_messages_go_to_dead_letter(nats_srv, nc, store):
         assert any(r[2] == b"not json at all" for r in by_reason)
         assert any("does not match subject" in r[1] for r in by_reason)
         assert all(m.headers["Sb-Dlq-Subject"] == f"sb.msg.{conv}" for m in got)
+        # stream seq and delivery count come from each message's ack subject:
+        # 7 = "hello 7", 11 and 12 the undecodable ones; none was redelivered
+        assert sorted(int(m.headers["Sb-Dlq-Stream-Seq"]) for m in got) == [7, 11, 12]
+        assert all(m.headers["Sb-Dlq-Deliveries"] == "1" for m in got)
+        assert sorted(m.headers["Nats-Msg-Id"] for m in got) == [f"archive-MESSAGES-{n}" for n in (11, 12, 7)]
         # every other message archived, the poison one not
         stored = [m.seq for m in await store.messages(conv, limit=100)]
         assert stored == [1, 2, 3, 4, 5, 6, 8, 9, 10]
@@ -298,3 +304,62 @@ async def test_clean_stop_finishes_the_batch_in_hand(nats_srv, nc, store):
     info = await nc.jetstream().consumer_info("MESSAGES", "archiver")
     assert info.num_ack_pending == 0  # nothing left unacked for the ack wait to redeliver
     await assert_archived_once(store, conv, 300)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_failing_on_its_last_delivery_is_dead_lettered_at_once(nats_srv, nc, store):
+    # Protects: the delivery count read from the ack subject. A message that
+    # JetStream delivers for the last time (max_deliver) and that the store
+    # rejects is dead-lettered on that first failure, not retried until the
+    # server gives up on it silently.
+    conv = new_conv()
+    st = settings(archive_batch=10, archive_max_deliver=2, nats_url=nats_srv.url)
+    await publish(nc, conv, [1])
+    c1 = await nats.connect(nats_srv.url)
+    # delivery 1: taken by an archiver that dies in the middle of the write
+    first = Archiver(settings=st, nc=c1, store=FlakyStore(store, write_delay=30), ack_wait=1.0,
+                     serve_history=False)
+    await first.start()
+
+    async def delivered() -> bool:
+        return (await nc.jetstream().consumer_info("MESSAGES", "archiver")).num_ack_pending == 1
+
+    await wait_for(delivered, what="the message delivered to the first archiver")
+    for t in first._tasks:
+        t.cancel()
+    await asyncio.gather(*first._tasks, return_exceptions=True)
+    await first._bus.close()
+    await c1.close()
+    # delivery 2 (the last one) after the ack wait: the store rejects it
+    flaky = FlakyStore(store, reject="hello 1")
+    async with running(nats_srv.url, flaky, st, ack_wait=1.0, serve_history=False) as second:
+        await wait_lag_zero(second)
+        dead = await nc.jetstream().pull_subscribe("sb.dlq.archive", durable="t", stream="DEADLETTER")
+        [m] = await dead.fetch(1, timeout=2)
+        assert m.headers["Sb-Dlq-Reason"] == "rejected"
+        assert m.headers["Sb-Dlq-Deliveries"] == "2"
+        assert m.headers["Sb-Dlq-Stream-Seq"] == "1"
+        assert flaky.write_calls == 1  # no retry: it was the last delivery
+        info = await nc.jetstream().consumer_info("MESSAGES", "archiver")
+        assert info.num_ack_pending == 0 and info.num_redelivered == 0  # terminated
+
+
+async def test_pull_error_status_backs_off_then_resumes(nats_srv, nc, store):
+    # Protects: a pull request ended by an error status (409 consumer deleted,
+    # then 503 no responders) fails the fetch and the loop backs off, rather
+    # than asking again in a tight loop; archiving resumes once the consumer
+    # is back.
+    conv = new_conv()
+    st = settings(archive_batch=100, nats_url=nats_srv.url)
+    async with running(nats_srv.url, store, st, serve_history=False) as arch:
+        await publish(nc, conv, range(1, 11))
+        await wait_lag_zero(arch)
+        await nc.jetstream().delete_consumer("MESSAGES", "archiver")
+        before = arch._bus.stats.out_msgs
+        await asyncio.sleep(1.5)
+        # backoff 0.1, 0.2, 0.4, 0.8 s: a handful of requests (a tight loop makes thousands)
+        assert arch._bus.stats.out_msgs - before < 30
+        await ensure_consumer(nc.jetstream(), "MESSAGES", st)
+        await publish(nc, conv, range(11, 21))
+        await wait_lag_zero(arch)
+        await assert_archived_once(store, conv, 20)
