@@ -88,7 +88,7 @@ class _Conv:
     """What this process knows of one conversation it writes."""
 
     __slots__ = ("id", "partition", "subject", "info", "members", "large", "last_seq", "last_stream_seq",
-                 "busy", "queue", "loading", "reload")
+                 "busy", "queue", "loading", "reload", "inboxes")
 
     def __init__(self, conv_id: str, partition: int, subject: str) -> None:
         self.id = conv_id
@@ -103,6 +103,10 @@ class _Conv:
         self.queue: deque[_Send] = deque()
         self.loading = False
         self.reload = False  # ownership changed hands: re-read the stream first
+        # Per member: (INBOX subject, header text before and after the seq):
+        # built once per conversation, not per message (ids are checked, so
+        # plain formatting is safe in a header).
+        self.inboxes: list[tuple[str, str, str]] = []
 
     @property
     def ready(self) -> bool:
@@ -121,7 +125,7 @@ class _Send:
         self.msg: frames.Msg | None = None
         self.data = b""
         self.pending = 0
-        self.failed: list[tuple[str, str]] = []  # (subject, msg id) of copies to re-publish
+        self.failed: list[tuple[str, bytes, bytes]] = []  # (subject, data, headers) of copies to re-publish
         self.attempt = 0
         self.fences = 0
         self.duplicate = False
@@ -240,8 +244,8 @@ class Pipeline:
         msg = frames.Msg(conv=st.id, seq=st.last_seq + 1, id=r.id, from_=r.sender, body=r.body, ts=now_ms(),
                          kind=r.kind)
         s.msg, s.data = msg, frames.encode(msg)
-        headers = encode_headers({"Nats-Msg-Id": f"{st.id}:{r.sender}:{r.id}",
-                                  "Nats-Expected-Last-Subject-Sequence": str(st.last_stream_seq)})
+        headers = (f"NATS/1.0\r\nNats-Msg-Id: {st.id}:{r.sender}:{r.id}\r\n"
+                   f"Nats-Expected-Last-Subject-Sequence: {st.last_stream_seq}\r\n\r\n").encode()
         st.busy = True
         self.stats["writes"] += 1
         try:
@@ -293,39 +297,40 @@ class Pipeline:
     def _fanout(self, st: _Conv, s: _Send) -> None:
         msg, data = s.msg, s.data
         assert msg is not None
-        copies: list[tuple[str, bytes, str]] = []
+        copies: list[tuple[str, bytes, bytes]] = []
         if not st.large:
-            inbox = self._subjects.inbox
-            copies = [(inbox(u), data, f"{st.id}:{msg.seq}:{u}") for u in st.members]
+            seq = str(msg.seq)
+            copies = [(subject, data, (head + seq + tail).encode()) for subject, head, tail in st.inboxes]
         offline = self._presence.offline_now(u for u in st.members if u != msg.from_)
         if offline:
             title = (st.info.title if st.info else "") or msg.from_
             push = self._subjects.push
-            copies += [(push(u), push_entry(msg, u, title), f"{st.id}:{msg.seq}:{u}:push") for u in offline]
+            copies += [(push(u), push_entry(msg, u, title),
+                        encode_headers({"Nats-Msg-Id": f"{st.id}:{msg.seq}:{u}:push"})) for u in offline]
         self._publish_copies(st, s, copies)
 
-    def _publish_copies(self, st: _Conv, s: _Send, copies: list[tuple[str, bytes, str]]) -> None:
+    def _publish_copies(self, st: _Conv, s: _Send, copies: list[tuple[str, bytes, bytes]]) -> None:
         if not copies:
             self._finish(st.partition, s, None)
             return
         s.pending = len(copies)
         request = self._replies.request
         try:
-            for subject, data, msg_id in copies:
-                request(subject, data, partial(self._on_copy, st, s, subject, data, msg_id),
-                        headers=encode_headers({"Nats-Msg-Id": msg_id}), timeout=self._timeout)
+            for subject, data, headers in copies:
+                request(subject, data, partial(self._on_copy, st, s, subject, data, headers),
+                        headers=headers, timeout=self._timeout)
         except BusError as exc:  # stopping: the bus is gone; the client retries (same id)
             s.pending = -1  # late callbacks of copies already issued change nothing
             self._finish(st.partition, s, Unavailable(f"sequencer stopping: {exc.message}"))
 
     # -- 3. copies acked ------------------------------------------------------------------
-    def _on_copy(self, st: _Conv, s: _Send, subject: str, data: bytes, msg_id: str,
+    def _on_copy(self, st: _Conv, s: _Send, subject: str, data: bytes, headers: bytes,
                  m: BusMsg | None, err: BaseException | None) -> None:
         if s.pending < 0:
             return  # already answered
         ok = err is None and m is not None and b'"error"' not in m.data
         if not ok:
-            s.failed.append((subject, data, msg_id))  # type: ignore[arg-type]
+            s.failed.append((subject, data, headers))  # type: ignore[arg-type]
         s.pending -= 1
         if s.pending:
             return
@@ -377,6 +382,8 @@ class Pipeline:
                 return
             st.members = frozenset(st.info.members)
             st.large = len(st.members) > self._large_above
+            st.inboxes = [(self._subjects.inbox(u), f"NATS/1.0\r\nNats-Msg-Id: {st.id}:", f":{u}\r\n\r\n")
+                          for u in sorted(st.members)]
             if st.last_seq is None or st.reload:
                 st.reload = False
                 await self._load_last(st)
