@@ -1,6 +1,6 @@
 """Archiver benchmark: sustained archiving rate and history page latency.
 
-``switchboard bench archiver [--store URL] [--nats URL] [--messages N] [--convs C]``
+``switchboard bench archiver [--store URL] [--nats URL] [--messages N] [--convs C] [--rate R]``
 
 1. Publishes ``messages`` Msg frames over ``convs`` conversations into a
    private MESSAGES stream (own stream and subject prefix, deleted after), as
@@ -10,6 +10,12 @@
    CPU it took per message: the whole process (event loop + the store's
    thread; the embedded nats-server is another process, not counted) and the
    event loop thread alone (the rest is the store's thread).
+
+   With ``--rate R`` the archiver starts on an empty stream and another
+   process publishes the messages at R msgs/s, the shape of live traffic
+   (batches are what arrives while the previous one is written, not full
+   ones); CPU per message is then taken from the first publish until the last
+   message is archived, and ``store_writes`` says how many batches that took.
 3. Sends 50-message history queries over ``sb.api.history`` (NATS round trip,
    membership check, store read, unarchived-tail read): p50/p99.
 Without ``--nats`` an embedded nats-server is started; without ``--store``, a
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import statistics
 import sys
@@ -41,8 +48,42 @@ from switchboard.store import Conversation, open_store
 _reply = msgspec.json.Decoder(HistoryReply).decode
 
 
+def _feed(nats_url: str, subject_prefix: str, conv_ids: list[str], messages: int, rate: float) -> None:
+    """The publisher process of ``--rate``: ``messages`` at ``rate`` msgs/s."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def feed() -> None:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream(publish_async_max_pending=4000)
+        subjects = Settings(subject_prefix=subject_prefix).subjects
+        convs = len(conv_ids)
+        per_conv = [0] * convs
+        body = "x" * 100
+        t0 = time.perf_counter()
+        i = 0
+        while i < messages:
+            due = min(messages, int((time.perf_counter() - t0) * rate) + 1)
+            while i < due:
+                k = i % convs
+                per_conv[k] += 1
+                m = frames.Msg(conv=conv_ids[k], seq=per_conv[k], id=f"m{i}", from_="alice", body=body,
+                               ts=1_700_000_000_000 + i)
+                await js.publish_async(subjects.msg(conv_ids[k]), frames.encode(m))
+                i += 1
+            await asyncio.sleep(0.002)  # a 2 ms tick: steady, not bursts
+        await js.publish_async_completed()
+        await nc.close()
+
+    asyncio.run(feed())
+
+
 async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: int = 100,
-              queries: int = 2000, batch: int = 500) -> dict:
+              queries: int = 2000, batch: int = 500, rate: float = 0.0) -> dict:
     tag = uuid.uuid4().hex[:6]
     st = Settings(nats_url=nats_url, store_url=store_url, subject_prefix=f"bench{tag}",
                   stream_prefix=f"BENCH{tag}_", archive_batch=batch)
@@ -61,6 +102,8 @@ async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: 
         for i in range(messages):
             k = i % convs
             per_conv[k] += 1
+            if rate:
+                continue  # published by the feeder process; only the counts are needed here
             m = frames.Msg(conv=conv_ids[k], seq=per_conv[k], id=f"m{i}", from_="alice", body=body,
                            ts=1_700_000_000_000 + i)
             await js.publish_async(st.subjects.msg(conv_ids[k]), frames.encode(m))
@@ -68,14 +111,27 @@ async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: 
         publish_s = time.perf_counter() - t0
 
         arch = Archiver(settings=st, nc=nc, store=store, lag_interval=0.5)
+        feeder = None
+        if rate:
+            await arch.start()
+            feeder = multiprocessing.get_context("spawn").Process(
+                target=_feed, args=(nats_url, st.subject_prefix, conv_ids, messages, rate), daemon=True)
         t0 = time.perf_counter()
         cpu0, loop0 = time.process_time(), time.thread_time()  # this coroutine runs on the loop thread
-        await arch.start()
+        if feeder is not None:
+            feeder.start()  # spawning costs this process a little CPU: counted, as a fixed cost
+        else:
+            await arch.start()
         archived = arch.metrics_.archived
         while archived._value.get() < messages:
             await asyncio.sleep(0.01)
         archive_s = time.perf_counter() - t0
         cpu_s, loop_s = time.process_time() - cpu0, time.thread_time() - loop0
+        if feeder is not None:
+            publish_s = archive_s
+            await asyncio.get_running_loop().run_in_executor(None, feeder.join)
+        writes = sum(s.value for m in arch.metrics_.batch_seconds.collect() for s in m.samples
+                     if s.name.endswith("_count"))
         await arch.flush()  # the last acks are buffered publishes
         lag = await arch.lag()
 
@@ -98,11 +154,14 @@ async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: 
             "messages": messages,
             "convs": convs,
             "batch": batch,
+            "rate": rate or None,
             "publish_msgs_per_s": round(messages / publish_s),
             "archive_msgs_per_s": round(messages / archive_s),
             "archive_seconds": round(archive_s, 3),
             "archive_cpu_us_per_msg": round(cpu_s / messages * 1e6, 1),
             "archive_loop_cpu_us_per_msg": round(loop_s / messages * 1e6, 1),
+            "store_writes": int(writes),
+            "msgs_per_write": round(messages / max(writes, 1), 1),
             "lag_after": lag,
             "history_queries": queries,
             "history_page": 50,
@@ -128,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--convs", type=int, default=100)
     p.add_argument("--queries", type=int, default=2000)
     p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="publish at this many msgs/s while archiving (default: archive a backlog)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         store_url = a.store or f"sqlite:///{tmp}/bench.db"
-        kw = dict(store_url=store_url, messages=a.messages, convs=a.convs, queries=a.queries, batch=a.batch)
+        kw = dict(store_url=store_url, messages=a.messages, convs=a.convs, queries=a.queries, batch=a.batch,
+                  rate=a.rate)
         try:
             import uvloop
 
