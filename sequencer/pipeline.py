@@ -136,7 +136,7 @@ class Pipeline:
                  messages_stream: str, partitions: int, convs: Conversations, receipts: Receipts,
                  presence: PresenceView, archived_last_seq: Callable[[str], Awaitable[int]],
                  owns: Callable[[int], bool], max_body_bytes: int, fanout_max_members: int,
-                 timeout: float) -> None:
+                 timeout: float, dedup_window_sec: float = 120.0) -> None:
         self._conn = conn
         self._replies = replies
         self._js = js
@@ -151,12 +151,14 @@ class Pipeline:
         self._max_body = max_body_bytes
         self._large_above = fanout_max_members
         self._timeout = timeout
+        self._repair_window_ms = dedup_window_sec * 1000 / 2
         self._convs: dict[str, _Conv] = {}
         self._subs: dict[int, tuple[int, int]] = {}  # partition -> (send sid, system sid)
         self.inflight: dict[int, int] = {}  # partition -> sends not yet answered
         self._tasks: set[asyncio.Task] = set()
         self._log = log.get("sequencer.pipeline")
-        self.stats = {"writes": 0, "sent": 0, "errors": 0, "not_owner": 0, "fence_retries": 0, "duplicates": 0}
+        self.stats = {"writes": 0, "sent": 0, "errors": 0, "not_owner": 0, "fence_retries": 0, "duplicates": 0,
+                      "repairs": 0}
 
     # -- partitions come and go ---------------------------------------------------------
     def on_acquire(self, p: int) -> None:
@@ -346,6 +348,8 @@ class Pipeline:
 
     def _finish(self, p: int, s: _Send, err: SwitchboardError | None) -> None:
         self.inflight[p] -= 1
+        if s.req is None:
+            return  # a repair: nobody to answer
         if err is not None:
             self.stats["errors"] += 1
             self._answer_error(s.reply, err)
@@ -384,11 +388,14 @@ class Pipeline:
             st.large = len(st.members) > self._large_above
             st.inboxes = [(self._subjects.inbox(u), f"NATS/1.0\r\nNats-Msg-Id: {st.id}:", f":{u}\r\n\r\n")
                           for u in sorted(st.members)]
+            last = None
             if st.last_seq is None or st.reload:
                 st.reload = False
-                await self._load_last(st)
+                last = await self._load_last(st)
             await self._receipts.prime(st.id)
             await self._presence.prime(st.members)
+            if last is not None and now_ms() - last[0].ts < self._repair_window_ms:
+                self._repair(st, *last)
         except Exception as exc:  # noqa: BLE001 - answer every waiting send, keep the process
             if not isinstance(exc, SwitchboardError):
                 self._log.info("conversation load failed", conv=st.id, error=f"{type(exc).__name__}: {exc}")
@@ -401,16 +408,35 @@ class Pipeline:
             st.loading = False
         self._pump(st)
 
-    async def _load_last(self, st: _Conv) -> None:
+    async def _load_last(self, st: _Conv) -> tuple[frames.Msg, bytes] | None:
+        """Load the conversation's last seq; returns its last message when
+        MESSAGES still holds it."""
         try:
             raw = await self._js.get_last_msg(self._stream, st.subject)
         except nats.js.errors.NotFoundError:
             # Not in the stream (new, or aged out of MESSAGES): continue from the archive.
             st.last_stream_seq = 0
             st.last_seq = await self._archived_last_seq(st.id)
-            return
+            return None
         st.last_stream_seq = raw.seq
-        st.last_seq = _msg_decoder.decode(raw.data).seq
+        msg = _msg_decoder.decode(raw.data)
+        st.last_seq = msg.seq
+        return msg, raw.data
+
+    def _repair(self, st: _Conv, msg: frames.Msg, data: bytes) -> None:
+        """Fan the conversation's last message out again before its next one.
+
+        An owner that died between a MESSAGES write and its INBOX copies
+        leaves exactly that message undelivered (every earlier one's copies
+        were on the wire before the next write). Re-publishing its copies is
+        free where they arrived (Nats-Msg-Id dedup) and, issued before the
+        next message's copies on the same connection, keeps each mailbox in
+        seq order. Only inside half the dedup window, where dedup holds."""
+        self.stats["repairs"] += 1
+        s = _Send(None, "", True)  # type: ignore[arg-type]
+        s.msg, s.data = msg, data
+        self.inflight[st.partition] = self.inflight.get(st.partition, 0) + 1
+        self._fanout(st, s)
 
     async def _load_duplicate(self, st: _Conv, s: _Send, stream_seq: int) -> None:
         try:

@@ -88,7 +88,7 @@ class Sequencer:
                                  receipts=self.receipts, presence=self.presence,
                                  archived_last_seq=self._store.last_seq, owns=owns,
                                  max_body_bytes=s.max_body_bytes, fanout_max_members=s.fanout_max_members,
-                                 timeout=s.send_timeout)
+                                 timeout=s.send_timeout, dedup_window_sec=s.dedup_window_sec)
         await self.receipts.start()
         await self.presence.start()
         svc = await add_service(self._nc, name="sb-sequencer", version=switchboard.__version__,

@@ -214,3 +214,53 @@ async def test_owner_fault_hands_partitions_over_and_loses_nothing(make_nats, tm
                 for c in clients:
                     await c.close()
     await nc.close()
+
+
+async def test_new_owner_repairs_the_fanout_a_dead_owner_left_undone(nats_server, tmp_path):
+    """An owner dies between storing message N in MESSAGES and publishing its
+    INBOX copies. The next owner, before writing N+1, publishes N's copies
+    again: every mailbox gets N, then N+1 (and copies that did arrive are not
+    stored twice, by their Msg-Id)."""
+    settings = make_settings(tmp_path, nats_server.url, partitions=PARTITIONS)
+    nc = await nats.connect(nats_server.url)
+    store = open_store(settings.store_url)
+    await store.open()
+    seqs: list[Sequencer] = []
+    try:
+        await streams.ensure_streams(nc.jetstream(), settings)
+        conv, members = "g-repair", ("ra", "rb")
+        await store.create_conversation(Conversation(id=conv, members=members, kind="group", created_by="ra",
+                                                     created_ts=0))
+        everything = frozenset(range(PARTITIONS))
+        subject = settings.subjects.send_part(partition_of(conv, PARTITIONS), conv)
+        first = Sequencer(settings=settings, nc=nc, store=store)
+        await first.start(static_partitions=everything)
+        seqs.append(first)
+        await _send_until_answered(nc, subject, events.SendRequest(sender="ra", id="m1", conv=conv, body="1"))
+        first.pipeline._fanout = lambda st, s: None  # dies right after the MESSAGES ack of m2
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.request(subject, events.encode(events.SendRequest(sender="ra", id="m2", conv=conv, body="2")),
+                             timeout=1.0)
+        await first.stop()
+        seqs.clear()
+        second = Sequencer(settings=settings, nc=nc, store=store)
+        await second.start(static_partitions=everything)
+        seqs.append(second)
+        r3 = await _send_until_answered(nc, subject, events.SendRequest(sender="rb", id="m3", conv=conv, body="3"))
+        assert r3.seq == 3
+        assert second.pipeline.stats["repairs"] == 1
+        # rb's mailbox: 1, 2, 3 in this order, each once.
+        _, inbox_stream, _ = streams.names(settings)
+        sub = await nc.jetstream().subscribe(settings.subjects.inbox("rb"), ordered_consumer=True)
+        got = []
+        for _ in range(3):
+            got.append(msgspec.json.decode((await sub.next_msg(timeout=5)).data)["seq"])
+        assert got == [1, 2, 3]
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.next_msg(timeout=0.3)
+        await sub.unsubscribe()
+    finally:
+        for s in seqs:
+            await s.stop()
+        await store.close()
+        await nc.close()
