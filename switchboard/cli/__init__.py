@@ -17,6 +17,7 @@ import signal
 import sys
 
 from switchboard import auth, log
+from switchboard import procs
 from switchboard.cli.supervisor import ALL_ROLES, DEFAULT_LAYOUT, SINGLE, parse_layout
 from switchboard.config import Settings
 from switchboard.errors import SwitchboardError
@@ -167,6 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
                 print(f"NATS: {fab.settings.nats_url}   token: switchboard token USER --data {s.data_dir}", flush=True)
             else:
                 print(f"switchboard {'+'.join(roles)} running (NATS {fab.settings.nats_url})", flush=True)
+            procs.tune_gc()
             await stop.wait()
             orphaned = os.getppid() != parent  # `up` died: PR_SET_PDEATHSIG sent the SIGTERM
             _shutdown_watchdog(loop, "+".join(roles) if args.cmd != "up" else "up",
