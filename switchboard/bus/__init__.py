@@ -1,1 +1,11 @@
-"""NATS helpers: the embedded server, stream definitions, direct reads, micro services."""
+"""NATS plumbing.
+
+- :mod:`~switchboard.bus.conn` (+ ``proto``, ``replies``): the lean client of
+  the hot path (edge, sequencer, archiver): inline handlers, one write per
+  loop tick, callback request/reply.
+- :mod:`~switchboard.bus.streams`: stream definitions; :mod:`~switchboard.bus.direct`:
+  batch direct gets; :mod:`~switchboard.bus.embedded`: the nats-server child.
+
+nats-py stays for everything off the hot path: JetStream management, KV,
+micro services.
+"""
