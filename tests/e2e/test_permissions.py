@@ -34,7 +34,9 @@ import pytest
 from switchboard import auth, frames
 from switchboard.bus.embedded import free_port, nats_server_binary
 from switchboard.client import Client
+from switchboard.config import Settings
 from switchboard.events import SendReply, SendRequest
+from switchboard.subjects import partition_of
 from tests.e2e.helpers import PYTHON, REPO, STEP
 
 ROLES = ("edge", "sequencer", "archiver", "presence", "pusher")
@@ -281,6 +283,34 @@ async def test_service_sends_a_system_message(deployment: Deployment, server: Se
             assert (m.conv, m.seq, m.body) == (conv.conv, 1, "maintenance at 5")
 
 
+async def test_edge_send_subject_carries_user_messages_only(deployment: Deployment, server: Server) -> None:
+    """Issue 8 item 1: the ``edge`` NATS user sends on ``sb.send.<P>.<conv>``,
+    where the sequencer forces kind=user whatever the payload says, and the
+    membership check applies to the sender the edge claims. (A system message
+    needs ``sb.api.system.send``, denied to the edge: DENIED_PUBLISH.)"""
+    a, b, outsider = uid("alice"), uid("bob"), uid("mallory")
+    partitions = Settings().partitions
+    async with clients(deployment, a, b) as (ca, cb):
+        conv = await ca.create_conversation([b], title="kind")
+        subject = f"sb.send.{partition_of(conv.conv, partitions)}.{conv.conv}"
+        nc = await nats.connect(server.url("edge"), max_reconnect_attempts=0)
+        try:
+            forged = SendRequest(sender=a, id=uid("m"), conv=conv.conv, body="pretend system", kind="system")
+            reply = msgspec.json.decode((await nc.request(subject, msgspec.json.encode(forged), timeout=STEP)).data,
+                                        type=SendReply)
+            assert reply.error is None and reply.seq == 1, reply
+            stranger = SendRequest(sender=outsider, id=uid("m"), conv=conv.conv, body="let me in", kind="system")
+            reply = msgspec.json.decode((await nc.request(subject, msgspec.json.encode(stranger), timeout=STEP)).data,
+                                        type=SendReply)
+            assert reply.error is not None and reply.error.code == "not_member", reply
+        finally:
+            await nc.close()
+        m = await cb.next_message(STEP)
+        assert (m.conv, m.seq, m.from_, m.kind, m.body) == (conv.conv, 1, a, "user", "pretend system")
+        page = await cb.history(conv.conv)
+        assert [(x.seq, x.kind, x.from_) for x in page.messages] == [(1, "user", a)]
+
+
 # ---------------------------------------------------------------- what each user must NOT do
 
 
@@ -329,6 +359,7 @@ DENIED_PUBLISH = [
     ("edge", "sb.msg.forged"),
     ("edge", "sb.user.victim.inbox"),
     ("edge", "sb.api.system.send"),  # system messages are for backend services only
+    ("edge", "sb.seq.0.system"),  # ... forwarded to a partition's owner by sequencers only
     ("operator", "sb.send.anyconv"),
     ("operator", "sb.msg.forged"),
     ("presence", "sb.msg.forged"),
