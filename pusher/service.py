@@ -37,6 +37,9 @@ from switchboard.errors import SwitchboardError
 from switchboard.events import error_body
 
 VERSION = "0.1.0"
+# Seconds one fetch of the PUSH consumer waits for work: short, so a stop
+# (which waits for the fetch to end) is quick.
+FETCH_TIMEOUT = 1.0
 _decode_register = msgspec.json.Decoder(RegisterRequest).decode
 
 
@@ -55,6 +58,7 @@ class PusherService:
         self._js = None
         self._service = None
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self._dlq_stored: bool | None = None
 
     async def start(self) -> None:
@@ -76,18 +80,24 @@ class PusherService:
                        max_deliver=w.max_deliver)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task:
             self._task.cancel()
-            # A fetch cancelled mid-wait surfaces as a timeout inside nats-py.
+            # nats-py turns a cancel during fetch into its own TimeoutError,
+            # which the loop would take for an empty fetch: the loop also
+            # checks _stopping, and the wait is bounded (fetch timeout + 1 s),
+            # so a stop never hangs, even with nats-server gone.
             with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, nats.errors.TimeoutError):
-                await self._task
+                await asyncio.wait_for(self._task, FETCH_TIMEOUT + 1.0)
         if self._service:
             await self._service.stop()
         if self._nc:
             # flush (acks and dead letters are already confirmed), then close; a drain
             # would wait on the pull subscription's pending fetch for its full timeout
-            await self._nc.flush()
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # nats-server may be gone: nothing left to flush to
+                await asyncio.wait_for(self._nc.flush(), 1.0)
+            with contextlib.suppress(ConnectionError, nats.errors.Error):  # likewise: close what is left
+                await self._nc.close()
         for provider in {id(p): p for p in self.providers.values()}.values():
             await provider.close()
         await self.devices.close()
@@ -102,9 +112,9 @@ class PusherService:
 
     async def _consume(self, psub) -> None:
         batch = self.config.worker.concurrency
-        while True:
+        while not self._stopping:
             try:
-                msgs = await psub.fetch(batch, timeout=1.0)
+                msgs = await psub.fetch(batch, timeout=FETCH_TIMEOUT)
             except nats.errors.TimeoutError:
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:

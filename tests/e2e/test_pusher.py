@@ -325,3 +325,23 @@ async def test_undecodable_entry_is_dead_lettered(nats_server, material, fakes):
         msg = await got.next_msg(timeout=10)
         assert msg.headers["Sb-Dlq-Reason"] == "undecodable entry" and msg.data == b'{"user": "alice"}'
         await eventually(h.drained)
+
+
+async def test_stop_returns_when_nats_server_is_gone(make_nats, tmp_path):
+    """nats-py turns the cancel of a pending fetch into its own TimeoutError,
+    which the consume loop took for an empty fetch and looped on: with the
+    server gone, stop() never returned and a stopped `up` left the process
+    behind. Now it returns within the fetch timeout."""
+    srv = make_nats()
+    settings = Settings(nats_url=srv.url, subject_prefix="pstop", stream_prefix="PSTOP_", push_provider="log")
+    nc = await nats.connect(srv.url)
+    await streams.ensure_streams(nc.jetstream(), settings)
+    await nc.close()
+    service = PusherService(settings=settings, config=PushConfig(worker=WorkerConfig(device_store="memory://")),
+                            devices=MemoryDeviceStore())
+    await service.start()
+    await asyncio.sleep(0.2)  # a fetch is pending
+    srv.kill()
+    t0 = time.monotonic()
+    await asyncio.wait_for(service.stop(), 10)
+    assert time.monotonic() - t0 < 5
