@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from switchboard.errors import ConfigError
+from switchboard.log import redact_url
 from switchboard.subjects import Subjects
 
 STORE_SCHEMES = ("sqlite", "cassandra")
@@ -124,10 +125,11 @@ class Settings:
             raise ConfigError(str(exc)) from None
         scheme = self.store_url.split("://", 1)[0]
         if "://" not in self.store_url or scheme not in STORE_SCHEMES:
-            raise ConfigError(f"store_url {self.store_url!r}: scheme must be one of {STORE_SCHEMES}")
+            raise ConfigError(f"store_url {redact_url(self.store_url)!r}: scheme must be one of {STORE_SCHEMES}")
         pscheme = self.presence_url.split("://", 1)[0]
         if "://" not in self.presence_url or pscheme not in PRESENCE_SCHEMES:
-            raise ConfigError(f"presence_url {self.presence_url!r}: scheme must be one of {PRESENCE_SCHEMES}")
+            raise ConfigError(f"presence_url {redact_url(self.presence_url)!r}: "
+                              f"scheme must be one of {PRESENCE_SCHEMES}")
         for name in ("max_frame_bytes", "max_body_bytes", "send_queue_frames", "rate_burst", "replay_batch",
                      "replicas", "inbox_max_per_user", "archive_batch", "archive_max_deliver",
                      "fanout_max_members", "max_group_members", "partitions"):

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(args.rest)
         return _serve(args)
     except SwitchboardError as exc:
-        print(f"switchboard: {exc.message}", file=sys.stderr)
+        print(f"switchboard: {log.redact(exc.message)}", file=sys.stderr)
         return 2
 
 
@@ -165,9 +165,11 @@ def _serve(args: argparse.Namespace) -> int:
             if fab.edge is not None:
                 print(f"Switchboard is up: ws://{s.host}:{fab.edge.port}/ws  (demo: http://{s.host}:{fab.edge.port}/)",
                       flush=True)
-                print(f"NATS: {fab.settings.nats_url}   token: switchboard token USER --data {s.data_dir}", flush=True)
+                print(f"NATS: {log.redact_url(fab.settings.nats_url)}   token: switchboard token USER --data {s.data_dir}",
+                      flush=True)
             else:
-                print(f"switchboard {'+'.join(roles)} running (NATS {fab.settings.nats_url})", flush=True)
+                print(f"switchboard {'+'.join(roles)} running (NATS {log.redact_url(fab.settings.nats_url)})",
+                      flush=True)
             procs.tune_gc()
             await stop.wait()
             orphaned = os.getppid() != parent  # `up` died: PR_SET_PDEATHSIG sent the SIGTERM

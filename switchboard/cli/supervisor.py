@@ -232,8 +232,9 @@ async def _terminate(c: Child) -> None:
 def _role_argv(args: argparse.Namespace, roles: tuple[str, ...], settings: Settings, *, metrics_listen: str | None,
                metrics_peers: list[str]) -> list[str]:
     cmd = [roles[0]] if len(roles) == 1 else ["run", "+".join(roles)]
-    argv = [sys.executable, "-m", "switchboard", *cmd, "--nats", settings.nats_url, "--data", settings.data_dir,
-            "--store", settings.store_url, "--presence", settings.presence_url, "--log-level", settings.log_level,
+    # The URLs (which may hold passwords) go by environment (role_env), not
+    # argv: any local user can read a process's command line.
+    argv = [sys.executable, "-m", "switchboard", *cmd, "--data", settings.data_dir, "--log-level", settings.log_level,
             "--streams-ready"]
     if getattr(args, "config", None):
         argv += ["--config", args.config]
@@ -244,6 +245,13 @@ def _role_argv(args: argparse.Namespace, roles: tuple[str, ...], settings: Setti
     if metrics_peers:
         argv += ["--metrics-peers", ",".join(metrics_peers)]
     return argv
+
+
+def role_env(settings: Settings) -> dict[str, str]:
+    """The environment of a role child: secrets and URLs with credentials,
+    which would be readable by anyone in argv (``ps``, /proc/PID/cmdline)."""
+    return {**os.environ, "SWITCHBOARD_JWT_SECRET": settings.jwt_secret, "SWITCHBOARD_NATS_URL": settings.nats_url,
+            "SWITCHBOARD_STORE_URL": settings.store_url, "SWITCHBOARD_PRESENCE_URL": settings.presence_url}
 
 
 def _nats_child(settings: Settings, port: int) -> Child:
@@ -298,7 +306,7 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
         for group in layout:
             plan.append((group, None if "edge" in group else f"127.0.0.1:{free_port('127.0.0.1')}"))
         peers = [m for _, m in plan if m]
-        env = {**os.environ, "SWITCHBOARD_JWT_SECRET": settings.jwt_secret}
+        env = role_env(settings)
         env.pop("SWITCHBOARD_METRICS_PORT", None)  # up serves metrics_port itself (below)
         for group, listen in plan:
             child = Child(name="+".join(group), env=env,
@@ -312,7 +320,8 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
             _serve_proxy_metrics(settings, edge_url)
         print(f"Switchboard is up: ws://{settings.host}:{settings.port}/ws  "
               f"(demo: http://{settings.host}:{settings.port}/)", flush=True)
-        print(f"NATS: {settings.nats_url}   token: switchboard token USER --data {settings.data_dir}", flush=True)
+        print(f"NATS: {log.redact_url(settings.nats_url)}   token: switchboard token USER --data {settings.data_dir}",
+              flush=True)
         print("processes: " + ", ".join(f"{c.name} {c.pid}" for c in sup.children), flush=True)
         logger.info("fabric up", processes={c.name: c.pid for c in sup.children}, nats=settings.nats_url)
         stop_wait = asyncio.ensure_future(stop.wait())

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from switchboard.errors import ConfigError
+from switchboard.log import redact_url
 from switchboard.frames import Presence
 
 Clock = Callable[[], int]
@@ -94,7 +95,7 @@ def open_presence(url: str, *, clock: Clock | None = None) -> PresenceBackend:
     """The backend for ``url`` (not yet opened: call ``await backend.open()``)."""
     scheme, sep, _ = url.partition("://")
     if not sep:
-        raise ConfigError(f"presence url {url!r} has no scheme (memory:// or redis://)")
+        raise ConfigError(f"presence url {redact_url(url)!r} has no scheme (memory:// or redis://)")
     if scheme == "memory":
         from switchboard.presence.memory import MemoryPresence
 
@@ -103,7 +104,7 @@ def open_presence(url: str, *, clock: Clock | None = None) -> PresenceBackend:
         from switchboard.presence.redis import RedisPresence
 
         return RedisPresence(url=url, clock=clock or system_clock)
-    raise ConfigError(f"presence url {url!r}: scheme must be memory:// or redis://")
+    raise ConfigError(f"presence url {redact_url(url)!r}: scheme must be memory:// or redis://")
 
 
 __all__ = ["Clock", "PresenceBackend", "open_presence", "system_clock", "Presence"]
