@@ -310,7 +310,13 @@ class Session:
         s = self.edge.settings
         if len(data) > s.max_frame_bytes:
             raise FrameTooLarge(f"frame exceeds {s.max_frame_bytes} bytes")
-        return frames.decode_client_frame(data, max_body=s.max_body_bytes)
+        try:
+            return frames.decode_client_frame(data, max_body=s.max_body_bytes)
+        except SwitchboardError:
+            raise
+        except Exception:  # noqa: BLE001 - a decoder surprise costs this frame an error, never the socket (1011)
+            self.log.exception("frame decode failed")
+            raise BadFrame("unreadable frame") from None
 
     def _handle(self, data: bytes) -> None:
         """One client frame, synchronously: sends and acks (the hot path) and

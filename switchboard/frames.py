@@ -7,11 +7,14 @@ renamed. docs/protocol.md is the prose reference.
 Decoding goes through :func:`decode_client_frame`, which maps every failure to
 an error with a stable code (``bad_json``, ``unknown_type``, ``bad_frame``,
 ``invalid_id``) and keeps the frame's ``id`` as the error ``ref`` when it can.
+Every failure means every one: JSON nested deeper than the decoder's
+recursion limit (a ``RecursionError``, not a ``DecodeError``) is a
+``bad_frame`` too, never an exception that would close the socket.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 import msgspec
 
@@ -189,7 +192,15 @@ ServerFrame = Union[Welcome, Synced, Resync, Sent, Msg, Receipt, TypingEvent, Hi
 _encoder = msgspec.json.Encoder()
 _client_decoder = msgspec.json.Decoder(ClientFrame)
 _server_decoder = msgspec.json.Decoder(ServerFrame)
-_loose = msgspec.json.Decoder()
+
+
+class _RefOnly(msgspec.Struct):
+    """The ``id`` of a frame, and nothing else (other fields are skipped)."""
+
+    id: str | None = None
+
+
+_ref_decoder = msgspec.json.Decoder(_RefOnly)
 
 encode = _encoder.encode
 decode_server_frame = _server_decoder.decode
@@ -203,16 +214,15 @@ def error_frame(exc: Exception, ref: str | None = None) -> Error:
 
 
 def guess_ref(data: bytes | str) -> str | None:
-    """The ``id`` of a frame that failed validation, if it has a usable one."""
+    """The ``id`` of a frame that failed validation, if it has a usable one.
+
+    Never raises: it runs on the error path of any bad input (not an object,
+    nested too deep, ``id`` not a string: no ref)."""
     try:
-        obj = _loose.decode(data)
-    except msgspec.DecodeError:
+        ref = _ref_decoder.decode(data).id
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
         return None
-    if isinstance(obj, dict):
-        ref = obj.get("id")
-        if isinstance(ref, str):
-            return ref[:128]  # echoed so the client can match it, even when invalid
-    return None
+    return None if ref is None else ref[:128]  # echoed so the client can match it, even when invalid
 
 
 def decode_client_frame(data: bytes | str, *, max_body: int = 16 * 1024) -> ClientFrame:
@@ -226,6 +236,8 @@ def decode_client_frame(data: bytes | str, *, max_body: int = 16 * 1024) -> Clie
         raise BadFrame(text) from None
     except msgspec.DecodeError as exc:
         raise BadJson(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadFrame("JSON nested too deeply") from None
     _validate(frame, max_body)
     return frame
 
