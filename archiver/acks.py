@@ -55,8 +55,10 @@ def delivery(reply: str) -> Delivery:
                     consumer_seq=int(t[i + 4]))
 
 
-def send(conn: BusConnection, msgs: Iterable[BusMsg], what: bytes) -> None:
-    """Publish ``what`` (:data:`ACK`, :data:`IN_PROGRESS`, :data:`TERM`) to each message's ack subject.
+def send(conn: BusConnection, items: Iterable[tuple[BusMsg, object]], what: bytes) -> None:
+    """Publish ``what`` (:data:`ACK`, :data:`IN_PROGRESS`, :data:`TERM`) to the
+    ack subject of each message; ``items`` are (message, anything) pairs, as
+    the writer holds them (no copy of the list to ack it).
 
     Buffered publishes: written with the rest of this loop tick. While the
     connection is reconnecting they wait in its pending buffer (the server
@@ -65,5 +67,5 @@ def send(conn: BusConnection, msgs: Iterable[BusMsg], what: bytes) -> None:
     raised and the message stays unacked, so it is redelivered later.
     """
     publish = conn.publish
-    for m in msgs:
+    for m, _ in items:
         publish(m.reply, what)

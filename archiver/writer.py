@@ -69,16 +69,26 @@ class Undecodable(ValueError):
     pass
 
 
-def decode(subject_prefix: str, msg: BusMsg) -> frames.Msg:
-    """The stored Msg of one MESSAGES entry; :class:`Undecodable` if it is not one."""
+def decode(subject_prefix: str, msg: BusMsg, valid_convs: set[str] | None = None) -> frames.Msg:
+    """The stored Msg of one MESSAGES entry; :class:`Undecodable` if it is not one.
+
+    ``valid_convs``: conversation ids already checked (one batch holds many
+    messages of few conversations); a new valid one is added.
+    """
     try:
         m = _decode_msg(msg.data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Undecodable(f"not a msg frame: {exc}") from None
-    if not ids.is_valid(m.conv) or m.seq < 1:
-        raise Undecodable(f"bad conv {m.conv[:80]!r} or seq {m.seq}")
-    if msg.subject != f"{subject_prefix}.msg.{m.conv}":
-        raise Undecodable(f"conv {m.conv!r} does not match subject {msg.subject!r}")
+    conv = m.conv
+    if valid_convs is None or conv not in valid_convs:
+        if not ids.is_valid(conv):
+            raise Undecodable(f"bad conv {conv[:80]!r}")
+        if valid_convs is not None:
+            valid_convs.add(conv)
+    if m.seq < 1:
+        raise Undecodable(f"bad seq {m.seq}")
+    if msg.subject != f"{subject_prefix}.msg.{conv}":
+        raise Undecodable(f"conv {conv!r} does not match subject {msg.subject!r}")
     return m
 
 
@@ -108,9 +118,10 @@ class BatchWriter:
 
     async def handle(self, batch: Sequence[BusMsg]) -> None:
         items: list[_Item] = []
+        valid_convs: set[str] = set()
         for m in batch:
             try:
-                items.append((m, decode(self._prefix, m)))
+                items.append((m, decode(self._prefix, m, valid_convs)))
             except Undecodable as exc:
                 await self._dead_letter(m, reason="undecodable", detail=str(exc))
         if items:
@@ -143,7 +154,7 @@ class BatchWriter:
                     await self._dead_letter(m, reason="rejected", detail=f"{type(exc).__name__}: {exc}",
                                             conv=d.conv, seq=d.seq, tries=tries)
                     return
-                acks.send(self._conn, (m for m, _ in items), acks.IN_PROGRESS)
+                acks.send(self._conn, items, acks.IN_PROGRESS)
                 await asyncio.sleep(self._poison_retry_delay)
                 continue
             self._metrics.batch_seconds.observe(time.perf_counter() - t0)
@@ -152,7 +163,7 @@ class BatchWriter:
                                outage_sec=round(time.monotonic() - self._outage_since, 1))
                 self._outage_since = None
                 self._backoff.reset()
-            acks.send(self._conn, (m for m, _ in items), acks.ACK)  # buffered publishes, no round trip
+            acks.send(self._conn, items, acks.ACK)  # buffered publishes, no round trip
             self._metrics.archived.inc(len(items))
             return
 
@@ -161,7 +172,7 @@ class BatchWriter:
             self._outage_since = time.monotonic()
             self._log.warning("store unavailable, pausing archiving with backoff", error=f"{type(exc).__name__}: {exc}")
         # keep the batch: no redelivery, no delivery count spent
-        acks.send(self._conn, (m for m, _ in items), acks.IN_PROGRESS)
+        acks.send(self._conn, items, acks.IN_PROGRESS)
         await asyncio.sleep(self._backoff.delay())
 
     async def _store_answers(self, conv: str) -> bool:
@@ -188,7 +199,7 @@ class BatchWriter:
             "Nats-Msg-Id": f"archive-{self._stream}-{stream_seq}",
         }
         await self._js.publish(self._dlq_subject, m.data or b"", headers=headers)
-        acks.send(self._conn, (m,), acks.TERM)  # only once the dead letter is stored
+        acks.send(self._conn, ((m, None),), acks.TERM)  # only once the dead letter is stored
         self._metrics.dead_lettered.labels(reason).inc()
         self._log.error("message dead-lettered", reason=reason, detail=headers["Sb-Dlq-Detail"],
                         subject=m.subject, stream_seq=stream_seq, conv=conv or None, seq=seq or None,
