@@ -215,12 +215,13 @@ class Edge:
             hook(sess, cursor)
 
     # -- helpers for sessions -------------------------------------------------------
-    async def inbox_bounds(self) -> tuple[int, int]:
-        """(first_seq, last_seq) of INBOX, cached for BOUNDS_TTL seconds; also
-        notices a recreated stream (see :meth:`_check_epoch`)."""
+    async def inbox_bounds(self, *, fresh: bool = False) -> tuple[int, int]:
+        """(first_seq, last_seq) of INBOX, cached for BOUNDS_TTL seconds (or
+        read now: ``fresh``); also notices a recreated stream (see
+        :meth:`_check_epoch`)."""
         at, first, last = self._bounds
         now = time.monotonic()
-        if now - at > BOUNDS_TTL:
+        if fresh or now - at > BOUNDS_TTL:
             info = await self.js.stream_info(self.inbox_stream)
             first, last = info.state.first_seq, info.state.last_seq
             self._bounds = (now, first, last)

@@ -175,22 +175,32 @@ class Session:
 
     # -- hello, replay, resync ---------------------------------------------------
     async def _hello(self, hello: frames.Hello) -> None:
+        """welcome, then the replay or a resync, then exactly one synced."""
         edge = self.edge
         first_seq, last_seq = await edge.inbox_bounds()  # also notices a recreated INBOX
         epoch = self.epoch = edge.epoch
         self._send(frames.Welcome(user=self.user, epoch=epoch))
+        cursor = hello.cursor
+        if cursor is not None and cursor > last_seq:
+            # The bounds are cached (BOUNDS_TTL): an entry stored since, which
+            # this client may already have had live, is not in them yet.
+            first_seq, last_seq = await edge.inbox_bounds(fresh=True)
         if hello.epoch is not None and hello.epoch != epoch:
             await self._resync("epoch_changed", last_seq)
-        elif hello.cursor is None:
+        elif cursor is None:
             self.cursor = last_seq  # a new device starts from now; history is fetched on demand
             await self._catch_up()
-        elif hello.cursor + 1 < first_seq:
+        elif cursor > last_seq:
+            # Ahead of everything INBOX holds (another stream's cursor, or a
+            # made-up one): taken as is, every live entry would look already
+            # sent and be dropped. Start from now and say what to fetch.
+            await self._resync("cursor_unknown", last_seq)
+        elif cursor + 1 < first_seq:
             await self._resync("cursor_expired", last_seq)
         else:
-            self.cursor = hello.cursor
+            self.cursor = cursor
             if not await self._catch_up(check_trimmed=True):
                 await self._resync("cursor_expired", last_seq)
-                return
         self._send(frames.Synced(cursor=self.cursor, groups=await self._join_groups()))
 
     async def _join_groups(self) -> list[frames.ResyncRange]:
@@ -213,12 +223,13 @@ class Session:
             self.conn.send(msg.data)  # a msg frame without cursor: not an INBOX entry
 
     async def _resync(self, reason: str, last_seq: int) -> None:
+        """resync (what to fetch from history), then live from ``last_seq``;
+        the caller sends the one ``synced``."""
         self.cursor = last_seq
         ranges = await self.edge.resync_ranges(self.user)
         self._send(frames.Resync(reason=reason, ranges=ranges, cursor=last_seq))
         self.log.info("resync", reason=reason)
         await self._catch_up()
-        self._send(frames.Synced(cursor=self.cursor, groups=await self._join_groups()))
 
     async def _catch_up(self, *, check_trimmed: bool = False) -> bool:
         """Send INBOX entries after ``cursor`` until none is pending, then go

@@ -26,11 +26,20 @@ class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True, forbid_unknow
     pass
 
 
+# Cursors and seqs are INBOX/stream sequences and conversation seqs: unsigned
+# 64-bit on the server, stored as signed 64-bit integers by the stores. A
+# client value outside [0, 2^63) cannot name anything real (and 2^64 used to
+# reach the INBOX read and close the socket): bad_frame at decode.
+INT63_MAX = 2**63 - 1
+Position = Annotated[int, msgspec.Meta(ge=0, le=INT63_MAX)]
+# history's before/after: any 64-bit signed value is harmless there, but not more.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=INT63_MAX)]
+
 # ---------------------------------------------------------------- client → server
 
 
 class Hello(_Frame, tag="hello"):
-    cursor: int | None = None
+    cursor: Position | None = None
     epoch: str | None = None
 
 
@@ -42,12 +51,12 @@ class Send(_Frame, tag="send"):
 
 
 class Ack(_Frame, tag="ack"):
-    cursor: int
+    cursor: Position
 
 
 class Read(_Frame, tag="read"):
     conv: str
-    seq: int
+    seq: Position
     id: str | None = None
 
 
@@ -57,9 +66,9 @@ class Typing(_Frame, tag="typing"):
 
 class HistoryRequest(_Frame, tag="history"):
     conv: str
-    before: int | None = None
-    after: int | None = None
-    limit: int = 50
+    before: Int64 | None = None
+    after: Int64 | None = None
+    limit: Int64 = 50
     id: str | None = None
 
 
@@ -114,7 +123,9 @@ class ResyncRange(msgspec.Struct, omit_defaults=True):
     upto: int = 0
 
 
-class Resync(_Frame, tag="resync"):
+class Resync(_Frame, tag="resync", omit_defaults=False):
+    # Every field always on the wire: a client reads ``cursor`` (0 on an
+    # empty INBOX) and ``ranges`` (empty: refetch what you know).
     reason: str
     ranges: list[ResyncRange] = []
     cursor: int = 0
@@ -264,10 +275,6 @@ def _validate(frame: ClientFrame, max_body: int) -> None:
     elif isinstance(frame, PresenceWatch):
         for u in frame.users:
             ids.check(u, "user")
-    if isinstance(frame, (Ack, Read)):
-        n = frame.cursor if isinstance(frame, Ack) else frame.seq
-        if n < 0:
-            raise BadFrame("cursor/seq must be >= 0")
     if isinstance(frame, HistoryRequest) and frame.limit < 1:
         raise BadFrame("limit must be >= 1")
     ref = getattr(frame, "id", None)

@@ -78,3 +78,97 @@ async def test_deeply_nested_json_gets_bad_frame_not_1011(dep, name, before_hell
         await a.hello()
     await still_works(dep, a, alice)
     assert [f["code"] for f in a.frames if f["type"] == "error"] == ["bad_frame"]
+
+
+# ---------------------------------------------------------------- item 5: impossible cursors
+
+@dataclass(frozen=True)
+class CursorCase:
+    name: str
+    cursor: object  # sent as JSON as is
+
+
+BAD_CURSORS = [
+    CursorCase("negative", -1),
+    CursorCase("two_pow_63", 2**63),
+    CursorCase("two_pow_64", 2**64),
+    CursorCase("huge", 10**30),
+    CursorCase("float", 1.5),
+    CursorCase("string", "12"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_CURSORS, ids=[c.name for c in BAD_CURSORS])
+async def test_hello_cursor_out_of_range_is_bad_frame(dep, case):
+    """Issue 8 item 5: a hello cursor outside [0, 2^63) is a bad frame (2^64
+    used to reach the INBOX read and close the socket with 1011). The socket
+    still waits for a good hello."""
+    alice = unique("alice")
+    a = await dep.raw(alice, hello=False)
+    await a.send(json.dumps({"type": "hello", "cursor": case.cursor, "epoch": None}))
+    err = await a.expect("error")
+    assert (err["code"], err["retry"]) == ("bad_frame", False), err
+    await a.hello()
+    await still_works(dep, a, alice)
+
+
+@pytest.mark.parametrize("ahead", [1, 1000, None], ids=["just_ahead", "far_ahead", "max"])
+async def test_hello_cursor_ahead_of_inbox_resyncs_and_delivers_live(dep, ahead):
+    """Issue 8 item 5: a cursor ahead of everything INBOX holds used to be
+    echoed in synced, and every live entry (all at or below it) was then
+    dropped on that socket: silent loss. It gets resync (from the current
+    end), one synced, and live messages arrive."""
+    alice, bob = unique("alice"), unique("bob")
+    b0 = await dep.raw(bob)
+    epoch = b0.welcome["epoch"]
+    await b0.close()
+    cursor = 2**63 - 1 if ahead is None else await inbox_last_seq(dep.settings) + ahead
+    b = await dep.raw(bob, hello=False)
+    await b.send({"type": "hello", "cursor": cursor, "epoch": epoch})
+    resync = await b.expect("resync")
+    assert resync["reason"] == "cursor_unknown"
+    assert resync["cursor"] < cursor
+    synced = await b.expect("synced")
+    assert synced["cursor"] == resync["cursor"]
+    a = await dep.raw(alice)
+    sent = await a.send_msg(id=unique("m"), to=bob, body="are you there")
+    [m] = await b.wait_msgs(1)
+    assert m["seq"] == sent["seq"] and m["cursor"] > synced["cursor"]
+
+
+async def test_hello_cursor_just_delivered_is_not_ahead(dep):
+    """The other side of the check above: a client that reconnects at once
+    with the cursor of the entry it just got live (the edge's cached INBOX
+    bounds may predate it) resumes normally, without a resync."""
+    alice, bob = unique("alice"), unique("bob")
+    b = await dep.raw(bob)
+    a = await dep.raw(alice)
+    for i in range(3):
+        await a.send_msg(id=unique("m"), to=bob, body=f"m{i}")
+        [*_, m] = await b.wait_msgs(i + 1)
+        b2 = await dep.raw(bob, hello=False)
+        await b2.send({"type": "hello", "cursor": m["cursor"], "epoch": b.welcome["epoch"]})
+        synced = await b2.expect("synced")
+        assert synced["cursor"] == m["cursor"]
+        assert not [f for f in b2.frames if f["type"] == "resync"]
+        await b2.close()
+
+
+# ---------------------------------------------------------------- item 9: one synced
+
+@pytest.mark.parametrize("how", ["epoch_changed", "cursor_unknown"])
+async def test_resync_is_followed_by_exactly_one_synced(dep, how):
+    """Issue 8 item 9: after a resync the client got two synced frames (the
+    resync sent one and the hello another). It gets exactly one, after the
+    resync."""
+    bob = unique("bob")
+    b = await dep.raw(bob, hello=False)
+    hello = {"type": "hello", "cursor": 0, "epoch": "not-this-stream"} if how == "epoch_changed" else \
+        {"type": "hello", "cursor": 2**62, "epoch": None}
+    await b.send(hello)
+    assert (await b.expect("resync"))["reason"] == how
+    await b.expect("synced")
+    await asyncio.sleep(0.5)
+    types = [f["type"] for f in b.frames]
+    assert types.count("synced") == 1, types
+    assert types.index("resync") < types.index("synced")
