@@ -149,7 +149,7 @@ class Features:
         data = frames.encode(frames.TypingEvent(conv=f.conv, user=sess.user))
         for m in members:
             if m != sess.user:
-                self.edge.bus.publish(self.edge.subjects.live(m), data)
+                self.edge.bus.publish(self.edge.subjects.ev_typing(m), data)
 
     # -- presence ----------------------------------------------------------------------
     async def presence_watch(self, sess: "Session", f: frames.PresenceWatch) -> None:

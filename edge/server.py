@@ -114,7 +114,7 @@ class Edge:
         self.bus = await bus_connect(servers=s.nats_servers, name=f"sb-edge-{self.edge_id}")
         self.replies = Replies(self.bus)
         self.replies.start()
-        self.hub = Hub(bus=self.bus, subjects=self.subjects)
+        self.hub = Hub(bus=self.bus, subjects=self.subjects, dropped=self.metrics.bus_dropped)
         self.epoch = await streams.epoch(self.js, self.inbox_stream)
         self._epoch_watch = asyncio.create_task(self._watch_epoch())
         # No compression (the transport offers no extension): permessage-deflate

@@ -222,6 +222,16 @@ class Session:
         if self._live:
             self.conn.send(msg.data)  # a msg frame without cursor: not an INBOX entry
 
+    def on_event(self, data: bytes, large_conv: str | None) -> None:
+        """An ephemeral event (typing, presence, receipt, conversation
+        notice), already a wire frame whose type edge.hub checked against its
+        subject; ``large_conv``: a notice of a large group to read directly."""
+        if not self._live:
+            return  # before hello: ephemeral, like everything before the socket is live
+        self.conn.send(data)
+        if large_conv:
+            self.join_group(large_conv)
+
     async def _resync(self, reason: str, last_seq: int) -> None:
         """resync (what to fetch from history), then live from ``last_seq``;
         the caller sends the one ``synced``."""
@@ -274,16 +284,14 @@ class Session:
 
     # -- bus → socket -------------------------------------------------------------
     def on_bus_message(self, msg: BusMsg) -> None:
+        """A stored entry (INBOX republish, with Nats-Sequence: edge.hub
+        forwards nothing else from the live subject)."""
         if not self._live:
             return  # before hello: the replay will read it from INBOX
         h = msg.headers
         seq_s = h.get("Nats-Sequence") if h else None
         if seq_s is None:
-            self.conn.send(msg.data)  # an ephemeral event, already a wire frame
-            large = h.get("Sb-Large-Conv") if h else None
-            if large:
-                self.join_group(large)
-            return
+            return  # not a stored entry (edge.hub drops and counts these first)
         seq = int(seq_s)
         if seq <= self.cursor:
             return

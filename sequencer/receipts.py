@@ -4,8 +4,9 @@ A receipt only ever raises a watermark (delivered up to N, read up to N), so
 duplicates and reordering are harmless. Raised watermarks are coalesced for
 :data:`FLUSH_INTERVAL`: each tick writes them to the store in one batch
 (monotonic merge) and publishes one ``receipt`` frame per changed (conv,
-member) to every member's ``live`` subject. Under load many receipts of one
-conversation collapse into one frame.
+member) to every member's ``sb.user.<uid>.ev.receipt`` subject (only the
+sequencer may publish there; edges forward only ``receipt`` frames from it).
+Under load many receipts of one conversation collapse into one frame.
 """
 
 from __future__ import annotations
@@ -184,4 +185,4 @@ class Receipts:
             own_devices_too = dirty[(w.conv, w.user)]
             for member in conv.members:
                 if own_devices_too or member != w.user:
-                    await self._nc.publish(self._subjects.live(member), frame)
+                    await self._nc.publish(self._subjects.ev_receipt(member), frame)

@@ -208,7 +208,7 @@ class Sequencer:
         # Edges subscribe their sockets to a large group's subject on this header.
         headers = {"Sb-Large-Conv": conv.id} if len(conv.members) > self.settings.fanout_max_members else None
         for m in conv.members:
-            await self._nc.publish(self.subjects.live(m), note, headers=headers)
+            await self._nc.publish(self.subjects.ev_conv(m), note, headers=headers)
         return reply
 
     async def _conv_get(self, req: Request) -> events.ConvReply:

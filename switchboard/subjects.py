@@ -15,6 +15,14 @@ from switchboard import ids
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
+# The last token of an event subject (sb.user.<uid>.ev.<kind>): the kind of
+# frame it may carry, and the role that may publish it.
+EV_TYPING = "typing"  # edge
+EV_PRESENCE = "presence"  # presence tracker
+EV_RECEIPT = "receipt"  # sequencer
+EV_CONV = "conv"  # sequencer
+
+
 def partition_of(conv: str, partitions: int) -> int:
     """The partition of a conversation: stable across processes and versions
     (CRC-32 of the id), so every edge and sequencer agrees without talking."""
@@ -72,14 +80,38 @@ class Subjects:
         return f"{self.prefix}.user.*.inbox"
 
     def live(self, user: str) -> str:
-        """What a user's edges listen to: INBOX republished after storage
-        (with Nats-Sequence headers) and ephemeral events (typing, presence,
-        receipts), never stored."""
+        """A user's stored entries: INBOX republished by the server after
+        storage (with Nats-Sequence headers). Only that republish may use this
+        subject: every NATS user is denied publishing here (nats/accounts.conf),
+        so what an edge delivers as a stored message was stored."""
         return f"{self.prefix}.user.{ids.check(user, 'user')}.live"
 
     @property
     def live_republish_dest(self) -> str:
         return f"{self.prefix}.user.{{{{wildcard(1)}}}}.live"
+
+    # Ephemeral events (never stored): one subject per kind, so that only the
+    # role owning a kind may publish it (nats/accounts.conf), and the edge
+    # forwards a frame only if its type is the one of its subject.
+    def ev_typing(self, user: str) -> str:
+        """Typing indicators (published by edges)."""
+        return f"{self.prefix}.user.{ids.check(user, 'user')}.ev.{EV_TYPING}"
+
+    def ev_presence(self, user: str) -> str:
+        """Presence changes of watched users (published by the presence tracker)."""
+        return f"{self.prefix}.user.{ids.check(user, 'user')}.ev.{EV_PRESENCE}"
+
+    def ev_receipt(self, user: str) -> str:
+        """Delivered/read receipts (published by the sequencer)."""
+        return f"{self.prefix}.user.{ids.check(user, 'user')}.ev.{EV_RECEIPT}"
+
+    def ev_conv(self, user: str) -> str:
+        """Conversation notices (published by the sequencer)."""
+        return f"{self.prefix}.user.{ids.check(user, 'user')}.ev.{EV_CONV}"
+
+    def user_events(self, user: str) -> str:
+        """What a user's edges subscribe to for every event kind."""
+        return f"{self.prefix}.user.{ids.check(user, 'user')}.ev.*"
 
     # -- receipts, presence, push ------------------------------------------
     def receipt(self, conv: str) -> str:

@@ -5,9 +5,10 @@
   exactly one). Heartbeats and events refresh/remove entries in the backend.
 - Every ``sweep_sec`` it expires entries of edges that stopped heartbeating.
 - Each online/offline transition is published as a ``presence`` wire frame
-  to ``sb.user.<watcher>.live`` of every watcher of that user (the watcher's
-  edges forward it to the sockets as-is: it has no Nats-Sequence header) and
-  to ``sb.presence.changed.<user>`` for services.
+  to ``sb.user.<watcher>.ev.presence`` of every watcher of that user (the
+  watcher's edges forward it to the sockets as-is; only the tracker's NATS
+  user may publish on that subject, and edges forward only ``presence``
+  frames from it) and to ``sb.presence.changed.<user>`` for services.
 - NATS micro service ``sb-presence``: ``sb.api.presence.query`` and
   ``sb.api.presence.watch`` (see :mod:`switchboard.presence.messages`).
 
@@ -148,7 +149,7 @@ class PresenceTracker:
             data = encode_frame(c)
             await self._nc.publish(s.presence_changed(c.user), data)
             for w in watchers.get(c.user, ()):
-                await self._nc.publish(s.live(w), data)
+                await self._nc.publish(s.ev_presence(w), data)
 
     async def _sweep_loop(self) -> None:
         while True:

@@ -363,3 +363,28 @@ async def test_pull_error_status_backs_off_then_resumes(nats_srv, nc, store):
         await publish(nc, conv, range(11, 21))
         await wait_lag_zero(arch)
         await assert_archived_once(store, conv, 20)
+
+
+async def test_nats_server_restart_archiving_resumes(nats_srv, nc, store):
+    # Protects: the lean fetch/ack connection across a reconnect. A pull
+    # request lost with the old connection times out and is asked again, the
+    # inbox subscription is re-sent, acks queued meanwhile go out after it.
+    conv = new_conv()
+    async with running(nats_srv.url, store, settings(archive_batch=20), serve_history=False) as arch:
+        await publish(nc, conv, range(1, 51))
+        await wait_lag_zero(arch)
+        nats_srv.stop()
+        await asyncio.sleep(0.5)
+        nats_srv.start()  # same port, same JetStream store
+
+        async def published() -> bool:
+            try:
+                await publish(nc, conv, range(51, 101))
+                return True
+            except Exception:  # noqa: BLE001 - nats-py still reconnecting
+                return False
+
+        await wait_for(published, what="publishing after the restart")
+        await wait_lag_zero(arch)
+        assert arch._bus.stats.reconnects == 1
+    await assert_archived_once(store, conv, 100)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -37,12 +38,14 @@ from switchboard.client import Client
 from switchboard.config import Settings
 from switchboard.events import SendReply, SendRequest
 from switchboard.subjects import partition_of
-from tests.e2e.helpers import PYTHON, REPO, STEP
+from tests.e2e.helpers import PYTHON, REPO, STEP, Raw
 
 ROLES = ("edge", "sequencer", "archiver", "presence", "pusher")
 USERS = ROLES + ("service", "operator", "sys")
 PASSWORDS = {u: f"pw-{u}-{secrets.token_hex(4)}" for u in USERS}
 SECRET = secrets.token_urlsafe(32)
+# Who may publish each ephemeral event kind (sb.user.<uid>.ev.<kind>).
+EVENT_OWNERS = {"typing": "edge", "presence": "presence", "receipt": "sequencer", "conv": "sequencer"}
 
 
 def password_env() -> dict[str, str]:
@@ -240,6 +243,9 @@ async def test_group_history_receipts_typing(deployment: Deployment) -> None:
 async def test_presence_watch_and_change(deployment: Deployment) -> None:
     a, b = uid("alice"), uid("bob")
     async with clients(deployment, a) as (ca,):
+        # presence is shared with conversation members only: the edge asks the
+        # sequencer (sb.api.conv.contacts) before it asks the tracker
+        await ca.create_conversation([b])
         await ca.send_frame(frames.PresenceWatch(users=[b]))
         p = await next_event(ca, frames.Presence, user=b)
         assert p.online is False
@@ -311,6 +317,68 @@ async def test_edge_send_subject_carries_user_messages_only(deployment: Deployme
         assert [(x.seq, x.kind, x.from_) for x in page.messages] == [(1, "user", a)]
 
 
+def _edge_dropped(d: Deployment, subject_kind: str) -> float:
+    """switchboard_edge_bus_frames_dropped_total{subject=...} of the edge."""
+    import httpx
+
+    page = httpx.get(d.ws.replace("ws://", "http://").replace("/ws", "/metrics"), timeout=STEP).text
+    needle = f'switchboard_edge_bus_frames_dropped_total{{subject="{subject_kind}"}} '
+    return float(next(ln for ln in page.splitlines() if ln.startswith(needle)).split()[-1])
+
+
+FORGED_MSG = {"type": "msg", "conv": "c1", "seq": 999, "id": "forged", "from": "alice", "body": "never stored"}
+# One frame of each event kind, all naming "marker" (the legitimate one a test publishes last).
+EVENT_FRAMES = {
+    "typing": {"type": "typing", "conv": "c1", "user": "marker"},
+    "presence": {"type": "presence", "user": "marker", "online": True},
+    "receipt": {"type": "receipt", "conv": "c1", "user": "marker", "delivered": 1, "read": 0},
+    "conv": {"type": "conv", "conv": "c1", "members": ["marker"]},
+}
+OWN_EVENTS = [(owner, kind) for kind, owner in EVENT_OWNERS.items()]
+
+
+@pytest.mark.parametrize("role,kind", OWN_EVENTS, ids=[f"{r}-{k}" for r, k in OWN_EVENTS])
+async def test_roles_cannot_push_forged_messages_to_sockets(deployment: Deployment, server: Server, role: str,
+                                                            kind: str) -> None:
+    """Issue 8 item 2: a role with credentials to publish one event kind can
+    put only that kind of frame in front of a user. A never-stored ``msg``
+    frame on the user's live subject is refused by the server (only INBOX's
+    republish may use it); on the role's own event subject, a ``msg``,
+    another kind, a frame whose ``type`` key is repeated (escaped: JSON
+    parsers keep the last one) or junk is dropped by the edge and counted;
+    the legitimate frame published after them arrives, alone."""
+    victim = uid("victim")
+    raw = await Raw.open(deployment.ws, auth.issue(SECRET, victim, ttl_sec=600))
+    try:
+        await raw.hello()
+        dropped_before = _edge_dropped(deployment, "event")
+        before = len(raw.frames)
+        async with watched(server, role) as w:
+            forged = json.dumps(FORGED_MSG).encode()
+            await w.nc.publish(f"sb.user.{victim}.live", forged, headers={"Nats-Sequence": "999999"})
+            await w.nc.flush()
+            await w.violation(f"sb.user.{victim}.live")
+            other = "typing" if kind != "typing" else "presence"
+            twice = (json.dumps(EVENT_FRAMES[kind])[:-1] + ', "\\u0074ype": "msg", "seq": 998, "id": "f2", '
+                     '"from": "alice", "body": "b"}').encode()
+            bad = [forged, json.dumps(EVENT_FRAMES[other]).encode(), twice, b"not json"]
+            subject = f"sb.user.{victim}.ev.{kind}"
+            for data in bad:
+                await w.nc.publish(subject, data)
+            await w.nc.publish(subject, json.dumps(EVENT_FRAMES[kind]).encode())
+            await w.nc.flush()
+            assert not [e for e in w.errors if "violation" in e.lower() and "ev." in e], w.errors
+            got = await raw.expect(kind, user="marker") if kind != "conv" else await raw.expect("conv", conv="c1")
+        await asyncio.sleep(0.3)
+        assert raw.frames[before:] == [got], raw.frames[before:]
+        deadline = time.monotonic() + STEP
+        while _edge_dropped(deployment, "event") < dropped_before + len(bad):
+            assert time.monotonic() < deadline, _edge_dropped(deployment, "event") - dropped_before
+            await asyncio.sleep(0.05)
+    finally:
+        await raw.close()
+
+
 # ---------------------------------------------------------------- what each user must NOT do
 
 
@@ -367,6 +435,14 @@ DENIED_PUBLISH = [
     ("archiver", "sb.send.anyconv"),
     # operators may read through a consumer on DEADLETTER only (nats stream view)
     ("operator", "$JS.API.CONSUMER.CREATE.MESSAGES.peek"),
+    # Issue 8 item 2: what an edge delivers. Stored entries come only from the
+    # server's INBOX republish (no user may publish a live subject); each
+    # ephemeral event kind only from its role; large groups' messages only
+    # from the sequencer.
+    *[(u, "sb.user.victim.live") for u in USERS if u != "sys"],
+    *[(u, "sb.conv.anyconv.live") for u in USERS if u not in ("sequencer", "sys")],
+    *[(u, f"sb.user.victim.ev.{kind}") for kind, owner in EVENT_OWNERS.items()
+      for u in USERS if u not in (owner, "sys")],
 ]
 
 

@@ -1,6 +1,6 @@
 """Presence end to end: real nats-server, a tracker, two edges' PresenceReporters.
 
-Checks that transitions reach only watchers' ``live`` subjects, that a
+Checks that transitions reach only watchers' ``ev.presence`` subjects, that a
 second device is not a change, and that an edge that dies without a word
 takes its users offline within the TTL.
 """
@@ -89,8 +89,8 @@ async def wait_online(nc, subjects, user, online: bool, timeout: float = 3.0) ->
 
 async def test_transitions_reach_watchers_only(world):
     subjects, nc, tracker, a, b, nc_b = world
-    watcher_live = await listen(nc, subjects.live("w"))
-    other_live = await listen(nc, subjects.live("nw"))
+    watcher_live = await listen(nc, subjects.ev_presence("w"))
+    other_live = await listen(nc, subjects.ev_presence("nw"))
     changed = await listen(nc, subjects.presence_changed("alice"))
     a.connected("w")
     b.connected("nw")
@@ -126,7 +126,7 @@ async def test_transitions_reach_watchers_only(world):
 
 async def test_dead_edge_users_go_offline_within_ttl(world):
     subjects, nc, tracker, a, b, nc_b = world
-    watcher_live = await listen(nc, subjects.live("w2"))
+    watcher_live = await listen(nc, subjects.ev_presence("w2"))
     a.connected("w2")
     b.connected("bob")
     await wait_online(nc, subjects, "bob", True)
@@ -149,7 +149,7 @@ async def test_dead_edge_users_go_offline_within_ttl(world):
 
 async def test_watch_ends_when_watcher_goes_offline(world):
     subjects, nc, tracker, a, b, nc_b = world
-    watcher_live = await listen(nc, subjects.live("w3"))
+    watcher_live = await listen(nc, subjects.ev_presence("w3"))
     a.connected("w3")
     await wait_online(nc, subjects, "w3", True)
     await request(nc, subjects.api("presence", "watch"), WatchRequest(watcher="w3", users=["carol"]))
@@ -206,7 +206,7 @@ async def test_two_trackers_on_redis_publish_each_change_once(nats_server, redis
     await edge.start()
     try:
         nc = conns[0]
-        live = await listen(nc, subjects.live("w"))
+        live = await listen(nc, subjects.ev_presence("w"))
         edge.connected("w")
         await wait_online(nc, subjects, "w", True)
         await request(nc, subjects.api("presence", "watch"), WatchRequest(watcher="w", users=[f"u{i}" for i in range(20)]))
