@@ -25,7 +25,7 @@ from switchboard import events, frames
 from switchboard.bus.conn import BusMsg
 from switchboard.devices import RegisterReply, RegisterRequest, check_token
 from switchboard.errors import SwitchboardError, from_code
-from switchboard.presence.messages import PresenceReply, WatchRequest
+from switchboard.presence.messages import ContactsReply, ContactsRequest, PresenceReply, WatchRequest
 from switchboard.presence.messages import encode as presence_encode
 
 from edge.presence import PresenceReporter
@@ -49,6 +49,7 @@ RECEIPT_FLUSH = 0.05
 _conv_reply = msgspec.json.Decoder(events.ConvReply)
 _receipts_reply = msgspec.json.Decoder(events.ReceiptsReply)
 _presence_reply = msgspec.json.Decoder(PresenceReply)
+_contacts_reply = msgspec.json.Decoder(ContactsReply)
 _register_reply = msgspec.json.Decoder(RegisterReply)
 
 
@@ -153,11 +154,24 @@ class Features:
 
     # -- presence ----------------------------------------------------------------------
     async def presence_watch(self, sess: "Session", f: frames.PresenceWatch) -> None:
-        req = presence_encode(WatchRequest(watcher=sess.user, users=f.users))
-        reply = _presence_reply.decode(await self.edge.request(self.edge.subjects.api("presence", "watch"), req))
-        _raise(reply.error)
-        for p in reply.users:
-            sess._send(p)
+        """Watch only users who share a conversation with the watcher (the
+        sequencer says which); anyone else is answered as a user never seen
+        (offline, no last seen) and not watched (docs/presence.md)."""
+        users = list(dict.fromkeys(f.users))
+        if not users:
+            return
+        q = presence_encode(ContactsRequest(user=sess.user, users=users))
+        contacts = _contacts_reply.decode(await self.edge.request(self.edge.subjects.api("conv", "contacts"), q))
+        _raise(contacts.error)
+        known: dict[str, frames.Presence] = {}
+        if contacts.users:
+            req = presence_encode(WatchRequest(watcher=sess.user, users=contacts.users))
+            reply = _presence_reply.decode(await self.edge.request(self.edge.subjects.api("presence", "watch"), req))
+            _raise(reply.error)
+            known = {p.user: p for p in reply.users}
+        for u in users:
+            p = known.get(u)
+            sess._send(p if p is not None else frames.Presence(user=u, online=False, last_seen=None))
 
     # -- push ----------------------------------------------------------------------------
     async def push_register(self, sess: "Session", f: frames.PushRegister) -> frames.Ok | None:

@@ -50,6 +50,7 @@ from switchboard.subjects import Subjects, partition_of
 
 from sequencer.conversations import Conversations, now_ms
 from sequencer.push import PresenceView, push_entry
+from sequencer.quotas import UserQuota
 from sequencer.receipts import Receipts
 
 WRONG_LAST_SEQUENCE = 10071
@@ -136,7 +137,7 @@ class Pipeline:
                  messages_stream: str, partitions: int, convs: Conversations, receipts: Receipts,
                  presence: PresenceView, archived_last_seq: Callable[[str], Awaitable[int]],
                  owns: Callable[[int], bool], max_body_bytes: int, fanout_max_members: int,
-                 timeout: float, dedup_window_sec: float = 120.0) -> None:
+                 timeout: float, dedup_window_sec: float = 120.0, fanout_quota: UserQuota | None = None) -> None:
         self._conn = conn
         self._replies = replies
         self._js = js
@@ -152,6 +153,7 @@ class Pipeline:
         self._large_above = fanout_max_members
         self._timeout = timeout
         self._repair_window_ms = dedup_window_sec * 1000 / 2
+        self._quota = fanout_quota  # copies a user's sends may cause per minute (sequencer/quotas.py)
         self._convs: dict[str, _Conv] = {}
         self._subs: dict[int, tuple[int, int]] = {}  # partition -> (send sid, system sid)
         self.inflight: dict[int, int] = {}  # partition -> sends not yet answered
@@ -237,6 +239,9 @@ class Pipeline:
                 continue
             if not s.system and s.req.sender not in st.members:
                 self._finish(st.partition, s, NotMember(f"{s.req.sender} is not a member of {st.id}"))
+                continue
+            if self._quota is not None and not s.system and not self._quota.take(s.req.sender, len(st.members)):
+                self._finish(st.partition, s, self._quota.refusal(s.req.sender, len(st.members)))
                 continue
             self._write(st, s)
 

@@ -25,7 +25,9 @@ from switchboard.bus.conn import BusConnection, BusUnavailable
 from switchboard.bus.conn import connect as bus_connect
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
-from switchboard.errors import BadFrame, SwitchboardError, Unavailable
+from switchboard.errors import BadFrame, LimitExceeded, SwitchboardError, Unavailable
+from switchboard.presence.messages import MAX_USERS_PER_REQUEST, ContactsReply, decode_contacts
+from switchboard.presence.messages import encode as presence_encode
 from switchboard.subjects import partition_of
 from switchboard.store import Store
 
@@ -33,6 +35,7 @@ from sequencer.conversations import Conversations
 from sequencer.partitions import PartitionLeases
 from sequencer.pipeline import Pipeline
 from sequencer.push import PresenceView
+from sequencer.quotas import UserQuota
 from sequencer.receipts import Receipts
 
 _send_decoder = msgspec.json.Decoder(events.SendRequest)
@@ -58,7 +61,8 @@ class Sequencer:
         self._js = nc.jetstream()
         self._store = store
         self.instance = f"seq-{uuid.uuid4().hex[:10]}"
-        self.convs = Conversations(store=store, max_members=settings.max_group_members)
+        self.convs = Conversations(store=store, max_members=settings.max_group_members,
+                                   create_per_min=settings.max_groups_per_min)
         self.presence = PresenceView(nc=nc, subjects=self.subjects)
         self._conn: BusConnection | None = None
         self._replies: Replies | None = None
@@ -88,7 +92,9 @@ class Sequencer:
                                  receipts=self.receipts, presence=self.presence,
                                  archived_last_seq=self._store.last_seq, owns=owns,
                                  max_body_bytes=s.max_body_bytes, fanout_max_members=s.fanout_max_members,
-                                 timeout=s.send_timeout, dedup_window_sec=s.dedup_window_sec)
+                                 timeout=s.send_timeout, dedup_window_sec=s.dedup_window_sec,
+                                 fanout_quota=UserQuota(s.max_fanout_per_min, what="message copies")
+                                 if s.max_fanout_per_min > 0 else None)
         await self.receipts.start()
         await self.presence.start()
         svc = await add_service(self._nc, name="sb-sequencer", version=switchboard.__version__,
@@ -101,6 +107,8 @@ class Sequencer:
                                handler=self._spawn(self._conv_create))
         await svc.add_endpoint(name="conv-get", subject=p.api("conv", "get"), queue_group="sb-sequencer",
                                handler=self._spawn(self._conv_get))
+        await svc.add_endpoint(name="conv-contacts", subject=p.api("conv", "contacts"), queue_group="sb-sequencer",
+                               handler=self._spawn(self._conv_contacts))
         await svc.add_endpoint(name="receipt", subject=p.receipt_all, queue_group="sb-sequencer",
                                handler=self._spawn(self._receipt))
         await svc.add_endpoint(name="receipts-get", subject=p.api("receipts", "get"), queue_group="sb-sequencer",
@@ -216,6 +224,14 @@ class Sequencer:
         conv = await self.convs.get_for(ids.check(r.conv, "conv"), r.user)
         return events.ConvReply(conv=conv.id, members=list(conv.members), title=conv.title, kind=conv.kind)
 
+
+    async def _conv_contacts(self, req: Request) -> bytes:
+        """Which of ``users`` share a conversation with ``user``: the edge asks
+        before a presence watch (docs/presence.md, "Who may watch")."""
+        r = decode_contacts(req.data)
+        if len(r.users) > MAX_USERS_PER_REQUEST:
+            raise LimitExceeded(f"at most {MAX_USERS_PER_REQUEST} users per request")
+        return presence_encode(ContactsReply(users=await self.convs.contacts(r.user, r.users)))
 
     async def _receipt(self, req: Request) -> events.ReceiptsReply:
         r = _receipt_decoder.decode(req.data)

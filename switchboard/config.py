@@ -84,6 +84,17 @@ class Settings:
     # a dead owner's partitions are free again after at most this long.
     lease_ttl: float = 3.0
 
+    # Per-user bounds on what one account can make the fabric do (0: off).
+    # conv.create requests per user per minute (per sequencer process): a
+    # person starts a few groups a day; 30 lets a client create its groups
+    # in a burst and stops a script minting thousands of member lists.
+    max_groups_per_min: int = 30
+    # Message copies a user's sends may cause per minute: each send costs the
+    # members of its conversation (INBOX + PUSH entries). 20,000 is 200
+    # messages a minute into a 100-member group, or a 5000-member group's
+    # message every 15 s; over it a send gets rate_limited (retry).
+    max_fanout_per_min: int = 20_000
+
     # -- streams (JetStream) -----------------------------------------------
     replicas: int = 1  # 3 in a cluster
     # Client retries land inside this window and are stored once.
@@ -101,6 +112,10 @@ class Settings:
     presence_heartbeat_sec: float = 10.0
     presence_ttl_factor: float = 3.0
     presence_sweep_sec: float = 1.0  # how often the tracker expires dead entries
+    # Distinct users one user may watch at once (until it goes offline): a
+    # contact list is a few hundred; the bound caps the tracker's state per
+    # user and the presence events one user can draw.
+    presence_max_watches_per_user: int = 1000
 
     # -- archiver -----------------------------------------------------------
     archive_batch: int = 500  # messages written per store round trip
@@ -135,6 +150,11 @@ class Settings:
                      "fanout_max_members", "max_group_members", "partitions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        for name in ("max_groups_per_min", "max_fanout_per_min"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0: no limit)")
+        if self.presence_max_watches_per_user < 1:
+            raise ConfigError("presence_max_watches_per_user must be >= 1")
         if self.presence_ttl_factor < 1.5:
             raise ConfigError("presence_ttl_factor must be >= 1.5 (a heartbeat must arrive before the TTL ends)")
         if self.lease_ttl < 1.0:

@@ -153,7 +153,9 @@ async def _start_role(role: str, fab: Fabric):
         backend = open_presence(s.presence_url)
         await backend.open()
         comp = _WithClose(PresenceTracker(nc=nc, backend=backend, subjects=s.subjects,
-                                          config=TrackerConfig(sweep_sec=s.presence_sweep_sec)), backend.close)
+                                          config=TrackerConfig(sweep_sec=s.presence_sweep_sec,
+                                                               max_watches_per_user=s.presence_max_watches_per_user)),
+                           backend.close)
     elif role == "pusher":
         from pusher.config import PushConfig
         from pusher.lookups import SequencerLookups

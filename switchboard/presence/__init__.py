@@ -52,7 +52,10 @@ class PresenceBackend(Protocol):
       :meth:`online` reports ``now`` (seen now). A user never seen is offline
       with ``last_seen`` None.
     - ``online(users)`` maps each user to ``(online, last_seen)``.
-    - Watches: ``watch(watcher, users)`` adds (a set; repeats are harmless),
+    - Watches: ``watch(watcher, users, limit=N)`` adds (a set; repeats are
+      harmless) and returns True, unless the watcher would then watch more
+      than ``limit`` distinct users: then it adds nothing and returns False
+      (checked and added atomically; ``limit=None``: no bound),
       ``unwatch_all(watcher)`` drops all of a watcher's watches,
       ``watchers_of(user)`` is the set of watchers of a user. When a user goes
       offline (a transition returned by ``remove`` or ``expire``), the
@@ -74,7 +77,7 @@ class PresenceBackend(Protocol):
 
     async def online(self, users: Sequence[str]) -> dict[str, tuple[bool, int | None]]: ...
 
-    async def watch(self, watcher: str, users: Sequence[str]) -> None: ...
+    async def watch(self, watcher: str, users: Sequence[str], *, limit: int | None = None) -> bool: ...
 
     async def unwatch_all(self, watcher: str) -> None: ...
 

@@ -108,12 +108,16 @@ class MemoryPresence:
         now = self._clock()
         return {u: (True, now) if u in self._edges_of else (False, self._seen.get(u)) for u in users}
 
-    async def watch(self, watcher: str, users: Sequence[str]) -> None:
+    async def watch(self, watcher: str, users: Sequence[str], *, limit: int | None = None) -> bool:
         if not users:
-            return
+            return True
+        current = self._watching.get(watcher, set())
+        if limit is not None and len(current) + sum(1 for u in set(users) if u not in current) > limit:
+            return False
         self._watching.setdefault(watcher, set()).update(users)
         for u in users:
             self._watchers.setdefault(u, set()).add(watcher)
+        return True
 
     async def unwatch_all(self, watcher: str) -> None:
         self._unwatch(watcher)

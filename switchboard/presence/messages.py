@@ -6,6 +6,9 @@
   :data:`decode_report`.
 - ``sb.api.presence.query``: :class:`QueryRequest` -> :class:`PresenceReply`.
 - ``sb.api.presence.watch``: :class:`WatchRequest` -> :class:`PresenceReply`.
+- ``sb.api.conv.contacts`` (served by the sequencer, which knows the
+  conversations): :class:`ContactsRequest` -> :class:`ContactsReply`, the
+  users whose presence a watcher may see (docs/presence.md, "Who may watch").
 """
 
 from __future__ import annotations
@@ -58,6 +61,23 @@ class WatchRequest(msgspec.Struct):
     users: list[str]
 
 
+class ContactsRequest(msgspec.Struct):
+    user: str
+    users: list[str]
+
+
+class ContactsReply(msgspec.Struct, omit_defaults=True):
+    """Those of the users asked for who share a conversation with ``user``, in request order."""
+
+    users: list[str] = []
+    error: ErrorBody | None = None
+
+
+# Users per query, watch or contacts request: a contact list is far smaller;
+# the cap bounds the work and the reply size (1000 frames ~ 60 KB) of one request.
+MAX_USERS_PER_REQUEST = 1000
+
+
 class PresenceReply(msgspec.Struct, omit_defaults=True):
     """The current state of the users asked for, in request order, or an error."""
 
@@ -69,3 +89,5 @@ encode = msgspec.json.Encoder().encode
 decode_query = msgspec.json.Decoder(QueryRequest).decode
 decode_watch = msgspec.json.Decoder(WatchRequest).decode
 decode_reply = msgspec.json.Decoder(PresenceReply).decode
+decode_contacts = msgspec.json.Decoder(ContactsRequest).decode
+decode_contacts_reply = msgspec.json.Decoder(ContactsReply).decode

@@ -3,7 +3,8 @@
 Shared by every tracker of a queue group. Each state change (refresh,
 remove, expire, unwatch) is one Lua script, so it is atomic: when two
 trackers race, each transition is returned by exactly one of them and is
-published once. Key layout (all under the hash tag ``{<prefix>}`` so that a
+published once. A watch is one script too (the per-watcher bound is
+checked and the watches added atomically). Key layout (all under the hash tag ``{<prefix>}`` so that a
 Redis Cluster keeps them in one slot; the scripts touch keys they compute,
 so use a standalone Redis or Sentinel):
 
@@ -112,6 +113,30 @@ drop_watches(ARGV[1], ARGV[2])
 return 0
 """
 
+# ARGV: prefix, watcher, limit (0: none), users... -> 1 (watched) or 0 (over the limit, nothing added)
+_WATCH = """
+local p, w, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local wg = p .. 'wg:' .. w
+if limit > 0 then
+  local n = redis.call('SCARD', wg)
+  local seen = {}
+  for i = 4, #ARGV do
+    local u = ARGV[i]
+    if not seen[u] and redis.call('SISMEMBER', wg, u) == 0 then
+      seen[u] = true
+      n = n + 1
+    end
+  end
+  if n > limit then return 0 end
+end
+for i = 4, #ARGV do
+  local u = ARGV[i]
+  redis.call('SADD', wg, u)
+  redis.call('SADD', p .. 'w:' .. u, w)
+end
+return 1
+"""
+
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -141,6 +166,7 @@ class RedisPresence:
         self._remove = r.register_script(_REMOVE)
         self._expire = r.register_script(_EXPIRE)
         self._unwatch = r.register_script(_UNWATCH)
+        self._watch = r.register_script(_WATCH)
 
     async def close(self) -> None:
         r, self._r = self._r, None
@@ -190,14 +216,10 @@ class RedisPresence:
         return {u: (True, now) if n else (False, None if s is None else int(s))
                 for u, n, s in zip(users, res[:-1], seen)}
 
-    async def watch(self, watcher: str, users: Sequence[str]) -> None:
+    async def watch(self, watcher: str, users: Sequence[str], *, limit: int | None = None) -> bool:
         if not users:
-            return
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sadd(self._p + "wg:" + watcher, *users)
-        for u in users:
-            pipe.sadd(self._p + "w:" + u, watcher)
-        await pipe.execute()
+            return True
+        return bool(await self._watch(args=[self._p, watcher, limit or 0, *users]))
 
     async def unwatch_all(self, watcher: str) -> None:
         await self._unwatch(args=[self._p, watcher])

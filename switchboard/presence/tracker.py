@@ -34,8 +34,8 @@ from switchboard.events import ErrorBody
 from switchboard.frames import Presence
 from switchboard.frames import encode as encode_frame
 from switchboard.presence import PresenceBackend, open_presence
-from switchboard.presence.messages import (Events, Heartbeat, PresenceReply, decode_query, decode_report,
-                                           decode_watch, encode)
+from switchboard.presence.messages import (MAX_USERS_PER_REQUEST, Events, Heartbeat, PresenceReply, decode_query,
+                                           decode_report, decode_watch, encode)
 from switchboard.subjects import Subjects
 
 QUEUE = "sb-presence"
@@ -50,13 +50,18 @@ class TrackerConfig:
     sweep_sec: float = 1.0
     # Users per query/watch request: a contact list is far smaller; the cap
     # bounds the work and the reply size (1000 frames ~ 60 KB) of one request.
-    max_users_per_request: int = 1000
+    max_users_per_request: int = MAX_USERS_PER_REQUEST
+    # Distinct users one watcher may watch at once (Settings.presence_max_watches_per_user):
+    # bounds the tracker's state per user and the events one user can draw.
+    max_watches_per_user: int = 1000
 
     def __post_init__(self) -> None:
         if self.sweep_sec <= 0:
             raise ValueError("sweep_sec must be > 0")
         if self.max_users_per_request < 1:
             raise ValueError("max_users_per_request must be >= 1")
+        if self.max_watches_per_user < 1:
+            raise ValueError("max_watches_per_user must be >= 1")
 
 
 class PresenceTracker:
@@ -193,7 +198,9 @@ class PresenceTracker:
                 raise BadFrame(f"presence watch: {exc}") from None
             watcher = ids.check(body.watcher, "watcher")
             users = self._check_users(body.users)
-            await self._backend.watch(watcher, users)
+            limit = self._config.max_watches_per_user
+            if not await self._backend.watch(watcher, users, limit=limit):
+                raise LimitExceeded(f"a user may watch at most {limit} users at once (until it goes offline)")
             return PresenceReply(users=await self._states(users))
 
         await self._respond(req, answer)

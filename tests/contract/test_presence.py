@@ -158,6 +158,32 @@ async def test_watches(backend):
     await backend.unwatch_all("never-watched")
 
 
+# (watch calls in order, each (users, expected result)); limit 3 throughout
+WATCH_LIMIT_CASES = {
+    "up to the limit": [(["a", "b"], True), (["c"], True)],
+    "repeats do not count": [(["a", "b", "c"], True), (["a", "b", "c", "a"], True), (["c"], True)],
+    "duplicates in one call count once": [(["a", "a", "b", "b", "c", "c"], True)],
+    "over the limit adds nothing": [(["a", "b"], True), (["c", "d"], False), (["c"], True), (["d"], False)],
+    "one call over the limit": [(["a", "b", "c", "d"], False), (["a"], True)],
+}
+
+
+@pytest.mark.parametrize("calls", WATCH_LIMIT_CASES.values(), ids=list(WATCH_LIMIT_CASES))
+async def test_watch_limit_per_watcher(backend, calls):
+    """Protects item 9 of issue 8: the watches of one watcher are bounded
+    (checked and added atomically); a refused watch adds nothing."""
+    expected: set[str] = set()
+    for users, ok in calls:
+        assert await backend.watch("w", users, limit=3) is ok, (users, ok)
+        if ok:
+            expected |= set(users)
+        watched = {u for u, ws in (await backend.watchers_of_many(["a", "b", "c", "d"])).items() if "w" in ws}
+        assert watched == expected
+    assert await backend.watch("other", ["a", "b", "c"], limit=3) is True  # per watcher
+    await backend.unwatch_all("w")
+    assert await backend.watch("w", ["d"], limit=3) is True  # room again once the watches are gone
+
+
 @pytest.mark.parametrize("how", ["remove", "expire"])
 async def test_watches_end_with_the_watchers_last_device(backend, clock, how):
     await backend.refresh("e1", ["w"], 1000)
