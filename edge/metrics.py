@@ -27,6 +27,8 @@ class EdgeMetrics:
         self.slow_consumers = Counter("switchboard_edge_slow_consumers", "Sockets closed for not draining",
                                       registry=r)
         self.gaps = Counter("switchboard_edge_gaps", "Live gaps repaired from INBOX", registry=r)
+        self.tokens_expired = Counter("switchboard_edge_tokens_expired",
+                                      "Sockets closed (4001) because their token expired", registry=r)
 
         self.extra: list[CollectorRegistry] = []  # other components' metrics in the same process
 

@@ -5,7 +5,8 @@ turns client frames into requests on NATS subjects. It keeps no other state:
 an edge that dies loses nothing, its clients reconnect elsewhere and resume
 from their cursors.
 
-Close codes (docs/protocol.md): 4001 unauthorized, 4002 no hello in time,
+Close codes (docs/protocol.md): 4001 unauthorized (at the handshake, or
+when the token expires: one edge-wide timer, :mod:`edge.deadlines`), 4002 no hello in time,
 4008 slow consumer, 1009 frame far above the size limit, 1001 edge shutting
 down, 1013 NATS or a service unavailable (reconnect with backoff), 4009
 INBOX recreated (reconnect: you will be told to resync), 1011 bug. An
@@ -41,6 +42,7 @@ from switchboard.bus.replies import Replies
 from switchboard.config import Settings
 from switchboard.errors import AuthError, SwitchboardError, Unavailable, from_code
 
+from edge.deadlines import Deadlines
 from edge.features import Features
 from edge.hub import Hub
 from edge.metrics import EdgeMetrics
@@ -95,6 +97,8 @@ class Edge:
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
         self._server: WsServer | None = None
         self._service = None
+        # When each socket's token expires (leeway included): close 4001.
+        self._expiry: Deadlines[Session] = Deadlines(self._token_expired)
         # Extension hooks (presence reporter, receipts); defaults do nothing.
         self.connect_hooks: list[Callable[[Session], None]] = []
         self.disconnect_hooks: list[Callable[[Session], None]] = []
@@ -140,6 +144,7 @@ class Edge:
             self._service = None
         if self._epoch_watch is not None:
             self._epoch_watch.cancel()
+        self._expiry.close()
         await self.features.stop()
         if self.bus is not None:
             self.replies.stop()
@@ -167,7 +172,7 @@ class Edge:
                              "text/plain", retry_after="1")
         return None
 
-    def _authenticate(self, request: Request) -> str:
+    def _authenticate(self, request: Request) -> auth.Identity:
         token = None
         header = request.headers.get("Authorization")
         if header and header.lower().startswith("bearer "):
@@ -175,19 +180,20 @@ class Edge:
         if token is None and "?" in request.path:
             from urllib.parse import parse_qs
             token = (parse_qs(request.path.split("?", 1)[1]).get("token") or [None])[0]
-        return auth.verify(self.settings.jwt_secret, token)
+        return auth.authenticate(self.settings.jwt_secret, token)
 
     def _accept(self, conn: WsConn) -> Session | None:
         """Upgraded: authenticate (close 4001 if not), then a session takes the socket."""
         assert conn.request is not None
         try:
-            user = self._authenticate(conn.request)
+            ident = self._authenticate(conn.request)
         except AuthError as exc:
             self.metrics.rejected.labels("auth").inc()
             self.log.info("connection refused", reason=exc.message)
             conn.close(CLOSE_UNAUTHORIZED, exc.message)
             return None
-        sess = Session(edge=self, conn=conn, user=user)
+        sess = Session(edge=self, conn=conn, user=ident.user)
+        self._expiry.add(sess, ident.expires_at)
         self.sessions.add(sess)
         self.metrics.connections.inc()
         self.metrics.accepted.inc()
@@ -195,9 +201,18 @@ class Edge:
 
     def session_closed(self, sess: Session) -> None:
         self.sessions.discard(sess)
+        self._expiry.discard(sess)
         self.metrics.connections.dec()
         self.metrics.users.set(self.hub.users)
         sess.log.info("disconnected", code=sess.conn.close_code, sent=sess.conn.frames_out)
+
+    def _token_expired(self, sess: Session) -> None:
+        """The socket's token expired (leeway included): it ends as an
+        unauthorized one would; the client reconnects with a fresh token and
+        its cursor (docs/protocol.md, close 4001)."""
+        self.metrics.tokens_expired.inc()
+        sess.log.info("token expired: closing")
+        sess.close(CLOSE_UNAUTHORIZED, "token expired")
 
     # -- hooks called by sessions ------------------------------------------------------
     def on_connect(self, sess: Session) -> None:

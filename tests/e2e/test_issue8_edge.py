@@ -1,15 +1,19 @@
 """Issue 8 at the edge, black-box over real sockets and a real nats-server:
 bad input (deep JSON, impossible cursors) gets an error frame and costs
 nothing else; a cursor ahead of INBOX resyncs instead of silently dropping
-live messages; a resync is followed by exactly one ``synced``.
+live messages; a resync is followed by exactly one ``synced``; token time
+claims are numbers, honoured with the 5 s leeway, and a socket ends when its
+token expires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 
+import jwt
 import nats
 import pytest
 
@@ -172,3 +176,63 @@ async def test_resync_is_followed_by_exactly_one_synced(dep, how):
     types = [f["type"] for f in b.frames]
     assert types.count("synced") == 1, types
     assert types.index("resync") < types.index("synced")
+
+
+# ---------------------------------------------------------------- item 8: tokens
+
+def signed(dep, **claims) -> str:
+    return jwt.encode({"sub": unique("t"), **claims}, dep.settings.jwt_secret, algorithm="HS256")
+
+
+async def closed_with(r: Raw, timeout: float = STEP) -> tuple[int, str]:
+    await asyncio.wait_for(r.closed.wait(), timeout)
+    return r.ws.close_code, r.ws.close_reason
+
+
+NON_NUMERIC = {  # name: (claims, what the close reason names)
+    "exp_string": (lambda: {"exp": str(int(time.time()) + 3600)}, "exp is not a number"),
+    "exp_bool": (lambda: {"exp": True}, "exp is not a number"),
+    "exp_null": (lambda: {"exp": None}, "exp is missing"),
+    "exp_huge_int": (lambda: {"exp": 10**400}, "exp is out of range"),
+    "iat_string": (lambda: {"exp": int(time.time()) + 3600, "iat": str(int(time.time()))}, "iat is not a number"),
+    "nbf_string": (lambda: {"exp": int(time.time()) + 3600, "nbf": "0"}, "nbf is not a number"),
+    "nbf_null": (lambda: {"exp": int(time.time()) + 3600, "nbf": None}, "nbf is not a number"),
+}
+
+
+@pytest.mark.parametrize("name", list(NON_NUMERIC))
+async def test_token_time_claims_must_be_numbers(dep, name):
+    """Issue 8 item 8: a string exp ("exp": "1790000000") was accepted (PyJWT
+    converts it). exp, iat and nbf (when present) must be JSON numbers; any
+    other token is refused with 4001 at the handshake."""
+    claims, why = NON_NUMERIC[name]
+    r = await Raw.open(dep.url, signed(dep, **claims()))
+    dep._raws.append(r)
+    code, reason = await closed_with(r)
+    assert (code, reason) == (4001, f"token invalid: {why}")
+    assert not [f for f in r.frames if f["type"] == "welcome"]
+
+
+async def test_token_accepted_within_leeway_then_socket_closed_when_it_expires(dep):
+    """Issue 8 item 8: the documented 5 s leeway was not applied as
+    documented (PyJWT truncates exp: a token 4.x s past exp was refused), and
+    a socket kept working after its token expired (tokens live 30 days by
+    default). A token 4 s past exp is accepted, works, and the socket is
+    closed with 4001 "token expired" once exp + 5 s has passed (one
+    edge-wide timer), while a socket with a valid token stays."""
+    while time.time() % 1 > 0.3:  # exp just below a whole second: PyJWT's int(exp) loses ~1 s
+        await asyncio.sleep(0.05)
+    exp = float(int(time.time()) - 4) - 0.01  # 4.0-4.3 s ago; accepted until exp + 5
+    user, other = unique("late"), unique("ok")
+    keeper = await dep.raw(other)
+    r = await Raw.open(dep.url, signed(dep, sub=user, exp=exp))
+    dep._raws.append(r)
+    await r.hello()
+    sent = await r.send_msg(id=unique("m"), to=other, body="still valid")
+    await keeper.expect("msg", seq=sent["seq"])
+    code, reason = await closed_with(r, timeout=3)
+    ended = time.time()
+    assert (code, reason) == (4001, "token expired")
+    assert exp + 5 <= ended < exp + 5 + 1.5
+    await keeper.send_msg(id=unique("m"), to=user, body="the other socket is fine")
+    assert not keeper.closed.is_set()
