@@ -113,6 +113,7 @@ class Puller:
             finally:
                 timer.cancel()
                 self._waiter = None
+                self._reply = ""  # a late status of this request is ignored (its messages are kept)
             if self._error is not None:
                 err, self._error = self._error, None
                 # whatever came is kept for the next call
