@@ -29,6 +29,13 @@ class EdgeMetrics:
         self.gaps = Counter("switchboard_edge_gaps", "Live gaps repaired from INBOX", registry=r)
         self.tokens_expired = Counter("switchboard_edge_tokens_expired",
                                       "Sockets closed (4001) because their token expired", registry=r)
+        self.replaced = Counter("switchboard_edge_sockets_replaced",
+                                "Oldest sockets closed (4010): the user opened more than max_sockets_per_user",
+                                registry=r)
+        # Set to a function of the transport at start (bytes held for backed-up sockets).
+        self.held_bytes = Gauge("switchboard_edge_send_queue_bytes",
+                                "Bytes held for sockets that do not read (bounded by edge_send_queue_bytes)",
+                                registry=r)
 
         self.extra: list[CollectorRegistry] = []  # other components' metrics in the same process
 

@@ -9,8 +9,15 @@ Close codes (docs/protocol.md): 4001 unauthorized (at the handshake, or
 when the token expires: one edge-wide timer, :mod:`edge.deadlines`), 4002 no hello in time,
 4008 slow consumer, 1009 frame far above the size limit, 1001 edge shutting
 down, 1013 NATS or a service unavailable (reconnect with backoff), 4009
-INBOX recreated (reconnect: you will be told to resync), 1011 bug. An
-over-limit connection rate is refused with HTTP 503 before upgrade.
+INBOX recreated (reconnect: you will be told to resync), 4010 replaced (the
+user opened more than ``max_sockets_per_user`` sockets here: the oldest is
+closed), 1011 bug. An over-limit connection rate is refused with HTTP 503
+before upgrade.
+
+Memory for clients that do not read is bounded in bytes: per socket
+(``send_queue_bytes``, close 4008), per user (``max_sockets_per_user``) and
+per edge (``edge_send_queue_bytes``: the socket holding the most is closed
+4008), see :mod:`edge.transport`.
 
 Sockets are served by :mod:`edge.transport` (websockets' sans-I/O protocol
 under a plain asyncio.Protocol): the HTTP routes below answer before the
@@ -53,15 +60,12 @@ from edge.transport import WsConfig, WsConn, WsServer
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_GOING_AWAY = 1001
 CLOSE_EPOCH_CHANGED = 4009
+CLOSE_REPLACED = 4010
 # How often a running edge checks that INBOX is still the same stream.
 EPOCH_CHECK_SEC = 5.0
 # websockets refuses (close 1009) frames above this; between max_frame_bytes
 # and this the edge answers an error frame and keeps the connection.
 HARD_FRAME_FACTOR = 4
-# Bytes a socket may hold while its transport is backed up, per frame of
-# send_queue_frames (a chat frame is ~300 B): 2048 frames -> 1 MiB. Never less
-# than two maximal frames. Beyond it: close 4008, the client resumes.
-OUTBOX_BYTES_PER_FRAME = 512
 # Seconds a closing handshake may take: a peer that does not answer close is cut off.
 CLOSE_TIMEOUT = 2.0
 # Epoch and INBOX bounds are re-read at most this often (seconds): hellos in a
@@ -91,6 +95,8 @@ class Edge:
         self.metrics = EdgeMetrics()
         self.epoch = ""
         self.sessions: set[Session] = set()
+        # Each user's sockets here, oldest first (max_sockets_per_user).
+        self._user_sockets: dict[str, dict[Session, None]] = {}
         self.log = log.get("edge", edge=self.edge_id)
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
         self._epoch_watch: asyncio.Task | None = None
@@ -123,10 +129,11 @@ class Edge:
         self._epoch_watch = asyncio.create_task(self._watch_epoch())
         # No compression (the transport offers no extension): permessage-deflate
         # costs ~100 KiB per socket and chat frames are small.
-        config = WsConfig(max_size=s.max_frame_bytes * HARD_FRAME_FACTOR,
-                          outbox_bytes=max(s.send_queue_frames * OUTBOX_BYTES_PER_FRAME, 2 * s.max_frame_bytes),
-                          ping_interval=s.ping_interval, ping_timeout=s.ping_timeout, close_timeout=CLOSE_TIMEOUT)
-        self._server = WsServer(config=config, route=self._process_request, accept=self._accept)
+        config = WsConfig(max_size=s.max_frame_bytes * HARD_FRAME_FACTOR, outbox_bytes=s.send_queue_bytes,
+                          edge_outbox_bytes=s.edge_send_queue_bytes, ping_interval=s.ping_interval,
+                          ping_timeout=s.ping_timeout, close_timeout=CLOSE_TIMEOUT)
+        self._server = server = WsServer(config=config, route=self._process_request, accept=self._accept)
+        self.metrics.held_bytes.set_function(lambda: server.held)
         self.port = await self._server.listen(s.host, s.port)
         await self.features.start()
         self._service = await add_service(self.nc, name="sb-edge", version=switchboard.__version__,
@@ -194,14 +201,36 @@ class Edge:
             return None
         sess = Session(edge=self, conn=conn, user=ident.user)
         self._expiry.add(sess, ident.expires_at)
+        self._hold_socket(sess)
         self.sessions.add(sess)
         self.metrics.connections.inc()
         self.metrics.accepted.inc()
         return sess
 
+    def _hold_socket(self, sess: Session) -> None:
+        """Count the user's sockets; beyond max_sockets_per_user the oldest
+        one is closed (4010): the device in use is the newest, and a client
+        that opens sockets in a loop holds at most that many."""
+        socks = self._user_sockets.get(sess.user)
+        if socks is None:
+            socks = self._user_sockets[sess.user] = {}
+        while len(socks) >= self.settings.max_sockets_per_user:
+            oldest = next(iter(socks))
+            del socks[oldest]
+            self.metrics.replaced.inc()
+            oldest.log.info("too many sockets for this user: closing the oldest",
+                            limit=self.settings.max_sockets_per_user)
+            oldest.close(CLOSE_REPLACED, "too many connections for this user: this, the oldest, was closed")
+        socks[sess] = None
+
     def session_closed(self, sess: Session) -> None:
         self.sessions.discard(sess)
         self._expiry.discard(sess)
+        socks = self._user_sockets.get(sess.user)
+        if socks is not None:
+            socks.pop(sess, None)
+            if not socks:
+                del self._user_sockets[sess.user]
         self.metrics.connections.dec()
         self.metrics.users.set(self.hub.users)
         sess.log.info("disconnected", code=sess.conn.close_code, sent=sess.conn.frames_out)

@@ -255,14 +255,16 @@ class Session:
                 self._seen_beyond = False
                 first_batch = True
                 # Replay respects backpressure: a batch is at most half the
-                # socket queue, and it is written only once the socket has
-                # drained (right after the check: no await between, so the
-                # batch goes to the transport in this tick's flush, never to
-                # the byte-bounded outbox).
+                # socket queue, in frames and in bytes (send_queue_bytes: the
+                # server stops the batch there), and it is written only once
+                # the socket has drained (right after the check: no await
+                # between, so the batch goes to the transport in this tick's
+                # flush, where it counts against the socket's byte bound).
                 size = max(1, min(edge.settings.replay_batch, edge.settings.send_queue_frames // 2))
+                max_bytes = edge.settings.send_queue_bytes // 2
                 while True:
                     batch = await direct_batch(edge.nc, stream=edge.inbox_stream, subject=subject,
-                                               start_seq=self.cursor + 1, batch=size,
+                                               start_seq=self.cursor + 1, batch=size, max_bytes=max_bytes,
                                                timeout=edge.settings.send_timeout)
                     if check_trimmed and first_batch and batch.entries:
                         total_after = len(batch.entries) + batch.num_pending

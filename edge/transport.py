@@ -10,8 +10,12 @@ future plus several awaits per frame (24 µs per frame in and out, against
   ``data_to_send()`` are written with ONE ``transport.write`` per socket per
   loop tick (one edge-wide ``call_soon`` flush over the sockets written to);
 - backpressure: above the transport's high-water mark (``pause_writing``) new
-  frames are held in a byte-bounded outbox; past ``outbox_bytes`` the client
-  is too slow and is closed with 4008 (it resumes from its cursor);
+  frames are held in the connection's outbox. A backed-up socket holds what
+  its transport had buffered when it paused plus its outbox; past
+  ``outbox_bytes`` the client is too slow and is closed with 4008 (it resumes
+  from its cursor). All backed-up sockets together hold at most
+  ``edge_outbox_bytes``: over it the one holding the most is closed (4008),
+  then the next, until under (rare: no scan on the way there, one sum kept);
 - keepalive: one edge-wide timer pings sockets idle for ``ping_interval`` and
   fails those that send nothing within ``ping_timeout``: no task per socket;
 - HTTP: ``route(request)`` answers plain requests (or refuses the upgrade);
@@ -69,10 +73,13 @@ class Handler(Protocol):
 @dataclass(frozen=True, slots=True)
 class WsConfig:
     max_size: int  # bytes of one incoming message; above: close 1009 by the protocol
-    outbox_bytes: int  # bytes held for a paused socket before close 4008
+    outbox_bytes: int  # bytes a backed-up socket may hold (transport buffer + outbox) before close 4008
     ping_interval: float  # seconds without input before a ping (<= 0: no keepalive)
     ping_timeout: float  # seconds to answer it (any input counts) before close 1011
     close_timeout: float  # seconds the closing handshake may take before the TCP connection is cut
+    # Bytes all backed-up sockets may hold together; over it the one holding
+    # the most is closed 4008. 0: no edge-wide bound.
+    edge_outbox_bytes: int = 0
 
 
 class WsServer:
@@ -84,6 +91,9 @@ class WsServer:
         self.route = route
         self.accept = accept
         self.conns: set[WsConn] = set()
+        # Backed-up (write-paused) connections and the bytes they hold together.
+        self.backed: set[WsConn] = set()
+        self.held = 0
         self.loop = asyncio.get_running_loop()
         self._dirty: list[WsConn] = []
         self._server: asyncio.AbstractServer | None = None
@@ -137,6 +147,18 @@ class WsServer:
         for c in dirty:
             c.flush()
 
+    def shed(self) -> None:
+        """Over ``edge_outbox_bytes``: close the open backed-up connections
+        holding the most (4008) until under it."""
+        limit = self.config.edge_outbox_bytes
+        while self.held > limit:
+            victim = max((c for c in self.backed if c.proto.state is OPEN), key=_held_bytes, default=None)
+            if victim is None:
+                return
+            _log.info("edge send queue bound: closing the socket holding the most", held=victim.held_bytes,
+                      edge_held=self.held, limit=limit)
+            victim._slow_consumer()
+
     # -- keepalive -----------------------------------------------------------------
     def _sweep_every(self) -> float:
         c = self.config
@@ -167,7 +189,8 @@ class WsConn(asyncio.Protocol):
     """One socket. ``send`` appends a text frame; the write happens at the end of the tick."""
 
     __slots__ = ("server", "proto", "transport", "handler", "request", "rx", "idle_since", "ping_at",
-                 "frames_out", "_pause_reasons", "_dirty", "_paused", "_held", "_frags", "_timer", "_drain")
+                 "frames_out", "_pause_reasons", "_dirty", "_paused", "_held", "_tbuf", "_frags", "_timer",
+                 "_drain")
 
     def __init__(self, server: WsServer) -> None:
         self.server = server
@@ -185,6 +208,9 @@ class WsConn(asyncio.Protocol):
         self._dirty = False
         self._paused = False
         self._held = bytearray()  # frames waiting while the transport is paused
+        # Bytes the transport had buffered when it paused (counted as held
+        # until it resumes: it only shrinks meanwhile, nothing more is written).
+        self._tbuf = 0
         self._frags: list[bytes] | None = None  # a fragmented message being assembled
         self._timer: asyncio.TimerHandle | None = None  # handshake deadline, then close deadline
         self._drain: asyncio.Future | None = None
@@ -217,13 +243,14 @@ class WsConn(asyncio.Protocol):
         if state is OPEN:
             self.proto.send_close(code, reason)
             self.flush()
+            self._release()  # gone within close_timeout: no longer counted against the bounds
             self._close_deadline()
         elif state is CONNECTING:
             self.transport.abort()
 
     def fail(self, code: int, reason: str) -> None:
         """Close at once with ``code``, dropping what is held (slow or dead peer)."""
-        self._held.clear()
+        self._release()
         if self.proto.state is OPEN:
             self.proto.fail(code, reason)
             self.flush()
@@ -234,6 +261,11 @@ class WsConn(asyncio.Protocol):
         while (self._paused or self._held) and self.proto.state is OPEN:
             self._drain = self.server.loop.create_future()
             await self._drain
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held for this socket while it is backed up (0 otherwise)."""
+        return len(self._held) + self._tbuf
 
     @property
     def reading_paused(self) -> bool:
@@ -269,36 +301,65 @@ class WsConn(asyncio.Protocol):
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if self._paused and not eof and self.proto.state is OPEN:
             self._held += data
-            if len(self._held) > self.server.config.outbox_bytes:
-                self._slow_consumer()
+            self.server.held += len(data)
+            self._check_held()
             return
         t = self.transport
-        if self._held:
+        if self._held:  # closing while backed up: the close frame goes after them
+            self.server.held -= len(self._held)
             data = bytes(self._held) + data
             self._held.clear()
         if data:
             t.write(data)
+            if self._paused and self.proto.state is OPEN:
+                self._check_held()  # this write backed the socket up
         if eof and not t.is_closing():
             if t.can_write_eof():
                 t.write_eof()
             else:
                 t.close()
 
+    def _check_held(self) -> None:
+        """A backed-up socket grew: enforce its bound, then the edge's."""
+        server = self.server
+        if len(self._held) + self._tbuf > server.config.outbox_bytes:
+            self._slow_consumer()
+        elif server.config.edge_outbox_bytes and server.held > server.config.edge_outbox_bytes:
+            server.shed()
+
+    def _release(self) -> None:
+        """No longer counted as backed up (resumed, closing or gone)."""
+        n = len(self._held) + self._tbuf
+        if n:
+            self.server.held -= n
+            self._held.clear()
+            self._tbuf = 0
+        self.server.backed.discard(self)
+
     def _slow_consumer(self) -> None:
-        self._held.clear()
+        self._release()
         if self.handler is not None:
             self.handler.on_slow_consumer()
         self.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and resume from your cursor")
 
     def pause_writing(self) -> None:
+        # Called from inside transport.write: only account here; the bounds
+        # are checked by the writer once the write returned (_check_held).
         self._paused = True
+        if self.proto.state is OPEN:
+            tbuf = self.transport.get_write_buffer_size()
+            self.server.held += tbuf - self._tbuf
+            self._tbuf = tbuf
+            self.server.backed.add(self)
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self._held:
-            data = bytes(self._held)
-            self._held.clear()
+        data = bytes(self._held) if self._held else b""
+        self._release()
+        if data:
             self.transport.write(data)
+            if self._paused and self.proto.state is OPEN:
+                self._check_held()
         self._wake()
 
     def _wake(self) -> None:
@@ -382,7 +443,7 @@ class WsConn(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._held.clear()
+        self._release()
         self._wake()
         self.server.gone(self)
         h, self.handler = self.handler, None
@@ -391,6 +452,10 @@ class WsConn(asyncio.Protocol):
                 h.on_close()
             except Exception:  # noqa: BLE001
                 _log.exception("connection close handler failed")
+
+
+def _held_bytes(c: WsConn) -> int:
+    return c.held_bytes
 
 
 __all__ = ["CLOSE_SLOW_CONSUMER", "Handler", "WsConfig", "WsConn", "WsServer"]

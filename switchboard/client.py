@@ -44,8 +44,11 @@ class ConnectionLost(ClientError):
     retry = True
 
 
-# Close codes after which reconnecting cannot help.
-FATAL_CLOSE_CODES = {4001}
+# Close codes after which reconnecting cannot help (-> the error code raised):
+# 4001 the token is refused or expired; 4010 the user opened more sockets on
+# that edge than allowed and this, the oldest, was closed: reconnecting on its
+# own would close another of the user's devices in turn.
+FATAL_CLOSE_CODES = {4001: "unauthorized", 4010: "replaced"}
 
 
 @dataclass
@@ -162,7 +165,8 @@ class Client:
             except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
                 code = getattr(getattr(exc, "rcvd", None), "code", None)
                 if code in FATAL_CLOSE_CODES:
-                    self._fatal = ClientError(f"connection refused: {exc.rcvd.reason}", code="unauthorized")  # type: ignore[union-attr]
+                    self._fatal = ClientError(f"connection refused: {exc.rcvd.reason}",  # type: ignore[union-attr]
+                                              code=FATAL_CLOSE_CODES[code])
                     self._fail_all(self._fatal)
                     return
             finally:

@@ -44,11 +44,27 @@ class Settings:
     # 16 KiB of UTF-8 per message body: room for long messages, small enough
     # that a 50-message history page stays under 1 MiB.
     max_body_bytes: int = 16 * 1024
-    # Frames a socket may have queued for sending. At ~300 B a frame, 2048 is
-    # ~600 KiB worst case per socket, and a healthy client drains it in
-    # milliseconds; a client that lets it fill is disconnected (close 4008)
-    # and catches up from its cursor on reconnect.
+    # Frames a socket may have in flight for receipts and replay: the replay
+    # reads at most half of it per batch, and the delivered receipts of at
+    # most twice it are remembered until acked. Memory is bounded in bytes
+    # by send_queue_bytes, not by this.
     send_queue_frames: int = 2048
+    # Bytes a socket may hold for a client that does not read (what waits in
+    # its outbox plus what its transport held when it backed up). 1 MiB is
+    # ~3,000 chat frames or 60 maximal ones: a healthy client drains it in
+    # milliseconds; one that lets it fill is closed (4008) and catches up from
+    # its cursor. The hello replay reads INBOX in batches of at most half of it.
+    send_queue_bytes: int = 1024 * 1024
+    # Sockets one user may hold on one edge. Ten covers phones, tablets,
+    # desktops and browser tabs; more is a leak or abuse (each costs up to
+    # send_queue_bytes). A new socket beyond it closes the user's oldest one
+    # (4010): the device in use is the newest, a forgotten tab the oldest.
+    max_sockets_per_user: int = 10
+    # Bytes all backed-up sockets of an edge may hold together. Over it the
+    # socket holding the most is closed as a slow consumer (4008): 256 MiB is
+    # 256 full send queues, far above what healthy traffic holds (nearly
+    # nothing: clients drain in milliseconds), well below a small host's RAM.
+    edge_send_queue_bytes: int = 256 * 1024 * 1024
     # Token bucket per connection: a human types far below 20 frames/s; the
     # burst lets a reconnecting client flush its unsent queue.
     rate_per_sec: float = 50.0
@@ -145,7 +161,8 @@ class Settings:
         if "://" not in self.presence_url or pscheme not in PRESENCE_SCHEMES:
             raise ConfigError(f"presence_url {redact_url(self.presence_url)!r}: "
                               f"scheme must be one of {PRESENCE_SCHEMES}")
-        for name in ("max_frame_bytes", "max_body_bytes", "send_queue_frames", "rate_burst", "replay_batch",
+        for name in ("max_frame_bytes", "max_body_bytes", "send_queue_frames", "send_queue_bytes",
+                     "max_sockets_per_user", "edge_send_queue_bytes", "rate_burst", "replay_batch",
                      "replicas", "inbox_max_per_user", "archive_batch", "archive_max_deliver",
                      "fanout_max_members", "max_group_members", "partitions"):
             if getattr(self, name) < 1:
@@ -167,6 +184,10 @@ class Settings:
             raise ConfigError("port must be in 1..65535")
         if self.max_body_bytes >= self.max_frame_bytes:
             raise ConfigError("max_body_bytes must be smaller than max_frame_bytes")
+        if self.send_queue_bytes < 2 * self.max_frame_bytes:
+            raise ConfigError("send_queue_bytes must hold at least two maximal frames (2 x max_frame_bytes)")
+        if self.edge_send_queue_bytes < self.send_queue_bytes:
+            raise ConfigError("edge_send_queue_bytes must be at least send_queue_bytes")
 
     @property
     def subjects(self) -> Subjects:

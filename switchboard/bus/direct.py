@@ -53,9 +53,11 @@ class DirectBatch:
 
 
 async def direct_batch(nc: NATS, *, stream: str, subject: str, start_seq: int, batch: int,
-                       timeout: float = 2.0, api_prefix: str = "$JS.API") -> DirectBatch:
+                       timeout: float = 2.0, api_prefix: str = "$JS.API", max_bytes: int = 0) -> DirectBatch:
     """Up to ``batch`` messages of ``subject`` (wildcards allowed) from
-    ``stream`` with stream sequence >= ``start_seq``.
+    ``stream`` with stream sequence >= ``start_seq``; with ``max_bytes``, the
+    server also stops once the batch holds about that many bytes (at least
+    one message is returned).
 
     Raises :class:`Unavailable` (retry) when the server does not answer within
     ``timeout``, :class:`DirectGetError` for any other refusal.
@@ -64,6 +66,8 @@ async def direct_batch(nc: NATS, *, stream: str, subject: str, start_seq: int, b
         raise ValueError("batch must be >= 1")
     start_seq = max(1, start_seq)
     req = {"seq": start_seq, "next_by_subj": subject, "batch": batch}
+    if max_bytes > 0:
+        req["max_bytes"] = max_bytes
     return await _direct(nc, stream=stream, req=req, start_seq=start_seq, timeout=timeout, api_prefix=api_prefix)
 
 

@@ -236,3 +236,30 @@ async def test_token_accepted_within_leeway_then_socket_closed_when_it_expires(d
     assert exp + 5 <= ended < exp + 5 + 1.5
     await keeper.send_msg(id=unique("m"), to=user, body="the other socket is fine")
     assert not keeper.closed.is_set()
+
+
+# ---------------------------------------------------------------- item 4: sockets per user
+
+async def test_socket_beyond_the_per_user_limit_closes_the_oldest_4010(nats_server, tmp_path):
+    """Issue 8 item 4: a user may hold max_sockets_per_user sockets on an
+    edge; one more closes the user's oldest with 4010. The SDK takes 4010 as
+    final (reconnecting would close another of the user's sockets in turn),
+    and the newer sockets keep working."""
+    async with deployment(tmp_path, nats_server.url, max_sockets_per_user=2) as d:
+        user, other = unique("u"), unique("o")
+        oldest = await d.sdk(user)
+        mid = await d.raw(user)
+        newest = await d.raw(user)
+        deadline = time.monotonic() + STEP
+        while oldest._fatal is None:
+            assert time.monotonic() < deadline, "the oldest socket was not closed"
+            await asyncio.sleep(0.02)
+        assert oldest._fatal.code == "replaced" and "too many connections" in str(oldest._fatal)
+        await asyncio.sleep(0.5)
+        assert oldest.reconnects == 0  # no reconnect: it would close mid in turn
+        o = await d.raw(other)
+        sent = await o.send_msg(id=unique("m"), to=user, body="both newer sockets get it")
+        for r in (mid, newest):
+            await r.expect("msg", seq=sent["seq"])
+            assert not r.closed.is_set()
+        assert d.fab.edge.metrics.replaced._value.get() == 1

@@ -1,18 +1,24 @@
 """Issue 8 units: token time claims (numbers, 5 s leeway both ways) with an
-injected clock, and edge.deadlines (one heap and one timer for every
-socket's token expiry)."""
+injected clock; edge.deadlines (one heap and one timer for every socket's
+token expiry); the byte bounds of backed-up sockets (per socket and per
+edge) and the sockets-per-user bound, on fake transports."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from unittest.mock import MagicMock
 
 import jwt
 import pytest
 
 from edge.deadlines import COMPACT_MIN_DEAD, Deadlines
+from edge.server import Edge
+from edge.transport import CLOSE_SLOW_CONSUMER, WsConfig, WsServer
 from switchboard import auth
-from switchboard.errors import AuthError
+from switchboard.config import Settings
+from switchboard.errors import AuthError, ConfigError
+from tests.unit.test_edge_transport import CONFIG, Peer, close_of, make_server, texts, tick
 
 SECRET = "s" * 40
 NOW = 1_800_000_000.0
@@ -126,3 +132,122 @@ async def test_deadlines_handler_error_does_not_stop_the_others():
         d.add(i, now + 0.01 * (i + 1))
     await asyncio.sleep(0.2)
     assert fired == [0, 2]
+
+
+# ---------------------------------------------------------------- send queue bounds (item 4)
+
+BOUNDED = WsConfig(max_size=4096, outbox_bytes=1000, edge_outbox_bytes=1500, ping_interval=0.0,
+                   ping_timeout=0.0, close_timeout=0.05)
+
+
+async def backed_up(server, buffered: int) -> Peer:
+    """A connection whose transport paused with ``buffered`` bytes in it."""
+    p = Peer(server)
+    await tick()
+    p.pull()
+    p.t.get_write_buffer_size = lambda: buffered  # type: ignore[method-assign]
+    p.conn.pause_writing()
+    return p
+
+
+async def test_socket_bound_counts_what_its_transport_holds():
+    """Issue 8 item 4: a socket's bound was its outbox alone, whatever its
+    transport had taken before it paused (the hello replay wrote whole
+    batches there). Transport buffer + outbox are bounded together."""
+    server, handlers = make_server(config=BOUNDED)
+    p = await backed_up(server, 800)
+    assert p.conn.held_bytes == 800 and server.held == 800
+    for _ in range(3):  # 800 + 3 x ~100 B > 1000
+        p.conn.send(b"z" * 100)
+        await tick()
+    assert handlers[0].slow == 1
+    assert close_of(p.pull()) == (CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and resume from your cursor")
+    assert server.held == 0 and not server.backed
+
+
+async def test_edge_bound_closes_the_socket_holding_the_most():
+    """Issue 8 item 4: over edge_send_queue_bytes the socket holding the most
+    is dropped as a slow consumer (4008); the others keep theirs."""
+    server, handlers = make_server(config=BOUNDED)
+    a = await backed_up(server, 600)
+    b = await backed_up(server, 300)
+    c = await backed_up(server, 500)
+    assert server.held == 1400
+    b.conn.send(b"y" * 150)  # 1400 + ~150 > 1500: a (600) goes, not b that grew
+    await tick()
+    assert [h.slow for h in handlers] == [1, 0, 0]
+    assert close_of(a.pull())[0] == CLOSE_SLOW_CONSUMER
+    assert server.held == b.conn.held_bytes + c.conn.held_bytes < 1500
+    # Resumed: b writes what it held at once and is no longer counted.
+    b.t.get_write_buffer_size = lambda: 0  # type: ignore[method-assign]
+    b.conn.resume_writing()
+    assert texts(b.pull()) == [b"y" * 150]
+    assert server.held == 500 and server.backed == {c.conn}
+    c.conn.connection_lost(None)
+    assert server.held == 0 and not server.backed
+
+
+async def test_closing_a_backed_up_socket_releases_its_share():
+    server, handlers = make_server(config=BOUNDED)
+    p = await backed_up(server, 700)
+    p.conn.send(b"x" * 100)
+    await tick()
+    assert server.held > 700
+    p.conn.close(4010, "replaced")
+    assert server.held == 0 and not server.backed
+
+
+# ---------------------------------------------------------------- sockets per user (item 4)
+
+@pytest.fixture
+async def edge():
+    e = Edge(settings=Settings(jwt_secret="s" * 32, max_sockets_per_user=3), nc=MagicMock())
+    e.test_server = WsServer(config=CONFIG, route=e._process_request, accept=e._accept)
+    yield e
+    e.features.presence._task = None
+    for sess in tuple(e.sessions):
+        sess._hello_timer.cancel()
+
+
+async def open_socket(edge, user: str) -> Peer:
+    p = Peer(edge.test_server, f"/ws?token={auth.issue(edge.settings.jwt_secret, user)}")
+    await tick()
+    return p
+
+
+async def test_sockets_per_user(edge):
+    """Issue 8 item 4: one user could open any number of sockets (each
+    holding up to send_queue_bytes). Beyond max_sockets_per_user the user's
+    oldest socket is closed with 4010; other users are not affected, and a
+    socket that ends frees its place."""
+    bob = await open_socket(edge, "bob")
+    alice = [await open_socket(edge, "alice") for _ in range(5)]
+    closes = [close_of(p.pull()) for p in alice]
+    replaced = (4010, "too many connections for this user: this, the oldest, was closed")
+    assert closes == [replaced, replaced, None, None, None]
+    assert close_of(bob.pull()) is None
+    assert edge.metrics.replaced._value.get() == 2
+    for p in alice[:2]:
+        p.conn.connection_lost(None)
+    alice[2].conn.connection_lost(None)  # one of the three ends: room for one more
+    alice.append(await open_socket(edge, "alice"))
+    assert [close_of(p.pull()) for p in alice[3:]] == [None, None, None]
+    assert sorted(s.user for s in edge.sessions) == ["alice"] * 3 + ["bob"]
+
+
+# ---------------------------------------------------------------- settings (item 4)
+
+@pytest.mark.parametrize("values,error", [
+    ({"send_queue_bytes": 100_000}, "send_queue_bytes must hold at least two maximal frames"),
+    ({"max_sockets_per_user": 0}, "max_sockets_per_user must be >= 1"),
+    ({"edge_send_queue_bytes": 1024 * 1024 - 1}, "edge_send_queue_bytes must be at least send_queue_bytes"),
+])
+def test_queue_and_socket_settings_validated(values, error):
+    with pytest.raises(ConfigError, match=error):
+        Settings(**values)
+
+
+def test_queue_and_socket_settings_from_environment():
+    s = Settings.load(env={"SWITCHBOARD_SEND_QUEUE_BYTES": "262144", "SWITCHBOARD_MAX_SOCKETS_PER_USER": "4",
+                           "SWITCHBOARD_EDGE_SEND_QUEUE_BYTES": "8388608"})
+    assert (s.send_queue_bytes, s.max_sockets_per_user, s.edge_send_queue_bytes) == (262144, 4, 8388608)

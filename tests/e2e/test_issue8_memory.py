@@ -1,0 +1,114 @@
+"""Issue 8 item 4: the memory an edge spends on clients that do not read is
+bounded in bytes, per socket, per user and per edge.
+
+Attack (as reproduced on main): one user opens 20 sockets, says hello, and
+never reads, while a flood of 15 KB messages is addressed to them, either
+already stored (the hello replay: 20 x 256-entry batches went straight to
+the transports, 48 -> 304 MB) or arriving live. The edge runs as its own
+process (``python -m switchboard edge``) so its RSS is what is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import psutil
+import pytest
+
+from switchboard.bus.embedded import free_port
+from tests.e2e.helpers import Proc, Raw, deployment, procs, role_env, token, unique, ws_url
+
+SOCKETS = 20
+SENDERS = 4
+BODY = "x" * 15_000
+# Enough that one socket's share (~6 MB backlog, more when live) is far above
+# its 1 MiB send queue, and the 20 sockets' total far above the RSS budget.
+PER_SENDER = 400
+RSS_BUDGET = 64 * 1024 * 1024
+
+
+async def metrics(port: int) -> dict[str, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+    data = await reader.read(-1)
+    writer.close()
+    out = {}
+    for line in data.decode().split("\r\n\r\n", 1)[1].splitlines():
+        m = re.match(r"^([a-z_]+) ([0-9.e+]+)$", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+async def flood(senders: list[Raw], victim: str) -> None:
+    async def one(r: Raw, k: int) -> None:
+        for j in range(PER_SENDER):
+            await r.send({"type": "send", "id": f"f{k}-{j}", "to": victim, "body": BODY})
+            if j % 32 == 31:
+                await r.answer(f"f{k}-{j}", timeout=60)  # stay under the in-flight bound
+        await r.answer(f"f{k}-{PER_SENDER - 1}", timeout=60)
+
+    await asyncio.gather(*(one(r, k) for k, r in enumerate(senders)))
+
+
+@pytest.mark.parametrize("when", ["backlog", "live"])
+async def test_non_reading_sockets_of_one_user_bound_edge_rss(nats_server, tmp_path, when):
+    """Issue 8 item 4: 20 non-reading sockets of one user receiving a flood
+    leave the edge's RSS within +64 MB. Per socket the bound is bytes
+    (send_queue_bytes, the replay batch included), per user at most
+    max_sockets_per_user (10) sockets: the 10 oldest were closed (4010)."""
+    async with deployment(tmp_path, nats_server.url, roles=("sequencer",)) as dep:
+        s = dep.settings
+        port = free_port()
+        with procs() as made:
+            made.append(Proc(["edge", "--nats", nats_server.url, "--port", str(port), "--edge-id", "mem",
+                              "--data", str(tmp_path / "edge")], env=role_env(s), log=tmp_path / "edge.log"))
+            edge = made[0]
+            await edge.wait_output("fabric up")
+            proc = psutil.Process(edge.pid)
+            url = ws_url(s, port)
+            victim = unique("victim")
+            senders = [await Raw.open(url, token(s, unique("s"))) for _ in range(SENDERS)]
+            for r in senders:
+                await r.hello()
+            if when == "backlog":
+                await flood(senders, victim)  # stored in the victim's INBOX
+            await asyncio.sleep(0.5)
+            rss0 = proc.memory_info().rss
+            peak = rss0
+            socks = []
+            for _ in range(SOCKETS):
+                r = await Raw.open(url, token(s, victim), read=False, max_queue=1)
+                if when == "backlog":
+                    await r.send({"type": "hello", "cursor": 0, "epoch": None})  # replay it all, read nothing
+                else:
+                    await r.hello_then_stop_reading()
+                socks.append(r)
+
+            async def sample() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, proc.memory_info().rss)
+                    await asyncio.sleep(0.02)
+
+            sampler = asyncio.create_task(sample())
+            try:
+                if when == "live":
+                    await flood(senders, victim)
+                await asyncio.sleep(3.0)  # replays run, closes and cut-offs happen
+            finally:
+                sampler.cancel()
+            m = await metrics(port)
+            growth = peak - rss0
+            assert growth < RSS_BUDGET, f"edge RSS grew {growth >> 20} MB (from {rss0 >> 20} MB), metrics {m}"
+            assert m["switchboard_edge_sockets_replaced_total"] == SOCKETS - s.max_sockets_per_user
+            assert m["switchboard_edge_send_queue_bytes"] <= s.edge_send_queue_bytes
+            # The flood's senders were never disturbed.
+            for r in senders:
+                assert not r.closed.is_set()
+                assert not [f for f in r.frames if f["type"] == "error"]
+            for r in socks:  # they read nothing: a closing handshake would wait for its timeout
+                r.ws.transport.abort()
+            for r in senders:
+                await r.close()
