@@ -1,4 +1,4 @@
-"""``switchboard bench``: delivery | idle | archiver | presence.
+"""``switchboard bench``: delivery | idle | archiver | presence | receipts | fuzz.
 
 Every run prints the command line that reproduces it; ``--json`` prints the
 report as JSON instead of a table.
@@ -66,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("receipts", help="1:1 message cost with and without delivered+read receipts "
                    "(switchboard/bench/receipts.py); options: --pairs --rate --duration --warmup")
 
+    f = sub.add_parser("fuzz", help="black-box fuzzer of a live edge: hostile and mutated frames over many "
+                       "connections while a control pair exchanges messages (switchboard/bench/fuzz.py)")
+    f.add_argument("--frames", type=int, default=1_000_000, help="frames to send in total (default 1,000,000)")
+    f.add_argument("--rate", type=float, default=2000, help="frames/s offered in total (default 2000)")
+    f.add_argument("--connections", type=int, default=None,
+                   help="fuzz connections open at a time (default: enough for <= 40 frames/s each, at least 16)")
+    f.add_argument("--seed", type=int, default=None, help="seed of the frame generator (default: random, printed)")
+    f.add_argument("--ws", help="an existing edge (ws://host:port/ws); default: start `switchboard up`")
+    f.add_argument("--pid", type=int, action="append", default=[],
+                   help="with --ws: a fabric process to check for crashes (repeatable; children included)")
+    f.add_argument("--data", help="with --ws: data dir holding the dev JWT secret")
+    f.add_argument("--secret", help="with --ws: the JWT secret")
+    f.add_argument("--max-silence", type=float, default=5.0,
+                   help="seconds the control pair may go without a delivery (default 5)")
+    f.add_argument("--quiet", action="store_true", help="no progress line per second")
+    f.add_argument("--json", action="store_true")
+
     p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (switchboard/presence/bench.py)")
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--seconds", type=float, default=30.0)
@@ -112,6 +129,19 @@ def main(argv: list[str]) -> int:
         return 0 if rep.connected == rep.requested else 1
     if args.what == "presence":
         return _presence(args, cmd)
+    if args.what == "fuzz":
+        from switchboard.bench.fuzz import FuzzParams, render, run as run_fuzz
+
+        try:
+            rep = run_fuzz(FuzzParams(frames=args.frames, rate=args.rate, connections=args.connections,
+                                      seed=args.seed, ws_url=args.ws, pids=args.pid, data_dir=args.data,
+                                      secret=args.secret, max_silence=args.max_silence, progress=not args.quiet),
+                           command=cmd)
+        except ValueError as exc:
+            print(f"switchboard bench fuzz: {exc}", file=sys.stderr)
+            return 2
+        print(rep.to_json() if args.json else render(rep))
+        return 0 if rep.ok else 1
     return 2
 
 
