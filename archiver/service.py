@@ -29,7 +29,7 @@ import nats.micro
 from nats.aio.client import Client as NATS
 from nats.micro.request import Request
 
-from switchboard import log
+from switchboard import log, tls
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection
 from switchboard.bus.conn import connect as bus_connect
@@ -91,7 +91,8 @@ class Archiver:
         await ensure_consumer(self._js, self.stream, self.settings, ack_wait=self._ack_wait)
         self._tasks = [asyncio.create_task(self._lag_loop(), name="archiver-lag")]
         if self._archive:
-            self._bus = await bus_connect(servers=self.settings.nats_servers, name="sb-archiver")
+            self._bus = await bus_connect(servers=self.settings.nats_servers, name="sb-archiver",
+                                          tls=tls.nats_client_context(self.settings))
             self._puller = Puller(conn=self._bus, stream=self.stream, durable=DURABLE)
             self._puller.start()
             self._writer = BatchWriter(settings=self.settings, conn=self._bus, js=self._js, store=self._store,

@@ -27,6 +27,8 @@ upgrade, :meth:`Edge._accept` authenticates after it.
 from __future__ import annotations
 
 import asyncio
+import signal
+import ssl
 import time
 import uuid
 from http import HTTPStatus
@@ -41,13 +43,13 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 import switchboard
-from switchboard import auth, events, frames, log
+from switchboard import auth, events, frames, log, tls
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection
 from switchboard.bus.conn import connect as bus_connect
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
-from switchboard.errors import AuthError, SwitchboardError, Unavailable, from_code
+from switchboard.errors import AuthError, ConfigError, SwitchboardError, Unavailable, from_code
 
 from edge.deadlines import Deadlines
 from edge.features import Features
@@ -95,6 +97,7 @@ class Edge:
         self.metrics = EdgeMetrics()
         self.epoch = ""
         self.sessions: set[Session] = set()
+        self.tls: ssl.SSLContext | None = None  # the wss:// server context (start), reloaded by reload_tls
         # Each user's sockets here, oldest first (max_sockets_per_user).
         self._user_sockets: dict[str, dict[Session, None]] = {}
         self.log = log.get("edge", edge=self.edge_id)
@@ -121,7 +124,8 @@ class Edge:
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        self.bus = await bus_connect(servers=s.nats_servers, name=f"sb-edge-{self.edge_id}")
+        self.bus = await bus_connect(servers=s.nats_servers, name=f"sb-edge-{self.edge_id}",
+                                     tls=tls.nats_client_context(s))
         self.replies = Replies(self.bus)
         self.replies.start()
         self.hub = Hub(bus=self.bus, subjects=self.subjects, dropped=self.metrics.bus_dropped)
@@ -134,15 +138,37 @@ class Edge:
                           ping_timeout=s.ping_timeout, close_timeout=CLOSE_TIMEOUT)
         self._server = server = WsServer(config=config, route=self._process_request, accept=self._accept)
         self.metrics.held_bytes.set_function(lambda: server.held)
-        self.port = await self._server.listen(s.host, s.port)
+        # wss:// when tls_cert/tls_key are set; SIGHUP re-reads them (reload_tls).
+        self.tls = tls.server_context(s.tls_cert, s.tls_key) if s.tls_cert else None
+        self.port = await self._server.listen(s.host, s.port, ssl=self.tls)
+        if self.tls is not None:
+            _reload_on_sighup(self)
         await self.features.start()
         self._service = await add_service(self.nc, name="sb-edge", version=switchboard.__version__,
                                           description="WebSocket gateway", metadata={"edge": self.edge_id})
         await self._service.add_endpoint(name="stats", subject=f"{self.subjects.prefix}.api.edge.{self.edge_id}.stats",
                                          handler=self._stats)
-        self.log.info("edge listening", url=f"ws://{s.host}:{self.port}/ws", epoch=self.epoch)
+        self.log.info("edge listening", url=f"{'wss' if self.tls else 'ws'}://{s.host}:{self.port}/ws",
+                      epoch=self.epoch)
+
+    def reload_tls(self) -> bool:
+        """Re-read ``tls_cert``/``tls_key`` into the listener's context (on
+        SIGHUP): new connections get the renewed certificate, open ones keep
+        theirs. A pair that does not load is logged and the previous one
+        stays in use. True if reloaded."""
+        s = self.settings
+        if self.tls is None:
+            return False
+        try:
+            tls.reload_server(self.tls, s.tls_cert, s.tls_key)
+        except ConfigError as exc:
+            self.log.error("TLS reload failed: still serving the previous certificate", error=exc.message)
+            return False
+        self.log.info("TLS certificate reloaded", cert=s.tls_cert)
+        return True
 
     async def stop(self) -> None:
+        _stop_reloading(self)
         if self._server is not None:
             await self._server.close(CLOSE_GOING_AWAY, "edge shutting down; reconnect")
             self._server = None
@@ -335,6 +361,32 @@ class Edge:
         reply = _history_reply.decode(await self.request(self.subjects.api("history"), events.encode(q)))
         _raise(reply.error)
         return frames.History(conv=f.conv, messages=reply.messages, more=reply.more, ref=f.id)
+
+
+# Edges (of this process) whose certificate SIGHUP reloads; one handler for all.
+_RELOAD_ON_SIGHUP: set[Edge] = set()
+
+
+def _reload_on_sighup(edge: Edge) -> None:
+    if not _RELOAD_ON_SIGHUP:
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _sighup)
+        except (NotImplementedError, RuntimeError, ValueError):  # no signals here (not the main thread, Windows)
+            edge.log.info("no SIGHUP handler in this thread: reload the certificate with Edge.reload_tls()")
+            return
+    _RELOAD_ON_SIGHUP.add(edge)
+
+
+def _stop_reloading(edge: Edge) -> None:
+    if edge in _RELOAD_ON_SIGHUP:
+        _RELOAD_ON_SIGHUP.discard(edge)
+        if not _RELOAD_ON_SIGHUP:  # the default again: SIGHUP ends a process that has nothing to reload
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+def _sighup() -> None:
+    for edge in tuple(_RELOAD_ON_SIGHUP):
+        edge.reload_tls()
 
 
 def _raise(err: events.ErrorBody | None) -> None:

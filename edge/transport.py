@@ -25,6 +25,7 @@ future plus several awaits per frame (24 µs per frame in and out, against
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -100,10 +101,19 @@ class WsServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self._empty: asyncio.Future | None = None  # set when the last connection goes (shutdown)
 
-    async def listen(self, host: str, port: int) -> int:
-        """Start serving; returns the bound port (``port`` 0 picks one)."""
+    async def listen(self, host: str, port: int, *, ssl: ssl_.SSLContext | None = None) -> int:
+        """Start serving; returns the bound port (``port`` 0 picks one).
+
+        ``ssl``: serve ``wss://`` with this server context. It stays the
+        listener's for good, so loading a renewed certificate into it
+        (switchboard.tls.reload_server) changes what new handshakes present
+        without touching open connections. A TCP connection that does not
+        finish its handshake within OPEN_TIMEOUT is dropped, like one that
+        sends no HTTP request."""
         # backlog 4096: a reconnect storm queues in the kernel, admission control then sheds it.
-        self._server = await self.loop.create_server(lambda: WsConn(self), host, port, backlog=4096)
+        self._server = await self.loop.create_server(
+            lambda: WsConn(self), host, port, backlog=4096, ssl=ssl,
+            ssl_handshake_timeout=OPEN_TIMEOUT if ssl is not None else None)
         if self.config.ping_interval > 0:
             self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
         return self._server.sockets[0].getsockname()[1]

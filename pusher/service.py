@@ -29,7 +29,7 @@ from pusher.config import PushConfig
 from pusher.providers import PushProvider
 from pusher.providers.webpush import WebPushProvider
 from pusher.worker import ReadUpto, UnreadCount, Worker, _no_badge
-from switchboard import log
+from switchboard import log, tls
 from switchboard.bus import streams
 from switchboard.config import Settings
 from switchboard.devices import BadToken, DeviceStore, RegisterReply, RegisterRequest, check_token, open_device_store
@@ -63,7 +63,9 @@ class PusherService:
 
     async def start(self) -> None:
         await self.devices.open()
-        self._nc = await nats.connect(self.settings.nats_url, name="sb-pusher")
+        self._nc = await nats.connect(self.settings.nats_servers, name="sb-pusher",
+                                      **tls.nats_py_options(self.settings))
+        tls.require_tls(self._nc, self.settings)
         self._js = self._nc.jetstream()
         await streams.ensure_streams(self._js, self.settings)
         w = self.config.worker

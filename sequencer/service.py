@@ -19,7 +19,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 import switchboard
-from switchboard import events, frames, ids, log
+from switchboard import events, frames, ids, log, tls
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection, BusUnavailable
 from switchboard.bus.conn import connect as bus_connect
@@ -82,7 +82,8 @@ class Sequencer:
         """``static_partitions``: own exactly these, without leases (tests
         that force two writers of one partition use it)."""
         s = self.settings
-        self._conn = await bus_connect(servers=s.nats_servers, name=f"sb-sequencer-{self.instance}")
+        self._conn = await bus_connect(servers=s.nats_servers, name=f"sb-sequencer-{self.instance}",
+                                       tls=tls.nats_client_context(s))
         self._replies = Replies(self._conn)
         self._replies.start()
         messages_stream, _, _ = streams.names(s)

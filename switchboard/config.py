@@ -145,6 +145,23 @@ class Settings:
     # serves its own on /metrics of its WebSocket port.
     metrics_port: int = 0
 
+    # -- TLS (switchboard/tls.py, docs/security.md) -------------------------
+    # wss:// on the edge: PEM certificate chain and private key, both or
+    # neither (empty: plain ws://, for development or behind a proxy that
+    # terminates TLS). Re-read on SIGHUP: new handshakes get the renewed
+    # certificate, open connections are not dropped.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # TLS to NATS, for every connection of the process (nats-py and the lean
+    # bus). Any of these set: TLS required (a server without it is refused),
+    # the server verified against nats_tls_ca (empty: the system's CAs);
+    # nats_tls_cert/nats_tls_key: the client certificate, both or neither,
+    # for servers that verify clients. Empty: TLS only if a URL says tls://
+    # or the server requires it.
+    nats_tls_ca: str = ""
+    nats_tls_cert: str = ""
+    nats_tls_key: str = ""
+
     # -- logging ------------------------------------------------------------
     log_level: str = "info"
     log_json: bool = False
@@ -188,6 +205,9 @@ class Settings:
             raise ConfigError("send_queue_bytes must hold at least two maximal frames (2 x max_frame_bytes)")
         if self.edge_send_queue_bytes < self.send_queue_bytes:
             raise ConfigError("edge_send_queue_bytes must be at least send_queue_bytes")
+        for cert, key in (("tls_cert", "tls_key"), ("nats_tls_cert", "nats_tls_key")):
+            if bool(getattr(self, cert)) != bool(getattr(self, key)):
+                raise ConfigError(f"{cert} and {key} go together: set both or neither")
 
     @property
     def subjects(self) -> Subjects:

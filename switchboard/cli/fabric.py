@@ -20,7 +20,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from switchboard import log
+from switchboard import log, tls
 from switchboard.bus import streams
 from switchboard.bus.embedded import EmbeddedNats
 from switchboard.cli.metrics import remote_collectors
@@ -49,8 +49,14 @@ class Fabric:
 async def connect(settings: Settings, name: str) -> NATS:
     # A comma list names several servers of a cluster (seeds).
     servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
-    return await nats.connect(servers=servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                              pending_size=8 * 1024 * 1024)
+    nc = await nats.connect(servers=servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                            pending_size=8 * 1024 * 1024, **tls.nats_py_options(settings))
+    try:
+        tls.require_tls(nc, settings)  # nats_tls_*: never on in plain text
+    except Exception:
+        await nc.close()
+        raise
+    return nc
 
 
 @contextlib.asynccontextmanager

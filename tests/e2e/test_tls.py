@@ -1,0 +1,176 @@
+"""TLS end to end, with certificates the tests make (tests/e2e/certs.py).
+
+What it protects:
+- ``wss://`` on the edge (``tls_cert``/``tls_key``): clients that trust the
+  CA exchange messages; plain ``ws://`` and clients that do not trust it are
+  refused at the handshake;
+- certificate renewal without dropping anyone: after the files are replaced
+  and the edge gets SIGHUP, a new connection is shown the new certificate
+  while connections opened before keep working; a broken pair on reload
+  leaves the old certificate in service;
+- TLS to NATS (``nats_tls_*``): every role (nats-py and lean bus
+  connections alike) runs against a TLS-only nats-server, also one that
+  verifies client certificates; with ``nats_tls_*`` set, a server that does
+  not require TLS is refused instead of spoken to in plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import InvalidHandshake, InvalidMessage
+
+from switchboard.bus.conn import BusUnavailable, connect as bus_connect
+from switchboard.cli.fabric import ALL_ROLES, run
+from switchboard.errors import ConfigError
+from tests.e2e.certs import CA, issue, make_ca
+from tests.e2e.helpers import STEP, Raw, deployment, make_settings, unique
+
+
+def trusting(ca: CA) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca.path)
+
+
+def peer_der(raw: Raw) -> bytes:
+    return raw.ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+
+
+async def until(cond, timeout: float = STEP, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def exchange(a: Raw, a_user: str, b: Raw, b_user: str, tag: str) -> None:
+    """a -> b and b -> a, each delivered."""
+    await a.send_msg(id=f"{tag}-ab", to=b_user, body=f"{tag} a to b")
+    await until(lambda: any(m["id"] == f"{tag}-ab" for m in b.msgs()), what=f"{tag}-ab at b")
+    await b.send_msg(id=f"{tag}-ba", to=a_user, body=f"{tag} b to a")
+    await until(lambda: any(m["id"] == f"{tag}-ba" for m in a.msgs()), what=f"{tag}-ba at a")
+
+
+@pytest.fixture
+def edge_tls(tmp_path: Path) -> tuple[CA, Path, Path, bytes]:
+    """(CA, cert file, key file, the certificate's DER) of an edge."""
+    ca = make_ca(tmp_path / "ca")
+    cert, key = tmp_path / "edge" / "cert.pem", tmp_path / "edge" / "key.pem"
+    der = issue(ca, cert, key, cn="edge-first")
+    return ca, cert, key, der
+
+
+# ---------------------------------------------------------------- wss:// on the edge
+
+async def test_wss_clients_exchange_messages_and_others_are_refused(nats_server, tmp_path, edge_tls) -> None:
+    ca, cert, key, der = edge_tls
+    async with deployment(tmp_path, nats_server.url, tls_cert=str(cert), tls_key=str(key)) as dep:
+        url = f"wss://127.0.0.1:{dep.settings.port}/ws"
+        alice, bob = unique("alice"), unique("bob")
+        a = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
+        b = await Raw.open(url, dep.token(bob), ssl=trusting(ca))
+        try:
+            await a.hello()
+            await b.hello()
+            assert peer_der(a) == der
+            await exchange(a, alice, b, bob, "tls")
+        finally:
+            await a.close()
+            await b.close()
+        # A client that does not trust the CA, and a plain ws:// client, get nowhere.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await Raw.open(url, dep.token(alice), ssl=ssl.create_default_context())
+        with pytest.raises((InvalidHandshake, InvalidMessage, ConnectionError, EOFError, asyncio.TimeoutError)):
+            await Raw.open(f"ws://127.0.0.1:{dep.settings.port}/ws", dep.token(alice))
+
+
+async def test_sighup_reloads_the_certificate_for_new_connections_only(nats_server, tmp_path, edge_tls) -> None:
+    ca, cert, key, first = edge_tls
+    async with deployment(tmp_path, nats_server.url, tls_cert=str(cert), tls_key=str(key)) as dep:
+        url = f"wss://127.0.0.1:{dep.settings.port}/ws"
+        alice, bob = unique("alice"), unique("bob")
+        old_a = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
+        old_b = await Raw.open(url, dep.token(bob), ssl=trusting(ca))
+        await old_a.hello()
+        await old_b.hello()
+        assert peer_der(old_a) == first
+        # Renewal: new files in place, then SIGHUP (the edge is in this
+        # process; its handler must be installed, or SIGHUP would end pytest).
+        second = issue(ca, cert, key, cn="edge-second")
+        assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+        os.kill(os.getpid(), signal.SIGHUP)
+        new = None
+        deadline = time.monotonic() + STEP
+        while new is None or peer_der(new) != second:  # the handler runs on the loop's next turn
+            assert time.monotonic() < deadline, "the new certificate was never presented"
+            if new is not None:
+                await new.close()
+                await asyncio.sleep(0.05)
+            new = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
+        try:
+            await new.hello()
+            assert peer_der(old_a) == first and peer_der(old_b) == first  # old sessions keep theirs
+            await exchange(old_a, alice, old_b, bob, "old")  # and keep working
+            await exchange(new, alice, old_b, bob, "mixed")
+
+            # A broken renewal (key of another certificate) is refused; the edge
+            # keeps presenting the certificate it has.
+            issue(ca, tmp_path / "other.pem", key, cn="stray")
+            assert dep.fab.edge.reload_tls() is False
+            again = await Raw.open(url, dep.token(bob), ssl=trusting(ca))
+            assert peer_der(again) == second
+            await again.close()
+        finally:
+            for r in (old_a, old_b, new):
+                await r.close()
+
+
+# ---------------------------------------------------------------- TLS to NATS
+
+def tls_nats_server(make_nats, directory: Path, *, verify_clients: bool) -> tuple[object, CA]:
+    """A nats-server (JetStream) that speaks TLS only; with ``verify_clients``
+    it also requires a client certificate signed by the CA."""
+    ca = make_ca(directory / "nats-ca", name="nats test CA")
+    cert, key = directory / "nats" / "cert.pem", directory / "nats" / "key.pem"
+    issue(ca, cert, key, cn="nats")
+    extra = f'\n  ca_file: "{ca.path}"\n  verify: true' if verify_clients else ""
+    conf = directory / "nats-tls.conf"
+    conf.write_text(f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"{extra}\n}}\n')
+    return make_nats(extra_args=["-c", str(conf)]), ca
+
+
+@pytest.mark.parametrize("verify_clients", [False, True], ids=["server-tls", "mutual-tls"])
+async def test_every_role_runs_against_a_tls_only_nats_server(make_nats, tmp_path, verify_clients) -> None:
+    server, ca = tls_nats_server(make_nats, tmp_path, verify_clients=verify_clients)
+    extra = {}
+    if verify_clients:
+        client_cert, client_key = tmp_path / "client" / "cert.pem", tmp_path / "client" / "key.pem"
+        issue(ca, client_cert, client_key, cn="switchboard-roles", client=True)
+        extra = {"nats_tls_cert": str(client_cert), "nats_tls_key": str(client_key)}
+    async with deployment(tmp_path, server.url, roles=ALL_ROLES, nats_tls_ca=ca.path, **extra) as dep:
+        edge = dep.fab.edge
+        assert edge.bus.server_info.get("tls_required") is True  # the lean bus is on TLS
+        alice, bob = unique("alice"), unique("bob")
+        a, b = await dep.raw(alice), await dep.raw(bob)
+        await exchange(a, alice, b, bob, "nats-tls")  # edge -> sequencer -> JetStream -> edge
+        await a.send({"type": "history", "conv": a.msgs()[0]["conv"], "id": "h1"})  # the archiver answers
+        hist = await a.reply("h1")
+        assert hist["type"] == "history", hist
+    if verify_clients:  # without a client certificate the server does not let a connection in
+        with pytest.raises(BusUnavailable):
+            await bus_connect([server.url], tls=trusting(ca), max_reconnect_attempts=0, connect_timeout=2.0)
+
+
+async def test_nats_tls_settings_refuse_a_server_without_tls(nats_server, tmp_path) -> None:
+    """nats_tls_* set, but the server speaks plain text: the role stops at
+    start instead of sending its credentials and traffic unencrypted."""
+    ca = make_ca(tmp_path / "ca")
+    settings = make_settings(tmp_path, nats_server.url, nats_tls_ca=ca.path)
+    with pytest.raises(ConfigError, match="did not require TLS"):
+        async with run(settings, ("edge",)):
+            pass
