@@ -38,6 +38,7 @@ import uuid
 import msgspec
 import nats
 
+from archiver.consumer import ensure_consumer
 from archiver.service import Archiver
 from switchboard import frames
 from switchboard.bus import streams
@@ -93,7 +94,8 @@ async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: 
     await store.open()
     conv_ids = [f"bench{tag}-{i}" for i in range(convs)]
     try:
-        await streams.ensure_streams(js, st)
+        await streams.ensure_streams(js, st)  # the admin step's job (switchboard init) ...
+        await ensure_consumer(js, streams.names(st)[0], st)  # ... and the archiver's durable
         for c in conv_ids:
             await store.create_conversation(Conversation(id=c, members=("alice", "bob"), created_by="alice"))
         per_conv = [0] * convs

@@ -4,6 +4,9 @@ One durable (``archiver``) shared by every archiver instance: a fetch hands a
 batch to exactly one of them, so instances scale out and a restarted one
 resumes from the ack floor. ``nats consumer report MESSAGES`` shows its lag
 (unprocessed + ack pending).
+
+Created by the admin step (``switchboard init`` / ``up``:
+switchboard/cli/init.py); the archiver only checks it exists.
 """
 
 from __future__ import annotations

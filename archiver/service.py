@@ -38,7 +38,7 @@ from switchboard.errors import BadFrame, Internal, SwitchboardError
 from switchboard.events import HistoryQuery, HistoryReply, error_body
 from switchboard.store import Store
 
-from archiver.consumer import ACK_WAIT, DURABLE, ensure_consumer
+from archiver.consumer import DURABLE
 from archiver.history import FloorCache, History
 from archiver.metrics import ArchiverMetrics
 from archiver.puller import Puller
@@ -58,14 +58,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Archiver:
-    def __init__(self, *, settings: Settings, nc: NATS, store: Store, ack_wait: float = ACK_WAIT,
+    def __init__(self, *, settings: Settings, nc: NATS, store: Store,
                  fetch_wait: float = FETCH_WAIT, lag_interval: float = LAG_INTERVAL,
                  backoff: Backoff | None = None, serve_history: bool = True, archive: bool = True) -> None:
         self.settings = settings
         self._nc = nc
         self._js = nc.jetstream()
         self._store = store
-        self._ack_wait = ack_wait
         self._fetch_wait = fetch_wait
         self._lag_interval = lag_interval
         self._serve_history = serve_history
@@ -87,8 +86,14 @@ class Archiver:
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
-        await streams.ensure_streams(self._js, self.settings)
-        await ensure_consumer(self._js, self.stream, self.settings, ack_wait=self._ack_wait)
+        # MESSAGES and the durable are created by the admin step (switchboard
+        # init / up, with archiver.consumer.ensure_consumer): the archiver's
+        # NATS user may only use them.
+        await streams.require_streams(self._js, [self.stream])
+        try:
+            await self._js.consumer_info(self.stream, DURABLE)
+        except nats.js.errors.NotFoundError:
+            raise streams.NotInitialized(f"JetStream consumer {self.stream}/{DURABLE}") from None
         self._tasks = [asyncio.create_task(self._lag_loop(), name="archiver-lag")]
         if self._archive:
             self._bus = await bus_connect(servers=self.settings.nats_servers, name="sb-archiver",

@@ -25,7 +25,7 @@ import nats.js.errors
 import nats.micro
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from pusher.config import PushConfig
+from pusher.config import PushConfig, WorkerConfig
 from pusher.providers import PushProvider
 from pusher.providers.webpush import WebPushProvider
 from pusher.worker import ReadUpto, UnreadCount, Worker, _no_badge
@@ -41,6 +41,22 @@ VERSION = "0.1.0"
 # (which waits for the fetch to end) is quick.
 FETCH_TIMEOUT = 1.0
 _decode_register = msgspec.json.Decoder(RegisterRequest).decode
+
+
+def push_consumer_config(settings: Settings, w: WorkerConfig) -> ConsumerConfig:
+    """The PUSH work queue's durable pull consumer (nats/consumers/PUSH.sb-pusher.json):
+    ``max_deliver`` -1 (the worker dead-letters on its own last try),
+    ``max_ack_pending`` = 4 x concurrency."""
+    return ConsumerConfig(name=w.durable, durable_name=w.durable, filter_subject=settings.subjects.push_all,
+                          ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, max_deliver=-1,
+                          ack_wait=w.ack_wait, max_ack_pending=w.concurrency * 4)
+
+
+async def ensure_push_consumer(js, settings: Settings, w: WorkerConfig) -> str:
+    """Create the consumer, or bring an existing one to this definition (the
+    admin step: switchboard/cli/init.py). Returns its name."""
+    await js.add_consumer(streams.names(settings)[2], push_consumer_config(settings, w))
+    return w.durable
 
 
 class PusherService:
@@ -67,12 +83,16 @@ class PusherService:
                                       **tls.nats_py_options(self.settings))
         tls.require_tls(self._nc, self.settings)
         self._js = self._nc.jetstream()
-        await streams.ensure_streams(self._js, self.settings)
+        # The stream and the consumer are created by the admin step
+        # (switchboard init / up): the pusher's NATS user may only use them.
         w = self.config.worker
-        psub = await self._js.pull_subscribe(
-            self.settings.subjects.push_all, durable=w.durable, stream=streams.names(self.settings)[2],
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                                  max_deliver=-1, ack_wait=w.ack_wait, max_ack_pending=w.concurrency * 4))
+        push = streams.names(self.settings)[2]
+        await streams.require_streams(self._js, [push])
+        try:
+            await self._js.consumer_info(push, w.durable)
+        except nats.js.errors.NotFoundError:
+            raise streams.NotInitialized(f"JetStream consumer {push}/{w.durable}") from None
+        psub = await self._js.pull_subscribe_bind(durable=w.durable, stream=push)
         self._service = await nats.micro.add_service(
             self._nc, name="sb-pusher", version=VERSION, description="Push notifications (APNs, FCM, Web Push)")
         await self._service.add_endpoint(name="push-register", subject=self.settings.subjects.api("push", "register"),

@@ -45,6 +45,7 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from switchboard import log
 from switchboard.bus.conn import encode_headers
+from switchboard.bus.streams import NotInitialized
 from switchboard.bus.direct import direct_last_per_subject
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
@@ -88,7 +89,8 @@ def preferred(members: list[str], partition: int) -> str | None:
 
 async def ensure_bucket(nc: NATS, settings: Settings) -> None:
     """Create the lease bucket (idempotent): TTL = lease lifetime, one
-    revision per key, direct gets for the one-request listing."""
+    revision per key, direct gets for the one-request listing. The admin
+    step's (switchboard/cli/init.py): sequencers only open it."""
     js = nc.jetstream()
     storage = StorageType.FILE
     await js.create_key_value(KeyValueConfig(bucket=bucket_name(settings), ttl=settings.lease_ttl, history=1,
@@ -149,8 +151,10 @@ class PartitionLeases:
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
-        await ensure_bucket(self._nc, self._settings)
-        self._kv = await self._nc.jetstream().key_value(self._bucket)
+        try:  # created by the admin step (switchboard init / up), not here
+            self._kv = await self._nc.jetstream().key_value(self._bucket)
+        except nats.js.errors.NotFoundError:  # BucketNotFoundError
+            raise NotInitialized(f"JetStream KV bucket {self._bucket}") from None
         await self.round()
         self._task = asyncio.create_task(self._run())
 

@@ -1,4 +1,11 @@
-"""JetStream stream definitions, created idempotently at start-up.
+"""JetStream stream definitions, created idempotently by the admin step.
+
+Streams (and the consumers and KV bucket the roles use) are created by
+``switchboard init`` (admin NATS user with the JetStream management API) or
+by ``switchboard up`` before it starts the roles: switchboard/cli/init.py.
+Long-running roles only check that what they use exists
+(:func:`require_streams`) and stop with one line naming ``switchboard init``
+if not; their NATS users may not create or change streams.
 
 The same definitions are written as JSON to ``nats/streams/`` by
 ``switchboard nats-config`` so operators can apply them with the ``nats`` CLI
@@ -21,7 +28,6 @@ The same definitions are written as JSON to ``nats/streams/`` by
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -31,6 +37,18 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RePublish, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from switchboard.config import Settings
+from switchboard.errors import SwitchboardError
+
+
+class NotInitialized(SwitchboardError):
+    """A stream, consumer or KV bucket a role needs does not exist: the admin
+    step (``switchboard init``) has not run against this NATS."""
+
+    code = "not_initialized"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} does not exist: run `switchboard init` first "
+                         "(with a NATS user allowed the JetStream management API)")
 
 
 def names(settings: Settings) -> tuple[str, str, str]:
@@ -84,20 +102,15 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             await js.update_stream(cfg)
 
 
-async def wait_for_streams(js: JetStreamContext, stream_names: list[str], *, timeout: float = 60.0) -> None:
-    """Wait until these streams exist (created by a sequencer, archiver or
-    pusher): roles whose NATS user may not create streams start after them."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+async def require_streams(js: JetStreamContext, stream_names: list[str] | tuple[str, ...]) -> None:
+    """Check that these streams exist (one STREAM.INFO each); a role calls
+    this instead of creating them. :class:`NotInitialized` names the first
+    missing one."""
     for name in stream_names:
-        while True:
-            try:
-                await js.stream_info(name)
-                break
-            except nats.js.errors.NotFoundError:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+        try:
+            await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            raise NotInitialized(f"JetStream stream {name}") from None
 
 
 async def epoch(js: JetStreamContext, stream: str) -> str:

@@ -3,6 +3,7 @@
     switchboard up [--host H] [--port P] [--data DIR] [--nats URL] [--store URL] [--layout L]
     switchboard edge|sequencer|archiver|presence|pusher --nats URL [...]
     switchboard run ROLE+ROLE... --nats URL [...]       (several roles in one process)
+    switchboard init --nats URL                           (streams, consumers, KV: admin NATS user)
     switchboard token USER [--data DIR]
     switchboard nats-config [--out DIR]
     switchboard bench ...
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -66,9 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         rp.add_argument("--port", type=int, default=None)
         rp.add_argument("--edge-id", dest="edge_id")
         # Set by `switchboard up` for its children (hidden: not for operators).
-        rp.add_argument("--streams-ready", action="store_true", help=argparse.SUPPRESS)
         rp.add_argument("--metrics-listen", help=argparse.SUPPRESS)  # host:port of this process's metrics
         rp.add_argument("--metrics-peers", default="", help=argparse.SUPPRESS)  # host:port,... the edge re-exports
+    ini = sub.add_parser("init", help="create or update the streams, consumers and KV bucket the roles use "
+                         "(a NATS user with the JetStream management API, e.g. admin in nats/accounts.conf); "
+                         "roles only check they exist")
+    ini.add_argument("--nats", help="NATS URL with the admin user's credentials (default SWITCHBOARD_NATS_URL)")
+    ini.add_argument("--config", help="TOML settings file (stream_prefix, replicas, push_config, ...)")
     tok = sub.add_parser("token", help="print a token this deployment accepts")
     tok.add_argument("user")
     tok.add_argument("--data", help="data directory (default .sbdata)")
@@ -105,10 +111,58 @@ def main(argv: list[str] | None = None) -> int:
             from switchboard.bench.cli import main as bench_main
 
             return bench_main(args.rest)
+        if args.cmd == "init":
+            return asyncio.run(_init(_settings(args)))
         return _serve(args)
     except SwitchboardError as exc:
         print(f"switchboard: {log.redact(exc.message)}", file=sys.stderr)
         return 2
+
+
+# Seconds `switchboard init` tries to reach NATS before it gives up (a role
+# retries forever; the admin step is run by a person or a Job that retries).
+INIT_CONNECT_SEC = 5.0
+
+
+async def _init(s: Settings) -> int:
+    """``switchboard init``: the admin step (switchboard/cli/init.py)."""
+    import nats
+    import nats.errors
+    import nats.js.errors
+
+    from switchboard.cli.init import init_fabric
+
+    refused: list[str] = []
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        (refused if "permissions violation" in str(exc).lower() else errors).append(str(exc) or type(exc).__name__)
+
+    try:
+        # nats-py keeps retrying a refused first connect: bounded here.
+        nc = await asyncio.wait_for(nats.connect(servers=s.nats_servers, name="switchboard-init", error_cb=on_error,
+                                                 allow_reconnect=False, max_reconnect_attempts=0,
+                                                 connect_timeout=INIT_CONNECT_SEC), INIT_CONNECT_SEC)
+    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        why = str(exc) or (errors[-1] if errors else type(exc).__name__)
+        print(f"switchboard init: cannot connect to NATS at {log.redact_url(s.nats_url)}: {log.redact(why)}",
+              file=sys.stderr)
+        return 1
+    try:
+        for line in await init_fabric(nc, s):
+            print(f"ok: {line}", flush=True)
+    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        why = f" ({refused[0]})" if refused else ""
+        print(f"switchboard init: the JetStream API did not answer{why}: use a NATS user allowed "
+              f"$JS.API.> (admin in nats/accounts.conf)", file=sys.stderr)
+        return 1
+    except nats.js.errors.APIError as exc:
+        print(f"switchboard init: JetStream refused: {log.redact(str(exc))}", file=sys.stderr)
+        return 1
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -159,8 +213,10 @@ def _serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # Only `up --layout single` (in-process, its own NATS or one given
+        # with --nats) runs the admin step; role processes check and use.
         async with run(s, roles, embedded_nats=embedded, nats_port=getattr(args, "nats_port", 0),
-                       create_streams=not getattr(args, "streams_ready", False),
+                       create_streams=args.cmd == "up",
                        metrics_host=listen.rpartition(":")[0] if listen else None, metrics_peers=peers) as fab:
             if fab.edge is not None:
                 print(f"Switchboard is up: ws://{s.host}:{fab.edge.port}/ws  (demo: http://{s.host}:{fab.edge.port}/)",

@@ -28,9 +28,15 @@ from switchboard.config import Settings, data_path
 from switchboard.store import Store, open_store
 
 ALL_ROLES = ("sequencer", "edge", "archiver", "presence", "pusher")
-# Roles whose NATS user may create/update streams (nats/accounts.conf): the
-# writers. Edges and trackers only wait for the streams to exist.
-STREAM_ADMIN_ROLES = {"sequencer", "archiver", "pusher"}
+
+
+def streams_of(settings: Settings, roles: tuple[str, ...]) -> list[str]:
+    """The streams these roles use: what a role process checks at start
+    (no role creates them: switchboard/cli/init.py, the admin step, does).
+    Consumers and the lease bucket are checked by the roles themselves."""
+    messages, inbox, push = streams.names(settings)
+    need = {"sequencer": (messages, inbox, push), "edge": (inbox,), "archiver": (messages,), "pusher": (push,)}
+    return list(dict.fromkeys(name for role in roles for name in need.get(role, ())))
 
 
 @dataclass
@@ -65,8 +71,13 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
               metrics_peers: tuple[str, ...] = ()) -> AsyncIterator[Fabric]:
     """Start ``roles`` (and an embedded nats-server if asked); stop all on exit.
 
-    ``create_streams=False``: somebody (``switchboard up``) created the
-    streams already; only wait for them. ``metrics_host``: address of the
+    ``create_streams=True`` (in-process fabrics: tests, ``up --layout
+    single``): run the admin step (:func:`switchboard.cli.init.init_fabric`:
+    streams, consumers, KV) with this connection before the roles start.
+    ``False`` (role processes: ``switchboard edge`` ..., the children of
+    ``up``): only check that the streams exist; the roles check their
+    consumers and bucket; anything missing stops the process with one line
+    naming ``switchboard init``. ``metrics_host``: address of the
     ``metrics_port`` listener (default ``settings.host``). ``metrics_peers``:
     ``host:port`` of other processes' metrics pages that the edge's
     ``/metrics`` re-exports (the children of ``switchboard up``).
@@ -85,12 +96,12 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
             stack.push_async_callback(embedded.astop)
         nc = await connect(settings, name="switchboard-" + "+".join(roles))
         stack.push_async_callback(_close_nats, nc)
-        if not create_streams:
-            await streams.wait_for_streams(nc.jetstream(), list(streams.names(settings)))
-        elif STREAM_ADMIN_ROLES & set(roles):
-            await streams.ensure_streams(nc.jetstream(), settings)
-        elif "edge" in roles:  # the edge reads INBOX (catch-up, epoch); the tracker uses no stream
-            await streams.wait_for_streams(nc.jetstream(), [streams.names(settings)[1]])
+        if create_streams:
+            from switchboard.cli.init import init_fabric
+
+            await init_fabric(nc, settings)
+        else:
+            await streams.require_streams(nc.jetstream(), streams_of(settings, roles))
         fab = Fabric(settings=settings, nc=nc, embedded=embedded)
         if {"sequencer", "archiver"} & set(roles):
             fab.store = open_store(settings.store_url)

@@ -14,8 +14,10 @@ separates processes); ``--layout single`` runs every role inside ``up``
 itself, as before (one process, nats-server its only child).
 
 Rules:
-- the streams are created by ``up`` once, before any role starts; the roles
-  are told (``--streams-ready``) only to check they exist;
+- the streams, consumers and KV bucket are created by ``up`` once, before
+  any role starts (the admin step, switchboard/cli/init.py, as ``switchboard
+  init`` does); the roles only check they exist (none of them may create
+  them under nats/accounts.conf);
 - every child has PR_SET_PDEATHSIG (it dies with ``up``, even if ``up`` is
   SIGKILLed) and its own session (a terminal's Ctrl-C reaches ``up`` only,
   which then stops the children in order: edge, the other roles, nats-server);
@@ -234,8 +236,7 @@ def _role_argv(args: argparse.Namespace, roles: tuple[str, ...], settings: Setti
     cmd = [roles[0]] if len(roles) == 1 else ["run", "+".join(roles)]
     # The URLs (which may hold passwords) go by environment (role_env), not
     # argv: any local user can read a process's command line.
-    argv = [sys.executable, "-m", "switchboard", *cmd, "--data", settings.data_dir, "--log-level", settings.log_level,
-            "--streams-ready"]
+    argv = [sys.executable, "-m", "switchboard", *cmd, "--data", settings.data_dir, "--log-level", settings.log_level]
     if getattr(args, "config", None):
         argv += ["--config", args.config]
     if "edge" in roles:
@@ -263,13 +264,16 @@ def _nats_child(settings: Settings, port: int) -> Child:
     return Child(name="nats-server", argv=argv, tcp_ready=("127.0.0.1", port))
 
 
-async def _create_streams(settings: Settings) -> None:
-    from switchboard.bus import streams
+async def _init(settings: Settings) -> None:
+    """The admin step (streams, consumers, KV) with up's own connection: the
+    embedded server has no accounts; with ``--nats`` the URL's user must be
+    allowed the JetStream management API (admin in nats/accounts.conf)."""
     from switchboard.cli.fabric import connect
+    from switchboard.cli.init import init_fabric
 
     nc = await connect(settings, name="switchboard-up")
     try:
-        await streams.ensure_streams(nc.jetstream(), settings)
+        await init_fabric(nc, settings)
     finally:
         await nc.close()
 
@@ -300,7 +304,7 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
             await sup.wait_ready([nats])
             assert nats.tcp_ready is not None
             settings = settings.replace(nats_url=f"nats://127.0.0.1:{nats.tcp_ready[1]}")
-        await _create_streams(settings)
+        await _init(settings)
         # Non-edge children serve their metrics on loopback ports for the edge to re-export.
         plan: list[tuple[tuple[str, ...], str | None]] = []
         for group in layout:

@@ -65,8 +65,22 @@ def make_settings(tmp_path: Path, nats_url: str, **overrides: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def fabric(settings: Settings, roles: tuple[str, ...] = ("sequencer", "edge")) -> AsyncIterator[Fabric]:
+    """In-process roles; the admin step (streams, consumers, KV) runs first."""
     async with run(settings, roles) as fab:
         yield fab
+
+
+async def admin_init(settings: Settings, url: str | None = None) -> None:
+    """The admin step (``switchboard init``) for role *processes* a test
+    starts itself: they only check that their streams, consumers and bucket
+    exist."""
+    from switchboard.cli.init import init_fabric
+
+    nc = await nats.connect(url or settings.nats_url)
+    try:
+        await init_fabric(nc, settings)
+    finally:
+        await nc.close()
 
 
 def ws_url(settings: Settings, port: int | None = None) -> str:

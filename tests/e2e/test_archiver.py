@@ -17,7 +17,7 @@ from typing import Sequence
 import nats
 import pytest
 
-from archiver.consumer import ensure_consumer
+from archiver.consumer import ACK_WAIT, ensure_consumer
 from archiver.service import Archiver
 from archiver.writer import Backoff
 from switchboard import frames
@@ -63,7 +63,7 @@ async def nats_srv(tmp_path):
 @pytest.fixture
 async def nc(nats_srv):
     c = await nats.connect(nats_srv.url)
-    await ensure_streams(c.jetstream(), Settings())  # the sequencer's job in production
+    await ensure_streams(c.jetstream(), Settings())  # the admin step's job in production (switchboard init)
     yield c
     await c.close()
 
@@ -122,10 +122,13 @@ async def assert_archived_once(store, conv: str, n: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(nats_url: str, store, st: Settings | None = None, **kw):
+async def running(nats_url: str, store, st: Settings | None = None, *, ack_wait: float = ACK_WAIT, **kw):
     c = await nats.connect(nats_url)
+    st = (st or settings()).replace(nats_url=nats_url)
+    # The admin step's job (switchboard init): the durable as this test's settings define it.
+    await ensure_consumer(c.jetstream(), "MESSAGES", st, ack_wait=ack_wait)
     # nats_url: the archiver opens its own lean connection for fetch and acks
-    a = Archiver(settings=(st or settings()).replace(nats_url=nats_url), nc=c, store=store, **kw)
+    a = Archiver(settings=st, nc=c, store=store, **kw)
     await a.start()
     try:
         yield a
@@ -197,8 +200,8 @@ async def test_killed_mid_stream_then_restarted_loses_nothing(nats_srv, nc, stor
     c1 = await nats.connect(nats_srv.url)
     # A slow store keeps each fetched batch unacked for a while, so the kill
     # below lands mid-batch (checked by the assertion after it).
-    first = Archiver(settings=st, nc=c1, store=FlakyStore(store, write_delay=0.3), ack_wait=1.0,
-                     serve_history=False)
+    await ensure_consumer(c1.jetstream(), "MESSAGES", st, ack_wait=1.0)  # the admin step's job
+    first = Archiver(settings=st, nc=c1, store=FlakyStore(store, write_delay=0.3), serve_history=False)
     await first.start()
     producer = asyncio.gather(*(publish(nc, c, range(1, 1001)) for c in convs))
     await wait_for(lambda: _stored_at_least(store, convs[0], 100), what="some archived")
@@ -317,8 +320,8 @@ async def test_failing_on_its_last_delivery_is_dead_lettered_at_once(nats_srv, n
     await publish(nc, conv, [1])
     c1 = await nats.connect(nats_srv.url)
     # delivery 1: taken by an archiver that dies in the middle of the write
-    first = Archiver(settings=st, nc=c1, store=FlakyStore(store, write_delay=30), ack_wait=1.0,
-                     serve_history=False)
+    await ensure_consumer(c1.jetstream(), "MESSAGES", st, ack_wait=1.0)  # the admin step's job
+    first = Archiver(settings=st, nc=c1, store=FlakyStore(store, write_delay=30), serve_history=False)
     await first.start()
 
     async def delivered() -> bool:

@@ -10,7 +10,7 @@ import time
 import nats
 import pytest
 
-from sequencer.partitions import TRUST, PartitionLeases, bucket_name, preferred
+from sequencer.partitions import TRUST, PartitionLeases, bucket_name, ensure_bucket, preferred
 from tests.e2e.helpers import make_settings
 
 N = 12
@@ -33,6 +33,7 @@ class Recorder:
 
 async def _leases(nc, settings, name: str) -> tuple[PartitionLeases, Recorder]:
     rec = Recorder()
+    await ensure_bucket(nc, settings)  # switchboard init's job
     lease = PartitionLeases(nc=nc, settings=settings, instance=name, on_acquire=rec.on_acquire,
                             on_release=rec.on_release, inflight=lambda p: rec.busy.get(p, 0))
     await lease.start()

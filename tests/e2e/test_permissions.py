@@ -1,13 +1,17 @@
 """The committed NATS accounts (nats/accounts.conf) under a real deployment.
 
 One nats-server runs ``nats/single.conf`` (port, monitoring port and store dir
-overridden by flags), and each role runs as its own ``python -m switchboard
-<role>`` process that logs in as its own NATS user. A client then uses every
-feature through the SDK, so a permission the services need but the accounts
-lack fails here, not in production. Then the restrictions that matter are
-checked: the ``service`` user cannot write streams or read users' live
-subjects, the ``edge`` user cannot write MESSAGES, the ``operator`` user can
-read JetStream state but cannot send.
+overridden by flags); ``python -m switchboard init`` creates the streams,
+consumers and KV bucket as the ``admin`` user, then each role runs as its own
+``python -m switchboard <role>`` process that logs in as its own NATS user. A
+client then uses every feature through the SDK, so a permission the services
+need but the accounts lack fails here, not in production. Then the
+restrictions that matter are checked, table-driven, with each role's real
+credentials: nobody but the server's republish may publish a user's live
+subject, each event kind only by its role, no role may manage JetStream
+(purge, delete, create streams or consumers) or read what is not its own
+(other mailboxes, another role's consumer), the ``operator`` user can read
+JetStream state but cannot send.
 
 A denied publish or subscribe is observed the way nats-py reports it: the
 server answers ``-ERR 'Permissions Violation ...'``, which reaches the
@@ -35,13 +39,14 @@ import pytest
 from switchboard import auth, frames
 from switchboard.bus.embedded import free_port, nats_server_binary
 from switchboard.client import Client
+from switchboard.bus import streams
 from switchboard.config import Settings
 from switchboard.events import SendReply, SendRequest
 from switchboard.subjects import partition_of
 from tests.e2e.helpers import PYTHON, REPO, STEP, Raw
 
 ROLES = ("edge", "sequencer", "archiver", "presence", "pusher")
-USERS = ROLES + ("service", "operator", "sys")
+USERS = ROLES + ("service", "operator", "admin", "sys")
 PASSWORDS = {u: f"pw-{u}-{secrets.token_hex(4)}" for u in USERS}
 SECRET = secrets.token_urlsafe(32)
 # Who may publish each ephemeral event kind (sb.user.<uid>.ev.<kind>).
@@ -111,8 +116,8 @@ class RoleProc:
     def __init__(self, role: str, args: list[str], *, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._fh = open(log, "wb")
-        # Edges and trackers may not create streams: they wait for the ones the
-        # sequencer creates (switchboard/cli/fabric.py, STREAM_ADMIN_ROLES).
+        # No role may create streams, consumers or the KV bucket: `switchboard
+        # init` (admin user) made them; roles only check they exist.
         head = ["-m", "switchboard"]
         self.p = subprocess.Popen([PYTHON, *head, role, *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                                   stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
@@ -144,8 +149,8 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """Every role in its own process, each logged in as its own NATS user.
-    The sequencer starts first: it is the role that creates the streams."""
+    """`switchboard init` as the admin user, then every role in its own
+    process, each logged in as its own NATS user."""
     tmp = tmp_path_factory.mktemp("perm-roles")
     edge_port = free_port()
     env = {**os.environ, "SWITCHBOARD_JWT_SECRET": SECRET, "SWITCHBOARD_RATE_PER_SEC": "10000",
@@ -169,9 +174,12 @@ def deployment(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iter
             time.sleep(0.05)
 
     try:
-        ready(start("sequencer"), "running")
-        others = {role: start(role) for role in ("archiver", "presence", "pusher", "edge")}
-        for role, p in others.items():
+        init = subprocess.run([PYTHON, "-m", "switchboard", "init", "--nats", server.url("admin")], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert init.returncode == 0, init.stdout + init.stderr
+        assert "ok: consumer MESSAGES/archiver" in init.stdout and "ok: kv bucket sb_partitions" in init.stdout
+        procs = {role: start(role) for role in ROLES}
+        for role, p in procs.items():
             ready(p, "Switchboard is up" if role == "edge" else "running")
         yield d
     finally:
@@ -419,6 +427,37 @@ async def watched(server: Server, user: str) -> AsyncIterator[Watched]:
         await w.close()
 
 
+# Managing JetStream: what `switchboard init` does, and worse. Before item 3
+# the archiver, pusher and sequencer held `$JS.API.>`: any of them could
+# purge INBOX, delete a stream, or create a consumer on INBOX and read every
+# mailbox.
+JS_MANAGEMENT = [
+    "$JS.API.STREAM.CREATE.EVIL",
+    "$JS.API.STREAM.UPDATE.INBOX",
+    "$JS.API.STREAM.DELETE.MESSAGES",
+    "$JS.API.STREAM.PURGE.INBOX",
+    "$JS.API.STREAM.MSG.DELETE.INBOX",
+    "$JS.API.CONSUMER.CREATE.INBOX",  # an ephemeral consumer: every mailbox
+    "$JS.API.CONSUMER.CREATE.INBOX.peek.sb.user.victim.inbox",
+    "$JS.API.CONSUMER.DURABLE.CREATE.INBOX.peek",
+    "$JS.API.CONSUMER.CREATE.MESSAGES.archiver",  # changing a role's consumer
+    "$JS.API.CONSUMER.DELETE.PUSH.sb-pusher",
+    "$JS.API.STREAM.CREATE.KV_sb_partitions",
+]
+# Reads and consumers with their only users (the edge reads mailboxes for
+# catch-up; each consumer is its role's; partition leases are the sequencers').
+JS_READS = {
+    "$JS.API.DIRECT.GET.INBOX": ("edge",),
+    "$JS.API.STREAM.MSG.GET.INBOX": (),
+    "$JS.API.DIRECT.GET.MESSAGES": ("archiver",),
+    "$JS.API.CONSUMER.MSG.NEXT.MESSAGES.archiver": ("archiver",),
+    "$JS.ACK.MESSAGES.archiver.1.1.1.1.0": ("archiver",),
+    "$JS.API.CONSUMER.MSG.NEXT.PUSH.sb-pusher": ("pusher",),
+    "$JS.ACK.PUSH.sb-pusher.1.1.1.1.0": ("pusher",),
+    "$KV.sb_partitions.p.0": ("sequencer",),
+    "$JS.API.DIRECT.GET.KV_sb_partitions": ("sequencer",),
+}
+
 DENIED_PUBLISH = [
     # (user, subject): forging a stored message, an inbox entry, or a send
     ("service", "sb.msg.forged"),
@@ -443,6 +482,10 @@ DENIED_PUBLISH = [
     *[(u, "sb.conv.anyconv.live") for u in USERS if u not in ("sequencer", "sys")],
     *[(u, f"sb.user.victim.ev.{kind}") for kind, owner in EVENT_OWNERS.items()
       for u in USERS if u not in (owner, "sys")],
+    # Issue 8 item 3: only `admin` (switchboard init) manages JetStream; each
+    # role has the API subjects of its own reads and consumers only.
+    *[(u, subject) for subject in JS_MANAGEMENT for u in ROLES + ("service", "operator")],
+    *[(u, subject) for subject, owners in JS_READS.items() for u in ROLES + ("service",) if u not in owners],
 ]
 
 
@@ -452,6 +495,106 @@ async def test_publish_denied(server: Server, user: str, subject: str) -> None:
         await w.nc.publish(subject, b"{}")
         await w.nc.flush()
         await w.violation(subject)
+
+
+async def _inbox_messages(server: Server) -> int:
+    async with watched(server, "operator") as w:
+        return (await w.nc.jetstream(timeout=STEP).stream_info("INBOX")).state.messages
+
+
+# (role, what it tries with nats-py's JetStream API)
+JS_ABUSE = [
+    ("pusher", "purge INBOX", lambda js: js.purge_stream("INBOX")),
+    ("pusher", "delete MESSAGES", lambda js: js.delete_stream("MESSAGES")),
+    ("archiver", "read every mailbox", lambda js: js.pull_subscribe("sb.user.*.inbox", stream="INBOX")),
+    ("pusher", "read every mailbox", lambda js: js.pull_subscribe("sb.user.*.inbox", durable="peek", stream="INBOX")),
+    ("sequencer", "purge INBOX", lambda js: js.purge_stream("INBOX")),
+    ("archiver", "delete the pusher's consumer", lambda js: js.delete_consumer("PUSH", "sb-pusher")),
+]
+
+
+@pytest.mark.parametrize("role,what,action", JS_ABUSE, ids=[f"{r}-{w}" for r, w, _ in JS_ABUSE])
+async def test_roles_cannot_manage_jetstream(server: Server, deployment: Deployment, role: str, what: str,
+                                             action) -> None:
+    """Issue 8 item 3, with each role's real credentials and the real
+    JetStream API: refused (the server answers nothing: a timeout), and the
+    stream is as it was."""
+    a, b = uid("alice"), uid("bob")
+    async with clients(deployment, a, b) as (ca, cb):
+        await ca.send(to=b, body="keep me")  # something in INBOX
+        await cb.next_message(STEP)
+    before = await _inbox_messages(server)
+    assert before > 0
+    async with watched(server, role) as w:
+        with pytest.raises(nats.errors.TimeoutError):
+            await action(w.nc.jetstream(timeout=1.0))
+        await w.violation("$JS.API.")
+    assert await _inbox_messages(server) == before
+    async with watched(server, "operator") as w:
+        js = w.nc.jetstream(timeout=STEP)
+        assert {c.name for c in await js.consumers_info("INBOX")} == set()
+        assert "sb-pusher" in {c.name for c in await js.consumers_info("PUSH")}
+        assert (await js.stream_info("MESSAGES")).config.name == "MESSAGES"
+
+
+NOT_INITIALIZED = [
+    # (what exists before the role starts, role, the one line it stops with)
+    ("nothing", "edge", "JetStream stream INBOX does not exist"),
+    ("nothing", "sequencer", "JetStream stream MESSAGES does not exist"),
+    ("nothing", "archiver", "JetStream stream MESSAGES does not exist"),
+    ("nothing", "pusher", "JetStream stream PUSH does not exist"),
+    ("streams", "sequencer", "JetStream KV bucket sb_partitions does not exist"),
+    ("streams", "archiver", "JetStream consumer MESSAGES/archiver does not exist"),
+    ("streams", "pusher", "JetStream consumer PUSH/sb-pusher does not exist"),
+]
+
+
+@pytest.mark.parametrize("setup,role,line", NOT_INITIALIZED, ids=[f"{s}-{r}" for s, r, _ in NOT_INITIALIZED])
+async def test_roles_do_not_create_jetstream_state(make_nats, tmp_path: Path, setup: str, role: str,
+                                                   line: str) -> None:
+    """Issue 8 item 3: a role only checks that what it uses exists (before,
+    the sequencer, archiver and pusher created streams, consumers and the
+    KV bucket themselves, which needs the JetStream management API); if not,
+    it stops with one line naming `switchboard init`, and creates nothing."""
+    srv = make_nats()
+    nc = await nats.connect(srv.url)
+    try:
+        if setup == "streams":
+            await streams.ensure_streams(nc.jetstream(), Settings())
+        before = await nc.jetstream().streams_info()
+        env = {**os.environ, "SWITCHBOARD_JWT_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+        env.pop("SWITCHBOARD_CONFIG", None)
+        args = ["--nats", srv.url, "--data", str(tmp_path), "--store", f"sqlite:///{tmp_path}/sb.db",
+                "--presence", "memory://", "--port", str(free_port()), "--host", "127.0.0.1"]
+        p = subprocess.run([PYTHON, "-m", "switchboard", role, *args], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert "Traceback" not in p.stderr, p.stderr
+        last = p.stderr.strip().splitlines()[-1]
+        assert last.startswith("switchboard: " + line) and "run `switchboard init` first" in last, p.stderr
+        after = await nc.jetstream().streams_info()
+        assert sorted(i.config.name for i in after) == sorted(i.config.name for i in before)
+        for i in after:
+            assert i.state.consumer_count == 0, i.config.name
+    finally:
+        await nc.close()
+
+
+async def test_init_needs_the_admin_user(server: Server, deployment: Deployment) -> None:
+    """`switchboard init` with a role's credentials is refused by the server
+    and says so in one line; with admin's (the deployment fixture) it works,
+    and a second run changes nothing."""
+    env = {**os.environ}
+    env.pop("SWITCHBOARD_CONFIG", None)
+    p = subprocess.run([PYTHON, "-m", "switchboard", "init", "--nats", server.url("pusher")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "use a NATS user allowed $JS.API.> (admin in nats/accounts.conf)" in p.stderr
+    assert PASSWORDS["pusher"] not in p.stdout + p.stderr
+    p = subprocess.run([PYTHON, "-m", "switchboard", "init", "--nats", server.url("admin")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("ok: ") == 7  # 4 streams, 2 consumers, the bucket
 
 
 async def test_forged_stream_write_is_not_stored(server: Server) -> None:
@@ -548,10 +691,13 @@ async def test_operator_sees_every_role_as_a_micro_service(server: Server, deplo
 async def test_no_role_hit_a_permission_violation(server: Server, deployment: Deployment) -> None:
     # Runs last in this module: after every feature above, the server log may
     # hold violations only from this test's own probing connections (which
-    # have no name), never from a service (named "switchboard-<role>" /
-    # "sb-pusher"). A fire-and-forget publish a service is denied shows here
-    # and nowhere else.
+    # have no name), never from a service (named "switchboard-<role>",
+    # "sb-pusher", or "sb-<role>..." for the lean connections of the edge,
+    # sequencer and archiver: their large-group publishes, leases and acks).
+    # A fire-and-forget publish a service is denied shows here and nowhere
+    # else.
     lines = [ln for ln in server.log.read_text(errors="replace").splitlines() if "Violation" in ln]
     assert lines, "the probes above should have been logged"
-    from_roles = [ln for ln in lines if "switchboard-" in ln or "sb-pusher" in ln]
+    from_roles = [ln for ln in lines if ("switchboard-" in ln or ":sb-" in ln)
+                  and "switchboard-init" not in ln]  # test_init_needs_the_admin_user's probe
     assert not from_roles, "\n".join(from_roles)

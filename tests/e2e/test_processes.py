@@ -12,8 +12,8 @@ import nats
 import pytest
 
 from switchboard.bus.embedded import free_port
-from tests.e2e.helpers import (Proc, Raw, deployment, fabric, make_settings, procs, role_env, sdk, seqs,
-                               stream_msgs, token, unique, ws_url)
+from tests.e2e.helpers import (Proc, Raw, admin_init, deployment, fabric, make_settings, procs, role_env, sdk,
+                               seqs, stream_msgs, token, unique, ws_url)
 
 
 async def service_stats(nats_url: str, name: str, wait: float = 0.5) -> list[dict]:
@@ -58,6 +58,7 @@ async def test_two_sequencer_processes_contiguous_seq(make_nats, tmp_path, sende
     srv = make_nats()
     settings = make_settings(tmp_path, srv.url)
     shared_db = tmp_path / "shared.db"
+    await admin_init(settings)  # role processes only check what they use exists
     with procs() as made:
         for i in range(2):
             made.append(Proc(["sequencer", "--nats", srv.url, "--store", f"sqlite:///{shared_db}",

@@ -28,6 +28,7 @@ from pusher.providers.webpush import WebPushConfig
 from pusher.service import PusherService
 from pusher.worker import PushDeadLetter
 from switchboard.bus import streams
+from switchboard.cli.init import init_fabric
 from switchboard.config import Settings
 from switchboard.devices import RegisterReply, check_token, token_hash
 from switchboard.devices.memory import MemoryDeviceStore
@@ -118,9 +119,10 @@ class Harness:
         self.dlq: list[PushDeadLetter] = []
 
     async def __aenter__(self) -> "Harness":
-        await self.service.start()
         self.nc = await nats.connect(self.settings.nats_url)
         self.js = self.nc.jetstream()
+        await init_fabric(self.nc, self.settings, push_config=self.config)  # switchboard init's job
+        await self.service.start()
 
         async def on_dlq(msg):
             self.dlq.append(msgspec.json.decode(msg.data, type=PushDeadLetter))
@@ -303,6 +305,9 @@ async def test_log_provider_acks_without_network(nats_server, tmp_path):
     n = next(_n)
     settings = Settings(nats_url=nats_server.url, subject_prefix=f"pt{n}", stream_prefix=f"PT{n}_")
     config = PushConfig(worker=WorkerConfig(device_store=f"sqlite:///{tmp_path}/devices.db"))
+    admin = await nats.connect(settings.nats_url)
+    await init_fabric(admin, settings, push_config=config)  # switchboard init's job
+    await admin.close()
     async with PusherService(settings=settings, config=config) as svc:
         await svc.devices.register("alice", "apns", "ab" * 32)
         nc = await nats.connect(settings.nats_url)
@@ -334,11 +339,11 @@ async def test_stop_returns_when_nats_server_is_gone(make_nats, tmp_path):
     behind. Now it returns within the fetch timeout."""
     srv = make_nats()
     settings = Settings(nats_url=srv.url, subject_prefix="pstop", stream_prefix="PSTOP_", push_provider="log")
+    config = PushConfig(worker=WorkerConfig(device_store="memory://"))
     nc = await nats.connect(srv.url)
-    await streams.ensure_streams(nc.jetstream(), settings)
+    await init_fabric(nc, settings, push_config=config)  # switchboard init's job
     await nc.close()
-    service = PusherService(settings=settings, config=PushConfig(worker=WorkerConfig(device_store="memory://")),
-                            devices=MemoryDeviceStore())
+    service = PusherService(settings=settings, config=config, devices=MemoryDeviceStore())
     await service.start()
     await asyncio.sleep(0.2)  # a fetch is pending
     srv.kill()

@@ -15,7 +15,8 @@ import urllib.request
 
 from switchboard.bus.embedded import free_port
 from switchboard.client import Client
-from tests.e2e.helpers import STEP, Proc, procs, unique
+from switchboard.config import Settings
+from tests.e2e.helpers import STEP, Proc, admin_init, procs, unique
 from tests.e2e.test_cli_up import ROLE_CHILDREN, cli_token, clean_env, role_children
 
 
@@ -63,6 +64,7 @@ async def test_token_in_nats_url_appears_nowhere(make_nats, tmp_path):
     process run by hand prints it nowhere."""
     token = "tok" + secrets.token_hex(12)
     srv = make_nats(extra_args=["--auth", token])
+    await admin_init(Settings(), f"nats://{token}@127.0.0.1:{srv.port}")  # role processes do not create streams
     with procs() as made:
         p = Proc(["sequencer", "--nats", f"nats://{token}@127.0.0.1:{srv.port}", "--data", str(tmp_path / "d"),
                   "--store", f"sqlite:///{tmp_path}/sb.db", "--log-level", "debug"], env=clean_env(), log=tmp_path / "seq.log")

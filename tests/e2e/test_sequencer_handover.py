@@ -28,7 +28,7 @@ from switchboard import events
 from switchboard.bus import streams
 from switchboard.store import Conversation, open_store
 from switchboard.subjects import partition_of
-from tests.e2e.helpers import Proc, fabric, make_settings, procs, role_env, sdk, stream_msgs, unique
+from tests.e2e.helpers import Proc, admin_init, fabric, make_settings, procs, role_env, sdk, stream_msgs, unique
 
 LEASE_TTL = 1.5  # short leases: handovers within seconds in tests
 PARTITIONS = 8
@@ -130,6 +130,7 @@ async def test_owner_fault_hands_partitions_over_and_loses_nothing(make_nats, tm
     srv = make_nats()
     settings = make_settings(tmp_path, srv.url, partitions=PARTITIONS, lease_ttl=LEASE_TTL)
     nc = await nats.connect(srv.url)
+    await admin_init(settings)  # role processes only check what they use exists
     with procs() as made:
         seq_procs = _start_sequencers(made, settings, tmp_path)
         for p in seq_procs:

@@ -26,7 +26,7 @@ from switchboard.bus.embedded import nats_server_binary
 from switchboard.config import Settings
 
 NATS_DIR = Path(__file__).resolve().parents[2] / "nats"
-USERS = ("edge", "sequencer", "archiver", "pusher", "presence", "service", "operator", "sys")
+USERS = ("edge", "sequencer", "archiver", "pusher", "presence", "service", "operator", "admin", "sys")
 SERVER_CONFIGS = [NATS_DIR / "single.conf", *sorted((NATS_DIR / "cluster").glob("n*.conf"))]
 
 
@@ -52,7 +52,7 @@ def test_server_config_is_valid(conf: Path) -> None:
     assert "is valid" in r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("user", ["edge", "operator", "sys"])
+@pytest.mark.parametrize("user", ["edge", "operator", "admin", "sys"])
 def test_a_missing_password_variable_is_refused(user: str) -> None:
     # No default password can sneak in: a server started without one of the
     # variables does not start at all.
@@ -98,18 +98,16 @@ def test_archiver_consumer_matches_the_code() -> None:
 
 
 def test_pusher_consumer_matches_the_code() -> None:
-    # pusher/service.py builds its ConsumerConfig inline from WorkerConfig:
+    # pusher/service.py push_consumer_config (what switchboard init creates):
     # max_deliver=-1 (the worker dead-letters on its own last try),
     # max_ack_pending = 4 x concurrency.
     from pusher.config import WorkerConfig
+    from pusher.service import push_consumer_config
 
-    w = WorkerConfig()
+    want = {k: v for k, v in push_consumer_config(Settings(), WorkerConfig()).as_dict().items()
+            if v not in (0, None) and k != "name"}
     got = json.loads((NATS_DIR / "consumers" / "PUSH.sb-pusher.json").read_text())
-    assert got["durable_name"] == w.durable
-    assert got["ack_wait"] == int(w.ack_wait * 1e9)
-    assert got["max_ack_pending"] == w.concurrency * 4
-    assert got["max_deliver"] == -1
-    assert got["filter_subject"] == Settings().subjects.push_all
+    assert got == want
 
 
 # ---------------------------------------------------------------- deploy/ (untested templates: at least they parse)
@@ -166,13 +164,22 @@ def test_k8s_roles_edge_balancer_and_readiness() -> None:
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["ports"][0]["targetPort"] == "ws"
     assert "SWITCHBOARD_REPLICAS" in _k8s("ConfigMap", "switchboard-config")["data"]
+    init = _k8s("Job", "sb-init")["spec"]["template"]["spec"]["containers"][0]
+    assert init["args"] == ["init"]
+    env = {e["name"]: e for e in init["env"]}
+    assert env["SWITCHBOARD_NATS_URL"]["value"].startswith("nats://admin:")
+    assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "admin"
 
 
 def test_compose_services() -> None:
     (compose,) = _docs(DEPLOY / "compose.yaml")
     services = compose["services"]
-    roles = sorted(s["command"][0] for n, s in services.items() if n not in ("sb-n1", "sb-n2", "sb-n3", "cassandra", "redis"))
+    roles = sorted(s["command"][0] for n, s in services.items()
+                   if n not in ("sb-n1", "sb-n2", "sb-n3", "cassandra", "redis", "sb-init"))
     assert roles == ["archiver", "edge", "edge", "presence", "pusher", "sequencer", "sequencer"]
+    # streams, consumers and the lease bucket: `switchboard init` as the admin user (no role may)
+    assert services["sb-init"]["command"] == ["init"]
+    assert services["sb-init"]["environment"]["SWITCHBOARD_NATS_URL"].startswith("nats://admin:")
     for n in ("sb-n1", "sb-n2", "sb-n3"):  # the cluster configs route to these names
         conf = services[n]["command"][1].removeprefix("/etc/nats/")
         assert (NATS_DIR / conf).exists()
