@@ -130,6 +130,7 @@ async def _init(s: Settings) -> int:
     import nats.errors
     import nats.js.errors
 
+    from switchboard import tls
     from switchboard.cli.init import init_fabric
 
     refused: list[str] = []
@@ -139,16 +140,19 @@ async def _init(s: Settings) -> int:
         (refused if "permissions violation" in str(exc).lower() else errors).append(str(exc) or type(exc).__name__)
 
     try:
-        # nats-py keeps retrying a refused first connect: bounded here.
+        # nats-py keeps retrying a refused first connect: bounded here. TLS as
+        # every role (nats_tls_*; a server without TLS is then refused).
         nc = await asyncio.wait_for(nats.connect(servers=s.nats_servers, name="switchboard-init", error_cb=on_error,
                                                  allow_reconnect=False, max_reconnect_attempts=0,
-                                                 connect_timeout=INIT_CONNECT_SEC), INIT_CONNECT_SEC)
+                                                 connect_timeout=INIT_CONNECT_SEC, **tls.nats_py_options(s)),
+                                    INIT_CONNECT_SEC)
     except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
         why = str(exc) or (errors[-1] if errors else type(exc).__name__)
         print(f"switchboard init: cannot connect to NATS at {log.redact_url(s.nats_url)}: {log.redact(why)}",
               file=sys.stderr)
         return 1
     try:
+        tls.require_tls(nc, s)
         for line in await init_fabric(nc, s):
             print(f"ok: {line}", flush=True)
     except (nats.errors.TimeoutError, asyncio.TimeoutError):
