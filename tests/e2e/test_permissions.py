@@ -465,8 +465,6 @@ DENIED_PUBLISH = [
     ("service", "sb.push.victim"),
     ("edge", "sb.msg.forged"),
     ("edge", "sb.user.victim.inbox"),
-    ("edge", "sb.api.system.send"),  # system messages are for backend services only
-    ("edge", "sb.seq.0.system"),  # ... forwarded to a partition's owner by sequencers only
     ("operator", "sb.send.anyconv"),
     ("operator", "sb.msg.forged"),
     ("presence", "sb.msg.forged"),
@@ -479,6 +477,10 @@ DENIED_PUBLISH = [
     # ephemeral event kind only from its role; large groups' messages only
     # from the sequencer.
     *[(u, "sb.user.victim.live") for u in USERS if u != "sys"],
+    # Issue 8 item 1: system messages only via sb.api.system.send (service),
+    # forwarded to a partition's owner by sequencers only.
+    *[(u, "sb.seq.0.system") for u in USERS if u not in ("sequencer", "sys")],
+    *[(u, "sb.api.system.send") for u in USERS if u not in ("service", "sys")],
     *[(u, "sb.conv.anyconv.live") for u in USERS if u not in ("sequencer", "sys")],
     *[(u, f"sb.user.victim.ev.{kind}") for kind, owner in EVENT_OWNERS.items()
       for u in USERS if u not in (owner, "sys")],
