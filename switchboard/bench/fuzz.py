@@ -17,10 +17,10 @@ What is sent (:class:`FrameGen`, seeded, so a run is reproducible with
 numbers, nested objects, unicode, over-long strings, wrong types); frames
 with fields missing, unknown, duplicated or of an unknown type; deep nesting;
 byte mutations (truncation, also inside a UTF-8 character, replaced and
-inserted bytes, splices), sent as binary frames when not valid UTF-8 (text
-frames with invalid UTF-8 are closed 1007 by the WebSocket layer, also
-exercised, rarely); raw junk; over-size frames; fragmented messages and
-client pings. Connections churn: each lives for a random number of frames,
+inserted bytes, splices), sent as binary frames when not valid UTF-8, and
+rarely as text frames (the edge does not check a text frame's UTF-8, which
+RFC 6455 would close with 1007: the decoder answers ``bad_json`` instead);
+raw junk; over-size frames; fragmented messages and client pings. Connections churn: each lives for a random number of frames,
 some start with hostile hellos, some end abruptly (TCP abort).
 
 A 1011 is reported with the frames its connection sent last, then
@@ -296,8 +296,8 @@ class FrameGen:
 
     # -- one frame ------------------------------------------------------------------------------------
     def next(self) -> tuple[str, bytes, int]:
-        """(label, payload, opcode). Invalid UTF-8 goes as a binary frame
-        (the decoder sees it), except rarely as text (close 1007 by the transport)."""
+        """(label, payload, opcode). Invalid UTF-8 goes as a binary frame,
+        rarely as a text frame (both reach the decoder)."""
         r = self.rng.random()
         if r < 0.12:
             f = self.valid()
