@@ -20,8 +20,9 @@ byte mutations (truncation, also inside a UTF-8 character, replaced and
 inserted bytes, splices), sent as binary frames when not valid UTF-8, and
 rarely as text frames (the edge does not check a text frame's UTF-8, which
 RFC 6455 would close with 1007: the decoder answers ``bad_json`` instead);
-raw junk; over-size frames; fragmented messages and client pings. Connections churn: each lives for a random number of frames,
-some start with hostile hellos, some end abruptly (TCP abort).
+raw junk; over-size frames; fragmented messages and client pings.
+Connections churn: each lives for a random number of frames, some start
+with hostile hellos, some end abruptly (TCP abort).
 
 A 1011 is reported with the frames its connection sent last, then
 minimised: each of them is replayed alone on a fresh connection and the one

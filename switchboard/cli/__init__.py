@@ -223,8 +223,9 @@ def _serve(args: argparse.Namespace) -> int:
                        create_streams=args.cmd == "up",
                        metrics_host=listen.rpartition(":")[0] if listen else None, metrics_peers=peers) as fab:
             if fab.edge is not None:
-                print(f"Switchboard is up: ws://{s.host}:{fab.edge.port}/ws  (demo: http://{s.host}:{fab.edge.port}/)",
-                      flush=True)
+                ws, http = ("wss", "https") if s.tls_cert else ("ws", "http")
+                print(f"Switchboard is up: {ws}://{s.host}:{fab.edge.port}/ws  "
+                      f"(demo: {http}://{s.host}:{fab.edge.port}/)", flush=True)
                 print(f"NATS: {log.redact_url(fab.settings.nats_url)}   token: switchboard token USER --data {s.data_dir}",
                       flush=True)
             else:

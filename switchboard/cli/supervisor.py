@@ -322,8 +322,9 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
         edge_url = f"http://{_local(settings.host)}:{settings.port}/metrics"
         if settings.metrics_port:
             _serve_proxy_metrics(settings, edge_url)
-        print(f"Switchboard is up: ws://{settings.host}:{settings.port}/ws  "
-              f"(demo: http://{settings.host}:{settings.port}/)", flush=True)
+        ws, http = ("wss", "https") if settings.tls_cert else ("ws", "http")
+        print(f"Switchboard is up: {ws}://{settings.host}:{settings.port}/ws  "
+              f"(demo: {http}://{settings.host}:{settings.port}/)", flush=True)
         print(f"NATS: {log.redact_url(settings.nats_url)}   token: switchboard token USER --data {settings.data_dir}",
               flush=True)
         print("processes: " + ", ".join(f"{c.name} {c.pid}" for c in sup.children), flush=True)

@@ -27,10 +27,11 @@ import pytest
 from websockets.exceptions import InvalidHandshake, InvalidMessage
 
 from switchboard.bus.conn import BusUnavailable, connect as bus_connect
+from switchboard.bus.embedded import free_port
 from switchboard.cli.fabric import ALL_ROLES, run
 from switchboard.errors import ConfigError
 from tests.e2e.certs import CA, issue, make_ca
-from tests.e2e.helpers import STEP, Raw, deployment, make_settings, unique
+from tests.e2e.helpers import STEP, Proc, Raw, deployment, make_settings, procs, role_env, unique
 
 
 def trusting(ca: CA) -> ssl.SSLContext:
@@ -174,3 +175,45 @@ async def test_nats_tls_settings_refuse_a_server_without_tls(nats_server, tmp_pa
     with pytest.raises(ConfigError, match="did not require TLS"):
         async with run(settings, ("edge",)):
             pass
+
+
+async def test_edge_process_on_tls_nats_serves_wss_and_reloads_on_sighup(make_nats, tmp_path, edge_tls) -> None:
+    """The real role process (uvloop, its own signal handling): an edge
+    started with SWITCHBOARD_TLS_* and SWITCHBOARD_NATS_TLS_CA against a
+    TLS-only nats-server serves wss://; after the files are replaced, `kill
+    -HUP` makes new connections get the new certificate while the old ones
+    keep exchanging messages, and the process keeps running."""
+    ca, cert, key, first = edge_tls
+    server, nats_ca = tls_nats_server(make_nats, tmp_path, verify_clients=False)
+    async with deployment(tmp_path, server.url, roles=("sequencer",), nats_tls_ca=nats_ca.path) as dep:
+        port = free_port()
+        env = {**role_env(dep.settings), "SWITCHBOARD_TLS_CERT": str(cert), "SWITCHBOARD_TLS_KEY": str(key),
+               "SWITCHBOARD_NATS_TLS_CA": nats_ca.path}
+        with procs() as made:
+            edge = Proc(["edge", "--nats", server.url, "--port", str(port), "--edge-id", "tls1",
+                         "--data", str(tmp_path / "edge-data")], env=env, log=tmp_path / "edge.log")
+            made.append(edge)
+            await edge.wait_output(f"Switchboard is up: wss://127.0.0.1:{port}/ws")
+            url = f"wss://127.0.0.1:{port}/ws"
+            alice, bob = unique("alice"), unique("bob")
+            old_a = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
+            old_b = await Raw.open(url, dep.token(bob), ssl=trusting(ca))
+            new = None
+            try:
+                await old_a.hello()
+                await old_b.hello()
+                assert peer_der(old_a) == first
+                await exchange(old_a, alice, old_b, bob, "before")
+                second = issue(ca, cert, key, cn="edge-renewed")
+                edge.p.send_signal(signal.SIGHUP)
+                await edge.wait_output("TLS certificate reloaded")
+                new = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
+                await new.hello()
+                assert peer_der(new) == second and peer_der(old_a) == first
+                await exchange(old_a, alice, old_b, bob, "after")
+                await exchange(new, alice, old_b, bob, "renewed")
+                assert edge.p.poll() is None, edge.output()[-2000:]
+            finally:
+                for r in (old_a, old_b, new):
+                    if r is not None:
+                        await r.close()
