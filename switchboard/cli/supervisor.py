@@ -278,6 +278,16 @@ async def _init(settings: Settings) -> None:
         await nc.close()
 
 
+def _forward_hup(sup: Supervisor, settings: Settings, logger) -> None:
+    if not settings.tls_cert:
+        logger.info("SIGHUP ignored: no tls_cert to reload")
+        return
+    for c in sup.children:
+        if "edge" in c.name.split("+") and c.proc is not None and c.proc.returncode is None:
+            c.proc.send_signal(signal.SIGHUP)
+            logger.info("SIGHUP forwarded: the edge reloads its TLS certificate", pid=c.proc.pid)
+
+
 def _local(host: str) -> str:
     """An address this host can reach a listener on ``host`` at."""
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
@@ -292,6 +302,10 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sup = Supervisor()
+    # SIGHUP: the edge children re-read their TLS certificate; without TLS
+    # there is nothing to reload (and by default SIGHUP would end up, and
+    # with it every child).
+    loop.add_signal_handler(signal.SIGHUP, _forward_hup, sup, settings, logger)
     nats: Child | None = None
     roles: list[Child] = []
     code = 0

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidHandshake, InvalidMessage
 
+from switchboard import auth
 from switchboard.bus.conn import BusUnavailable, connect as bus_connect
 from switchboard.bus.embedded import free_port
 from switchboard.cli.fabric import ALL_ROLES, run
@@ -217,3 +218,38 @@ async def test_edge_process_on_tls_nats_serves_wss_and_reloads_on_sighup(make_na
                 for r in (old_a, old_b, new):
                     if r is not None:
                         await r.close()
+
+
+async def test_up_with_tls_forwards_sighup_to_its_edge(tmp_path, edge_tls) -> None:
+    """`switchboard up` with tls_cert: it serves wss://, and a SIGHUP to `up`
+    (which would otherwise end it and all its children) reaches the edge
+    child, which reloads its certificate; connections stay open."""
+    ca, cert, key, first = edge_tls
+    port = free_port()
+    data = tmp_path / "up-data"
+    env = {**os.environ, "SWITCHBOARD_TLS_CERT": str(cert), "SWITCHBOARD_TLS_KEY": str(key),
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("SWITCHBOARD_CONFIG", None)
+    with procs() as made:
+        up = Proc(["up", "--data", str(data), "--port", str(port)], env=env, log=tmp_path / "up.log")
+        made.append(up)
+        await up.wait_output(f"Switchboard is up: wss://127.0.0.1:{port}/ws", timeout=60)
+        secret = auth.dev_secret(data)
+        url = f"wss://127.0.0.1:{port}/ws"
+        old = await Raw.open(url, auth.issue(secret, unique("alice")), ssl=trusting(ca))
+        new = None
+        try:
+            await old.hello()
+            assert peer_der(old) == first
+            second = issue(ca, cert, key, cn="edge-renewed-by-up")
+            up.p.send_signal(signal.SIGHUP)
+            await up.wait_output("TLS certificate reloaded")
+            new = await Raw.open(url, auth.issue(secret, unique("bob")), ssl=trusting(ca))
+            await new.hello()
+            assert peer_der(new) == second
+            assert not old.closed.is_set()  # the old socket was not dropped
+            assert up.p.poll() is None
+        finally:
+            for r in (old, new):
+                if r is not None:
+                    await r.close()
