@@ -903,6 +903,10 @@ def render(r: FuzzReport) -> str:
              f"crashed processes: {r.crashed or 'none'}"]
     for f in r.failures:
         lines.append(f"FAILURE: {f}")
+    for e in r.control.errors[:3]:
+        lines.append(f"control pair error: {e}")
+    if r.control.lost:
+        lines.append(f"control pair lost (first): {r.control.lost[:5]}")
     for rep in r.reproducers:
         lines.append(f"reproducer ({rep['label']}, {rep['opcode']} frame"
                      f"{' after a valid hello' if rep['after_valid_hello'] else ''}, shrunk from "
