@@ -231,7 +231,7 @@ def guess_ref(data: bytes | str) -> str | None:
     nested too deep, ``id`` not a string: no ref)."""
     try:
         ref = _ref_decoder.decode(data).id
-    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):  # ValidationError is a DecodeError
         return None
     return None if ref is None else ref[:128]  # echoed so the client can match it, even when invalid
 
@@ -249,6 +249,8 @@ def decode_client_frame(data: bytes | str, *, max_body: int = 16 * 1024) -> Clie
         raise BadJson(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise BadFrame("JSON nested too deeply") from None
+    except UnicodeEncodeError:  # a str holding a lone surrogate: not valid UTF-8 text
+        raise BadJson("frame is not valid UTF-8 text") from None
     _validate(frame, max_body)
     return frame
 

@@ -99,10 +99,6 @@ def test_any_text_gives_a_frame_or_a_coded_error(data: str) -> None:
     outcome(data)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="decode_client_frame(str) raises UnicodeEncodeError for a lone surrogate instead of "
-                          "bad_json. Not reachable from the edge (frames arrive as bytes); remove this marker "
-                          "when switchboard/frames.py maps it to BadJson")
 @pytest.mark.parametrize("data", ["\ud800", '{"type":"hello","epoch":"\udfff"}'], ids=["alone", "in-a-field"])
 def test_a_str_with_a_lone_surrogate_is_a_coded_error(data: str) -> None:
     outcome(data)
