@@ -155,7 +155,11 @@ class WsServer:
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         for c in dirty:
-            c.flush()
+            try:
+                c.flush()
+            except Exception:  # noqa: BLE001 - one socket's failed write must not leave the rest of the tick unwritten
+                _log.exception("socket write failed")
+                c.transport.abort()
 
     def shed(self) -> None:
         """Over ``edge_outbox_bytes``: close the open backed-up connections
@@ -315,6 +319,8 @@ class WsConn(asyncio.Protocol):
             self._check_held()
             return
         t = self.transport
+        if t.is_closing():  # gone (uvloop raises on a write to a closed transport); connection_lost cleans up
+            return
         if self._held:  # closing while backed up: the close frame goes after them
             self.server.held -= len(self._held)
             data = bytes(self._held) + data
