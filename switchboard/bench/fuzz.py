@@ -85,6 +85,9 @@ STALL_FRAMES = 20
 STALL_SEC = 10.0
 # The control pair: one message each way per interval.
 CONTROL_INTERVAL = 0.1
+# A control send answered with a retryable error is sent again after this
+# long (the SDK backs off similarly).
+RETRY_AFTER = 0.2
 # A control message not delivered after this long counts as lost.
 CONTROL_DEADLINE = 15.0
 # Users the fuzz connections authenticate as (their 1:1 conversations exist,
@@ -438,7 +441,9 @@ class ControlConn(WsConn):
         self.sent_at: dict[str, float] = {}  # message id -> when sent
         self.seq_of: dict[str, int] = {}  # message id -> seq answered in `sent`
         self.received: list[tuple[int, str, str, float]] = []  # (seq, id, from, when) of the pair's conversation
-        self.errors: list[dict] = []
+        self.errors: list[dict] = []  # errors that are not retryable
+        self.frames: dict[str, str] = {}  # message id -> the send frame (resent on a retryable error)
+        self.retried = 0
         self.conv = ""
         self.last_rx = time.monotonic()
 
@@ -461,7 +466,15 @@ class ControlConn(WsConn):
             if not self.synced.done():
                 self.synced.set_result(None)
         elif t == "error":
-            self.errors.append(f)
+            frame = self.frames.get(f.get("ref"))
+            if f.get("retry") and frame is not None:
+                # What the SDK does: the same frame again (same id: stored
+                # once), after a short pause. Counted, not a failure by itself:
+                # loss and silence are judged on what finally arrives.
+                self.retried += 1
+                asyncio.get_running_loop().call_later(RETRY_AFTER, self.send_text, frame)
+            else:
+                self.errors.append(f)
 
     def on_closed(self) -> None:
         if not self.synced.done():
@@ -491,6 +504,7 @@ class FuzzParams:
 @dataclass(kw_only=True)
 class ControlReport:
     sent: int = 0
+    retried: int = 0  # sends answered with a retryable error and sent again
     answered: int = 0  # `sent` received
     delivered: int = 0  # messages of the pair's conversation received by the peer
     lost: list[str] = field(default_factory=list)
@@ -666,7 +680,8 @@ class FuzzRun:
                 n += 1
                 mid = f"c{n}"
                 src.sent_at[mid] = time.monotonic()
-                src.send_text(json.dumps({"type": "send", "id": mid, "to": dst.user, "body": f"control {n}"}))
+                src.frames[mid] = json.dumps({"type": "send", "id": mid, "to": dst.user, "body": f"control {n}"})
+                src.send_text(src.frames[mid])
             self.control_sent = n
             await asyncio.sleep(CONTROL_INTERVAL)
 
@@ -688,6 +703,7 @@ class FuzzRun:
         lat: list[float] = []
         for src, dst in ((a, b), (b, a)):
             rep.sent += len(src.sent_at)
+            rep.retried += src.retried
             rep.answered += sum(1 for m in src.sent_at if m in src.seq_of)
             got = {}
             for seq, mid, frm, when in dst.received:
@@ -841,7 +857,7 @@ async def fuzz(p: FuzzParams, *, ws_url: str, token: Callable[[str], str], comma
     if crep.closed:
         failures.append(f"control pair disconnected: {crep.closed}")
     if crep.errors:
-        failures.append(f"control pair got {len(crep.errors)} error frames")
+        failures.append(f"control pair got {len(crep.errors)} error frames that are not retryable")
     if crep.longest_silence_s > p.max_silence:
         failures.append(f"control pair silent for {crep.longest_silence_s} s (> {p.max_silence})")
     seconds = t1 - t0
@@ -868,11 +884,13 @@ async def _progress(run: FuzzRun) -> None:
     t0 = time.monotonic()
     while True:
         await asyncio.sleep(1.0)
-        a = run.control[0] if run.control else None
-        delivered = sum(len(c.received) for c in run.control) if run.control else 0
+        ctl = run.control or ()
+        delivered = sum(len(c.received) for c in ctl)
+        errors, retried = sum(len(c.errors) for c in ctl), sum(c.retried for c in ctl)
         print(f"[{time.monotonic() - t0:6.1f}s] frames {run.sent:>9}  answers {run.answers:>9}  "
               f"conns {run.opened:>6}  1011 {run.closes['1011']}  control {delivered}/{2 * run.control_sent}"
-              + (f"  ctl-errors {len(a.errors)}" if a and a.errors else ""), file=sys.stderr, flush=True)
+              + (f"  ctl-resent {retried}" if retried else "") + (f"  ctl-errors {errors}" if errors else ""),
+              file=sys.stderr, flush=True)
 
 
 def run(p: FuzzParams, *, command: str) -> FuzzReport:
@@ -896,7 +914,8 @@ def render(r: FuzzReport) -> str:
              f"answers {r.answers}; errors by code {r.errors_by_code}",
              f"closes by code {r.closes_by_code}; handshake failures {r.handshake_failures or 'none'}",
              f"frames by kind: {dict(list(r.frames_by_kind.items())[:12])}",
-             f"control pair: {r.control.sent} sent, {r.control.delivered} delivered, lost {len(r.control.lost)}, "
+             f"control pair: {r.control.sent} sent ({r.control.retried} resent on a retryable error), "
+             f"{r.control.delivered} delivered, lost {len(r.control.lost)}, "
              f"out of order {r.control.out_of_order}, latency p50/p99/max {r.control.latency_ms_p50}/"
              f"{r.control.latency_ms_p99}/{r.control.latency_ms_max} ms, longest silence "
              f"{r.control.longest_silence_s} s",

@@ -10,6 +10,7 @@ failure must be reproducible from its seed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections import Counter
@@ -114,3 +115,18 @@ async def test_control_report_measures_the_longest_silence() -> None:
     for side in (a, b):  # each side receives the conversation's messages, its own included
         side.received += [(1, "c1", "a", 1.1), (2, "c3", "a", 9.1)]
     assert run.control_report(0.0, 10.0).longest_silence_s == pytest.approx(8.0)
+
+
+async def test_control_pair_resends_on_a_retryable_error_only() -> None:
+    """Like the SDK: `retry: true` -> the same frame again (counted, not a
+    failure); any other error is a failure of the run."""
+    run = _run()
+    a = fuzz.ControlConn(run, "a")
+    sent: list[str] = []
+    a.send_text = sent.append  # type: ignore[method-assign]
+    a.frames = {"c1": '{"type":"send","id":"c1"}', "c3": '{"type":"send","id":"c3"}'}
+    a.on_text(b'{"type":"error","ref":"c1","code":"unavailable","message":"m","retry":true}')
+    a.on_text(b'{"type":"error","ref":"c3","code":"not_member","message":"m","retry":false}')
+    await asyncio.sleep(fuzz.RETRY_AFTER + 0.05)
+    assert sent == ['{"type":"send","id":"c1"}'] and a.retried == 1
+    assert [e["ref"] for e in a.errors] == ["c3"]
