@@ -453,6 +453,15 @@ class Pipeline:
             return
         self._fanout(st, s)
 
+    def known_last_seq(self, conv: str) -> int | None:
+        """The last seq from our own state, when we own and write the
+        conversation (no I/O); None otherwise."""
+        st = self._convs.get(conv)
+        if st is not None and st.last_seq is not None and not st.reload and not st.busy \
+                and self.owns(st.partition):
+            return st.last_seq
+        return None
+
     async def last_seq(self, conv: str) -> int:
         """The conversation's last seq: our own state when we write it,
         otherwise read from the stream (or the archive)."""

@@ -22,6 +22,7 @@ import switchboard
 from switchboard import events, frames, ids, log, tls
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection, BusUnavailable
+from switchboard.bus.direct import direct_last_per_subject
 from switchboard.bus.conn import connect as bus_connect
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
@@ -39,6 +40,7 @@ from sequencer.quotas import UserQuota
 from sequencer.receipts import Receipts
 
 _send_decoder = msgspec.json.Decoder(events.SendRequest)
+_msg_decoder = msgspec.json.Decoder(frames.Msg)
 _create_decoder = msgspec.json.Decoder(events.ConvCreateRequest)
 _get_decoder = msgspec.json.Decoder(events.ConvGetRequest)
 _receipt_decoder = msgspec.json.Decoder(events.ReceiptRequest)
@@ -48,6 +50,13 @@ _ranges_query = msgspec.json.Decoder(events.RangesQuery)
 # A system send that finds no owner (a partition handover) is retried this
 # often until send_timeout.
 HANDOVER_RETRY_SEC = 0.1
+# Conversations per batch direct get of last messages (one request each).
+LAST_SEQS_CHUNK = 256
+# API requests (conversation queries, receipts, system sends) handled at
+# once; beyond it a request is answered `unavailable` (retry) at once, so a
+# flood of expensive queries cannot starve the lease renewals and the send
+# pipeline sharing this event loop.
+MAX_API_INFLIGHT = 256
 # Conversations looked at per unread / resync query: bounds the work one
 # query can cause; a user in more conversations gets the most recent ones.
 MAX_CONVS_PER_QUERY = 500
@@ -161,6 +170,9 @@ class Sequencer:
 
     def _spawn(self, fn):
         async def handler(req: Request) -> None:
+            if len(self._tasks) >= MAX_API_INFLIGHT:
+                await _respond_error(req, Unavailable("sequencer busy; retry"))
+                return
             task = asyncio.create_task(self._guard(fn, req))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -248,8 +260,32 @@ class Sequencer:
 
     async def _user_convs(self, user: str) -> list[tuple[str, int]]:
         convs = (await self._store.conversations_of(ids.check(user, "user")))[-MAX_CONVS_PER_QUERY:]
-        lasts = await asyncio.gather(*(self._last_seq(c) for c in convs))
-        return list(zip(convs, lasts))
+        return list(zip(convs, await self._last_seqs(convs)))
+
+    async def _last_seqs(self, convs: list[str]) -> list[int]:
+        """Last seq of many conversations: our own state where we write them,
+        then ONE batch direct get per LAST_SEQS_CHUNK for the rest (the last
+        message of each subject), then the archive for those MESSAGES no
+        longer holds. A resync or unread query of a user in 500
+        conversations was 500 stream requests plus 500 store reads."""
+        assert self.pipeline is not None
+        known: dict[str, int | None] = {c: self.pipeline.known_last_seq(c) for c in convs}
+        rest = [c for c, v in known.items() if v is None]
+        messages, _, _ = streams.names(self.settings)
+        for i in range(0, len(rest), LAST_SEQS_CHUNK):
+            chunk = rest[i:i + LAST_SEQS_CHUNK]
+            batch = await direct_last_per_subject(self._nc, stream=messages,
+                                                  subject=[self.subjects.msg(c) for c in chunk], limit=len(chunk),
+                                                  timeout=self.settings.send_timeout)
+            for _, headers, data in batch.entries:
+                conv = headers.get("Nats-Subject", "").rpartition(".")[2]
+                if conv in known:
+                    known[conv] = _msg_decoder.decode(data).seq
+        missing = [c for c, v in known.items() if v is None]
+        if missing:  # aged out of MESSAGES (or never written): the archive knows
+            for c, last in zip(missing, await asyncio.gather(*(self._store.last_seq(c) for c in missing))):
+                known[c] = last
+        return [known[c] or 0 for c in convs]
 
     async def _unread(self, req: Request) -> events.UnreadReply:
         q = _unread_query.decode(req.data)
@@ -269,7 +305,7 @@ class Sequencer:
             conv = await self.convs.get(cid)
             if conv is not None and len(conv.members) > self.settings.fanout_max_members:
                 large.append(cid)
-        lasts = await asyncio.gather(*(self._last_seq(c) for c in large))
+        lasts = await self._last_seqs(large)
         return events.RangesReply(ranges=[frames.ResyncRange(conv=c, upto=last) for c, last in zip(large, lasts)])
 
     async def _conv_ranges(self, req: Request) -> events.RangesReply:

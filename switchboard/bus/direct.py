@@ -71,11 +71,12 @@ async def direct_batch(nc: NATS, *, stream: str, subject: str, start_seq: int, b
     return await _direct(nc, stream=stream, req=req, start_seq=start_seq, timeout=timeout, api_prefix=api_prefix)
 
 
-async def direct_last_per_subject(nc: NATS, *, stream: str, subject: str, limit: int = 10_000,
+async def direct_last_per_subject(nc: NATS, *, stream: str, subject: str | list[str], limit: int = 10_000,
                                   timeout: float = 2.0, api_prefix: str = "$JS.API") -> DirectBatch:
-    """The last message of every subject matching ``subject`` (``multi_last``),
-    e.g. every key of a KV bucket in one request, with ``Nats-Time-Stamp``."""
-    req = {"multi_last": [subject], "batch": limit}
+    """The last message of every subject matching ``subject`` (``multi_last``;
+    one filter or a list of them), e.g. every key of a KV bucket, or the last
+    message of 256 conversations, in one request, with ``Nats-Time-Stamp``."""
+    req = {"multi_last": subject if isinstance(subject, list) else [subject], "batch": limit}
     return await _direct(nc, stream=stream, req=req, start_seq=1, timeout=timeout, api_prefix=api_prefix)
 
 
