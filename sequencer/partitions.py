@@ -37,7 +37,6 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
@@ -47,6 +46,7 @@ from switchboard import log
 from switchboard.bus.conn import encode_headers
 from switchboard.bus.streams import NotInitialized
 from switchboard.bus.direct import direct_last_per_subject
+from switchboard.bus.jsack import WRONG_LAST_SEQUENCE, decode_ack
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
 
@@ -56,20 +56,6 @@ GRACE_ROUNDS = 2
 # Fraction of the TTL an owner trusts its last renewal for: the rest covers
 # the round trip and clock-rate differences between this host and the server.
 TRUST = 0.8
-WRONG_LAST_SEQUENCE = 10071
-
-
-class _ApiError(msgspec.Struct):
-    err_code: int = 0
-    description: str = ""
-
-
-class _PubAck(msgspec.Struct):
-    seq: int = 0
-    error: _ApiError | None = None
-
-
-_ack_decoder = msgspec.json.Decoder(_PubAck)
 # A releasing owner waits at most this long for its in-flight writes of the
 # partition before deleting the key (the fence covers anything later).
 DRAIN_SEC = 1.0
@@ -249,7 +235,7 @@ class PartitionLeases:
         msg = await self._replies.call(f"$KV.{self._bucket}.p.{p}", self.instance.encode(),
                                        headers=encode_headers({"Nats-Expected-Last-Subject-Sequence": str(last)}),
                                        timeout=self._ttl / 3)
-        ack = _ack_decoder.decode(msg.data)
+        ack = decode_ack(msg.data)
         if ack.error is not None:
             if ack.error.err_code == WRONG_LAST_SEQUENCE:
                 raise nats.js.errors.KeyWrongLastSequenceError(description=ack.error.description)

@@ -43,6 +43,7 @@ from nats.js import JetStreamContext
 
 from switchboard import events, frames, ids, log
 from switchboard.bus.conn import BusConnection, BusError, BusMsg, encode_headers
+from switchboard.bus.jsack import WRONG_LAST_SEQUENCE, decode_ack
 from switchboard.bus.replies import Replies
 from switchboard.errors import BadFrame, LimitExceeded, NotMember, SwitchboardError, Unavailable
 from switchboard.store import Conversation
@@ -53,7 +54,6 @@ from sequencer.push import PresenceView, push_entry
 from sequencer.quotas import UserQuota
 from sequencer.receipts import Receipts
 
-WRONG_LAST_SEQUENCE = 10071
 # A conversation written by two processes at once (only during a handover)
 # converges in a round or two; more than this means something else is wrong.
 MAX_FENCE_RETRIES = 20
@@ -67,22 +67,6 @@ MAX_CONVS = 100_000
 _send_decoder = msgspec.json.Decoder(events.SendRequest)
 _msg_decoder = msgspec.json.Decoder(frames.Msg)
 _encode = msgspec.json.Encoder().encode
-
-
-class _ApiError(msgspec.Struct):
-    code: int = 0
-    err_code: int = 0
-    description: str = ""
-
-
-class _PubAck(msgspec.Struct):
-    stream: str = ""
-    seq: int = 0
-    duplicate: bool = False
-    error: _ApiError | None = None
-
-
-_ack_decoder = msgspec.json.Decoder(_PubAck)
 
 
 class _Conv:
@@ -268,7 +252,7 @@ class Pipeline:
         ack = None
         if err is None and m is not None:
             try:
-                ack = _ack_decoder.decode(m.data)
+                ack = decode_ack(m.data)
             except msgspec.DecodeError:
                 err = Unavailable("unreadable publish ack")
         if ack is None or ack.error is not None:
