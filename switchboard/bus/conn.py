@@ -53,7 +53,7 @@ from urllib.parse import unquote, urlsplit
 from switchboard import log
 from switchboard.bus.proto import (
     OP_ERR, OP_INFO, OP_PING, OP_PONG, PING, PONG, BusError, BusMsg, BusUnavailable, Handler, Parser,
-    ProtocolError, check_subject, encode_connect, encode_headers, encode_sub, encode_unsub,
+    ProtocolError, check_subject, encode_connect, encode_headers, encode_sub, encode_unsub, hpub_line, pub_line,
 )
 
 __all__ = ["connect", "BusConnection", "BusMsg", "BusStats", "encode_headers", "BusError", "BusUnavailable"]
@@ -319,19 +319,13 @@ class BusConnection:
         if not headers:
             if n > self._max_payload:
                 raise BusError(f"payload of {n} bytes exceeds the server's max_payload {self._max_payload}")
-            if not reply:
-                out += f"PUB {subject} {n}\r\n".encode()
-            else:
-                out += f"PUB {subject} {reply} {n}\r\n".encode()
+            out += pub_line(subject, reply, n)
             out += data
         else:
             hl = len(headers)
             if n + hl > self._max_payload:
                 raise BusError(f"message of {n + hl} bytes exceeds the server's max_payload {self._max_payload}")
-            if not reply:
-                out += f"HPUB {subject} {hl} {hl + n}\r\n".encode()
-            else:
-                out += f"HPUB {subject} {reply} {hl} {hl + n}\r\n".encode()
+            out += hpub_line(subject, reply, hl, hl + n)
             out += headers
             out += data
         out += b"\r\n"

@@ -141,17 +141,26 @@ def encode_connect(options: dict[str, object]) -> bytes:
     return b"CONNECT " + json.dumps(options, separators=(",", ":")).encode() + b"\r\n"
 
 
-def encode_pub(subject: str, data: bytes, reply: str | None = None) -> bytes:
+def pub_line(subject: str, reply: str | None, size: int) -> bytes:
+    """``PUB`` control line; the payload and ``\r\n`` follow it."""
     if reply:
-        return f"PUB {subject} {reply} {len(data)}\r\n".encode() + data + b"\r\n"
-    return f"PUB {subject} {len(data)}\r\n".encode() + data + b"\r\n"
+        return f"PUB {subject} {reply} {size}\r\n".encode()
+    return f"PUB {subject} {size}\r\n".encode()
+
+
+def hpub_line(subject: str, reply: str | None, hdr_size: int, total: int) -> bytes:
+    """``HPUB`` control line; the header block, payload and ``\r\n`` follow it."""
+    if reply:
+        return f"HPUB {subject} {reply} {hdr_size} {total}\r\n".encode()
+    return f"HPUB {subject} {hdr_size} {total}\r\n".encode()
+
+
+def encode_pub(subject: str, data: bytes, reply: str | None = None) -> bytes:
+    return pub_line(subject, reply, len(data)) + data + b"\r\n"
 
 
 def encode_hpub(subject: str, hdr: bytes, data: bytes, reply: str | None = None) -> bytes:
-    total = len(hdr) + len(data)
-    if reply:
-        return f"HPUB {subject} {reply} {len(hdr)} {total}\r\n".encode() + hdr + data + b"\r\n"
-    return f"HPUB {subject} {len(hdr)} {total}\r\n".encode() + hdr + data + b"\r\n"
+    return hpub_line(subject, reply, len(hdr), len(hdr) + len(data)) + hdr + data + b"\r\n"
 
 
 def encode_sub(subject: str, sid: int, queue: str | None = None) -> bytes:
