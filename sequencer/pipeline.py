@@ -449,10 +449,9 @@ class Pipeline:
     async def last_seq(self, conv: str) -> int:
         """The conversation's last seq: our own state when we write it,
         otherwise read from the stream (or the archive)."""
-        st = self._convs.get(conv)
-        if st is not None and st.last_seq is not None and not st.reload and not st.busy \
-                and self.owns(st.partition):
-            return st.last_seq
+        known = self.known_last_seq(conv)
+        if known is not None:
+            return known
         probe = _Conv(conv, 0, self._subjects.msg(conv))
         await self._load_last(probe)
         assert probe.last_seq is not None
