@@ -63,6 +63,13 @@ class Features:
         self._flusher: asyncio.Task | None = None
         self.presence = PresenceReporter(nc=edge.nc, subjects=edge.subjects, edge_id=edge.edge_id,
                                          interval_sec=presence_interval, ttl_factor=presence_ttl_factor)
+        # Users each watcher connected here watches (as the tracker recorded
+        # them), for the watch gauges of /metrics; dropped with the watcher's
+        # last socket here. Touched per watch request and per last disconnect.
+        self._watching: dict[str, set[str]] = {}
+        self.watch_entries = 0
+        edge.metrics.presence_watches.set_function(lambda: self.watch_entries)
+        edge.metrics.presence_watchers.set_function(lambda: len(self._watching))
         edge.sync_handlers[frames.Read] = self.read
         edge.frame_handlers.update({
             frames.Typing: self.typing,
@@ -88,6 +95,8 @@ class Features:
     def _disconnected(self, sess: "Session") -> None:
         self._typing.pop(id(sess), None)
         self.presence.disconnected(sess.user)
+        if sess.user in self._watching and not self.edge.hub.sockets_of(sess.user):
+            self.watch_entries -= len(self._watching.pop(sess.user))
 
     async def members(self, conv: str, user: str) -> tuple[str, ...]:
         cached = self._members.get(conv)
@@ -169,9 +178,21 @@ class Features:
             reply = _presence_reply.decode(await self.edge.request(self.edge.subjects.api("presence", "watch"), req))
             _raise(reply.error)
             known = {p.user: p for p in reply.users}
+            self._watched(sess.user, contacts.users)
         for u in users:
             p = known.get(u)
             sess._send(p if p is not None else frames.Presence(user=u, online=False, last_seen=None))
+
+    def _watched(self, watcher: str, users: list[str]) -> None:
+        """Count the watch entries the tracker now holds for ``watcher``
+        (a set per watcher: watching again adds), unless its sockets here
+        closed while the request was in flight."""
+        if not self.edge.hub.sockets_of(watcher):
+            return
+        held = self._watching.setdefault(watcher, set())
+        before = len(held)
+        held.update(users)
+        self.watch_entries += len(held) - before
 
     # -- push ----------------------------------------------------------------------------
     async def push_register(self, sess: "Session", f: frames.PushRegister) -> frames.Ok | None:

@@ -127,19 +127,26 @@ class _Table:
 
 
 class Hub:
-    def __init__(self, *, bus: BusConnection, subjects: Subjects, dropped: dict[str, int] | None = None) -> None:
+    def __init__(self, *, bus: BusConnection, subjects: Subjects, dropped: dict[str, int] | None = None,
+                 presence: dict[str, int] | None = None) -> None:
         self._subjects = subjects
         # Frames refused by the checks above, by subject kind (plain ints:
         # hot path; exported at scrape by edge.metrics).
         self.dropped = dropped if dropped is not None else {}
         for kind in ("live", "event", "conv"):
             self.dropped.setdefault(kind, 0)
+        # Presence fan-out: "events" from the tracker, "frames" handed to
+        # sockets (plain ints, exported by edge.metrics).
+        self.presence = presence if presence is not None else {}
+        for kind in ("events", "frames"):
+            self.presence.setdefault(kind, 0)
         self._users = _Table(bus=bus, deliveries=self._user_deliveries)
         self._convs = _Table(bus=bus, deliveries=self._conv_deliveries)
 
     # -- what arrives, checked once per delivery --------------------------------
     def _user_deliveries(self, user: str, sockets: set) -> list[tuple[str, Callable[[BusMsg], None]]]:
         dropped = self.dropped
+        presence = self.presence
 
         def live(msg: BusMsg) -> None:
             h = msg.headers
@@ -167,6 +174,9 @@ class Hub:
                 h = msg.headers
                 if h is not None and h.get(LARGE_CONV_HEADER) == frame.conv:  # type: ignore[union-attr]
                     large = frame.conv  # type: ignore[union-attr]
+            elif expected is frames.Presence:
+                presence["events"] += 1
+                presence["frames"] += len(sockets)
             data = msg.data
             if len(sockets) == 1:
                 for s in sockets:

@@ -36,6 +36,20 @@ class EdgeMetrics:
         self.held_bytes = Gauge("switchboard_edge_send_queue_bytes",
                                 "Bytes held for sockets that do not read (bounded by edge_send_queue_bytes)",
                                 registry=r)
+        # Presence fan-out (docs/presence.md, "What presence costs"): plain
+        # ints bumped by edge.hub once per presence event from the tracker
+        # ("events") and by the number of the watcher's sockets here it went
+        # to ("frames"); exported at scrape as *_total counters (rate() =
+        # per second). No label per user: one series each.
+        self.presence_fanout: dict[str, int] = {"events": 0, "frames": 0}
+        # Set to functions of edge.features at start: watch entries (watcher,
+        # watched user) of users connected here, and how many users watch.
+        self.presence_watches = Gauge("switchboard_edge_presence_watches",
+                                      "Presence watch entries (watcher, watched user) of users connected here",
+                                      registry=r)
+        self.presence_watchers = Gauge("switchboard_edge_presence_watchers",
+                                       "Users connected here that watch the presence of at least one user",
+                                       registry=r)
 
         self.extra: list[CollectorRegistry] = []  # other components' metrics in the same process
 
@@ -62,3 +76,12 @@ class _HotCounters:
         for kind, n in self._m.bus_dropped.items():
             d.add_metric([kind], n)
         yield d
+        p = self._m.presence_fanout
+        e = CounterMetricFamily("switchboard_edge_presence_events",
+                                "Presence changes received from the tracker for watchers connected here")
+        e.add_metric([], p["events"])
+        yield e
+        f = CounterMetricFamily("switchboard_edge_presence_frames",
+                                "Presence change frames handed to watchers' sockets (the fan-out)")
+        f.add_metric([], p["frames"])
+        yield f

@@ -128,7 +128,8 @@ class Edge:
                                      tls=tls.nats_client_context(s))
         self.replies = Replies(self.bus)
         self.replies.start()
-        self.hub = Hub(bus=self.bus, subjects=self.subjects, dropped=self.metrics.bus_dropped)
+        self.hub = Hub(bus=self.bus, subjects=self.subjects, dropped=self.metrics.bus_dropped,
+                       presence=self.metrics.presence_fanout)
         self.epoch = await streams.epoch(self.js, self.inbox_stream)
         self._epoch_watch = asyncio.create_task(self._watch_epoch())
         # No compression (the transport offers no extension): permessage-deflate

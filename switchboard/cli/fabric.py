@@ -35,7 +35,9 @@ def streams_of(settings: Settings, roles: tuple[str, ...]) -> list[str]:
     (no role creates them: switchboard/cli/init.py, the admin step, does).
     Consumers and the lease bucket are checked by the roles themselves."""
     messages, inbox, push = streams.names(settings)
-    need = {"sequencer": (messages, inbox, push), "edge": (inbox,), "archiver": (messages,), "pusher": (push,)}
+    trace = streams.trace_name(settings)  # every role that records trace hops
+    need = {"sequencer": (messages, inbox, push, trace), "edge": (inbox, trace), "archiver": (messages, trace),
+            "pusher": (push, trace)}
     return list(dict.fromkeys(name for role in roles for name in need.get(role, ())))
 
 
@@ -229,6 +231,7 @@ class _WithClose:
     def __init__(self, comp, close) -> None:
         self._comp = comp
         self._close = close
+        self.metrics = getattr(comp, "metrics", None)  # its registry joins /metrics (_registries)
 
     async def start(self) -> None:
         await self._comp.start()

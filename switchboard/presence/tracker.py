@@ -36,6 +36,7 @@ from switchboard.frames import encode as encode_frame
 from switchboard.presence import PresenceBackend, open_presence
 from switchboard.presence.messages import (MAX_USERS_PER_REQUEST, Events, Heartbeat, PresenceReply, decode_query,
                                            decode_report, decode_watch, encode)
+from switchboard.presence.metrics import TrackerMetrics
 from switchboard.subjects import Subjects
 
 QUEUE = "sb-presence"
@@ -75,10 +76,12 @@ class PresenceTracker:
         self._sub = None
         self._service = None
         self._sweeper: asyncio.Task | None = None
-        # Counters for stats/benchmarks (never logged per message).
+        # Counters for stats, benchmarks and /metrics (never logged per message).
         self.reports = 0
         self.rejected_ids = 0
         self.changes = 0
+        self.fanout = 0  # frames published to watchers: sum over changes of the user's watchers
+        self.metrics = TrackerMetrics(self)
 
     async def start(self) -> None:
         s = self._subjects
@@ -153,7 +156,9 @@ class PresenceTracker:
         for c in changes:
             data = encode_frame(c)
             await self._nc.publish(s.presence_changed(c.user), data)
-            for w in watchers.get(c.user, ()):
+            to = watchers.get(c.user, ())
+            self.fanout += len(to)
+            for w in to:
                 await self._nc.publish(s.ev_presence(w), data)
 
     async def _sweep_loop(self) -> None:
