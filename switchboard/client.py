@@ -355,10 +355,11 @@ class Client:
             self._pending.pop(ref, None)
 
     async def send(self, *, body: str, conv: str | None = None, to: str | None = None,
-                   id: str | None = None) -> frames.Sent:
-        """Send a message; returns once it is durable. Retries transparently."""
+                   id: str | None = None, trace: bool = False) -> frames.Sent:
+        """Send a message; returns once it is durable. Retries transparently.
+        ``trace``: record every hop of this message (``switchboard trace --id``)."""
         ref = id or self.new_id()
-        return await self._request(ref, frames.Send(id=ref, body=body, conv=conv, to=to), resend=True)
+        return await self._request(ref, frames.Send(id=ref, body=body, conv=conv, to=to, trace=trace), resend=True)
 
     async def create_conversation(self, members: list[str], title: str = "") -> frames.Conv:
         ref = self.new_id()

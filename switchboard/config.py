@@ -141,6 +141,21 @@ class Settings:
     push_provider: str = "log"  # log, or a comma list of apns,fcm,webpush
     push_config: str = ""  # TOML file with provider credentials (never logged)
 
+    # -- per-message trace (switchboard/trace.py) ----------------------------
+    # Fraction of user messages traced without asking (a countdown: 1 in
+    # round(1 / trace_sample)); 0 disables sampling (a send frame with
+    # "trace": true is traced anyway). 1 in 1,000 keeps a trace of recent
+    # traffic at any rate for the cost of a few small records per thousand
+    # messages.
+    trace_sample: float = 0.001
+    # How long trace records are kept (stream SB_TRACE): one hour covers the
+    # window in which a "my message did not arrive" complaint comes in; the
+    # records are small and only the traced messages write any.
+    trace_max_age_sec: float = 3600.0
+    # This process's name in trace records (empty: the edge id for an edge,
+    # the sequencer's instance id, else <role>-<host>-<pid>).
+    instance: str = ""
+
     # Prometheus metrics of the non-edge roles on this port (0: off); the edge
     # serves its own on /metrics of its WebSocket port.
     metrics_port: int = 0
@@ -191,6 +206,10 @@ class Settings:
             raise ConfigError("presence_max_watches_per_user must be >= 1")
         if self.presence_ttl_factor < 1.5:
             raise ConfigError("presence_ttl_factor must be >= 1.5 (a heartbeat must arrive before the TTL ends)")
+        if not 0.0 <= self.trace_sample <= 1.0:
+            raise ConfigError("trace_sample must be in [0, 1] (0: no sampling)")
+        if self.trace_max_age_sec <= 0:
+            raise ConfigError("trace_max_age_sec must be > 0")
         if self.lease_ttl < 1.0:
             raise ConfigError("lease_ttl must be >= 1 s (renewals every third of it must fit a round trip)")
         for name in ("rate_per_sec", "send_timeout", "hello_timeout", "dedup_window_sec", "admit_per_sec",

@@ -26,6 +26,9 @@ class SendRequest(msgspec.Struct, omit_defaults=True):
     body: str
     to: str | None = None  # set for 1:1 sends: the dm conversation is made on first use
     kind: str = "user"  # "user" or "system"
+    # System messages only: trace this one (switchboard/trace.py). A user's
+    # send is marked by the edge with the Sb-Trace header instead.
+    trace: bool = False
 
 
 class SendReply(msgspec.Struct, omit_defaults=True):

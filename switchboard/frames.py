@@ -48,6 +48,7 @@ class Send(_Frame, tag="send"):
     body: str
     conv: str | None = None
     to: str | None = None
+    trace: bool = False  # record this message's hops (switchboard/trace.py, `switchboard trace`)
 
 
 class Ack(_Frame, tag="ack"):

@@ -24,6 +24,10 @@ The same definitions are written as JSON to ``nats/streams/`` by
 - PUSH (``sb.push.*``): work queue for the pusher.
 - DEADLETTER (``sb.dlq.>``): entries the archiver or pusher gave up on, kept
   14 days for an operator to inspect (``nats stream view DEADLETTER``).
+- SB_TRACE (``sb.trace.>``): per-message trace records (switchboard/trace.py),
+  kept ``trace_max_age_sec`` (default one hour); only traced messages write
+  any. Every role that records hops checks it exists; only the admin user
+  and the sequencer may read it (nats/accounts.conf).
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ def deadletter_name(settings: Settings) -> str:
     return f"{settings.stream_prefix}DEADLETTER"
 
 
+def trace_name(settings: Settings) -> str:
+    return f"{settings.stream_prefix}SB_TRACE"
+
+
 def definitions(settings: Settings) -> list[StreamConfig]:
     s = settings.subjects
     messages, inbox, push = names(settings)
@@ -87,6 +95,11 @@ def definitions(settings: Settings) -> list[StreamConfig]:
             name=deadletter_name(settings), subjects=[f"{s.prefix}.dlq.>"], retention=RetentionPolicy.LIMITS,
             max_age=14 * 86400.0, discard=DiscardPolicy.OLD,
             description="What the archiver and the pusher gave up on, with the reason in headers",
+            **common),
+        StreamConfig(
+            name=trace_name(settings), subjects=[f"{s.prefix}.trace.>"], retention=RetentionPolicy.LIMITS,
+            max_age=settings.trace_max_age_sec, discard=DiscardPolicy.OLD,
+            description="Per-message trace records: one per hop of a traced message (switchboard trace)",
             **common),
     ]
 

@@ -1,7 +1,7 @@
 """The admin step: create (or bring up to date) everything the roles use in
 JetStream, so that no long-running role needs the JetStream management API.
 
-- the streams MESSAGES, INBOX, PUSH, DEADLETTER (switchboard/bus/streams.py);
+- the streams MESSAGES, INBOX, PUSH, DEADLETTER, SB_TRACE (switchboard/bus/streams.py);
 - the archiver's durable pull consumer on MESSAGES (archiver/consumer.py);
 - the pusher's durable pull consumer on PUSH (pusher/service.py);
 - the sequencers' partition lease bucket (sequencer/partitions.py).
