@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable
 
 import msgspec
 
-from switchboard import ids, log
+from switchboard import ids, log, trace_otel  # trace_otel imports OpenTelemetry only when OTEL_* asks
 
 # The header that marks a traced message on every NATS hop (value "1").
 TRACE_HEADER = "Sb-Trace"
@@ -150,6 +150,8 @@ class Tracer:
         self.instance = instance
         self.sampler = Sampler(sample)
         self.exporters: list[Callable[[TraceRecord], None]] = []
+        if (otel := trace_otel.from_env(role, instance)) is not None:
+            self.exporters.append(otel)
         self.published = 0
         self.dropped = 0
         self._log = log.get("trace", role=role)

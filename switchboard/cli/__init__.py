@@ -5,6 +5,7 @@
     switchboard run ROLE+ROLE... --nats URL [...]       (several roles in one process)
     switchboard init --nats URL                           (streams, consumers, KV: admin NATS user)
     switchboard token USER [--data DIR]
+    switchboard trace CONV SEQ | --id MSG_ID [--conv C] [--nats URL | --data DIR] [--json]   (switchboard/cli/trace.py)
     switchboard nats-config [--out DIR]
     switchboard bench ...
 """
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     nc = sub.add_parser("nats-config", help="write the stream definitions as JSON for the nats CLI")
     nc.add_argument("--out", default="nats/streams")
     nc.add_argument("--config")
+    from switchboard.cli import trace as trace_cli
+
+    trace_cli.add_parser(sub)
     bench = sub.add_parser("bench", help="load generator and report")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -113,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(args.rest)
         if args.cmd == "init":
             return asyncio.run(_init(_settings(args)))
+        if args.cmd == "trace":
+            from switchboard.cli import trace as trace_cli
+
+            return trace_cli.run(args)
         return _serve(args)
     except SwitchboardError as exc:
         print(f"switchboard: {log.redact(exc.message)}", file=sys.stderr)

@@ -1,0 +1,316 @@
+"""Reading a message's trace back: its records from the stream SB_TRACE, in order.
+
+The roles write one :class:`~switchboard.trace.TraceRecord` per hop to
+``<prefix>.trace.<conv>.<sender>.<id>`` (switchboard/trace.py); nats-server
+writes its own trace events of the send request (``Nats-Trace-Dest``) to the
+same subject plus ``.nats``. This module reads both with batch direct gets
+(no consumer), turns each server event into a :class:`NatsHop` (a
+``TraceRecord`` with role ``nats`` and the server's details), and sorts
+everything by time, then by the order of the stages.
+
+Used by ``switchboard trace`` (switchboard/cli/trace.py) and by the
+sequencer's ``<prefix>.api.trace.get`` endpoint (:func:`answer`).
+
+A ``trace CONV SEQ`` first names the message: the conversation's last
+message in MESSAGES (one direct get), else the archive (the store, or the
+archiver's history API), else the trace stream's own ``sequencer.stored``
+record with that seq.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Awaitable, Callable
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+
+from switchboard import events, frames, ids, trace
+from switchboard.bus import streams
+from switchboard.bus.direct import DirectGetError, direct_batch
+from switchboard.config import Settings
+from switchboard.errors import BadFrame, NotFound, Unavailable
+from switchboard.trace import TraceRecord
+
+# Records returned for one query at most: a 1:1 message has about ten, a
+# 500-member group's about a thousand (a delivery and an ack per device);
+# the cap keeps one answer inside a NATS message (1 MiB).
+MAX_RECORDS = 4000
+# Entries per direct get round trip.
+READ_BATCH = 256
+# Records of one conversation scanned to find a seq in the trace stream
+# itself (the last resort of trace CONV SEQ).
+SEQ_SCAN_MAX = 20_000
+
+# nats-server's trace event types (server/msgtrace.go) and connection kinds.
+NATS_EVENT_STAGES = {"in": "nats.ingress", "eg": "nats.egress", "js": "nats.jetstream", "sm": "nats.mapping",
+                     "se": "nats.stream_export", "si": "nats.service_import"}
+NATS_CONN_KINDS = {0: "client", 1: "route", 2: "gateway", 3: "system", 4: "leafnode", 5: "jetstream", 6: "account"}
+
+# Stages of one millisecond sort in the order a message passes them; the
+# server's events of the send request come right after edge.received.
+_ORDER = ("edge.received", "nats.ingress", "nats.mapping", "nats.service_import", "nats.stream_export",
+          "nats.jetstream", "nats.egress")
+STAGE_ORDER = {s: i for i, s in enumerate(_ORDER + tuple(s for s in trace.STAGES if s not in _ORDER))}
+
+
+class NatsHop(TraceRecord, kw_only=True, omit_defaults=True):
+    """One nats-server trace event, shaped as a record: role ``nats``,
+    ``instance`` = the server's name, ``stage`` = ``nats.<event>``.
+    ``conn_kind``/``cid``/``conn``: the connection the message came in on
+    (ingress) or left by (egress); ``subject``: what it was published to or
+    the subscription that matched; ``hops``: how many other servers this one
+    forwarded it to (routes, gateways, leaf nodes); ``error``: a refusal (a
+    permission violation, no interest...)."""
+
+    conn_kind: str | None = None
+    cid: int | None = None
+    conn: str | None = None
+    subject: str | None = None
+    account: str | None = None
+    stream: str | None = None
+    hops: int | None = None
+    hop: str | None = None  # Nats-Trace-Hop of a server that got it over a route: "1", "1.2"...
+    error: str | None = None
+
+
+class TraceQuery(msgspec.Struct, omit_defaults=True):
+    """``<prefix>.api.trace.get``: ``{conv, seq}`` or ``{id, conv?, sender?}``."""
+
+    conv: str | None = None
+    seq: int | None = None
+    id: str | None = None
+    sender: str | None = None
+
+
+class TraceReply(msgspec.Struct, omit_defaults=True):
+    """The records, sorted; ``conv``/``sender``/``id``: the message they are
+    of, when one message was asked for and named."""
+
+    records: list[TraceRecord] = []
+    conv: str | None = None
+    sender: str | None = None
+    id: str | None = None
+    truncated: bool = False
+    error: events.ErrorBody | None = None
+
+
+decode_query = msgspec.json.Decoder(TraceQuery).decode
+decode_reply = msgspec.json.Decoder(TraceReply).decode
+encode = msgspec.json.Encoder().encode
+_decode_msg = msgspec.json.Decoder(frames.Msg).decode
+
+
+def stream_name(settings: Settings) -> str:
+    """The trace stream's name (``SB_TRACE`` with the stream prefix)."""
+    return streams.trace_name(settings)
+
+
+def sort_key(r: TraceRecord) -> tuple[int, int]:
+    return r.at, STAGE_ORDER.get(r.stage, len(STAGE_ORDER))
+
+
+def _ms(ts: str) -> int:
+    """RFC 3339 with nanoseconds (nats-server) -> ms since the epoch."""
+    head, _, frac = ts.rstrip("Z").partition(".")
+    frac = (frac.split("+")[0].split("-")[0] + "000")[:3]
+    base = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc)
+    return int(base.timestamp()) * 1000 + int(frac)
+
+
+def nats_hops(data: bytes, *, conv: str, sender: str, id: str) -> list[NatsHop]:
+    """The events of one nats-server trace message as records (an
+    unreadable one gives none: the server's format is not ours)."""
+    try:
+        doc = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return []
+    if not isinstance(doc, dict):
+        return []
+    server = doc.get("server") or {}
+    name = str(server.get("name") or server.get("id") or "nats-server")
+    hops = doc.get("hops")
+    hop = ((doc.get("request") or {}).get("header") or {}).get("Nats-Trace-Hop")
+    hop = hop[0] if isinstance(hop, list) and hop else None
+    out: list[NatsHop] = []
+    for ev in doc.get("events") or []:
+        if not isinstance(ev, dict):
+            continue
+        kind = ev.get("type", "")
+        stage = NATS_EVENT_STAGES.get(kind, f"nats.{kind}")
+        try:
+            at = _ms(str(ev.get("ts", "")))
+        except ValueError:
+            at = 0
+        ck = ev.get("kind")
+        out.append(NatsHop(
+            stage=stage, at=at, role="nats", instance=name, conv=conv, id=id, sender=sender,
+            conn_kind=NATS_CONN_KINDS.get(ck, str(ck)) if ck is not None else None,
+            cid=ev.get("cid"), conn=ev.get("name") or None,
+            subject=ev.get("subj") or ev.get("sub") or ev.get("to") or ev.get("subject") or None,
+            account=ev.get("acc") or None, stream=ev.get("stream") or None,
+            hops=hops if kind == "eg" and isinstance(hops, int) and hops else None,
+            hop=hop if kind == "in" else None,
+            error=ev.get("error") or None))
+    return out
+
+
+def _record_of(subject: str, data: bytes) -> list[TraceRecord]:
+    tokens = subject.split(".")
+    if tokens[-1] == "nats" and len(tokens) >= 6:
+        return list(nats_hops(data, conv=tokens[-4], sender=tokens[-3], id=tokens[-2]))
+    try:
+        return [trace.decode_record(data)]
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return []
+
+
+async def _read_subject(nc: NATS, stream: str, subject: str, *, limit: int,
+                        timeout: float) -> tuple[list[TraceRecord], bool]:
+    """Every record on ``subject`` (wildcards allowed); True when cut at ``limit``."""
+    out: list[TraceRecord] = []
+    start = 1
+    while True:
+        got = await direct_batch(nc, stream=stream, subject=subject, start_seq=start, batch=READ_BATCH,
+                                 timeout=timeout)
+        for _, headers, data in got.entries:
+            out.extend(_record_of(headers.get("Nats-Subject", subject), data))
+            if len(out) >= limit:
+                return out[:limit], True
+        if not got.num_pending or not got.entries:
+            return out, False
+        start = got.last_seq + 1
+
+
+async def read_trace(nc: NATS, settings: Settings, *, id: str, conv: str | None = None, sender: str | None = None,
+                     limit: int = MAX_RECORDS, timeout: float = 5.0) -> tuple[list[TraceRecord], bool]:
+    """The records of message ``id`` (of ``conv`` and ``sender`` when given),
+    the server's events included, sorted by time then stage order; the bool
+    says the answer was cut at ``limit``. Raises :class:`NotFound` when the
+    trace stream does not exist, :class:`Unavailable` when it does not answer."""
+    base = ".".join((settings.subject_prefix, "trace", ids.check(conv, "conv") if conv else "*",
+                     ids.check(sender, "sender") if sender else "*", ids.check(id, "message id")))
+    stream = stream_name(settings)
+    records: list[TraceRecord] = []
+    cut = False
+    try:
+        for subject in (base, base + ".nats"):
+            got, more = await _read_subject(nc, stream, subject, limit=limit - len(records), timeout=timeout)
+            records += got
+            cut = cut or more
+            if len(records) >= limit:
+                break
+    except DirectGetError as exc:
+        raise NotFound(f"trace stream {stream} is not readable ({exc.message}): run `switchboard init`") from None
+    records.sort(key=sort_key)
+    return records, cut
+
+
+# -- naming the message of CONV SEQ -------------------------------------------------
+
+ArchiveLookup = Callable[[str, int], Awaitable["frames.Msg | None"]]
+
+
+def history_lookup(nc: NATS, settings: Settings, timeout: float = 5.0) -> ArchiveLookup:
+    """Message ``seq`` of ``conv`` from the archiver's history API
+    (``<prefix>.api.history``: store plus the unarchived end of MESSAGES)."""
+    reply_decoder = msgspec.json.Decoder(events.HistoryReply)
+
+    async def lookup(conv: str, seq: int) -> frames.Msg | None:
+        q = events.HistoryQuery(conv=conv, after=seq - 1, before=seq + 1, limit=1)
+        try:
+            msg = await nc.request(settings.subjects.api("history"), events.encode(q), timeout=timeout)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            return None
+        reply = reply_decoder.decode(msg.data)
+        return next((m for m in reply.messages if m.seq == seq), None)
+
+    return lookup
+
+
+def store_lookup(store) -> ArchiveLookup:
+    """Message ``seq`` of ``conv`` from the archive store itself (the sequencer has it)."""
+
+    async def lookup(conv: str, seq: int) -> frames.Msg | None:
+        rows = await store.messages(conv, after=seq - 1, before=seq + 1, limit=1)
+        return next((m for m in rows if m.seq == seq), None)
+
+    return lookup
+
+
+async def find_message(nc: NATS, settings: Settings, conv: str, seq: int, *, archive: ArchiveLookup | None,
+                       timeout: float = 5.0) -> tuple[str, str] | None:
+    """``(sender, id)`` of message ``seq`` of ``conv``, or None if nothing knows it."""
+    ids.check(conv, "conv")
+    messages, _, _ = streams.names(settings)
+    try:  # the common complaint is about the latest message: one read
+        raw = await nc.jetstream(timeout=timeout).get_last_msg(messages, settings.subjects.msg(conv))
+        last = _decode_msg(raw.data or b"")
+        if last.seq == seq:
+            return last.from_, last.id
+        if last.seq < seq:
+            return None  # not written (yet)
+    except (nats.js.errors.NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    except (nats.errors.TimeoutError, nats.js.errors.APIError):
+        pass  # MESSAGES not readable here: the archive and the trace may still know
+    if archive is not None:
+        try:
+            m = await archive(conv, seq)
+        except Exception:  # noqa: BLE001 - an archive that cannot answer: try the trace stream
+            m = None
+        if m is not None:
+            return m.from_, m.id
+    return await _seq_from_trace(nc, settings, conv, seq, timeout=timeout)
+
+
+async def _seq_from_trace(nc: NATS, settings: Settings, conv: str, seq: int, *,
+                          timeout: float) -> tuple[str, str] | None:
+    """A traced message names itself: its ``sequencer.stored`` record has the seq."""
+    subject = f"{settings.subject_prefix}.trace.{conv}.*.*"
+    start, scanned = 1, 0
+    try:
+        while scanned < SEQ_SCAN_MAX:
+            got = await direct_batch(nc, stream=stream_name(settings), subject=subject, start_seq=start,
+                                     batch=READ_BATCH, timeout=timeout)
+            scanned += len(got.entries)
+            for _, _, data in got.entries:
+                try:
+                    r = trace.decode_record(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if r.seq == seq and r.stage == "sequencer.stored":
+                    return r.sender, r.id
+            if not got.num_pending or not got.entries:
+                return None
+            start = got.last_seq + 1
+    except DirectGetError:
+        return None
+    return None
+
+
+async def answer(nc: NATS, settings: Settings, q: TraceQuery, *, archive: ArchiveLookup | None,
+                 timeout: float = 5.0) -> TraceReply:
+    """What ``trace CONV SEQ`` / ``trace --id ID`` and the endpoint answer."""
+    if q.id is not None:
+        if q.seq is not None:
+            raise BadFrame("give either seq (with conv) or id, not both")
+        records, cut = await read_trace(nc, settings, id=q.id, conv=q.conv, sender=q.sender, timeout=timeout)
+        return TraceReply(records=records, conv=q.conv, sender=q.sender, id=q.id, truncated=cut)
+    if q.conv is None or q.seq is None:
+        raise BadFrame("a trace query needs conv and seq, or id")
+    if q.seq < 1:
+        raise BadFrame("seq must be >= 1")
+    found = await find_message(nc, settings, q.conv, q.seq, archive=archive, timeout=timeout)
+    if found is None:
+        raise NotFound(f"no message {q.seq} in {q.conv!r} (not written, or neither MESSAGES, the archive "
+                       f"nor the trace stream knows it)")
+    sender, mid = found
+    records, cut = await read_trace(nc, settings, id=mid, conv=q.conv, sender=sender, timeout=timeout)
+    return TraceReply(records=records, conv=q.conv, sender=sender, id=mid, truncated=cut)
+
+
+__all__ = ["NatsHop", "TraceQuery", "TraceReply", "read_trace", "find_message", "answer", "history_lookup",
+           "store_lookup", "stream_name", "nats_hops", "STAGE_ORDER", "Unavailable"]
