@@ -1,0 +1,80 @@
+// Measurements of the web app (reported, not asserted as timings): first
+// paint of a fresh load, and send -> visible in the other tab over N messages
+// typed at a light pace. It asserts only that every message arrives once and
+// in order. Figures: printed as "WEB-BENCH {json}" and written to
+// test-results/bench/web-bench.json; scripts/web-bench runs this spec and
+// prints them as the table of docs/benchmarks.md ("Web app").
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test, expect } from "@playwright/test";
+import { expectOrdered, messageWith, messages, newUser, openAs, openConv, send, startDm, uid } from "../lib.mjs";
+
+const N = Number(process.env.SB_WEB_BENCH_N || 200);
+const GAP_MS = Number(process.env.SB_WEB_BENCH_GAP_MS || 100); // one message per 100 ms: a fast typist's pace x10
+const LOADS = Number(process.env.SB_WEB_BENCH_LOADS || 5);
+
+function pct(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+const round = (x) => Math.round(x * 10) / 10;
+
+test(`first paint and send -> visible over ${N} messages`, async ({ browser }, info) => {
+  test.setTimeout(60_000 + N * (GAP_MS + 150));
+  const alice = await newUser(browser, uid("alice"));
+  const bob = await newUser(browser, uid("bob"));
+
+  // First paint: fresh tabs of a signed-in user (the app's files from the edge, no cache).
+  const paints = [];
+  const ready = [];
+  for (let i = 0; i < LOADS; i++) {
+    const ctx = await browser.newContext();
+    const t0 = Date.now();
+    const page = await openAs(ctx, bob.user, bob.token);
+    ready.push(Date.now() - t0);
+    const entries = await page.evaluate(() => Object.fromEntries(performance.getEntriesByType("paint").map((e) => [e.name, e.startTime])));
+    paints.push(entries);
+    await ctx.close();
+  }
+  const fp = paints.map((e) => e["first-paint"]).filter((x) => x !== undefined).sort((a, b) => a - b);
+  const fcp = paints.map((e) => e["first-contentful-paint"]).filter((x) => x !== undefined).sort((a, b) => a - b);
+  expect(fcp.length, "paint entries recorded").toBe(LOADS);
+
+  await startDm(alice.page, bob.user);
+  await send(alice.page, "warm-up");
+  const conv = await messageWith(alice.page, "warm-up").getAttribute("data-conv");
+  await openConv(bob.page, conv);
+  await expect(messageWith(bob.page, "warm-up")).toHaveCount(1);
+
+  const start = Date.now();
+  for (let i = 0; i < N; i++) {
+    await send(alice.page, `bench ${i}`);
+    const wait = start + (i + 1) * GAP_MS - Date.now();
+    if (wait > 0) await alice.page.waitForTimeout(wait);
+  }
+  await expect(messageWith(bob.page, `bench ${N - 1}`)).toHaveCount(1, { timeout: 30_000 });
+  await expect(messages(bob.page)).toHaveCount(N + 1);
+  const bodies = (await expectOrdered(bob.page)).map((m) => m.body);
+  expect(bodies).toEqual(["warm-up", ...Array.from({ length: N }, (_, i) => `bench ${i}`)]);
+
+  const sent = new Map();
+  for (const t of await alice.page.evaluate(() => window.__sbApp.timings)) if (t.sentAt) sent.set(t.id, t.sentAt);
+  const lat = [];
+  for (const t of await bob.page.evaluate(() => window.__sbApp.timings)) {
+    if (t.visibleAt && sent.has(t.id)) lat.push(t.visibleAt - sent.get(t.id));
+  }
+  expect(lat.length, "timings of every bench message on both sides").toBeGreaterThanOrEqual(N);
+  lat.sort((a, b) => a - b);
+
+  const result = {
+    messages: lat.length,
+    pace_ms: GAP_MS,
+    send_to_visible_ms: { p50: round(pct(lat, 50)), p90: round(pct(lat, 90)), p99: round(pct(lat, 99)), max: round(lat.at(-1)) },
+    first_paint_ms: { median: round(pct(fp, 50)), max: round(fp.at(-1)) },
+    first_contentful_paint_ms: { median: round(pct(fcp, 50)), max: round(fcp.at(-1)) },
+    load_to_online_ms: { median: pct(ready.sort((a, b) => a - b), 50), max: ready.at(-1) },
+    loads: LOADS,
+    chromium: browser.version(),
+  };
+  console.log(`WEB-BENCH ${JSON.stringify(result)}`);
+  writeFileSync(join(info.project.outputDir, "web-bench.json"), JSON.stringify(result, null, 2) + "\n");
+});
