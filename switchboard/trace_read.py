@@ -89,7 +89,7 @@ class TraceReply(msgspec.Struct, omit_defaults=True):
     """The records, sorted; ``conv``/``sender``/``id``: the message they are
     of, when one message was asked for and named."""
 
-    records: list[TraceRecord] = []
+    records: list[TraceRecord]  # no default: an empty answer still says "records": []
     conv: str | None = None
     sender: str | None = None
     id: str | None = None

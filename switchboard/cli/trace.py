@@ -212,7 +212,7 @@ def render(records: list[TraceRecord], *, seq: int | None = None) -> str:
         who_w = max(len(f"{r.role}/{r.instance}") for r in recs)
         prev = None
         for r in recs:
-            delta = "" if prev is None else f"+{r.at - prev}"
+            delta = f"+{r.at - prev}" if prev is not None else "+0"
             prev = r.at
             who = f"{r.role}/{r.instance}"
             lines.append(f"{_clock(r.at)} {delta:>7} ms  {r.stage:<{width}}  {who:<{who_w}}  {details(r)}".rstrip())

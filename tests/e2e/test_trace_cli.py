@@ -1,0 +1,268 @@
+"""Reading a message's trace: ``switchboard trace`` and ``<prefix>.api.trace.get``.
+
+A traced 1:1 message (``"trace": true`` on the send frame) goes through a
+real edge, sequencer and archiver on a real nats-server; the tests then read
+it back the way an operator does (the CLI as a child process, with the
+deployment's prefixes in its environment) and the way a support tool does
+(the sequencer's endpoint). What they protect:
+
+- the timeline shows every hop in order, with the delay between hops, and
+  includes nats-server's own events of the send request (``Nats-Trace-Dest``
+  set by the edge; rendered as ``nats.*`` lines);
+- ``trace CONV SEQ`` names the message (MESSAGES, archive) and ``--id`` finds
+  the same records; ``--json`` is one parseable record per line, sorted;
+- the exit codes a script relies on: 0 found, 1 none (with the one line that
+  says why a message may have no trace), 2 bad arguments / no NATS;
+- the endpoint answers the same records, and coded errors for bad queries;
+- ``--data DIR`` of a real ``switchboard up`` finds its embedded NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import msgspec
+import nats
+import pytest
+
+from switchboard import trace_read
+from switchboard.bus.embedded import free_port
+from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, Raw, deployment, procs, role_env, unique
+
+ROLES = ("sequencer", "edge", "archiver")
+# The hops every traced 1:1 message delivered to an online device has, in
+# the order they happen (edge.acked after the device acked).
+EXPECTED = ["edge.received", "nats.ingress", "nats.egress", "sequencer.stored", "sequencer.fanout",
+            "edge.delivered", "edge.acked"]
+
+
+async def cli(settings, *args: str, env: dict | None = None) -> tuple[int, str, str]:
+    """``python -m switchboard trace ARGS`` as a child process, with the
+    deployment's prefixes (and nothing else of it) in its environment."""
+    e = role_env(settings) if env is None else env
+    p = await asyncio.create_subprocess_exec(PYTHON, "-m", "switchboard", "trace", *args, cwd=REPO, env=e,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(p.communicate(), 60)
+    return p.returncode, out.decode(), err.decode()
+
+
+async def wait_stages(settings, mid: str, want: dict[str, int], timeout: float = STEP) -> list:
+    """The records of ``mid`` once at least ``want[stage]`` of each stage are
+    stored (records are fire-and-forget: they land a little after the hop)."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            recs, _ = await trace_read.read_trace(nc, settings, id=mid)
+            have = [r.stage for r in recs]
+            if all(have.count(s) >= n for s, n in want.items()):
+                return recs
+            if loop.time() > deadline:
+                raise AssertionError(f"stages of {mid}: {have}, wanted at least {want}")
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+async def traced_dm(d, alice: Raw, bobs: list[Raw], mid: str, *, trace: bool = True) -> dict:
+    """alice sends ``mid`` to bob; every bob device receives and acks it."""
+    frame = {"type": "send", "id": mid, "to": "bob", "body": f"hello {mid}"}
+    if trace:
+        frame["trace"] = True
+    await alice.send(frame)
+    sent = await alice.answer(mid)
+    for b in bobs:
+        m = await b.expect("msg", id=mid)
+        await b.send({"type": "ack", "cursor": m["cursor"]})
+    return sent
+
+
+@pytest.fixture
+async def dep(tmp_path, nats_server):
+    # trace_sample 0: only frames with "trace": true are traced, so the
+    # untraced message below has no records by construction, not by luck.
+    async with deployment(tmp_path, nats_server.url, roles=ROLES, trace_sample=0.0) as d:
+        yield d
+
+
+async def test_timeline_json_and_id_of_a_traced_message(dep):
+    d = dep
+    alice = await d.raw("alice")
+    bob1, bob2 = await d.raw("bob"), await d.raw("bob")
+    mid = unique("tr-")
+    sent = await traced_dm(d, alice, [bob1, bob2], mid)
+    conv, seq = sent["conv"], sent["seq"]
+    recs = await wait_stages(d.settings, mid, {s: 1 for s in EXPECTED} | {"edge.acked": 2, "archiver.stored": 1})
+    bob_deliveries = {r.device for r in recs if r.stage == "edge.delivered" and r.user == "bob"}
+    assert len(bob_deliveries) == 2, "one edge.delivered per device of the recipient"
+
+    code, out, err = await cli(d.settings, conv, str(seq), "--nats", d.settings.nats_url)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"message {mid} from alice in {conv}, seq {seq}: "), lines[0]
+    stages = [ln.split()[3] for ln in lines[1:-1]]
+    # Every stage in the order of the contract (first occurrence of each).
+    firsts = [s for i, s in enumerate(stages) if s in EXPECTED and s not in stages[:i]]
+    assert firsts == EXPECTED, stages
+    assert "archiver.stored" in stages
+    hop = next(ln for ln in lines if " nats.ingress " in ln)
+    assert "nats/sb-test" in hop and "client cid:" in hop, hop  # the server's name and the edge's connection
+    assert re.search(r"\+\d+ ms", lines[2]), lines[2]  # delay from the previous hop
+    assert f"seq={seq}" in next(ln for ln in lines if " sequencer.stored " in ln)
+
+    code, out2, err = await cli(d.settings, "--id", mid, "--json", "--nats", d.settings.nats_url)
+    assert code == 0, err
+    rows = [json.loads(ln) for ln in out2.splitlines()]
+    assert [r["stage"] for r in rows] == stages, "the --id read finds the same records as CONV SEQ"
+    assert [r["at"] for r in rows] == sorted(r["at"] for r in rows)
+    assert {r["role"] for r in rows} >= {"edge", "nats", "sequencer", "archiver"}
+    ingress = next(r for r in rows if r["stage"] == "nats.ingress")
+    assert ingress["subject"].endswith(f".{conv}") and ingress["conn_kind"] == "client"
+
+    code, out3, _ = await cli(d.settings, "--id", mid, "--conv", conv, "--sender", "alice", "--json",
+                              "--nats", d.settings.nats_url)
+    assert code == 0 and len(out3.splitlines()) == len(rows)
+
+
+async def test_exit_codes_and_the_no_trace_explanation(dep, tmp_path):
+    d = dep
+    alice, bob = await d.raw("alice"), await d.raw("bob")
+    plain = unique("plain-")
+    sent = await traced_dm(d, alice, [bob], plain, trace=False)
+    url = d.settings.nats_url
+    env = role_env(d.settings) | {"SWITCHBOARD_TRACE_SAMPLE": "0.001"}
+
+    # An untraced message: named (MESSAGES), but no records: exit 1 and why.
+    code, out, err = await cli(d.settings, sent["conv"], str(sent["seq"]), "--nats", url, env=env)
+    assert (code, out) == (1, ""), (code, out, err)
+    assert f"id '{plain}' from 'alice'" in err
+    assert "trace_sample 0.001: 1 in 1,000" in err and "kept 1 h" in err, err
+
+    code, _, err = await cli(d.settings, sent["conv"], "999", "--nats", url)
+    assert code == 1 and "no message 999" in err, err
+    code, _, err = await cli(d.settings, "--id", unique("none-"), "--nats", url)
+    assert code == 1 and "no trace records" in err, err
+
+    # Bad arguments, and a NATS that is not there: 2.
+    for args in ([], [sent["conv"]], ["--id", "bad id!"], [sent["conv"], "1", "--id", "x"],
+                 [sent["conv"], "0"], ["c", "1", "--conv", "c"]):
+        code, _, err = await cli(d.settings, *args, "--nats", url)
+        assert code == 2, (args, err)
+    code, _, err = await cli(d.settings, "--id", "x", "--nats", f"nats://127.0.0.1:{free_port()}")
+    assert code == 2 and "cannot connect to NATS" in err, err
+    code, _, err = await cli(d.settings, "--id", "x", "--data", str(tmp_path / "nothing-here"))
+    assert code == 2 and "--nats URL" in err, err
+
+
+async def test_endpoint_answers_records_and_coded_errors(dep):
+    d = dep
+    alice, bob = await d.raw("alice"), await d.raw("bob")
+    mid = unique("ep-")
+    sent = await traced_dm(d, alice, [bob], mid)
+    want = await wait_stages(d.settings, mid, {"sequencer.stored": 1, "edge.acked": 1, "nats.ingress": 1})
+    subject = d.settings.subjects.api("trace", "get")
+    nc = await nats.connect(d.settings.nats_url)
+    try:
+        async def ask(q: dict) -> tuple[dict, dict]:
+            m = await nc.request(subject, json.dumps(q).encode(), timeout=STEP)
+            return json.loads(m.data), dict(m.headers or {})
+
+        body, _ = await ask({"conv": sent["conv"], "seq": sent["seq"]})
+        assert (body["id"], body["sender"]) == (mid, "alice")
+        stages = [r["stage"] for r in body["records"]]
+        assert stages[:len(want)] == [r.stage for r in want] or set(stages) >= {r.stage for r in want}
+        assert any(r["role"] == "nats" and r["instance"] == "sb-test" for r in body["records"])
+        body2, _ = await ask({"id": mid})
+        assert [r["stage"] for r in body2["records"]] == stages
+        empty, _ = await ask({"id": unique("none-")})
+        assert empty["records"] == [], "an id without records is an empty answer, not an error"
+
+        for q, code in (({}, "bad_frame"), ({"conv": sent["conv"]}, "bad_frame"),
+                        ({"conv": sent["conv"], "seq": 999}, "not_found"), ({"id": "bad id!"}, "invalid_id"),
+                        ({"conv": sent["conv"], "seq": 1, "id": mid}, "bad_frame"), ({"seq": "x"}, "bad_frame")):
+            body, headers = await ask(q)
+            assert body["error"]["code"] == code, (q, body)
+            assert headers.get("Nats-Service-Error-Code") == code
+            assert body["error"]["retry"] is False
+    finally:
+        await nc.close()
+
+
+async def test_trace_data_dir_of_a_real_up(tmp_path):
+    """``--data DIR`` finds the embedded nats-server of ``switchboard up``
+    (its log in DIR/nats/), and the prefixes are the defaults."""
+    data = str(tmp_path / "updata")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")} | {"PYTHONUNBUFFERED": "1"}
+    with procs() as made:
+        up = Proc(["up", "--port", str(port), "--data", data], env=env, log=tmp_path / "up.log")
+        made.append(up)
+        await up.wait_output("Switchboard is up", timeout=60)
+        tok = subprocess.run([PYTHON, "-m", "switchboard", "token", "alice", "--data", data], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        tokb = subprocess.run([PYTHON, "-m", "switchboard", "token", "bob", "--data", data], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        url = f"ws://127.0.0.1:{port}/ws"
+        alice, bob = await Raw.open(url, tok), await Raw.open(url, tokb)
+        try:
+            await alice.hello()
+            await bob.hello()
+            mid = unique("up-")
+            await alice.send({"type": "send", "id": mid, "to": "bob", "body": "via up", "trace": True})
+            sent = await alice.answer(mid)
+            m = await bob.expect("msg", id=mid)
+            await bob.send({"type": "ack", "cursor": m["cursor"]})
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STEP
+            while True:
+                p = await asyncio.create_subprocess_exec(
+                    PYTHON, "-m", "switchboard", "trace", sent["conv"], str(sent["seq"]), "--data", data, cwd=REPO,
+                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                out, err = await p.communicate()
+                if p.returncode == 0 and b" edge.acked " in out or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert p.returncode == 0, err.decode()
+            assert b" nats.ingress " in out and b" sequencer.stored " in out and b" edge.acked " in out, out
+        finally:
+            await alice.close()
+            await bob.close()
+        assert up.terminate() == 0
+
+
+def test_nats_events_parse_into_hops():
+    """nats-server's trace message (the 2.15 format, as captured from a run)
+    becomes one hop per event, with the server's name and the connection."""
+    doc = {"server": {"name": "sb-1", "ver": "2.15.1"}, "hops": 1,
+           "request": {"header": {"Nats-Trace-Dest": ["sb.trace.c.a.m.nats"]}, "msgsize": 80},
+           "events": [{"type": "in", "ts": "2026-11-29T18:22:18.441913199Z", "kind": 0, "cid": 15, "acc": "SB",
+                       "name": "sb-edge-x", "subj": "sb.send.3.c"},
+                      {"type": "eg", "ts": "2026-11-29T18:22:18.442918858Z", "kind": 0, "cid": 14,
+                       "sub": "sb.send.*.*"},
+                      {"type": "eg", "ts": "2026-11-29T18:22:18.443Z", "kind": 1, "cid": 3, "name": "sb-2"},
+                      {"type": "in", "ts": "2026-11-29T18:22:18.443Z", "kind": 0, "cid": 9,
+                       "error": "Permissions Violation for Publish to \"x\""}]}
+    hops = trace_read.nats_hops(msgspec.json.encode(doc), conv="c", sender="a", id="m")
+    assert [h.stage for h in hops] == ["nats.ingress", "nats.egress", "nats.egress", "nats.ingress"]
+    assert hops[0].at == 1795976538441 and hops[1].at == 1795976538442
+    assert (hops[0].instance, hops[0].conn_kind, hops[0].cid, hops[0].conn) == ("sb-1", "client", 15, "sb-edge-x")
+    assert hops[2].conn_kind == "route" and hops[2].hops == 1
+    assert hops[3].error.startswith("Permissions Violation")
+    assert trace_read.nats_hops(b"not json", conv="c", sender="a", id="m") == []
+
+
+def test_data_dir_url_is_the_last_listen_line(tmp_path: Path):
+    from switchboard.cli.trace import data_dir_nats_url
+
+    log = tmp_path / "nats" / "nats-server.log"
+    log.parent.mkdir()
+    log.write_text("[1] 2026/11/29 18:00:00.1 [INF] Listening for client connections on 127.0.0.1:4000\n"
+                   "[2] 2026/11/29 18:10:00.1 [INF] Listening for client connections on 127.0.0.1:4111\n")
+    assert data_dir_nats_url(str(tmp_path)) == "nats://127.0.0.1:4111"  # the log is appended by every start
+    assert data_dir_nats_url(str(tmp_path / "x")) is None
