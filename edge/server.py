@@ -21,18 +21,21 @@ per edge (``edge_send_queue_bytes``: the socket holding the most is closed
 
 Sockets are served by :mod:`edge.transport` (websockets' sans-I/O protocol
 under a plain asyncio.Protocol): the HTTP routes below answer before the
-upgrade, :meth:`Edge._accept` authenticates after it.
+upgrade, :meth:`Edge._accept` authenticates after it. Plain HTTP: ``/`` and
+the web app's files (:mod:`edge.static`, from the package directory
+``edge/web/``), ``/dev/config`` and ``POST /dev/token`` (:mod:`edge.devsignin`),
+``/healthz``, ``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import ssl
 import time
 import uuid
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import msgspec
@@ -52,11 +55,13 @@ from switchboard.config import Settings
 from switchboard.errors import AuthError, ConfigError, SwitchboardError, Unavailable, from_code
 
 from edge.deadlines import Deadlines
+from edge.devsignin import DevSignin
 from edge.features import Features
 from edge.hub import Hub
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import TokenBucket
 from edge.session import Session
+from edge.static import StaticFiles
 from edge.transport import WsConfig, WsConn, WsServer
 
 CLOSE_UNAUTHORIZED = 4001
@@ -118,6 +123,8 @@ class Edge:
         }
         # Frames handled synchronously, without a task (read receipts).
         self.sync_handlers: dict[type, Callable[[Session, Any], None]] = {}
+        self.static = StaticFiles()  # the web app at / (edge/web/)
+        self.dev = DevSignin(settings)  # /dev/config, /dev/token
         self.features = Features(edge=self, presence_interval=settings.presence_heartbeat_sec,
                                  presence_ttl_factor=settings.presence_ttl_factor)
 
@@ -128,6 +135,7 @@ class Edge:
                                      tls=tls.nats_client_context(s))
         self.replies = Replies(self.bus)
         self.replies.start()
+                             instance=s.instance or self.edge_id, sample=s.trace_sample)
         self.hub = Hub(bus=self.bus, subjects=self.subjects, dropped=self.metrics.bus_dropped,
                        presence=self.metrics.presence_fanout)
         self.epoch = await streams.epoch(self.js, self.inbox_stream)
@@ -136,8 +144,10 @@ class Edge:
         # costs ~100 KiB per socket and chat frames are small.
         config = WsConfig(max_size=s.max_frame_bytes * HARD_FRAME_FACTOR, outbox_bytes=s.send_queue_bytes,
                           edge_outbox_bytes=s.edge_send_queue_bytes, ping_interval=s.ping_interval,
-                          ping_timeout=s.ping_timeout, close_timeout=CLOSE_TIMEOUT)
-        self._server = server = WsServer(config=config, route=self._process_request, accept=self._accept)
+                          ping_timeout=s.ping_timeout, close_timeout=CLOSE_TIMEOUT,
+                          http_body_bytes=s.http_body_bytes)
+        self._server = server = WsServer(config=config, route=self._process_request, accept=self._accept,
+                                         http=self._http)
         self.metrics.held_bytes.set_function(lambda: server.held)
         # wss:// when tls_cert/tls_key are set; SIGHUP re-reads them (reload_tls).
         self.tls = tls.server_context(s.tls_cert, s.tls_key) if s.tls_cert else None
@@ -189,22 +199,40 @@ class Edge:
         await req.respond(msgspec.json.encode({"edge": self.edge_id, "connections": len(self.sessions),
                                                "users": self.hub.users}))
 
-    # -- HTTP: demo page, metrics, admission, auth ------------------------------------
+    # -- HTTP: the web app, dev sign-in, metrics, admission, auth ---------------------
     def _process_request(self, request: Request) -> Response | None:
+        """GET requests (websockets' parser reads only those): a plain answer,
+        or None to upgrade ``/ws``."""
         path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            if not self._admission.take():
+                self.metrics.rejected.labels("admission").inc()
+                return _response(HTTPStatus.SERVICE_UNAVAILABLE, b"too many new connections; retry with backoff\n",
+                                 "text/plain", retry_after="1")
+            return None
         if path == "/metrics":
             return _response(HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4")
-        if path in ("/", "/index.html"):
-            return _response(HTTPStatus.OK, _demo_page(), "text/html; charset=utf-8")
         if path == "/healthz":
             return _response(HTTPStatus.OK, b"ok\n", "text/plain")
-        if path != "/ws":
-            return _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
-        if not self._admission.take():
-            self.metrics.rejected.labels("admission").inc()
-            return _response(HTTPStatus.SERVICE_UNAVAILABLE, b"too many new connections; retry with backoff\n",
-                             "text/plain", retry_after="1")
-        return None
+        if path == "/dev/config":
+            return self.dev.config()
+        if path == "/dev/token":
+            return self.dev.token(request, b"")  # 405 (POST only), or 404 while dev sign-in is off
+        static = self.static.response(path, request.headers.get("If-None-Match"))
+        if static is not None:
+            return static
+        return _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    def _http(self, request: Request, body: bytes) -> Response:
+        """Requests with another method than GET (edge.httpreq reads their body)."""
+        path = request.path.split("?", 1)[0]
+        if path == "/dev/token":
+            return self.dev.token(request, body)
+        if request.method == "HEAD" and path != "/ws":
+            got = self._process_request(dataclasses.replace(request, method="GET"))
+            if got is not None:
+                return dataclasses.replace(got, body=b"")  # Content-Length stays: that of a GET
+        return _response(HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain", allow="GET, HEAD")
 
     def _authenticate(self, request: Request) -> auth.Identity:
         token = None
@@ -395,14 +423,14 @@ def _raise(err: events.ErrorBody | None) -> None:
         raise from_code(err.code, err.message, err.retry)
 
 
-def _response(status: HTTPStatus, body: bytes, ctype: str, retry_after: str | None = None) -> Response:
-    headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body)))])
+def _response(status: HTTPStatus, body: bytes, ctype: str, retry_after: str | None = None,
+              allow: str | None = None) -> Response:
+    # Connection: close: the transport ends the connection after a plain answer.
+    headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Connection", "close")])
     if retry_after:
         headers["Retry-After"] = retry_after
+    if allow:
+        headers["Allow"] = allow
     return Response(status.value, status.phrase, headers, body)
-
-
-def _demo_page() -> bytes:
-    return (Path(__file__).parent / "demo.html").read_bytes()
 
 

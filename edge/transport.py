@@ -20,6 +20,9 @@ future plus several awaits per frame (24 µs per frame in and out, against
   fails those that send nothing within ``ping_timeout``: no task per socket;
 - HTTP: ``route(request)`` answers plain requests (or refuses the upgrade);
   ``None`` means upgrade, then ``accept(conn)`` makes the handler (or closes).
+  A request whose method is not GET (websockets parses only body-less GETs)
+  is read by :class:`edge.httpreq.BodyReader` and answered by
+  ``http(request, body)``; without ``http`` it goes to websockets (400).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import ssl as ssl_
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Callable, Protocol
 
 import websockets
@@ -36,6 +40,8 @@ from websockets.protocol import CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from switchboard.log import get as get_logger
+
+from edge.httpreq import BodyReader, error_response
 
 if not websockets.version.version.startswith("17."):
     raise ImportError(f"edge.transport drives websockets' sans-I/O ServerProtocol and is written against "
@@ -81,16 +87,20 @@ class WsConfig:
     # Bytes all backed-up sockets may hold together; over it the one holding
     # the most is closed 4008. 0: no edge-wide bound.
     edge_outbox_bytes: int = 0
+    # Bytes of body a plain (non-GET) HTTP request may carry; above: 413.
+    http_body_bytes: int = 4096
 
 
 class WsServer:
     """Listens, owns the connections, flushes their writes once per tick and pings idle ones."""
 
     def __init__(self, *, config: WsConfig, route: Callable[[Request], Response | None],
-                 accept: Callable[["WsConn"], Handler | None]) -> None:
+                 accept: Callable[["WsConn"], Handler | None],
+                 http: Callable[[Request, bytes], Response] | None = None) -> None:
         self.config = config
         self.route = route
         self.accept = accept
+        self.http = http
         self.conns: set[WsConn] = set()
         # Backed-up (write-paused) connections and the bytes they hold together.
         self.backed: set[WsConn] = set()
@@ -204,7 +214,7 @@ class WsConn(asyncio.Protocol):
 
     __slots__ = ("server", "proto", "transport", "handler", "request", "rx", "idle_since", "ping_at",
                  "frames_out", "_pause_reasons", "_dirty", "_paused", "_held", "_tbuf", "_frags", "_timer",
-                 "_drain")
+                 "_drain", "_pre", "_body")
 
     def __init__(self, server: WsServer) -> None:
         self.server = server
@@ -228,6 +238,10 @@ class WsConn(asyncio.Protocol):
         self._frags: list[bytes] | None = None  # a fragmented message being assembled
         self._timer: asyncio.TimerHandle | None = None  # handshake deadline, then close deadline
         self._drain: asyncio.Future | None = None
+        # Before the first request is known to be a GET: its first bytes
+        # (``_pre``), or the reader of a request with a body (``_body``).
+        self._pre: bytes | None = b"" if server.http is not None else None
+        self._body: BodyReader | None = None
 
     # -- what the session uses ---------------------------------------------------------
     @property
@@ -402,6 +416,10 @@ class WsConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.rx = True
+        if self._pre is not None:  # the connection's first bytes only
+            data = self._before_request(data)
+            if not data:
+                return
         proto = self.proto
         proto.receive_data(data)
         try:
@@ -433,12 +451,42 @@ class WsConn(asyncio.Protocol):
             if proto.close_expected() and self._timer is None:
                 self._close_deadline()
 
+    def _before_request(self, data: bytes) -> bytes:
+        """Bytes for websockets' parser once the request is a GET; a request
+        with another method is read and answered here (returns b"")."""
+        if self._body is None:
+            pre = self._pre + data  # type: ignore[operator]
+            if len(pre) < 4 and b" " not in pre:
+                self._pre = pre  # too short to tell the method yet
+                return b""
+            if pre.startswith(b"GET "):
+                self._pre = None
+                return pre
+            self._body = BodyReader(self.server.config.http_body_bytes)
+            data = pre
+        got = self._body.feed(data)
+        if got is None:
+            return b""
+        self._pre = self._body = None
+        if not isinstance(got, Response):
+            self.request = got[0]
+            try:
+                got = self.server.http(*got)  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - one request's bug must not take the edge down
+                _log.exception("HTTP handler failed")
+                got = error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+        self._answer(got)
+        return b""
+
     def _handshake(self, request: Request) -> None:
         self.request = request
-        proto = self.proto
         response = self.server.route(request)
         if response is None:
-            response = proto.accept(request)  # 101, or an error status for a bad upgrade
+            response = self.proto.accept(request)  # 101, or an error status for a bad upgrade
+        self._answer(response)
+
+    def _answer(self, response: Response) -> None:
+        proto = self.proto
         proto.send_response(response)
         if self._timer is not None:
             self._timer.cancel()

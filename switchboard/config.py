@@ -81,6 +81,15 @@ class Settings:
     # Edge-side admission limit: new connections accepted per second, so a
     # reconnect storm after an edge dies cannot starve the live sockets.
     admit_per_sec: float = 2000.0
+    # Development sign-in: GET /dev/config says whether it is on, POST
+    # /dev/token {"user": "alice"} hands out a token for any user id (the web
+    # app's sign-in form). Off by default: whoever reaches it can act as
+    # anyone. `switchboard up` turns it on when it binds a loopback host
+    # (unless --no-dev-signin), where only this machine reaches it.
+    dev_signin: bool = False
+    # Bytes of body a plain HTTP request to the edge may carry (POST
+    # /dev/token is ~20 bytes); more is refused with 413 before it is read.
+    http_body_bytes: int = 4096
 
     # -- sequencer ----------------------------------------------------------
     # Seconds an edge waits for the sequencer before answering `unavailable`
@@ -110,6 +119,13 @@ class Settings:
     # messages a minute into a 100-member group, or a 5000-member group's
     # message every 15 s; over it a send gets rate_limited (retry).
     max_fanout_per_min: int = 20_000
+    # Conversations a `conv.list` answer holds at most (the most recently
+    # active): 500 is more than any chat list screen shows and bounds the
+    # store reads of one request. The answer is also cut to half of
+    # send_queue_bytes (least recent left out, `more: true`), so a list of
+    # long last messages or big member lists never closes the socket as a
+    # slow consumer.
+    conv_list_max: int = 500
 
     # -- streams (JetStream) -----------------------------------------------
     replicas: int = 1  # 3 in a cluster
@@ -196,7 +212,8 @@ class Settings:
         for name in ("max_frame_bytes", "max_body_bytes", "send_queue_frames", "send_queue_bytes",
                      "max_sockets_per_user", "edge_send_queue_bytes", "rate_burst", "replay_batch",
                      "replicas", "inbox_max_per_user", "archive_batch", "archive_max_deliver",
-                     "fanout_max_members", "max_group_members", "partitions"):
+                     "fanout_max_members", "max_group_members", "partitions", "http_body_bytes",
+                     "conv_list_max"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         for name in ("max_groups_per_min", "max_fanout_per_min"):

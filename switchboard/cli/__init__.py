@@ -1,6 +1,6 @@
 """The ``switchboard`` command.
 
-    switchboard up [--host H] [--port P] [--data DIR] [--nats URL] [--store URL] [--layout L]
+    switchboard up [--host H] [--port P] [--data DIR] [--nats URL] [--store URL] [--layout L] [--no-dev-signin]
     switchboard edge|sequencer|archiver|presence|pusher --nats URL [...]
     switchboard run ROLE+ROLE... --nats URL [...]       (several roles in one process)
     switchboard init --nats URL                           (streams, consumers, KV: admin NATS user)
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--layout", default=DEFAULT_LAYOUT,
                     help=f"roles per child process: '+' joins roles in one process, ',' separates processes "
                          f"(default {DEFAULT_LAYOUT}); 'single': every role inside this process")
+    up.add_argument("--no-dev-signin", dest="no_dev_signin", action="store_true",
+                    help="do not offer the web app's development sign-in (any user name gets a token), which "
+                         "up turns on when it binds a loopback host")
     for role in ("edge", "sequencer", "archiver", "presence", "pusher", "run"):
         if role == "run":
             rp = sub.add_parser("run", help="run several roles in one process against an existing NATS")
@@ -186,6 +189,10 @@ def _serve(args: argparse.Namespace) -> int:
         s = s.replace(jwt_secret=auth.dev_secret(s.data_dir))
     if args.cmd == "up" and getattr(args, "store", None) is None and s.store_url == "sqlite:///switchboard.db":
         s = s.replace(store_url=f"sqlite:///{s.data_dir}/switchboard.db")
+    if args.cmd == "up":
+        from switchboard.cli.devmode import up_dev_signin
+
+        s = s.replace(dev_signin=up_dev_signin(s.host, disabled=args.no_dev_signin))
     log.configure(s.log_level, s.log_json)
     try:
         import uvloop
@@ -232,8 +239,9 @@ def _serve(args: argparse.Namespace) -> int:
                        metrics_host=listen.rpartition(":")[0] if listen else None, metrics_peers=peers) as fab:
             if fab.edge is not None:
                 ws, http = ("wss", "https") if s.tls_cert else ("ws", "http")
+                note = "; dev sign-in on" if s.dev_signin else ""
                 print(f"Switchboard is up: {ws}://{s.host}:{fab.edge.port}/ws  "
-                      f"(demo: {http}://{s.host}:{fab.edge.port}/)", flush=True)
+                      f"(web app: {http}://{s.host}:{fab.edge.port}/{note})", flush=True)
                 print(f"NATS: {log.redact_url(fab.settings.nats_url)}   token: switchboard token USER --data {s.data_dir}",
                       flush=True)
             else:

@@ -252,7 +252,9 @@ def role_env(settings: Settings) -> dict[str, str]:
     """The environment of a role child: secrets and URLs with credentials,
     which would be readable by anyone in argv (``ps``, /proc/PID/cmdline)."""
     return {**os.environ, "SWITCHBOARD_JWT_SECRET": settings.jwt_secret, "SWITCHBOARD_NATS_URL": settings.nats_url,
-            "SWITCHBOARD_STORE_URL": settings.store_url, "SWITCHBOARD_PRESENCE_URL": settings.presence_url}
+            "SWITCHBOARD_STORE_URL": settings.store_url, "SWITCHBOARD_PRESENCE_URL": settings.presence_url,
+            # up's decision (switchboard/cli/devmode.py), not the parent environment's
+            "SWITCHBOARD_DEV_SIGNIN": "true" if settings.dev_signin else "false"}
 
 
 def _nats_child(settings: Settings, port: int) -> Child:
@@ -337,8 +339,9 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
         if settings.metrics_port:
             _serve_proxy_metrics(settings, edge_url)
         ws, http = ("wss", "https") if settings.tls_cert else ("ws", "http")
+        note = "; dev sign-in on" if settings.dev_signin else ""
         print(f"Switchboard is up: {ws}://{settings.host}:{settings.port}/ws  "
-              f"(demo: {http}://{settings.host}:{settings.port}/)", flush=True)
+              f"(web app: {http}://{settings.host}:{settings.port}/{note})", flush=True)
         print(f"NATS: {log.redact_url(settings.nats_url)}   token: switchboard token USER --data {settings.data_dir}",
               flush=True)
         print("processes: " + ", ".join(f"{c.name} {c.pid}" for c in sup.children), flush=True)
