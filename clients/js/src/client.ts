@@ -74,7 +74,11 @@ export class Client {
   private unacked = 0;
   private syncedAt = 0;
   private waiters: { resolve: () => void; reject: (e: SwitchboardError) => void }[] = [];
-  private keyUser: string | null; // the user the stored state belongs to
+  private keyUser: string | null = null; // the user the stored state belongs to
+  private explicitUser: string | null;
+  private savedCursor: number | null = null;
+  private savedEpoch: string | null = null;
+  private saveTimer: ReturnType<typeof setTimeout> | null = null;
   private loaded = false;
   private refusedToken: string | null = null;
   private refused = 0;
@@ -99,7 +103,7 @@ export class Client {
     this.store = this.o.store;
     this.WS = (options.WebSocket ?? (globalThis as any).WebSocket) as WebSocketCtor;
     if (!this.WS) throw new TypeError("no WebSocket here: pass options.WebSocket (e.g. the `ws` package in node)");
-    this.keyUser = options.user ?? null;
+    this.explicitUser = options.user ?? null;
   }
 
   // -- events ---------------------------------------------------------------------------
@@ -115,8 +119,11 @@ export class Client {
       try {
         fn(...args);
       } catch (err) {
-        // An application error must not break delivery; surface it as uncaught.
-        setTimeout(() => { throw err; });
+        // An application error must not break delivery: report it as uncaught
+        // (window.onerror in a browser), after the other listeners ran.
+        const report = (globalThis as any).reportError;
+        if (report) report(err);
+        else setTimeout(() => { throw err; });
       }
     }
   }
@@ -167,8 +174,8 @@ export class Client {
     const ws = this.ws;
     this.ws = null;
     if (ws) this.detach(ws, true);
-    for (const t of [this.retryTimer, this.openTimer, this.ackTimer]) if (t) clearTimeout(t);
-    this.retryTimer = this.openTimer = this.ackTimer = null;
+    for (const t of [this.retryTimer, this.openTimer, this.ackTimer, this.saveTimer]) if (t) clearTimeout(t);
+    this.retryTimer = this.openTimer = this.ackTimer = this.saveTimer = null;
     (globalThis as any).removeEventListener?.("online", this.onOnline);
     for (const p of this.pending.values()) this.finish(p, err);
     this.pending.clear();
@@ -204,7 +211,7 @@ export class Client {
         this.terminate(new SwitchboardError("unauthorized", UNAUTHORIZED_MESSAGE), true, { code: 4001 });
         return;
       }
-      await this.useUser(tokenSubject(token));
+      await this.useUser(this.explicitUser ?? tokenSubject(token));
       if (gen !== this.gen) return;
     } catch (err) {
       if (gen !== this.gen) return;
@@ -222,7 +229,7 @@ export class Client {
     }
     this.ws = ws;
     this.openTimer = setTimeout(() => {
-      if (gen === this.gen && !this.live) this.lost(gen, 1006, "open timeout");
+      if (gen === this.gen && !this.live) this.lost(gen, 1006, "open timeout", true);
     }, OPEN_TIMEOUT_MS);
     ws.onopen = () => {
       if (gen !== this.gen) return;
@@ -247,7 +254,6 @@ export class Client {
 
   /** Key the stored state by `user` (the token's subject, or the welcome's). */
   private async useUser(user: string | null): Promise<boolean> {
-    user = this.keyUser && !this.loaded ? this.keyUser : user ?? this.keyUser;
     if (!user || (this.loaded && user === this.keyUser)) return false;
     if (this.loaded && user !== this.keyUser) {
       // Another user's token: nothing of the previous user's state applies.
@@ -268,6 +274,8 @@ export class Client {
       const s = JSON.parse(raw);
       if (typeof s.cursor === "number" && (this.cursor === null || s.cursor > this.cursor)) this.cursor = s.cursor;
       if (typeof s.epoch === "string") this.epoch = this.epoch ?? s.epoch;
+      this.savedCursor = this.cursor;
+      this.savedEpoch = this.epoch;
       for (const [conv, seq] of Object.entries(s.seqs ?? {})) {
         const st = this.conv(conv);
         if (typeof seq === "number" && seq > st.seq) st.seq = seq;
@@ -292,16 +300,11 @@ export class Client {
       this.dirty = false;
       const seqs: Record<string, number> = {};
       for (const [c, st] of this.convs) if (st.seq) seqs[c] = st.seq;
-      let prev: any = {};
-      if (this.filling) {
-        try {
-          prev = JSON.parse((await this.store.get(this.key())) ?? "{}");
-        } catch {
-          prev = {};
-        }
+      if (!this.filling) {
+        this.savedCursor = this.cursor;
+        this.savedEpoch = this.epoch;
       }
-      const state = this.filling ? { cursor: prev.cursor ?? null, epoch: prev.epoch ?? null, seqs }
-        : { cursor: this.cursor, epoch: this.epoch, seqs };
+      const state = { cursor: this.savedCursor, epoch: this.savedEpoch, seqs };
       try {
         await this.store.set(this.key(), JSON.stringify(state));
       } catch (err) {
@@ -311,11 +314,11 @@ export class Client {
   }
 
   /** The socket of generation `gen` closed (or never opened). */
-  private lost(gen: number, code: number, reason: string): void {
+  private lost(gen: number, code: number, reason: string, closeSocket = false): void {
     if (gen !== this.gen) return;
     const ws = this.ws;
     this.ws = null;
-    if (ws) this.detach(ws, code === 1006 && reason === "open timeout");
+    if (ws) this.detach(ws, closeSocket);
     this.live = false;
     if (this.openTimer) clearTimeout(this.openTimer);
     if (this.ackTimer) clearTimeout(this.ackTimer);
@@ -429,8 +432,8 @@ export class Client {
     const before = this.cursor;
     const hadState = await this.useUser(user);
     if (hadState && gen === this.gen && this.cursor !== before && this.ws) {
-      this.lost(gen, 1000, "resuming from the stored cursor");
       this.attempt = 0;
+      this.lost(gen, 1000, "resuming from the stored cursor", true);
     }
   }
 
@@ -442,6 +445,11 @@ export class Client {
       if (st.seq === 0) st.seq = g.upto;
       else if (g.upto > st.seq) void this.fill(g.conv, st.seq, g.upto);
     }
+    // Presence watches belong to a socket: renew those not being (re)sent now.
+    const asking = new Set<string>();
+    for (const p of this.pending.values()) if (p.frame.type === "presence.watch") p.frame.users.forEach((u: string) => asking.add(u));
+    const renew = this.watched.filter((u) => !asking.has(u));
+    if (renew.length) this.write({ type: "presence.watch", users: renew });
     this.syncedAt = Date.now();
     this.persist();
     this.setState("synced");
@@ -500,6 +508,10 @@ export class Client {
 
   private hand(st: ConvState, m: Message): void {
     st.seq = m.seq;
+    this.saveTimer ??= setTimeout(() => {
+      this.saveTimer = null;
+      this.persist();
+    }, this.o.ackIntervalMs);
     this.emit("message", m);
   }
 
@@ -517,8 +529,11 @@ export class Client {
     setTimeout(async () => {
       try {
         if (st.seq === 0 && st.held.size) {
-          st.seq = Math.min(...st.held.keys()) - 1;
-          this.deliver(st.held.get(st.seq + 1)!);
+          const first = Math.min(...st.held.keys());
+          const m = st.held.get(first)!;
+          st.held.delete(first);
+          st.seq = first - 1;
+          this.deliver(m);
         }
         while (st.held.size) {
           const before = st.seq;
