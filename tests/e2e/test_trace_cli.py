@@ -266,3 +266,66 @@ def test_data_dir_url_is_the_last_listen_line(tmp_path: Path):
                    "[2] 2026/11/29 18:10:00.1 [INF] Listening for client connections on 127.0.0.1:4111\n")
     assert data_dir_nats_url(str(tmp_path)) == "nats://127.0.0.1:4111"  # the log is appended by every start
     assert data_dir_nats_url(str(tmp_path / "x")) is None
+
+
+async def test_server_hops_and_endpoint_under_the_committed_accounts(tmp_path):
+    """With nats/accounts.conf (each role its own NATS user): nats-server
+    refuses a message whose ``Nats-Trace-Dest`` its publisher may not publish
+    to (the whole message, not just the trace), so the edge must hold
+    ``sb.trace.>``; the sequencer must be allowed to serve
+    ``sb.api.trace.get`` and read SB_TRACE; a backend service (the
+    ``service`` user) gets the records, the server's hops included, and the
+    ``admin`` user can run ``switchboard trace``."""
+    from switchboard.cli.fabric import run
+    from switchboard.cli.init import init_fabric
+    from tests.e2e.helpers import make_settings
+    from tests.e2e.test_permissions import Server
+
+    srv = Server(tmp_path)
+    try:
+        srv.wait()
+        base = make_settings(tmp_path, srv.url("admin"), subject_prefix="sb", stream_prefix="", trace_sample=0.0)
+        nc = await nats.connect(srv.url("admin"))
+        try:
+            await init_fabric(nc, base)
+        finally:
+            await nc.close()
+        async with run(base.replace(nats_url=srv.url("sequencer")), ("sequencer",), create_streams=False), \
+                run(base.replace(nats_url=srv.url("edge")), ("edge",), create_streams=False):
+            url = f"ws://127.0.0.1:{base.port}/ws"
+            from tests.e2e.helpers import token
+
+            alice, bob = await Raw.open(url, token(base, "alice")), await Raw.open(url, token(base, "bob"))
+            try:
+                await alice.hello()
+                await bob.hello()
+                mid = unique("acc-")
+                await alice.send({"type": "send", "id": mid, "to": "bob", "body": "x", "trace": True})
+                sent = await alice.answer(mid)  # a refused trace destination would lose the send itself
+                m = await bob.expect("msg", id=mid)
+                await bob.send({"type": "ack", "cursor": m["cursor"]})
+                svc = await nats.connect(srv.url("service"))
+                try:
+                    loop = asyncio.get_running_loop()
+                    deadline = loop.time() + STEP
+                    while True:
+                        r = await svc.request("sb.api.trace.get",
+                                              json.dumps({"conv": sent["conv"], "seq": sent["seq"]}).encode(),
+                                              timeout=STEP)
+                        body = json.loads(r.data)
+                        stages = [x["stage"] for x in body.get("records", [])]
+                        if set(EXPECTED) <= set(stages) or loop.time() > deadline:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert set(EXPECTED) <= set(stages), body
+                    assert any(x["role"] == "nats" and x["instance"] == "sb-1" for x in body["records"])
+                finally:
+                    await svc.close()
+                env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+                code, out, err = await cli(base, sent["conv"], str(sent["seq"]), "--nats", srv.url("admin"), env=env)
+                assert code == 0 and " nats.egress " in out, err
+            finally:
+                await alice.close()
+                await bob.close()
+    finally:
+        srv.stop()
