@@ -83,12 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress line per second")
     f.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (switchboard/presence/bench.py)")
+    p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (switchboard/presence/bench.py); "
+                       "with --watchers: CPU, bytes and latency per change per watcher (switchboard/bench/presence.py)")
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--interval-sec", type=float, default=10.0)
     p.add_argument("--presence-url", default="memory://")
     p.add_argument("--nats", help="NATS URL; default: an embedded nats-server")
+    p.add_argument("--watchers", type=int, default=None,
+                   help="WebSocket clients watching --subjects users on a `switchboard up` the bench starts: "
+                        "cost per presence change per watcher (the options below belong to this mode)")
+    p.add_argument("--subjects", type=int, default=8, help="with --watchers: users whose presence changes")
+    p.add_argument("--rate", type=float, default=4.0,
+                   help="with --watchers: presence changes/s, all subjects together (connects and disconnects)")
+    p.add_argument("--duration", type=float, default=10.0, help="with --watchers: seconds of changes per phase")
+    p.add_argument("--layout", help="with --watchers: `switchboard up --layout` of the fabric the bench starts")
     p.add_argument("--json", action="store_true")
     return ap
 
@@ -127,6 +136,17 @@ def main(argv: list[str]) -> int:
                                   data_dir=args.data, secret=args.secret, settle=args.settle), command=cmd)
         print(rep.to_json() if args.json else render_idle(rep))
         return 0 if rep.connected == rep.requested else 1
+    if args.what == "presence" and args.watchers is not None:
+        from switchboard.bench.presence import WatchParams, render as render_watch, run as run_watch
+
+        try:
+            wrep = run_watch(WatchParams(watchers=args.watchers, subjects=args.subjects, rate=args.rate,
+                                         duration=args.duration, layout=args.layout), command=cmd)
+        except ValueError as exc:
+            print(f"switchboard bench presence: {exc}", file=sys.stderr)
+            return 2
+        print(wrep.to_json() if args.json else render_watch(wrep))
+        return 0 if wrep.ok else 1
     if args.what == "presence":
         return _presence(args, cmd)
     if args.what == "fuzz":
