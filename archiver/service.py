@@ -37,6 +37,7 @@ from switchboard.config import Settings
 from switchboard.errors import BadFrame, Internal, SwitchboardError
 from switchboard.events import HistoryQuery, HistoryReply, error_body
 from switchboard.store import Store
+from switchboard.trace import Tracer, default_instance
 
 from archiver.consumer import DURABLE
 from archiver.history import FloorCache, History
@@ -100,8 +101,11 @@ class Archiver:
                                           tls=tls.nats_client_context(self.settings))
             self._puller = Puller(conn=self._bus, stream=self.stream, durable=DURABLE)
             self._puller.start()
+            tracer = Tracer(publish=self._bus.publish, prefix=self.settings.subject_prefix, role="archiver",
+                            instance=self.settings.instance or default_instance("archiver"))
             self._writer = BatchWriter(settings=self.settings, conn=self._bus, js=self._js, store=self._store,
-                                       stream=self.stream, metrics=self.metrics_, backoff=self._backoff)
+                                       stream=self.stream, metrics=self.metrics_, backoff=self._backoff,
+                                       tracer=tracer)
             self._tasks.append(asyncio.create_task(self._fetch_loop(), name="archiver-fetch"))
         if self._serve_history:
             self._service = await nats.micro.add_service(

@@ -39,6 +39,7 @@ from switchboard import frames, ids, log
 from switchboard.bus.conn import BusConnection, BusMsg
 from switchboard.config import Settings
 from switchboard.store import Store
+from switchboard.trace import TRACE_HEADER_BYTES, Tracer
 
 from archiver import acks
 from archiver.metrics import ArchiverMetrics
@@ -100,7 +101,7 @@ class BatchWriter:
 
     def __init__(self, *, settings: Settings, conn: BusConnection, js: JetStreamContext, store: Store, stream: str,
                  metrics: ArchiverMetrics, backoff: Backoff | None = None,
-                 poison_retry_delay: float = 0.2) -> None:
+                 poison_retry_delay: float = 0.2, tracer: Tracer | None = None) -> None:
         self._settings = settings
         self._prefix = settings.subject_prefix
         self._dlq_subject = settings.subjects.dead_letter("archive")
@@ -112,6 +113,7 @@ class BatchWriter:
         self._backoff = backoff or Backoff()
         self._poison_retry_delay = poison_retry_delay  # between tries of one suspect message
         self._max_tries = settings.archive_max_deliver
+        self._tracer = tracer  # archiver.stored of traced messages (switchboard/trace.py)
         self._log = log.get("archiver.writer", stream=stream)
         self._outage_since: float | None = None
         self.stopping = False  # set by the service: after a failed write, stop retrying (no ack)
@@ -165,7 +167,19 @@ class BatchWriter:
                 self._backoff.reset()
             acks.send(self._conn, items, acks.ACK)  # buffered publishes, no round trip
             self._metrics.archived.inc(len(items))
+            if self._tracer is not None:
+                for m, d in items:
+                    if TRACE_HEADER_BYTES in m.hdr:  # the raw header block: no parse per message
+                        self._trace_stored(m, d)
             return
+
+    def _trace_stored(self, m: BusMsg, d: frames.Msg) -> None:
+        try:
+            stream_seq: int | None = acks.delivery(m.reply).stream_seq
+        except ValueError:
+            stream_seq = None
+        assert self._tracer is not None
+        self._tracer.record("archiver.stored", conv=d.conv, id=d.id, sender=d.from_, seq=d.seq, stream_seq=stream_seq)
 
     async def _outage(self, items: list[_Item], exc: Exception) -> None:
         if self._outage_since is None:

@@ -29,6 +29,7 @@ from switchboard.bus.conn import BusMsg, BusUnavailable
 from switchboard.bus.replies import Replies
 from switchboard.errors import Unavailable
 from switchboard.subjects import Subjects, partition_of
+from switchboard.trace import NATS_TRACE_DEST, TRACE_HEADER_LINE, Tracer
 
 # Sends a connection may have in flight to the sequencer; at this many its
 # reading pauses (until half were answered): one connection cannot pile up
@@ -46,15 +47,18 @@ _send_reply = msgspec.json.Decoder(events.SendReply)
 class _Send:
     """One send in flight (or waiting for a retry)."""
 
-    __slots__ = ("sends", "ref", "subject", "part", "payload", "deadline")
+    __slots__ = ("sends", "ref", "subject", "part", "payload", "deadline", "headers", "conv")
 
-    def __init__(self, sends: "Sends", ref: str, subject: str, part: int, payload: bytes, deadline: float) -> None:
+    def __init__(self, sends: "Sends", ref: str, subject: str, part: int, payload: bytes, deadline: float,
+                 headers: bytes | None = None, conv: str = "") -> None:
         self.sends = sends
         self.ref = ref
         self.subject = subject
         self.part = part
         self.payload = payload
         self.deadline = deadline
+        self.headers = headers  # traced sends only: Sb-Trace and Nats-Trace-Dest
+        self.conv = conv  # traced sends only (for the error record)
 
     def on_reply(self, msg: BusMsg | None, exc: BaseException | None) -> None:
         self.sends._reply(self, msg, exc)
@@ -62,11 +66,13 @@ class _Send:
 
 class Sends:
     __slots__ = ("_user", "_write", "_replies", "_subjects", "_partitions", "_timeout", "_loop", "inflight",
-                 "_waiting", "_waiting_parts", "_timer", "_closed", "_pause", "_resume", "_paused")
+                 "_waiting", "_waiting_parts", "_timer", "_closed", "_pause", "_resume", "_paused", "_tracer",
+                 "_device")
 
     def __init__(self, *, user: str, write: Callable[[bytes], bool], replies: Replies, subjects: Subjects,
                  partitions: int, timeout: float, pause: Callable[[], None] = lambda: None,
-                 resume: Callable[[], None] = lambda: None) -> None:
+                 resume: Callable[[], None] = lambda: None, tracer: Tracer | None = None,
+                 device: str = "") -> None:
         self._user = user
         self._write = write  # the socket's send (one text frame)
         self._replies = replies
@@ -82,12 +88,19 @@ class Sends:
         self._pause = pause  # stop reading the socket
         self._resume = resume
         self._paused = False
+        # The edge's trace recorder (switchboard/trace.py): its sampler
+        # decides, with the frame's "trace", which sends are traced.
+        self._tracer = tracer
+        self._device = device  # this socket's id in trace records
 
     def send(self, f: frames.Send) -> None:
         conv = f.conv if f.conv is not None else ids.dm_conv(self._user, f.to)  # type: ignore[arg-type]
         part = partition_of(conv, self._partitions)
         payload = events.encode(events.SendRequest(sender=self._user, id=f.id, conv=conv, body=f.body, to=f.to))
         s = _Send(self, f.id, self._subjects.send_part(part, conv), part, payload, self._loop.time() + self._timeout)
+        tracer = self._tracer
+        if tracer is not None and (f.trace or tracer.sampler.hit()):
+            self._trace(s, conv)
         self.inflight += 1
         if self.inflight >= MAX_INFLIGHT_SENDS and not self._paused:
             self._paused = True
@@ -95,7 +108,23 @@ class Sends:
         if self._waiting is not None and part in self._waiting_parts:
             self._waiting.append(s)  # behind an earlier send of this socket to the same partition
             return
-        self._replies.request(s.subject, payload, s.on_reply, timeout=self._timeout)
+        self._replies.request(s.subject, payload, s.on_reply, headers=s.headers, timeout=self._timeout)
+
+    def _trace(self, s: _Send, conv: str) -> None:
+        """Mark a traced send (the headers every later hop looks for) and
+        record ``edge.received``."""
+        tracer = self._tracer
+        assert tracer is not None
+        dest = tracer.subject(conv, self._user, s.ref) + ".nats"
+        s.headers = f"NATS/1.0\r\n{TRACE_HEADER_LINE}{NATS_TRACE_DEST}: {dest}\r\n\r\n".encode()
+        s.conv = conv
+        tracer.record("edge.received", conv=conv, id=s.ref, sender=self._user, device=self._device)
+
+    def refused(self, f: frames.Send, code: str) -> None:
+        """A traced send refused by the edge itself (e.g. rate_limited)."""
+        if self._tracer is not None and f.trace:
+            conv = f.conv if f.conv is not None else ids.dm_conv(self._user, f.to)  # type: ignore[arg-type]
+            self._tracer.record("error", conv=conv, id=f.id, sender=self._user, device=self._device, code=code)
 
     def close(self) -> None:
         """The socket is gone: forget the retries (answers would go nowhere)."""
@@ -121,6 +150,8 @@ class Sends:
                 return
             if reply.error is not None:
                 e = reply.error
+                if s.headers is not None:
+                    self._traced_error(s, e.code)
                 self._answer(frames.Error(ref=s.ref, code=e.code, message=e.message, retry=e.retry))
             else:
                 self._answer(frames.Sent(id=s.ref, conv=reply.conv, seq=reply.seq, ts=reply.ts))
@@ -132,7 +163,13 @@ class Sends:
         else:
             self.inflight -= 1
             err = exc if isinstance(exc, Unavailable) else Unavailable(f"the bus failed: {exc}; retry")
+            if s.headers is not None:
+                self._traced_error(s, err.code)
             self._answer(frames.error_frame(err, s.ref))
+
+    def _traced_error(self, s: _Send, code: str) -> None:
+        if self._tracer is not None:
+            self._tracer.record("error", conv=s.conv, id=s.ref, sender=self._user, device=self._device, code=code)
 
     def _wait(self, s: _Send) -> None:
         if self._waiting is None:
@@ -150,4 +187,4 @@ class Sends:
             if now >= s.deadline:
                 self._reply(s, None, Unavailable(f"no sequencer took the send within {self._timeout:g}s; retry"))
             else:
-                self._replies.request(s.subject, s.payload, s.on_reply, timeout=s.deadline - now)
+                self._replies.request(s.subject, s.payload, s.on_reply, headers=s.headers, timeout=s.deadline - now)

@@ -53,6 +53,7 @@ from switchboard.bus.conn import connect as bus_connect
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
 from switchboard.errors import AuthError, ConfigError, SwitchboardError, Unavailable, from_code
+from switchboard.trace import Tracer
 
 from edge.deadlines import Deadlines
 from edge.devsignin import DevSignin
@@ -99,6 +100,7 @@ class Edge:
         self.bus: BusConnection = None  # type: ignore[assignment]
         self.replies: Replies = None  # type: ignore[assignment]
         self.hub: Hub = None  # type: ignore[assignment]
+        self.tracer: Tracer = None  # type: ignore[assignment]  # trace hops (switchboard/trace.py), on the bus
         self.metrics = EdgeMetrics()
         self.epoch = ""
         self.sessions: set[Session] = set()
@@ -135,6 +137,7 @@ class Edge:
                                      tls=tls.nats_client_context(s))
         self.replies = Replies(self.bus)
         self.replies.start()
+        self.tracer = Tracer(publish=self.bus.publish, prefix=self.subjects.prefix, role="edge",
                              instance=s.instance or self.edge_id, sample=s.trace_sample)
         self.hub = Hub(bus=self.bus, subjects=self.subjects, dropped=self.metrics.bus_dropped,
                        presence=self.metrics.presence_fanout)

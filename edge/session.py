@@ -36,6 +36,7 @@ from switchboard.bus.conn import BusMsg
 from switchboard.bus.direct import direct_batch
 from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError, Unavailable
 from switchboard.log import get as get_logger
+from switchboard.trace import TRACE_HEADER, TRACE_HEADER_BYTES
 
 from edge.ratelimit import TokenBucket
 from edge.sends import Sends
@@ -54,7 +55,7 @@ WAIT_HELLO, HELLO, LIVE, CLOSED = range(4)
 class Session:
     __slots__ = ("edge", "conn", "user", "conn_id", "cursor", "acked", "bucket", "log", "epoch", "state",
                  "sends", "_live", "_catching_up", "_seen_beyond", "_tasks", "_unacked", "_groups",
-                 "_early", "_hello_timer", "_attached")
+                 "_early", "_hello_timer", "_attached", "_traced")
 
     def __init__(self, *, edge: "Edge", conn: WsConn, user: str) -> None:
         self.edge = edge
@@ -73,7 +74,8 @@ class Session:
         self._seen_beyond = False
         self.sends = Sends(user=user, write=conn.send, replies=edge.replies, subjects=edge.subjects,
                            partitions=s.partitions, timeout=s.send_timeout,
-                           pause=lambda: conn.pause_reading("sends"), resume=lambda: conn.resume_reading("sends"))
+                           pause=lambda: conn.pause_reading("sends"), resume=lambda: conn.resume_reading("sends"),
+                           tracer=edge.tracer, device=self.conn_id)
         self._tasks: set[asyncio.Task] = set()
         # (cursor, Nats-Msg-Id "conv:seq:user") of entries sent and not yet
         # acked, turned into delivered receipts on ack. Bounded like the
@@ -85,6 +87,10 @@ class Session:
         # (reading is paused meanwhile, so this holds at most one read's worth).
         self._early: list[bytes] = []
         self._attached = False
+        # Traced messages delivered on this socket and not yet acked: cursor
+        # -> the message (conv, seq, id, sender), for edge.acked. None until
+        # the first traced delivery (untraced traffic never allocates it).
+        self._traced: dict[int, tuple[str, int, str, str]] | None = None
         # hello_timeout: a socket that never says hello only costs memory.
         self._hello_timer = asyncio.get_running_loop().call_later(s.hello_timeout, self._no_hello)
 
@@ -221,6 +227,8 @@ class Session:
     def on_conv_message(self, msg: BusMsg) -> None:
         if self._live:
             self.conn.send(msg.data)  # a msg frame without cursor: not an INBOX entry
+            if TRACE_HEADER_BYTES in msg.hdr:
+                self._trace_delivered(msg.data, None)
 
     def on_event(self, data: bytes, large_conv: str | None) -> None:
         """An ephemeral event (typing, presence, receipt, conversation
@@ -313,6 +321,37 @@ class Session:
         msg_id = headers.get("Nats-Msg-Id")
         if msg_id:
             self._unacked.append((seq, msg_id))
+        if TRACE_HEADER in headers:
+            self._trace_delivered(data, seq)
+
+    # -- trace (switchboard/trace.py): traced messages only ------------------------
+    def _trace_delivered(self, data: bytes, cursor: int | None) -> None:
+        """edge.delivered for a traced message written to this socket; its
+        cursor is remembered for edge.acked (pull-mode messages have none)."""
+        try:
+            m = frames.decode_server_frame(data)
+        except Exception:  # noqa: BLE001 - a trace never fails a delivery
+            return
+        if not isinstance(m, frames.Msg):
+            return
+        self.edge.tracer.record("edge.delivered", conv=m.conv, id=m.id, sender=m.from_, seq=m.seq,
+                                user=self.user, device=self.conn_id, cursor=cursor)
+        if cursor is not None:
+            if self._traced is None:
+                self._traced = {}
+            elif len(self._traced) >= self.edge.settings.send_queue_frames:
+                self._traced.pop(next(iter(self._traced)))  # bounded like _unacked: the oldest goes
+            self._traced[cursor] = (m.conv, m.seq, m.id, m.from_)
+
+    def _trace_acked(self, cursor: int) -> None:
+        traced = self._traced
+        assert traced is not None
+        for c in [c for c in traced if c <= cursor]:
+            conv, seq, id_, sender = traced.pop(c)
+            self.edge.tracer.record("edge.acked", conv=conv, id=id_, sender=sender, seq=seq, user=self.user,
+                                    device=self.conn_id, cursor=c)
+        if not traced:
+            self._traced = None
 
     def take_acked(self, cursor: int) -> dict[str, int]:
         """Highest seq per conversation among the entries acked up to ``cursor``."""
@@ -348,6 +387,8 @@ class Session:
             if not self.bucket.take():
                 raise RateLimited(f"more than {self.edge.settings.rate_per_sec:g} frames/s")
         except SwitchboardError as exc:
+            if isinstance(exc, RateLimited) and type(frame) is frames.Send:  # a refused traced send: recorded
+                self.sends.refused(frame, exc.code)  # type: ignore[arg-type]
             self._send(frames.error_frame(exc, frames.guess_ref(data)))
             return
         kind = type(frame)
@@ -357,6 +398,8 @@ class Session:
             if frame.cursor > self.acked:  # type: ignore[union-attr]
                 self.acked = min(frame.cursor, self.cursor)  # type: ignore[union-attr]
                 self.edge.on_ack(self, self.acked)
+                if self._traced is not None:
+                    self._trace_acked(self.acked)
         elif kind is frames.Hello:
             self._send(frames.error_frame(BadFrame("hello was already received"), None))
         else:

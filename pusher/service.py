@@ -35,6 +35,7 @@ from switchboard.config import Settings
 from switchboard.devices import BadToken, DeviceStore, RegisterReply, RegisterRequest, check_token, open_device_store
 from switchboard.errors import SwitchboardError
 from switchboard.events import error_body
+from switchboard.trace import Tracer, default_instance
 
 VERSION = "0.1.0"
 # Seconds one fetch of the PUSH consumer waits for work: short, so a stop
@@ -83,6 +84,8 @@ class PusherService:
                                       **tls.nats_py_options(self.settings))
         tls.require_tls(self._nc, self.settings)
         self._js = self._nc.jetstream()
+        self.worker.tracer = Tracer(publish=self._nc.publish, prefix=self.settings.subject_prefix, role="pusher",
+                                    instance=self.settings.instance or default_instance("pusher"))
         # The stream and the consumer are created by the admin step
         # (switchboard init / up): the pusher's NATS user may only use them.
         w = self.config.worker

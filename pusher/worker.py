@@ -32,6 +32,7 @@ from pusher.providers import Outcome, PushProvider, SendResult
 from switchboard import log
 from switchboard.devices import Device, DeviceStore
 from switchboard.events import PushEntry
+from switchboard.trace import TRACE_HEADER, Tracer
 
 UnreadCount = Callable[[str], "int | None | Awaitable[int | None]"]
 ReadUpto = Callable[[str, str], Awaitable[int]]
@@ -87,6 +88,9 @@ class Worker:
         self.devices, self.providers, self.config = devices, providers, config
         self._dead_letter, self._unread, self._read_upto = dead_letter, unread_count, read_upto
         self._progress: dict[int, _Progress] = {}  # by stream sequence; bounded by max_ack_pending
+        # Hops of traced entries (Sb-Trace header; switchboard/trace.py): set by
+        # the service once its NATS connection is up; None: not recorded.
+        self.tracer: Tracer | None = None
         self._log = log.get("pusher.worker")
 
     async def handle(self, msg: Msg) -> Action:
@@ -99,8 +103,10 @@ class Worker:
             await self._dead_letter(msg.data, {"Sb-Dlq-Reason": "undecodable entry"})
             await msg.term()
             return Action.DEAD_LETTER
+        h = msg.headers
+        traced = h is not None and TRACE_HEADER in h and self.tracer is not None
         try:
-            decision = await self.process(entry, key=key, deliveries=deliveries)
+            decision = await self.process(entry, key=key, deliveries=deliveries, traced=traced)
         except Exception as exc:  # store down, a bug: retry like a transient failure
             self._log.error("push.error", conv=entry.conv, seq=entry.seq, error=repr(exc)[:300])
             decision = Decision(Action.NAK, backoff(deliveries, self.config, None), "internal error")
@@ -120,18 +126,25 @@ class Worker:
             self._progress.pop(key, None)
         return decision.action
 
-    async def process(self, entry: PushEntry, *, key: int, deliveries: int) -> Decision:
+    async def process(self, entry: PushEntry, *, key: int, deliveries: int, traced: bool = False) -> Decision:
         if self._read_upto is not None and await self._read_upto(entry.user, entry.conv) >= entry.seq:
+            if traced:
+                await self._trace(entry, "push.skipped", reason="read_elsewhere")
             return Decision(Action.ACK, reason="already read")
         progress = self._progress.setdefault(key, _Progress())
         badge = self._unread(entry.user)
         if inspect.isawaitable(badge):
             badge = await badge
         note = Notification.from_entry(entry, badge=badge)
-        todo = [d for d in await self.devices.tokens_of(entry.user) if d not in progress.done]
+        devices = await self.devices.tokens_of(entry.user)
+        if traced and not devices:
+            await self._trace(entry, "push.skipped", reason="no_device")
+        todo = [d for d in devices if d not in progress.done]
         results = await asyncio.gather(*(self._send(d, note) for d in todo))
         retries: list[SendResult] = []
         for device, result in zip(todo, results):
+            if traced:
+                await self._trace_result(entry, device, result)
             if result.outcome is Outcome.RETRY:
                 retries.append(result)
                 continue
@@ -152,6 +165,27 @@ class Worker:
         if progress.failures:
             return Decision(Action.DEAD_LETTER, reason="; ".join(progress.failures))
         return Decision(Action.ACK)
+
+    async def _trace(self, entry: PushEntry, stage: str, **fields) -> None:
+        assert self.tracer is not None
+        await self.tracer.arecord(stage, conv=entry.conv, id=entry.id, sender=entry.sender, seq=entry.seq,
+                                  user=entry.user, **fields)
+
+    async def _trace_result(self, entry: PushEntry, device: Device, result: SendResult) -> None:
+        """One device's outcome of a traced entry: sent, retry later, or skipped and why."""
+        where = {"provider": device.platform, "device": device.short}
+        if result.outcome is Outcome.OK:
+            if device.platform in self.providers:
+                await self._trace(entry, "push.sent", **where)
+            else:
+                await self._trace(entry, "push.skipped", reason="platform_disabled", **where)
+        elif result.outcome is Outcome.RETRY:
+            await self._trace(entry, "push.retry", reason="provider_error", code=result.reason or "retry", **where)
+        elif result.outcome is Outcome.DEAD_TOKEN:
+            await self._trace(entry, "push.skipped", reason="dead_token", code=result.reason or None, **where)
+        else:
+            await self._trace(entry, "push.skipped", reason="provider_error",
+                              code=result.reason or result.outcome.value, **where)
 
     async def _send(self, device: Device, note: Notification) -> SendResult:
         provider = self.providers.get(device.platform)

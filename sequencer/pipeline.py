@@ -48,6 +48,7 @@ from switchboard.bus.replies import Replies
 from switchboard.errors import BadFrame, LimitExceeded, NotMember, SwitchboardError, Unavailable
 from switchboard.store import Conversation
 from switchboard.subjects import Subjects, partition_of
+from switchboard.trace import TRACE_HEADER, TRACE_HEADER_BYTES, TRACE_HEADER_LINE, TRACE_HEADERS, Tracer
 
 from sequencer.conversations import Conversations, now_ms
 from sequencer.push import PresenceView, push_entry
@@ -101,12 +102,14 @@ class _Conv:
 class _Send:
     """One send on its way; answered exactly once."""
 
-    __slots__ = ("req", "reply", "system", "msg", "data", "pending", "failed", "attempt", "fences", "duplicate")
+    __slots__ = ("req", "reply", "system", "msg", "data", "pending", "failed", "attempt", "fences", "duplicate",
+                 "traced")
 
-    def __init__(self, req: events.SendRequest, reply: str, system: bool) -> None:
+    def __init__(self, req: events.SendRequest, reply: str, system: bool, traced: bool = False) -> None:
         self.req = req
         self.reply = reply
         self.system = system
+        self.traced = traced  # the request carried Sb-Trace: record this message's hops
         self.msg: frames.Msg | None = None
         self.data = b""
         self.pending = 0
@@ -121,7 +124,8 @@ class Pipeline:
                  messages_stream: str, partitions: int, convs: Conversations, receipts: Receipts,
                  presence: PresenceView, archived_last_seq: Callable[[str], Awaitable[int]],
                  owns: Callable[[int], bool], max_body_bytes: int, fanout_max_members: int,
-                 timeout: float, dedup_window_sec: float = 120.0, fanout_quota: UserQuota | None = None) -> None:
+                 timeout: float, dedup_window_sec: float = 120.0, fanout_quota: UserQuota | None = None,
+                 tracer: Tracer | None = None) -> None:
         self._conn = conn
         self._replies = replies
         self._js = js
@@ -138,6 +142,8 @@ class Pipeline:
         self._timeout = timeout
         self._repair_window_ms = dedup_window_sec * 1000 / 2
         self._quota = fanout_quota  # copies a user's sends may cause per minute (sequencer/quotas.py)
+        self._tracer = tracer  # hops of traced messages (switchboard/trace.py); None: not recorded
+        self._push_prefix = f"{subjects.prefix}.push."
         self._convs: dict[str, _Conv] = {}
         self._subs: dict[int, tuple[int, int]] = {}  # partition -> (send sid, system sid)
         self.inflight: dict[int, int] = {}  # partition -> sends not yet answered
@@ -196,16 +202,20 @@ class Pipeline:
             self._answer_error(m.reply, exc)
             return
         p = partition_of(req.conv, self._partitions)
+        traced = TRACE_HEADER_BYTES in m.hdr and self._tracer is not None
         if not self.owns(p):
             self.stats["not_owner"] += 1
-            self._answer_error(m.reply, Unavailable("this conversation is moving to another sequencer; retry"))
+            err = Unavailable("this conversation is moving to another sequencer; retry")
+            if traced:
+                self._trace(_Send(req, m.reply, system), "error", code=err.code)
+            self._answer_error(m.reply, err)
             return
         st = self._convs.get(req.conv)
         if st is None:
             if len(self._convs) >= MAX_CONVS:
                 self._evict()
             st = self._convs[req.conv] = _Conv(req.conv, p, self._subjects.msg(req.conv))
-        s = _Send(req, m.reply, system)
+        s = _Send(req, m.reply, system, traced)
         self.inflight[p] = self.inflight.get(p, 0) + 1
         st.queue.append(s)
         self._pump(st)
@@ -236,7 +246,8 @@ class Pipeline:
                          kind=r.kind)
         s.msg, s.data = msg, frames.encode(msg)
         headers = (f"NATS/1.0\r\nNats-Msg-Id: {st.id}:{r.sender}:{r.id}\r\n"
-                   f"Nats-Expected-Last-Subject-Sequence: {st.last_stream_seq}\r\n\r\n").encode()
+                   f"Nats-Expected-Last-Subject-Sequence: {st.last_stream_seq}\r\n"
+                   f"{TRACE_HEADER_LINE if s.traced else ''}\r\n").encode()
         st.busy = True
         self.stats["writes"] += 1
         try:
@@ -280,8 +291,11 @@ class Pipeline:
             st.last_stream_seq = ack.seq
             if not s.system:
                 self._receipts.sent_now(user=s.req.sender, conv=st.id, seq=s.msg.seq)
+            if s.traced:
+                self._trace(s, "sequencer.stored", seq=s.msg.seq, stream_seq=ack.seq)
             if st.large:  # pull mode: members' edges listen on the conversation subject
-                self._conn.publish(self._subjects.conv_live(st.id), s.data)
+                self._conn.publish(self._subjects.conv_live(st.id), s.data,
+                                   headers=TRACE_HEADERS if s.traced else None)
             self._fanout(st, s)
         self._pump(st)
 
@@ -289,15 +303,24 @@ class Pipeline:
         msg, data = s.msg, s.data
         assert msg is not None
         copies: list[tuple[str, bytes, bytes]] = []
+        traced = s.traced
         if not st.large:
             seq = str(msg.seq)
-            copies = [(subject, data, (head + seq + tail).encode()) for subject, head, tail in st.inboxes]
+            if traced:  # the mark goes with every copy (INBOX republishes it to the edges)
+                copies = [(subject, data, (head + seq + tail[:-2] + TRACE_HEADER_LINE + "\r\n").encode())
+                          for subject, head, tail in st.inboxes]
+            else:
+                copies = [(subject, data, (head + seq + tail).encode()) for subject, head, tail in st.inboxes]
         offline = self._presence.offline_now(u for u in st.members if u != msg.from_)
         if offline:
             title = (st.info.title if st.info else "") or msg.from_
             push = self._subjects.push
+            mark = {TRACE_HEADER: "1"} if traced else {}
             copies += [(push(u), push_entry(msg, u, title),
-                        encode_headers({"Nats-Msg-Id": f"{st.id}:{msg.seq}:{u}:push"})) for u in offline]
+                        encode_headers({"Nats-Msg-Id": f"{st.id}:{msg.seq}:{u}:push", **mark})) for u in offline]
+        if traced:
+            self._trace(s, "sequencer.fanout", seq=msg.seq, members=len(st.members),
+                        mode="pull" if st.large else "inbox")
         self._publish_copies(st, s, copies)
 
     def _publish_copies(self, st: _Conv, s: _Send, copies: list[tuple[str, bytes, bytes]]) -> None:
@@ -322,6 +345,8 @@ class Pipeline:
         ok = err is None and m is not None and b'"error"' not in m.data
         if not ok:
             s.failed.append((subject, data, headers))  # type: ignore[arg-type]
+        elif s.traced and subject.startswith(self._push_prefix):  # stored in PUSH: the pusher's turn
+            self._trace(s, "push.enqueued", seq=s.msg.seq, user=subject.rpartition(".")[2])
         s.pending -= 1
         if s.pending:
             return
@@ -341,6 +366,8 @@ class Pipeline:
             return  # a repair: nobody to answer
         if err is not None:
             self.stats["errors"] += 1
+            if s.traced:
+                self._trace(s, "error", code=err.code)
             self._answer_error(s.reply, err)
             return
         self.stats["sent"] += 1
@@ -349,6 +376,12 @@ class Pipeline:
             assert msg is not None
             self._conn.publish(s.reply, _encode(events.SendReply(conv=msg.conv, seq=msg.seq, ts=msg.ts, id=msg.id,
                                                                  duplicate=s.duplicate)))
+
+    def _trace(self, s: _Send, stage: str, **fields) -> None:
+        """Record one hop of a traced send (never called for the others)."""
+        r = s.req
+        if self._tracer is not None and r is not None:
+            self._tracer.record(stage, conv=r.conv, id=r.id, sender=r.sender, **fields)
 
     def _answer_error(self, reply: str, exc: SwitchboardError) -> None:
         if reply:
@@ -435,6 +468,8 @@ class Pipeline:
         except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, msgspec.DecodeError) as exc:
             self._finish(st.partition, s, Unavailable(f"reading the original failed: {type(exc).__name__}"))
             return
+        if s.traced:
+            self._trace(s, "sequencer.stored", seq=s.msg.seq, stream_seq=stream_seq, reason="duplicate")
         self._fanout(st, s)
 
     def known_last_seq(self, conv: str) -> int | None:

@@ -31,6 +31,7 @@ from switchboard.presence.messages import MAX_USERS_PER_REQUEST, ContactsReply, 
 from switchboard.presence.messages import encode as presence_encode
 from switchboard.subjects import partition_of
 from switchboard.store import Store
+from switchboard.trace import TRACE_HEADERS, Tracer
 
 from sequencer.conversations import Conversations
 from sequencer.partitions import PartitionLeases
@@ -75,6 +76,7 @@ class Sequencer:
         self.presence = PresenceView(nc=nc, subjects=self.subjects)
         self._conn: BusConnection | None = None
         self._replies: Replies | None = None
+        self.tracer: Tracer | None = None  # hops of traced messages (switchboard/trace.py), from start()
         self.pipeline: Pipeline | None = None
         self.leases: PartitionLeases | None = None
         self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
@@ -95,6 +97,8 @@ class Sequencer:
                                        tls=tls.nats_client_context(s))
         self._replies = Replies(self._conn)
         self._replies.start()
+        self.tracer = Tracer(publish=self._conn.publish, prefix=self.subjects.prefix, role="sequencer",
+                             instance=s.instance or self.instance, sample=s.trace_sample)
         messages_stream, _, _ = streams.names(s)
         owns = (static_partitions.__contains__ if static_partitions is not None else self._owns)
         self.pipeline = Pipeline(conn=self._conn, replies=self._replies, js=self._js, subjects=self.subjects,
@@ -104,7 +108,7 @@ class Sequencer:
                                  max_body_bytes=s.max_body_bytes, fanout_max_members=s.fanout_max_members,
                                  timeout=s.send_timeout, dedup_window_sec=s.dedup_window_sec,
                                  fanout_quota=UserQuota(s.max_fanout_per_min, what="message copies")
-                                 if s.max_fanout_per_min > 0 else None)
+                                 if s.max_fanout_per_min > 0 else None, tracer=self.tracer)
         await self.receipts.start()
         await self.presence.start()
         svc = await add_service(self._nc, name="sb-sequencer", version=switchboard.__version__,
@@ -204,16 +208,20 @@ class Sequencer:
 
     async def _system_send(self, req: Request) -> bytes:
         """A service's system message: forwarded to the owner of the
-        conversation's partition on a subject only sequencers may publish."""
+        conversation's partition on a subject only sequencers may publish.
+        Traced (the Sb-Trace header on the forward) when the request says
+        ``trace`` or this sequencer's sampler hits."""
         r = _send_decoder.decode(req.data)
         conv = ids.check(r.conv, "conv")
         subject = self.subjects.system_send_part(partition_of(conv, self.settings.partitions))
-        assert self._replies is not None
+        assert self._replies is not None and self.tracer is not None
+        headers = TRACE_HEADERS if r.trace or self.tracer.sampler.hit() else None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.send_timeout
         while True:
             try:
-                reply = await self._replies.call(subject, req.data, timeout=max(0.05, deadline - loop.time()))
+                reply = await self._replies.call(subject, req.data, headers=headers,
+                                                 timeout=max(0.05, deadline - loop.time()))
                 return reply.data
             except BusUnavailable:
                 # No owner right now (a handover): try again shortly.

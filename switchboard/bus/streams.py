@@ -100,7 +100,8 @@ def definitions(settings: Settings) -> list[StreamConfig]:
             name=trace_name(settings), subjects=[f"{s.prefix}.trace.>"], retention=RetentionPolicy.LIMITS,
             max_age=settings.trace_max_age_sec, discard=DiscardPolicy.OLD,
             description="Per-message trace records: one per hop of a traced message (switchboard trace)",
-            **common),
+            # JetStream refuses a dedup window longer than max_age (a short-lived trace stream)
+            **{**common, "duplicate_window": min(settings.dedup_window_sec, settings.trace_max_age_sec)}),
     ]
 
 

@@ -153,7 +153,7 @@ async def test_session_send_ack_read_make_no_task():
     settings = Settings(jwt_secret="s" * 32)
     edge = SimpleNamespace(settings=settings, edge_id="e1", metrics=EdgeMetrics(), replies=replies,
                            subjects=settings.subjects, sync_handlers={frames.Read: lambda s, f: reads.append(f)},
-                           on_ack=lambda s, c: acks.append(c))
+                           on_ack=lambda s, c: acks.append(c), tracer=None)
     conn = FakeConn()
     sess = Session(edge=edge, conn=conn, user="alice")  # type: ignore[arg-type]
     sess._hello_timer.cancel()
