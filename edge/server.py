@@ -82,6 +82,7 @@ BOUNDS_TTL = 0.5
 
 _conv_reply = msgspec.json.Decoder(events.ConvReply)
 _history_reply = msgspec.json.Decoder(events.HistoryReply)
+_conv_list_reply = msgspec.json.Decoder(events.ConvListReply)
 
 Hook = Callable[..., Any]
 
@@ -122,6 +123,7 @@ class Edge:
         self.frame_handlers: dict[type, Callable[[Session, Any], Awaitable[Any]]] = {
             frames.ConvCreate: self._conv_create,
             frames.HistoryRequest: self._history,
+            frames.ConvListRequest: self._conv_list,
         }
         # Frames handled synchronously, without a task (read receipts).
         self.sync_handlers: dict[type, Callable[[Session, Any], None]] = {}
@@ -393,6 +395,12 @@ class Edge:
         reply = _history_reply.decode(await self.request(self.subjects.api("history"), events.encode(q)))
         _raise(reply.error)
         return frames.History(conv=f.conv, messages=reply.messages, more=reply.more, ref=f.id)
+
+    async def _conv_list(self, sess: Session, f: frames.ConvListRequest) -> frames.ConvList:
+        q = events.ConvListQuery(user=sess.user)
+        reply = _conv_list_reply.decode(await self.request(self.subjects.api("conv", "list"), events.encode(q)))
+        _raise(reply.error)
+        return frames.ConvList(convs=reply.convs, more=reply.more, ref=f.id)
 
 
 # Edges (of this process) whose certificate SIGHUP reloads; one handler for all.

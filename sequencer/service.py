@@ -34,6 +34,7 @@ from switchboard.store import Store
 from switchboard.trace import TRACE_HEADERS, Tracer
 
 from sequencer.conversations import Conversations
+from sequencer.convlist import ConvLister
 from sequencer.partitions import PartitionLeases
 from sequencer.pipeline import Pipeline
 from sequencer.push import PresenceView
@@ -48,6 +49,7 @@ _receipt_decoder = msgspec.json.Decoder(events.ReceiptRequest)
 _receipts_query = msgspec.json.Decoder(events.ReceiptsQuery)
 _unread_query = msgspec.json.Decoder(events.UnreadQuery)
 _ranges_query = msgspec.json.Decoder(events.RangesQuery)
+_conv_list_query = msgspec.json.Decoder(events.ConvListQuery)
 # A system send that finds no owner (a partition handover) is retried this
 # often until send_timeout.
 HANDOVER_RETRY_SEC = 0.1
@@ -81,6 +83,7 @@ class Sequencer:
         self.leases: PartitionLeases | None = None
         self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
                                  last_seq=self._last_seq, broadcast_max_members=settings.fanout_max_members)
+        self.conv_list = ConvLister(nc=nc, settings=settings, store=store, convs=self.convs, receipts=self.receipts)
         self._service: Service | None = None
         self._tasks: set[asyncio.Task] = set()
         self._log = log.get("sequencer", instance=self.instance)
@@ -133,6 +136,8 @@ class Sequencer:
                                handler=self._spawn(self._conv_large))
         await svc.add_endpoint(name="conv-ranges", subject=p.api("conv", "ranges"), queue_group="sb-sequencer",
                                handler=self._spawn(self._conv_ranges))
+        await svc.add_endpoint(name="conv-list", subject=p.api("conv", "list"), queue_group="sb-sequencer",
+                               handler=self._spawn(self._conv_list))
         await svc.add_endpoint(name="trace-get", subject=p.api("trace", "get"), queue_group="sb-sequencer",
                                handler=self._spawn(self._trace_get))
         # Per instance (no queue group): who owns what, and the pipeline's
@@ -330,6 +335,11 @@ class Sequencer:
         q = _ranges_query.decode(req.data)
         return events.RangesReply(ranges=[frames.ResyncRange(conv=c, upto=last)
                                           for c, last in await self._user_convs(q.user) if last > 0])
+
+
+    async def _conv_list(self, req: Request) -> events.ConvListReply:
+        """A ``conv.list`` frame: the user's conversations, newest activity first (sequencer/convlist.py)."""
+        return await self.conv_list.list(_conv_list_query.decode(req.data).user)
 
 
 async def _respond_error(req: Request, exc: SwitchboardError | Any) -> None:

@@ -192,7 +192,7 @@ class Client:
             self._resolve(f.id, f)
         elif isinstance(f, frames.Error):
             self._on_error(f)
-        elif isinstance(f, (frames.History, frames.Conv, frames.Ok)) and f.ref in self._pending:
+        elif isinstance(f, (frames.History, frames.Conv, frames.ConvList, frames.Ok)) and f.ref in self._pending:
             self._resolve(f.ref, f)
         elif isinstance(f, frames.Welcome):
             self.user, self.epoch = f.user, f.epoch
@@ -365,6 +365,14 @@ class Client:
         ref = self.new_id()
         return await self._request(ref, frames.ConvCreate(members=members, title=title, id=ref), resend=False)
 
+    async def list_conversations(self) -> list[frames.ConvSummary]:
+        """Your conversations, most recently active first (at most
+        ``conv_list_max``, 500): members, title, ``last_seq``, your ``read``
+        watermark (unread = ``last_seq - read``) and the ``last`` message."""
+        ref = self.new_id()
+        reply: frames.ConvList = await self._request(ref, frames.ConvListRequest(id=ref), resend=False)
+        return reply.convs
+
     async def history(self, conv: str, *, before: int | None = None, after: int | None = None,
                       limit: int = 50) -> frames.History:
         ref = self.new_id()
@@ -392,6 +400,24 @@ class Client:
         """Register this device for push notifications; returns once stored."""
         ref = self.new_id()
         return await self._request(ref, frames.PushRegister(platform=platform, token=token, id=ref), resend=False)
+
+    async def read(self, conv: str, seq: int) -> None:
+        """Mark ``conv`` read up to ``seq``: the members (and your other
+        devices) get a ``receipt``; a bad seq comes back as an ``error`` event."""
+        await self.send_frame(frames.Read(conv=conv, seq=seq))
+
+    async def typing(self, conv: str) -> None:
+        """Tell the other members you are typing (send it at most every few seconds)."""
+        await self.send_frame(frames.Typing(conv=conv))
+
+    async def watch_presence(self, users: list[str]) -> None:
+        """One ``presence`` event per user now, then one on every change
+        (only users who share a conversation with you are watched)."""
+        await self.send_frame(frames.PresenceWatch(users=users))
+
+    async def request_receipts(self, conv: str) -> None:
+        """Ask for every member's watermarks of ``conv``: one ``receipt`` event each."""
+        await self.send_frame(frames.ReceiptsRequest(conv=conv))
 
     async def send_frame(self, frame: Any) -> None:
         """Send any frame as is (typing, read, presence.watch, push.register)."""

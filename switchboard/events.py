@@ -151,3 +151,15 @@ class RangesQuery(msgspec.Struct):
 class RangesReply(msgspec.Struct, omit_defaults=True):
     ranges: list[frames.ResyncRange] = []
     error: ErrorBody | None = None
+
+
+class ConvListQuery(msgspec.Struct):
+    """``sb.api.conv.list``: ``user``'s conversations for a ``conv.list`` frame."""
+
+    user: str
+
+
+class ConvListReply(msgspec.Struct, omit_defaults=True):
+    convs: list[frames.ConvSummary] = []
+    more: bool = False
+    error: ErrorBody | None = None

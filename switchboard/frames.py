@@ -98,8 +98,15 @@ class ReceiptsRequest(_Frame, tag="receipts"):
     id: str | None = None
 
 
+class ConvListRequest(_Frame, tag="conv.list"):
+    """Ask for the caller's conversations, most recently active first
+    (answered with ``conv.list``)."""
+
+    id: str | None = None
+
+
 ClientFrame = Union[Hello, Send, Ack, Read, Typing, HistoryRequest, ConvCreate, PresenceWatch, PushRegister,
-                    ReceiptsRequest]
+                    ReceiptsRequest, ConvListRequest]
 
 # ---------------------------------------------------------------- server → client
 
@@ -179,6 +186,30 @@ class Conv(_Frame, tag="conv"):
     ref: str | None = None
 
 
+class ConvSummary(msgspec.Struct, omit_defaults=False):
+    """One conversation of a ``conv.list`` answer. ``read`` is the caller's
+    own read watermark (unread = ``last_seq - read``; sending marks one's
+    conversation read up to the message sent); ``last`` is the last message
+    (a ``msg`` without cursor) or null when there is none yet."""
+
+    conv: str
+    members: list[str]
+    title: str = ""
+    last_seq: int = 0
+    read: int = 0
+    last: Msg | None = None
+
+
+class ConvList(_Frame, tag="conv.list"):
+    """The answer to ``conv.list``: newest activity first. ``more``: the
+    caller has more conversations than the answer holds (conv_list_max, or
+    half the socket's send queue in bytes)."""
+
+    convs: list[ConvSummary]
+    more: bool = False
+    ref: str | None = None
+
+
 class Presence(_Frame, tag="presence"):
     user: str
     online: bool
@@ -199,7 +230,8 @@ class Error(msgspec.Struct, tag_field="type", tag="error"):
     retry: bool
 
 
-ServerFrame = Union[Welcome, Synced, Resync, Sent, Msg, Receipt, TypingEvent, History, Conv, Presence, Ok, Error]
+ServerFrame = Union[Welcome, Synced, Resync, Sent, Msg, Receipt, TypingEvent, History, Conv, ConvList, Presence, Ok,
+                    Error]
 
 _encoder = msgspec.json.Encoder()
 _client_decoder = msgspec.json.Decoder(ClientFrame)
