@@ -105,13 +105,16 @@ class WatchReport:
     expected_frames: int  # changes x watchers
     frames: int  # presence frames the watchers got for those changes
     stray_frames: int  # presence frames matching no pending change (should be 0)
-    latency_ms: LatencySummary
+    latency_ms: LatencySummary  # every frame: from the change (hello or close sent) to the frame's arrival
+    online_latency_ms: LatencySummary  # frames saying online (the subject's hello went through the edge)
+    offline_latency_ms: LatencySummary  # frames saying offline (its socket closed)
     ws_payload_bytes_per_frame: float | None
     ws_bytes_per_change_per_watcher: float | None  # payload + the 2-byte frame header
     nats_bytes_per_change_per_watcher: dict[str, float | None]
     metrics_per_sec: dict[str, float | None]  # the /metrics counters over the watched phase
     processes: list[ProcCost]
     fabric_us_per_change_per_watcher: float
+    cpu_resolution_us: float  # one 10 ms CPU tick, per change per watcher
     connect_seconds: float
     baseline_seconds: float
     watched_seconds: float
@@ -177,7 +180,7 @@ class _Counter:
         self.frames = 0
         self.stray = 0
         self.payload_bytes = 0
-        self.latencies: list[int] = []
+        self.latencies: dict[bool, list[int]] = {True: [], False: []}  # online -> ns
 
     def __call__(self, payload: bytes) -> None:
         now = time.monotonic_ns()
@@ -188,7 +191,7 @@ class _Counter:
             return
         self.frames += 1
         self.payload_bytes += len(payload)
-        self.latencies.append(now - st[1])
+        self.latencies[p.online].append(now - st[1])
 
 
 def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
@@ -417,6 +420,13 @@ async def _run(p: WatchParams, fabric: FabricProcess, command: str) -> WatchRepo
         watched = (nb_w[key] - nb1[key]) / changes
         return round((watched - base) / p.watchers, 1)
 
+    # /proc/<pid>/stat counts CPU in clock ticks (10 ms): one tick more or
+    # less in a phase moves a process's per-watcher figure by this much.
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    resolution = round(tick_us / per, 2)
+    if resolution >= 1:
+        notes.append(f"CPU is read in {tick_us / 1000:g} ms ticks: each process's µs/change/watcher is "
+                     f"± {resolution:g} per tick; at few watchers x changes the per-change columns say more")
     c = b.counter
     rates = {k: round((m1[k] - m0[k]) / watched_sec, 1) if k in m0 and k in m1 else None for k in METRIC_NAMES}
     if any(v is None for v in rates.values()):
@@ -426,14 +436,18 @@ async def _run(p: WatchParams, fabric: FabricProcess, command: str) -> WatchRepo
         params={"watchers": p.watchers, "subjects": p.subjects, "rate": p.rate, "duration": p.duration,
                 "layout": p.layout},
         changes=changes, expected_frames=expected, frames=c.frames, stray_frames=c.stray - stray_before,
-        latency_ms=LatencySummary.from_ns(c.latencies),
+        latency_ms=LatencySummary.from_ns(c.latencies[True] + c.latencies[False]),
+        online_latency_ms=LatencySummary.from_ns(c.latencies[True]),
+        offline_latency_ms=LatencySummary.from_ns(c.latencies[False]),
         ws_payload_bytes_per_frame=round(c.payload_bytes / c.frames, 1) if c.frames else None,
         ws_bytes_per_change_per_watcher=round((c.payload_bytes + 2 * c.frames) / per, 1) if per else None,
         nats_bytes_per_change_per_watcher={"tracker_to_server": nats_net("tracker_in"),
                                            "server_to_edge": nats_net("edge_out"),
                                            "all_connections_in_out": nats_net("all")},
         metrics_per_sec=rates, processes=costs, fabric_us_per_change_per_watcher=fabric_net,
-        connect_seconds=round(connect_sec, 2), baseline_seconds=round(base_sec, 2), watched_seconds=round(watched_sec, 2), notes=notes)
+        cpu_resolution_us=resolution,
+        connect_seconds=round(connect_sec, 2), baseline_seconds=round(base_sec, 2),
+        watched_seconds=round(watched_sec, 2), notes=notes)
 
 
 def run(p: WatchParams, *, command: str) -> WatchReport:
@@ -462,6 +476,8 @@ def render(r: WatchReport) -> str:
         ("latency p50 (ms)", lat.p50),
         ("latency p99 (ms)", lat.p99),
         ("latency max (ms)", lat.max),
+        ("  online frames p50 / p99 (ms)", f"{_fmt(r.online_latency_ms.p50)} / {_fmt(r.online_latency_ms.p99)}"),
+        ("  offline frames p50 / p99 (ms)", f"{_fmt(r.offline_latency_ms.p50)} / {_fmt(r.offline_latency_ms.p99)}"),
         ("WebSocket payload bytes per frame", r.ws_payload_bytes_per_frame),
         ("WebSocket bytes per change per watcher", r.ws_bytes_per_change_per_watcher),
         ("NATS bytes per change per watcher: tracker -> server", nb["tracker_to_server"]),
