@@ -51,6 +51,9 @@ PASSWORDS = {u: f"pw-{u}-{secrets.token_hex(4)}" for u in USERS}
 SECRET = secrets.token_urlsafe(32)
 # Who may publish each ephemeral event kind (sb.user.<uid>.ev.<kind>).
 EVENT_OWNERS = {"typing": "edge", "presence": "presence", "receipt": "sequencer", "conv": "sequencer"}
+# Issue 12: the roles that record hops of traced messages (sb.trace.<conv>.<sender>.<id>).
+TRACE_WRITERS = ("edge", "sequencer", "archiver", "pusher")
+TRACE_SUBJECT = "sb.trace.c1.alice.m1"
 
 
 def password_env() -> dict[str, str]:
@@ -325,6 +328,53 @@ async def test_edge_send_subject_carries_user_messages_only(deployment: Deployme
         assert [(x.seq, x.kind, x.from_) for x in page.messages] == [(1, "user", a)]
 
 
+@pytest.mark.parametrize("role", TRACE_WRITERS)
+async def test_recording_roles_may_publish_trace_records(server: Server, role: str) -> None:
+    async with watched(server, role) as w:
+        await w.nc.publish(TRACE_SUBJECT, b"{}")
+        await w.nc.flush()
+        await asyncio.sleep(0.3)
+        assert not [e for e in w.errors if "violation" in e.lower()], w.errors
+
+
+async def test_traced_message_is_recorded_by_every_role_under_accounts(deployment: Deployment,
+                                                                      server: Server) -> None:
+    """Issue 12 under the committed accounts, each role its own process and
+    NATS user: a traced message to an offline user with a push device gets
+    the hops of the edge, the sequencer, the pusher and the archiver into
+    SB_TRACE (a denied publish would be silently missing here, and logged
+    for test_no_role_hit_a_permission_violation). Admin reads them; the
+    sequencer may read SB_TRACE for its trace endpoint."""
+    from switchboard.trace import decode_record
+
+    a, d = uid("alice"), uid("dave")
+    async with clients(deployment, d) as (cd,):
+        await cd.register_push("fcm", "f" * 40)
+    await asyncio.sleep(0.5)  # dave's going offline reaches the sequencer's presence view
+    mid = uid("m")
+    async with clients(deployment, a) as (ca,):
+        sent = await ca.send(to=d, body="traced under accounts", id=mid, trace=True)
+    want = {"edge.received", "sequencer.stored", "sequencer.fanout", "push.enqueued", "push.sent",
+            "archiver.stored"}
+    got: dict[str, str] = {}
+    async with watched(server, "admin") as w:
+        sub = await w.nc.jetstream(timeout=STEP).subscribe(f"sb.trace.{sent.conv}.{a}.{mid}", ordered_consumer=True)
+        deadline = time.monotonic() + STEP
+        while not want <= set(got) and time.monotonic() < deadline:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                r = decode_record((await sub.next_msg(timeout=0.5)).data)
+                got[r.stage] = r.role
+        assert want <= set(got), (got, deployment.procs["pusher"].output()[-3000:])
+        assert {got[s] for s in want} == set(TRACE_WRITERS)
+        assert not [e for e in w.errors if "violation" in e.lower()], w.errors
+    async with watched(server, "sequencer") as w:
+        reply = await w.nc.request("$JS.API.DIRECT.GET.SB_TRACE",
+                                   json.dumps({"next_by_subj": f"sb.trace.{sent.conv}.{a}.{mid}"}).encode(),
+                                   timeout=STEP)
+        assert decode_record(reply.data).id == mid
+        assert not w.errors
+
+
 def _edge_dropped(d: Deployment, subject_kind: str) -> float:
     """switchboard_edge_bus_frames_dropped_total{subject=...} of the edge."""
     import httpx
@@ -456,6 +506,8 @@ JS_READS = {
     "$JS.ACK.PUSH.sb-pusher.1.1.1.1.0": ("pusher",),
     "$KV.sb_partitions.p.0": ("sequencer",),
     "$JS.API.DIRECT.GET.KV_sb_partitions": ("sequencer",),
+    "$JS.API.DIRECT.GET.SB_TRACE": ("sequencer",),
+    "$JS.API.STREAM.MSG.GET.SB_TRACE": ("sequencer",),
 }
 
 DENIED_PUBLISH = [
@@ -488,6 +540,13 @@ DENIED_PUBLISH = [
     # role has the API subjects of its own reads and consumers only.
     *[(u, subject) for subject in JS_MANAGEMENT for u in ROLES + ("service", "operator")],
     *[(u, subject) for subject, owners in JS_READS.items() for u in ROLES + ("service",) if u not in owners],
+    # Issue 12: trace records are written by the roles with hops only, and
+    # read (SB_TRACE) by the sequencer's trace endpoint and admin only: not
+    # even the operator user reads who wrote to whom.
+    *[(u, TRACE_SUBJECT) for u in USERS if u not in TRACE_WRITERS + ("sys",)],
+    ("operator", "$JS.API.DIRECT.GET.SB_TRACE"),
+    ("operator", f"$JS.API.DIRECT.GET.SB_TRACE.{TRACE_SUBJECT}"),
+    ("operator", "$JS.API.STREAM.MSG.GET.SB_TRACE"),
 ]
 
 
@@ -548,6 +607,8 @@ NOT_INITIALIZED = [
     ("streams", "sequencer", "JetStream KV bucket sb_partitions does not exist"),
     ("streams", "archiver", "JetStream consumer MESSAGES/archiver does not exist"),
     ("streams", "pusher", "JetStream consumer PUSH/sb-pusher does not exist"),
+    # Issue 12: every role that records trace hops checks SB_TRACE too
+    *[("no-trace", role, "JetStream stream SB_TRACE does not exist") for role in TRACE_WRITERS],
 ]
 
 
@@ -561,8 +622,10 @@ async def test_roles_do_not_create_jetstream_state(make_nats, tmp_path: Path, se
     srv = make_nats()
     nc = await nats.connect(srv.url)
     try:
-        if setup == "streams":
+        if setup in ("streams", "no-trace"):
             await streams.ensure_streams(nc.jetstream(), Settings())
+        if setup == "no-trace":
+            await nc.jetstream().delete_stream(streams.trace_name(Settings()))
         before = await nc.jetstream().streams_info()
         env = {**os.environ, "SWITCHBOARD_JWT_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
         env.pop("SWITCHBOARD_CONFIG", None)
@@ -596,7 +659,7 @@ async def test_init_needs_the_admin_user(server: Server, deployment: Deployment)
     p = subprocess.run([PYTHON, "-m", "switchboard", "init", "--nats", server.url("admin")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert p.stdout.count("ok: ") == 7  # 4 streams, 2 consumers, the bucket
+    assert p.stdout.count("ok: ") == 8  # 5 streams (SB_TRACE included), 2 consumers, the bucket
 
 
 async def test_forged_stream_write_is_not_stored(server: Server) -> None:
@@ -614,6 +677,8 @@ DENIED_SUBSCRIBE = [
     ("service", "sb.user.victim.inbox"),
     ("operator", "sb.user.victim.live"),
     ("edge", "sb.send.*"),
+    # trace records are read from SB_TRACE (sequencer, admin), never live
+    *[(u, "sb.trace.>") for u in ROLES + ("service", "operator", "admin")],
 ]
 
 
