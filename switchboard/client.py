@@ -426,9 +426,15 @@ class Client:
         await self._ws.send(frames.encode(frame))
 
     async def next_message(self, timeout: float | None = None) -> frames.Msg:
+        """The next message; ``TimeoutError`` after ``timeout`` seconds
+        without one (None: wait as long as it takes). A wait that timed out
+        takes nothing from the queue."""
         return await asyncio.wait_for(self.messages.get(), timeout)
 
     async def next_event(self, timeout: float | None = None) -> Any:
+        """The next event (receipt, typing, presence, conv, resync, or an
+        error answering none of your requests); ``TimeoutError`` as for
+        :meth:`next_message`."""
         return await asyncio.wait_for(self.events.get(), timeout)
 
     def _spawn(self, coro) -> None:
