@@ -50,10 +50,11 @@ NATS_EVENT_STAGES = {"in": "nats.ingress", "eg": "nats.egress", "js": "nats.jets
 NATS_CONN_KINDS = {0: "client", 1: "route", 2: "gateway", 3: "system", 4: "leafnode", 5: "jetstream", 6: "account"}
 
 # Stages of one millisecond sort in the order a message passes them; the
-# server's events of the send request come right after edge.received.
-_ORDER = ("edge.received", "nats.ingress", "nats.mapping", "nats.service_import", "nats.stream_export",
-          "nats.jetstream", "nats.egress")
-STAGE_ORDER = {s: i for i, s in enumerate(_ORDER + tuple(s for s in trace.STAGES if s not in _ORDER))}
+# server's events of the send request come right after edge.received, in the
+# order the servers saw them (origin first, then by Nats-Trace-Hop; within
+# one server, the order of its events).
+NATS_RANK = 1
+STAGE_ORDER = {"edge.received": 0, **{s: i + 2 for i, s in enumerate(x for x in trace.STAGES if x != "edge.received")}}
 
 
 class NatsHop(TraceRecord, kw_only=True, omit_defaults=True):
@@ -72,7 +73,7 @@ class NatsHop(TraceRecord, kw_only=True, omit_defaults=True):
     account: str | None = None
     stream: str | None = None
     hops: int | None = None
-    hop: str | None = None  # Nats-Trace-Hop of a server that got it over a route: "1", "1.2"...
+    hop: str | None = None  # Nats-Trace-Hop of a server that got it from another server: "1", "1.2"...
     error: str | None = None
 
 
@@ -109,7 +110,16 @@ def stream_name(settings: Settings) -> str:
 
 
 def sort_key(r: TraceRecord) -> tuple[int, int]:
-    return r.at, STAGE_ORDER.get(r.stage, len(STAGE_ORDER))
+    """Time, then stage order (a stable sort keeps the servers' hops in the order :func:`read_trace` put them)."""
+    return r.at, NATS_RANK if r.role == "nats" else STAGE_ORDER.get(r.stage, len(STAGE_ORDER) + 2)
+
+
+def _hop_key(h: "NatsHop") -> tuple[int, ...]:
+    """Origin server first (no hop), then "1", "1.1", "2"..."""
+    try:
+        return tuple(int(x) for x in h.hop.split(".")) if h.hop else ()
+    except ValueError:
+        return (1 << 30,)
 
 
 def _ms(ts: str) -> int:
@@ -152,7 +162,7 @@ def nats_hops(data: bytes, *, conv: str, sender: str, id: str) -> list[NatsHop]:
             subject=ev.get("subj") or ev.get("sub") or ev.get("to") or ev.get("subject") or None,
             account=ev.get("acc") or None, stream=ev.get("stream") or None,
             hops=hops if kind == "eg" and isinstance(hops, int) and hops else None,
-            hop=hop if kind == "in" else None,
+            hop=hop,
             error=ev.get("error") or None))
     return out
 
@@ -198,6 +208,8 @@ async def read_trace(nc: NATS, settings: Settings, *, id: str, conv: str | None 
     try:
         for subject in (base, base + ".nats"):
             got, more = await _read_subject(nc, stream, subject, limit=limit - len(records), timeout=timeout)
+            if subject.endswith(".nats"):
+                got.sort(key=_hop_key)  # type: ignore[arg-type] # stable: each server's events keep their order
             records += got
             cut = cut or more
             if len(records) >= limit:

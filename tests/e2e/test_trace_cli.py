@@ -329,3 +329,60 @@ async def test_server_hops_and_endpoint_under_the_committed_accounts(tmp_path):
                 await bob.close()
     finally:
         srv.stop()
+
+
+async def test_server_hops_across_a_cluster(make_nats, tmp_path):
+    """Edge on node 1, sequencer on node 3 of a 3-node cluster: each server
+    the send request crosses writes its own trace events, so the timeline
+    shows node 1's ingress (client) and egress (route, hops=1), then node
+    3's ingress (route, hop 1) and egress to the sequencer."""
+    from switchboard.cli.fabric import run
+    from switchboard.cli.init import init_fabric
+    from tests.e2e.helpers import make_settings, token
+
+    cports = [free_port() for _ in range(3)]
+    routes = ",".join(f"nats://127.0.0.1:{p}" for p in cports)
+    nodes = [make_nats(name=f"sb-tc-{i}", extra_args=["--cluster", f"nats://127.0.0.1:{cports[i]}",
+                                                     "--cluster_name", "sbtrace", "--routes", routes])
+             for i in range(3)]
+    base = make_settings(tmp_path, nodes[0].url, trace_sample=0.0)
+    nc = await nats.connect(nodes[0].url)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:  # JetStream needs a meta leader (elected once the routes are up)
+            try:
+                await init_fabric(nc, base)
+                break
+            except Exception:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
+    async with run(base.replace(nats_url=nodes[2].url), ("sequencer",), create_streams=False), \
+            run(base, ("edge",), create_streams=False):
+        url = f"ws://127.0.0.1:{base.port}/ws"
+        alice, bob = await Raw.open(url, token(base, "alice")), await Raw.open(url, token(base, "bob"))
+        try:
+            await alice.hello()
+            await bob.hello()
+            mid = unique("cl-")
+            await alice.send({"type": "send", "id": mid, "to": "bob", "body": "x", "trace": True})
+            await alice.answer(mid, timeout=3 * STEP)
+            recs = await wait_stages(base, mid, {"nats.ingress": 2, "nats.egress": 2, "sequencer.stored": 1})
+        finally:
+            await alice.close()
+            await bob.close()
+    hops = [r for r in recs if r.role == "nats"]
+    by = {(r.instance, r.stage): r for r in hops}
+    assert by[("sb-tc-0", "nats.ingress")].conn_kind == "client"
+    assert (by[("sb-tc-0", "nats.egress")].conn_kind, by[("sb-tc-0", "nats.egress")].hops) == ("route", 1)
+    assert (by[("sb-tc-2", "nats.ingress")].conn_kind, by[("sb-tc-2", "nats.ingress")].hop) == ("route", "1")
+    assert by[("sb-tc-2", "nats.egress")].conn_kind == "client"
+    # In the order the servers saw it: origin first, then the server at hop 1.
+    assert [(r.instance, r.stage) for r in hops] == [("sb-tc-0", "nats.ingress"), ("sb-tc-0", "nats.egress"),
+                                                     ("sb-tc-2", "nats.ingress"), ("sb-tc-2", "nats.egress")]
+    from switchboard.cli.trace import render
+
+    print(render(recs))  # the cluster timeline (docs/operations.md shows one)
