@@ -11,10 +11,10 @@ everything by time, then by the order of the stages.
 Used by ``switchboard trace`` (switchboard/cli/trace.py) and by the
 sequencer's ``<prefix>.api.trace.get`` endpoint (:func:`answer`).
 
-A ``trace CONV SEQ`` first names the message: the conversation's last
-message in MESSAGES (one direct get), else the archive (the store, or the
-archiver's history API), else the trace stream's own ``sequencer.stored``
-record with that seq.
+A ``trace CONV SEQ`` first names the message: from MESSAGES (the
+conversation's last message, else a binary search by stream sequence), else
+the archive (the store, or the archiver's history API), else the trace
+stream's own ``sequencer.stored`` record with that seq.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from switchboard import events, frames, ids, trace
 from switchboard.bus import streams
 from switchboard.bus.direct import DirectGetError, direct_batch
 from switchboard.config import Settings
-from switchboard.errors import BadFrame, NotFound, Unavailable
+from switchboard.errors import BadFrame, NotFound
 from switchboard.trace import TraceRecord
 
 # Records returned for one query at most: a 1:1 message has about ten, a
@@ -256,18 +256,12 @@ async def find_message(nc: NATS, settings: Settings, conv: str, seq: int, *, arc
                        timeout: float = 5.0) -> tuple[str, str] | None:
     """``(sender, id)`` of message ``seq`` of ``conv``, or None if nothing knows it."""
     ids.check(conv, "conv")
-    messages, _, _ = streams.names(settings)
-    try:  # the common complaint is about the latest message: one read
-        raw = await nc.jetstream(timeout=timeout).get_last_msg(messages, settings.subjects.msg(conv))
-        last = _decode_msg(raw.data or b"")
-        if last.seq == seq:
-            return last.from_, last.id
-        if last.seq < seq:
-            return None  # not written (yet)
-    except (nats.js.errors.NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
-        pass
-    except (nats.errors.TimeoutError, nats.js.errors.APIError):
-        pass  # MESSAGES not readable here: the archive and the trace may still know
+    try:
+        found = await _from_messages(nc, settings, conv, seq, timeout=timeout)
+    except (nats.errors.TimeoutError, nats.js.errors.APIError, msgspec.DecodeError, msgspec.ValidationError):
+        found = None  # MESSAGES not readable here: the archive and the trace may still know
+    if found is not None:
+        return found or None  # () : MESSAGES knows it was never written
     if archive is not None:
         try:
             m = await archive(conv, seq)
@@ -276,6 +270,44 @@ async def find_message(nc: NATS, settings: Settings, conv: str, seq: int, *, arc
         if m is not None:
             return m.from_, m.id
     return await _seq_from_trace(nc, settings, conv, seq, timeout=timeout)
+
+
+async def _from_messages(nc: NATS, settings: Settings, conv: str, seq: int, *,
+                         timeout: float) -> tuple[str, str] | tuple[()] | None:
+    """Message ``seq`` from MESSAGES with ``STREAM.MSG.GET`` (what the
+    sequencer and admin may read): the conversation's last message first
+    (the usual complaint is about the latest one), else a binary search over
+    stream sequences with ``next_by_subj`` (a conversation's seqs grow with
+    the stream's: about 2 x log2(stream length) reads, ~50 at most). ``()``:
+    the conversation's last seq is below ``seq`` (never written); None: not
+    in MESSAGES (aged out, or no such conversation there)."""
+    js = nc.jetstream(timeout=timeout)
+    messages, _, _ = streams.names(settings)
+    subject = settings.subjects.msg(conv)
+    try:
+        raw = await js.get_last_msg(messages, subject)
+    except nats.js.errors.NotFoundError:
+        return None
+    last = _decode_msg(raw.data or b"")
+    if last.seq == seq:
+        return last.from_, last.id
+    if last.seq < seq:
+        return ()
+    lo, hi = 1, (raw.seq or 1) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        try:
+            raw = await js.get_msg(messages, seq=mid, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        m = _decode_msg(raw.data or b"")
+        if m.seq == seq:
+            return m.from_, m.id
+        if m.seq < seq:
+            lo = (raw.seq or mid) + 1
+        else:
+            hi = mid - 1
+    return None
 
 
 async def _seq_from_trace(nc: NATS, settings: Settings, conv: str, seq: int, *,
@@ -325,4 +357,4 @@ async def answer(nc: NATS, settings: Settings, q: TraceQuery, *, archive: Archiv
 
 
 __all__ = ["NatsHop", "TraceQuery", "TraceReply", "read_trace", "find_message", "answer", "history_lookup",
-           "store_lookup", "stream_name", "nats_hops", "STAGE_ORDER", "Unavailable"]
+           "store_lookup", "stream_name", "nats_hops", "sort_key"]

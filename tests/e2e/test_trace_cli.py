@@ -101,6 +101,16 @@ async def test_timeline_json_and_id_of_a_traced_message(dep):
     recs = await wait_stages(d.settings, mid, {s: 1 for s in EXPECTED} | {"edge.acked": 2, "archiver.stored": 1})
     bob_deliveries = {r.device for r in recs if r.stage == "edge.delivered" and r.user == "bob"}
     assert len(bob_deliveries) == 2, "one edge.delivered per device of the recipient"
+    # Later messages: the traced one is no longer the conversation's last,
+    # so CONV SEQ finds it by the binary search over MESSAGES.
+    later = [await traced_dm(d, alice, [bob1, bob2], unique("later-"), trace=False) for _ in range(4)]
+    nc = await nats.connect(d.settings.nats_url)
+    try:
+        for s in [sent] + later:
+            assert await trace_read._from_messages(nc, d.settings, conv, s["seq"], timeout=STEP) == ("alice", s["id"])
+        assert await trace_read._from_messages(nc, d.settings, conv, later[-1]["seq"] + 1, timeout=STEP) == ()
+    finally:
+        await nc.close()
 
     code, out, err = await cli(d.settings, conv, str(seq), "--nats", d.settings.nats_url)
     assert code == 0, err
