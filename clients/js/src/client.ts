@@ -367,6 +367,7 @@ export class Client {
   private dispatch(f: Frame): void {
     switch (f.type) {
       case "msg":
+        f.kind ??= "user"; // a default the server may omit
         if (typeof f.cursor === "number") {
           if (f.cursor > (this.cursor ?? 0)) this.cursor = f.cursor;
           this.scheduleAck();
@@ -404,6 +405,7 @@ export class Client {
         this.emit("receipt", f as unknown as Receipt);
         return;
       case "presence":
+        f.last_seen ??= null; // omitted when never seen
         this.emit("presence", f as unknown as Presence);
         for (const p of this.pending.values()) {
           if (p.frame.type === "presence.watch" && p.got && p.frame.users.includes(f.user)) {
@@ -461,7 +463,7 @@ export class Client {
     this.emit("resync", r);
     const ranges = r.ranges.length ? r.ranges : [...this.convs.keys()].map((conv) => ({ conv, after: 0, upto: 0 }));
     for (const range of ranges) {
-      const after = Math.max(range.after, this.convs.get(range.conv)?.seq ?? 0);
+      const after = Math.max(range.after ?? 0, this.convs.get(range.conv)?.seq ?? 0); // the server omits after: 0
       if (!range.upto || range.upto > after) {
         this.filling++;
         void this.fill(range.conv, after, range.upto || null).finally(() => {
@@ -668,12 +670,13 @@ export class Client {
     const f: Frame = { type: "history", id: randomId(), conv, limit: opts.limit ?? 50 };
     if (opts.before != null) f.before = opts.before;
     if (opts.after != null) f.after = opts.after;
-    return this.request<Frame>(f, true).then((h) => ({ conv: h.conv, messages: h.messages ?? [], more: !!h.more }));
+    return this.request<Frame>(f, true).then((h) => ({ conv: h.conv, messages: (h.messages ?? []).map(asMessage), more: !!h.more }));
   }
 
   /** Your conversations, most recent activity first (`conv.list`). */
   listConversations(): Promise<ConvSummary[]> {
-    return this.request<Frame>({ type: "conv.list", id: randomId() }, true).then((r) => r.convs ?? []);
+    return this.request<Frame>({ type: "conv.list", id: randomId() }, true)
+      .then((r) => (r.convs ?? []).map((c: ConvSummary) => ({ ...c, title: c.title ?? "", last: c.last ? asMessage(c.last) : null })));
   }
 
   /** Mark `conv` read up to `seq` (members get a receipt). */
@@ -724,6 +727,12 @@ export class Client {
     if (!me) throw new SwitchboardError("closed", "dmConv: the user is not known before the first welcome");
     return dmConv(me, other);
   }
+}
+
+/** A message as the app sees it: `kind` filled in where the server omitted its default. */
+function asMessage(m: any): Message {
+  m.kind ??= "user";
+  return m;
 }
 
 /** The bytes of a base64url string (a VAPID public key). */

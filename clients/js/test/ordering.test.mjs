@@ -117,7 +117,8 @@ test("resync: every range is filled from history, paging with `after` until `upt
   s.accept();
   assert.deepEqual(await s.next("hello"), { type: "hello", cursor: 900, epoch: "OLD" });
   s.push({ type: "welcome", user: "alice", epoch: "NEW" });
-  const ranges = [{ conv: "a", after: 0, upto: 5 }, { conv: "b", after: 0, upto: 420 }];
+  // As the server encodes them: `after` omitted when 0.
+  const ranges = [{ conv: "a", upto: 5 }, { conv: "b", upto: 420 }];
   s.push({ type: "resync", reason: "epoch_changed", cursor: 7, ranges });
   s.push({ type: "synced", cursor: 7, groups: [] });
   await p;
