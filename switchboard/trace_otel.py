@@ -75,6 +75,11 @@ def from_env(role: str, instance: str, env: Mapping[str, str] | None = None) -> 
         hook = _hooks.get((role, instance))
         if hook is not None:
             return hook
+        e = os.environ if env is None else env
+        proto = e.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or e.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+        if proto.startswith("grpc") and not _hooks:
+            log.get("trace").warning("OTEL_EXPORTER_OTLP_PROTOCOL asks for gRPC; switchboard exports OTLP over "
+                                     "HTTP (protobuf) only: point the endpoint at the collector's HTTP port")
         try:
             hook = _SpanExport(role, instance)
         except ImportError as exc:

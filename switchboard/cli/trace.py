@@ -47,7 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--id", dest="msg_id", help="the sender's message id (instead of CONV SEQ)")
     p.add_argument("--conv", dest="conv_opt", metavar="CONV", help="with --id: only this conversation")
     p.add_argument("--sender", help="with --id: only this sender")
-    p.add_argument("--nats", help="NATS URL of a user allowed to read the trace stream (admin)")
+    p.add_argument("--nats", help="NATS URL of a user allowed to read the trace stream (admin; "
+                                  "default SWITCHBOARD_NATS_URL)")
     p.add_argument("--data", help="data directory of a local `switchboard up` (finds its NATS)")
     p.add_argument("--config", help="TOML settings file (subject_prefix, stream_prefix, nats_tls_*...)")
     p.add_argument("--json", action="store_true", help="JSON lines, one record per line")
