@@ -48,6 +48,9 @@ class BodyReader:
         if end < 0:
             if len(buf) > MAX_HEAD:
                 return error_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large")
+            line_end = buf.find(b"\r\n")
+            if line_end >= 0 and _request_line(bytes(buf[:line_end])) is None:
+                return error_response(HTTPStatus.BAD_REQUEST, "bad request line")  # not HTTP: say so at once
             return None
         if end > MAX_HEAD:
             return error_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large")
@@ -69,14 +72,26 @@ class BodyReader:
         return parsed, bytes(buf[start:start + length])
 
 
+def _request_line(line: bytes) -> list[str] | None:
+    """(method, path, protocol) of a well-formed request line, else None."""
+    try:
+        parts = line.decode("ascii").split(" ")
+    except UnicodeDecodeError:
+        return None
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith("/") \
+            or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
+        return None
+    return parts
+
+
 def _parse_head(head: bytes) -> Request | Response:
     try:
         text = head.decode("ascii")
     except UnicodeDecodeError:
         return error_response(HTTPStatus.BAD_REQUEST, "request line and headers must be ASCII")
     lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0") or not parts[1].startswith("/"):
+    parts = _request_line(lines[0].encode())
+    if parts is None:
         return error_response(HTTPStatus.BAD_REQUEST, "bad request line")
     if len(lines) - 1 > MAX_HEADERS:
         return error_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "too many headers")
