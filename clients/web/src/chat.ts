@@ -92,6 +92,9 @@ export class Chat {
     });
     this.wire();
     this.showMe();
+    // unread counts wait for the first conversation list (a replay before it
+    // knows the messages but not our read watermarks)
+    document.body.classList.add("listing");
     c.connect().catch((e) => {
       if (e && e.code === "unauthorized") this.die("unauthorized");
       else if (e && e.code === "replaced") this.die("replaced");
@@ -145,6 +148,7 @@ export class Chat {
    * messages that this tab did not see arrive. */
   private refreshList(): void {
     this.client.listConversations().then((list) => {
+      document.body.classList.remove("listing");
       for (const s of list) {
         const c = this.upsert(s.conv, s.members, s.title);
         if (s.last_seq > c.lastSeq) c.lastSeq = s.last_seq;
@@ -162,7 +166,10 @@ export class Chat {
         if (c && !this.open) this.openConv(c, false);
       }
       if (this.open) this.markRead();
-    }, (e) => console.warn("conversation list unavailable:", human(e)));
+    }, (e) => {
+      document.body.classList.remove("listing");
+      console.warn("conversation list unavailable:", human(e));
+    });
   }
 
   /** A conversation appeared that the list does not describe: ask again (debounced). */
@@ -414,7 +421,7 @@ export class Chat {
     if (!c) return;
     const group = !c.peer;
     const w = floor(c, this.me);
-    const nodes: HTMLElement[] = [this.older];
+    const nodes: HTMLElement[] = [];
     let day = "";
     for (const e of ordered(c)) {
       const d = dayKey(e.ts);
@@ -428,7 +435,7 @@ export class Chat {
     }
     this.msgs.replaceChildren(...nodes);
     this.renderOlder();
-    show($("messages-empty"), c.loaded && nodes.length === 1);
+    show($("messages-empty"), c.loaded && nodes.length === 0);
     if (scrollEnd) this.toBottom();
   }
 
@@ -456,7 +463,7 @@ export class Chat {
     }
     // new: appended when it sorts last (pending sends stay last), else a rebuild
     const lastSeq = last && last.dataset.testid === "message" ? last.dataset.seq! : null;
-    if (e.seq && lastSeq !== null && (lastSeq === "" || Number(lastSeq) > e.seq)) {
+    if (e.seq && lastSeq != null && (lastSeq === "" || Number(lastSeq) > e.seq)) {
       this.renderMessages(follow);
       return;
     }
@@ -472,7 +479,11 @@ export class Chat {
 
   private updateTicks(c: ConvState): void {
     const w = floor(c, this.me);
-    for (const e of c.bySeq.values()) if (e.el && e.from === this.me && e.kind !== "system") updateMessage(e, tick(e, w));
+    for (const e of c.bySeq.values()) {
+      if (!e.el || e.from !== this.me || e.kind === "system") continue;
+      const t = tick(e, w);
+      if (t !== e.el.dataset.tick) updateMessage(e, t);
+    }
   }
 
   private loadReceipts(c: ConvState): void {

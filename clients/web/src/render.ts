@@ -113,6 +113,7 @@ export function updateMessage(e: Entry, state: TickState | null): void {
     t.setAttribute("datetime", new Date(e.ts).toISOString());
   }
   if (!state) return;
+  el.dataset.tick = state;
   const tk = el.querySelector('[data-testid="tick"]') as HTMLElement | null;
   if (tk && tk.dataset.state !== state) {
     tk.dataset.state = state;
