@@ -202,7 +202,7 @@ async def test_wheel_install_serves_the_app(nats_server, tmp_path):
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assets = sorted(p.name for p in WEB_DIR.iterdir() if p.is_file())
-    assert "index.html" in assets
+    assert {"index.html", "app.js"} <= set(assets)  # the built app (clients/web: npm run build)
     assert {f"edge/web/{a}" for a in assets} <= names, "the web app is not package data"
     assert "edge/demo.html" not in names
 
@@ -232,7 +232,7 @@ async def test_wheel_install_serves_the_app(nats_server, tmp_path):
         status, headers, body = await http(settings.port, get("/"))
         assert (status, body) == (200, (WEB_DIR / "index.html").read_bytes())
         assert headers["content-type"] == "text/html; charset=utf-8"
-        for name in assets:  # app.js, app.css, sw.js ... once the app is built into edge/web/
+        for name in assets:  # app.js, app.css, sw.js ...
             status, _, body = await http(settings.port, get(f"/{name}"))
             assert (status, body) == (200, (WEB_DIR / name).read_bytes()), name
     finally:
