@@ -21,7 +21,11 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
   /** Answers without a ref (receipts, presence): what was collected so far. */
   got?: any[];
+  /** Receipts: resolves once no more came for a moment (or none came at all). */
   quiet?: ReturnType<typeof setTimeout>;
+  /** A resend after a retryable error, and that error (the timeout reports it). */
+  again?: ReturnType<typeof setTimeout>;
+  lastError?: SwitchboardError;
 }
 
 interface ConvState {
@@ -41,6 +45,9 @@ const OPEN_TIMEOUT_MS = 15_000;
 /** Receipts answers carry no ref: the answer is complete once no receipt of
  * that conversation came for this long (the edge writes them back to back). */
 const RECEIPTS_QUIET_MS = 40;
+/** ... and none at all come for a conversation nobody has delivered or read
+ * anything in yet (no message): the answer is then empty after this long. */
+const RECEIPTS_EMPTY_MS = 3_000;
 /** 4001 answered to this many fresh tokens in a row: give up (closed, unauthorized). */
 const MAX_REFUSED = 3;
 
@@ -236,6 +243,8 @@ export class Client {
       clearTimeout(this.openTimer!);
       this.live = true;
       this.write({ type: "hello", cursor: this.cursor, epoch: this.epoch });
+      for (const [conv, seq] of this.unsentReads) this.write({ type: "read", conv, seq });
+      this.unsentReads.clear();
       for (const p of this.pending.values()) if (p.resend || !p.on) this.writeReq(p);
     };
     ws.onmessage = (ev) => {
@@ -575,9 +584,11 @@ export class Client {
       this.emit("error", err);
       return;
     }
-    if (err.retry && p.frame.type === "send" && p.attempts < this.o.maxRetries) {
+    if (err.retry && p.resend && p.attempts < this.o.maxRetries) {
+      // The same frame again (a send keeps its id: stored once) after a pause.
+      p.lastError = err;
       const delay = backoffDelay(p.attempts++, this.o.baseMs, this.o.maxMs);
-      setTimeout(() => this.pending.get(f.ref) === p && this.live && this.writeReq(p), delay);
+      p.again = setTimeout(() => this.pending.get(f.ref) === p && this.live && this.writeReq(p), delay);
       return;
     }
     this.pending.delete(f.ref);
@@ -593,7 +604,8 @@ export class Client {
 
   private finish(p: Pending, err: SwitchboardError | null, value?: any): void {
     clearTimeout(p.timer);
-    if (p.quiet) clearTimeout(p.quiet);
+    clearTimeout(p.quiet);
+    clearTimeout(p.again);
     err ? p.reject(err) : p.resolve(value);
   }
 
@@ -626,6 +638,10 @@ export class Client {
   private writeReq(p: Pending): void {
     p.on = this.gen;
     this.write(p.frame);
+    if (p.frame.type === "receipts" && !p.got?.length) {
+      clearTimeout(p.quiet);
+      p.quiet = setTimeout(() => this.answer(p.frame.id, p.got), RECEIPTS_EMPTY_MS);
+    }
   }
 
   private request<T>(frame: Frame, resend: boolean, collect = false): Promise<T> {
@@ -638,7 +654,7 @@ export class Client {
           if (this.pending.get(ref) !== p) return;
           this.pending.delete(ref);
           if (collect && p.got?.length) this.finish(p, null, p.got);
-          else this.finish(p, new SwitchboardError("timeout", `no answer to ${frame.type} within ${this.o.requestTimeoutMs} ms`, true));
+          else this.finish(p, p.lastError ?? new SwitchboardError("timeout", `no answer to ${frame.type} within ${this.o.requestTimeoutMs} ms`, true));
         }, this.o.requestTimeoutMs),
         got: collect ? [] : undefined,
       };
@@ -682,7 +698,10 @@ export class Client {
   /** Mark `conv` read up to `seq` (members get a receipt). */
   read(conv: string, seq: number): void {
     if (this.live) this.write({ type: "read", conv, seq });
+    else if (seq > (this.unsentReads.get(conv) ?? -1)) this.unsentReads.set(conv, seq); // sent on the next connection
   }
+
+  private unsentReads = new Map<string, number>();
 
   /** Tell the other members you are typing (the edge forwards about 1/s). */
   typing(conv: string): void {

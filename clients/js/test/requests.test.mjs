@@ -185,3 +185,48 @@ test("on() returns an unsubscribe function; a throwing listener does not stop th
   assert.deepEqual(errors, ["app bug", "app bug"], "the app's error is reported, not swallowed");
   await c.close();
 });
+
+test("receipts(conv) of a conversation without any receipt yet resolves with [] (the edge sends none)", async () => {
+  const { c, s } = await started();
+  const t0 = Date.now();
+  const asking = c.receipts("empty");
+  await s.next("receipts");
+  assert.deepEqual(await asking, []);
+  const took = Date.now() - t0;
+  assert.ok(took >= 2900 && took < 4500, `resolved after the empty wait (${took} ms)`);
+  await c.close();
+});
+
+test("reads are resent on retryable errors; a timeout reports the last error", async () => {
+  const { c, s } = await started({ backoff: { baseMs: 5, maxMs: 10 }, requestTimeoutMs: 300 });
+  const paging = c.history("a");
+  const f = await s.next("history");
+  s.push({ type: "error", ref: f.id, code: "unavailable", message: "no responders: nobody serves this subject now; retry", retry: true });
+  const again = await s.next("history");
+  assert.equal(again.id, f.id);
+  s.push({ type: "history", ref: f.id, conv: "a", messages: [{ type: "msg", conv: "a", seq: 1, id: "x", from: "b", body: "hi", ts: 1 }], more: false });
+  const page = await paging;
+  assert.equal(page.messages[0].kind, "user", "kind filled in where the server omits its default");
+
+  const failing = c.listConversations();
+  for (;;) {
+    const g = await s.next("conv.list");
+    s.push({ type: "error", ref: g.id, code: "unavailable", message: "sequencer did not answer", retry: true });
+    if (s.framesOf("conv.list").length >= 3) break;
+  }
+  await assert.rejects(failing, (e) => e.code === "unavailable" && e.message === "sequencer did not answer");
+  await c.close();
+});
+
+test("a read made while disconnected is sent (the highest per conversation) right after the next hello", async () => {
+  const { c, s, server } = await started({ backoff: { baseMs: 1, maxMs: 2 } });
+  s.drop(1006, "");
+  c.read("team", 4);
+  c.read("team", 7);
+  c.read("team", 5);
+  const s2 = await server.socket(1);
+  s2.accept();
+  assert.equal((await s2.next()).type, "hello");
+  assert.deepEqual(await s2.next(), { type: "read", conv: "team", seq: 7 });
+  await c.close();
+});
