@@ -7,7 +7,8 @@ paging, a refused token) and the README's examples, extracted from the README
 and run as written.
 
 Needs node and the package's node_modules: the fixture runs ``npm ci`` when
-node_modules is missing or older than package-lock.json. Without node (or
+node_modules is missing or was installed from another package-lock.json
+(the stamp scripts/test also writes). Without node (or
 when npm ci fails) the test is skipped, and with CI=true it fails.
 """
 
@@ -27,12 +28,17 @@ from tests.e2e.helpers import REPO, deployment, unique
 from tests.services.common import require_service
 
 PKG = REPO / "clients" / "js"
-STAMP = PKG / "node_modules" / ".switchboard-lock-sha256"
-HOW = "install node >= 20 and run `npm ci` in clients/js"
+# The stamp scripts/test writes too (same file, same hash), so an install by
+# either is recognised by the other.
+STAMP = PKG / "node_modules" / ".switchboard-npm-stamp"
+HOW = "install node >= 20 and run `npm ci` in clients/js (scripts/test does both)"
 
 
-def _lock_hash() -> str:
-    return hashlib.sha256((PKG / "package-lock.json").read_bytes()).hexdigest()
+def _lock_hash(node: str) -> str:
+    """sha256 of package-lock.json + package.json + `node --version`, as scripts/test computes it."""
+    version = subprocess.run([node, "--version"], capture_output=True, check=True).stdout
+    return hashlib.sha256((PKG / "package-lock.json").read_bytes() + (PKG / "package.json").read_bytes()
+                          + version).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +48,13 @@ def built_sdk() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         require_service("node", "node/npm are not on PATH", HOW)
-    if not STAMP.exists() or STAMP.read_text().strip() != _lock_hash():
+    want = _lock_hash(node)
+    if not STAMP.exists() or STAMP.read_text().strip() != want:
         r = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=PKG, capture_output=True, text=True,
                            timeout=600)
         if r.returncode != 0:
             require_service("npm packages of clients/js", f"npm ci failed: {r.stderr[-1500:]}", HOW)
-        STAMP.write_text(_lock_hash())
+        STAMP.write_text(want + "\n")
     r = subprocess.run([npm, "run", "build"], cwd=PKG, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"npm run build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return node

@@ -32,6 +32,7 @@ interface ConvState {
   seq: number; // highest seq handed to the application (0: none yet)
   held: Map<number, Message>; // arrived ahead of a gap
   repairing: boolean;
+  fills: number; // history fills running for it
 }
 
 /** Messages held per conversation at most; beyond it the gap is skipped. */
@@ -485,7 +486,7 @@ export class Client {
 
   private conv(conv: string): ConvState {
     let st = this.convs.get(conv);
-    if (!st) this.convs.set(conv, (st = { seq: 0, held: new Map(), repairing: false }));
+    if (!st) this.convs.set(conv, (st = { seq: 0, held: new Map(), repairing: false, fills: 0 }));
     return st;
   }
 
@@ -510,11 +511,26 @@ export class Client {
       return;
     }
     this.hand(st, m);
+    this.drain(st);
+  }
+
+  private drain(st: ConvState): void {
     while (st.held.has(st.seq + 1)) {
       const next = st.held.get(st.seq + 1)!;
       st.held.delete(next.seq);
       this.hand(st, next);
     }
+  }
+
+  /** The app fetched a conversation this client has not followed yet (the
+   * newest history page, or conv.list): it has everything up to `seq`, so live
+   * messages after it are handed over at once instead of after gapWaitMs. */
+  private startAt(conv: string, seq: number): void {
+    const st = this.conv(conv);
+    if (st.seq !== 0 || st.fills || !(seq > 0)) return;
+    st.seq = seq;
+    for (const k of [...st.held.keys()]) if (k <= seq) st.held.delete(k);
+    this.drain(st);
   }
 
   private hand(st: ConvState, m: Message): void {
@@ -562,6 +578,7 @@ export class Client {
   private async fill(conv: string, after: number, upto: number | null): Promise<void> {
     const st = this.conv(conv);
     if (st.seq === 0 && after > 0) st.seq = after;
+    st.fills++;
     try {
       for (;;) {
         const page = await this.history(conv, { after, limit: 200 });
@@ -574,6 +591,8 @@ export class Client {
       }
     } catch {
       /* not reachable now: a later gap or resync fetches it */
+    } finally {
+      st.fills--;
     }
   }
 
@@ -686,13 +705,20 @@ export class Client {
     const f: Frame = { type: "history", id: randomId(), conv, limit: opts.limit ?? 50 };
     if (opts.before != null) f.before = opts.before;
     if (opts.after != null) f.after = opts.after;
-    return this.request<Frame>(f, true).then((h) => ({ conv: h.conv, messages: (h.messages ?? []).map(asMessage), more: !!h.more }));
+    return this.request<Frame>(f, true).then((h) => {
+      const messages: Message[] = (h.messages ?? []).map(asMessage);
+      if (opts.before == null && opts.after == null && messages.length) this.startAt(conv, messages[messages.length - 1].seq);
+      return { conv: h.conv, messages, more: !!h.more };
+    });
   }
 
   /** Your conversations, most recent activity first (`conv.list`). */
   listConversations(): Promise<ConvSummary[]> {
     return this.request<Frame>({ type: "conv.list", id: randomId() }, true)
-      .then((r) => (r.convs ?? []).map((c: ConvSummary) => ({ ...c, title: c.title ?? "", last: c.last ? asMessage(c.last) : null })));
+      .then((r) => (r.convs ?? []).map((c: ConvSummary) => {
+        this.startAt(c.conv, c.last_seq);
+        return { ...c, title: c.title ?? "", last: c.last ? asMessage(c.last) : null };
+      }));
   }
 
   /** Mark `conv` read up to `seq` (members get a receipt). */

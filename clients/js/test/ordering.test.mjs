@@ -201,3 +201,31 @@ test("synced.groups (large groups): a known group is filled from its last seq, a
   assert.equal(server.historyCalls.filter((h) => h.conv === "other").length, 0);
   await c.close();
 });
+
+test("a conversation the app just fetched (newest history page, or conv.list) is followed from there: no 300 ms hold", async () => {
+  const server = new FakeServer();
+  const { c, ev, s } = await started(server);
+  const paging = c.history("h");
+  const f = await s.next("history");
+  s.push({ type: "history", ref: f.id, conv: "h", messages: [msg("h", 4), msg("h", 5)], more: true });
+  await paging;
+  s.push(msg("h", 5, 101)); // in flight while the page was answered: the app has it from the page
+  s.push(msg("h", 6, 102));
+  assert.deepEqual(keys(ev.message), ["h#6"], "handed over at once");
+
+  const listing = c.listConversations();
+  const g = await s.next("conv.list");
+  s.push({ type: "conv.list", ref: g.id, convs: [{ conv: "l", members: ["alice", "bob"], title: "", last_seq: 9, read: 9, last: msg("l", 9) }] });
+  assert.equal((await listing)[0].last.kind, "user");
+  s.push(msg("l", 10, 103));
+  assert.deepEqual(keys(ev.message), ["h#6", "l#10"]);
+
+  // A conversation already followed is not moved by an older page.
+  const old = c.history("h", { before: 3 });
+  const o = await s.next("history");
+  s.push({ type: "history", ref: o.id, conv: "h", messages: [msg("h", 1), msg("h", 2)], more: false });
+  await old;
+  s.push(msg("h", 7, 104));
+  assert.deepEqual(keys(ev.message), ["h#6", "l#10", "h#7"]);
+  await c.close();
+});
