@@ -6,7 +6,7 @@ import type { ConnState, Conv, Message, Presence, Receipt, StateInfo, Typing } f
 import { $, setText, show } from "./dom.ts";
 import { lastSeen } from "./format.ts";
 import type { ConvState, Entry } from "./model.ts";
-import { addMessage, applyReceipt, DM_RE, floor, ID_RE, newConv, newestSeq, oldestSeq, ordered, tick } from "./model.ts";
+import { addMessage, applyReceipt, DM_RE, floor, ID_RE, newConv, newestSeq, oldestSeq, ordered, tick, unread } from "./model.ts";
 import { daySeparator, initial, listItem, messageEl, title, updateListItem, updateMessage } from "./render.ts";
 import { dayKey } from "./format.ts";
 import { offerPush } from "./push.ts";
@@ -115,7 +115,8 @@ export class Chat {
     show(banner, ui === "reconnecting");
     if (ui === "reconnecting") {
       const secs = info?.retryInMs ? Math.ceil(info.retryInMs / 1000) : 0;
-      setText(banner, secs > 1 ? `Connection lost. Reconnecting in ${secs} s…` : "Connection lost. Reconnecting…");
+      const what = this.everSynced ? "Connection lost." : "Cannot reach the server.";
+      setText(banner, secs > 1 ? `${what} Reconnecting in ${secs} s…` : `${what} Reconnecting…`);
     }
     if (s === "closed" && info?.code === 4001) this.die(info.reason === "token expired" ? "expired" : "unauthorized");
     else if (s === "closed" && info?.code === 4010) this.die("replaced");
@@ -297,6 +298,7 @@ export class Chat {
       this.sortList();
     }
     updateListItem(li, c, this.me, this.online(c), c === this.open);
+    this.renderTitle();
     if (toTop && this.list.firstElementChild !== li) {
       const first = this.convs.get((this.list.firstElementChild as HTMLElement | null)?.dataset.conv ?? "");
       if (!first || c.activity >= first.activity) this.list.prepend(li);
@@ -322,6 +324,15 @@ export class Chat {
     }
     this.sortList();
     this.renderEmptyList();
+    this.renderTitle();
+  }
+
+  /** "(3) Switchboard": unread messages over all conversations, for a tab in the background. */
+  private renderTitle(): void {
+    let n = 0;
+    for (const c of this.convs.values()) n += unread(c);
+    const t = (n ? `(${n}) ` : "") + "Switchboard";
+    if (document.title !== t) document.title = t;
   }
 
   private renderEmptyList(): void {
@@ -331,6 +342,7 @@ export class Chat {
   // -- open conversation ------------------------------------------------------------------
   openConv(c: ConvState, push = true): void {
     const prev = this.open;
+    if (prev) prev.draft = this.composer.value;
     this.open = c;
     document.body.dataset.screen = "conv";
     show($("conv-empty"), false);
@@ -342,8 +354,8 @@ export class Chat {
       if (history.state && history.state.sbConv) history.replaceState({ sbConv: c.conv }, "", url);
       else history.pushState({ sbConv: c.conv }, "", url);
     }
-    this.composer.value = "";
-    this.composerInput();
+    this.composer.value = c.draft ?? "";
+    this.composerInput(false);
     setText($("composer-error"), "");
     this.renderHeader();
     this.renderMessages(true);
@@ -356,7 +368,9 @@ export class Chat {
 
   showList(): void {
     const prev = this.open;
+    if (prev) prev.draft = this.composer.value;
     this.open = null;
+    if (location.hash && !(history.state && history.state.sbConv)) history.replaceState(null, "", location.pathname + location.search);
     document.body.dataset.screen = "list";
     show($("conv-pane"), false);
     show($("conv-empty"), true);
@@ -487,7 +501,7 @@ export class Chat {
   }
 
   private loadReceipts(c: ConvState): void {
-    if (!c.lastSeq && !c.members.length) return;
+    if (!c.lastSeq) return; // nothing to tick yet (a 1:1 made here does not exist on the server)
     this.client.receipts(c.conv).then((rs) => {
       for (const r of rs) {
         if (r.user === this.me) {
@@ -549,14 +563,14 @@ export class Chat {
   }
 
   // -- composer ---------------------------------------------------------------------------
-  private composerInput(): void {
+  private composerInput(typed = true): void {
     const t = this.composer;
     const empty = t.value.trim() === "";
     this.sendBtn.disabled = empty;
     t.style.height = "auto";
     t.style.height = Math.min(t.scrollHeight, 160) + "px";
     const c = this.open;
-    if (!empty && c && (c.lastSeq > 0 || !c.peer) && Date.now() - this.lastTypingSent >= TYPING_EVERY_MS) {
+    if (typed && !empty && c && (c.lastSeq > 0 || !c.peer) && Date.now() - this.lastTypingSent >= TYPING_EVERY_MS) {
       this.lastTypingSent = Date.now();
       try {
         this.client.typing(c.conv);
@@ -576,7 +590,8 @@ export class Chat {
     }
     setText($("composer-error"), "");
     this.composer.value = "";
-    this.composerInput();
+    c.draft = "";
+    this.composerInput(false);
     const id = newId();
     const e: Entry = { id, conv: c.conv, seq: 0, from: this.me, body, ts: Date.now(), kind: "user" };
     const t: Timing = { conv: c.conv, seq: null, id, sentAt: now(), visibleAt: null, ts: null };
@@ -584,11 +599,11 @@ export class Chat {
     c.pending.set(id, e);
     c.last = e;
     c.activity = e.ts;
+    this.deliver(c, e, t); // the frame leaves first, then the page updates
     this.placeMessage(c, e, true);
     t.visibleAt = now();
     this.toBottom();
     this.updateItem(c, true);
-    this.deliver(c, e, t);
   }
 
   private deliver(c: ConvState, e: Entry, t: Timing | null): void {

@@ -49,6 +49,8 @@ export interface ConvState {
   receipts: Map<string, Watermarks>;
   /** The peer's presence was asked while this conversation existed. */
   shared?: boolean;
+  /** What was typed in the composer and not sent when another conversation was opened. */
+  draft?: string;
   li?: HTMLElement;
 }
 
