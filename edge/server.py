@@ -52,7 +52,7 @@ from switchboard.bus.conn import BusConnection
 from switchboard.bus.conn import connect as bus_connect
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
-from switchboard.errors import AuthError, ConfigError, SwitchboardError, Unavailable, from_code
+from switchboard.errors import AuthError, ConfigError, RateLimited, SwitchboardError, Unavailable, from_code
 from switchboard.trace import Tracer
 
 from edge.deadlines import Deadlines
@@ -108,6 +108,10 @@ class Edge:
         self.tls: ssl.SSLContext | None = None  # the wss:// server context (start), reloaded by reload_tls
         # Each user's sockets here, oldest first (max_sockets_per_user).
         self._user_sockets: dict[str, dict[Session, None]] = {}
+        # conv.list budget per user (conv_list_per_min); kept after the user
+        # disconnects (reconnecting must not refill it), pruned to the
+        # connected users when it outgrows them.
+        self._list_buckets: dict[str, TokenBucket] = {}
         self.log = log.get("edge", edge=self.edge_id)
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
         self._epoch_watch: asyncio.Task | None = None
@@ -397,6 +401,14 @@ class Edge:
         return frames.History(conv=f.conv, messages=reply.messages, more=reply.more, ref=f.id)
 
     async def _conv_list(self, sess: Session, f: frames.ConvListRequest) -> frames.ConvList:
+        per_min = self.settings.conv_list_per_min
+        bucket = self._list_buckets.get(sess.user)
+        if bucket is None:
+            if len(self._list_buckets) > 2 * len(self._user_sockets) + 1024:
+                self._list_buckets = {u: b for u, b in self._list_buckets.items() if u in self._user_sockets}
+            bucket = self._list_buckets[sess.user] = TokenBucket(rate=per_min / 60, burst=max(1, per_min // 2))
+        if not bucket.take():
+            raise RateLimited(f"more than {per_min} conv.list per minute; ask again later")
         q = events.ConvListQuery(user=sess.user)
         reply = _conv_list_reply.decode(await self.request(self.subjects.api("conv", "list"), events.encode(q)))
         _raise(reply.error)

@@ -126,6 +126,12 @@ class Settings:
     # long last messages or big member lists never closes the socket as a
     # slow consumer.
     conv_list_max: int = 500
+    # conv.list requests per user per minute on one edge (half of it may come
+    # at once): an app asks at start and after a reconnect, a few tabs at
+    # once. An answer costs the sequencer ~50 ms at 500 conversations
+    # (measured), so a client asking in a loop gets 1 s of it a minute;
+    # beyond: rate_limited (retry later).
+    conv_list_per_min: int = 20
 
     # -- streams (JetStream) -----------------------------------------------
     replicas: int = 1  # 3 in a cluster
@@ -213,7 +219,7 @@ class Settings:
                      "max_sockets_per_user", "edge_send_queue_bytes", "rate_burst", "replay_batch",
                      "replicas", "inbox_max_per_user", "archive_batch", "archive_max_deliver",
                      "fanout_max_members", "max_group_members", "partitions", "http_body_bytes",
-                     "conv_list_max"):
+                     "conv_list_max", "conv_list_per_min"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         for name in ("max_groups_per_min", "max_fanout_per_min"):

@@ -167,3 +167,24 @@ async def test_conversations_gone_from_the_stream_come_from_the_archive(nats_ser
         convs = await a.list_conversations()
         assert [x.conv for x in convs] == [new, old]
         assert (convs[1].last_seq, convs[1].read, convs[1].last.body) == (2, 2, "older than the stream")
+
+
+async def test_rate_limited_per_user(nats_server, tmp_path):
+    """conv_list_per_min: a client asking in a loop gets rate_limited (retry)
+    instead of keeping the sequencer busy; a reconnect does not refill it."""
+    async with deployment(tmp_path, nats_server.url, conv_list_per_min=4) as d:  # 2 at once
+        alice = unique("alice")
+        raw = await d.raw(alice)
+        for ref in ("a", "b"):
+            await raw.send({"type": "conv.list", "id": ref})
+            assert (await raw.reply(ref))["type"] == "conv.list"
+        await raw.send({"type": "conv.list", "id": "c"})
+        err = await raw.reply("c")
+        assert (err["type"], err["code"], err["retry"]) == ("error", "rate_limited", True)
+        await raw.close()
+        again = await d.raw(alice)
+        await again.send({"type": "conv.list", "id": "d"})
+        assert (await again.reply("d"))["code"] == "rate_limited"
+        other = await d.raw(unique("bob"))  # per user: others are not affected
+        await other.send({"type": "conv.list", "id": "e"})
+        assert (await other.reply("e"))["type"] == "conv.list"
