@@ -92,6 +92,7 @@ export class Client {
   private refused = 0;
   private filling = 0; // resync ranges being filled: the cursor is not persisted meanwhile
   private saving: Promise<void> = Promise.resolve();
+  private storeFailed = false;
   private dirty = false;
   private onOnline = () => this.state === "reconnecting" && this.retryTimer && this.retryNow();
 
@@ -193,7 +194,10 @@ export class Client {
   }
 
   private detach(ws: WebSocketLike, close: boolean): void {
-    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    // Still listening: closing a socket that is not open yet reports an error
+    // (node's `ws` throws an error event nobody listens to).
+    ws.onerror = () => {};
     if (close) {
       try {
         ws.close(1000, "client closed");
@@ -223,7 +227,7 @@ export class Client {
       if (gen !== this.gen) return;
     } catch (err) {
       if (gen !== this.gen) return;
-      this.emit("error", new SwitchboardError("unauthorized", `could not get a token: ${(err as Error)?.message ?? err}`, true));
+      this.emit("error", new SwitchboardError("token_failed", `could not get a token: ${(err as Error)?.message ?? err}`, true));
       this.retryLater(undefined, "token function failed");
       return;
     }
@@ -318,7 +322,9 @@ export class Client {
       try {
         await this.store.set(this.key(), JSON.stringify(state));
       } catch (err) {
-        this.emit("error", new SwitchboardError("store", `could not persist state: ${(err as Error)?.message ?? err}`, true));
+        // Once: a full or forbidden storage (private mode) fails on every write.
+        if (!this.storeFailed) this.emit("error", new SwitchboardError("store", `could not save the resume state: ${(err as Error)?.message ?? err}`, true));
+        this.storeFailed = true;
       }
     });
   }

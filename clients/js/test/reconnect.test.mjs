@@ -230,3 +230,34 @@ test("a flapping connection (synced, then dropped at once) keeps growing the bac
   assert.equal(ev.state.at(-1)[1].retryInMs, 3, "back to the first step after a healthy connection");
   await c.close();
 });
+
+test("close() while the upgrade is still pending (node's ws) does not crash the process", async () => {
+  // ws reports "closed before the connection was established" as an error
+  // event: with no listener left, node would throw it as uncaught.
+  const net = await import("node:net");
+  const { WebSocket } = await import("ws");
+  const srv = net.createServer(() => {}).listen(0, "127.0.0.1"); // accepts, never answers the upgrade
+  await new Promise((r) => srv.on("listening", r));
+  const c = new Client({ url: `ws://127.0.0.1:${srv.address().port}/ws`, token: jwt("alice"), WebSocket });
+  const connecting = c.connect();
+  await sleep(100);
+  await c.close();
+  await assert.rejects(connecting, (e) => e.code === "closed");
+  await sleep(100);
+  srv.close();
+});
+
+test("a token function that fails is reported (token_failed) and retried with backoff", async () => {
+  const server = new FakeServer();
+  let n = 0;
+  const c = client(server, { token: async () => { if (n++ === 0) throw new Error("network down"); return jwt("alice"); } });
+  const ev = record(c);
+  const p = c.connect();
+  await server.session(0);
+  await p;
+  assert.equal(ev.error.length, 1);
+  assert.equal(ev.error[0].code, "token_failed");
+  assert.match(ev.error[0].message, /network down/);
+  assert.equal(ev.state.filter(([s]) => s === "reconnecting").length, 1);
+  await c.close();
+});

@@ -102,3 +102,25 @@ test("random message ids: 24 characters of [0-9a-f], valid ids, unique", () => {
   assert.ok(ids.every((id) => /^[0-9a-f]{24}$/.test(id)));
   assert.equal(new Set(ids).size, ids.length);
 });
+
+test("a store that refuses writes is reported once as an error event; delivery goes on", async () => {
+  const server = new FakeServer();
+  const store = { get: async () => null, set: async () => { throw new Error("QuotaExceededError"); }, delete: async () => {} };
+  const c = new Client({ url: "ws://e/ws", token: jwt("alice"), WebSocket: server.WebSocket, store, ackIntervalMs: 5 });
+  const errors = [];
+  const got = [];
+  c.on("error", (e) => errors.push(e));
+  c.on("message", (m) => got.push(m.seq));
+  const p = c.connect();
+  const { s } = await server.session(0);
+  await p;
+  for (let i = 1; i <= 5; i++) {
+    s.push({ type: "msg", conv: "c", seq: i, id: `m${i}`, from: "bob", body: "x", ts: 1, cursor: 100 + i });
+    await new Promise((r) => setTimeout(r, 15));
+  }
+  await c.close();
+  assert.deepEqual(got, [1, 2, 3, 4, 5]);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, "store");
+  assert.match(errors[0].message, /QuotaExceededError/);
+});
