@@ -166,6 +166,26 @@ test("history paging: before-pages back to the start, after-pages forward, conti
   await a.c.close();
 });
 
+test("an expired token (close 4001 \"token expired\") is replaced through the token function; nothing is lost meanwhile", async () => {
+  const a = client("alice");
+  const tokens = [USERS.erin.short, USERS.erin.token];
+  let calls = 0;
+  const e = client("erin", { token: () => tokens[Math.min(calls++, 1)] });
+  const states = [];
+  e.c.on("state", (s, info) => states.push([s, info?.code, info?.reason]));
+  await Promise.all([a.c.connect(), e.c.connect()]);
+  const conv = a.c.dmConv(USERS.erin.user);
+  await a.c.send({ to: USERS.erin.user, body: "before expiry" });
+  await until(() => states.some(([s, code]) => s === "reconnecting" && code === 4001), "the edge closes at exp + 5 s", 20000);
+  assert.deepEqual(states.find(([, code]) => code === 4001).slice(1), [4001, "token expired"]);
+  const during = await a.c.send({ conv, body: "around the reconnect" });
+  await until(() => e.c.state === "synced", "synced with the fresh token", 10000);
+  assert.equal(calls, 2, "one fresh token");
+  await until(() => e.messages.some((m) => m.seq === during.seq), "the message sent around the reconnect");
+  assert.deepEqual(e.messages.map((m) => m.body), ["before expiry", "around the reconnect"]);
+  assert.equal(e.events.error.length, 0, "no error: the session just continued");
+});
+
 test("a refused token: closed, an `unauthorized` error with a human message, no retry loop", async () => {
   const x = client("alice", { token: USERS.alice.token.slice(0, -4) + "AAAA" });
   await assert.rejects(x.c.connect(), (e) => e.code === "unauthorized" && /Sign in again/.test(e.message));
