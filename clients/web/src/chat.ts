@@ -61,6 +61,7 @@ export class Chat {
   private lastTypingSent = 0;
   private everSynced = false;
   private readTimer = 0;
+  private unsentReads = new Map<string, ConvState>();
   private listTimer = 0;
   private wantHash: string | null;
   private fatal = false;
@@ -154,6 +155,7 @@ export class Chat {
         const c = this.upsert(s.conv, s.members, s.title);
         if (s.last_seq > c.lastSeq) c.lastSeq = s.last_seq;
         if (s.read > c.readSeq) c.readSeq = s.read;
+        if (s.read > (c.toldRead ?? 0)) c.toldRead = s.read;
         if (s.last && (!c.last || (c.last.seq !== 0 && s.last.seq > c.last.seq))) {
           c.last = c.bySeq.get(s.last.seq) ?? { ...s.last, conv: s.conv, kind: s.last.kind || "user" };
           if (s.last.ts > c.activity) c.activity = s.last.ts;
@@ -245,6 +247,7 @@ export class Chat {
     const c = this.upsert(r.conv);
     if (r.user === this.me) {
       // read on another tab or device of ours
+      if (r.read > (c.toldRead ?? 0)) c.toldRead = r.read;
       if (r.read > c.readSeq) {
         c.readSeq = r.read;
         this.updateItem(c);
@@ -548,17 +551,27 @@ export class Chat {
 
   /** Sends `read` for the newest message shown (debounced), when the page is visible. */
   private markRead(): void {
+    const c = this.open;
+    if (!c || document.visibilityState !== "visible") return;
+    const seq = newestSeq(c);
+    if (seq > c.readSeq) {
+      c.readSeq = seq; // the badge clears at once; the frame goes out debounced
+      this.updateItem(c);
+    }
+    if (seq <= (c.toldRead ?? 0)) return;
+    this.unsentReads.set(c.conv, c);
     if (this.readTimer) return;
     this.readTimer = window.setTimeout(() => {
       this.readTimer = 0;
-      const c = this.open;
-      if (!c || document.visibilityState !== "visible") return;
-      const seq = newestSeq(c);
-      if (seq > c.readSeq) {
-        c.readSeq = seq;
-        this.client.read(c.conv, seq);
-        this.updateItem(c);
+      if (this.client.state !== "synced") return; // told again after the next sync (refreshList)
+      for (const cv of this.unsentReads.values()) {
+        const n = newestSeq(cv);
+        if (n > (cv.toldRead ?? 0)) {
+          this.client.read(cv.conv, n);
+          cv.toldRead = n;
+        }
       }
+      this.unsentReads.clear();
     }, 30);
   }
 

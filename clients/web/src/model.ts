@@ -34,6 +34,8 @@ export interface ConvState {
   lastSeq: number;
   /** Our own read watermark: unread = lastSeq - readSeq. */
   readSeq: number;
+  /** The highest seq a `read` frame told the server (or the server told us). */
+  toldRead?: number;
   last: Entry | null;
   /** ms since the epoch of the last activity (sort key of the list). */
   activity: number;
