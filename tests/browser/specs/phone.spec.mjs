@@ -12,6 +12,18 @@ async function expectNoHorizontalScroll(page, where) {
     client: document.documentElement.clientWidth,
   }));
   expect(scroll, `horizontal scroll on ${where}`).toBeLessThanOrEqual(client);
+  // Nothing cut off either (an overflow: hidden would hide the scroll bar, not
+  // the problem): each box on screen, and each message's text within its box
+  // (the list's previews may be cut with an ellipsis: that is by design).
+  const wide = await page.evaluate((w) => [...document.querySelectorAll('[data-testid="message-body"], [data-testid="conv-item"], [data-testid="composer"]')]
+    .filter((el) => el.offsetParent !== null)
+    .filter((el) => {
+      const r = el.getBoundingClientRect();
+      const clipped = el.getAttribute("data-testid") === "message-body" && el.scrollWidth > el.clientWidth + 1;
+      return r.left < -1 || r.right > w + 1 || clipped;
+    })
+    .map((el) => `${el.getAttribute("data-testid")} ${el.getBoundingClientRect().right}/${el.scrollWidth}`), client);
+  expect(wide, `elements outside the ${client} px screen on ${where}`).toEqual([]);
 }
 
 test("works at 390 px: two screens, back button, no horizontal scroll", async ({ browser }) => {
