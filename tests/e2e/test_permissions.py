@@ -251,6 +251,16 @@ async def test_group_history_receipts_typing(deployment: Deployment) -> None:
         assert t.conv == conv.conv
 
 
+async def test_conversation_list(deployment: Deployment) -> None:
+    """conv.list: the sequencer reads the last message of each conversation
+    with a batch direct get on MESSAGES (its user needs DIRECT.GET there)."""
+    a, b = uid("alice"), uid("bob")
+    async with clients(deployment, a) as (ca,):
+        sent = await ca.send(to=b, body="listed")
+        (entry,) = await ca.list_conversations()
+        assert (entry.conv, entry.last_seq, entry.read, entry.last.body) == (sent.conv, sent.seq, sent.seq, "listed")
+
+
 async def test_presence_watch_and_change(deployment: Deployment) -> None:
     a, b = uid("alice"), uid("bob")
     async with clients(deployment, a) as (ca,):
@@ -499,7 +509,9 @@ JS_MANAGEMENT = [
 JS_READS = {
     "$JS.API.DIRECT.GET.INBOX": ("edge",),
     "$JS.API.STREAM.MSG.GET.INBOX": (),
-    "$JS.API.DIRECT.GET.MESSAGES": ("archiver",),
+    # the sequencer: last messages of many conversations at once (conv.list,
+    # resync ranges); it reads MESSAGES by STREAM.MSG.GET already
+    "$JS.API.DIRECT.GET.MESSAGES": ("archiver", "sequencer"),
     "$JS.API.CONSUMER.MSG.NEXT.MESSAGES.archiver": ("archiver",),
     "$JS.ACK.MESSAGES.archiver.1.1.1.1.0": ("archiver",),
     "$JS.API.CONSUMER.MSG.NEXT.PUSH.sb-pusher": ("pusher",),
