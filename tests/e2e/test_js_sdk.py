@@ -96,20 +96,21 @@ async def test_js_sdk_live(dep, built_sdk):
     env = users_env(dep, ["alice", "bob", "carol", "dave", "erin"])
     code, out = await run_node(built_sdk, ["--test", "--test-reporter=spec", "test/live/"], env)
     assert code == 0, out[-8000:]
-    # Everything ran: only replaced.test.mjs skips here (it needs its own deployment, below).
-    assert "fail 0" in out and "skipped 1" in out, out[-8000:]
+    # Everything ran: only limits.test.mjs skips here (it needs its own deployment, below).
+    assert "fail 0" in out and "skipped 2" in out, out[-8000:]
 
 
-async def test_js_sdk_replaced_socket_does_not_reconnect(nats_server, tmp_path, built_sdk):
-    """Close 4010 from a real edge (max_sockets_per_user = 1): the older
-    client goes to "closed" with a `replaced` error and stays closed (it
-    would otherwise close the newer one in turn), while the newer one keeps
-    working (clients/js/test/live/replaced.test.mjs)."""
-    async with deployment(tmp_path, nats_server.url, max_sockets_per_user=1) as d:
-        env = {**users_env(d, ["alice", "bob"]), "SB_MAX_SOCKETS_PER_USER": "1"}
-        code, out = await run_node(built_sdk, ["--test", "--test-reporter=spec", "test/live/replaced.test.mjs"], env)
+async def test_js_sdk_limits_replaced_and_admission(nats_server, tmp_path, built_sdk):
+    """The SDK against a real edge's limits (clients/js/test/live/limits.test.mjs):
+    close 4010 (max_sockets_per_user = 1) leaves the older client closed with
+    a `replaced` error, not reconnecting (it would close the newer one in
+    turn); HTTP 503 at the upgrade (admit_per_sec = 2, six clients at once) is
+    retried with backoff until every client is synced."""
+    async with deployment(tmp_path, nats_server.url, max_sockets_per_user=1, admit_per_sec=2.0) as d:
+        env = {**users_env(d, ["alice", "bob", "u1", "u2", "u3", "u4", "u5", "u6"]), "SB_LIMITS": "1"}
+        code, out = await run_node(built_sdk, ["--test", "--test-reporter=spec", "test/live/limits.test.mjs"], env)
     assert code == 0, out[-8000:]
-    assert "pass 1" in out and "skipped 0" in out, out[-8000:]
+    assert "pass 2" in out and "skipped 0" in out, out[-8000:]
 
 
 async def test_readme_examples_run_as_written(dep, built_sdk):
