@@ -5,6 +5,7 @@
 // test-results/bench/web-bench.json; scripts/web-bench runs this spec and
 // prints them as the table of docs/benchmarks.md ("Web app").
 import { writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { test, expect } from "@playwright/test";
 import { expectOrdered, messageWith, messages, newUser, openAs, openConv, send, startDm, uid } from "../lib.mjs";
@@ -46,6 +47,7 @@ test(`first paint and send -> visible over ${N} messages`, async ({ browser }, i
   await expect(messageWith(bob.page, "warm-up")).toHaveCount(1);
 
   const warm = await alice.page.evaluate(() => window.__sbApp.timings.length);
+  const loadBefore = loadavg()[0];
   const start = Date.now();
   for (let i = 0; i < N; i++) {
     await send(alice.page, `bench ${i}`);
@@ -84,6 +86,9 @@ test(`first paint and send -> visible over ${N} messages`, async ({ browser }, i
     first_contentful_paint_ms: { median: round(pct(fcp, 50)), max: round(fcp.at(-1)) },
     load_to_online_ms: { median: pct(ready.sort((a, b) => a - b), 50), max: ready.at(-1) },
     loads: LOADS,
+    // The 1-minute load average of the box (2 cores) around the send phase:
+    // other jobs on a shared machine show up in the tails.
+    loadavg_1m: [round(loadBefore), round(loadavg()[0])],
     chromium: browser.version(),
   };
   console.log(`WEB-BENCH ${JSON.stringify(result)}`);
