@@ -19,6 +19,12 @@ const size = process.argv.includes("--size");
 const app = await build({
   absWorkingDir: here,
   entryPoints: ["src/main.ts"],
+  // No tsconfig.json is read (neither ours nor the SDK's): the output must not
+  // depend on files outside the sources. These are the SDK's own settings
+  // (ES2020: class fields are assigned in the constructor, as tsc emits them).
+  tsconfigRaw: { compilerOptions: { useDefineForClassFields: false, verbatimModuleSyntax: false } },
+  // Nor the SDK's package.json "sideEffects" (tree shaking would differ with it).
+  ignoreAnnotations: true,
   bundle: true,
   format: "esm",
   target: "es2020",
