@@ -29,9 +29,18 @@ test(`first paint and send -> visible over ${N} messages`, async ({ browser }, i
   const ready = [];
   for (let i = 0; i < LOADS; i++) {
     const ctx = await browser.newContext();
-    const t0 = Date.now();
+    // When the app first shows itself online, in ms since navigation start
+    // (a MutationObserver set up before the page's own scripts run).
+    await ctx.addInitScript(() => {
+      new MutationObserver((_, obs) => {
+        if (document.querySelector('[data-testid="conn-state"][data-state="online"]')) {
+          window.__onlineAt = performance.now();
+          obs.disconnect();
+        }
+      }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-state"] });
+    });
     const page = await openAs(ctx, bob.user, bob.token);
-    ready.push(Date.now() - t0);
+    ready.push(await page.evaluate(() => window.__onlineAt));
     const entries = await page.evaluate(() => Object.fromEntries(performance.getEntriesByType("paint").map((e) => [e.name, e.startTime])));
     paints.push(entries);
     await ctx.close();
@@ -84,7 +93,7 @@ test(`first paint and send -> visible over ${N} messages`, async ({ browser }, i
     sequenced_to_visible_ms: summary(fromServer),
     first_paint_ms: { median: round(pct(fp, 50)), max: round(fp.at(-1)) },
     first_contentful_paint_ms: { median: round(pct(fcp, 50)), max: round(fcp.at(-1)) },
-    load_to_online_ms: { median: pct(ready.sort((a, b) => a - b), 50), max: ready.at(-1) },
+    navigation_to_online_ms: { median: round(pct(ready.sort((a, b) => a - b), 50)), max: round(ready.at(-1)) },
     loads: LOADS,
     // The 1-minute load average of the box (2 cores) around the send phase:
     // other jobs on a shared machine show up in the tails.
