@@ -398,7 +398,9 @@ export class Client {
         return;
       case "welcome":
         this.user = f.user;
-        this.epoch = f.epoch;
+        // Adopted at synced: a resync (new epoch) comes first, and a socket
+        // lost before it must say hello with the old epoch again.
+        this.welcomeEpoch = f.epoch;
         this.refused = 0;
         this.refusedToken = null;
         this.setState("connected");
@@ -455,7 +457,10 @@ export class Client {
     }
   }
 
+  private welcomeEpoch: string | null = null;
+
   private onSynced(f: Frame): void {
+    this.epoch = this.welcomeEpoch ?? this.epoch;
     if (typeof f.cursor === "number" && f.cursor > (this.cursor ?? 0)) this.cursor = f.cursor;
     for (const g of f.groups ?? []) {
       // Large groups (pull mode): fetch what was missed while away.

@@ -229,3 +229,21 @@ test("a conversation the app just fetched (newest history page, or conv.list) is
   assert.deepEqual(keys(ev.message), ["h#6", "l#10", "h#7"]);
   await c.close();
 });
+
+test("a socket lost between welcome (new epoch) and synced says hello with the old epoch again, and resyncs", async () => {
+  const store = new MemoryStore();
+  await store.set("switchboard:alice:state", JSON.stringify({ cursor: 900, epoch: "OLD", seqs: { a: 1 } }));
+  const server = new FakeServer();
+  const c = new Client({ url: "ws://edge.test/ws", token: jwt("alice"), WebSocket: server.WebSocket, store, backoff: { baseMs: 1, maxMs: 2 } });
+  const p = c.connect();
+  const s = await server.socket(0);
+  s.accept();
+  await s.next("hello");
+  s.push({ type: "welcome", user: "alice", epoch: "NEW" });
+  s.drop(1006, "");
+  const { hello } = await server.session(1, { epoch: "NEW" });
+  assert.deepEqual(hello, { type: "hello", cursor: 900, epoch: "OLD" }, "not the new epoch with a cursor of the old stream");
+  await p;
+  assert.equal(c.epoch, "NEW");
+  await c.close();
+});
