@@ -132,7 +132,10 @@ export class Chat {
       this.pushOffered = true;
       offerPush(this.client, $<HTMLButtonElement>("notify"));
     }
-    if (this.open) this.loadReceipts(this.open);
+    if (this.open) {
+      this.loadReceipts(this.open);
+      if (!this.open.loaded) this.loadPage(this.open, true); // it failed while the connection was down
+    }
   }
 
   private showMe(): void {
