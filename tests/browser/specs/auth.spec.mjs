@@ -3,7 +3,7 @@
 // on loopback turns a user name into a session that survives a reload.
 import { createHmac } from "node:crypto";
 import { test, expect } from "@playwright/test";
-import { devSignin, expectOnline, uid } from "../lib.mjs";
+import { convItem, devSignin, expectOnline, messageWith, openConv, send, startDm, uid } from "../lib.mjs";
 
 /** A well-formed HS256 JWT for `user`, signed with a secret the fabric does not know. */
 function forgedToken(user) {
@@ -35,10 +35,33 @@ for (const [name, token] of [["garbage", "not-a-token"], ["forged", forgedToken(
 test("dev sign-in: a user name is enough, and a reload keeps the session", async ({ page }) => {
   expect(await devSignin(), "switchboard up on 127.0.0.1 turns dev sign-in on").toBe(true);
   const user = uid("dana");
+  await signIn(page, user);
+  await page.reload();
+  await expectOnline(page, user);
+});
+
+test("dev sign-in: two tabs of one browser as two users chat, and each keeps its user on reload", async ({ context }) => {
+  // What the sign-in page suggests: "open another tab with another name".
+  const [alice, bob] = [uid("alice"), uid("bob")];
+  const a = await context.newPage();
+  await signIn(a, alice);
+  const b = await context.newPage();
+  await signIn(b, bob);
+  await startDm(a, bob);
+  await send(a, "hi from the same browser");
+  const conv = await messageWith(a, "hi from the same browser").getAttribute("data-conv");
+  await expect(convItem(b, conv)).toBeVisible();
+  for (const [page, user] of [[a, alice], [b, bob]]) {
+    await page.reload();
+    await expectOnline(page, user);
+  }
+  await openConv(b, conv);
+  await expect(messageWith(b, "hi from the same browser")).toHaveAttribute("data-own", "false");
+});
+
+async function signIn(page, user) {
   await page.goto("/");
   await page.getByTestId("signin-user").fill(user);
   await page.getByTestId("signin-submit").click();
   await expectOnline(page, user);
-  await page.reload();
-  await expectOnline(page, user);
-});
+}
