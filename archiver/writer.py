@@ -169,7 +169,7 @@ class BatchWriter:
             self._metrics.archived.inc(len(items))
             if self._tracer is not None:
                 for m, d in items:
-                    if TRACE_HEADER_BYTES in m.hdr:  # the raw header block: no parse per message
+                    if m.hdr.find(TRACE_HEADER_BYTES) >= 0:  # the raw header block: no parse (see trace.py)
                         self._trace_stored(m, d)
             return
 

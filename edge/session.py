@@ -227,7 +227,7 @@ class Session:
     def on_conv_message(self, msg: BusMsg) -> None:
         if self._live:
             self.conn.send(msg.data)  # a msg frame without cursor: not an INBOX entry
-            if TRACE_HEADER_BYTES in msg.hdr:
+            if msg.hdr and msg.hdr.find(TRACE_HEADER_BYTES) >= 0:  # untraced: published without headers
                 self._trace_delivered(msg.data, None)
 
     def on_event(self, data: bytes, large_conv: str | None) -> None:

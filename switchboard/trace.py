@@ -32,7 +32,10 @@ from switchboard import ids, log, trace_otel  # trace_otel imports OpenTelemetry
 # The header that marks a traced message on every NATS hop (value "1").
 TRACE_HEADER = "Sb-Trace"
 # What the hops test for: in a parsed header dict (TRACE_HEADER) or in the
-# raw header block of a lean-bus message (TRACE_HEADER_BYTES).
+# raw header block of a lean-bus message (TRACE_HEADER_BYTES), with
+# ``hdr.find(TRACE_HEADER_BYTES) >= 0``: ``bytes in bytes`` first tries the
+# needle as an integer, raising and clearing a TypeError each time (about
+# twice the time, and an allocation); ``find`` goes straight to the search.
 TRACE_HEADER_BYTES = TRACE_HEADER.encode()
 # The header line as it goes into a raw NATS header block.
 TRACE_HEADER_LINE = f"{TRACE_HEADER}: 1\r\n"
