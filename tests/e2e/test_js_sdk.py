@@ -15,12 +15,17 @@ when npm ci fails) the test is skipped, and with CI=true it fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
+import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
-from pathlib import Path
+import threading
+import urllib.parse
 
 import pytest
 
@@ -125,3 +130,48 @@ async def test_readme_examples_run_as_written(dep, built_sdk):
     assert code == 0, out[-8000:]
     ran = [line for line in out.splitlines() if line.startswith("ran example ")]
     assert len(ran) >= 3, out[-4000:]
+
+
+CHROMIUM = os.environ.get("SB_CHROMIUM", "/usr/bin/chromium")
+
+
+async def test_js_sdk_bundle_in_chromium(dep, built_sdk, tmp_path):
+    """The built bundle in headless Chromium (clients/js/test/browser/smoke.html):
+    the browser's own WebSocket, IndexedDBStore and LocalStorageStore, and a
+    resume from localStorage after a close, against the real fabric. The page
+    reports through console lines ``SBTEST PASS`` / ``SBTEST FAIL why``."""
+    if not os.access(CHROMIUM, os.X_OK):
+        require_service("chromium", f"{CHROMIUM} is missing", "apt-get install chromium (scripts/test does)")
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(PKG / "test" / "browser" / "smoke.html", site / "index.html")
+    shutil.copy(PKG / "dist" / "switchboard.js", site / "switchboard.js")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    alice, bob = unique("alice"), unique("bob")
+    query = urllib.parse.urlencode({"url": dep.url, "token": dep.token(alice), "peer": bob,
+                                    "peer_token": dep.token(bob)})
+    page = f"http://127.0.0.1:{httpd.server_address[1]}/index.html?{query}"
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr",
+        "--v=0", f"--user-data-dir={tmp_path / 'profile'}", page,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    verdict, seen = None, []
+    try:
+        async with asyncio.timeout(90):
+            while verdict is None:
+                line = (await proc.stderr.readline()).decode(errors="replace")
+                if not line:
+                    break
+                seen.append(line)
+                if "SBTEST " in line:
+                    verdict = line.split("SBTEST ", 1)[1].split('"', 1)[0]
+    except TimeoutError:
+        pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        httpd.shutdown()
+    assert verdict == "PASS", f"page said {verdict!r}; chromium's last lines:\n{''.join(seen[-30:])}"
