@@ -261,3 +261,26 @@ test("a token function that fails is reported (token_failed) and retried with ba
   assert.equal(ev.state.filter(([s]) => s === "reconnecting").length, 1);
   await c.close();
 });
+
+test("the browser's `online` event cuts a pending reconnect wait short", async (t) => {
+  const target = new EventTarget(); // what `window` is in a browser
+  globalThis.addEventListener = target.addEventListener.bind(target);
+  globalThis.removeEventListener = target.removeEventListener.bind(target);
+  const random = Math.random;
+  Math.random = () => 0.5; // a 30 s wait
+  t.after(() => { delete globalThis.addEventListener; delete globalThis.removeEventListener; Math.random = random; });
+  const server = new FakeServer();
+  const c = client(server, { backoff: { baseMs: 60000, maxMs: 60000 } });
+  const p = c.connect();
+  (await server.socket(0)).fail();
+  assert.equal(c.state, "reconnecting");
+  await sleep(20);
+  assert.equal(server.sockets.length, 1, "waiting (30 s)");
+  target.dispatchEvent(new Event("online"));
+  await server.session(1);
+  await p;
+  await c.close();
+  target.dispatchEvent(new Event("online"));
+  await sleep(10);
+  assert.equal(server.sockets.length, 2, "a closed client ignores it");
+});
