@@ -124,6 +124,26 @@ async def test_traced_direct_message_shows_every_hop_in_order(nats_server, tmp_p
     assert at_index(recs, stored) < at_index(recs, archived) and stored.at <= archived.at
 
 
+async def test_traced_large_group_message_is_delivered_in_pull_mode(nats_server, tmp_path):
+    """Above fanout_max_members there are no INBOX copies: the sequencer
+    publishes the stored message on the conversation subject, with the mark,
+    and each member's socket records edge.delivered without a cursor."""
+    async with deployment(tmp_path, nats_server.url, trace_sample=0.0, fanout_max_members=2) as d:
+        alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+        a, b, c = await d.sdk(alice), await d.sdk(bob), await d.sdk(carol)
+        conv = (await a.create_conversation([bob, carol], "big")).conv
+        await asyncio.sleep(0.3)  # members' edges subscribe on the conv notice
+        mid = unique("m")
+        sent = await a.send(conv=conv, body="to the crowd", id=mid, trace=True)
+        for member in (b, c):
+            assert (await member.next_message(STEP)).cursor is None
+        recs = await read_trace(d.settings, conv, alice, mid,
+                                lambda rs: {r.user for r in stages(rs, "edge.delivered")} >= {bob, carol})
+    [fanout] = stages(recs, "sequencer.fanout")
+    assert (fanout.members, fanout.mode, fanout.seq) == (3, "pull", sent.seq)
+    assert all(r.cursor is None for r in stages(recs, "edge.delivered"))
+
+
 async def test_refused_send_records_error_with_its_code(nats_server, tmp_path):
     """A traced send to a conversation the sender is not a member of: the
     sequencer's refusal and the edge's answer are both recorded as ``error``
