@@ -1,15 +1,23 @@
 """The TypeScript SDK (clients/js, npm package switchboard-client) against a
-real fabric: edge + sequencer + presence + archiver (history) in-process on a real nats-server,
-tokens from the deployment's token helper, and node's test runner driving
-``clients/js/test/live/`` (two clients chat, a dropped socket catches up in
-order, resume from a stored cursor, resync filled from history, history
-paging, a refused token) and the README's examples, extracted from the README
-and run as written.
+real fabric: edge + sequencer + presence + archiver (history) in-process on a
+real nats-server, tokens from the deployment's token helper.
+
+- node's test runner drives ``clients/js/test/live/``: two clients chat
+  (typing, receipts, presence), groups and conv.list, a dropped socket catches
+  up in order, resume from a stored cursor, resync filled from history,
+  history paging, a real "token expired" close bridged by the token function,
+  a refused token;
+- ``limits.test.mjs`` on a deployment with tight limits: a real 4010, a real
+  HTTP 503 at the upgrade;
+- the README's examples, extracted from the README and run as written;
+- the built bundle in headless Chromium (browser WebSocket, IndexedDB,
+  localStorage).
 
 Needs node and the package's node_modules: the fixture runs ``npm ci`` when
-node_modules is missing or was installed from another package-lock.json
-(the stamp scripts/test also writes). Without node (or
-when npm ci fails) the test is skipped, and with CI=true it fails.
+node_modules is missing or was installed from another package-lock.json (the
+stamp scripts/test also writes), then ``npm run build``. Without node (or
+when npm ci fails, or without Chromium for the browser test) a test is
+skipped, and with CI=true it fails.
 """
 
 from __future__ import annotations
@@ -71,8 +79,9 @@ async def dep(nats_server, tmp_path):
         yield d
 
 
-async def run_node(node: str, args: list[str], env: dict[str, str], timeout: float = 240.0) -> tuple[int, str]:
-    """Run node in clients/js without blocking the event loop the fabric runs on."""
+async def run_node(node: str, args: list[str], env: dict[str, str], timeout: float = 100.0) -> tuple[int, str]:
+    """Run node in clients/js without blocking the event loop the fabric runs on
+    (killed within pytest's own timeout, so a hang still shows node's output)."""
     proc = await asyncio.create_subprocess_exec(node, *args, cwd=PKG, env={**os.environ, **env},
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
