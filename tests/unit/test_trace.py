@@ -131,3 +131,65 @@ def test_header_constants() -> None:
     assert TRACE_HEADER == "Sb-Trace"
     assert TRACE_HEADERS == b"NATS/1.0\r\nSb-Trace: 1\r\n\r\n"
     assert STAGES[0] == "edge.received" and STAGES[-1] == "error"
+
+
+# ---------------------------------------------------------------- the edge's decision, without servers
+
+
+class _Replies:
+    def __init__(self) -> None:
+        self.headers: list[bytes | None] = []
+
+    def request(self, subject, data, on_reply, *, headers=None, timeout):
+        self.headers.append(headers)
+
+
+# (sample rate, the frames' trace flags, which sends go out marked)
+DECISIONS = [
+    (0.0, [False, False, False], [False, False, False]),
+    (0.0, [False, True, False], [False, True, False]),
+    (1.0, [False, False, False], [True, True, True]),
+    (0.5, [False, False, False, False], None),  # every second one: which depends on the random start
+]
+
+
+@pytest.mark.parametrize("rate,flags,marked", DECISIONS)
+async def test_edge_marks_traced_sends_and_only_those(rate, flags, marked) -> None:
+    """A traced send request carries Sb-Trace and Nats-Trace-Dest (the
+    nats-server's own trace events go to <record subject>.nats) and one
+    edge.received record; an untraced one carries no header at all."""
+    from edge.sends import Sends
+    from switchboard.subjects import Subjects
+
+    records: list[tuple[str, bytes]] = []
+    tracer = Tracer(publish=lambda s, d: records.append((s, d)), prefix="sb", role="edge", instance="e1",
+                    sample=rate)
+    replies = _Replies()
+    sends = Sends(user="alice", write=lambda b: True, replies=replies, subjects=Subjects("sb"), partitions=8,
+                  timeout=1.0, tracer=tracer, device="e1-7")
+    for i, flag in enumerate(flags):
+        sends.send(frames.Send(id=f"m{i}", body="x", conv="c1", trace=flag))
+    got = [h is not None for h in replies.headers]
+    if marked is None:
+        assert sum(got) == 2 and got[0] != got[1]
+    else:
+        assert got == marked
+    for i, h in enumerate(replies.headers):
+        if h is not None:
+            assert h == (b"NATS/1.0\r\nSb-Trace: 1\r\nNats-Trace-Dest: sb.trace.c1.alice.m%d.nats\r\n\r\n" % i)
+    assert [(s, decode_record(d).stage, decode_record(d).device) for s, d in records] == \
+        [(f"sb.trace.c1.alice.m{i}", "edge.received", "e1-7") for i, h in enumerate(replies.headers) if h]
+
+
+async def test_edge_records_the_refusal_of_a_traced_send() -> None:
+    from edge.sends import Sends
+    from switchboard.subjects import Subjects
+
+    records: list[TraceRecord] = []
+    tracer = Tracer(publish=lambda s, d: records.append(decode_record(d)), prefix="sb", role="edge", instance="e1")
+    sends = Sends(user="alice", write=lambda b: True, replies=_Replies(), subjects=Subjects("sb"), partitions=8,
+                  timeout=1.0, tracer=tracer, device="e1-7")
+    sends.refused(frames.Send(id="m1", body="x", to="bob", trace=True), "rate_limited")
+    sends.refused(frames.Send(id="m2", body="x", to="bob"), "rate_limited")  # untraced: nothing
+    [rec] = records
+    assert (rec.stage, rec.code, rec.id, rec.conv.startswith("dm-")) == ("error", "rate_limited", "m1", True)
