@@ -53,7 +53,7 @@ test("unknown frame types and fields are ignored", async () => {
 
 test("acks are batched: one per ackIntervalMs, or at once every 100 messages, always the highest cursor", async () => {
   const server = new FakeServer();
-  const c = client(server, { ackIntervalMs: 80 });
+  const c = client(server, { ackIntervalMs: 200 });
   const p = c.connect();
   const { s } = await server.session(0, { cursor: 1 });
   await p;
