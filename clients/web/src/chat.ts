@@ -718,6 +718,9 @@ export class Chat {
       if (history.state && history.state.sbConv) history.back();
       else this.showList();
     });
+    document.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape" && this.open && !ev.isComposing) $("back").click();
+    });
     window.addEventListener("popstate", () => {
       const id = decodeURIComponent(location.hash.slice(1));
       const c = id ? this.convs.get(id) : undefined;
