@@ -16,6 +16,9 @@ const TYPING_EVERY_MS = 2000;
 /** "X is typing…" shows this long after a typing event. */
 const TYPING_SHOW_MS = 4000;
 const PAGE = 50;
+/** Reads of a busy open conversation go out at most this often (like the
+ * SDK's batched acks): each one makes receipts for every member's devices. */
+const READ_THROTTLE_MS = 200;
 const MAX_BODY_BYTES = 16384;
 const MAX_TIMINGS = 10000;
 /** Scrolled this close to the top loads older messages; this close to the bottom keeps following. */
@@ -61,6 +64,7 @@ export class Chat {
   private lastTypingSent = 0;
   private everSynced = false;
   private readTimer = 0;
+  private lastReadAt = 0;
   private unsentReads = new Map<string, ConvState>();
   private listTimer = 0;
   private wantHash: string | null;
@@ -558,24 +562,31 @@ export class Chat {
     if (!c || document.visibilityState !== "visible") return;
     const seq = newestSeq(c);
     if (seq > c.readSeq) {
-      c.readSeq = seq; // the badge clears at once; the frame goes out debounced
+      c.readSeq = seq; // the badge clears at once
       this.updateItem(c);
     }
     if (seq <= (c.toldRead ?? 0)) return;
     this.unsentReads.set(c.conv, c);
     if (this.readTimer) return;
-    this.readTimer = window.setTimeout(() => {
-      this.readTimer = 0;
-      if (this.client.state !== "synced") return; // told again after the next sync (refreshList)
-      for (const cv of this.unsentReads.values()) {
-        const n = newestSeq(cv);
-        if (n > (cv.toldRead ?? 0)) {
-          this.client.read(cv.conv, n);
-          cv.toldRead = n;
-        }
+    // the first read goes out at once, those of a busy conversation at most every READ_THROTTLE_MS
+    const wait = this.lastReadAt + READ_THROTTLE_MS - Date.now();
+    if (wait <= 0) this.flushReads();
+    else this.readTimer = window.setTimeout(() => this.flushReads(), wait);
+  }
+
+  private flushReads(): void {
+    clearTimeout(this.readTimer);
+    this.readTimer = 0;
+    if (this.client.state !== "synced") return; // told again after the next sync (refreshList)
+    for (const cv of this.unsentReads.values()) {
+      const n = newestSeq(cv);
+      if (n > (cv.toldRead ?? 0)) {
+        this.client.read(cv.conv, n);
+        cv.toldRead = n;
+        this.lastReadAt = Date.now();
       }
-      this.unsentReads.clear();
-    }, 30);
+    }
+    this.unsentReads.clear();
   }
 
   // -- composer ---------------------------------------------------------------------------
@@ -760,8 +771,10 @@ export class Chat {
       const m = b && (b.closest("[data-id]") as HTMLElement | null);
       if (m) this.retry(m.dataset.id!);
     });
+    window.addEventListener("pagehide", () => this.flushReads()); // a tab closed right after a message arrived
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible" && this.open) this.markRead();
+      else if (document.visibilityState === "hidden") this.flushReads();
     });
   }
 }
