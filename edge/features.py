@@ -147,6 +147,8 @@ class Features:
         _raise(reply.error)
         for r in reply.receipts:
             sess._send(r)
+        if f.id:  # the end of the answer: a client collecting receipts stops here
+            sess._send(frames.Ok(ref=f.id))
 
     # -- typing ----------------------------------------------------------------------
     async def typing(self, sess: "Session", f: frames.Typing) -> None:

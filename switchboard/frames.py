@@ -217,8 +217,9 @@ class Presence(_Frame, tag="presence"):
 
 
 class Ok(_Frame, tag="ok"):
-    """Success of a frame that has no other answer (``push.register``), sent
-    when the frame carried an ``id``."""
+    """Success of a frame that has no other answer (``push.register``), or
+    the end of a multi-frame answer (``receipts``: after the last ``receipt``);
+    sent when the frame carried an ``id``."""
 
     ref: str
 

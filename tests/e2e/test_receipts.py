@@ -171,3 +171,28 @@ async def test_group_of_five_every_members_watermarks_visible(dep):
         r = await ev0.until(kind("receipt", conv=conv))
         got[r.user] = (r.delivered, r.read)
     assert got == {users[0]: (4, 4), **{users[k]: (4, k) for k in range(1, 5)}}
+
+
+async def test_receipts_query_with_id_ends_with_ok(dep):
+    """A ``receipts`` query with an ``id`` is answered by one ``receipt`` per
+    member and then ``ok`` with that ``ref``: without the end marker a client
+    (the JS SDK, the web app) could only guess when the answer was complete."""
+    alice, bob = unique("alice"), unique("bob")
+    a, b = await dep.sdk(alice), await dep.sdk(bob)
+    sent = await a.send(to=bob, body="hi")
+    ev = Events(a)
+    await drain_messages(b, 1)
+    await ev.until(receipt_of(bob, sent.conv, delivered=sent.seq))  # bob's mark exists now
+    ev._pull()
+    ev._unread.clear()  # from here on: only the query's answer
+    await a.send_frame(frames.ReceiptsRequest(conv=sent.conv, id="q1"))
+    users = set()
+    while True:
+        f = await ev.until(lambda f: isinstance(f, (frames.Receipt, frames.Ok)))
+        if isinstance(f, frames.Ok):
+            assert f.ref == "q1"
+            break
+        users.add(f.user)
+    assert users == {alice, bob}  # every member came before the end marker
+    await a.send_frame(frames.ReceiptsRequest(conv=sent.conv))  # no id: no end marker
+    await ev.nothing(lambda f: isinstance(f, frames.Ok), wait=0.3)
