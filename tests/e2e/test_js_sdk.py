@@ -6,7 +6,7 @@ real nats-server, tokens from the deployment's token helper.
   (typing, receipts, presence), groups and conv.list, a dropped socket catches
   up in order, resume from a stored cursor, resync filled from history,
   history paging, a real "token expired" close bridged by the token function,
-  a refused token;
+  a socket renewed with a fresh token before exp, a refused token;
 - ``limits.test.mjs`` on a deployment with tight limits: a real 4010, a real
   HTTP 503 at the upgrade;
 - the README's examples, extracted from the README and run as written;
@@ -96,18 +96,21 @@ async def run_node(node: str, args: list[str], env: dict[str, str], timeout: flo
 def users_env(dep, names: list[str]) -> dict[str, str]:
     """Fresh users with tokens from the deployment's token helper; ``short``:
     a token of the same user that expires at once (the edge closes its socket
-    with 4001 "token expired" about 6 s later: exp + the 5 s leeway)."""
+    with 4001 "token expired" about 6 s later: exp + the 5 s leeway);
+    ``renew``: one that expires in 35 s (the SDK renews a token function's
+    socket 30 s before exp)."""
     users = {}
     for name in names:
         user = unique(name)
-        users[name] = {"user": user, "token": dep.token(user), "short": dep.token(user, ttl=1)}
+        users[name] = {"user": user, "token": dep.token(user), "short": dep.token(user, ttl=1),
+                       "renew": dep.token(user, ttl=35)}
     return {"SB_URL": dep.url, "SB_USERS": json.dumps(users)}
 
 
 async def test_js_sdk_live(dep, built_sdk):
     """Every spec of clients/js/test/live/ passes against the real fabric
     (what each checks is said in the spec's name)."""
-    env = users_env(dep, ["alice", "bob", "carol", "dave", "erin"])
+    env = users_env(dep, ["alice", "bob", "carol", "dave", "erin", "frank"])
     code, out = await run_node(built_sdk, ["--test", "--test-reporter=spec", "test/live/"], env)
     assert code == 0, out[-8000:]
     # Everything ran: only limits.test.mjs skips here (it needs its own deployment, below).

@@ -5,19 +5,25 @@ export function backoffDelay(attempt: number, baseMs: number, maxMs: number, ran
   return Math.floor(random() * cap);
 }
 
-/** The `sub` claim of a JWT, read without verifying (the server verifies);
- * null when the token is not a readable JWT. */
-export function tokenSubject(token: string): string | null {
+/** The claims of a JWT (`sub`, `exp`, ...), read without verifying (the
+ * server verifies); {} when the token is not a readable JWT. */
+export function tokenClaims(token: string): { sub?: unknown; exp?: unknown } {
   try {
     const part = token.split(".")[1];
-    if (!part) return null;
+    if (!part) return {};
     const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
     const json = decodeURIComponent(
       Array.from(atob(b64 + "===".slice((b64.length + 3) % 4)), (ch) => "%" + ch.charCodeAt(0).toString(16).padStart(2, "0")).join(""),
     );
-    const sub = JSON.parse(json).sub;
-    return typeof sub === "string" ? sub : null;
+    const claims = JSON.parse(json);
+    return claims && typeof claims === "object" ? claims : {};
   } catch {
-    return null;
+    return {};
   }
+}
+
+/** The `sub` claim of a JWT; null when there is none. */
+export function tokenSubject(token: string): string | null {
+  const sub = tokenClaims(token).sub;
+  return typeof sub === "string" ? sub : null;
 }

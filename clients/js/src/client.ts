@@ -1,4 +1,4 @@
-import { backoffDelay, tokenSubject } from "./backoff.js";
+import { backoffDelay, tokenClaims, tokenSubject } from "./backoff.js";
 import { REPLACED_MESSAGE, SwitchboardError, UNAUTHORIZED_MESSAGE } from "./errors.js";
 import { dmConv, randomId } from "./ids.js";
 import { MemoryStore } from "./stores.js";
@@ -43,14 +43,18 @@ const ACK_EVERY = 100;
 const HEALTHY_MS = 5_000;
 /** A socket not open after this long is dropped and retried. */
 const OPEN_TIMEOUT_MS = 15_000;
-/** Receipts answers carry no ref: the answer is complete once no receipt of
- * that conversation came for this long (the edge writes them back to back). */
+/** Receipts frames carry no ref: the edge ends the answer with `ok {ref}`.
+ * An edge older than that is taken as done once no receipt of that
+ * conversation came for this long (it writes them back to back). */
 const RECEIPTS_QUIET_MS = 40;
 /** ... and none at all come for a conversation nobody has delivered or read
  * anything in yet (no message): the answer is then empty after this long. */
 const RECEIPTS_EMPTY_MS = 3_000;
 /** 4001 answered to this many fresh tokens in a row: give up (closed, unauthorized). */
 const MAX_REFUSED = 3;
+/** With a token function, the socket is renewed with a fresh token this long
+ * before the token's `exp` (the edge closes at exp + 5 s), without state events. */
+const REFRESH_AHEAD_MS = 30_000;
 
 /**
  * A Switchboard connection: reconnects with full-jitter backoff, resumes from
@@ -183,8 +187,10 @@ export class Client {
     const ws = this.ws;
     this.ws = null;
     if (ws) this.detach(ws, true);
-    for (const t of [this.retryTimer, this.openTimer, this.ackTimer, this.saveTimer]) if (t) clearTimeout(t);
-    this.retryTimer = this.openTimer = this.ackTimer = this.saveTimer = null;
+    for (const t of [this.retryTimer, this.openTimer, this.ackTimer, this.saveTimer, this.refreshTimer]) if (t) clearTimeout(t);
+    this.retryTimer = this.openTimer = this.ackTimer = this.saveTimer = this.refreshTimer = null;
+    this.refreshing = false;
+    this.nextToken = null;
     (globalThis as any).removeEventListener?.("online", this.onOnline);
     for (const p of this.pending.values()) this.finish(p, err);
     this.pending.clear();
@@ -216,7 +222,8 @@ export class Client {
     const gen = ++this.gen;
     let token: string;
     try {
-      token = await this.token();
+      token = this.nextToken ?? (await this.token());
+      this.nextToken = null;
       if (gen !== this.gen) return;
       this.lastToken = token;
       if (token === this.refusedToken) {
@@ -342,6 +349,8 @@ export class Client {
     this.persist();
     if (this.syncedAt && Date.now() - this.syncedAt >= HEALTHY_MS) this.attempt = 0;
     this.syncedAt = 0;
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
     // Requests written on that socket whose answer is lost and that cannot be resent.
     for (const [ref, p] of this.pending) {
       if (!p.resend && p.on === gen) {
@@ -349,6 +358,15 @@ export class Client {
         this.finish(p, new SwitchboardError("connection_lost", "the connection was lost before the answer; retry", true));
       }
     }
+    if (this.refreshing && reason === "token refresh") {
+      // Planned: reconnect at once with the fresh token; the app sees no state change.
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = null;
+        void this.open();
+      }, 0);
+      return;
+    }
+    this.refreshing = false;
     if (code === 4001) {
       this.refusedToken = typeof this.o.token === "string" ? this.o.token : this.lastToken;
       if (typeof this.o.token !== "function" || ++this.refused >= MAX_REFUSED) {
@@ -363,8 +381,46 @@ export class Client {
   }
 
   private lastToken: string | null = null;
+  private nextToken: string | null = null; // fetched ahead by a refresh
+  private refreshing = false; // a planned reconnect with a fresh token: no state events until synced
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
+
+  /** Plan the renewal of this socket before its token expires (token functions only). */
+  private planRefresh(): void {
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    const exp = tokenClaims(this.lastToken ?? "").exp;
+    if (typeof this.o.token !== "function" || typeof exp !== "number") return;
+    const delay = exp * 1000 - REFRESH_AHEAD_MS - Date.now();
+    // Already that close to expiry: no renewal (it could loop); the 4001 at
+    // expiry gets a fresh token the ordinary way.
+    if (delay < 1000 || delay > 2 ** 31 - 1) return;
+    const gen = this.gen;
+    this.refreshTimer = setTimeout(() => void this.refresh(gen), delay);
+  }
+
+  private async refresh(gen: number): Promise<void> {
+    this.refreshTimer = null;
+    if (gen !== this.gen || this.state !== "synced") return;
+    let token: string;
+    try {
+      token = await this.token();
+    } catch {
+      return; // the ordinary path at expiry tries again
+    }
+    if (gen !== this.gen || this.state !== "synced" || token === this.lastToken) return;
+    // A request that cannot be resent would fail with the socket: wait for it.
+    if ([...this.pending.values()].some((p) => !p.resend && p.on === gen)) {
+      this.refreshTimer = setTimeout(() => void this.refresh(gen), 1000);
+      return;
+    }
+    this.nextToken = token;
+    this.refreshing = true;
+    this.lost(gen, 1000, "token refresh", true);
+  }
 
   private retryLater(code?: number, reason?: string): void {
+    this.refreshing = false;
     const delay = backoffDelay(this.attempt++, this.o.baseMs, this.o.maxMs);
     this.setState("reconnecting", { code, reason, retryInMs: delay });
     this.retryTimer = setTimeout(() => {
@@ -403,7 +459,7 @@ export class Client {
         this.welcomeEpoch = f.epoch;
         this.refused = 0;
         this.refusedToken = null;
-        this.setState("connected");
+        if (!this.refreshing) this.setState("connected");
         void this.checkUser(f.user);
         return;
       case "synced":
@@ -475,6 +531,8 @@ export class Client {
     if (renew.length) this.write({ type: "presence.watch", users: renew });
     this.syncedAt = Date.now();
     this.persist();
+    this.refreshing = false;
+    this.planRefresh();
     this.setState("synced");
     this.settle(null);
   }
@@ -629,7 +687,8 @@ export class Client {
     const p = this.pending.get(ref);
     if (!p) return;
     this.pending.delete(ref);
-    this.finish(p, null, value);
+    // A collected answer (receipts) ends with an `ok` carrying the ref: resolve with what was collected.
+    this.finish(p, null, p.got ?? value);
   }
 
   private finish(p: Pending, err: SwitchboardError | null, value?: any): void {

@@ -4,9 +4,9 @@
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A JWT-shaped token whose `sub` the SDK reads to key its store (unsigned: no server checks it here). */
-export function jwt(sub, extra = "") {
+export function jwt(sub, extra = "", exp = 4102444800) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
-  return `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: 4102444800 })}.sig${extra}`;
+  return `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp })}.sig${extra}`;
 }
 
 /** mulberry32: a small seeded PRNG, so a failing property run can be replayed. */

@@ -284,3 +284,47 @@ test("the browser's `online` event cuts a pending reconnect wait short", async (
   await sleep(10);
   assert.equal(server.sockets.length, 2, "a closed client ignores it");
 });
+
+test("a token function's token is renewed 30 s before its exp: a new socket with a fresh token, no state event, nothing lost", async () => {
+  const server = new FakeServer();
+  const soon = () => Math.floor(Date.now() / 1000) + 32; // refresh due in 1-2 s
+  const tokens = [jwt("alice", "1", soon()), jwt("alice", "2")];
+  let calls = 0;
+  const c = client(server, { token: () => tokens[Math.min(calls++, 1)] });
+  const ev = record(c);
+  const p = c.connect();
+  const { s } = await server.session(0, { cursor: 10 });
+  await p;
+  const states = ev.state.length;
+  const s1 = await server.socket(1);
+  assert.deepEqual(s.closedByClient, { code: 1000, reason: "client closed" }, "the old socket closed by the client");
+  assert.equal(s1.token(), tokens[1], "the new socket carries the fresh token");
+  assert.equal(c.state, "synced", "the app still sees synced");
+  const sending = c.send({ conv: "team", body: "during the renewal" });
+  s1.accept();
+  assert.deepEqual(await s1.next(), { type: "hello", cursor: 10, epoch: "E1" }, "resumes from the cursor");
+  const f = await s1.next("send");
+  assert.equal(f.body, "during the renewal");
+  s1.push({ type: "welcome", user: "alice", epoch: "E1" });
+  s1.push({ type: "synced", cursor: 10, groups: [] });
+  s1.push({ type: "sent", id: f.id, conv: "team", seq: 1, ts: 1 });
+  await sending;
+  assert.equal(ev.state.length, states, "no state event for a planned renewal");
+  assert.equal(calls, 2);
+  await sleep(50);
+  assert.equal(server.sockets.length, 2, "the fresh token (far exp) plans no renewal");
+  await c.close();
+});
+
+test("no renewal with a fixed token, or when the token is already within 31 s of exp (the 4001 path handles it)", async () => {
+  for (const token of [jwt("alice", "", Math.floor(Date.now() / 1000) + 31), () => jwt("alice", "", Math.floor(Date.now() / 1000) + 30)]) {
+    const server = new FakeServer();
+    const c = client(server, { token });
+    const p = c.connect();
+    await server.session(0);
+    await p;
+    await sleep(1300);
+    assert.equal(server.sockets.length, 1);
+    await c.close();
+  }
+});

@@ -186,7 +186,23 @@ test("on() returns an unsubscribe function; a throwing listener does not stop th
   await c.close();
 });
 
-test("receipts(conv) of a conversation without any receipt yet resolves with [] (the edge sends none)", async () => {
+test("receipts(conv): the edge's closing ok (with the ref) ends the answer at once, even an empty one", async () => {
+  const { c, s } = await started();
+  const asking = c.receipts("team");
+  const f = await s.next("receipts");
+  s.push({ type: "receipt", conv: "team", user: "alice", delivered: 2, read: 2 });
+  s.push({ type: "ok", ref: f.id });
+  assert.deepEqual((await asking).map((r) => r.user), ["alice"]);
+  const t0 = Date.now();
+  const empty = c.receipts("new-group");
+  const g = await s.next("receipts");
+  s.push({ type: "ok", ref: g.id });
+  assert.deepEqual(await empty, []);
+  assert.ok(Date.now() - t0 < 500, "no waiting");
+  await c.close();
+});
+
+test("receipts(conv) from an edge without the closing ok: none at all resolves with [] after a wait", async () => {
   const { c, s } = await started();
   const t0 = Date.now();
   const asking = c.receipts("empty");

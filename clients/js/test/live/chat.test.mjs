@@ -9,6 +9,30 @@ afterEach(closeAll);
 
 const A = USERS.alice.user, B = USERS.bob.user, C = USERS.carol.user;
 
+test("a token function's socket is renewed before exp with a fresh token: no state change, no message lost or repeated", async () => {
+  const a = client("alice");
+  // The first token expires 35 s after it was minted, just before node started:
+  // renewed within ~5 s (so this test comes first).
+  const tokens = [USERS.frank.renew, USERS.frank.token];
+  let calls = 0;
+  const f = client("frank", { token: () => tokens[Math.min(calls++, 1)] });
+  await Promise.all([a.c.connect(), f.c.connect()]);
+  const states = f.events.state.length;
+  const seqs = [];
+  for (let i = 0; i < 80 && f.sockets.length < 2; i++) {
+    seqs.push((await a.c.send({ to: USERS.frank.user, body: `r${i}` })).seq);
+    await sleep(100);
+  }
+  assert.equal(f.sockets.length, 2, "a second socket");
+  for (let i = 0; i < 5; i++) seqs.push((await a.c.send({ to: USERS.frank.user, body: `after${i}` })).seq);
+  await until(() => f.messages.length >= seqs.length, "every message");
+  await sleep(200);
+  assert.deepEqual(f.messages.map((m) => m.seq), seqs, "in order, once each across the renewal");
+  assert.equal(calls, 2);
+  assert.equal(f.events.state.length, states, "no state event");
+  assert.equal(f.c.state, "synced");
+});
+
 test("two clients chat both ways: send resolves with sent, the other side gets it once, dmConv matches the server", async () => {
   const a = client("alice"), b = client("bob");
   await Promise.all([a.c.connect(), b.c.connect()]);
