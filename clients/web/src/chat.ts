@@ -3,7 +3,7 @@
 
 import { Client, LocalStorageStore } from "../../js/src/index.ts";
 import type { ConnState, Conv, Message, Presence, Receipt, StateInfo, Typing } from "../../js/src/index.ts";
-import { $, setText, show } from "./dom.ts";
+import { $, h, setText, show } from "./dom.ts";
 import { lastSeen } from "./format.ts";
 import type { ConvState, Entry } from "./model.ts";
 import { addMessage, applyReceipt, DM_RE, floor, ID_RE, newConv, newestSeq, oldestSeq, ordered, tick, unread } from "./model.ts";
@@ -352,8 +352,13 @@ export class Chat {
   // -- open conversation ------------------------------------------------------------------
   openConv(c: ConvState, push = true): void {
     const prev = this.open;
-    if (prev) prev.draft = this.composer.value;
+    if (prev) {
+      prev.draft = this.composer.value;
+      prev.newFrom = 0;
+    }
     this.open = c;
+    // where "New messages" goes: after what was read before this visit
+    if (prev !== c) c.newFrom = c.lastSeq > c.readSeq ? c.readSeq + 1 : 0;
     document.body.dataset.screen = "conv";
     show($("conv-empty"), false);
     show($("conv-pane"), true);
@@ -369,6 +374,7 @@ export class Chat {
     setText($("composer-error"), "");
     this.renderHeader();
     this.renderMessages(true);
+    this.scrollToNew();
     this.loadReceipts(c);
     this.watch([c]);
     if (!c.loaded) this.loadPage(c, true);
@@ -378,7 +384,10 @@ export class Chat {
 
   showList(): void {
     const prev = this.open;
-    if (prev) prev.draft = this.composer.value;
+    if (prev) {
+      prev.draft = this.composer.value;
+      prev.newFrom = 0;
+    }
     this.open = null;
     if (location.hash && !(history.state && history.state.sbConv)) history.replaceState(null, "", location.pathname + location.search);
     document.body.dataset.screen = "list";
@@ -447,11 +456,16 @@ export class Chat {
     const w = floor(c, this.me);
     const nodes: HTMLElement[] = [];
     let day = "";
+    let divider = !!c.newFrom;
     for (const e of ordered(c)) {
       const d = dayKey(e.ts);
       if (d !== day) {
         nodes.push(daySeparator(e.ts));
         day = d;
+      }
+      if (divider && e.seq >= c.newFrom! && e.from !== this.me) {
+        nodes.push(h("div", { "data-testid": "new-divider", class: "new-divider", role: "separator" }, "New messages"));
+        divider = false;
       }
       if (!e.el) e.el = messageEl(e, this.me, group);
       updateMessage(e, e.from === this.me && e.kind !== "system" ? tick(e, w) : null);
@@ -461,6 +475,12 @@ export class Chat {
     this.renderOlder();
     show($("messages-empty"), c.loaded && nodes.length === 0);
     if (scrollEnd) this.toBottom();
+  }
+
+  /** Opening a conversation shows the end, or the first unread message if it is above that. */
+  private scrollToNew(): void {
+    const d = this.msgs.querySelector('[data-testid="new-divider"]') as HTMLElement | null;
+    if (d && d.offsetTop - this.msgs.offsetTop < this.msgs.scrollTop) this.msgs.scrollTop = d.offsetTop - this.msgs.offsetTop - 8;
   }
 
   private renderOlder(): void {
@@ -549,7 +569,10 @@ export class Chat {
       c.loading = false;
       if (c !== this.open) return;
       this.renderMessages(false);
-      if (newest) this.toBottom();
+      if (newest) {
+        this.toBottom();
+        this.scrollToNew();
+      }
       else m.scrollTop = m.scrollHeight - fromBottom; // keep what was on screen in place
       this.updateItem(c);
       this.markRead();

@@ -51,6 +51,8 @@ export interface ConvState {
   receipts: Map<string, Watermarks>;
   /** The peer's presence was asked while this conversation existed. */
   shared?: boolean;
+  /** While open: the first seq unread when it was opened ("New messages" goes before it), 0 if none. */
+  newFrom?: number;
   /** What was typed in the composer and not sent when another conversation was opened. */
   draft?: string;
   li?: HTMLElement;
