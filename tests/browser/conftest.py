@@ -1,7 +1,7 @@
 """Fixtures of the browser tests: the node + Chromium toolchain and a real
 `switchboard up` (subprocess, free loopback port, its own data dir).
 
-The fabric is shared by every spec of a session: specs use their own random
+The fabric is shared by every spec of test_browser.py: specs use their own random
 user names, so they do not see each other's conversations. The edge-kill
 spec leaves it healthy (it waits until messages flow again).
 """
@@ -103,7 +103,9 @@ def stop_up(p: subprocess.Popen) -> None:
             p.wait()
 
 
-@pytest.fixture(scope="session")
+# Module scope: stopped as soon as test_browser.py is done, so an idle fabric
+# does not run beside the rest of the suite.
+@pytest.fixture(scope="module")
 def fabric(tmp_path_factory, browser_tools) -> Fabric:
     tmp = tmp_path_factory.mktemp("browser-fabric")
     p, base = start_up(tmp / "data", tmp / "up.log")
@@ -113,7 +115,7 @@ def fabric(tmp_path_factory, browser_tools) -> Fabric:
         stop_up(p)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fabric_nodev(tmp_path_factory, browser_tools) -> Fabric:
     """`switchboard up --no-dev-signin`: what any deployment off loopback looks like to the page."""
     tmp = tmp_path_factory.mktemp("browser-fabric-nodev")
