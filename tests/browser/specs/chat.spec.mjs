@@ -29,6 +29,10 @@ test("two users chat both ways and a third tab of one of them sees both sides", 
   await expect(messageWith(bob.page, "hi alice")).toHaveAttribute("data-own", "true");
   await expect(messageWith(alice.page, "hi alice")).toHaveAttribute("data-own", "false");
   await expect(bob.page.getByTestId("composer")).toHaveValue("");
+  // Own messages on one side, the other person's on the other.
+  const own = await messageWith(bob.page, "hi alice").getByTestId("message-body").boundingBox();
+  const other = await messageWith(bob.page, "hello bob").getByTestId("message-body").boundingBox();
+  expect(own.x + own.width, "own message on the right").toBeGreaterThan(other.x + other.width + 100);
 
   // A third tab of alice (same browser profile, like a second window) shows both sides.
   const alice2 = await openAs(alice.context, alice.user, alice.token);
