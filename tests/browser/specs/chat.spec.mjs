@@ -55,5 +55,7 @@ test("two users chat both ways and a third tab of one of them sees both sides", 
     const list = await expectOrdered(page);
     expect(list.map((m) => m.body)).toEqual(want);
     expect(new Set(list.map((m) => m.conv))).toEqual(new Set([conv]));
+    expect(list.map((m) => m.kind)).toEqual(["user", "user", "user", "user"]);
+    expect(list.map((m) => m.seq)).toEqual([1, 2, 3, 4]); // a new 1:1 conversation numbers from 1
   }
 });
