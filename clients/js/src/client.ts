@@ -517,7 +517,9 @@ export class Client {
 
   private onSynced(f: Frame): void {
     this.epoch = this.welcomeEpoch ?? this.epoch;
-    if (typeof f.cursor === "number" && f.cursor > (this.cursor ?? 0)) this.cursor = f.cursor;
+    // A synced cursor of 0 (a new fabric's empty INBOX) counts too: without it
+    // the device would stay "new" (hello cursor null, no replay) forever.
+    if (typeof f.cursor === "number" && (this.cursor === null || f.cursor > this.cursor)) this.cursor = f.cursor;
     for (const g of f.groups ?? []) {
       // Large groups (pull mode): fetch what was missed while away.
       const st = this.conv(g.conv);

@@ -123,6 +123,26 @@ test("store persistence and resume: cursor, epoch and per-conversation seqs surv
   await c3.close();
 });
 
+test("a synced cursor of 0 (a brand-new fabric's empty INBOX) is kept: the next page load resumes from 0 instead of starting as a new device", async () => {
+  // Before the fix, 0 never replaced null: every reconnect said hello with no
+  // cursor, got no replay, and the messages sent meanwhile never arrived.
+  const store = new MemoryStore();
+  const server = new FakeServer();
+  const c1 = client(server, { store });
+  const p = c1.connect();
+  await server.session(0, { epoch: "E0", cursor: 0 });
+  await p;
+  assert.equal(c1.cursor, 0);
+  await c1.close();
+  const server2 = new FakeServer();
+  const c2 = client(server2, { store });
+  const p2 = c2.connect();
+  const { hello } = await server2.session(0, { epoch: "E0", cursor: 3, replay: [msg("a", 1, 3)] });
+  await p2;
+  assert.deepEqual(hello, { type: "hello", cursor: 0, epoch: "E0" });
+  await c2.close();
+});
+
 test("an opaque (non-JWT) token: the state is keyed by the welcome's user, and the client resumes from it", async () => {
   const store = new MemoryStore();
   await store.set("switchboard:alice:state", JSON.stringify({ cursor: 77, epoch: "E1", seqs: { a: 5 } }));
