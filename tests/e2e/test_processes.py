@@ -44,7 +44,10 @@ async def partition_owners(nats_url: str, settings) -> dict[int, str]:
         out = {}
         for key in await kv.keys():
             if key.startswith("p."):
-                out[int(key[2:])] = (await kv.get(key)).value.decode()
+                try:
+                    out[int(key[2:])] = (await kv.get(key)).value.decode()
+                except nats.js.errors.KeyNotFoundError:
+                    pass  # released between keys() and get() (a rebalance): unowned right now
         return out
     finally:
         await nc.close()
