@@ -48,7 +48,7 @@ from websockets.http11 import Request, Response
 import switchboard
 from switchboard import auth, events, frames, log, tls
 from switchboard.bus import streams
-from switchboard.bus.conn import BusConnection
+from switchboard.bus.conn import BusConnection, BusError
 from switchboard.bus.conn import connect as bus_connect
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
@@ -79,6 +79,11 @@ CLOSE_TIMEOUT = 2.0
 # Epoch and INBOX bounds are re-read at most this often (seconds): hellos in a
 # reconnect storm share one stream-info request.
 BOUNDS_TTL = 0.5
+# After a bus reconnect every session reads INBOX after its cursor (one
+# direct get each): this many per pause, so 20,000 sessions spread over
+# ~5 s instead of 20,000 requests hitting NATS in the same instant.
+RECHECK_BATCH = 200
+RECHECK_PAUSE_SEC = 0.05
 
 _conv_reply = msgspec.json.Decoder(events.ConvReply)
 _history_reply = msgspec.json.Decoder(events.HistoryReply)
@@ -115,6 +120,7 @@ class Edge:
         self.log = log.get("edge", edge=self.edge_id)
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
         self._epoch_watch: asyncio.Task | None = None
+        self._recheck: asyncio.Task | None = None  # sessions reading INBOX after a bus reconnect
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
         self._server: WsServer | None = None
         self._service = None
@@ -140,7 +146,7 @@ class Edge:
     async def start(self) -> None:
         s = self.settings
         self.bus = await bus_connect(servers=s.nats_servers, name=f"sb-edge-{self.edge_id}",
-                                     tls=tls.nats_client_context(s))
+                                     tls=tls.nats_client_context(s), on_reconnected=self._bus_reconnected)
         self.replies = Replies(self.bus)
         self.replies.start()
         self.tracer = Tracer(publish=self.bus.publish, prefix=self.subjects.prefix, role="edge",
@@ -187,6 +193,29 @@ class Edge:
         self.log.info("TLS certificate reloaded", cert=s.tls_cert)
         return True
 
+    # -- bus reconnect: entries republished while it was down --------------------------
+    def _bus_reconnected(self) -> None:
+        """Live INBOX entries are core NATS republishes: those published while
+        the bus was down (a NATS node lost, a slow-consumer cut) never reach
+        this edge. A later entry of the same user shows the gap, but the last
+        one would wait for the user's next message. So every session reads
+        INBOX after its cursor, once the re-sent SUBs are in effect."""
+        if self._recheck is not None:
+            self._recheck.cancel()  # a newer reconnect: start over from it
+        self._recheck = asyncio.get_running_loop().create_task(self._recheck_sessions())
+
+    async def _recheck_sessions(self) -> None:
+        try:
+            await self.bus.flush(self.settings.send_timeout)  # the SUBs sent on reconnect are in effect
+        except BusError:
+            return  # down again: the next reconnect rechecks
+        sessions = tuple(self.sessions)
+        for i, sess in enumerate(sessions):
+            sess.recheck()
+            if i % RECHECK_BATCH == RECHECK_BATCH - 1:
+                await asyncio.sleep(RECHECK_PAUSE_SEC)
+        self.log.info("nats reconnected: sessions read INBOX after their cursor", sessions=len(sessions))
+
     async def stop(self) -> None:
         _stop_reloading(self)
         if self._server is not None:
@@ -197,6 +226,8 @@ class Edge:
             self._service = None
         if self._epoch_watch is not None:
             self._epoch_watch.cancel()
+        if self._recheck is not None:
+            self._recheck.cancel()
         self._expiry.close()
         await self.features.stop()
         if self.bus is not None:

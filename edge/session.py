@@ -315,6 +315,19 @@ class Session:
             return
         self._put_entry(seq, h, msg.data)
 
+    def recheck(self) -> None:
+        """The edge's bus connection was lost and is back: INBOX entries
+        republished meanwhile never reached this edge (core NATS), and the
+        last of them leaves no gap for :meth:`on_bus_message` to notice.
+        Read INBOX after the cursor, as for a gap."""
+        if not self._live or not self.conn.is_open:
+            return  # before hello: its own catch-up reads INBOX
+        if self._catching_up:
+            self._seen_beyond = True  # the running catch-up goes round once more
+            return
+        self._catching_up = True
+        self._spawn(self._catch_up())
+
     def _put_entry(self, seq: int, headers: dict, data: bytes) -> None:
         self.conn.send(frames.with_cursor(data, seq))
         self.cursor = seq

@@ -1,0 +1,110 @@
+"""An edge whose NATS connection drops and comes back delivers what was
+stored meanwhile, without the client reconnecting.
+
+Live INBOX entries reach an edge as core NATS republishes: those published
+while the edge's bus is down are never delivered to it. A later entry of the
+same user shows the gap (Nats-Last-Sequence), but the *last* one did not: it
+waited for the user's next message (a benchmark under load saw exactly that:
+2 of 25,999 deliveries, both copies of a conversation's last message). The
+edge now reads INBOX after every session's cursor once the bus is back.
+
+The fault is real: the edge talks to nats-server through a TCP proxy that the
+test cuts (and refuses new connections) while a service stores a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+
+import msgspec
+import nats
+
+from switchboard.bus.embedded import free_port
+from switchboard.events import SendReply, SendRequest
+from tests.e2e.helpers import STEP, fabric, make_settings, sdk, unique
+
+
+class CuttableProxy:
+    """A loopback TCP proxy to ``upstream`` that can be cut: every proxied
+    connection closed, new ones refused until :meth:`heal`."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.cut_off = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _accept(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if self.cut_off:
+            w.close()
+            return
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers |= {w, uw}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(r, uw), pipe(ur, w))
+
+    def cut(self) -> None:
+        self.cut_off = True
+        for w in self._writers:
+            w.transport.abort()
+        self._writers.clear()
+
+    def heal(self) -> None:
+        self.cut_off = False
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_entry_stored_while_edge_bus_is_down_arrives_after_reconnect(nats_server, tmp_path):
+    settings = make_settings(tmp_path, nats_server.url)
+    port = int(nats_server.url.rsplit(":", 1)[1])
+    proxy = CuttableProxy(port)
+    await proxy.start()
+    edge_settings = dataclasses.replace(settings, nats_url=f"nats://127.0.0.1:{proxy.port}")
+    alice, bob = unique("alice"), unique("bob")
+    nc = await nats.connect(nats_server.url)
+    try:
+        async with fabric(settings, ("sequencer",)), fabric(edge_settings, ("edge",)):
+            a = await sdk(edge_settings, alice)
+            b = await sdk(edge_settings, bob)
+            conv = await a.create_conversation([bob], title="ops")
+            first = await a.send(conv=conv.conv, body="before the cut")
+            assert (await b.next_message(STEP)).seq == first.seq
+            assert (await a.next_message(STEP)).seq == first.seq  # the sender's own copy
+
+            proxy.cut()  # the edge's NATS connections drop; its reconnects are refused
+            await asyncio.sleep(0.3)
+            req = SendRequest(sender="system", id=unique("sys"), conv=conv.conv, body="stored while cut", kind="system")
+            reply = msgspec.json.decode((await nc.request(settings.subjects.api("system", "send"),
+                                                          msgspec.json.encode(req), timeout=STEP)).data,
+                                        type=SendReply)
+            assert reply.error is None and reply.seq == first.seq + 1
+            await asyncio.sleep(0.3)  # INBOX republished it to nobody on this edge
+            proxy.heal()
+
+            # The last message of the conversation: no later entry reveals the
+            # gap, only the edge's re-read after its bus reconnect delivers it.
+            for client in (b, a):
+                got = await client.next_message(STEP)
+                assert (got.seq, got.body) == (reply.seq, "stored while cut")
+            await a.close()
+            await b.close()
+    finally:
+        await nc.close()
+        await proxy.close()
