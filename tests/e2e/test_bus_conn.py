@@ -597,7 +597,9 @@ async def test_cluster_failover_keeps_subscriptions(make_nats, tmp_path, failure
         subject = uniq("t.cluster")
         _, got = collector(sub, subject)
         await sub.flush()
-        await until(lambda: len(sub.servers) == 3, what="connect_urls of the other nodes")
+        # Routes between three fresh servers retry every second: on a loaded
+        # machine the cluster (and so connect_urls) can take several seconds.
+        await until(lambda: len(sub.servers) == 3, timeout=30.0, what="connect_urls of the other nodes")
         assert sub.connected_url == nodes[0].url
 
         async def delivered(body: bytes) -> None:  # routes and interest propagate asynchronously
