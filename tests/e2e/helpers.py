@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -81,6 +82,22 @@ async def admin_init(settings: Settings, url: str | None = None) -> None:
         await init_fabric(nc, settings)
     finally:
         await nc.close()
+
+
+async def edge_metrics(port: int, names: Iterable[str] | None = None) -> dict[str, float]:
+    """The unlabelled series of an edge's real ``/metrics`` page (all of them,
+    or only ``names``), read over HTTP."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+    data = await reader.read(-1)
+    writer.close()
+    wanted = None if names is None else set(names)
+    out = {}
+    for line in data.decode().split("\r\n\r\n", 1)[1].splitlines():
+        m = re.match(r"^([a-z_]+) ([0-9.e+]+)$", line)
+        if m and (wanted is None or m.group(1) in wanted):
+            out[m.group(1)] = float(m.group(2))
+    return out
 
 
 def ws_url(settings: Settings, port: int | None = None) -> str:

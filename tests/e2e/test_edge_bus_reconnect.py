@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 
 import msgspec
 import nats
@@ -76,7 +75,7 @@ async def test_entry_stored_while_edge_bus_is_down_arrives_after_reconnect(nats_
     port = int(nats_server.url.rsplit(":", 1)[1])
     proxy = CuttableProxy(port)
     await proxy.start()
-    edge_settings = dataclasses.replace(settings, nats_url=f"nats://127.0.0.1:{proxy.port}")
+    edge_settings = settings.replace(nats_url=f"nats://127.0.0.1:{proxy.port}")
     alice, bob = unique("alice"), unique("bob")
     nc = await nats.connect(nats_server.url)
     try:

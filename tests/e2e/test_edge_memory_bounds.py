@@ -11,13 +11,12 @@ process (``python -m switchboard edge``) so its RSS is what is measured.
 from __future__ import annotations
 
 import asyncio
-import re
 
 import psutil
 import pytest
 
 from switchboard.bus.embedded import free_port
-from tests.e2e.helpers import Proc, Raw, deployment, procs, role_env, token, unique, ws_url
+from tests.e2e.helpers import Proc, Raw, deployment, edge_metrics, procs, role_env, token, unique, ws_url
 
 SOCKETS = 20
 SENDERS = 4
@@ -26,19 +25,6 @@ BODY = "x" * 15_000
 # its 1 MiB send queue, and the 20 sockets' total far above the RSS budget.
 PER_SENDER = 400
 RSS_BUDGET = 64 * 1024 * 1024
-
-
-async def metrics(port: int) -> dict[str, float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
-    data = await reader.read(-1)
-    writer.close()
-    out = {}
-    for line in data.decode().split("\r\n\r\n", 1)[1].splitlines():
-        m = re.match(r"^([a-z_]+) ([0-9.e+]+)$", line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
 
 
 async def flood(senders: list[Raw], victim: str) -> None:
@@ -99,7 +85,7 @@ async def test_non_reading_sockets_of_one_user_bound_edge_rss(nats_server, tmp_p
                 await asyncio.sleep(3.0)  # replays run, closes and cut-offs happen
             finally:
                 sampler.cancel()
-            m = await metrics(port)
+            m = await edge_metrics(port)
             growth = peak - rss0
             assert growth < RSS_BUDGET, f"edge RSS grew {growth >> 20} MB (from {rss0 >> 20} MB), metrics {m}"
             assert m["switchboard_edge_sockets_replaced_total"] == SOCKETS - s.max_sockets_per_user

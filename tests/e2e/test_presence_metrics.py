@@ -12,11 +12,10 @@ sockets), or a gauge that keeps a gone watcher's entries would make them lie.
 from __future__ import annotations
 
 import asyncio
-import re
 from urllib.parse import urlsplit
 
 from switchboard import frames
-from tests.e2e.helpers import deployment, unique
+from tests.e2e.helpers import deployment, edge_metrics, unique
 from tests.e2e.issue4_helpers import Events, eventually, kind
 
 FAST = dict(presence_heartbeat_sec=0.2, presence_sweep_sec=0.1)
@@ -25,25 +24,12 @@ NAMES = ("switchboard_edge_presence_watches", "switchboard_edge_presence_watcher
          "switchboard_presence_changes_total", "switchboard_presence_fanout_total")
 
 
-async def metrics(port: int) -> dict[str, float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
-    data = await reader.read(-1)
-    writer.close()
-    out = {}
-    for line in data.decode().split("\r\n\r\n", 1)[1].splitlines():
-        m = re.match(r"^([a-z_]+) ([0-9.e+]+)$", line)
-        if m and m.group(1) in NAMES:
-            out[m.group(1)] = float(m.group(2))
-    return out
-
-
 async def test_watch_gauges_and_fanout_counters_move(nats_server, tmp_path):
     async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"), **FAST) as d:
         port = urlsplit(d.url).port
         assert port is not None
         alice, bob, carol, stranger = unique("alice"), unique("bob"), unique("carol"), unique("stranger")
-        m0 = await metrics(port)
+        m0 = await edge_metrics(port, NAMES)
         assert set(m0) == set(NAMES), m0  # every series is there before anything happened
         assert m0["switchboard_edge_presence_watches"] == 0
 
@@ -54,36 +40,36 @@ async def test_watch_gauges_and_fanout_counters_move(nats_server, tmp_path):
         await a1.send_frame(frames.PresenceWatch(users=[bob, carol, stranger]))
         await ev1.until(kind("presence", user=stranger))
         # the stranger (no shared conversation) is answered but not watched: 2 entries, 1 watcher
-        m1 = await metrics(port)
+        m1 = await edge_metrics(port, NAMES)
         assert m1["switchboard_edge_presence_watches"] == 2, m1
         assert m1["switchboard_edge_presence_watchers"] == 1, m1
         # watching again adds nothing: the tracker holds a set per watcher
         await a2.send_frame(frames.PresenceWatch(users=[bob]))
         await Events(a2).until(kind("presence", user=bob))
-        assert (await metrics(port))["switchboard_edge_presence_watches"] == 2
+        assert (await edge_metrics(port, NAMES))["switchboard_edge_presence_watches"] == 2
 
         await d.sdk(bob)  # bob goes online: one change for one watcher with two sockets here
         await ev1.until(kind("presence", user=bob, online=True))
         await Events(a2).until(kind("presence", user=bob, online=True))
 
         async def counted() -> bool:
-            m = await metrics(port)
+            m = await edge_metrics(port, NAMES)
             return (m["switchboard_edge_presence_events_total"] - m0["switchboard_edge_presence_events_total"] == 1
                     and m["switchboard_edge_presence_frames_total"] - m0["switchboard_edge_presence_frames_total"] == 2
                     and m["switchboard_presence_fanout_total"] - m0["switchboard_presence_fanout_total"] == 1)
 
         await eventually(counted, what="one presence event, two frames, one tracker fan-out")
-        m2 = await metrics(port)
+        m2 = await edge_metrics(port, NAMES)
         # alice and bob each went online (bob's change is the one with a watcher)
         assert m2["switchboard_presence_changes_total"] - m0["switchboard_presence_changes_total"] >= 2
 
         await a1.close()  # one device left: the watches stay
         await asyncio.sleep(0.1)
-        assert (await metrics(port))["switchboard_edge_presence_watches"] == 2
+        assert (await edge_metrics(port, NAMES))["switchboard_edge_presence_watches"] == 2
         await a2.close()  # the watcher's last socket here: its entries go
 
         async def dropped() -> bool:
-            m = await metrics(port)
+            m = await edge_metrics(port, NAMES)
             return m["switchboard_edge_presence_watches"] == 0 and m["switchboard_edge_presence_watchers"] == 0
 
         await eventually(dropped, what="the gone watcher's entries dropped")
