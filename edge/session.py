@@ -310,8 +310,7 @@ class Session:
             return
         if int(h.get("Nats-Last-Sequence", "0")) > self.cursor:
             self.edge.metrics.gaps.inc()
-            self._spawn(self._catch_up())  # missed one: read it from INBOX
-            self._catching_up = True
+            self._read_inbox()  # missed one: read it from INBOX
             return
         self._put_entry(seq, h, msg.data)
 
@@ -322,8 +321,13 @@ class Session:
         Read INBOX after the cursor, as for a gap."""
         if not self._live or not self.conn.is_open:
             return  # before hello: its own catch-up reads INBOX
+        self._read_inbox()
+
+    def _read_inbox(self) -> None:
+        """Catch up from INBOX after the cursor: now, or, if a catch-up is
+        running, once more when it ends."""
         if self._catching_up:
-            self._seen_beyond = True  # the running catch-up goes round once more
+            self._seen_beyond = True
             return
         self._catching_up = True
         self._spawn(self._catch_up())
