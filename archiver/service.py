@@ -113,6 +113,7 @@ class Archiver:
                 description="Archives MESSAGES into the store; serves history")
             await self._service.add_endpoint(name="history", subject=self.settings.subjects.api("history"),
                                              handler=self._on_history)
+            await self._nc.flush()  # started means answering: the SUB is in effect on the server
         self._log.info("archiver started", store=type(self._store).__name__, batch=self.settings.archive_batch,
                        archive=self._archive, history=self._serve_history)
 

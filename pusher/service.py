@@ -100,9 +100,7 @@ class PusherService:
             self._nc, name="sb-pusher", version=VERSION, description="Push notifications (APNs, FCM, Web Push)")
         await self._service.add_endpoint(name="push-register", subject=self.settings.subjects.api("push", "register"),
                                          handler=self._register)
-        # Started means answering: once the server has processed the SUB, a
-        # request from another connection finds a responder (not "no responders").
-        await self._nc.flush()
+        await self._nc.flush()  # started means answering: the SUB is in effect on the server
         self._task = asyncio.create_task(self._consume(psub), name="sb-pusher-consume")
         self._log.info("pusher.started", providers=sorted({p.platform for p in self.providers.values()}),
                        max_deliver=w.max_deliver)

@@ -90,6 +90,7 @@ class PresenceTracker:
                                           description="presence: online state, last seen, watches")
         await self._service.add_endpoint(name="query", subject=s.api("presence", "query"), handler=self._query)
         await self._service.add_endpoint(name="watch", subject=s.api("presence", "watch"), handler=self._watch)
+        await self._nc.flush()  # started means answering: the SUBs are in effect on the server
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="presence-sweep")
         self._log.info("presence tracker started", subject=s.presence_hb_all, sweep_sec=self._config.sweep_sec)
 
