@@ -1,7 +1,7 @@
 """``bench receipts``: what receipts add to the cost of a 1:1 message.
 
 The fabric runs in its own process (``switchboard up``, see
-:mod:`switchboard.bench.fabric`); ``pairs`` sender/recipient pairs of raw
+:mod:`sbctl.bench.fabric`); ``pairs`` sender/recipient pairs of raw
 WebSocket clients run here. Two phases on the same fabric, fresh users each:
 
 - ``plain``: senders send at ``rate`` msgs/s in total; recipients read the
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import psutil
 import websockets
 
-from switchboard.bench.fabric import FabricProcess, raise_nofile
+from sbctl.bench.fabric import FabricProcess, raise_nofile
 
 # The per-connection limits protect an edge from one abusive client; the bench
 # sends many messages through few clients on purpose.

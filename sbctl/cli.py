@@ -5,7 +5,7 @@
     switchboard run ROLE+ROLE... --nats URL [...]       (several roles in one process)
     switchboard init --nats URL                           (streams, consumers, KV: admin NATS user)
     switchboard token USER [--data DIR]
-    switchboard trace CONV SEQ | --id MSG_ID [--conv C] [--nats URL | --data DIR] [--json]   (switchboard/cli/trace.py)
+    switchboard trace CONV SEQ | --id MSG_ID [--conv C] [--nats URL | --data DIR] [--json]   (sbctl/trace.py)
     switchboard nats-config [--out DIR]
     switchboard bench ...
 """
@@ -20,8 +20,8 @@ import signal
 import sys
 
 from switchboard import auth, log
-from switchboard import procs
-from switchboard.cli.supervisor import ALL_ROLES, DEFAULT_LAYOUT, SINGLE, parse_layout
+from sbctl import procs
+from sbctl.supervisor import ALL_ROLES, DEFAULT_LAYOUT, SINGLE, parse_layout
 from switchboard.config import Settings
 from switchboard.errors import SwitchboardError
 
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     nc = sub.add_parser("nats-config", help="write the stream definitions as JSON for the nats CLI")
     nc.add_argument("--out", default="nats/streams")
     nc.add_argument("--config")
-    from switchboard.cli import trace as trace_cli
+    from sbctl import trace as trace_cli
 
     trace_cli.add_parser(sub)
     bench = sub.add_parser("bench", help="load generator and report")
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its own parser, so `switchboard bench --help` shows the bench's help
-        from switchboard.bench.cli import main as bench_main
+        from sbctl.bench.cli import main as bench_main
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -115,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
             return 0
         if args.cmd == "bench":
-            from switchboard.bench.cli import main as bench_main
+            from sbctl.bench.cli import main as bench_main
 
             return bench_main(args.rest)
         if args.cmd == "init":
             return asyncio.run(_init(_settings(args)))
         if args.cmd == "trace":
-            from switchboard.cli import trace as trace_cli
+            from sbctl import trace as trace_cli
 
             return trace_cli.run(args)
         return _serve(args)
@@ -136,13 +136,13 @@ INIT_CONNECT_SEC = 5.0
 
 
 async def _init(s: Settings) -> int:
-    """``switchboard init``: the admin step (switchboard/cli/init.py)."""
+    """``switchboard init``: the admin step (sbctl/init.py)."""
     import nats
     import nats.errors
     import nats.js.errors
 
     from switchboard import tls
-    from switchboard.cli.init import init_fabric
+    from sbctl.init import init_fabric
 
     refused: list[str] = []
     errors: list[str] = []
@@ -190,7 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.cmd == "up" and getattr(args, "store", None) is None and s.store_url == "sqlite:///switchboard.db":
         s = s.replace(store_url=f"sqlite:///{s.data_dir}/switchboard.db")
     if args.cmd == "up":
-        from switchboard.cli.devmode import up_dev_signin
+        from sbctl.devmode import up_dev_signin
 
         s = s.replace(dev_signin=up_dev_signin(s.host, disabled=args.no_dev_signin))
     log.configure(s.log_level, s.log_json)
@@ -202,7 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     embedded = args.cmd == "up" and getattr(args, "nats", None) is None
     if args.cmd == "up" and args.layout != SINGLE:
-        from switchboard.cli.supervisor import serve_up
+        from sbctl.supervisor import serve_up
 
         try:
             layout = parse_layout(args.layout)
@@ -220,7 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
     else:
         roles = (args.cmd,)
-    from switchboard.cli.fabric import run
+    from sbctl.fabric import run
 
     listen = getattr(args, "metrics_listen", None)
     peers = tuple(p for p in (getattr(args, "metrics_peers", "") or "").split(",") if p)

@@ -22,8 +22,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from switchboard import auth
-from switchboard.bench.fabric import FabricProcess, Sampler, prepare_client_process, raise_nofile
-from switchboard.bench.report import IdleReport, per_conn_kib
+from sbctl.bench.fabric import FabricProcess, Sampler, prepare_client_process, raise_nofile
+from sbctl.bench.report import IdleReport, per_conn_kib
 
 SOURCES = [f"127.0.0.{i}" for i in range(1, 9)]
 # Admission (new connections/s) is the edge's reconnect-storm guard; the

@@ -5,7 +5,7 @@ run one role each against an existing NATS, so each scales on its own;
 ``switchboard run archiver+presence+pusher`` runs several in one process;
 ``switchboard up --layout single`` (and the tests, in-process) runs every
 role in one process. ``switchboard up`` by default runs each process group of
-its layout as a child process of its own (switchboard/cli/supervisor.py),
+its layout as a child process of its own (sbctl/supervisor.py),
 each child being one ``run`` of this module.
 """
 
@@ -22,8 +22,8 @@ from nats.aio.client import Client as NATS
 
 from switchboard import log, tls
 from switchboard.bus import streams
-from switchboard.bus.embedded import EmbeddedNats
-from switchboard.cli.metrics import remote_collectors
+from sbctl.embedded import EmbeddedNats
+from sbctl.metrics import remote_collectors
 from switchboard.config import Settings, data_path
 from switchboard.store import Store, open_store
 
@@ -32,7 +32,7 @@ ALL_ROLES = ("sequencer", "edge", "archiver", "presence", "pusher")
 
 def streams_of(settings: Settings, roles: tuple[str, ...]) -> list[str]:
     """The streams these roles use: what a role process checks at start
-    (no role creates them: switchboard/cli/init.py, the admin step, does).
+    (no role creates them: sbctl/init.py, the admin step, does).
     Consumers and the lease bucket are checked by the roles themselves."""
     messages, inbox, push = streams.names(settings)
     trace = streams.trace_name(settings)  # every role that records trace hops
@@ -74,7 +74,7 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
     """Start ``roles`` (and an embedded nats-server if asked); stop all on exit.
 
     ``create_streams=True`` (in-process fabrics: tests, ``up --layout
-    single``): run the admin step (:func:`switchboard.cli.init.init_fabric`:
+    single``): run the admin step (:func:`sbctl.init.init_fabric`:
     streams, consumers, KV) with this connection before the roles start.
     ``False`` (role processes: ``switchboard edge`` ..., the children of
     ``up``): only check that the streams exist; the roles check their
@@ -99,7 +99,7 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
         nc = await connect(settings, name="switchboard-" + "+".join(roles))
         stack.push_async_callback(_close_nats, nc)
         if create_streams:
-            from switchboard.cli.init import init_fabric
+            from sbctl.init import init_fabric
 
             await init_fabric(nc, settings)
         else:
@@ -167,7 +167,7 @@ async def _start_role(role: str, fab: Fabric):
         comp = Archiver(settings=s, nc=nc, store=fab.store)
     elif role == "presence":
         from switchboard.presence import open_presence
-        from switchboard.presence.tracker import PresenceTracker, TrackerConfig
+        from presence.tracker import PresenceTracker, TrackerConfig
 
         backend = open_presence(s.presence_url)
         await backend.open()

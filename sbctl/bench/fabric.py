@@ -1,8 +1,8 @@
 """The fabric under test, started as its own process, and its processes.
 
-``python -m switchboard up --data TMP --port FREE`` in a subprocess, so its
+``python -m sbctl up --data TMP --port FREE`` in a subprocess, so its
 RSS and CPU are measured apart from the load generator. ``up`` supervises
-nats-server and the role processes (switchboard/cli/supervisor.py); each of
+nats-server and the role processes (sbctl/supervisor.py); each of
 its children is found with psutil and measured on its own
 (:func:`fabric_processes`), as are the processes of an existing deployment
 given by pid.
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import psutil
 
 from switchboard import auth
-from switchboard.bench.report import ProcStat, cpu_pct
-from switchboard.bus.embedded import free_port
+from sbctl.bench.report import ProcStat, cpu_pct
+from sbctl.embedded import free_port
 
 _UP_LINE = re.compile(r"ws://[^ ]+/ws")
 _NATS_LINE = re.compile(r"NATS: (nats://\S+)")
@@ -70,7 +70,7 @@ class FabricProcess:
         port = free_port()
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", "up", "--data", self.data_dir, "--port", str(port),
+            [sys.executable, "-m", "sbctl", "up", "--data", self.data_dir, "--port", str(port),
              "--log-level", "warning", *(["--layout", self.layout] if self.layout else [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             preexec_fn=raise_nofile,  # rlimits survive exec: the edge may hold many sockets
@@ -142,9 +142,9 @@ def label(p: psutil.Process) -> str:
         return f"pid {p.pid}"
     if "nats-server" in name:
         return "nats-server"
-    # python -m switchboard ROLE ... | .../bin/switchboard ROLE ...
+    # python -m sbctl ROLE ... | .../bin/switchboard ROLE ...
     for i, a in enumerate(cmd):
-        if a == "switchboard" and i > 0 and cmd[i - 1] == "-m" or a.endswith("/switchboard") and i <= 1:
+        if a == "sbctl" and i > 0 and cmd[i - 1] == "-m" or a.endswith("/switchboard") and i <= 1:
             rest = cmd[i + 1:]
             if not rest:
                 break

@@ -1,11 +1,11 @@
 """Presence benchmark: N users on one edge, heartbeats running.
 
-Starts a tracker as its own process (``python -m switchboard.presence.tracker``)
+Starts a tracker as its own process (``python -m presence.tracker``)
 so its CPU can be measured alone, connects ``users`` users on one
 PresenceReporter, waits until the tracker has them all online, then lets
 heartbeats run for ``seconds`` and reports heartbeat messages per second
 and the tracker's CPU (percent of one core). Used by the CLI benchmark
-command; run alone with ``python -m switchboard.presence.bench --nats-url URL``.
+command; run alone with ``python -m sbctl.bench.tracker --nats-url URL``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import uuid
 import nats
 import psutil
 
-from edge.presence import PresenceReporter
+from switchboard.presence.reporter import PresenceReporter
 from switchboard import log
 from switchboard.presence.messages import QueryRequest, decode_reply, encode
 from switchboard.subjects import Subjects
@@ -30,7 +30,7 @@ from switchboard.subjects import Subjects
 async def run(nats_url: str, users: int, seconds: float, *, interval_sec: float = 10.0,
               presence_url: str = "memory://") -> dict:
     subjects = Subjects(f"bench{uuid.uuid4().hex[:8]}")
-    tracker = subprocess.Popen([sys.executable, "-m", "switchboard.presence.tracker", "--nats-url", nats_url,
+    tracker = subprocess.Popen([sys.executable, "-m", "presence.tracker", "--nats-url", nats_url,
                                 "--presence-url", presence_url, "--prefix", subjects.prefix],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nc = await nats.connect(nats_url)
@@ -110,7 +110,7 @@ async def _wait_online(nc: nats.NATS, subjects: Subjects, user: str, timeout: fl
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m switchboard.presence.bench")
+    ap = argparse.ArgumentParser(prog="python -m sbctl.bench.tracker")
     ap.add_argument("--nats-url", default=None, help="default: start an embedded nats-server")
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         import tempfile
 
-        from switchboard.bus.embedded import EmbeddedNats
+        from sbctl.embedded import EmbeddedNats
 
         with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(store_dir=tmp, http_port=-1) as server:
             result = asyncio.run(go(server.url))

@@ -1,6 +1,6 @@
 """One load-generator process of ``bench delivery``: lean raw WebSocket clients.
 
-Speaks wire protocol v1 directly over :mod:`switchboard.bench.wsclient`
+Speaks wire protocol v1 directly over :mod:`sbctl.bench.wsclient`
 (hand-written frames, one socket write per event-loop tick, frames handled
 inline in ``data_received``: no task, future or queue per message), so its
 own CPU per message stays far below the fabric's:
@@ -36,8 +36,8 @@ from multiprocessing.connection import Connection
 
 import msgspec
 
-from switchboard.bench.report import WorkerResult
-from switchboard.bench.wsclient import Flusher, HandshakeError, WsConn
+from sbctl.bench.report import WorkerResult
+from sbctl.bench.wsclient import Flusher, HandshakeError, WsConn
 
 TICK_SEC = 0.002  # sender wake-up period: 2 ms keeps the send schedule smooth at 10k/s
 ACK_EVERY_SEC = 0.25  # clients ack their cursor this often (batched, like the SDK)
@@ -423,7 +423,7 @@ class Worker:
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     """Entry point of a load-generator process (multiprocessing target)."""
-    from switchboard.bench.fabric import prepare_client_process
+    from sbctl.bench.fabric import prepare_client_process
 
     prepare_client_process()
 

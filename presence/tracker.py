@@ -12,7 +12,7 @@
 - NATS micro service ``sb-presence``: ``sb.api.presence.query`` and
   ``sb.api.presence.watch`` (see :mod:`switchboard.presence.messages`).
 
-Run it alone with ``python -m switchboard.presence.tracker --nats-url URL``.
+Run it alone with ``python -m presence.tracker --nats-url URL``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from switchboard.frames import encode as encode_frame
 from switchboard.presence import PresenceBackend, open_presence
 from switchboard.presence.messages import (MAX_USERS_PER_REQUEST, Events, Heartbeat, PresenceReply, decode_query,
                                            decode_report, decode_watch, encode)
-from switchboard.presence.metrics import TrackerMetrics
+from presence.metrics import TrackerMetrics
 from switchboard.subjects import Subjects
 
 QUEUE = "sb-presence"
@@ -243,7 +243,7 @@ async def run(*, nats_url: str, presence_url: str, subjects: Subjects,
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m switchboard.presence.tracker")
+    ap = argparse.ArgumentParser(prog="python -m presence.tracker")
     ap.add_argument("--nats-url", required=True)
     ap.add_argument("--presence-url", default="memory://")
     ap.add_argument("--prefix", default="sb")

@@ -1,10 +1,10 @@
 """``bench presence --watchers N``: what one presence change costs per watcher.
 
 The bench starts its own fabric (``switchboard up`` in a subprocess,
-:mod:`switchboard.bench.fabric`: nats-server, sequencer, edge and the
+:mod:`sbctl.bench.fabric`: nats-server, sequencer, edge and the
 ``archiver+presence+pusher`` process holding the tracker, each measured on
 its own). In this process, on the lean WebSocket client of the load
-generator (:mod:`switchboard.bench.wsclient`):
+generator (:mod:`sbctl.bench.wsclient`):
 
 - ``watchers`` clients connect (hello) and stay connected; ``subjects``
   users share a group conversation with each of them (made with
@@ -44,9 +44,9 @@ import msgspec
 import psutil
 
 from switchboard import frames
-from switchboard.bench.fabric import FabricProcess, raise_nofile
-from switchboard.bench.report import LatencySummary, _fmt, table
-from switchboard.bench.wsclient import Flusher, WsConn
+from sbctl.bench.fabric import FabricProcess, raise_nofile
+from sbctl.bench.report import LatencySummary, _fmt, table
+from sbctl.bench.wsclient import Flusher, WsConn
 
 # Watchers per group conversation: under the fanout_max_members default
 # (500) with the subjects and the host, so each is a plain group.

@@ -48,8 +48,8 @@ import msgspec
 import psutil
 
 from switchboard import auth, ids
-from switchboard.bench.fabric import FabricProcess, fabric_processes, raise_nofile
-from switchboard.bench.wsclient import (OP_BINARY, OP_CONT, OP_PING, OP_TEXT, Flusher, HandshakeError, WsConn,
+from sbctl.bench.fabric import FabricProcess, fabric_processes, raise_nofile
+from sbctl.bench.wsclient import (OP_BINARY, OP_CONT, OP_PING, OP_TEXT, Flusher, HandshakeError, WsConn,
                                         apply_mask)
 
 # The edge's default per-connection limit is 50 frames/s with a burst of 200;

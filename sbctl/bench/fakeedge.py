@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from switchboard.bench.wsclient import _GUID, apply_mask
+from sbctl.bench.wsclient import _GUID, apply_mask
 
 MAX_REQUEST_BYTES = 16 * 1024  # an upgrade request is a few hundred bytes
 
@@ -258,7 +258,7 @@ async def serve(port_out, faults: Faults | None = None) -> None:
 
 def process_main(conn, faults: Faults | None = None) -> None:
     """A fake-edge process (multiprocessing target): sends its port, runs until terminated."""
-    from switchboard.bench.fabric import prepare_client_process
+    from sbctl.bench.fabric import prepare_client_process
 
     prepare_client_process()
     asyncio.run(serve(conn.send, faults))

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 
-from switchboard.bench.report import command_line, render_delivery, render_idle
+from sbctl.bench.report import command_line, render_delivery, render_idle
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,14 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--settle", type=float, default=3.0, help="seconds to wait before measuring RSS")
     i.add_argument("--json", action="store_true")
 
-    sub.add_parser("archiver", help="archiver throughput and history latency (archiver/bench.py); "
+    sub.add_parser("archiver", help="archiver throughput and history latency (sbctl/bench/archiver.py); "
                    "options: --nats --store --messages --convs --queries --batch --json")
 
     sub.add_parser("receipts", help="1:1 message cost with and without delivered+read receipts "
-                   "(switchboard/bench/receipts.py); options: --pairs --rate --duration --warmup")
+                   "(sbctl/bench/receipts.py); options: --pairs --rate --duration --warmup")
 
     f = sub.add_parser("fuzz", help="black-box fuzzer of a live edge: hostile and mutated frames over many "
-                       "connections while a control pair exchanges messages (switchboard/bench/fuzz.py)")
+                       "connections while a control pair exchanges messages (sbctl/bench/fuzz.py)")
     f.add_argument("--frames", type=int, default=1_000_000, help="frames to send in total (default 1,000,000)")
     f.add_argument("--rate", type=float, default=2000, help="frames/s offered in total (default 2000)")
     f.add_argument("--connections", type=int, default=None,
@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress line per second")
     f.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (switchboard/presence/bench.py); "
-                       "with --watchers: CPU, bytes and latency per change per watcher (switchboard/bench/presence.py)")
+    p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (sbctl/bench/tracker.py); "
+                       "with --watchers: CPU, bytes and latency per change per watcher (sbctl/bench/presence.py)")
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--interval-sec", type=float, default=10.0)
@@ -106,16 +106,16 @@ def main(argv: list[str]) -> int:
     cmd = command_line(argv)
     if argv[:1] == ["archiver"] and not {"-h", "--help"} & set(argv):
         print(f"# {cmd}", file=sys.stderr, flush=True)
-        return _archiver(argv[1:], cmd)  # its options belong to archiver.bench
+        return _archiver(argv[1:], cmd)  # its options belong to sbctl.bench.archiver
     if argv[:1] == ["receipts"] and not {"-h", "--help"} & set(argv):
         print(f"# {cmd}", file=sys.stderr, flush=True)
-        from switchboard.bench.receipts import main as receipts_main
+        from sbctl.bench.receipts import main as receipts_main
 
         return receipts_main(argv[1:])  # its options belong to bench.receipts
     args = build_parser().parse_args(argv)
     print(f"# {cmd}", file=sys.stderr, flush=True)
     if args.what == "delivery":
-        from switchboard.bench.delivery import DeliveryParams, run
+        from sbctl.bench.delivery import DeliveryParams, run
 
         params = DeliveryParams(clients=args.clients, rate=args.rate, duration=args.duration,
                                 group_size=args.group_size, procs=args.procs, ws_url=args.ws, pids=args.pid,
@@ -130,14 +130,14 @@ def main(argv: list[str]) -> int:
         print(rep.to_json() if args.json else render_delivery(rep))
         return 0 if rep.ok else 1
     if args.what == "idle":
-        from switchboard.bench.idle import IdleParams, run as run_idle
+        from sbctl.bench.idle import IdleParams, run as run_idle
 
         rep = run_idle(IdleParams(connections=args.connections, procs=args.procs, ws_url=args.ws, pid=args.pid,
                                   data_dir=args.data, secret=args.secret, settle=args.settle), command=cmd)
         print(rep.to_json() if args.json else render_idle(rep))
         return 0 if rep.connected == rep.requested else 1
     if args.what == "presence" and args.watchers is not None:
-        from switchboard.bench.presence import WatchParams, render as render_watch, run as run_watch
+        from sbctl.bench.presence import WatchParams, render as render_watch, run as run_watch
 
         try:
             wrep = run_watch(WatchParams(watchers=args.watchers, subjects=args.subjects, rate=args.rate,
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
     if args.what == "presence":
         return _presence(args, cmd)
     if args.what == "fuzz":
-        from switchboard.bench.fuzz import FuzzParams, render, run as run_fuzz
+        from sbctl.bench.fuzz import FuzzParams, render, run as run_fuzz
 
         try:
             rep = run_fuzz(FuzzParams(frames=args.frames, rate=args.rate, connections=args.connections,
@@ -170,7 +170,7 @@ def _print_result(result: object, cmd: str, as_json: bool) -> None:
         print(json.dumps({"command": cmd, "result": result}, indent=2, default=str))
     else:
         if isinstance(result, dict):
-            from switchboard.bench.report import table
+            from sbctl.bench.report import table
 
             print(table(list(result.items())))
         else:
@@ -180,7 +180,7 @@ def _print_result(result: object, cmd: str, as_json: bool) -> None:
 
 def _presence(args: argparse.Namespace, cmd: str) -> int:
     try:
-        from switchboard.presence.bench import run as presence_run
+        from sbctl.bench.tracker import run as presence_run
     except ImportError as exc:
         print(f"switchboard bench presence: not available ({exc})", file=sys.stderr)
         return 2
@@ -194,7 +194,7 @@ def _presence(args: argparse.Namespace, cmd: str) -> int:
     else:
         import tempfile
 
-        from switchboard.bus.embedded import EmbeddedNats
+        from sbctl.embedded import EmbeddedNats
 
         with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(store_dir=tmp, http_port=-1) as server:
             result = asyncio.run(go(server.url))
@@ -203,9 +203,9 @@ def _presence(args: argparse.Namespace, cmd: str) -> int:
 
 
 def _archiver(rest: list[str], cmd: str) -> int:
-    """Delegates to ``archiver.bench``: its ``main(argv)`` if it has one, else ``run()``."""
+    """Delegates to ``sbctl.bench.archiver``: its ``main(argv)`` if it has one, else ``run()``."""
     try:
-        import archiver.bench as ab  # type: ignore[import-not-found]
+        import sbctl.bench.archiver as ab  # type: ignore[import-not-found]
     except ImportError as exc:
         print(f"switchboard bench archiver: not available ({exc})", file=sys.stderr)
         return 2

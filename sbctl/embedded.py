@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchboard import procs
+from sbctl import procs
 from switchboard.errors import SwitchboardError
 
 

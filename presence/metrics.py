@@ -3,7 +3,7 @@
 The tracker counts with plain ints (one increment per report and per batch
 of changes, no lock); this collector exports them when scraped. In
 ``switchboard up`` the edge's ``/metrics`` re-exports them (the tracker's
-process serves its registries to the edge, switchboard/cli/metrics.py).
+process serves its registries to the edge, sbctl/metrics.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 
 if TYPE_CHECKING:
-    from switchboard.presence.tracker import PresenceTracker
+    from presence.tracker import PresenceTracker
 
 
 class TrackerMetrics:

@@ -15,7 +15,7 @@ itself, as before (one process, nats-server its only child).
 
 Rules:
 - the streams, consumers and KV bucket are created by ``up`` once, before
-  any role starts (the admin step, switchboard/cli/init.py, as ``switchboard
+  any role starts (the admin step, sbctl/init.py, as ``switchboard
   init`` does); the roles only check they exist (none of them may create
   them under nats/accounts.conf);
 - every child has PR_SET_PDEATHSIG (it dies with ``up``, even if ``up`` is
@@ -26,7 +26,7 @@ Rules:
   DEATH_WINDOW_SEC makes ``up`` stop everything and exit 1 with one line;
 - ``/metrics`` of the edge still shows every component: each non-edge child
   serves its registries on a loopback port and the edge re-exports them
-  (switchboard/cli/metrics.py); ``metrics_port``, if set, is served by ``up``
+  (sbctl/metrics.py); ``metrics_port``, if set, is served by ``up``
   with the same content.
 """
 
@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from switchboard import log
-from switchboard.bus.embedded import _die_with_parent, free_port, nats_server_binary
-from switchboard.cli.fabric import ALL_ROLES
+from sbctl.embedded import _die_with_parent, free_port, nats_server_binary
+from sbctl.fabric import ALL_ROLES
 from switchboard.config import Settings, data_path
 
 DEFAULT_LAYOUT = "sequencer,edge,archiver+presence+pusher"
@@ -65,7 +65,7 @@ READY_TIMEOUT_SEC = 60.0
 # A role flushes and closes within a few seconds on SIGTERM; after this it is
 # SIGKILLed so `up` never hangs on a wedged child.
 STOP_TIMEOUT_SEC = 10.0
-# What a role prints on stdout once it serves (switchboard/cli/__init__.py).
+# What a role prints on stdout once it serves (sbctl/cli.py).
 READY_MARKERS = ("Switchboard is up", " running (NATS ")
 QUIET_PREFIXES = ("NATS: ",)  # the edge's second line; `up` prints its own
 
@@ -236,7 +236,7 @@ def _role_argv(args: argparse.Namespace, roles: tuple[str, ...], settings: Setti
     cmd = [roles[0]] if len(roles) == 1 else ["run", "+".join(roles)]
     # The URLs (which may hold passwords) go by environment (role_env), not
     # argv: any local user can read a process's command line.
-    argv = [sys.executable, "-m", "switchboard", *cmd, "--data", settings.data_dir, "--log-level", settings.log_level]
+    argv = [sys.executable, "-m", "sbctl", *cmd, "--data", settings.data_dir, "--log-level", settings.log_level]
     if getattr(args, "config", None):
         argv += ["--config", args.config]
     if "edge" in roles:
@@ -253,7 +253,7 @@ def role_env(settings: Settings) -> dict[str, str]:
     which would be readable by anyone in argv (``ps``, /proc/PID/cmdline)."""
     return {**os.environ, "SWITCHBOARD_JWT_SECRET": settings.jwt_secret, "SWITCHBOARD_NATS_URL": settings.nats_url,
             "SWITCHBOARD_STORE_URL": settings.store_url, "SWITCHBOARD_PRESENCE_URL": settings.presence_url,
-            # up's decision (switchboard/cli/devmode.py), not the parent environment's
+            # up's decision (sbctl/devmode.py), not the parent environment's
             "SWITCHBOARD_DEV_SIGNIN": "true" if settings.dev_signin else "false"}
 
 
@@ -270,8 +270,8 @@ async def _init(settings: Settings) -> None:
     """The admin step (streams, consumers, KV) with up's own connection: the
     embedded server has no accounts; with ``--nats`` the URL's user must be
     allowed the JetStream management API (admin in nats/accounts.conf)."""
-    from switchboard.cli.fabric import connect
-    from switchboard.cli.init import init_fabric
+    from sbctl.fabric import connect
+    from sbctl.init import init_fabric
 
     nc = await connect(settings, name="switchboard-up")
     try:
@@ -367,7 +367,7 @@ def _serve_proxy_metrics(settings: Settings, edge_url: str) -> None:
     from prometheus_client import start_http_server
     from prometheus_client.registry import CollectorRegistry
 
-    from switchboard.cli.metrics import RemoteMetrics
+    from sbctl.metrics import RemoteMetrics
 
     reg = CollectorRegistry()
     reg.register(RemoteMetrics(edge_url))

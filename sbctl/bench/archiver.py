@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.nats:
             result = asyncio.run(run(nats_url=a.nats, **kw))
         else:
-            from switchboard.bus.embedded import EmbeddedNats
+            from sbctl.embedded import EmbeddedNats
 
             with EmbeddedNats(store_dir=f"{tmp}/nats", http_port=-1) as srv:
                 result = asyncio.run(run(nats_url=srv.url, **kw))

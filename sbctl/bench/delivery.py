@@ -27,9 +27,9 @@ from multiprocessing.connection import wait
 import psutil
 
 from switchboard import auth
-from switchboard.bench.fabric import FabricProcess, Sampler, fabric_processes, raise_nofile
-from switchboard.bench.loadgen import WorkerSpec, worker_main
-from switchboard.bench.report import (DeliveryReport, WorkerResult, build_delivery_report, merge_all, render_tick,
+from sbctl.bench.fabric import FabricProcess, Sampler, fabric_processes, raise_nofile
+from sbctl.bench.loadgen import WorkerSpec, worker_main
+from sbctl.bench.report import (DeliveryReport, WorkerResult, build_delivery_report, merge_all, render_tick,
                                       timeline)
 
 # The edge's default per-connection limit is 50 frames/s (burst 200); a
@@ -54,7 +54,7 @@ class DeliveryParams:
     lift_limits: bool = False  # start the fabric with the per-connection rate limit lifted
     layout: str | None = None  # `switchboard up --layout` of the fabric the bench starts
     progress: bool = True  # print a line per second on stderr
-    fake_edge: bool = False  # against switchboard/bench/fakeedge.py: the load generator's own cost
+    fake_edge: bool = False  # against sbctl/bench/fakeedge.py: the load generator's own cost
     warmup: float = 1.0  # seconds of sending before the measured window (lease take-over, caches, JIT-free warm-up)
     poll_ms: float = 0.0  # load generator polls its sockets every poll_ms instead of per event (0: per event)
 
@@ -128,7 +128,7 @@ def run(p: DeliveryParams, *, command: str) -> DeliveryReport:
 
 
 def _run_fake(p: DeliveryParams, clients: int, notes: list[str], command: str) -> DeliveryReport:
-    from switchboard.bench.fakeedge import process_main
+    from sbctl.bench.fakeedge import process_main
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -138,7 +138,7 @@ def _run_fake(p: DeliveryParams, clients: int, notes: list[str], command: str) -
         if not parent.poll(30):  # a Python start-up and a bind: well under a second
             raise RuntimeError("fake edge did not start")
         port = parent.recv()
-        notes.append("against the in-memory fake edge (switchboard/bench/fakeedge.py): figures of the "
+        notes.append("against the in-memory fake edge (sbctl/bench/fakeedge.py): figures of the "
                      "load generator itself")
         return _run(p, clients, f"ws://127.0.0.1:{port}/ws", lambda user: user, None, [], notes, command,
                     extra_procs={"fake edge": psutil.Process(proc.pid)})

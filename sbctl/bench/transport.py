@@ -13,7 +13,7 @@ sends one frame and waits for its three answers (one frame per read, the
 interactive case); ``--batch 16``: sixteen frames per write (a busy edge,
 where reads carry several frames).
 
-    python -m edge.bench_transport --messages 20000 --clients 20 --batch 1
+    python -m sbctl.bench.transport --messages 20000 --clients 20 --batch 1
 """
 
 from __future__ import annotations

@@ -1,0 +1,5 @@
+import sys
+
+from sbctl.cli import main
+
+sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from switchboard.cli import main
-
-sys.exit(main())
