@@ -6,7 +6,7 @@ resumes from the ack floor. ``nats consumer report MESSAGES`` shows its lag
 (unprocessed + ack pending).
 
 Created by the admin step (``switchboard init`` / ``up``:
-switchboard/cli/init.py); the archiver only checks it exists.
+sbctl/init.py); the archiver only checks it exists.
 """
 
 from __future__ import annotations

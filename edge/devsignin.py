@@ -1,7 +1,7 @@
 """Development sign-in: ``GET /dev/config`` and ``POST /dev/token``.
 
 With the ``dev_signin`` setting on (``switchboard up`` on a loopback host
-turns it on, see switchboard.cli.devmode), the web app asks for a user name
+turns it on, see sbctl.devmode), the web app asks for a user name
 and gets a token for it from ``POST /dev/token`` with ``{"user": "alice"}``:
 ``{"token": JWT, "user": "alice"}``, the token ``switchboard token alice``
 prints. Anyone who can reach the endpoint can act as anyone, which is the

@@ -28,7 +28,7 @@ from switchboard.errors import SwitchboardError, from_code
 from switchboard.presence.messages import ContactsReply, ContactsRequest, PresenceReply, WatchRequest
 from switchboard.presence.messages import encode as presence_encode
 
-from edge.presence import PresenceReporter
+from switchboard.presence.reporter import PresenceReporter
 from edge.ratelimit import TokenBucket
 
 if TYPE_CHECKING:

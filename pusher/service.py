@@ -55,7 +55,7 @@ def push_consumer_config(settings: Settings, w: WorkerConfig) -> ConsumerConfig:
 
 async def ensure_push_consumer(js, settings: Settings, w: WorkerConfig) -> str:
     """Create the consumer, or bring an existing one to this definition (the
-    admin step: switchboard/cli/init.py). Returns its name."""
+    admin step: sbctl/init.py). Returns its name."""
     await js.add_consumer(streams.names(settings)[2], push_consumer_config(settings, w))
     return w.durable
 

@@ -76,7 +76,7 @@ def preferred(members: list[str], partition: int) -> str | None:
 async def ensure_bucket(nc: NATS, settings: Settings) -> None:
     """Create the lease bucket (idempotent): TTL = lease lifetime, one
     revision per key, direct gets for the one-request listing. The admin
-    step's (switchboard/cli/init.py): sequencers only open it."""
+    step's (sbctl/init.py): sequencers only open it."""
     js = nc.jetstream()
     storage = StorageType.FILE
     await js.create_key_value(KeyValueConfig(bucket=bucket_name(settings), ttl=settings.lease_ttl, history=1,

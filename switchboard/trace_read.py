@@ -8,7 +8,7 @@ same subject plus ``.nats``. This module reads both with batch direct gets
 ``TraceRecord`` with role ``nats`` and the server's details), and sorts
 everything by time, then by the order of the stages.
 
-Used by ``switchboard trace`` (switchboard/cli/trace.py) and by the
+Used by ``switchboard trace`` (sbctl/trace.py) and by the
 sequencer's ``<prefix>.api.trace.get`` endpoint (:func:`answer`).
 
 A ``trace CONV SEQ`` first names the message: from MESSAGES (the

@@ -4,7 +4,7 @@
   the hot path (edge, sequencer, archiver): inline handlers, one write per
   loop tick, callback request/reply.
 - :mod:`~switchboard.bus.streams`: stream definitions; :mod:`~switchboard.bus.direct`:
-  batch direct gets; :mod:`~switchboard.bus.embedded`: the nats-server child.
+  batch direct gets.
 
 nats-py stays for everything off the hot path: JetStream management, KV,
 micro services.

@@ -2,7 +2,7 @@
 
 Streams (and the consumers and KV bucket the roles use) are created by
 ``switchboard init`` (admin NATS user with the JetStream management API) or
-by ``switchboard up`` before it starts the roles: switchboard/cli/init.py.
+by ``switchboard up`` before it starts the roles: sbctl/init.py.
 Long-running roles only check that what they use exists
 (:func:`require_streams`) and stop with one line naming ``switchboard init``
 if not; their NATS users may not create or change streams.

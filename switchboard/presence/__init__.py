@@ -2,7 +2,7 @@
 
 Edges report the users they hold on ``sb.presence.hb.<edge>`` (see
 :mod:`switchboard.presence.messages`); the tracker
-(:mod:`switchboard.presence.tracker`) keeps the state in a
+(:mod:`presence.tracker`) keeps the state in a
 :class:`PresenceBackend` and publishes changes to the users who watch.
 docs/presence.md describes the model, the TTLs and the Redis key layout.
 

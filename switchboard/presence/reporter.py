@@ -53,7 +53,7 @@ class PresenceReporter:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._log = log.get("edge.presence", edge=edge_id)
+        self._log = log.get("switchboard.presence.reporter", edge=edge_id)
         self.heartbeats_sent = 0
         self.events_sent = 0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.bus.embedded import free_port
+from sbctl.embedded import free_port
 from tests.services.common import die_with_parent, log_tail, require_service
 
 HERE = Path(__file__).resolve().parent
@@ -43,7 +43,7 @@ class Tools:
 class Fabric:
     base_url: str  # http://127.0.0.1:PORT
     data: Path  # --data of `up` (`switchboard token USER --data DIR` mints tokens)
-    pid: int  # the `up` process; its edge child is `python -m switchboard edge ...`
+    pid: int  # the `up` process; its edge child is `python -m sbctl edge ...`
     log: Path
 
     def env(self) -> dict[str, str]:
@@ -76,7 +76,7 @@ def start_up(data: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]
     env["PYTHONUNBUFFERED"] = "1"
     port = free_port()
     fh = open(log, "wb")
-    p = subprocess.Popen([sys.executable, "-m", "switchboard", "up", "--host", "127.0.0.1", "--port", str(port),
+    p = subprocess.Popen([sys.executable, "-m", "sbctl", "up", "--host", "127.0.0.1", "--port", str(port),
                           "--data", str(data), *extra],
                          cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                          preexec_fn=die_with_parent)

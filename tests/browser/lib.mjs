@@ -24,7 +24,7 @@ export async function tokenFor(user) {
     body: JSON.stringify({ user }),
   });
   if (r.ok) return (await r.json()).token;
-  return execFileSync(PYTHON, ["-m", "switchboard", "token", user, "--data", DATA], { cwd: REPO }).toString().trim();
+  return execFileSync(PYTHON, ["-m", "sbctl", "token", user, "--data", DATA], { cwd: REPO }).toString().trim();
 }
 
 /** Whether the fabric runs with the development sign-in (`switchboard up` on loopback). */
@@ -149,7 +149,7 @@ export function children(pid) {
   return out;
 }
 
-/** The pid of the edge child of `switchboard up` (`python -m switchboard edge ...`), or null. */
+/** The pid of the edge child of `switchboard up` (`python -m sbctl edge ...`), or null. */
 export function edgePid(upPid = UP_PID) {
   const edge = children(upPid).find((c) => c.argv[1] === "-m" && c.argv[2] === "switchboard" && c.argv[3] === "edge");
   return edge ? edge.pid : null;

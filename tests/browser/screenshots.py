@@ -39,7 +39,7 @@ GROUP = [
 
 
 async def cli_token(user: str, data: Path) -> str:
-    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "switchboard", "token", user, "--data", str(data),
+    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "sbctl", "token", user, "--data", str(data),
                                              cwd=REPO, stdout=asyncio.subprocess.PIPE)
     out, _ = await p.communicate()
     assert p.returncode == 0, f"switchboard token {user} failed"

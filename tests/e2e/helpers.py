@@ -1,12 +1,12 @@
 """Shared helpers of the delivery end-to-end tests.
 
-- :func:`fabric`: edge + sequencer (in-process, via ``switchboard.cli.fabric.run``)
+- :func:`fabric`: edge + sequencer (in-process, via ``sbctl.fabric.run``)
   on a real nats-server, isolated from other tests on the same server by a
   unique subject prefix and stream prefix.
 - :class:`Raw`: a raw WebSocket client that records every frame the edge sends.
   The SDK drops duplicates by (conv, seq); tests that must prove the *edge*
   sends nothing twice read with :class:`Raw` instead.
-- :class:`Proc`: a ``python -m switchboard ...`` child process (SIGKILL-able).
+- :class:`Proc`: a ``python -m sbctl ...`` child process (SIGKILL-able).
 - :func:`stream_msgs`: what MESSAGES really holds for one conversation.
 """
 
@@ -34,8 +34,8 @@ from websockets.exceptions import ConnectionClosed
 
 from switchboard import auth, frames
 from switchboard.bus import streams
-from switchboard.bus.embedded import free_port
-from switchboard.cli.fabric import Fabric, run
+from sbctl.embedded import free_port
+from sbctl.fabric import Fabric, run
 from switchboard.client import Client
 from switchboard.config import Settings
 
@@ -75,7 +75,7 @@ async def admin_init(settings: Settings, url: str | None = None) -> None:
     """The admin step (``switchboard init``) for role *processes* a test
     starts itself: they only check that their streams, consumers and bucket
     exist."""
-    from switchboard.cli.init import init_fabric
+    from sbctl.init import init_fabric
 
     nc = await nats.connect(url or settings.nats_url)
     try:
@@ -307,12 +307,12 @@ def role_env(settings: Settings) -> dict[str, str]:
 
 
 class Proc:
-    """``python -m switchboard ARGS`` as a child; output goes to a log file."""
+    """``python -m sbctl ARGS`` as a child; output goes to a log file."""
 
     def __init__(self, args: list[str], *, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._fh = open(log, "wb")
-        self.p = subprocess.Popen([PYTHON, "-m", "switchboard", *args], cwd=REPO, env=env,
+        self.p = subprocess.Popen([PYTHON, "-m", "sbctl", *args], cwd=REPO, env=env,
                                   stdin=subprocess.DEVNULL, stdout=self._fh, stderr=subprocess.STDOUT,
                                   start_new_session=True)
 

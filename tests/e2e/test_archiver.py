@@ -21,7 +21,7 @@ from archiver.consumer import ACK_WAIT, ensure_consumer
 from archiver.service import Archiver
 from archiver.writer import Backoff
 from switchboard import frames
-from switchboard.bus.embedded import EmbeddedNats
+from sbctl.embedded import EmbeddedNats
 from switchboard.bus.streams import ensure_streams
 from switchboard.config import Settings
 from switchboard.frames import Msg

@@ -1,4 +1,4 @@
-"""A few seconds of ``switchboard bench presence --watchers`` (switchboard/bench/presence.py),
+"""A few seconds of ``switchboard bench presence --watchers`` (sbctl/bench/presence.py),
 so the bench cannot rot: a fabric of its own, 3 watchers, 2 watched users
 going online and offline.
 
@@ -12,7 +12,7 @@ tracker's counters there) agree with what the watchers counted.
 
 from __future__ import annotations
 
-from switchboard.bench.presence import WatchParams, render, run
+from sbctl.bench.presence import WatchParams, render, run
 
 
 def test_presence_watch_bench_smoke() -> None:

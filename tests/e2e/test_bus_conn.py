@@ -152,7 +152,7 @@ async def test_close_flushes_then_refuses(bus) -> None:
 
 
 async def test_connect_refused_everywhere_is_unavailable() -> None:
-    from switchboard.bus.embedded import free_port
+    from sbctl.embedded import free_port
     with pytest.raises(BusUnavailable, match="could not connect"):
         await connect(f"nats://127.0.0.1:{free_port()}, 127.0.0.1:{free_port()}", connect_timeout=0.5)
 
@@ -579,7 +579,7 @@ async def test_cluster_failover_keeps_subscriptions(make_nats, tmp_path, failure
     import os
     import signal
 
-    from switchboard.bus.embedded import free_port
+    from sbctl.embedded import free_port
     cluster_ports = [free_port() for _ in range(3)]
     routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
     conf = tmp_path / "ldm.conf"

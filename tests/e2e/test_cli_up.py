@@ -16,7 +16,7 @@ import urllib.request
 
 import psutil
 
-from switchboard.bus.embedded import free_port
+from sbctl.embedded import free_port
 from switchboard.client import Client
 from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, procs, unique
 
@@ -30,7 +30,7 @@ def clean_env() -> dict[str, str]:
 
 
 def cli_token(user: str, data: str) -> str:
-    out = subprocess.run([PYTHON, "-m", "switchboard", "token", user, "--data", data], cwd=REPO, env=clean_env(),
+    out = subprocess.run([PYTHON, "-m", "sbctl", "token", user, "--data", data], cwd=REPO, env=clean_env(),
                          capture_output=True, text=True, timeout=30, check=True)
     return out.stdout.strip()
 
@@ -46,12 +46,12 @@ ROLE_CHILDREN = {"sequencer", "edge", "archiver+presence+pusher"}  # the default
 
 
 def role_children(pid: int) -> dict[str, psutil.Process]:
-    """The role processes of `up` by name: `python -m switchboard ROLE` / `run ROLES`."""
+    """The role processes of `up` by name: `python -m sbctl ROLE` / `run ROLES`."""
     out = {}
     try:
         for c in psutil.Process(pid).children():
             cmd = c.cmdline()
-            if cmd[1:3] == ["-m", "switchboard"]:
+            if cmd[1:3] == ["-m", "sbctl"]:
                 out[cmd[4] if cmd[3] == "run" else cmd[3]] = c
     except psutil.NoSuchProcess:
         pass

@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from switchboard.bus.direct import DirectGetError, direct_batch
-from switchboard.bus.embedded import EmbeddedNats
+from sbctl.embedded import EmbeddedNats
 from switchboard.bus.streams import ensure_streams
 from switchboard.config import Settings
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.cli.supervisor import ALL_ROLES
+from sbctl.supervisor import ALL_ROLES
 from tests.e2e.helpers import PYTHON, REPO, fabric, make_settings, token, ws_url
 
 DOCS = ("README.md", "docs/sdk.md")
@@ -60,7 +60,7 @@ async def live(tmp_path_factory, make_nats_module):
 
 @pytest.fixture(scope="module")
 def make_nats_module(tmp_path_factory):
-    from switchboard.bus.embedded import EmbeddedNats
+    from sbctl.embedded import EmbeddedNats
 
     server = EmbeddedNats(store_dir=str(tmp_path_factory.mktemp("docs-nats")), name="sb-docs").start()
     yield server

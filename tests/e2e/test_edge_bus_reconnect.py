@@ -20,7 +20,7 @@ import contextlib
 import msgspec
 import nats
 
-from switchboard.bus.embedded import free_port
+from sbctl.embedded import free_port
 from switchboard.events import SendReply, SendRequest
 from tests.e2e.helpers import STEP, fabric, make_settings, sdk, unique
 

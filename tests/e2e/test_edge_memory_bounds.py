@@ -5,7 +5,7 @@ Attack (as reproduced on main): one user opens 20 sockets, says hello, and
 never reads, while a flood of 15 KB messages is addressed to them, either
 already stored (the hello replay: 20 x 256-entry batches went straight to
 the transports, 48 -> 304 MB) or arriving live. The edge runs as its own
-process (``python -m switchboard edge``) so its RSS is what is measured.
+process (``python -m sbctl edge``) so its RSS is what is measured.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import psutil
 import pytest
 
-from switchboard.bus.embedded import free_port
+from sbctl.embedded import free_port
 from tests.e2e.helpers import Proc, Raw, deployment, edge_metrics, procs, role_env, token, unique, ws_url
 
 SOCKETS = 20

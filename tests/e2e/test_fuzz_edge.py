@@ -1,4 +1,4 @@
-"""A bounded slice of the black-box edge fuzzer (switchboard/bench/fuzz.py).
+"""A bounded slice of the black-box edge fuzzer (sbctl/bench/fuzz.py).
 
 What it protects: no client frame, however hostile, costs more than its own
 answer. 20,000 generated and mutated frames (valid frames with hostile
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from switchboard.bench.fuzz import FuzzParams, render, run
+from sbctl.bench.fuzz import FuzzParams, render, run
 
 FRAMES = int(os.environ.get("SB_FUZZ_FRAMES", "20000"))
 # Fixed by default so CI runs the same frames every time (a failure is

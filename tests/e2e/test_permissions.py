@@ -1,9 +1,9 @@
 """The committed NATS accounts (nats/accounts.conf) under a real deployment.
 
 One nats-server runs ``nats/single.conf`` (port, monitoring port and store dir
-overridden by flags); ``python -m switchboard init`` creates the streams,
+overridden by flags); ``python -m sbctl init`` creates the streams,
 consumers and KV bucket as the ``admin`` user, then each role runs as its own
-``python -m switchboard <role>`` process that logs in as its own NATS user. A
+``python -m sbctl <role>`` process that logs in as its own NATS user. A
 client then uses every feature through the SDK, so a permission the services
 need but the accounts lack fails here, not in production. Then the
 restrictions that matter are checked, table-driven, with each role's real
@@ -37,7 +37,7 @@ import nats.errors
 import pytest
 
 from switchboard import auth, frames
-from switchboard.bus.embedded import free_port, nats_server_binary
+from sbctl.embedded import free_port, nats_server_binary
 from switchboard.client import Client
 from switchboard.bus import streams
 from switchboard.config import Settings
@@ -121,7 +121,7 @@ class RoleProc:
         self._fh = open(log, "wb")
         # No role may create streams, consumers or the KV bucket: `switchboard
         # init` (admin user) made them; roles only check they exist.
-        head = ["-m", "switchboard"]
+        head = ["-m", "sbctl"]
         self.p = subprocess.Popen([PYTHON, *head, role, *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                                   stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -177,7 +177,7 @@ def deployment(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iter
             time.sleep(0.05)
 
     try:
-        init = subprocess.run([PYTHON, "-m", "switchboard", "init", "--nats", server.url("admin")], cwd=REPO,
+        init = subprocess.run([PYTHON, "-m", "sbctl", "init", "--nats", server.url("admin")], cwd=REPO,
                               env=env, capture_output=True, text=True, timeout=60)
         assert init.returncode == 0, init.stdout + init.stderr
         assert "ok: consumer MESSAGES/archiver" in init.stdout and "ok: kv bucket sb_partitions" in init.stdout
@@ -643,7 +643,7 @@ async def test_roles_do_not_create_jetstream_state(make_nats, tmp_path: Path, se
         env.pop("SWITCHBOARD_CONFIG", None)
         args = ["--nats", srv.url, "--data", str(tmp_path), "--store", f"sqlite:///{tmp_path}/sb.db",
                 "--presence", "memory://", "--port", str(free_port()), "--host", "127.0.0.1"]
-        p = subprocess.run([PYTHON, "-m", "switchboard", role, *args], cwd=REPO, env=env, capture_output=True,
+        p = subprocess.run([PYTHON, "-m", "sbctl", role, *args], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=60)
         assert p.returncode == 2, p.stdout + p.stderr
         assert "Traceback" not in p.stderr, p.stderr
@@ -663,12 +663,12 @@ async def test_init_needs_the_admin_user(server: Server, deployment: Deployment)
     and a second run changes nothing."""
     env = {**os.environ}
     env.pop("SWITCHBOARD_CONFIG", None)
-    p = subprocess.run([PYTHON, "-m", "switchboard", "init", "--nats", server.url("pusher")], cwd=REPO, env=env,
+    p = subprocess.run([PYTHON, "-m", "sbctl", "init", "--nats", server.url("pusher")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "use a NATS user allowed $JS.API.> (admin in nats/accounts.conf)" in p.stderr
     assert PASSWORDS["pusher"] not in p.stdout + p.stderr
-    p = subprocess.run([PYTHON, "-m", "switchboard", "init", "--nats", server.url("admin")], cwd=REPO, env=env,
+    p = subprocess.run([PYTHON, "-m", "sbctl", "init", "--nats", server.url("admin")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("ok: ") == 8  # 5 streams (SB_TRACE included), 2 consumers, the bucket

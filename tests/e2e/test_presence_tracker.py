@@ -14,11 +14,11 @@ import uuid
 import nats
 import pytest
 
-from edge.presence import PresenceReporter
+from switchboard.presence.reporter import PresenceReporter
 from switchboard.frames import Presence, decode_server_frame
 from switchboard.presence import open_presence
 from switchboard.presence.messages import QueryRequest, WatchRequest, decode_reply, encode
-from switchboard.presence.tracker import PresenceTracker, TrackerConfig
+from presence.tracker import PresenceTracker, TrackerConfig
 from switchboard.subjects import Subjects
 
 INTERVAL = 0.15  # heartbeat every 150 ms, TTL 450 ms: a dead edge is noticed fast

@@ -1,4 +1,4 @@
-"""Delivery across real processes: `python -m switchboard sequencer|edge` as
+"""Delivery across real processes: `python -m sbctl sequencer|edge` as
 children on a dedicated nats-server (so `$SRV` stats see only this test's
 services). No mocks.
 """
@@ -11,7 +11,7 @@ import json
 import nats
 import pytest
 
-from switchboard.bus.embedded import free_port
+from sbctl.embedded import free_port
 from tests.e2e.helpers import (Proc, Raw, admin_init, deployment, fabric, make_settings, procs, role_env, sdk,
                                seqs, stream_msgs, token, unique, ws_url)
 

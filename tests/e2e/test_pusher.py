@@ -28,7 +28,7 @@ from pusher.providers.webpush import WebPushConfig
 from pusher.service import PusherService
 from pusher.worker import PushDeadLetter
 from switchboard.bus import streams
-from switchboard.cli.init import init_fabric
+from sbctl.init import init_fabric
 from switchboard.config import Settings
 from switchboard.devices import RegisterReply, check_token, token_hash
 from switchboard.devices.memory import MemoryDeviceStore

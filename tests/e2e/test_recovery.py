@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from switchboard.bus import streams
-from switchboard.cli.fabric import run
+from sbctl.fabric import run
 from tests.e2e.helpers import STEP, deployment, make_settings, unique
 
 ROLES = ("sequencer", "edge", "archiver")

@@ -13,7 +13,7 @@ import asyncio
 import secrets
 import urllib.request
 
-from switchboard.bus.embedded import free_port
+from sbctl.embedded import free_port
 from switchboard.client import Client
 from switchboard.config import Settings
 from tests.e2e.helpers import STEP, Proc, admin_init, procs, unique

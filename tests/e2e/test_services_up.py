@@ -6,7 +6,7 @@ from __future__ import annotations
 import nats
 import pytest
 
-from switchboard.bus.embedded import EmbeddedNats
+from sbctl.embedded import EmbeddedNats
 
 
 async def test_nats_server_serves_jetstream(nats_server: EmbeddedNats) -> None:

@@ -1,5 +1,5 @@
 """Per-message trace (issue 12) against a real deployment: a real
-nats-server, the roles in-process (switchboard.cli.fabric), clients over
+nats-server, the roles in-process (sbctl.fabric), clients over
 WebSockets; the push provider is the local HTTP/2 fake of tests/fakes.
 
 Records are read the simplest way: an ordered JetStream consumer on the

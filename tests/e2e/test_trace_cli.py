@@ -31,7 +31,7 @@ import nats
 import pytest
 
 from switchboard import trace_read
-from switchboard.bus.embedded import free_port
+from sbctl.embedded import free_port
 from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, Raw, deployment, procs, role_env, unique
 
 ROLES = ("sequencer", "edge", "archiver")
@@ -42,10 +42,10 @@ EXPECTED = ["edge.received", "nats.ingress", "nats.egress", "sequencer.stored", 
 
 
 async def cli(settings, *args: str, env: dict | None = None) -> tuple[int, str, str]:
-    """``python -m switchboard trace ARGS`` as a child process, with the
+    """``python -m sbctl trace ARGS`` as a child process, with the
     deployment's prefixes (and nothing else of it) in its environment."""
     e = role_env(settings) if env is None else env
-    p = await asyncio.create_subprocess_exec(PYTHON, "-m", "switchboard", "trace", *args, cwd=REPO, env=e,
+    p = await asyncio.create_subprocess_exec(PYTHON, "-m", "sbctl", "trace", *args, cwd=REPO, env=e,
                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(p.communicate(), 60)
     return p.returncode, out.decode(), err.decode()
@@ -214,9 +214,9 @@ async def test_trace_data_dir_of_a_real_up(tmp_path):
         up = Proc(["up", "--port", str(port), "--data", data], env=env, log=tmp_path / "up.log")
         made.append(up)
         await up.wait_output("Switchboard is up", timeout=60)
-        tok = subprocess.run([PYTHON, "-m", "switchboard", "token", "alice", "--data", data], cwd=REPO, env=env,
+        tok = subprocess.run([PYTHON, "-m", "sbctl", "token", "alice", "--data", data], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-        tokb = subprocess.run([PYTHON, "-m", "switchboard", "token", "bob", "--data", data], cwd=REPO, env=env,
+        tokb = subprocess.run([PYTHON, "-m", "sbctl", "token", "bob", "--data", data], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
         url = f"ws://127.0.0.1:{port}/ws"
         alice, bob = await Raw.open(url, tok), await Raw.open(url, tokb)
@@ -232,7 +232,7 @@ async def test_trace_data_dir_of_a_real_up(tmp_path):
             deadline = loop.time() + STEP
             while True:
                 p = await asyncio.create_subprocess_exec(
-                    PYTHON, "-m", "switchboard", "trace", sent["conv"], str(sent["seq"]), "--data", data, cwd=REPO,
+                    PYTHON, "-m", "sbctl", "trace", sent["conv"], str(sent["seq"]), "--data", data, cwd=REPO,
                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 out, err = await p.communicate()
                 if p.returncode == 0 and b" edge.acked " in out or loop.time() > deadline:
@@ -268,7 +268,7 @@ def test_nats_events_parse_into_hops():
 
 
 def test_data_dir_url_is_the_last_listen_line(tmp_path: Path):
-    from switchboard.cli.trace import data_dir_nats_url
+    from sbctl.trace import data_dir_nats_url
 
     log = tmp_path / "nats" / "nats-server.log"
     log.parent.mkdir()
@@ -286,8 +286,8 @@ async def test_server_hops_and_endpoint_under_the_committed_accounts(tmp_path):
     ``sb.api.trace.get`` and read SB_TRACE; a backend service (the
     ``service`` user) gets the records, the server's hops included, and the
     ``admin`` user can run ``switchboard trace``."""
-    from switchboard.cli.fabric import run
-    from switchboard.cli.init import init_fabric
+    from sbctl.fabric import run
+    from sbctl.init import init_fabric
     from tests.e2e.helpers import make_settings
     from tests.e2e.test_permissions import Server
 
@@ -346,8 +346,8 @@ async def test_server_hops_across_a_cluster(make_nats, tmp_path):
     the send request crosses writes its own trace events, so the timeline
     shows node 1's ingress (client) and egress (route, hops=1), then node
     3's ingress (route, hop 1) and egress to the sequencer."""
-    from switchboard.cli.fabric import run
-    from switchboard.cli.init import init_fabric
+    from sbctl.fabric import run
+    from sbctl.init import init_fabric
     from tests.e2e.helpers import make_settings, token
 
     cports = [free_port() for _ in range(3)]
@@ -393,6 +393,6 @@ async def test_server_hops_across_a_cluster(make_nats, tmp_path):
     # In the order the servers saw it: origin first, then the server at hop 1.
     assert [(r.instance, r.stage) for r in hops] == [("sb-tc-0", "nats.ingress"), ("sb-tc-0", "nats.egress"),
                                                      ("sb-tc-2", "nats.ingress"), ("sb-tc-2", "nats.egress")]
-    from switchboard.cli.trace import render
+    from sbctl.trace import render
 
     print(render(recs))  # the cluster timeline (docs/operations.md shows one)

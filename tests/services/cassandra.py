@@ -33,8 +33,8 @@ from typing import Iterator
 
 import pytest
 
-from switchboard.bus.embedded import free_port
-from switchboard import procs
+from sbctl.embedded import free_port
+from sbctl import procs
 from tests.services.common import die_with_parent, log_tail, require_service, wait_port
 
 CASSANDRA_VERSION = os.environ.get("SWITCHBOARD_CASSANDRA_VERSION", "5.0.8")

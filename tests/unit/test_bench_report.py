@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from switchboard.bench.delivery import plan
-from switchboard.bench.report import (LatencySummary, ProcStat, WorkerResult, build_delivery_report, command_line,
+from sbctl.bench.delivery import plan
+from sbctl.bench.report import (LatencySummary, ProcStat, WorkerResult, build_delivery_report, command_line,
                                       cpu_totals, render_tick, timeline,
                                       cpu_pct, merge_all, per_conn_kib, percentile, render_delivery)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.cli import build_parser
-from switchboard.cli.devmode import up_dev_signin
-from switchboard.cli.supervisor import role_env
+from sbctl.cli import build_parser
+from sbctl.devmode import up_dev_signin
+from sbctl.supervisor import role_env
 from switchboard.config import Settings
 
 CASES = [

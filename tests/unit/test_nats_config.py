@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.bus import streams
-from switchboard.bus.embedded import nats_server_binary
+from sbctl.embedded import nats_server_binary
 from switchboard.config import Settings
 
 NATS_DIR = Path(__file__).resolve().parents[2] / "nats"

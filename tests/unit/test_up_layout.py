@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.cli import build_parser
-from switchboard.cli.supervisor import DEFAULT_LAYOUT, parse_layout
+from sbctl.cli import build_parser
+from sbctl.supervisor import DEFAULT_LAYOUT, parse_layout
 
 
 def test_default_layout_is_sequencer_edge_and_the_light_roles_together():
