@@ -33,19 +33,15 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Callable, Protocol
 
-import websockets
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import CONNECTING, OPEN
-from websockets.server import ServerProtocol
 
+# The sans-I/O surface this module drives, checked against the pinned
+# websockets range at import (IncompatibleLibrary otherwise).
+from switchboard.compat.websockets import CONNECTING, OPEN, ServerProtocol
 from switchboard.log import get as get_logger
 
 from edge.httpreq import BodyReader, error_response
-
-if not websockets.version.version.startswith("17."):
-    raise ImportError(f"edge.transport drives websockets' sans-I/O ServerProtocol and is written against "
-                      f"websockets 17.x; found {websockets.version.version}. Install 'websockets>=17,<18'.")
 
 CLOSE_SLOW_CONSUMER = 4008
 # Seconds a new TCP connection has to send its HTTP request: a socket that

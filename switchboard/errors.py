@@ -112,6 +112,14 @@ class ConfigError(SwitchboardError):
     code = "config"
 
 
+class IncompatibleLibrary(ConfigError):
+    """An installed library is outside the version range Switchboard is
+    written against, or lacks an internal Switchboard relies on
+    (switchboard/compat/): install the pinned range from pyproject.toml."""
+
+    code = "incompatible_library"
+
+
 def from_code(code: str, message: str, retry: bool) -> SwitchboardError:
     """Rebuild an error received over the bus (keeps code and retry)."""
     return SwitchboardError(message, code=code, retry=retry)

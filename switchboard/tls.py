@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ssl
 
+from switchboard.compat import natspy
 from switchboard.config import Settings
 from switchboard.errors import ConfigError
 
@@ -88,7 +89,6 @@ def require_tls(nc, settings: Settings) -> None:
     unencrypted. The lean bus refuses that itself."""
     if not nats_wants_tls(settings):
         return
-    info = getattr(nc, "_server_info", None)  # nats-py keeps the INFO there; no public accessor
-    if not isinstance(info, dict) or not info.get("tls_required"):
+    if not natspy.server_info(nc).get("tls_required"):  # no public accessor: switchboard/compat/natspy.py
         raise ConfigError("NATS server did not require TLS, but nats_tls_* is set: refusing to talk to it in "
                           "plain text (configure tls {} on every nats-server, without allow_non_tls)")

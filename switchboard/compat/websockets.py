@@ -1,0 +1,78 @@
+"""The websockets surface edge/transport.py drives (see :mod:`switchboard.compat`).
+
+The edge does not use websockets' asyncio server: it runs the sans-I/O
+``ServerProtocol`` under its own ``asyncio.Protocol`` (edge/transport.py says
+why), so it depends on more of the library than an ordinary user does, and is
+written against 17.x. What it borrows, checked at import:
+
+- ``State.CONNECTING`` / ``State.OPEN``, exported here as :data:`CONNECTING`
+  and :data:`OPEN` (compared by identity per frame: a module global, no
+  call). websockets.protocol's module-level aliases of the same names are
+  not in its ``__all__``, so the edge does not use them.
+- ``SEND_EOF`` being ``b""``: the last chunk of ``data_to_send()`` when the
+  protocol wants the TCP connection half-closed; the transport tests for an
+  empty last chunk.
+- the ``ServerProtocol`` methods and properties listed in
+  :data:`PROTOCOL_SURFACE`;
+- ``http11.Request``'s ``method`` and ``protocol`` fields (edge/httpreq.py
+  builds requests for non-GET methods, which websockets does not parse).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from websockets.http11 import Request
+from websockets.protocol import SEND_EOF, State
+from websockets.server import ServerProtocol
+
+from switchboard import compat
+
+DIST = "websockets"
+# Same specifier as pyproject.toml's requirement.
+SUPPORTED = ">=17,<18"
+
+PROTOCOL_SURFACE = (
+    "receive_data", "receive_eof", "events_received", "data_to_send", "close_expected",
+    "send_text", "send_ping", "send_close", "fail", "accept", "send_response", "state", "close_code",
+)
+
+
+def _send_eof() -> object:
+    if SEND_EOF != b"":
+        raise AttributeError("SEND_EOF is not b''")
+    return SEND_EOF
+
+
+def _request_field(name: str) -> object:
+    def probe() -> object:
+        fields = {f.name for f in dataclasses.fields(Request)}
+        if name not in fields:
+            raise AttributeError(name)
+        return name
+
+    return probe
+
+
+BORROWED = {
+    "websockets.protocol.State.CONNECTING": lambda: State.CONNECTING,
+    "websockets.protocol.State.OPEN": lambda: State.OPEN,
+    "websockets.protocol.SEND_EOF == b''": _send_eof,
+    **{f"websockets.server.ServerProtocol.{n}": (lambda n=n: getattr(ServerProtocol, n)) for n in PROTOCOL_SURFACE},
+    "websockets.http11.Request.method": _request_field("method"),
+    "websockets.http11.Request.protocol": _request_field("protocol"),
+}
+
+
+def check() -> str:
+    """Raise IncompatibleLibrary unless the installed websockets is supported
+    and has everything borrowed; return its version."""
+    return compat.check(DIST, SUPPORTED, BORROWED)
+
+
+VERSION = check()
+
+CONNECTING = State.CONNECTING
+OPEN = State.OPEN
+
+__all__ = ["CONNECTING", "OPEN", "ServerProtocol", "check"]

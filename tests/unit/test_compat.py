@@ -1,0 +1,181 @@
+"""Guards on borrowed library internals (switchboard/compat/).
+
+What it protects: a library upgrade that renames or drops something
+Switchboard borrows (nats-py's ``Client._server_info``, the websockets
+sans-I/O surface the edge drives) must stop the process at import with ONE
+clear IncompatibleLibrary naming the library, its version and what is
+missing, never let it run on with a feature quietly off (before the guards, a
+rename of such an attribute silently disabled the code that read it). Also: the installed
+versions pass, a version outside the supported range is refused, and each
+module's supported range is the one pyproject.toml pins.
+
+Table-driven: every entry of a module's BORROWED has a row in BREAKERS that
+removes it (test_every_borrowed_name_has_a_breaker keeps them in step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import re
+import tomllib
+import types
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from switchboard import compat
+from switchboard.compat import natspy
+from switchboard.compat import websockets as ws_compat
+from switchboard.errors import ConfigError, IncompatibleLibrary
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = [natspy, ws_compat]
+
+
+# -- the installed versions --------------------------------------------------------
+@pytest.mark.parametrize("mod", MODULES, ids=lambda m: m.DIST)
+def test_installed_versions_pass(mod):
+    assert mod.check() == importlib.metadata.version(mod.DIST) == mod.VERSION
+
+
+@pytest.mark.parametrize("mod", MODULES, ids=lambda m: m.DIST)
+def test_supported_range_is_the_pyproject_pin(mod):
+    """SUPPORTED and the requirement in pyproject.toml are one range: a pin
+    widened in one place only would let an unchecked version in (or refuse
+    the one pip installed)."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    specs = [re.sub(r"\s+", "", d.split(";")[0])[len(mod.DIST):] for d in deps
+             if re.match(rf"{re.escape(mod.DIST)}\s*[<>=!~]", d)]
+    assert specs == [mod.SUPPORTED.replace(" ", "")]
+
+
+# -- versions ------------------------------------------------------------------------
+@pytest.mark.parametrize(("mod", "version"), [
+    (natspy, "2.15.3"), (natspy, "2.17.0"), (natspy, "3.0.0"), (natspy, "2.17.0rc1"),
+    (ws_compat, "16.0"), (ws_compat, "18.0"), (ws_compat, "18.0rc1"), (ws_compat, "9.1"),
+], ids=lambda v: getattr(v, "DIST", v))
+def test_a_version_outside_the_range_is_refused(monkeypatch, mod, version):
+    monkeypatch.setattr(compat, "installed_version", lambda dist: version)
+    with pytest.raises(IncompatibleLibrary) as err:
+        mod.check()
+    assert mod.DIST in err.value.message and version in err.value.message and mod.SUPPORTED in err.value.message
+    assert err.value.code == "incompatible_library"
+    assert isinstance(err.value, ConfigError)  # the CLI prints it as one line, like any config error
+
+
+@pytest.mark.parametrize(("mod", "version"), [
+    (natspy, "2.16.0"), (natspy, "2.16.9"), (ws_compat, "17.0"), (ws_compat, "17.9.1"),
+], ids=lambda v: getattr(v, "DIST", v))
+def test_a_version_inside_the_range_passes(monkeypatch, mod, version):
+    monkeypatch.setattr(compat, "installed_version", lambda dist: version)
+    assert mod.check() == version
+
+
+def test_a_library_that_is_not_installed_is_named():
+    with pytest.raises(IncompatibleLibrary, match="no-such-dist-sb is not installed"):
+        compat.installed_version("no-such-dist-sb")
+
+
+@pytest.mark.parametrize("spec", [">=2.16", "<3", "==2.16.0", ">=2.16,<=2.17", "2.16"])
+def test_a_range_needs_both_bounds(spec):
+    with pytest.raises(ValueError):
+        compat.parse_spec(spec)
+
+
+# -- borrowed attributes -----------------------------------------------------------------
+def _drop_server_info(mp: pytest.MonkeyPatch) -> None:
+    """nats-py's Client no longer sets _server_info in __init__ (renamed)."""
+    from nats.aio.client import Client
+
+    init = Client.__init__
+
+    def renamed(self, *a, **kw):
+        init(self, *a, **kw)
+        self._server_information = self.__dict__.pop("_server_info")
+
+    mp.setattr(Client, "__init__", renamed)
+
+
+def _without(name: str) -> Callable[[pytest.MonkeyPatch], None]:
+    """A websockets Protocol method/property gone (deleted where it is defined)."""
+
+    def drop(mp: pytest.MonkeyPatch) -> None:
+        owner = next(c for c in ws_compat.ServerProtocol.__mro__ if name in vars(c))
+        mp.delattr(owner, name)
+
+    return drop
+
+
+def _state_without(member: str) -> Callable[[pytest.MonkeyPatch], None]:
+    def drop(mp: pytest.MonkeyPatch) -> None:
+        members = {m.name: m for m in ws_compat.State if m.name != member}
+        mp.setattr(ws_compat, "State", types.SimpleNamespace(**members))
+
+    return drop
+
+
+def _request_without(field: str) -> Callable[[pytest.MonkeyPatch], None]:
+    def drop(mp: pytest.MonkeyPatch) -> None:
+        keep = [(f.name, f.type, f) for f in dataclasses.fields(ws_compat.Request) if f.name != field]
+        mp.setattr(ws_compat, "Request", dataclasses.make_dataclass("Request", keep))
+
+    return drop
+
+
+BREAKERS: list[tuple[types.ModuleType, str, Callable[[pytest.MonkeyPatch], None]]] = [
+    (natspy, "nats.aio.client.Client._server_info", _drop_server_info),
+    (ws_compat, "websockets.protocol.State.CONNECTING", _state_without("CONNECTING")),
+    (ws_compat, "websockets.protocol.State.OPEN", _state_without("OPEN")),
+    (ws_compat, "websockets.protocol.SEND_EOF == b''", lambda mp: mp.setattr(ws_compat, "SEND_EOF", b"\0")),
+    *((ws_compat, f"websockets.server.ServerProtocol.{n}", _without(n)) for n in ws_compat.PROTOCOL_SURFACE),
+    (ws_compat, "websockets.http11.Request.method", _request_without("method")),
+    (ws_compat, "websockets.http11.Request.protocol", _request_without("protocol")),
+]
+
+
+@pytest.mark.parametrize(("mod", "name", "breaker"), BREAKERS, ids=[b[1] for b in BREAKERS])
+def test_a_missing_borrowed_attribute_is_named(monkeypatch, mod, name, breaker):
+    breaker(monkeypatch)
+    with pytest.raises(IncompatibleLibrary) as err:
+        mod.check()
+    msg = err.value.message
+    assert name in msg and mod.DIST in msg and importlib.metadata.version(mod.DIST) in msg
+    others = [n for n in mod.BORROWED if n != name and n not in name]
+    assert not any(n in msg for n in others), msg  # the one that is gone, not a list of suspects
+
+
+@pytest.mark.parametrize("mod", MODULES, ids=lambda m: m.DIST)
+def test_every_borrowed_name_has_a_breaker(mod):
+    assert {name for m, name, _ in BREAKERS if m is mod} == set(mod.BORROWED)
+
+
+def test_the_check_runs_at_import(monkeypatch):
+    """Importing the guard module is what checks: a process that imports it
+    (switchboard.tls, edge.transport) cannot start on an unsupported library."""
+    monkeypatch.setattr(compat, "installed_version", lambda dist: "99.0")
+    with pytest.raises(IncompatibleLibrary, match="websockets 99.0"):
+        importlib.reload(ws_compat)
+    monkeypatch.undo()
+    importlib.reload(ws_compat)
+    assert ws_compat.OPEN is ws_compat.State.OPEN
+
+
+# -- what callers use ------------------------------------------------------------------------
+def test_server_info_reads_the_info_of_the_connection():
+    from nats.aio.client import Client
+
+    nc = Client()
+    assert natspy.server_info(nc) == {}  # not connected: no INFO yet
+    nc._server_info = {"tls_required": True}  # what nats-py stores on INFO (the borrowed attribute)
+    assert natspy.server_info(nc) == {"tls_required": True}
+
+
+def test_the_edge_uses_the_guarded_states():
+    from websockets.protocol import State
+
+    import edge.transport
+
+    assert edge.transport.OPEN is State.OPEN and edge.transport.CONNECTING is State.CONNECTING
