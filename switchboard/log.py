@@ -106,10 +106,15 @@ def redact_event(logger: Any, method: str, event_dict: dict) -> dict:
 
 
 class _Redacting(logging.Formatter):
-    """The stdlib formatter of our handlers (nats-py, websockets, redis, cassandra log through it)."""
+    """The stdlib formatter of our handlers (nats-py, websockets, redis, cassandra log through it):
+    the handler's own formatter (kept whole: format, date format, style), then :func:`redact`."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__("%(message)s")
+        self._inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return redact(self._inner.format(record) if self._inner is not None else super().format(record))
 
 
 def _redacted_renderer(renderer):
@@ -128,7 +133,7 @@ def configure(level: str = "info", json: bool = False) -> None:
     for h in logging.getLogger().handlers:  # ours, not a test runner's capture handlers
         if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.stdout) \
                 and not isinstance(h.formatter, _Redacting):
-            h.setFormatter(_Redacting(h.formatter._fmt if h.formatter else "%(message)s"))
+            h.setFormatter(_Redacting(h.formatter))
     logging.getLogger("websockets").setLevel(max(lvl, logging.WARNING))
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
