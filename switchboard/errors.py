@@ -37,6 +37,13 @@ class BadJson(BadFrame):
     code = "bad_json"
 
 
+class BadRequest(SwitchboardError):
+    """A service could not decode a request sent to it over NATS (a caller's
+    bug, or a caller of another version): sending it again fails again."""
+
+    code = "bad_request"
+
+
 class UnknownType(BadFrame):
     """The frame type is not known."""
 
@@ -121,5 +128,18 @@ class IncompatibleLibrary(ConfigError):
 
 
 def from_code(code: str, message: str, retry: bool) -> SwitchboardError:
-    """Rebuild an error received over the bus (keeps code and retry)."""
-    return SwitchboardError(message, code=code, retry=retry)
+    """Rebuild an error received over the bus: an instance of the class of
+    this module with that ``code`` (so ``except NotMember`` works on the far
+    side of a request), keeping the sender's message and retry flag; an
+    unknown code gives a plain :class:`SwitchboardError` carrying it."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return SwitchboardError(message, code=code, retry=retry)
+    return cls(message, retry=retry)
+
+
+# code -> class, for from_code; "internal" is Internal (the root shares its code).
+_BY_CODE: dict[str, type[SwitchboardError]] = {
+    c.code: c for c in list(globals().values())
+    if isinstance(c, type) and issubclass(c, SwitchboardError) and c is not SwitchboardError
+}
