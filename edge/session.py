@@ -4,15 +4,10 @@ Delivery state of a socket is one number, ``cursor``: the INBOX sequence of
 the last entry sent down this socket. INBOX entries reach the edge as
 JetStream *republishes* (only after they are stored) carrying
 ``Nats-Sequence`` (the entry's cursor) and ``Nats-Last-Sequence`` (the
-previous entry of the same user). So for every live entry the session knows:
-
-- ``seq <= cursor``: already sent (the replay/live seam): dropped;
-- ``last > cursor``: something between was missed: catch up from INBOX;
-- otherwise: send it, ``cursor = seq``.
-
-Catch-up reads INBOX from ``cursor + 1`` in batches until nothing is pending,
-and repeats while live entries beyond the cursor were seen meanwhile; live
-entries are not buffered (they are in INBOX anyway), so memory stays bounded.
+previous entry of the same user). What to do with each live entry, when to
+read INBOX (hello, a gap, a bus reconnect) and from where is decided by
+:class:`edge.catchup.Catchup`, which does no I/O; this module does the reads
+and the writes it asks for.
 
 Frames arrive by callback (:meth:`Session.on_frame`, from edge.transport)
 and are handled synchronously: sends (:mod:`edge.sends`), acks and reads make
@@ -38,6 +33,7 @@ from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, Switchboard
 from switchboard.log import get as get_logger
 from switchboard.trace import TRACE_HEADER, TRACE_HEADER_BYTES
 
+from edge.catchup import DELIVER, FROM_NOW, GAP, REPLAY, Catchup, stale_bounds
 from edge.ratelimit import TokenBucket
 from edge.sends import Sends
 from edge.transport import WsConn
@@ -53,25 +49,21 @@ WAIT_HELLO, HELLO, LIVE, CLOSED = range(4)
 
 
 class Session:
-    __slots__ = ("edge", "conn", "user", "conn_id", "cursor", "acked", "bucket", "log", "epoch", "state",
-                 "sends", "_live", "_catching_up", "_seen_beyond", "_tasks", "_unacked", "_groups",
-                 "_early", "_hello_timer", "_attached", "_traced")
+    __slots__ = ("edge", "conn", "user", "conn_id", "catchup", "acked", "bucket", "log", "epoch", "state",
+                 "sends", "_tasks", "_unacked", "_groups", "_early", "_hello_timer", "_attached", "_traced")
 
     def __init__(self, *, edge: "Edge", conn: WsConn, user: str) -> None:
         self.edge = edge
         self.conn = conn
         self.user = user
         self.conn_id = f"{edge.edge_id}-{next(_conn_ids)}"
-        self.cursor = 0
+        self.catchup = Catchup(max_per_user=edge.settings.inbox_max_per_user)  # the cursor and when to read INBOX
         self.acked = 0
         self.epoch = ""  # the INBOX epoch this socket's cursor belongs to (set at welcome)
         self.state = WAIT_HELLO
         s = edge.settings
         self.bucket = TokenBucket(rate=s.rate_per_sec, burst=s.rate_burst)
         self.log = get_logger("edge.session", conn=self.conn_id, user=user)
-        self._live = False
-        self._catching_up = False
-        self._seen_beyond = False
         self.sends = Sends(user=user, write=conn.send, replies=edge.replies, subjects=edge.subjects,
                            partitions=s.partitions, timeout=s.send_timeout,
                            pause=lambda: conn.pause_reading("sends"), resume=lambda: conn.resume_reading("sends"),
@@ -94,6 +86,15 @@ class Session:
         # hello_timeout: a socket that never says hello only costs memory.
         self._hello_timer = asyncio.get_running_loop().call_later(s.hello_timeout, self._no_hello)
 
+    @property
+    def cursor(self) -> int:
+        """INBOX sequence of the last entry sent down this socket."""
+        return self.catchup.cursor
+
+    @cursor.setter
+    def cursor(self, value: int) -> None:
+        self.catchup.cursor = value
+
     # -- lifecycle (called by edge.transport) ----------------------------------------
     def on_frame(self, data: bytes) -> None:
         state = self.state
@@ -110,7 +111,7 @@ class Session:
 
     def on_close(self) -> None:
         self.state = CLOSED
-        self._live = False
+        self.catchup.close()
         self._hello_timer.cancel()
         self.sends.close()
         for t in tuple(self._tasks):
@@ -186,28 +187,19 @@ class Session:
         first_seq, last_seq = await edge.inbox_bounds()  # also notices a recreated INBOX
         epoch = self.epoch = edge.epoch
         self._send(frames.Welcome(user=self.user, epoch=epoch))
-        cursor = hello.cursor
-        if cursor is not None and cursor > last_seq:
+        if stale_bounds(hello.cursor, last_seq):
             # The bounds are cached (BOUNDS_TTL): an entry stored since, which
             # this client may already have had live, is not in them yet.
             first_seq, last_seq = await edge.inbox_bounds(fresh=True)
-        if hello.epoch is not None and hello.epoch != epoch:
-            await self._resync("epoch_changed", last_seq)
-        elif cursor is None:
-            self.cursor = last_seq  # a new device starts from now; history is fetched on demand
+        plan = self.catchup.hello(hello.cursor, hello.epoch, epoch, first_seq, last_seq)
+        if plan == FROM_NOW:
             await self._catch_up()
-        elif cursor > last_seq:
-            # Ahead of everything INBOX holds (another stream's cursor, or a
-            # made-up one): taken as is, every live entry would look already
-            # sent and be dropped. Start from now and say what to fetch.
-            await self._resync("cursor_unknown", last_seq)
-        elif cursor + 1 < first_seq:
-            await self._resync("cursor_expired", last_seq)
-        else:
-            self.cursor = cursor
+        elif plan == REPLAY:
             if not await self._catch_up(check_trimmed=True):
                 await self._resync("cursor_expired", last_seq)
-        self._send(frames.Synced(cursor=self.cursor, groups=await self._join_groups()))
+        else:
+            await self._resync(plan, last_seq)
+        self._send(frames.Synced(cursor=self.catchup.cursor, groups=await self._join_groups()))
 
     async def _join_groups(self) -> list[frames.ResyncRange]:
         """Subscribe to the user's large groups, then say how far each is
@@ -225,7 +217,7 @@ class Session:
         return self.edge.hub.attach_conv(conv, self)
 
     def on_conv_message(self, msg: BusMsg) -> None:
-        if self._live:
+        if self.catchup.live:
             self.conn.send(msg.data)  # a msg frame without cursor: not an INBOX entry
             if msg.hdr and msg.hdr.find(TRACE_HEADER_BYTES) >= 0:  # untraced: published without headers
                 self._trace_delivered(msg.data, None)
@@ -234,7 +226,7 @@ class Session:
         """An ephemeral event (typing, presence, receipt, conversation
         notice), already a wire frame whose type edge.hub checked against its
         subject; ``large_conv``: a notice of a large group to read directly."""
-        if not self._live:
+        if not self.catchup.live:
             return  # before hello: ephemeral, like everything before the socket is live
         self.conn.send(data)
         if large_conv:
@@ -243,98 +235,77 @@ class Session:
     async def _resync(self, reason: str, last_seq: int) -> None:
         """resync (what to fetch from history), then live from ``last_seq``;
         the caller sends the one ``synced``."""
-        self.cursor = last_seq
+        self.catchup.resync(last_seq)
         ranges = await self.edge.resync_ranges(self.user)
         self._send(frames.Resync(reason=reason, ranges=ranges, cursor=last_seq))
         self.log.info("resync", reason=reason)
         await self._catch_up()
 
     async def _catch_up(self, *, check_trimmed: bool = False) -> bool:
-        """Send INBOX entries after ``cursor`` until none is pending, then go
-        live. With ``check_trimmed``, return False (sending nothing) if the
-        user's entries after the cursor may have been trimmed by the per-user
-        limit."""
-        edge = self.edge
+        """Send INBOX entries after the cursor until none is pending (and
+        again while live ones arrived meanwhile), then go live. With
+        ``check_trimmed``, return False (sending nothing) if the user's
+        entries after the cursor may have been trimmed by the per-user limit."""
+        edge, core = self.edge, self.catchup
         subject = edge.subjects.inbox(self.user)
-        self._catching_up = True
-        self._live = True  # live entries now only mark _seen_beyond
+        # Replay respects backpressure: a batch is at most half the socket
+        # queue, in frames and in bytes (send_queue_bytes: the server stops
+        # the batch there), and it is written only once the socket has
+        # drained (right after the check: no await between, so the batch goes
+        # to the transport in this tick's flush, where it counts against the
+        # socket's byte bound).
+        size = max(1, min(edge.settings.replay_batch, edge.settings.send_queue_frames // 2))
+        max_bytes = edge.settings.send_queue_bytes // 2
+        core.start_read(check_trimmed=check_trimmed)
         try:
             while True:
-                self._seen_beyond = False
-                first_batch = True
-                # Replay respects backpressure: a batch is at most half the
-                # socket queue, in frames and in bytes (send_queue_bytes: the
-                # server stops the batch there), and it is written only once
-                # the socket has drained (right after the check: no await
-                # between, so the batch goes to the transport in this tick's
-                # flush, where it counts against the socket's byte bound).
-                size = max(1, min(edge.settings.replay_batch, edge.settings.send_queue_frames // 2))
-                max_bytes = edge.settings.send_queue_bytes // 2
-                while True:
-                    batch = await direct_batch(edge.nc, stream=edge.inbox_stream, subject=subject,
-                                               start_seq=self.cursor + 1, batch=size, max_bytes=max_bytes,
-                                               timeout=edge.settings.send_timeout)
-                    if check_trimmed and first_batch and batch.entries:
-                        total_after = len(batch.entries) + batch.num_pending
-                        if total_after >= edge.settings.inbox_max_per_user and batch.entries[0][0] > self.cursor + 1:
-                            return False
-                    first_batch = False
-                    await self.conn.drained()
-                    if not self.conn.is_open:
-                        return True
-                    for seq, headers, data in batch.entries:
-                        if seq > self.cursor:
-                            self._put_entry(seq, headers, data)
-                    if not batch.entries or batch.num_pending == 0:
-                        break
-                if not self._seen_beyond:
+                batch = await direct_batch(edge.nc, stream=edge.inbox_stream, subject=subject,
+                                           start_seq=core.cursor + 1, batch=size, max_bytes=max_bytes,
+                                           timeout=edge.settings.send_timeout)
+                entries = batch.entries
+                if core.trimmed(entries[0][0] if entries else 0, len(entries) + batch.num_pending):
+                    return False
+                await self.conn.drained()
+                if not self.conn.is_open:
+                    return True
+                for seq, headers, data in entries:
+                    if core.on_replay(seq):
+                        self._put_entry(seq, headers, data)
+                if not core.after_batch(len(entries), batch.num_pending):
                     return True
         finally:
-            self._catching_up = False
+            core.end_read()
 
     # -- bus → socket -------------------------------------------------------------
     def on_bus_message(self, msg: BusMsg) -> None:
         """A stored entry (INBOX republish, with Nats-Sequence: edge.hub
         forwards nothing else from the live subject)."""
-        if not self._live:
+        core = self.catchup
+        if not core.live:
             return  # before hello: the replay will read it from INBOX
         h = msg.headers
         seq_s = h.get("Nats-Sequence") if h else None
         if seq_s is None:
             return  # not a stored entry (edge.hub drops and counts these first)
         seq = int(seq_s)
-        if seq <= self.cursor:
-            return
-        if self._catching_up:
-            self._seen_beyond = True
-            return
-        if int(h.get("Nats-Last-Sequence", "0")) > self.cursor:
+        action = core.on_live(seq, int(h.get("Nats-Last-Sequence", "0")))
+        if action == DELIVER:
+            self._put_entry(seq, h, msg.data)
+        elif action == GAP:
             self.edge.metrics.gaps.inc()
-            self._read_inbox()  # missed one: read it from INBOX
-            return
-        self._put_entry(seq, h, msg.data)
+            self._spawn(self._catch_up())  # missed one: read it from INBOX
 
     def recheck(self) -> None:
         """The edge's bus connection was lost and is back: INBOX entries
         republished meanwhile never reached this edge (core NATS), and the
         last of them leaves no gap for :meth:`on_bus_message` to notice.
-        Read INBOX after the cursor, as for a gap."""
-        if not self._live or not self.conn.is_open:
-            return  # before hello: its own catch-up reads INBOX
-        self._read_inbox()
-
-    def _read_inbox(self) -> None:
-        """Catch up from INBOX after the cursor: now, or, if a catch-up is
-        running, once more when it ends."""
-        if self._catching_up:
-            self._seen_beyond = True
-            return
-        self._catching_up = True
-        self._spawn(self._catch_up())
+        Read INBOX after the cursor, as for a gap (or once more, if a read is
+        running; before hello its own read will)."""
+        if self.conn.is_open and self.catchup.on_reconnect():
+            self._spawn(self._catch_up())
 
     def _put_entry(self, seq: int, headers: dict, data: bytes) -> None:
         self.conn.send(frames.with_cursor(data, seq))
-        self.cursor = seq
         msg_id = headers.get("Nats-Msg-Id")
         if msg_id:
             self._unacked.append((seq, msg_id))
@@ -413,7 +384,7 @@ class Session:
             self.sends.send(frame)  # type: ignore[arg-type]
         elif kind is frames.Ack:
             if frame.cursor > self.acked:  # type: ignore[union-attr]
-                self.acked = min(frame.cursor, self.cursor)  # type: ignore[union-attr]
+                self.acked = min(frame.cursor, self.catchup.cursor)  # type: ignore[union-attr]
                 self.edge.on_ack(self, self.acked)
                 if self._traced is not None:
                     self._trace_acked(self.acked)
