@@ -1,19 +1,30 @@
-"""Shared helpers of the delivery end-to-end tests.
+"""Helpers of the end-to-end tests (the deployment itself comes from the
+``deploy`` fixture in tests/e2e/conftest.py; see docs/testing.md).
 
-- :func:`fabric`: edge + sequencer (in-process, via ``sbctl.fabric.run``)
-  on a real nats-server, isolated from other tests on the same server by a
-  unique subject prefix and stream prefix.
+- :func:`until`: the one wait helper (sync or async predicate, a failure
+  message saying what was awaited).
+- :func:`make_settings` / :func:`settings_env`: the Settings of one isolated
+  deployment on a shared nats-server, and the same settings as the
+  environment of a ``python -m sbctl`` child.
 - :class:`Raw`: a raw WebSocket client that records every frame the edge sends.
   The SDK drops duplicates by (conv, seq); tests that must prove the *edge*
   sends nothing twice read with :class:`Raw` instead.
+- :class:`Events` / :func:`kind`: the non-message frames an SDK client got
+  (receipt, typing, presence, error), buffered so a test can wait for one
+  kind without losing the others.
 - :class:`Proc`: a ``python -m sbctl ...`` child process (SIGKILL-able).
-- :func:`stream_msgs`: what MESSAGES really holds for one conversation.
+- bus inspection: :func:`stream_msgs` (what MESSAGES holds for one
+  conversation), :func:`push_entries` / :func:`push_queue_len` (the PUSH work
+  queue), :class:`PresenceChanges` (the tracker's announcements),
+  :func:`edge_metrics` (an edge's ``/metrics`` page over HTTP).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import inspect
 import json
 import os
 import re
@@ -23,8 +34,9 @@ import subprocess
 import sys
 import time
 import uuid
+import weakref
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import msgspec
 import nats
@@ -33,6 +45,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from switchboard import auth, frames
+from switchboard.frames import decode_server_frame
 from switchboard.bus import streams
 from sbctl.embedded import free_port
 from sbctl.fabric import Fabric, run
@@ -49,6 +62,41 @@ def unique(prefix: str = "u") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
+# ---------------------------------------------------------------- waiting
+
+
+async def until(pred: Callable[[], Any], timeout: float = STEP, what: "str | Callable[[], str]" = "the condition",
+                *, every: float = 0.02, ignore: tuple[type[BaseException], ...] = ()) -> Any:
+    """Wait until ``pred()`` is truthy and return that value.
+
+    ``pred`` may be a plain function or a coroutine function (anything whose
+    result is awaitable is awaited). It is called every ``every`` seconds;
+    after ``timeout`` seconds the test fails with ``what`` (a string, or a
+    function called only then, e.g. to show a process's output) and the last
+    value seen. Exceptions of the types in ``ignore`` count as "not yet"
+    (e.g. a port that does not listen yet); any other exception propagates.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = pred()
+            if inspect.isawaitable(last):
+                last = await last
+        except ignore as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            desc = what() if callable(what) else what
+            shown = repr(last)
+            if len(shown) > 500:
+                shown = shown[:500] + "..."
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {desc} (last value: {shown})")
+        await asyncio.sleep(every)
+
+
 def make_settings(tmp_path: Path, nats_url: str, **overrides: Any) -> Settings:
     """Settings of one isolated deployment on a shared nats-server."""
     tag = uuid.uuid4().hex[:8]
@@ -62,6 +110,30 @@ def make_settings(tmp_path: Path, nats_url: str, **overrides: Any) -> Settings:
     )
     values.update(overrides)
     return Settings(**values)
+
+
+def settings_env(settings: Settings, base: "dict[str, str] | None" = None) -> dict[str, str]:
+    """The environment that gives a ``python -m sbctl`` child exactly
+    ``settings``: ``SWITCHBOARD_<FIELD>`` for every field that differs from
+    its default (a nested settings section: ``SWITCHBOARD_<SECTION>__<FIELD>``),
+    on top of ``base`` (default: this process's environment) cleared of any
+    ``SWITCHBOARD_*`` variable, so nothing leaks in from the shell."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("SWITCHBOARD_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(_env_of(settings, "SWITCHBOARD_"))
+    return env
+
+
+def _env_of(obj: Any, prefix: str) -> dict[str, str]:
+    out = {}
+    default = type(obj)()
+    for f in dataclasses.fields(obj):
+        value, dflt = getattr(obj, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_env_of(value, f"{prefix}{f.name.upper()}__"))
+        elif value != dflt:
+            out[f"{prefix}{f.name.upper()}"] = str(value)
+    return out
 
 
 @contextlib.asynccontextmanager
@@ -131,6 +203,80 @@ async def no_more_messages(c: Client, wait: float = 0.3) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         m = await c.next_message(wait)
         raise AssertionError(f"unexpected extra message: {m}")
+
+
+# ---------------------------------------------------------------- SDK events
+
+Pred = Callable[[Any], bool]
+
+
+def kind(type_: str, **match: Any) -> Pred:
+    """A predicate on a frame (struct or dict): its type and some fields."""
+
+    def pred(f: Any) -> bool:
+        get = f.get if isinstance(f, dict) else (lambda k: getattr(f, k, None))
+        t = f.get("type") if isinstance(f, dict) else type(f).__struct_config__.tag
+        return t == type_ and all(get(k) == v for k, v in match.items())
+
+    pred.__qualname__ = f"kind({type_!r}{''.join(f', {k}={v!r}' for k, v in match.items())})"
+    return pred
+
+
+class Events:
+    """Buffers every event frame of an SDK client (``Client.events``).
+
+    ``Events(client)`` returns the one buffer of that client (made on first
+    use), so two helpers waiting on the same client never steal each other's
+    frames."""
+
+    _of: "weakref.WeakKeyDictionary[Client, Events]" = weakref.WeakKeyDictionary()
+
+    def __new__(cls, client: Client) -> "Events":
+        existing = cls._of.get(client)
+        if existing is not None:
+            return existing
+        self = super().__new__(cls)
+        self.client = client
+        self.seen: list[Any] = []  # everything, in arrival order
+        self.unread: list[Any] = []  # not yet returned by expect()
+        cls._of[client] = self
+        return self
+
+    def pull(self) -> list[Any]:
+        """Move what the client has received into ``seen`` and ``unread``; returns ``unread``."""
+        while not self.client.events.empty():
+            f = self.client.events.get_nowait()
+            self.seen.append(f)
+            self.unread.append(f)
+        return self.unread
+
+    def skip_all(self) -> None:
+        """Forget every frame received so far (``seen`` keeps them): later
+        :meth:`expect` calls see only what arrives from now on."""
+        self.pull()
+        self.unread.clear()
+
+    def _take(self, pred: Pred) -> Any:
+        for i, f in enumerate(self.pull()):
+            if pred(f):
+                return [self.unread.pop(i)]  # a list: truthy even for a falsy frame
+        return None
+
+    async def expect(self, pred: Pred, timeout: float = STEP) -> Any:
+        """The first not yet returned frame matching ``pred`` (others stay buffered)."""
+        [f] = await until(lambda: self._take(pred), timeout,
+                          lambda: f"a frame matching {getattr(pred, '__qualname__', pred)}; unread: {self.unread}")
+        return f
+
+    async def nothing(self, pred: Pred, wait: float = 0.4) -> None:
+        """Assert no frame matching ``pred`` arrives (or is buffered) within ``wait``."""
+        await asyncio.sleep(wait)
+        bad = [f for f in self.pull() if pred(f)]
+        assert not bad, f"unexpected frames: {bad}"
+
+    def matching(self, pred: Pred) -> list[Any]:
+        self.pull()
+        return [f for f in self.seen if pred(f)]
 
 
 # ---------------------------------------------------------------- raw websocket
@@ -231,25 +377,49 @@ class Raw:
         return f
 
     async def reply(self, ref: str, timeout: float = STEP, nth: int = 0) -> dict:
-        """The ``nth`` frame answering ``ref`` (sent, error, conv, history...)."""
-        deadline = time.monotonic() + timeout
-        while True:
+        """The ``nth`` frame answering ``ref`` (sent, error, conv, history...);
+        fails at once if the socket closes without it."""
+
+        def answered() -> "list[dict] | None":
             got = self.replies.get(ref, [])
             if len(got) > nth:
-                return got[nth]
-            if time.monotonic() > deadline or self.closed.is_set():
-                raise AssertionError(f"no answer #{nth} to {ref!r} (closed={self.closed.is_set()})")
-            await asyncio.sleep(0.005)
+                return [got[nth]]
+            if self.closed.is_set():
+                raise AssertionError(f"no answer #{nth} to {ref!r}: the socket closed")
+            return None
+
+        [f] = await until(answered, timeout, f"answer #{nth} to {ref!r}", every=0.005)
+        return f
+
+    async def find(self, pred: Pred, timeout: float = STEP) -> dict:
+        """The first recorded frame (of all of ``frames``, returned before or
+        not) that matches ``pred``, waiting for it if needed."""
+        [f] = await until(lambda: [f for f in self.frames if pred(f)][:1], timeout,
+                          lambda: f"a frame matching {getattr(pred, '__qualname__', pred)}; "
+                                  f"last frames: {self.frames[-10:]}")
+        return f
+
+    async def nothing(self, pred: Pred, wait: float = 0.4) -> None:
+        """Assert no recorded frame matches ``pred`` after ``wait`` seconds."""
+        await asyncio.sleep(wait)
+        bad = [f for f in self.frames if pred(f)]
+        assert not bad, f"unexpected frames: {bad}"
 
     def msgs(self, conv: str | None = None) -> list[dict]:
         return [f for f in self.frames if f.get("type") == "msg" and (conv is None or f["conv"] == conv)]
 
     async def wait_msgs(self, n: int, conv: str | None = None, timeout: float = STEP) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.msgs(conv)) < n:
-            if time.monotonic() > deadline or self.closed.is_set() and len(self.msgs(conv)) < n:
-                raise AssertionError(f"got {len(self.msgs(conv))} of {n} messages")
-            await asyncio.sleep(0.01)
+        """The ``msg`` frames (of ``conv``) once there are at least ``n``;
+        fails at once if the socket closes with fewer."""
+
+        def enough() -> bool:
+            if len(self.msgs(conv)) >= n:
+                return True
+            if self.closed.is_set():
+                raise AssertionError(f"socket closed with {len(self.msgs(conv))} of {n} messages")
+            return False
+
+        await until(enough, timeout, lambda: f"{n} messages (got {len(self.msgs(conv))})", every=0.01)
         return self.msgs(conv)
 
     async def close(self) -> None:
@@ -285,6 +455,55 @@ async def stream_msgs(settings: Settings, conv: str) -> list[frames.Msg]:
         return out
     finally:
         await nc.close()
+
+
+async def push_entries(settings: Settings, user: str) -> int:
+    """Entries the PUSH work queue holds for ``user`` (not yet taken by a pusher)."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+        subject = settings.subjects.push(user)
+        info = await js.stream_info(streams.names(settings)[2], subjects_filter=subject)
+        return (info.state.subjects or {}).get(subject, 0)
+    finally:
+        await nc.close()
+
+
+async def push_queue_len(settings: Settings) -> int:
+    """Entries in the PUSH work queue, all users (an acked entry is removed)."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        return (await nc.jetstream().stream_info(streams.names(settings)[2])).state.messages
+    finally:
+        await nc.close()
+
+
+class PresenceChanges:
+    """Listens to ``<prefix>.presence.changed.*`` (what the sequencer's presence view reads)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.changes: list[tuple[str, bool]] = []
+        self.nc: Any = None
+
+    async def __aenter__(self) -> "PresenceChanges":
+        self.nc = await nats.connect(self.settings.nats_url)
+
+        async def cb(msg) -> None:
+            p = decode_server_frame(msg.data)
+            self.changes.append((p.user, p.online))
+
+        await self.nc.subscribe(f"{self.settings.subjects.prefix}.presence.changed.*", cb=cb)
+        await self.nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.nc.close()
+
+    async def wait(self, user: str, online: bool, timeout: float = STEP) -> None:
+        await until(lambda: (user, online) in self.changes, timeout, f"{user} online={online}")
+        # The sequencer's subscription gets the same message; give it a moment.
+        await asyncio.sleep(0.1)
 
 
 # ---------------------------------------------------------------- processes
@@ -323,21 +542,52 @@ class Proc:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    @property
+    def running(self) -> bool:
+        return self.p.poll() is None
+
     async def wait_output(self, needle: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The output once it contains ``needle``; fails at once if the process exits first."""
+
+        def printed() -> "str | None":
             out = self.output()
             if needle in out:
                 return out
             if self.p.poll() is not None:
                 raise AssertionError(f"process exited with {self.p.returncode}: {out[-3000:]}")
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{needle!r} not printed within {timeout}s: {self.output()[-3000:]}")
+            return None
+
+        return await until(printed, timeout, lambda: f"{needle!r} in the output: {self.output()[-3000:]}",
+                           every=0.05)
 
     def kill(self) -> None:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGKILL)
             self.p.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: frozen, as a process the OS stops scheduling (a GC pause, a VM stall)."""
+        self.p.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.p.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        """Kill it if it still runs and close its log file."""
+        self.kill()
+        self._fh.close()
+
+    async def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait (without blocking the event loop) for the exit; SIGKILL after ``timeout``."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                await until(lambda: self.p.poll() is not None, timeout, "the process to exit after SIGTERM",
+                            every=0.05)
+            except AssertionError:
+                self.kill()
+        self._fh.close()
+        return self.p.wait()
 
     def terminate(self, timeout: float = 15.0) -> int:
         if self.p.poll() is None:
@@ -359,8 +609,7 @@ def procs() -> Iterable[list[Proc]]:
         yield made
     finally:
         for p in made:
-            p.kill()
-            p._fh.close()
+            p.close()
 
 
 # ---------------------------------------------------------------- fixtures
