@@ -1,23 +1,23 @@
 """SQLite DeviceStore: its own table, in any SQLite file (may be the store's).
 
-Like the SQLite store, every call runs on one dedicated thread that owns the
-connection, so the event loop never waits on disk.
+Like the SQLite store, every call runs on the connection's own thread
+(:class:`switchboard.db.sqlite.SqliteExecutor`), so the event loop never
+waits on disk.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
 
-from switchboard.store.sqlite import wal_mode
 from switchboard import ids
+from switchboard.db.sqlite import SqliteExecutor
 from switchboard.devices import Device, check_token
 
-T = TypeVar("T")
+# Seconds a write waits for another process's lock (the pusher and a second
+# one, or the archiver on a shared file): a registration is one short upsert.
+BUSY_TIMEOUT = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS push_devices (
@@ -36,32 +36,14 @@ class SqliteDeviceStore:
 
     def __init__(self, *, path: str | Path) -> None:
         self.path = str(path)
-        self._db: sqlite3.Connection | None = None
-        self._pool: ThreadPoolExecutor | None = None
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        assert self._pool is not None and self._db is not None, "device store not open"
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self._db)
+        self._ex = SqliteExecutor(self.path, name="sb-devices", schema=_SCHEMA, busy_timeout=BUSY_TIMEOUT)
+        self._run = self._ex.run
 
     async def open(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sb-devices")
-
-        def _open() -> sqlite3.Connection:
-            # timeout = busy timeout, before the first statement: another process
-            # writing (or opening) the file at once: queue, don't fail.
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-            wal_mode(db)
-            db.executescript(_SCHEMA)
-            return db
-
-        self._db = await asyncio.get_running_loop().run_in_executor(self._pool, _open)
+        await self._ex.open()
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._run(lambda db: db.close())
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-        self._db, self._pool = None, None
+        await self._ex.close()
 
     async def register(self, user: str, platform: str, token: str) -> Device:
         ids.check(user, "user")

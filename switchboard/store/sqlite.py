@@ -1,24 +1,25 @@
 """SQLite store: the embedded default, one file under the data dir.
 
-sqlite3 is blocking, so every call runs on one dedicated thread (a
-single-worker executor) that owns the connection; the event loop never waits
-on disk. WAL mode lets a second process (a second sequencer in the tests)
-share the file; ``busy_timeout`` makes writers queue instead of failing.
+Every call runs on the connection's own thread
+(:class:`switchboard.db.sqlite.SqliteExecutor`): the event loop never waits on
+disk. WAL mode lets a second process (a second sequencer in the tests) share
+the file; the busy timeout makes writers queue instead of failing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any
 
+from switchboard.db.sqlite import SqliteExecutor, in_tx
 from switchboard.frames import Msg
 from switchboard.store import Conversation, Watermark
 
-T = TypeVar("T")
+# Seconds a write waits for another process's lock (a second sequencer on the
+# same file) before it fails: long enough for any single transaction here.
+BUSY_TIMEOUT = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -59,40 +60,16 @@ class SqliteStore:
 
     def __init__(self, *, path: str | Path, **_ignored: Any) -> None:
         self.path = str(path)
-        self._db: sqlite3.Connection | None = None
-        self._pool: ThreadPoolExecutor | None = None
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        assert self._pool is not None and self._db is not None, "store not open"
-        db = self._db
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, db)
+        # synchronous=FULL: append returns only once durable.
+        self._ex = SqliteExecutor(self.path, name="sqlite", schema=_SCHEMA, busy_timeout=BUSY_TIMEOUT,
+                                  pragmas=("PRAGMA synchronous=FULL",))
+        self._run = self._ex.run
 
     async def open(self) -> None:
-        if self._pool is not None:
-            return
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-
-        def connect() -> sqlite3.Connection:
-            # timeout = busy timeout, set before the first statement: another
-            # process opening the same file at once (switching it to WAL, say)
-            # holds the lock for a moment; wait rather than fail.
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-            wal_mode(db)
-            db.execute("PRAGMA synchronous=FULL")  # append returns only once durable
-            db.executescript(_SCHEMA)
-            return db
-
-        self._db = await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+        await self._ex.open()
 
     async def close(self) -> None:
-        if self._pool is None:
-            return
-        await self._run(lambda db: db.close())
-        self._pool.shutdown(wait=True)
-        self._pool = None
-        self._db = None
+        await self._ex.close()
 
     # -- conversations ------------------------------------------------------
     async def create_conversation(self, conv: Conversation) -> tuple[Conversation, bool]:
@@ -110,7 +87,7 @@ class SqliteStore:
             return cur.rowcount == 1
 
         def tx(db: sqlite3.Connection) -> tuple[Conversation, bool]:
-            created = _in_tx(db, insert)
+            created = in_tx(db, insert)
             stored = _get_conv(db, conv.id)
             assert stored is not None
             return stored, created
@@ -132,7 +109,7 @@ class SqliteStore:
         if not rows:
             return
 
-        await self._run(lambda db: _in_tx(db, lambda db: db.executemany(
+        await self._run(lambda db: in_tx(db, lambda db: db.executemany(
             "INSERT OR IGNORE INTO messages (conv, seq, id, sender, body, ts, kind)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)))
 
@@ -162,14 +139,13 @@ class SqliteStore:
 
         return await self._run(q)
 
-
     # -- receipts -------------------------------------------------------------
     async def merge_watermarks(self, marks: Sequence[Watermark]) -> None:
         rows = [(m.conv, m.user, m.delivered, m.read) for m in marks]
         if not rows:
             return
 
-        await self._run(lambda db: _in_tx(db, lambda db: db.executemany(
+        await self._run(lambda db: in_tx(db, lambda db: db.executemany(
             "INSERT INTO watermarks (conv, user, delivered, read) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (conv, user) DO UPDATE SET"
             " delivered = max(delivered, excluded.delivered), read = max(read, excluded.read)", rows)))
@@ -180,31 +156,6 @@ class SqliteStore:
                 "SELECT user, delivered, read FROM watermarks WHERE conv = ? ORDER BY user", (conv_id,))]
 
         return await self._run(q)
-
-
-def wal_mode(db: sqlite3.Connection, attempts: int = 100) -> None:
-    """Switch to WAL. SQLite answers "locked" at once, without its busy
-    handler, when another process switches the same file at that moment: retry."""
-    for i in range(attempts):
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or i == attempts - 1:
-                raise
-            time.sleep(0.05)
-
-
-def _in_tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn`` in one write transaction (taken at once: no upgrade deadlock)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        out = fn(db)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    return out
 
 
 def _get_conv(db: sqlite3.Connection, conv_id: str) -> Conversation | None:
