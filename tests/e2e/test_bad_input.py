@@ -3,6 +3,14 @@
 For every case: the stable error code (or close code, for auth) is asserted;
 afterwards the SAME connection still sends and receives, and an unrelated pair
 of clients exchanging messages at the same time was not disturbed.
+
+The second table covers the frames around messages (push.register,
+presence.watch, read, receipts, typing): each gets an ``error`` frame with a
+stable code (and the frame's ``id`` as ``ref`` when it had one), nothing is
+stored, and the connection stays usable.
+
+One deployment (sequencer, edge, presence tracker, pusher with the log
+provider) serves both tables; every case uses fresh users.
 """
 
 from __future__ import annotations
@@ -18,17 +26,22 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from switchboard import auth
-from tests.e2e.helpers import STEP, Raw, deployment, seqs, unique
+from tests.e2e.helpers import STEP, Raw, kind, seqs, unique
 
 MAX_FRAME = 4096  # small limits so oversize cases stay cheap
 MAX_BODY = 1024
 
 
 @pytest.fixture(scope="module")
-async def dep(nats_server, tmp_path_factory):
-    async with deployment(tmp_path_factory.mktemp("bad"), nats_server.url, max_frame_bytes=MAX_FRAME,
-                          max_body_bytes=MAX_BODY, rate_per_sec=1000.0, rate_burst=1000) as d:
-        yield d
+async def dep(deploy_module):
+    return await deploy_module(roles=("sequencer", "edge", "presence", "pusher"), max_frame_bytes=MAX_FRAME,
+                               max_body_bytes=MAX_BODY, rate_per_sec=1000.0, rate_burst=1000)
+
+
+@pytest.fixture(scope="module")
+async def store(dep):
+    """The deployment's store, read by the checks that nothing was stored."""
+    return await dep.store()
 
 
 @pytest.fixture(scope="module")
@@ -202,10 +215,9 @@ async def test_bad_token_closed_4001(dep, how, where):
             kw["additional_headers"] = {"Authorization": f"Bearer {tok}"}
             tok = None
         try:
-            r = await Raw.open(dep.url, tok, **kw)
+            r = await dep.raw(token=tok, hello=False, **kw)
         except InvalidStatus as exc:  # refusing before the upgrade would be acceptable too
             raise AssertionError(f"expected close 4001 after upgrade, got HTTP {exc.response.status_code}")
-        dep._raws.append(r)
         with pytest.raises(ConnectionClosed):
             await r.send({"type": "hello", "cursor": None})
             await asyncio.wait_for(r.closed.wait(), STEP)
@@ -216,17 +228,125 @@ async def test_bad_token_closed_4001(dep, how, where):
         assert not [f for f in r.frames if f["type"] in ("welcome", "msg")]
 
 
-async def test_rate_limited(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url, rate_per_sec=2.0, rate_burst=5) as d:
-        alice, bob_user = unique("alice"), unique("bob")
-        async with Observer(d):
-            bob = await d.raw(bob_user)
-            a = await d.raw(alice)
-            for i in range(10):
-                await a.send({"type": "ack", "cursor": 0})  # acks get no answer: only errors come back
-            err = await a.expect("error")
-            assert (err["code"], err["retry"]) == ("rate_limited", True)
-            n_limited = sum(1 for f in a.frames if f.get("code") == "rate_limited")
-            await asyncio.sleep(1.2)  # the bucket refills
-            assert n_limited >= 1
-            await good_send_works(d, a, alice, bob, bob_user)
+async def test_rate_limited(deploy):
+    d = await deploy(rate_per_sec=2.0, rate_burst=5)
+    alice, bob_user = unique("alice"), unique("bob")
+    async with Observer(d):
+        bob = await d.raw(bob_user)
+        a = await d.raw(alice)
+        for i in range(10):
+            await a.send({"type": "ack", "cursor": 0})  # acks get no answer: only errors come back
+        err = await a.expect("error")
+        assert (err["code"], err["retry"]) == ("rate_limited", True)
+        n_limited = sum(1 for f in a.frames if f.get("code") == "rate_limited")
+        await asyncio.sleep(1.2)  # the bucket refills: 1/rate_per_sec per token
+        assert n_limited >= 1
+        await good_send_works(d, a, alice, bob, bob_user)
+
+
+# ---------------------------------------------------------------- receipts, typing, presence, push frames
+
+
+@dataclass
+class World:
+    alice: str  # the one sending the bad frame
+    bob: str
+    carol: str  # not a member of conv
+    conv: str  # 1:1 of alice and bob holding one message (seq 1)
+    other: str  # 1:1 of bob and carol: alice is not a member
+
+
+@dataclass
+class SignalCase:
+    frame: Callable[[World], Any]
+    code: str
+    ref: str | None = "bad-1"  # the frame's id, echoed in the error
+    checks: tuple[str, ...] = ()  # what must not have been stored: devices, marks, watch
+
+
+R = "bad-1"
+WEBPUSH_HTTP = '{"endpoint":"http://push.example/x","keys":{"p256dh":"AA","auth":"BB"}}'
+
+SIGNAL_CASES = {
+    # push.register: validated at the edge, again by the pusher; nothing stored
+    "register_unknown_platform": SignalCase(lambda w: {"type": "push.register", "platform": "sms", "token": "ab" * 32,
+                                                 "id": R}, "unknown_platform", checks=("devices",)),
+    "register_apns_not_hex": SignalCase(lambda w: {"type": "push.register", "platform": "apns", "token": "zz" * 32,
+                                             "id": R}, "bad_token", checks=("devices",)),
+    "register_fcm_too_short": SignalCase(lambda w: {"type": "push.register", "platform": "fcm", "token": "short",
+                                              "id": R}, "bad_token", checks=("devices",)),
+    "register_webpush_not_json": SignalCase(lambda w: {"type": "push.register", "platform": "webpush",
+                                                 "token": "not json", "id": R}, "bad_token", checks=("devices",)),
+    "register_webpush_http": SignalCase(lambda w: {"type": "push.register", "platform": "webpush",
+                                             "token": WEBPUSH_HTTP, "id": R}, "bad_token", checks=("devices",)),
+    "register_token_not_string": SignalCase(lambda w: {"type": "push.register", "platform": "apns", "token": 7,
+                                                 "id": R}, "bad_frame", checks=("devices",)),
+    # presence.watch: one malformed id rejects the whole frame (bob is not watched either)
+    "watch_wildcard": SignalCase(lambda w: {"type": "presence.watch", "users": [w.bob, "a.>"], "id": R}, "invalid_id",
+                           checks=("watch",)),
+    "watch_space": SignalCase(lambda w: {"type": "presence.watch", "users": ["a b", w.bob], "id": R}, "invalid_id",
+                        checks=("watch",)),
+    "watch_too_long": SignalCase(lambda w: {"type": "presence.watch", "users": ["u" * 65], "id": R}, "invalid_id"),
+    "watch_not_a_list": SignalCase(lambda w: {"type": "presence.watch", "users": w.bob, "id": R}, "bad_frame",
+                             checks=("watch",)),
+    # read: seq beyond the conversation's last, not a member, no such conversation, malformed
+    "read_beyond_last": SignalCase(lambda w: {"type": "read", "conv": w.conv, "seq": 99, "id": R}, "invalid_seq",
+                             checks=("marks",)),
+    "read_not_member": SignalCase(lambda w: {"type": "read", "conv": w.other, "seq": 1, "id": R}, "not_member",
+                            checks=("marks",)),
+    "read_no_such_conv": SignalCase(lambda w: {"type": "read", "conv": unique("nope"), "seq": 1, "id": R}, "not_found"),
+    "read_negative": SignalCase(lambda w: {"type": "read", "conv": w.conv, "seq": -1, "id": R}, "bad_frame",
+                          checks=("marks",)),
+    "read_conv_wildcard": SignalCase(lambda w: {"type": "read", "conv": "c.>", "seq": 1, "id": R}, "invalid_id"),
+    # receipts query and typing in someone else's conversation
+    "receipts_not_member": SignalCase(lambda w: {"type": "receipts", "conv": w.other, "id": R}, "not_member"),
+    "typing_not_member": SignalCase(lambda w: {"type": "typing", "conv": w.other}, "not_member", ref=None),
+}
+
+
+async def world(dep) -> World:
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    b = await dep.raw(bob)
+    conv = (await b.send_msg(id="w1", to=alice, body="hi alice"))["conv"]
+    other = (await b.send_msg(id="w2", to=carol, body="hi carol"))["conv"]
+    await b.close()
+    return World(alice, bob, carol, conv, other)
+
+
+async def marks(store, conv: str) -> dict[str, tuple[int, int]]:
+    return {w.user: (w.delivered, w.read) for w in await store.watermarks(conv)}
+
+
+@pytest.mark.parametrize("case", SIGNAL_CASES.values(), ids=SIGNAL_CASES.keys())
+async def test_bad_signal_frame_answered_stores_nothing(dep, store, case):
+    w = await world(dep)
+    before = {c: await marks(store, c) for c in (w.conv, w.other)}
+    a = await dep.raw(w.alice)
+    await a.send(case.frame(w))
+    err = await a.expect("error")
+    assert (err["code"], err["ref"], err["retry"]) == (case.code, case.ref, False), err
+    assert err["message"]  # a human-readable reason
+
+    # the connection is still usable
+    sent = await a.send_msg(id="after-1", conv=w.conv, body="still here")
+    assert sent["seq"] == 2
+    assert len([f for f in a.frames if f["type"] == "error"]) == 1  # one error, for the bad frame only
+
+    if "devices" in case.checks:
+        assert await dep.component("pusher").devices.tokens_of(w.alice) == []
+    if "marks" in case.checks:
+        await asyncio.sleep(0.15)  # past the receipts' 50 ms coalescing tick
+        after = {c: await marks(store, c) for c in (w.conv, w.other)}
+        # alice is not in `other`: nothing of hers is stored there (bob's own
+        # watermark from his "hi carol" may land meanwhile: sending marks read)
+        assert w.alice not in after[w.other]
+        # in `conv`, bob's read watermark did not move (alice's bad read is hers only)
+        assert after[w.conv].get(w.bob, (0, 0))[1] == before[w.conv].get(w.bob, (0, 0))[1] or \
+            after[w.conv][w.bob][1] == 1  # his own "hi alice" (seq 1), stored within a second
+        # alice's read watermark can only come from her own "still here" (seq
+        # 2: sending marks read, stored within a second); the bad read stored nothing
+        assert after[w.conv].get(w.alice, (0, 0))[1] in (0, 2)
+    if "watch" in case.checks:
+        b = await dep.raw(w.bob)  # bob comes online: alice must not hear of it
+        await a.nothing(kind("presence"), wait=0.4)
+        await b.close()
