@@ -13,14 +13,12 @@ from __future__ import annotations
 import pytest
 
 from switchboard import frames, ids
-from tests.e2e.helpers import deployment, drain_messages, stream_msgs, unique
-from tests.e2e.issue4_helpers import eventually
+from tests.e2e.helpers import drain_messages, stream_msgs, unique, until
 
 
 @pytest.fixture
-async def dep(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url) as d:
-        yield d
+async def dep(deploy):
+    return await deploy()
 
 
 def by_conv(convs: list[frames.ConvSummary]) -> dict[str, frames.ConvSummary]:
@@ -62,7 +60,7 @@ async def test_three_conversations_newest_first_with_unread(dep):
     async def group_read() -> bool:
         return by_conv(await a.list_conversations())[group.conv].read == 2
 
-    await eventually(group_read)
+    await until(group_read)
     got = by_conv(await a.list_conversations())
     assert got[dm_carol].read == 0 and got[dm_bob].read == 3
 
@@ -118,73 +116,71 @@ async def test_non_member_never_sees_a_conversation(dep):
     assert all("secret" not in (x.last.body if x.last else "") for x in seen)
 
 
-async def test_list_is_capped_by_the_setting(nats_server, tmp_path):
+async def test_list_is_capped_by_the_setting(deploy):
     """conv_list_max: the most recently active ones, and ``more`` says there are others."""
-    async with deployment(tmp_path, nats_server.url, conv_list_max=2) as d:
-        alice = unique("alice")
-        a = await d.sdk(alice)
-        convs = [(await a.send(to=unique("peer"), body=f"n{i}")).conv for i in range(3)]
-        raw = await d.raw(alice)
-        await raw.send({"type": "conv.list", "id": "l3"})
-        reply = await raw.reply("l3")
-        assert [x["conv"] for x in reply["convs"]] == [convs[2], convs[1]]
-        assert reply["more"] is True
+    d = await deploy(conv_list_max=2)
+    alice = unique("alice")
+    a = await d.sdk(alice)
+    convs = [(await a.send(to=unique("peer"), body=f"n{i}")).conv for i in range(3)]
+    raw = await d.raw(alice)
+    await raw.send({"type": "conv.list", "id": "l3"})
+    reply = await raw.reply("l3")
+    assert [x["conv"] for x in reply["convs"]] == [convs[2], convs[1]]
+    assert reply["more"] is True
 
 
-async def test_big_answers_are_cut_to_fit_the_send_queue(nats_server, tmp_path):
+async def test_big_answers_are_cut_to_fit_the_send_queue(deploy):
     """Long last messages: the answer stays under half the socket's send
     queue (a bigger frame would close the socket as a slow consumer); the
     least recent conversations are left out and ``more`` is set."""
-    async with deployment(tmp_path, nats_server.url, send_queue_bytes=160 * 1024, max_frame_bytes=64 * 1024,
-                          max_body_bytes=16 * 1024) as d:
-        alice = unique("alice")
-        a = await d.sdk(alice)
-        convs = [(await a.send(to=unique("peer"), body=f"{i}" + "x" * 16_000)).conv for i in range(8)]
-        raw = await d.raw(alice)
-        await raw.send({"type": "conv.list", "id": "l4"})
-        reply = await raw.reply("l4")
-        got = [x["conv"] for x in reply["convs"]]
-        assert 1 <= len(got) < 8 and got == convs[::-1][:len(got)]
-        assert reply["more"] is True
-        assert not raw.closed.is_set()
+    d = await deploy(send_queue_bytes=160 * 1024, max_frame_bytes=64 * 1024, max_body_bytes=16 * 1024)
+    alice = unique("alice")
+    a = await d.sdk(alice)
+    convs = [(await a.send(to=unique("peer"), body=f"{i}" + "x" * 16_000)).conv for i in range(8)]
+    raw = await d.raw(alice)
+    await raw.send({"type": "conv.list", "id": "l4"})
+    reply = await raw.reply("l4")
+    got = [x["conv"] for x in reply["convs"]]
+    assert 1 <= len(got) < 8 and got == convs[::-1][:len(got)]
+    assert reply["more"] is True
+    assert not raw.closed.is_set()
 
 
-async def test_conversations_gone_from_the_stream_come_from_the_archive(nats_server, tmp_path):
+async def test_conversations_gone_from_the_stream_come_from_the_archive(deploy):
     """MESSAGES keeps recent messages only: a conversation whose messages all
     aged out is still listed, with its last message read from the archive."""
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "archiver"),
-                          messages_max_age_sec=2.0, dedup_window_sec=1.0) as d:
-        alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
-        a = await d.sdk(alice)
-        await a.send(to=bob, body="old news")
-        old = (await a.send(to=bob, body="older than the stream")).conv
+    d = await deploy(roles=("sequencer", "edge", "archiver"), messages_max_age_sec=2.0, dedup_window_sec=1.0)
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    a = await d.sdk(alice)
+    await a.send(to=bob, body="old news")
+    old = (await a.send(to=bob, body="older than the stream")).conv
 
-        async def aged_out() -> bool:
-            return await stream_msgs(d.settings, old) == []
+    async def aged_out() -> bool:
+        return await stream_msgs(d.settings, old) == []
 
-        await eventually(aged_out, timeout=20, what="MESSAGES expiring the old conversation")
-        new = (await a.send(to=carol, body="fresh")).conv
-        convs = await a.list_conversations()
-        assert [x.conv for x in convs] == [new, old]
-        assert (convs[1].last_seq, convs[1].read, convs[1].last.body) == (2, 2, "older than the stream")
+    await until(aged_out, timeout=20, what="MESSAGES expiring the old conversation")
+    new = (await a.send(to=carol, body="fresh")).conv
+    convs = await a.list_conversations()
+    assert [x.conv for x in convs] == [new, old]
+    assert (convs[1].last_seq, convs[1].read, convs[1].last.body) == (2, 2, "older than the stream")
 
 
-async def test_rate_limited_per_user(nats_server, tmp_path):
+async def test_rate_limited_per_user(deploy):
     """conv_list_per_min: a client asking in a loop gets rate_limited (retry)
     instead of keeping the sequencer busy; a reconnect does not refill it."""
-    async with deployment(tmp_path, nats_server.url, conv_list_per_min=4) as d:  # 2 at once
-        alice = unique("alice")
-        raw = await d.raw(alice)
-        for ref in ("a", "b"):
-            await raw.send({"type": "conv.list", "id": ref})
-            assert (await raw.reply(ref))["type"] == "conv.list"
-        await raw.send({"type": "conv.list", "id": "c"})
-        err = await raw.reply("c")
-        assert (err["type"], err["code"], err["retry"]) == ("error", "rate_limited", True)
-        await raw.close()
-        again = await d.raw(alice)
-        await again.send({"type": "conv.list", "id": "d"})
-        assert (await again.reply("d"))["code"] == "rate_limited"
-        other = await d.raw(unique("bob"))  # per user: others are not affected
-        await other.send({"type": "conv.list", "id": "e"})
-        assert (await other.reply("e"))["type"] == "conv.list"
+    d = await deploy(conv_list_per_min=4)  # 2 at once
+    alice = unique("alice")
+    raw = await d.raw(alice)
+    for ref in ("a", "b"):
+        await raw.send({"type": "conv.list", "id": ref})
+        assert (await raw.reply(ref))["type"] == "conv.list"
+    await raw.send({"type": "conv.list", "id": "c"})
+    err = await raw.reply("c")
+    assert (err["type"], err["code"], err["retry"]) == ("error", "rate_limited", True)
+    await raw.close()
+    again = await d.raw(alice)
+    await again.send({"type": "conv.list", "id": "d"})
+    assert (await again.reply("d"))["code"] == "rate_limited"
+    other = await d.raw(unique("bob"))  # per user: others are not affected
+    await other.send({"type": "conv.list", "id": "e"})
+    assert (await other.reply("e"))["type"] == "conv.list"
