@@ -16,6 +16,7 @@ of the at most ``conv_list_max`` conversations returned.
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from typing import Awaitable, Callable, Iterable, TypeVar
 
 import msgspec
@@ -25,6 +26,7 @@ from switchboard import events, frames, ids
 from switchboard.bus import streams
 from switchboard.bus.direct import direct_last_per_subject
 from switchboard.config import Settings
+from switchboard.metrics import IntHistogram
 from switchboard.store import Conversation, Store
 
 from sequencer.conversations import Conversations
@@ -53,6 +55,10 @@ class ConvLister:
         self._convs = convs
         self._receipts = receipts
         self._stream, _, _ = streams.names(settings)
+        # For /metrics (sequencer/metrics.py): requests answered or failed, and their time.
+        self.requests = 0
+        self.failures = 0
+        self.seconds = IntHistogram()
 
     def _budget(self) -> int:
         """Bytes an answer may take: half the client's send queue (a larger
@@ -61,6 +67,17 @@ class ConvLister:
         return min(self._settings.send_queue_bytes, self._nc.max_payload) // 2
 
     async def list(self, user: str) -> events.ConvListReply:
+        t0 = perf_counter()
+        self.requests += 1
+        try:
+            reply = await self._list(user)
+        except BaseException:
+            self.failures += 1
+            raise
+        self.seconds.observe(perf_counter() - t0)
+        return reply
+
+    async def _list(self, user: str) -> events.ConvListReply:
         cids = await self._store.conversations_of(ids.check(user, "user"))
         last = await self._last_in_stream(cids)
         rest = [c for c in cids if last.get(c) is None]

@@ -124,6 +124,9 @@ class PartitionLeases:
         self.members: list[str] = []
         self.owners: dict[int, str] = {}
         self.rounds = 0
+        # Lease events for /metrics (sequencer/metrics.py): plain ints, a few per round.
+        self.counts = {"renewals": 0, "renewal_failures": 0, "lost": 0, "lapsed": 0, "acquired": 0,
+                       "released": 0, "round_failures": 0}
         self._log = log.get("sequencer.partitions", instance=instance)
 
     # -- the hot-path question --------------------------------------------------
@@ -133,7 +136,8 @@ class PartitionLeases:
 
     @property
     def owned(self) -> list[int]:
-        return sorted(p for p in self._leases if self.owns(p))
+        # list() first: a metrics scrape reads this from another thread while the loop may add a lease
+        return sorted(p for p in list(self._leases) if self.owns(p))
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -163,6 +167,7 @@ class PartitionLeases:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - NATS away: leases lapse by themselves
+                self.counts["round_failures"] += 1
                 self._log.info("partition round failed", error=f"{type(exc).__name__}: {exc}")
 
     # -- one round ------------------------------------------------------------------
@@ -214,6 +219,7 @@ class PartitionLeases:
             # Not renewed in time (NATS away, or this process was frozen):
             # it stopped writing already; now let the subscription go too.
             self._log.warning("partition lease lapsed", partition=p)
+            self.counts["lapsed"] += 1
             self._drop(p)
         owned = [p for p in self._leases if p not in self._releasing]
         if not owned:
@@ -221,10 +227,14 @@ class PartitionLeases:
         results = await asyncio.gather(*(self._update(p) for p in owned), return_exceptions=True)
         for p, res in zip(owned, results):
             if isinstance(res, int):
+                self.counts["renewals"] += 1
                 self._leases[p] = _Lease(res, t0 + self._ttl * TRUST)
             elif isinstance(res, nats.js.errors.KeyWrongLastSequenceError):
                 self._log.warning("partition lease lost", partition=p)
+                self.counts["lost"] += 1
                 self._drop(p)
+            else:
+                self.counts["renewal_failures"] += 1
             # Other errors (timeout, NATS away): keep the lease until it lapses.
 
     async def _update(self, p: int) -> int:
@@ -250,6 +260,7 @@ class PartitionLeases:
         self._leases[p] = _Lease(rev, t0 + self._ttl * TRUST)
         self._free_rounds.pop(p, None)
         self.owners[p] = self.instance
+        self.counts["acquired"] += 1
         self._on_acquire(p)
         return True
 
@@ -257,6 +268,7 @@ class PartitionLeases:
         for p in ps:
             self._on_release(p)  # stop taking sends for all of them first
         await asyncio.gather(*(self._release(p, drain=True) for p in ps))
+        self.counts["released"] += len(ps)
         if ps:
             self._log.info("partitions released", partitions=_ranges(ps), reason=reason)
 

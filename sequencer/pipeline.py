@@ -32,8 +32,10 @@ meanwhile queue behind it.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections import deque
 from functools import partial
+from time import perf_counter
 from typing import Awaitable, Callable
 
 import msgspec
@@ -46,6 +48,7 @@ from switchboard.bus.conn import BusConnection, BusError, BusMsg, encode_headers
 from switchboard.bus.jsack import WRONG_LAST_SEQUENCE, decode_ack
 from switchboard.bus.replies import Replies
 from switchboard.errors import BadFrame, LimitExceeded, NotMember, SwitchboardError, Unavailable
+from switchboard.metrics import IntHistogram
 from switchboard.store import Conversation
 from switchboard.subjects import Subjects, partition_of
 from switchboard.trace import TRACE_HEADER, TRACE_HEADER_BYTES, TRACE_HEADER_LINE, TRACE_HEADERS, Tracer
@@ -103,7 +106,7 @@ class _Send:
     """One send on its way; answered exactly once."""
 
     __slots__ = ("req", "reply", "system", "msg", "data", "pending", "failed", "attempt", "fences", "duplicate",
-                 "traced")
+                 "traced", "t0")
 
     def __init__(self, req: events.SendRequest, reply: str, system: bool, traced: bool = False) -> None:
         self.req = req
@@ -117,6 +120,7 @@ class _Send:
         self.attempt = 0
         self.fences = 0
         self.duplicate = False
+        self.t0 = perf_counter()  # arrival: the send latency metric ends at the answer
 
 
 class Pipeline:
@@ -149,8 +153,15 @@ class Pipeline:
         self.inflight: dict[int, int] = {}  # partition -> sends not yet answered
         self._tasks: set[asyncio.Task] = set()
         self._log = log.get("sequencer.pipeline")
+        # Counters of /metrics (sequencer/metrics.py reads them at scrape):
+        # plain ints, one dict increment where they happen, no lock.
         self.stats = {"writes": 0, "sent": 0, "errors": 0, "not_owner": 0, "fence_retries": 0, "duplicates": 0,
-                      "repairs": 0}
+                      "repairs": 0, "system": 0, "inbox_copies": 0, "push_entries": 0, "copy_retries": 0,
+                      "loads": 0, "load_failures": 0}
+        self.error_codes: dict[str, int] = {}  # every error answered to a send, by code
+        # Arrival -> `sent` answer of each stored send (queue behind the
+        # conversation's write, load, MESSAGES write, INBOX/PUSH copies).
+        self.send_seconds = IntHistogram()
 
     # -- partitions come and go ---------------------------------------------------------
     def on_acquire(self, p: int) -> None:
@@ -320,6 +331,9 @@ class Pipeline:
             mark = {TRACE_HEADER: "1"} if traced else {}
             copies += [(push(u), push_entry(msg, u, title),
                         encode_headers({"Nats-Msg-Id": f"{st.id}:{msg.seq}:{u}:push", **mark})) for u in offline]
+            self.stats["push_entries"] += len(offline)
+        if not st.large:
+            self.stats["inbox_copies"] += len(st.inboxes)
         if traced:
             self._trace(s, "sequencer.fanout", seq=msg.seq, members=len(st.members),
                         mode="pull" if st.large else "inbox")
@@ -360,6 +374,7 @@ class Pipeline:
             self._finish(st.partition, s, Unavailable(f"fan-out of {st.id}#{s.msg.seq} did not complete; retry"))
             return
         failed, s.failed = s.failed, []
+        self.stats["copy_retries"] += len(failed)
         self._publish_copies(st, s, failed)  # type: ignore[arg-type]
 
     def _finish(self, p: int, s: _Send, err: SwitchboardError | None) -> None:
@@ -373,6 +388,12 @@ class Pipeline:
             self._answer_error(s.reply, err)
             return
         self.stats["sent"] += 1
+        if s.system:
+            self.stats["system"] += 1
+        dt = perf_counter() - s.t0
+        h = self.send_seconds
+        h.counts[bisect_left(h.bounds, dt)] += 1  # IntHistogram.observe, inlined: once per message
+        h.sum += dt
         if s.reply:
             msg = s.msg
             assert msg is not None
@@ -386,6 +407,7 @@ class Pipeline:
             self._tracer.record(stage, conv=r.conv, id=r.id, sender=r.sender, **fields)
 
     def _answer_error(self, reply: str, exc: SwitchboardError) -> None:
+        self.error_codes[exc.code] = self.error_codes.get(exc.code, 0) + 1
         if reply:
             self._conn.publish(reply, _encode(events.SendReply(error=events.error_body(exc))))
 
@@ -397,6 +419,7 @@ class Pipeline:
 
     async def _load(self, st: _Conv) -> None:
         st.loading = True
+        self.stats["loads"] += 1
         try:
             while st.info is None and st.queue:
                 head = st.queue[0]
@@ -421,6 +444,7 @@ class Pipeline:
             if last is not None and now_ms() - last[0].ts < self._repair_window_ms:
                 self._repair(st, *last)
         except Exception as exc:  # noqa: BLE001 - answer every waiting send, keep the process
+            self.stats["load_failures"] += 1
             if not isinstance(exc, SwitchboardError):
                 self._log.info("conversation load failed", conv=st.id, error=f"{type(exc).__name__}: {exc}")
                 exc = Unavailable(f"conversation load failed: {type(exc).__name__}")

@@ -34,6 +34,7 @@ from switchboard.store import Store
 from switchboard.trace import TRACE_HEADERS, Tracer
 
 from sequencer.conversations import Conversations
+from sequencer.metrics import SequencerMetrics
 from sequencer.convlist import ConvLister
 from sequencer.partitions import PartitionLeases
 from sequencer.pipeline import Pipeline
@@ -86,6 +87,9 @@ class Sequencer:
         self.conv_list = ConvLister(nc=nc, settings=settings, store=store, convs=self.convs, receipts=self.receipts)
         self._service: Service | None = None
         self._tasks: set[asyncio.Task] = set()
+        # API requests refused as busy (MAX_API_INFLIGHT) and failed on a bug, for /metrics.
+        self.api_counts = {"busy": 0, "internal_errors": 0}
+        self.metrics = SequencerMetrics(self)
         self._log = log.get("sequencer", instance=self.instance)
 
     async def _last_seq(self, conv: str, refresh: bool = False) -> int:
@@ -182,6 +186,7 @@ class Sequencer:
     def _spawn(self, fn):
         async def handler(req: Request) -> None:
             if len(self._tasks) >= MAX_API_INFLIGHT:
+                self.api_counts["busy"] += 1
                 await _respond_error(req, Unavailable("sequencer busy; retry"))
                 return
             task = asyncio.create_task(self._guard(fn, req))
@@ -198,6 +203,7 @@ class Sequencer:
         except msgspec.DecodeError as exc:
             await _respond_error(req, BadFrame(f"bad request: {exc}"))
         except Exception as exc:  # noqa: BLE001 - a bug must answer, not hang the caller
+            self.api_counts["internal_errors"] += 1
             self._log.exception("request failed", subject=req.subject)
             await _respond_error(req, SwitchboardError(f"internal error: {type(exc).__name__}", retry=True))
 
