@@ -12,15 +12,15 @@
 - NATS micro service ``sb-presence``: ``sb.api.presence.query`` and
   ``sb.api.presence.watch`` (see :mod:`switchboard.presence.messages`).
 
-Run it alone with ``python -m presence.tracker --nats-url URL``.
+Run it with ``switchboard presence`` (presence/role.py builds it from the settings).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from time import perf_counter
 
 import msgspec
 import nats
@@ -28,19 +28,21 @@ from nats.aio.msg import Msg as NatsMsg
 from nats.micro import add_service
 from nats.micro.request import Request
 
+import switchboard
 from switchboard import ids, log
 from switchboard.errors import BadFrame, LimitExceeded, SwitchboardError
 from switchboard.events import ErrorBody
 from switchboard.frames import Presence
 from switchboard.frames import encode as encode_frame
-from switchboard.presence import PresenceBackend, open_presence
+from switchboard.metrics import IntHistogram
+from switchboard.presence import PresenceBackend
 from switchboard.presence.messages import (MAX_USERS_PER_REQUEST, Events, Heartbeat, PresenceReply, decode_query,
                                            decode_report, decode_watch, encode)
 from presence.metrics import TrackerMetrics
 from switchboard.subjects import Subjects
 
 QUEUE = "sb-presence"
-SERVICE_VERSION = "0.1.0"
+SERVICE_VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +83,11 @@ class PresenceTracker:
         self.rejected_ids = 0
         self.changes = 0
         self.fanout = 0  # frames published to watchers: sum over changes of the user's watchers
+        self.report_failures = 0  # reports the backend failed on (Redis away)
+        self.expired = 0  # users gone offline because their edge stopped heartbeating
+        self.sweep_failures = 0
+        self.watches_refused = 0  # watch requests over max_watches_per_user
+        self.report_seconds = IntHistogram()  # one report: backend update + publishing its changes
         self.metrics = TrackerMetrics(self)
 
     async def start(self) -> None:
@@ -125,13 +132,16 @@ class PresenceTracker:
         if report.edge != msg.subject.rsplit(".", 1)[-1]:
             self._log.debug("presence report edge mismatch", subject=msg.subject)
             return
+        t0 = perf_counter()
         try:
             if isinstance(report, Heartbeat):
                 changes = await self._backend.refresh(report.edge, self._valid(report.users), report.ttl_ms)
             else:
                 changes = await self._apply_events(report)
             await self.publish(changes)
+            self.report_seconds.observe(perf_counter() - t0)
         except Exception:
+            self.report_failures += 1
             self._log.exception("presence report failed", edge=report.edge)
 
     async def _apply_events(self, ev: Events) -> list[Presence]:
@@ -167,10 +177,12 @@ class PresenceTracker:
             await asyncio.sleep(self._config.sweep_sec)
             try:
                 changes = await self._backend.expire()
+                self.expired += len(changes)
                 if changes:
                     self._log.info("presence entries expired", users_offline=len(changes))
                 await self.publish(changes)
             except Exception:
+                self.sweep_failures += 1
                 self._log.exception("presence sweep failed")
 
     # ------------------------------------------------------------ API
@@ -206,6 +218,7 @@ class PresenceTracker:
             users = self._check_users(body.users)
             limit = self._config.max_watches_per_user
             if not await self._backend.watch(watcher, users, limit=limit):
+                self.watches_refused += 1
                 raise LimitExceeded(f"a user may watch at most {limit} users at once (until it goes offline)")
             return PresenceReply(users=await self._states(users))
 
@@ -224,36 +237,3 @@ class PresenceTracker:
             await req.respond_error(err.code, err.message, data=encode(PresenceReply(error=err)))
             return
         await req.respond(encode(reply))
-
-
-async def run(*, nats_url: str, presence_url: str, subjects: Subjects,
-              config: TrackerConfig = TrackerConfig(), stop: asyncio.Event | None = None) -> None:
-    """Connect, open the backend and track until ``stop`` is set (or forever)."""
-    backend = open_presence(presence_url)
-    await backend.open()
-    nc = await nats.connect(nats_url, name="sb-presence", max_reconnect_attempts=-1)
-    tracker = PresenceTracker(nc=nc, backend=backend, subjects=subjects, config=config)
-    try:
-        await tracker.start()
-        await (stop or asyncio.Event()).wait()
-    finally:
-        await tracker.stop()
-        await nc.drain()
-        await backend.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m presence.tracker")
-    ap.add_argument("--nats-url", required=True)
-    ap.add_argument("--presence-url", default="memory://")
-    ap.add_argument("--prefix", default="sb")
-    ap.add_argument("--sweep-sec", type=float, default=TrackerConfig.sweep_sec)
-    args = ap.parse_args(argv)
-    log.configure()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(nats_url=args.nats_url, presence_url=args.presence_url, subjects=Subjects(args.prefix),
-                        config=TrackerConfig(sweep_sec=args.sweep_sec)))
-
-
-if __name__ == "__main__":
-    main()
