@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -29,6 +28,7 @@ from pusher.config import PushConfig, WorkerConfig
 from pusher.providers import PushProvider
 from pusher.providers.webpush import WebPushProvider
 from pusher.worker import ReadUpto, UnreadCount, Worker, _no_badge
+import switchboard
 from switchboard import log, tls
 from switchboard.bus import streams
 from switchboard.config import Settings
@@ -37,10 +37,13 @@ from switchboard.errors import SwitchboardError
 from switchboard.events import error_body
 from switchboard.trace import Tracer, default_instance
 
-VERSION = "0.1.0"
+VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
 # Seconds one fetch of the PUSH consumer waits for work: short, so a stop
 # (which waits for the fetch to end) is quick.
 FETCH_TIMEOUT = 1.0
+# Seconds between consumer-info reads for the queue depth gauges: a scrape
+# every 15 s sees a value at most this old, for one small request.
+QUEUE_POLL_SEC = 2.0
 _decode_register = msgspec.json.Decoder(RegisterRequest).decode
 
 
@@ -70,11 +73,13 @@ class PusherService:
         self.providers = providers if providers is not None else self.config.providers(settings.push_provider)
         self.worker = Worker(devices=self.devices, providers=self.providers, config=self.config.worker,
                              dead_letter=self._dead_letter, unread_count=unread_count, read_upto=read_upto)
+        self.metrics = self.worker.metrics  # its .registry: /metrics (pusher/metrics.py)
         self._log = log.get("pusher")
         self._nc: nats.NATS | None = None
         self._js = None
         self._service = None
         self._task: asyncio.Task | None = None
+        self._queue_task: asyncio.Task | None = None
         self._stopping = False
         self._dlq_stored: bool | None = None
 
@@ -102,11 +107,16 @@ class PusherService:
                                          handler=self._register)
         await self._nc.flush()  # started means answering: the SUB is in effect on the server
         self._task = asyncio.create_task(self._consume(psub), name="sb-pusher-consume")
+        self._queue_task = asyncio.create_task(self._queue_loop(push, w.durable), name="sb-pusher-queue")
         self._log.info("pusher.started", providers=sorted({p.platform for p in self.providers.values()}),
                        max_deliver=w.max_deliver)
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._queue_task:
+            self._queue_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._queue_task
         if self._task:
             self._task.cancel()
             # nats-py turns a cancel during fetch into its own TimeoutError,
@@ -152,6 +162,19 @@ class PusherService:
                 if isinstance(r, BaseException):  # e.g. the ack could not be sent: it will be redelivered
                     self._log.error("pusher.handle_failed", error=repr(r)[:300])
 
+    async def _queue_loop(self, stream: str, durable: str) -> None:
+        """Keep the queue depth gauges (PusherMetrics.queue_*) current."""
+        while True:
+            try:
+                info = await self._js.consumer_info(stream, durable)
+                self.metrics.queue_pending = info.num_pending or 0
+                self.metrics.queue_ack_pending = info.num_ack_pending or 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - NATS away: keep the last values, try again
+                self._log.debug("pusher.queue_info_failed", error=type(exc).__name__)
+            await asyncio.sleep(QUEUE_POLL_SEC)
+
     async def _dead_letter(self, data: bytes, headers: dict[str, str]) -> None:
         subject = self.settings.subjects.dead_letter("push")
         if self._dlq_stored is None:  # looked up on first use: is there a stream that keeps dead letters?
@@ -186,20 +209,6 @@ class PusherService:
             reply = RegisterReply(error=error_body(exc))
         else:
             self._log.info("push.registered", user=r.user, platform=device.platform, device=device.short)
+            self.metrics.registered(device.platform)
             reply = RegisterReply(ok=True)
         await req.respond(msgspec.json.encode(reply))
-
-
-async def run(settings: Settings) -> None:
-    async with PusherService(settings=settings):
-        await asyncio.Event().wait()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pusher", description="Switchboard push notification service")
-    parser.add_argument("--config", help="Switchboard TOML settings file")
-    args = parser.parse_args(argv)
-    settings = Settings.load(config_file=args.config)
-    log.configure(settings.log_level, settings.log_json)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))

@@ -21,12 +21,14 @@ import enum
 import inspect
 import random
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Awaitable, Callable
 
 import msgspec
 from nats.aio.msg import Msg
 
 from pusher.config import WorkerConfig
+from pusher.metrics import PusherMetrics
 from pusher.notification import Notification
 from pusher.providers import Outcome, PushProvider, SendResult
 from switchboard import log
@@ -53,6 +55,14 @@ class Action(enum.Enum):
     ACK = "ack"
     NAK = "nak"
     DEAD_LETTER = "dead_letter"
+
+
+# Reasons of an ACK that sent nothing.
+ALREADY_READ = "already read"
+NO_DEVICE = "no device"
+# Decision -> the `result` label of PusherMetrics.entry (by reason first, then by action).
+_RESULT = {ALREADY_READ: "read_elsewhere", NO_DEVICE: "no_device",
+           Action.ACK: "sent", Action.NAK: "retry", Action.DEAD_LETTER: "dead_letter"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +101,7 @@ class Worker:
         # Hops of traced entries (Sb-Trace header; switchboard/trace.py): set by
         # the service once its NATS connection is up; None: not recorded.
         self.tracer: Tracer | None = None
+        self.metrics = PusherMetrics(providers)  # counted here, served by the service's registry
         self._log = log.get("pusher.worker")
 
     async def handle(self, msg: Msg) -> Action:
@@ -102,6 +113,7 @@ class Worker:
             self._log.warning("push.undecodable", stream_seq=key, error=str(exc)[:200])
             await self._dead_letter(msg.data, {"Sb-Dlq-Reason": "undecodable entry"})
             await msg.term()
+            self.metrics.entry("dead_letter", deliveries)
             return Action.DEAD_LETTER
         h = msg.headers
         traced = h is not None and TRACE_HEADER in h and self.tracer is not None
@@ -124,13 +136,14 @@ class Worker:
                               deliveries=deliveries, reason=decision.reason)
         if decision.action is not Action.NAK:
             self._progress.pop(key, None)
+        self.metrics.entry(_RESULT.get(decision.reason) or _RESULT[decision.action], deliveries)
         return decision.action
 
     async def process(self, entry: PushEntry, *, key: int, deliveries: int, traced: bool = False) -> Decision:
         if self._read_upto is not None and await self._read_upto(entry.user, entry.conv) >= entry.seq:
             if traced:
                 await self._trace(entry, "push.skipped", reason="read_elsewhere")
-            return Decision(Action.ACK, reason="already read")
+            return Decision(Action.ACK, reason=ALREADY_READ)
         progress = self._progress.setdefault(key, _Progress())
         badge = self._unread(entry.user)
         if inspect.isawaitable(badge):
@@ -164,7 +177,7 @@ class Worker:
             progress.failures += [f"gave up after {deliveries} deliveries: {r.reason}" for r in retries]
         if progress.failures:
             return Decision(Action.DEAD_LETTER, reason="; ".join(progress.failures))
-        return Decision(Action.ACK)
+        return Decision(Action.ACK, reason="" if devices else NO_DEVICE)
 
     async def _trace(self, entry: PushEntry, stage: str, **fields) -> None:
         assert self.tracer is not None
@@ -190,5 +203,9 @@ class Worker:
     async def _send(self, device: Device, note: Notification) -> SendResult:
         provider = self.providers.get(device.platform)
         if provider is None:  # platform not enabled in this deployment: nothing to do for it
+            self.metrics.sent(device.platform, "disabled", "", None)
             return SendResult(Outcome.OK, "platform disabled")
-        return await provider.send(device, note)
+        t0 = perf_counter()
+        result = await provider.send(device, note)
+        self.metrics.sent(device.platform, result.outcome.value, result.reason, perf_counter() - t0)
+        return result
