@@ -15,7 +15,7 @@ import socket
 import pytest
 
 from switchboard import ids
-from tests.e2e.helpers import STEP, Raw, deployment, drain_messages, no_more_messages, seqs, stream_msgs, unique
+from tests.e2e.helpers import STEP, Raw, drain_messages, no_more_messages, seqs, stream_msgs, unique
 
 
 async def send_paced(a: Raw, i: int, **frame) -> None:
@@ -26,10 +26,15 @@ async def send_paced(a: Raw, i: int, **frame) -> None:
     await a.send({"type": "send", "id": f"m{i}", **frame})
 
 
+async def slow_consumers(dep) -> float:
+    """Sockets the edge closed for not draining (its /metrics)."""
+    name = "switchboard_edge_slow_consumers_total"
+    return (await dep.metrics(name))[name]
+
+
 @pytest.fixture
-async def dep(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url) as d:
-        yield d
+async def dep(deploy):
+    return await deploy()
 
 
 # ------------------------------------------------------------------ online 1:1
@@ -208,8 +213,7 @@ async def test_replay_live_seam(dep, backlog, live):
 
     sender = asyncio.create_task(keep_sending())
     await asyncio.sleep(0.01)
-    b = await Raw.open(dep.url, dep.token(bob))
-    dep._raws.append(b)
+    b = await dep.raw(bob, hello=False)
     await b.send({"type": "hello", "cursor": cursor, "epoch": epoch})
     await sender
     for i in range(backlog, backlog + live):
@@ -226,37 +230,35 @@ async def test_replay_live_seam(dep, backlog, live):
 
 
 @pytest.mark.parametrize("queue,batch,backlog", [(32, 8, 100), (8, 256, 40)])
-async def test_catch_up_larger_than_send_queue(nats_server, tmp_path, queue, batch, backlog):
+async def test_catch_up_larger_than_send_queue(deploy, queue, batch, backlog):
     """A healthy client that reconnects with more missed entries than its
     socket queue holds must still catch up (the replay has to pace itself to
     the socket), not be cut off as a slow consumer on every reconnect."""
-    async with deployment(tmp_path, nats_server.url, send_queue_frames=queue, replay_batch=batch) as dep:
-        alice, bob = unique("alice"), unique("bob")
-        b0 = await dep.raw(bob)
-        cursor, epoch = b0.synced["cursor"], b0.welcome["epoch"]
-        await b0.close()
-        a = await dep.sdk(alice)
-        await asyncio.gather(*(a.send(to=bob, body=f"b{i}") for i in range(backlog)))
-        b = await Raw.open(dep.url, dep.token(bob))
-        dep._raws.append(b)
-        await b.send({"type": "hello", "cursor": cursor, "epoch": epoch})
-        with contextlib.suppress(AssertionError):
-            await b.wait_msgs(backlog)
-        await asyncio.sleep(0.2)
-        assert not b.closed.is_set(), (
-            f"a reading client was closed during catch-up: code {b.ws.close_code} {b.ws.close_reason!r}, "
-            f"after {len(b.msgs())} of {backlog} messages")
-        assert dep.slow_consumers() == 0
-        assert sorted(seqs(b.msgs())) == list(range(1, backlog + 1))
-        assert seqs(b.msgs()) == list(range(1, backlog + 1))
+    dep = await deploy(send_queue_frames=queue, replay_batch=batch)
+    alice, bob = unique("alice"), unique("bob")
+    b0 = await dep.raw(bob)
+    cursor, epoch = b0.synced["cursor"], b0.welcome["epoch"]
+    await b0.close()
+    a = await dep.sdk(alice)
+    await asyncio.gather(*(a.send(to=bob, body=f"b{i}") for i in range(backlog)))
+    b = await dep.raw(bob, hello=False)
+    await b.send({"type": "hello", "cursor": cursor, "epoch": epoch})
+    with contextlib.suppress(AssertionError):
+        await b.wait_msgs(backlog)
+    await asyncio.sleep(0.2)
+    assert not b.closed.is_set(), (
+        f"a reading client was closed during catch-up: code {b.ws.close_code} {b.ws.close_reason!r}, "
+        f"after {len(b.msgs())} of {backlog} messages")
+    assert await slow_consumers(dep) == 0
+    assert sorted(seqs(b.msgs())) == list(range(1, backlog + 1))
+    assert seqs(b.msgs()) == list(range(1, backlog + 1))
 
 
 
 @pytest.fixture
-async def small_queue_dep(nats_server, tmp_path):
+async def small_queue_dep(deploy):
     # A tiny per-socket queue so a stuck client overflows it quickly.
-    async with deployment(tmp_path, nats_server.url, send_queue_frames=8) as d:
-        yield d
+    return await deploy(send_queue_frames=8)
 
 
 async def test_slow_consumer_closed_others_unaffected(small_queue_dep):
@@ -269,15 +271,14 @@ async def test_slow_consumer_closed_others_unaffected(small_queue_dep):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((dep.settings.host, dep.settings.port))
-    slow = await Raw.open(dep.url, dep.token(slow_u), read=False, sock=sock, max_queue=1)
-    dep._raws.append(slow)
+    slow = await dep.raw(slow_u, hello=False, read=False, sock=sock, max_queue=1)
     await slow.hello_then_stop_reading()
     slow_cursor, slow_epoch = slow.synced["cursor"], slow.welcome["epoch"]
     fast = await dep.sdk(fast_u)
 
     body = "z" * 8000
     n = 0
-    while dep.slow_consumers() == 0:
+    while await slow_consumers(dep) == 0:
         assert n < 3000, "the stuck client was never disconnected"
         batch = [asyncio.ensure_future(o.send(conv=conv, body=body)) for _ in range(20)]
         await asyncio.gather(*batch)
