@@ -16,7 +16,7 @@ import re
 import pytest
 
 from switchboard import auth
-from tests.e2e.helpers import Proc, Raw, deployment, procs
+from tests.e2e.helpers import Proc, procs
 from tests.e2e.test_cli_up import clean_env, free_port
 from tests.e2e.test_web_assets import get, http
 
@@ -28,9 +28,8 @@ def post(path: str, body: bytes, *headers: str, host: str = "127.0.0.1") -> byte
 
 
 @pytest.fixture(params=[True, False], ids=["on", "off"])
-async def dep(request, nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url, roles=("edge",), dev_signin=request.param) as d:
-        yield d
+async def dep(deploy, request):
+    return await deploy(roles=("edge",), dev_signin=request.param)
 
 
 async def test_config_says_whether_it_is_on(dep):
@@ -48,12 +47,9 @@ async def test_token_for_a_valid_user_opens_a_socket(dep):
     reply = json.loads(body)
     assert reply["user"] == "alice"
     assert auth.verify(dep.settings.jwt_secret, reply["token"]) == "alice"
-    raw = await Raw.open(dep.url, reply["token"])
-    try:
-        await raw.send({"type": "hello"})
-        assert (await raw.expect("welcome"))["user"] == "alice"
-    finally:
-        await raw.close()
+    raw = await dep.raw(token=reply["token"], hello=False)
+    await raw.send({"type": "hello"})
+    assert (await raw.expect("welcome"))["user"] == "alice"
 
 
 # (name, request bytes, status when on, error code when on)
@@ -88,12 +84,12 @@ async def test_bad_requests_get_no_token(dep, name, raw, status, code):
         assert err["message"]
 
 
-async def test_loopback_host_names_are_accepted(nats_server, tmp_path):
+async def test_loopback_host_names_are_accepted(deploy):
     """Every loopback spelling of Host gets a token (only on: off has no endpoint)."""
-    async with deployment(tmp_path, nats_server.url, roles=("edge",), dev_signin=True) as dep:
-        for host in ("localhost:8080", "127.0.0.1", "[::1]:8080", "127.9.9.9:1"):
-            status, _, body = await http(dep.settings.port, post("/dev/token", b'{"user": "bob"}', host=host))
-            assert status == 200, (host, body)
+    dep = await deploy(roles=("edge",), dev_signin=True)
+    for host in ("localhost:8080", "127.0.0.1", "[::1]:8080", "127.9.9.9:1"):
+        status, _, body = await http(dep.settings.port, post("/dev/token", b'{"user": "bob"}', host=host))
+        assert status == 200, (host, body)
 
 
 URL_LINE = re.compile(r"\(web app: (http://\S+/)(; dev sign-in on)?\)")
