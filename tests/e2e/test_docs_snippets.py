@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sbctl.supervisor import ALL_ROLES
-from tests.e2e.helpers import PYTHON, REPO, fabric, make_settings, token, ws_url
+from tests.e2e.helpers import PYTHON, REPO
 
 DOCS = ("README.md", "docs/sdk.md")
 BLOCK = re.compile(r"^```python([^\n]*)\n(.*?)^```\s*$", re.S | re.M)
@@ -45,17 +45,15 @@ def test_the_docs_have_blocks():
 
 
 @pytest.fixture(scope="module")
-async def live(tmp_path_factory, make_nats_module):
+async def live(tmp_path_factory, make_nats_module, deploy_module):
     """One deployment for every block: default prefixes, all roles."""
     tmp = tmp_path_factory.mktemp("docs")
-    server = make_nats_module
-    settings = make_settings(tmp, server.url, subject_prefix="sb", stream_prefix="")
-    async with fabric(settings, ALL_ROLES):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SB_", "SWITCHBOARD_"))}
-        env.update(SB_URL=ws_url(settings), SB_NATS_URL=settings.nats_url,
-                   SB_TOKEN_ALICE=token(settings, "alice"), SB_TOKEN_BOB=token(settings, "bob"),
-                   PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        yield env, tmp
+    d = await deploy_module(ALL_ROLES, nats_url=make_nats_module.url, subject_prefix="sb", stream_prefix="")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SB_", "SWITCHBOARD_"))}
+    env.update(SB_URL=d.url, SB_NATS_URL=d.settings.nats_url,
+               SB_TOKEN_ALICE=d.token("alice"), SB_TOKEN_BOB=d.token("bob"),
+               PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    return env, tmp
 
 
 @pytest.fixture(scope="module")
