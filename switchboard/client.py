@@ -12,7 +12,8 @@ What it does for you:
   ``retry: true`` error, so each message is stored once;
 - acks the cursor of what it has queued for you (batched);
 - drops duplicates by (conv, seq); fills a gap in a conversation, and the
-  ranges of a ``resync``, from history.
+  ranges of a ``resync``, from history (the decisions are
+  :class:`switchboard.ordering.Ordering`'s, which does no I/O).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import contextlib
 import itertools
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import websockets
@@ -31,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from switchboard import frames
 from switchboard.errors import SwitchboardError, from_code
+from switchboard.ordering import Fill, Ordering
 
 
 class ClientError(SwitchboardError):
@@ -63,15 +65,6 @@ class _Pending:
 # missing one to arrive live (several sequencers can fan out a conversation's
 # messages slightly out of order) before the gap is fetched from history.
 GAP_WAIT = 0.3
-# Messages held per conversation at most; beyond it the gap is skipped.
-MAX_HELD = 10_000
-
-
-@dataclass
-class _ConvState:
-    seq: int = 0  # highest seq handed to the application (0: none yet)
-    held: dict[int, frames.Msg] = field(default_factory=dict)  # arrived ahead of a gap
-    repairing: bool = False
 
 
 class Client:
@@ -86,7 +79,6 @@ class Client:
         self.epoch = epoch
         self.user: str | None = None
         self.auto_ack = auto_ack
-        self.fill_gaps = fill_gaps
         self.gap_wait = gap_wait
         self.backoff = (backoff_min, backoff_max)
         self.request_timeout = request_timeout
@@ -98,7 +90,7 @@ class Client:
         self._pending: dict[str, _Pending] = {}
         # Per conversation, the last seq handed to the application; persist it
         # with cursor and epoch (``conv_seqs``) so a resync fetches only what is missing.
-        self._convs: dict[str, _ConvState] = {c: _ConvState(seq=s) for c, s in (conv_seqs or {}).items()}
+        self._order = Ordering(conv_seqs, fill_gaps=fill_gaps)
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:12]
         self._synced = asyncio.Event()
@@ -110,9 +102,18 @@ class Client:
         self._bg: set[asyncio.Task] = set()
 
     @property
+    def fill_gaps(self) -> bool:
+        """Fetch a gap from history (else it is skipped after ``gap_wait``)."""
+        return self._order.fill_gaps
+
+    @fill_gaps.setter
+    def fill_gaps(self, value: bool) -> None:
+        self._order.fill_gaps = value
+
+    @property
     def conv_seqs(self) -> dict[str, int]:
         """Last seq handed to the application, per conversation (persist it)."""
-        return {c: st.seq for c, st in self._convs.items() if st.seq}
+        return self._order.conv_seqs()
 
     # -- lifecycle -------------------------------------------------------------------
     async def connect(self, timeout: float = 30.0) -> "Client":
@@ -198,73 +199,41 @@ class Client:
             self.user, self.epoch = f.user, f.epoch
         elif isinstance(f, frames.Synced):
             self.cursor = max(self.cursor or 0, f.cursor)
-            for g in f.groups:  # large groups: fetch what was missed while away
-                st = self._convs.setdefault(g.conv, _ConvState())
-                if st.seq == 0:
-                    st.seq = g.upto  # never seen: start from now
-                elif g.upto > st.seq and self.fill_gaps:
-                    self._spawn(self._fill(g.conv, after=st.seq, upto=g.upto))
+            for fill in self._order.synced(f.groups):  # large groups: fetch what was missed while away
+                self._spawn(self._fill(fill))
             self._synced.set()
         elif isinstance(f, frames.Resync):
             self.cursor = f.cursor
             self._put_event(f)
-            for r in f.ranges:
-                after = max(r.after, self._convs.get(r.conv, _ConvState()).seq)
-                if not r.upto or r.upto > after:
-                    self._spawn(self._fill(r.conv, after=after, upto=r.upto or None))
+            for fill in self._order.resync(f.ranges):
+                self._spawn(self._fill(fill))
         else:
             self._put_event(f)
 
     def _deliver(self, m: frames.Msg) -> None:
         """Hand messages to the application once each, in seq order per
         conversation; a gap is waited for, then fetched from history."""
-        st = self._convs.setdefault(m.conv, _ConvState())
-        if st.seq == 0 and m.seq > 1:
-            # First sight of a conversation mid-stream: where it starts for this
-            # client is the lowest seq arriving within gap_wait (neighbours may
-            # arrive out of order when several sequencers are at work).
-            if m.seq not in st.held:
-                st.held[m.seq] = m
-                if not st.repairing:
-                    st.repairing = True
-                    self._spawn(self._repair(m.conv, st))
-            return
-        if m.seq <= st.seq or m.seq in st.held:
-            return  # duplicate
-        if m.seq != st.seq + 1:
-            st.held[m.seq] = m
-            if len(st.held) > MAX_HELD:
-                self._skip_gap(st)
-            elif not st.repairing:
-                st.repairing = True
-                self._spawn(self._repair(m.conv, st))
-            return
-        self._queue(m)
-        st.seq = m.seq
-        while st.seq + 1 in st.held:
-            st.seq += 1
-            self._queue(st.held.pop(st.seq))
+        order = self._order
+        order.receive(m)
+        for ready in order.take_ready():
+            self._queue(ready)
+        for conv in order.take_waits():
+            self._spawn(self._repair(conv))
 
-    def _skip_gap(self, st: _ConvState) -> None:
-        """Give up on the missing seqs: deliver what is held, in order."""
-        for seq in sorted(st.held):
-            self._queue(st.held.pop(seq))
-            st.seq = seq
-
-    async def _repair(self, conv: str, st: _ConvState) -> None:
+    async def _repair(self, conv: str) -> None:
+        order = self._order
         try:
             await asyncio.sleep(self.gap_wait)
-            if st.seq == 0 and st.held:  # first sight: start at the lowest seq seen
-                st.seq = min(st.held) - 1
-                while st.seq + 1 in st.held:
-                    st.seq += 1
-                    self._queue(st.held.pop(st.seq))
-            if st.held and self.fill_gaps:
-                await self._fill(conv, after=st.seq, upto=min(st.held) - 1)
-            if st.held:
-                self._skip_gap(st)
+            fill = order.expire(conv)
+            for m in order.take_ready():
+                self._queue(m)
+            if fill is not None:
+                await self._fill(fill)
+            order.skip(conv)
+            for m in order.take_ready():
+                self._queue(m)
         finally:
-            st.repairing = False
+            order.repair_over(conv)
 
     def _queue(self, m: frames.Msg) -> None:
         try:
@@ -391,9 +360,9 @@ class Client:
             if not page.more or not page.messages:
                 return
 
-    async def _fill(self, conv: str, *, after: int, upto: int | None) -> None:
+    async def _fill(self, fill: Fill) -> None:
         with contextlib.suppress(SwitchboardError, asyncio.TimeoutError):
-            async for m in self.history_range(conv, after=max(after, 0), upto=upto):
+            async for m in self.history_range(fill.conv, after=max(fill.after, 0), upto=fill.upto):
                 self._deliver(m)
 
     async def register_push(self, platform: str, token: str) -> frames.Ok:
