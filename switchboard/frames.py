@@ -14,7 +14,7 @@ recursion limit (a ``RecursionError``, not a ``DecodeError``) is a
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -105,8 +105,8 @@ class ConvListRequest(_Frame, tag="conv.list"):
     id: str | None = None
 
 
-ClientFrame = Union[Hello, Send, Ack, Read, Typing, HistoryRequest, ConvCreate, PresenceWatch, PushRegister,
-                    ReceiptsRequest, ConvListRequest]
+ClientFrame = (Hello | Send | Ack | Read | Typing | HistoryRequest | ConvCreate | PresenceWatch | PushRegister
+               | ReceiptsRequest | ConvListRequest)
 
 # ---------------------------------------------------------------- server → client
 
@@ -120,7 +120,7 @@ class Synced(_Frame, tag="synced"):
     cursor: int
     # Large groups (pull mode, no INBOX copies) the user belongs to, each with
     # its last seq: fetch from history what you lack (docs/architecture.md).
-    groups: list["ResyncRange"] = []
+    groups: list[ResyncRange] = []
 
 
 class ResyncRange(msgspec.Struct, omit_defaults=True):
@@ -231,8 +231,8 @@ class Error(msgspec.Struct, tag_field="type", tag="error"):
     retry: bool
 
 
-ServerFrame = Union[Welcome, Synced, Resync, Sent, Msg, Receipt, TypingEvent, History, Conv, ConvList, Presence, Ok,
-                    Error]
+ServerFrame = (Welcome | Synced | Resync | Sent | Msg | Receipt | TypingEvent | History | Conv | ConvList | Presence
+               | Ok | Error)
 
 _encoder = msgspec.json.Encoder()
 _client_decoder = msgspec.json.Decoder(ClientFrame)

@@ -29,7 +29,8 @@ import hashlib
 import os
 import random
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from switchboard import log
 

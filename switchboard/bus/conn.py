@@ -45,15 +45,32 @@ import secrets
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 from urllib.parse import unquote, urlsplit
 
 from switchboard import log
 from switchboard.bus.proto import (
-    OP_ERR, OP_INFO, OP_PING, OP_PONG, PING, PONG, BusError, BusMsg, BusUnavailable, Handler, Parser,
-    ProtocolError, check_subject, encode_connect, encode_headers, encode_sub, encode_unsub, hpub_line, pub_line,
+    OP_ERR,
+    OP_INFO,
+    OP_PING,
+    OP_PONG,
+    PING,
+    PONG,
+    BusError,
+    BusMsg,
+    BusUnavailable,
+    Handler,
+    Parser,
+    ProtocolError,
+    check_subject,
+    encode_connect,
+    encode_headers,
+    encode_sub,
+    encode_unsub,
+    hpub_line,
+    pub_line,
 )
 
 __all__ = ["connect", "BusConnection", "BusMsg", "BusStats", "encode_headers", "BusError", "BusUnavailable"]
@@ -75,7 +92,8 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 # How long close() waits for the server to confirm what was written.
 CLOSE_FLUSH_TIMEOUT = 1.0
 
-_AUTH_ERRORS = ("authorization violation", "authentication", "user authentication expired", "account authentication expired")
+_AUTH_ERRORS = ("authorization violation", "authentication", "user authentication expired",
+                "account authentication expired")
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,7 +163,7 @@ class _Socket(asyncio.Protocol):
     """One TCP (or TLS) connection to one server. A fresh object per attempt,
     so a late callback from a socket given up on never touches the next one."""
 
-    def __init__(self, conn: "BusConnection") -> None:
+    def __init__(self, conn: BusConnection) -> None:
         self.conn = conn
         self.transport: asyncio.Transport | None = None
         self.parser = Parser(conn._handlers, self.on_op)  # noqa: SLF001
@@ -215,7 +233,8 @@ def _read_creds(path: str) -> tuple[str, bytes]:
         if not line:
             continue
         if line.startswith("---"):
-            want = "jwt" if "BEGIN NATS USER JWT" in line else "seed" if "NKEY SEED" in line and "BEGIN" in line else None
+            want = ("jwt" if "BEGIN NATS USER JWT" in line
+                    else "seed" if "NKEY SEED" in line and "BEGIN" in line else None)
             continue
         if want == "jwt" and jwt is None:
             jwt = line
@@ -401,7 +420,7 @@ class BusConnection:
         self._unflushed_pings += 1
         try:
             await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BusUnavailable(f"no PONG from the NATS server within {timeout:g}s") from None
 
     # --- state ------------------------------------------------------------------
@@ -448,7 +467,7 @@ class BusConnection:
                 if exc.code == "bus_auth":
                     raise
                 errors.append(f"{srv.url}: {exc.message}")
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 errors.append(f"{srv.url}: {exc!r}")
             else:
                 self._activate(sock, srv, info)
@@ -637,7 +656,7 @@ class BusConnection:
                     return
             try:
                 sock, info = await self._handshake(srv)
-            except (BusError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, BusError, OSError) as exc:
                 srv.failures += 1
                 _log.debug("nats reconnect attempt failed", server=srv.url, error=repr(exc))
                 continue

@@ -101,7 +101,7 @@ async def _direct(nc: NATS, *, stream: str, req: dict, start_seq: int, timeout: 
             remaining = deadline - loop.time()
             try:
                 msg = await asyncio.wait_for(queue.get(), max(remaining, 0.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise Unavailable(f"direct get on {stream} ({subject}) timed out after {timeout}s") from None
             hdrs = msg.headers or {}
             status = hdrs.get("Status")

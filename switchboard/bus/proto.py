@@ -22,7 +22,7 @@ to a plain callable, which saves an ``int()`` per message); everything else
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from switchboard import log
 from switchboard.errors import SwitchboardError, Unavailable

@@ -12,11 +12,12 @@ A backend is chosen by URL scheme: ``memory://`` (one process) or
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from switchboard.errors import ConfigError
-from switchboard.log import redact_url
 from switchboard.frames import Presence
+from switchboard.log import redact_url
 
 Clock = Callable[[], int]
 """Returns the current time in milliseconds since the epoch."""

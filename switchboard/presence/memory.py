@@ -7,7 +7,7 @@ Redis backend, which shares the state and computes transitions atomically.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from switchboard.frames import Presence
 from switchboard.presence import Clock, system_clock

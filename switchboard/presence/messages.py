@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import msgspec
 
 from switchboard.events import ErrorBody
@@ -47,7 +45,7 @@ class Events(_Report, tag="ev"):
     ttl_ms: int = 0  # TTL of the new entries (the edge's heartbeat TTL)
 
 
-Report = Union[Heartbeat, Events]
+Report = Heartbeat | Events
 
 decode_report = msgspec.json.Decoder(Report).decode
 

@@ -21,7 +21,7 @@ A space separates edge and user in ``exp`` members: ids never contain one.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 
 import nats
-
 from switchboard import ids, log
 from switchboard.presence.messages import Events, Heartbeat, encode
 from switchboard.subjects import Subjects

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Union
-
 import nats.errors
 from nats.aio.client import Client as NATS
 
@@ -15,7 +12,7 @@ from switchboard.subjects import Subjects
 
 # Either connection: nats-py (services, tools) or the lean bus client's
 # callback request/reply (the edge, which has no nats-py request path).
-Requester = Union[NATS, Replies]
+Requester = NATS | Replies
 
 
 async def call(nc: Requester, endpoint: Endpoint[Req, Rep], request: Req | None, *, subjects: Subjects,
@@ -37,7 +34,7 @@ async def call(nc: Requester, endpoint: Endpoint[Req, Rep], request: Req | None,
         reply = await nc.request(subject, data, timeout=timeout)
     except nats.errors.NoRespondersError:
         raise Unavailable(f"nobody serves {subject} now; retry") from None
-    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+    except (TimeoutError, nats.errors.TimeoutError):
         raise Unavailable(f"no answer on {subject} within {timeout:g} s; retry") from None
     except nats.errors.Error as exc:  # closed, reconnecting, draining
         raise Unavailable(f"NATS connection: {type(exc).__name__}; retry") from None

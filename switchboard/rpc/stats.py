@@ -87,10 +87,10 @@ class RpcCollector:
     - ``switchboard_rpc_seconds{service,endpoint}``: histogram of the time
       from a request's arrival to its answer (:data:`BUCKETS`)."""
 
-    def __init__(self, *services: "RpcService") -> None:
+    def __init__(self, *services: RpcService) -> None:
         self._services = list(services)
 
-    def add(self, service: "RpcService") -> None:
+    def add(self, service: RpcService) -> None:
         self._services.append(service)
 
     def collect(self) -> Iterator[Metric]:

@@ -6,7 +6,8 @@ A backend is chosen by URL scheme (``sqlite:///path``,
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import msgspec
 

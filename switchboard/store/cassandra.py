@@ -113,7 +113,7 @@ class CassandraStore:
         self._indexed: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "CassandraStore":
+    def from_url(cls, url: str, **options: Any) -> CassandraStore:
         return cls(options=parse_url(url, **options))
 
     # -- lifecycle ----------------------------------------------------------
