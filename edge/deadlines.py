@@ -21,7 +21,8 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Callable, Generic, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from switchboard.log import get as get_logger
 

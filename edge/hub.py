@@ -41,7 +41,8 @@ awaits ``bus.flush()`` when attach returns True.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import msgspec
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -53,7 +53,7 @@ class _Send:
 
     __slots__ = ("sends", "ref", "subject", "part", "payload", "deadline", "headers")
 
-    def __init__(self, sends: "Sends", ref: str, subject: str, part: int, payload: bytes, deadline: float) -> None:
+    def __init__(self, sends: Sends, ref: str, subject: str, part: int, payload: bytes, deadline: float) -> None:
         self.sends = sends
         self.ref = ref
         self.subject = subject

@@ -26,17 +26,16 @@ from typing import TYPE_CHECKING
 
 import nats.errors
 
+from edge.catchup import DELIVER, FROM_NOW, GAP, REPLAY, Catchup, stale_bounds
+from edge.ratelimit import TokenBucket
+from edge.sends import Sends
+from edge.transport import WsConn
 from switchboard import frames
 from switchboard.bus.conn import BusMsg
 from switchboard.bus.direct import direct_batch
 from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError, Unavailable
 from switchboard.log import get as get_logger
 from switchboard.trace import TRACE_HEADER, TRACE_HEADER_BYTES
-
-from edge.catchup import DELIVER, FROM_NOW, GAP, REPLAY, Catchup, stale_bounds
-from edge.ratelimit import TokenBucket
-from edge.sends import Sends
-from edge.transport import WsConn
 
 if TYPE_CHECKING:
     from edge.server import Edge
@@ -52,7 +51,7 @@ class Session:
     __slots__ = ("edge", "conn", "user", "conn_id", "catchup", "acked", "bucket", "log", "epoch", "state",
                  "sends", "_tasks", "_unacked", "_groups", "_early", "_hello_timer", "_attached", "_traced")
 
-    def __init__(self, *, edge: "Edge", conn: WsConn, user: str) -> None:
+    def __init__(self, *, edge: Edge, conn: WsConn, user: str) -> None:
         self.edge = edge
         self.conn = conn
         self.user = user
@@ -153,7 +152,7 @@ class Session:
             await self._hello(hello)
         except asyncio.CancelledError:
             raise
-        except (Unavailable, nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, Unavailable, nats.errors.Error) as exc:
             # NATS or a service behind it is slow or away (e.g. the INBOX read
             # of a hello): the client should come back shortly, elsewhere if need be.
             self.log.info("connection closed: backend unavailable", error=type(exc).__name__)

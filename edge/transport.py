@@ -29,19 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl as ssl_
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Callable, Protocol
+from typing import Protocol
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
-# The sans-I/O surface this module drives, checked against the pinned
-# websockets range at import (IncompatibleLibrary otherwise).
-from switchboard.compat.websockets import CONNECTING, OPEN, ServerProtocol
-from switchboard.log import get as get_logger
-
 from edge.httpreq import BodyReader, error_response
+from switchboard.compat.websockets import CONNECTING, OPEN, ServerProtocol  # checked against the pinned range
+from switchboard.log import get as get_logger
 
 CLOSE_SLOW_CONSUMER = 4008
 # Seconds a new TCP connection has to send its HTTP request: a socket that
@@ -91,7 +89,7 @@ class WsServer:
     """Listens, owns the connections, flushes their writes once per tick and pings idle ones."""
 
     def __init__(self, *, config: WsConfig, route: Callable[[Request], Response | None],
-                 accept: Callable[["WsConn"], Handler | None],
+                 accept: Callable[[WsConn], Handler | None],
                  http: Callable[[Request, bytes], Response] | None = None) -> None:
         self.config = config
         self.route = route
@@ -137,23 +135,23 @@ class WsServer:
             self._empty = self.loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._empty), self.config.close_timeout + 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 for c in tuple(self.conns):
                     c.transport.abort()
         if self._server is not None:
             try:  # every connection is gone or aborted by now; do not hang on a straggler
                 await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._server = None
 
     # -- called by connections -------------------------------------------------
-    def dirty(self, conn: "WsConn") -> None:
+    def dirty(self, conn: WsConn) -> None:
         if not self._dirty:
             self.loop.call_soon(self._flush)
         self._dirty.append(conn)
 
-    def gone(self, conn: "WsConn") -> None:
+    def gone(self, conn: WsConn) -> None:
         self.conns.discard(conn)
         if not self.conns and self._empty is not None and not self._empty.done():
             self._empty.set_result(None)
