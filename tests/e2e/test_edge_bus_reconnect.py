@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 
 import msgspec
-import nats
+import pytest
 
 from sbctl.embedded import free_port
 from switchboard.events import SendReply, SendRequest
-from tests.e2e.helpers import STEP, fabric, make_settings, sdk, unique
+from tests.e2e.helpers import STEP, unique
 
 
 class CuttableProxy:
@@ -70,40 +70,38 @@ class CuttableProxy:
             self._server.close()
 
 
-async def test_entry_stored_while_edge_bus_is_down_arrives_after_reconnect(nats_server, tmp_path):
-    settings = make_settings(tmp_path, nats_server.url)
-    port = int(nats_server.url.rsplit(":", 1)[1])
-    proxy = CuttableProxy(port)
-    await proxy.start()
-    edge_settings = settings.replace(nats_url=f"nats://127.0.0.1:{proxy.port}")
+@pytest.fixture
+async def proxy(nats_server):
+    p = CuttableProxy(int(nats_server.url.rsplit(":", 1)[1]))
+    await p.start()
+    yield p
+    await p.close()
+
+
+async def test_entry_stored_while_edge_bus_is_down_arrives_after_reconnect(proxy, deploy):  # proxy closes last
+    d = await deploy(roles=("sequencer",))
+    edge = await d.start("edge", nats_url=f"nats://127.0.0.1:{proxy.port}")  # its bus goes through the proxy
     alice, bob = unique("alice"), unique("bob")
-    nc = await nats.connect(nats_server.url)
-    try:
-        async with fabric(settings, ("sequencer",)), fabric(edge_settings, ("edge",)):
-            a = await sdk(edge_settings, alice)
-            b = await sdk(edge_settings, bob)
-            conv = await a.create_conversation([bob], title="ops")
-            first = await a.send(conv=conv.conv, body="before the cut")
-            assert (await b.next_message(STEP)).seq == first.seq
-            assert (await a.next_message(STEP)).seq == first.seq  # the sender's own copy
+    nc = await d.nats()
+    a = await d.sdk(alice, edge=edge)
+    b = await d.sdk(bob, edge=edge)
+    conv = await a.create_conversation([bob], title="ops")
+    first = await a.send(conv=conv.conv, body="before the cut")
+    assert (await b.next_message(STEP)).seq == first.seq
+    assert (await a.next_message(STEP)).seq == first.seq  # the sender's own copy
 
-            proxy.cut()  # the edge's NATS connections drop; its reconnects are refused
-            await asyncio.sleep(0.3)
-            req = SendRequest(sender="system", id=unique("sys"), conv=conv.conv, body="stored while cut", kind="system")
-            reply = msgspec.json.decode((await nc.request(settings.subjects.api("system", "send"),
-                                                          msgspec.json.encode(req), timeout=STEP)).data,
-                                        type=SendReply)
-            assert reply.error is None and reply.seq == first.seq + 1
-            await asyncio.sleep(0.3)  # INBOX republished it to nobody on this edge
-            proxy.heal()
+    proxy.cut()  # the edge's NATS connections drop; its reconnects are refused
+    await asyncio.sleep(0.3)
+    req = SendRequest(sender="system", id=unique("sys"), conv=conv.conv, body="stored while cut", kind="system")
+    reply = msgspec.json.decode((await nc.request(d.settings.subjects.api("system", "send"),
+                                                  msgspec.json.encode(req), timeout=STEP)).data,
+                                type=SendReply)
+    assert reply.error is None and reply.seq == first.seq + 1
+    await asyncio.sleep(0.3)  # INBOX republished it to nobody on this edge
+    proxy.heal()
 
-            # The last message of the conversation: no later entry reveals the
-            # gap, only the edge's re-read after its bus reconnect delivers it.
-            for client in (b, a):
-                got = await client.next_message(STEP)
-                assert (got.seq, got.body) == (reply.seq, "stored while cut")
-            await a.close()
-            await b.close()
-    finally:
-        await nc.close()
-        await proxy.close()
+    # The last message of the conversation: no later entry reveals the
+    # gap, only the edge's re-read after its bus reconnect delivers it.
+    for client in (b, a):
+        got = await client.next_message(STEP)
+        assert (got.seq, got.body) == (reply.seq, "stored while cut")
