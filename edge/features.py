@@ -19,14 +19,11 @@ import functools
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from switchboard import events, frames
+from switchboard import api, events, frames
 from switchboard.bus.conn import BusMsg
-from switchboard.devices import RegisterReply, RegisterRequest, check_token
-from switchboard.errors import SwitchboardError, from_code
-from switchboard.presence.messages import ContactsReply, ContactsRequest, PresenceReply, WatchRequest
-from switchboard.presence.messages import encode as presence_encode
+from switchboard.devices import RegisterRequest, check_token
+from switchboard.errors import NotMember, SwitchboardError
+from switchboard.presence.messages import ContactsRequest, WatchRequest
 
 from switchboard.presence.reporter import PresenceReporter
 from edge.ratelimit import TokenBucket
@@ -45,12 +42,6 @@ MEMBERS_CACHE = 50_000  # conversations whose members this edge remembers
 # conversation (an ack and a read that follow each other become one): the
 # sequencer coalesces for as long again, so a receipt shows within ~0.1 s.
 RECEIPT_FLUSH = 0.05
-
-_conv_reply = msgspec.json.Decoder(events.ConvReply)
-_receipts_reply = msgspec.json.Decoder(events.ReceiptsReply)
-_presence_reply = msgspec.json.Decoder(PresenceReply)
-_contacts_reply = msgspec.json.Decoder(ContactsReply)
-_register_reply = msgspec.json.Decoder(RegisterReply)
 
 
 class Features:
@@ -101,14 +92,12 @@ class Features:
     async def members(self, conv: str, user: str) -> tuple[str, ...]:
         cached = self._members.get(conv)
         if cached is None:
-            q = events.ConvGetRequest(conv=conv, user=user)
-            reply = _conv_reply.decode(await self.edge.request(self.edge.subjects.api("conv", "get"), events.encode(q)))
-            _raise(reply.error)
+            reply = await self.edge.call(api.CONV_GET, events.ConvGetRequest(conv=conv, user=user))
             cached = self._members[conv] = tuple(reply.members)
             if len(self._members) > MEMBERS_CACHE:
                 self._members.popitem(last=False)
         if user not in cached:
-            raise SwitchboardError(f"{user} is not a member of {conv}", code="not_member")
+            raise NotMember(f"{user} is not a member of {conv}")
         return cached
 
     # -- receipts ------------------------------------------------------------------
@@ -137,14 +126,11 @@ class Features:
         for sess, convs in pending.items():
             for conv, (delivered, read, ref) in convs.items():
                 req = events.ReceiptRequest(user=sess.user, conv=conv, delivered=delivered, read=read)
-                edge.replies.request(edge.subjects.receipt(conv), events.encode(req),
+                edge.replies.request(api.RECEIPT.subject_for(edge.subjects, conv=conv), api.RECEIPT.encode_request(req),
                                      functools.partial(_receipt_reply, sess, conv, read, ref), timeout=timeout)
 
     async def receipts(self, sess: "Session", f: frames.ReceiptsRequest) -> None:
-        q = events.ReceiptsQuery(conv=f.conv, user=sess.user)
-        reply = _receipts_reply.decode(await self.edge.request(self.edge.subjects.api("receipts", "get"),
-                                                               events.encode(q)))
-        _raise(reply.error)
+        reply = await self.edge.call(api.RECEIPTS_GET, events.ReceiptsQuery(conv=f.conv, user=sess.user))
         for r in reply.receipts:
             sess._send(r)
         if f.id:  # the end of the answer: a client collecting receipts stops here
@@ -171,14 +157,10 @@ class Features:
         users = list(dict.fromkeys(f.users))
         if not users:
             return
-        q = presence_encode(ContactsRequest(user=sess.user, users=users))
-        contacts = _contacts_reply.decode(await self.edge.request(self.edge.subjects.api("conv", "contacts"), q))
-        _raise(contacts.error)
+        contacts = await self.edge.call(api.CONV_CONTACTS, ContactsRequest(user=sess.user, users=users))
         known: dict[str, frames.Presence] = {}
         if contacts.users:
-            req = presence_encode(WatchRequest(watcher=sess.user, users=contacts.users))
-            reply = _presence_reply.decode(await self.edge.request(self.edge.subjects.api("presence", "watch"), req))
-            _raise(reply.error)
+            reply = await self.edge.call(api.PRESENCE_WATCH, WatchRequest(watcher=sess.user, users=contacts.users))
             known = {p.user: p for p in reply.users}
             self._watched(sess.user, contacts.users)
         for u in users:
@@ -200,9 +182,7 @@ class Features:
     async def push_register(self, sess: "Session", f: frames.PushRegister) -> frames.Ok | None:
         # Validated here too, so a bad token never leaves the edge.
         check_token(f.platform, f.token)
-        req = msgspec.json.encode(RegisterRequest(user=sess.user, platform=f.platform, token=f.token))
-        data = await self.edge.request(self.edge.subjects.api("push", "register"), req)
-        _raise(_register_reply.decode(data).error)
+        await self.edge.call(api.PUSH_REGISTER, RegisterRequest(user=sess.user, platform=f.platform, token=f.token))
         return frames.Ok(ref=f.id) if f.id else None
 
 
@@ -211,16 +191,11 @@ def _receipt_reply(sess: "Session", conv: str, read: int, ref: str | None, msg: 
     try:
         if exc is not None:
             raise exc
-        _raise(_receipts_reply.decode(msg.data).error)  # type: ignore[union-attr]
-    except (SwitchboardError, msgspec.DecodeError) as err:
+        api.RECEIPT.reply_of(msg.data, msg.headers)  # type: ignore[union-attr]
+    except SwitchboardError as err:
         if read:  # the client asked: tell it; a delivered receipt is the edge's own doing
             sess._send(frames.error_frame(err, ref))
         else:
             sess.log.info("delivered receipt failed", conv=conv, code=getattr(err, "code", "internal"))
-
-
-def _raise(err: events.ErrorBody | None) -> None:
-    if err is not None:
-        raise from_code(err.code, err.message, err.retry)
 
 

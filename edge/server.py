@@ -38,21 +38,20 @@ import uuid
 from http import HTTPStatus
 from typing import Any, Awaitable, Callable
 
-import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
-from nats.micro import add_service
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 import switchboard
-from switchboard import auth, events, frames, log, tls
+from switchboard import api, auth, events, frames, log, rpc, tls
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection, BusError
 from switchboard.bus.conn import connect as bus_connect
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
-from switchboard.errors import AuthError, ConfigError, RateLimited, SwitchboardError, Unavailable, from_code
+from switchboard.errors import AuthError, ConfigError, RateLimited, SwitchboardError
+from switchboard.rpc.endpoint import Rep, Req
 from switchboard.trace import Tracer
 
 from edge.deadlines import Deadlines
@@ -84,10 +83,6 @@ BOUNDS_TTL = 0.5
 # ~5 s instead of 20,000 requests hitting NATS in the same instant.
 RECHECK_BATCH = 200
 RECHECK_PAUSE_SEC = 0.05
-
-_conv_reply = msgspec.json.Decoder(events.ConvReply)
-_history_reply = msgspec.json.Decoder(events.HistoryReply)
-_conv_list_reply = msgspec.json.Decoder(events.ConvListReply)
 
 Hook = Callable[..., Any]
 
@@ -123,7 +118,10 @@ class Edge:
         self._recheck: asyncio.Task | None = None  # sessions reading INBOX after a bus reconnect
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
         self._server: WsServer | None = None
-        self._service = None
+        # sb-edge in `nats micro ls`: the edge's stats endpoint (switchboard/rpc/).
+        self.rpc = rpc.RpcService(nc, name="sb-edge", version=switchboard.__version__,
+                                  description="WebSocket gateway", subjects=self.subjects,
+                                  metadata={"edge": self.edge_id})
         # When each socket's token expires (leeway included): close 4001.
         self._expiry: Deadlines[Session] = Deadlines(self._token_expired)
         # Extension hooks (presence reporter, receipts); defaults do nothing.
@@ -170,10 +168,8 @@ class Edge:
         if self.tls is not None:
             _reload_on_sighup(self)
         await self.features.start()
-        self._service = await add_service(self.nc, name="sb-edge", version=switchboard.__version__,
-                                          description="WebSocket gateway", metadata={"edge": self.edge_id})
-        await self._service.add_endpoint(name="stats", subject=f"{self.subjects.prefix}.api.edge.{self.edge_id}.stats",
-                                         handler=self._stats)
+        await self.rpc.start()
+        await self.rpc.add(api.EDGE_STATS, self._stats, edge=self.edge_id)
         self.log.info("edge listening", url=f"{'wss' if self.tls else 'ws'}://{s.host}:{self.port}/ws",
                       epoch=self.epoch)
 
@@ -221,9 +217,7 @@ class Edge:
         if self._server is not None:
             await self._server.close(CLOSE_GOING_AWAY, "edge shutting down; reconnect")
             self._server = None
-        if self._service is not None:
-            await self._service.stop()
-            self._service = None
+        await self.rpc.stop(timeout=CLOSE_TIMEOUT)
         if self._epoch_watch is not None:
             self._epoch_watch.cancel()
         if self._recheck is not None:
@@ -235,9 +229,8 @@ class Edge:
             await self.bus.close()
         self.log.info("edge stopped")
 
-    async def _stats(self, req) -> None:
-        await req.respond(msgspec.json.encode({"edge": self.edge_id, "connections": len(self.sessions),
-                                               "users": self.hub.users}))
+    async def _stats(self, _: None) -> api.EdgeStats:
+        return api.EdgeStats(edge=self.edge_id, connections=len(self.sessions), users=self.hub.users)
 
     # -- HTTP: the web app, dev sign-in, metrics, admission, auth ---------------------
     def _process_request(self, request: Request) -> Response | None:
@@ -393,25 +386,24 @@ class Edge:
         user's conversations up to its last seq (the client knows how far it
         got). Empty when the sequencer cannot say: refetch what you know."""
         try:
-            data = await self.request(self.subjects.api("conv", "ranges"), events.encode(events.RangesQuery(user=user)))
-            reply = msgspec.json.decode(data, type=events.RangesReply)
-        except (SwitchboardError, msgspec.DecodeError):
+            return (await self.call(api.CONV_RANGES, events.RangesQuery(user=user))).ranges
+        except SwitchboardError:
             return []
-        return reply.ranges
 
     async def large_groups(self, user: str) -> list[frames.ResyncRange]:
         """The user's large groups (pull mode). Empty when the sequencer
         cannot say; the client then learns of them from their messages."""
         try:
-            data = await self.request(self.subjects.api("conv", "large"), events.encode(events.RangesQuery(user=user)))
-            reply = msgspec.json.decode(data, type=events.RangesReply)
-        except (SwitchboardError, msgspec.DecodeError):
+            return (await self.call(api.CONV_LARGE, events.RangesQuery(user=user))).ranges
+        except SwitchboardError:
             return []
-        return reply.ranges
 
-    async def request(self, subject: str, payload: bytes) -> bytes:
-        """Request/reply; :class:`Unavailable` (retry) when nobody answers in time."""
-        return (await self.replies.call(subject, payload, timeout=self.settings.send_timeout)).data
+    async def call(self, endpoint: rpc.Endpoint[Req, Rep], request: Req) -> Rep:
+        """A service's reply (switchboard/rpc/) over the lean bus, or the error
+        it answered, typed; :class:`Unavailable` (retry) when nobody answers
+        within ``send_timeout``."""
+        return await rpc.call(self.replies, endpoint, request, subjects=self.subjects,
+                              timeout=self.settings.send_timeout)
 
     async def handle_frame(self, sess: Session, frame: Any) -> Any:
         handler = self.frame_handlers.get(type(frame))
@@ -420,15 +412,13 @@ class Edge:
         return await handler(sess, frame)
 
     async def _conv_create(self, sess: Session, f: frames.ConvCreate) -> frames.Conv:
-        req = events.ConvCreateRequest(creator=sess.user, members=f.members, title=f.title)
-        reply = _conv_reply.decode(await self.request(self.subjects.api("conv", "create"), events.encode(req)))
-        _raise(reply.error)
+        reply = await self.call(api.CONV_CREATE,
+                                events.ConvCreateRequest(creator=sess.user, members=f.members, title=f.title))
         return frames.Conv(conv=reply.conv, members=reply.members, title=reply.title, ref=f.id)
 
     async def _history(self, sess: Session, f: frames.HistoryRequest) -> frames.History:
         q = events.HistoryQuery(conv=f.conv, user=sess.user, before=f.before, after=f.after, limit=f.limit)
-        reply = _history_reply.decode(await self.request(self.subjects.api("history"), events.encode(q)))
-        _raise(reply.error)
+        reply = await self.call(api.HISTORY, q)
         return frames.History(conv=f.conv, messages=reply.messages, more=reply.more, ref=f.id)
 
     async def _conv_list(self, sess: Session, f: frames.ConvListRequest) -> frames.ConvList:
@@ -440,9 +430,7 @@ class Edge:
             bucket = self._list_buckets[sess.user] = TokenBucket(rate=per_min / 60, burst=max(1, per_min // 2))
         if not bucket.take():
             raise RateLimited(f"more than {per_min} conv.list per minute; ask again later")
-        q = events.ConvListQuery(user=sess.user)
-        reply = _conv_list_reply.decode(await self.request(self.subjects.api("conv", "list"), events.encode(q)))
-        _raise(reply.error)
+        reply = await self.call(api.CONV_LIST, events.ConvListQuery(user=sess.user))
         return frames.ConvList(convs=reply.convs, more=reply.more, ref=f.id)
 
 
@@ -470,11 +458,6 @@ def _stop_reloading(edge: Edge) -> None:
 def _sighup() -> None:
     for edge in tuple(_RELOAD_ON_SIGHUP):
         edge.reload_tls()
-
-
-def _raise(err: events.ErrorBody | None) -> None:
-    if err is not None:
-        raise from_code(err.code, err.message, err.retry)
 
 
 def _response(status: HTTPStatus, body: bytes, ctype: str, retry_after: str | None = None,

@@ -7,17 +7,13 @@ and ``unread_count`` answers None (no badge).
 
 from __future__ import annotations
 
-import msgspec
-import nats.errors
 from nats.aio.client import Client as NATS
 
-from switchboard import events
+from switchboard import api, events, rpc
+from switchboard.errors import SwitchboardError
 from switchboard.subjects import Subjects
 
 TIMEOUT = 1.0  # a lookup slower than this is skipped: the notification matters more
-
-_receipts = msgspec.json.Decoder(events.ReceiptsReply)
-_unread = msgspec.json.Decoder(events.UnreadReply)
 
 
 class SequencerLookups:
@@ -27,18 +23,16 @@ class SequencerLookups:
 
     async def read_upto(self, user: str, conv: str) -> int:
         try:
-            msg = await self._nc.request(self._subjects.api("receipts", "get"),
-                                         events.encode(events.ReceiptsQuery(conv=conv)), timeout=TIMEOUT)
-            reply = _receipts.decode(msg.data)
-        except (nats.errors.Error, msgspec.DecodeError, TimeoutError):
+            reply = await rpc.call(self._nc, api.RECEIPTS_GET, events.ReceiptsQuery(conv=conv),
+                                   subjects=self._subjects, timeout=TIMEOUT)
+        except SwitchboardError:
             return 0
         return next((r.read for r in reply.receipts if r.user == user), 0)
 
     async def unread_count(self, user: str) -> int | None:
         try:
-            msg = await self._nc.request(self._subjects.api("unread"),
-                                         events.encode(events.UnreadQuery(user=user)), timeout=TIMEOUT)
-            reply = _unread.decode(msg.data)
-        except (nats.errors.Error, msgspec.DecodeError, TimeoutError):
+            reply = await rpc.call(self._nc, api.UNREAD, events.UnreadQuery(user=user), subjects=self._subjects,
+                                   timeout=TIMEOUT)
+        except SwitchboardError:
             return None
-        return None if reply.error is not None else reply.total
+        return reply.total

@@ -16,14 +16,13 @@ from collections import OrderedDict
 from typing import Iterable
 
 import msgspec
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg as NatsMsg
 
-from switchboard import events, frames, log
+from switchboard import api, events, frames, log, rpc
+from switchboard.errors import SwitchboardError
 from switchboard.frames import Presence
-from switchboard.presence.messages import PresenceReply, QueryRequest
-from switchboard.presence.messages import encode as presence_encode
+from switchboard.presence.messages import QueryRequest
 from switchboard.subjects import Subjects
 
 # Characters of the body that go into a push entry: a notification shows a
@@ -33,7 +32,6 @@ QUERY_TIMEOUT = 1.0
 QUIET_AFTER_FAILURE = 1.0  # seconds without presence queries after one failed  # a presence answer later than this is not worth delaying `sent`
 
 _presence_decoder = msgspec.json.Decoder(Presence)
-_reply_decoder = msgspec.json.Decoder(PresenceReply)
 
 
 class PresenceView:
@@ -95,11 +93,10 @@ class PresenceView:
         unknown = [u for u in users if u not in self._online]
         if unknown and time.monotonic() >= self._quiet_until:
             try:
-                reply = await self._nc.request(self._subjects.api("presence", "query"),
-                                               presence_encode(QueryRequest(users=unknown)), timeout=QUERY_TIMEOUT)
-                r = _reply_decoder.decode(reply.data)
-            except (nats.errors.Error, msgspec.DecodeError, TimeoutError) as exc:
-                self._log.debug("presence query failed", error=type(exc).__name__)
+                r = await rpc.call(self._nc, api.PRESENCE_QUERY, QueryRequest(users=unknown), subjects=self._subjects,
+                                   timeout=QUERY_TIMEOUT)
+            except SwitchboardError as exc:
+                self._log.debug("presence query failed", code=exc.code)
                 self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE
                 return [u for u in users if self._online.get(u) is False]
             for p in r.users:

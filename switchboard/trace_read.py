@@ -31,7 +31,7 @@ from switchboard import events, frames, ids, trace
 from switchboard.bus import streams
 from switchboard.bus.direct import DirectGetError, direct_batch
 from switchboard.config import Settings
-from switchboard.errors import BadFrame, NotFound
+from switchboard.errors import BadFrame, NotFound, Unavailable
 from switchboard.trace import TraceRecord
 
 # Records returned for one query at most: a 1:1 message has about ten, a
@@ -228,15 +228,14 @@ ArchiveLookup = Callable[[str, int], Awaitable["frames.Msg | None"]]
 def history_lookup(nc: NATS, settings: Settings, timeout: float = 5.0) -> ArchiveLookup:
     """Message ``seq`` of ``conv`` from the archiver's history API
     (``<prefix>.api.history``: store plus the unarchived end of MESSAGES)."""
-    reply_decoder = msgspec.json.Decoder(events.HistoryReply)
+    from switchboard import api, rpc  # api names this module's types: imported when used
 
     async def lookup(conv: str, seq: int) -> frames.Msg | None:
         q = events.HistoryQuery(conv=conv, after=seq - 1, before=seq + 1, limit=1)
         try:
-            msg = await nc.request(settings.subjects.api("history"), events.encode(q), timeout=timeout)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            reply = await rpc.call(nc, api.HISTORY, q, subjects=settings.subjects, timeout=timeout)
+        except Unavailable:
             return None
-        reply = reply_decoder.decode(msg.data)
         return next((m for m in reply.messages if m.seq == seq), None)
 
     return lookup
