@@ -12,11 +12,10 @@ import secrets
 import time
 from collections import OrderedDict
 
+from sequencer.quotas import UserQuota
 from switchboard import ids
 from switchboard.errors import LimitExceeded, NotFound, NotMember
 from switchboard.store import Conversation, Store
-
-from sequencer.quotas import UserQuota
 
 # Conversations of a watcher looked at by contacts() (whose members' presence
 # it may see): bounds one query's store reads; a user in more conversations

@@ -16,21 +16,21 @@ of the at most ``conv_list_max`` conversations returned.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from time import perf_counter
-from typing import Awaitable, Callable, Iterable, TypeVar
+from typing import TypeVar
 
 import msgspec
 from nats.aio.client import Client as NATS
 
+from sequencer.conversations import Conversations
+from sequencer.receipts import Receipts
 from switchboard import events, frames, ids
 from switchboard.bus import streams
 from switchboard.bus.direct import direct_last_per_subject
 from switchboard.config import Settings
 from switchboard.metrics import IntHistogram
 from switchboard.store import Conversation, Store
-
-from sequencer.conversations import Conversations
-from sequencer.receipts import Receipts
 
 # Conversations per batch direct get of last messages (one request each).
 LAST_CHUNK = 256

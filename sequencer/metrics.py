@@ -9,7 +9,8 @@ every series and what to alert on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -49,13 +50,13 @@ _LEASES = (
 
 
 class SequencerMetrics:
-    def __init__(self, seq: "Sequencer") -> None:
+    def __init__(self, seq: Sequencer) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(seq))
 
 
 class _Collector:
-    def __init__(self, seq: "Sequencer") -> None:
+    def __init__(self, seq: Sequencer) -> None:
         self._s = seq
 
     def collect(self) -> Iterator[Metric]:

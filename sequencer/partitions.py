@@ -34,8 +34,8 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import nats.errors
 import nats.js.errors
@@ -44,10 +44,10 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from switchboard import log
 from switchboard.bus.conn import encode_headers
-from switchboard.bus.streams import NotInitialized
 from switchboard.bus.direct import direct_last_per_subject
 from switchboard.bus.jsack import WRONG_LAST_SEQUENCE, decode_ack
 from switchboard.bus.replies import Replies
+from switchboard.bus.streams import NotInitialized
 from switchboard.config import Settings
 
 # A free partition that its preferred member has not taken after this many
@@ -155,7 +155,7 @@ class PartitionLeases:
         await self._release_many(sorted(self._leases), reason="stopping")
         try:
             await self._kv.delete(f"m.{self.instance}")
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
             pass
 
     async def _run(self) -> None:
@@ -284,7 +284,7 @@ class PartitionLeases:
                 await asyncio.sleep(0.01)
             try:
                 await self._kv.delete(f"p.{p}", last=lease.revision)
-            except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
                 pass  # it lapses by itself
         finally:
             self._releasing.discard(p)

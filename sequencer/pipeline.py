@@ -34,15 +34,19 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Awaitable, Callable
 from functools import partial
 from time import perf_counter
-from typing import Awaitable, Callable
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
+from sequencer.conversations import Conversations, now_ms
+from sequencer.push import PresenceView, push_entry
+from sequencer.quotas import UserQuota
+from sequencer.receipts import Receipts
 from switchboard import events, frames, ids, log
 from switchboard.bus.conn import BusConnection, BusError, BusMsg, encode_headers
 from switchboard.bus.jsack import WRONG_LAST_SEQUENCE, decode_ack
@@ -52,11 +56,6 @@ from switchboard.metrics import IntHistogram
 from switchboard.store import Conversation
 from switchboard.subjects import Subjects, partition_of
 from switchboard.trace import TRACE_HEADER, TRACE_HEADER_BYTES, TRACE_HEADER_LINE, TRACE_HEADERS, Tracer
-
-from sequencer.conversations import Conversations, now_ms
-from sequencer.push import PresenceView, push_entry
-from sequencer.quotas import UserQuota
-from sequencer.receipts import Receipts
 
 # A conversation written by two processes at once (only during a handover)
 # converges in a round or two; more than this means something else is wrong.
@@ -491,7 +490,7 @@ class Pipeline:
             raw = await self._js.get_msg(self._stream, stream_seq)
             s.data = raw.data or b""
             s.msg = _msg_decoder.decode(s.data)
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, msgspec.DecodeError) as exc:
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, msgspec.DecodeError) as exc:
             self._finish(st.partition, s, Unavailable(f"reading the original failed: {type(exc).__name__}"))
             return
         if s.traced:

@@ -27,7 +27,7 @@ partitions of N sequencers may reach N times the budget (still bounded).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from switchboard.errors import RateLimited
 

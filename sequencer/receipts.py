@@ -12,16 +12,15 @@ Under load many receipts of one conversation collapse into one frame.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 
+from sequencer.conversations import Conversations
 from switchboard import frames, ids, log
 from switchboard.errors import SwitchboardError
 from switchboard.store import Store, Watermark
 from switchboard.subjects import Subjects
-
-from sequencer.conversations import Conversations
 
 # 50 ms: short enough that a "read" tick looks instant to a person, long enough
 # to merge the receipts of a busy conversation into one frame and one write.
