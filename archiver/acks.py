@@ -16,8 +16,8 @@ message), not per message.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from switchboard.bus.conn import BusConnection, BusMsg
 

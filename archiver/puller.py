@@ -101,7 +101,8 @@ class Puller:
         if len(self._got) < batch:
             self._counter += 1
             self._reply = reply = self._prefix + str(self._counter)
-            req = {"batch": batch, "no_wait": True} if expires is None else {"batch": batch, "expires": int(expires * 1e9)}
+            req = ({"batch": batch, "no_wait": True} if expires is None
+                   else {"batch": batch, "expires": int(expires * 1e9)})
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
             # One timer per request: if neither the batch nor its end status

@@ -9,7 +9,8 @@ the edge, sbctl/metrics.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -36,13 +37,13 @@ _COUNTERS = (
 
 
 class TrackerMetrics:
-    def __init__(self, tracker: "PresenceTracker") -> None:
+    def __init__(self, tracker: PresenceTracker) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_Counters(tracker))
 
 
 class _Counters:
-    def __init__(self, tracker: "PresenceTracker") -> None:
+    def __init__(self, tracker: PresenceTracker) -> None:
         self._t = tracker
 
     def collect(self) -> Iterator[Metric]:

@@ -51,7 +51,7 @@ class PushConfig:
     webpush: WebPushConfig | None = None
 
     @classmethod
-    def load(cls, path: str | None) -> "PushConfig":
+    def load(cls, path: str | None) -> PushConfig:
         if not path:
             return cls()
         with open(path, "rb") as fh:
@@ -59,7 +59,7 @@ class PushConfig:
         return cls.from_dict(data, source=path)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "push config") -> "PushConfig":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "push config") -> PushConfig:
         kinds = {"worker": WorkerConfig, "apns": ApnsConfig, "fcm": FcmConfig, "webpush": WebPushConfig}
         unknown = set(data) - set(kinds)
         if unknown:

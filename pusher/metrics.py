@@ -17,7 +17,7 @@ provider; anything else is counted as ``other``.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -96,7 +96,8 @@ class _Collector:
         yield histogram(pre + "provider_seconds", "Time of one provider call (one device)", m.provider_seconds,
                         ["provider"])
         yield counter(pre + "entries", "PUSH entries handled: sent (every device done), no_device (the user has "
-                      "none), read_elsewhere (already read: nothing sent), retry (redelivered later), dead_letter", m.entries, ["result"])
+                      "none), read_elsewhere (already read: nothing sent), retry (redelivered later), dead_letter",
+                      m.entries, ["result"])
         yield counter(pre + "redeliveries", "PUSH entries handled on a second or later delivery", m.redeliveries)
         yield counter(pre + "registrations", "Device tokens registered (push.register), by platform",
                       m.registrations, ["platform"])

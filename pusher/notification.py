@@ -7,7 +7,7 @@ fits; if even an empty body does not fit, the payload is too large.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -26,7 +26,7 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     badge: int | None = None  # unread count; None: leave the app's badge alone
 
     @classmethod
-    def from_entry(cls, entry: PushEntry, *, badge: int | None = None) -> "Notification":
+    def from_entry(cls, entry: PushEntry, *, badge: int | None = None) -> Notification:
         return cls(conv=entry.conv, seq=entry.seq, id=entry.id, sender=entry.sender,
                    title=entry.title or entry.sender, body=entry.body, badge=badge)
 

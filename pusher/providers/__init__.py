@@ -35,7 +35,7 @@ class SendResult:
     retry_after: float | None = None  # seconds, from Retry-After when the provider sent one
 
     @classmethod
-    def ok(cls) -> "SendResult":
+    def ok(cls) -> SendResult:
         return cls(Outcome.OK)
 
 
