@@ -18,17 +18,16 @@ import nats
 import pytest
 
 from switchboard.bus import streams
-from tests.e2e.helpers import STEP, Raw, deployment, unique
+from switchboard.client import Client, ClientError, ConnectionLost
+from tests.e2e.helpers import STEP, Raw, unique, until
 
 MAX_FRAME = 16384  # room for JSON nested past the decoder's recursion limit (~1000)
 DEEP = 2000
 
 
 @pytest.fixture(scope="module")
-async def dep(nats_server, tmp_path_factory):
-    async with deployment(tmp_path_factory.mktemp("issue8"), nats_server.url, max_frame_bytes=MAX_FRAME,
-                          max_body_bytes=1024) as d:
-        yield d
+async def dep(deploy_module):
+    return await deploy_module(max_frame_bytes=MAX_FRAME, max_body_bytes=1024)
 
 
 async def still_works(dep, a: Raw, alice: str) -> None:
@@ -184,6 +183,18 @@ def signed(dep, **claims) -> str:
     return jwt.encode({"sub": unique("t"), **claims}, dep.settings.jwt_secret, algorithm="HS256")
 
 
+async def ended_for_good(c: Client) -> ClientError | None:
+    """The error that ended an SDK client for good, as its public
+    ``wait_synced`` reports it (None while it is connected or reconnecting)."""
+    try:
+        await c.wait_synced(0.05)
+    except ConnectionLost:
+        return None
+    except ClientError as exc:
+        return exc
+    return None
+
+
 async def closed_with(r: Raw, timeout: float = STEP) -> tuple[int, str]:
     await asyncio.wait_for(r.closed.wait(), timeout)
     return r.ws.close_code, r.ws.close_reason
@@ -206,8 +217,7 @@ async def test_token_time_claims_must_be_numbers(dep, name):
     converts it). exp, iat and nbf (when present) must be JSON numbers; any
     other token is refused with 4001 at the handshake."""
     claims, why = NON_NUMERIC[name]
-    r = await Raw.open(dep.url, signed(dep, **claims()))
-    dep._raws.append(r)
+    r = await dep.raw(token=signed(dep, **claims()), hello=False)
     code, reason = await closed_with(r)
     assert (code, reason) == (4001, f"token invalid: {why}")
     assert not [f for f in r.frames if f["type"] == "welcome"]
@@ -225,9 +235,7 @@ async def test_token_accepted_within_leeway_then_socket_closed_when_it_expires(d
     exp = float(int(time.time()) - 4) - 0.01  # 4.0-4.3 s ago; accepted until exp + 5
     user, other = unique("late"), unique("ok")
     keeper = await dep.raw(other)
-    r = await Raw.open(dep.url, signed(dep, sub=user, exp=exp))
-    dep._raws.append(r)
-    await r.hello()
+    r = await dep.raw(token=signed(dep, sub=user, exp=exp))
     sent = await r.send_msg(id=unique("m"), to=other, body="still valid")
     await keeper.expect("msg", seq=sent["seq"])
     code, reason = await closed_with(r, timeout=3)
@@ -240,26 +248,24 @@ async def test_token_accepted_within_leeway_then_socket_closed_when_it_expires(d
 
 # ---------------------------------------------------------------- item 4: sockets per user
 
-async def test_socket_beyond_the_per_user_limit_closes_the_oldest_4010(nats_server, tmp_path):
+async def test_socket_beyond_the_per_user_limit_closes_the_oldest_4010(deploy):
     """Issue 8 item 4: a user may hold max_sockets_per_user sockets on an
     edge; one more closes the user's oldest with 4010. The SDK takes 4010 as
     final (reconnecting would close another of the user's sockets in turn),
     and the newer sockets keep working."""
-    async with deployment(tmp_path, nats_server.url, max_sockets_per_user=2) as d:
-        user, other = unique("u"), unique("o")
-        oldest = await d.sdk(user)
-        mid = await d.raw(user)
-        newest = await d.raw(user)
-        deadline = time.monotonic() + STEP
-        while oldest._fatal is None:
-            assert time.monotonic() < deadline, "the oldest socket was not closed"
-            await asyncio.sleep(0.02)
-        assert oldest._fatal.code == "replaced" and "too many connections" in str(oldest._fatal)
-        await asyncio.sleep(0.5)
-        assert oldest.reconnects == 0  # no reconnect: it would close mid in turn
-        o = await d.raw(other)
-        sent = await o.send_msg(id=unique("m"), to=user, body="both newer sockets get it")
-        for r in (mid, newest):
-            await r.expect("msg", seq=sent["seq"])
-            assert not r.closed.is_set()
-        assert d.fab.edge.metrics.replaced._value.get() == 1
+    d = await deploy(max_sockets_per_user=2)
+    user, other = unique("u"), unique("o")
+    oldest = await d.sdk(user)
+    mid = await d.raw(user)
+    newest = await d.raw(user)
+    err = await until(lambda: ended_for_good(oldest), STEP, "the oldest socket closed for good")
+    assert err.code == "replaced" and "too many connections" in str(err)
+    await asyncio.sleep(0.5)
+    assert oldest.reconnects == 0  # no reconnect: it would close mid in turn
+    o = await d.raw(other)
+    sent = await o.send_msg(id=unique("m"), to=user, body="both newer sockets get it")
+    for r in (mid, newest):
+        await r.expect("msg", seq=sent["seq"])
+        assert not r.closed.is_set()
+    replaced = "switchboard_edge_sockets_replaced_total"
+    assert (await d.metrics(replaced))[replaced] == 1
