@@ -30,6 +30,7 @@ from nats.aio.client import Client as NATS
 from nats.micro.request import Request
 
 from switchboard import log, tls
+from switchboard.backoff import Backoff
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection
 from switchboard.bus.conn import connect as bus_connect
@@ -43,7 +44,7 @@ from archiver.consumer import DURABLE
 from archiver.history import FloorCache, History
 from archiver.metrics import ArchiverMetrics
 from archiver.puller import Puller
-from archiver.writer import Backoff, BatchWriter
+from archiver.writer import BatchWriter, store_backoff
 
 SERVICE_NAME = "sb-archiver"
 VERSION = "0.1.0"
@@ -157,7 +158,7 @@ class Archiver:
 
     async def _fetch_loop(self) -> None:
         assert self._writer is not None
-        backoff = Backoff()
+        backoff = store_backoff()
         pending: asyncio.Task | None = None
         while not self._stopping.is_set():
             try:

@@ -27,15 +27,14 @@ publish, which waits for JetStream's answer, goes through nats-py (rare).
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import msgspec
 from nats.js import JetStreamContext
 
 from switchboard import frames, ids, log
+from switchboard.backoff import Backoff
 from switchboard.bus.conn import BusConnection, BusMsg
 from switchboard.config import Settings
 from switchboard.store import Store
@@ -47,23 +46,17 @@ from archiver.metrics import ArchiverMetrics
 _decode_msg = msgspec.json.Decoder(frames.Msg).decode
 
 
-@dataclass(kw_only=True)
-class Backoff:
-    """Capped exponential backoff with jitter."""
+# Store outage: the first retry soon (most store hiccups are a failover or a
+# timeout), doubling to a 5 s cap: a recovered store is used again within
+# seconds, and the in-progress ack sent at each retry stays well inside
+# ACK_WAIT (30 s). Jitter 0.8-1.0: archivers of one deployment drift apart.
+STORE_BACKOFF_INITIAL = 0.1
+STORE_BACKOFF_CAP = 5.0
+STORE_BACKOFF_JITTER = (0.8, 1.0)
 
-    initial: float = 0.1  # first retry soon: most store hiccups are a failover or a timeout
-    # 5 s cap: a recovered store is used again within seconds, and the
-    # in-progress ack sent at each retry stays well inside ACK_WAIT (30 s).
-    cap: float = 5.0
-    factor: float = 2.0
-    _next: float = field(default=0.0, init=False)
 
-    def reset(self) -> None:
-        self._next = 0.0
-
-    def delay(self) -> float:
-        self._next = self.initial if self._next == 0.0 else min(self.cap, self._next * self.factor)
-        return self._next * random.uniform(0.8, 1.0)
+def store_backoff() -> Backoff:
+    return Backoff(STORE_BACKOFF_INITIAL, STORE_BACKOFF_CAP, jitter=STORE_BACKOFF_JITTER)
 
 
 class Undecodable(ValueError):
@@ -110,7 +103,7 @@ class BatchWriter:
         self._store = store
         self._stream = stream
         self._metrics = metrics
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or store_backoff()
         self._poison_retry_delay = poison_retry_delay  # between tries of one suspect message
         self._max_tries = settings.archive_max_deliver
         self._tracer = tracer  # archiver.stored of traced messages (switchboard/trace.py)

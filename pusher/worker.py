@@ -32,6 +32,7 @@ from pusher.metrics import PusherMetrics
 from pusher.notification import Notification
 from pusher.providers import Outcome, PushProvider, SendResult
 from switchboard import log
+from switchboard.backoff import delay as backoff_delay
 from switchboard.devices import Device, DeviceStore
 from switchboard.events import PushEntry
 from switchboard.trace import TRACE_HEADER, Tracer
@@ -39,6 +40,8 @@ from switchboard.trace import TRACE_HEADER, Tracer
 UnreadCount = Callable[[str], "int | None | Awaitable[int | None]"]
 ReadUpto = Callable[[str, str], Awaitable[int]]
 DeadLetter = Callable[[bytes, dict[str, str]], Awaitable[None]]
+# +-20% around the schedule: entries throttled together come back spread out.
+REDELIVERY_JITTER = (0.8, 1.2)
 
 _decode = msgspec.json.Decoder(PushEntry).decode
 
@@ -84,11 +87,13 @@ def _no_badge(user: str) -> None:
 
 def backoff(deliveries: int, config: WorkerConfig, retry_after: float | None,
             rand: Callable[[], float] = random.random) -> float:
-    """Delay before the next delivery: base * 2^(n-1) with +-20% jitter (so
-    entries throttled together do not come back together), capped at
-    backoff_max, but never shorter than the provider's Retry-After."""
-    delay = config.backoff_base * 2 ** min(max(0, deliveries - 1), 32) * (0.8 + 0.4 * rand())
-    return max(min(delay, config.backoff_max), retry_after or 0.0)
+    """Delay before the next delivery: base * 2^(n-1), capped at backoff_max,
+    with +-20% jitter (so entries throttled together do not come back
+    together; never above backoff_max), but never shorter than the provider's
+    Retry-After."""
+    delay = backoff_delay(deliveries - 1, initial=config.backoff_base, cap=config.backoff_max,
+                          jitter=REDELIVERY_JITTER, rand=rand)
+    return max(delay, retry_after or 0.0)
 
 
 class Worker:

@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchboard import log
+from switchboard import backoff, log
 from sbctl.embedded import _die_with_parent, free_port, nats_server_binary
 from sbctl.fabric import ALL_ROLES
 from switchboard.config import Settings, data_path
@@ -196,7 +196,7 @@ class Supervisor:
                     self.failed.set_result(f"{child.name} keeps dying (exit code {code}, {n} exits within "
                                            f"{DEATH_WINDOW_SEC:.0f} s)")
                 return
-            delay = min(RESTART_MIN_SEC * 2 ** (n - 1), RESTART_MAX_SEC)
+            delay = backoff.delay(n - 1, initial=RESTART_MIN_SEC, cap=RESTART_MAX_SEC, jitter=None)  # one child: no jitter
             self.log.info("child exited; restarting", child=child.name, pid=child.proc.pid, code=code,
                           restart_in_sec=delay, exits_in_window=n)
             await asyncio.sleep(delay)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -30,7 +29,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from switchboard import frames
+from switchboard import backoff, frames
 from switchboard.errors import SwitchboardError, from_code
 from switchboard.ordering import Fill, Ordering
 
@@ -81,6 +80,7 @@ class Client:
         self.auto_ack = auto_ack
         self.gap_wait = gap_wait
         self.backoff = (backoff_min, backoff_max)
+        self._reconnect_wait = backoff.Backoff(backoff_min, backoff_max)  # full jitter: storms spread out
         self.request_timeout = request_timeout
         self.max_retries = max_retries
         self.messages: asyncio.Queue[frames.Msg] = asyncio.Queue(queue_size)
@@ -150,7 +150,6 @@ class Client:
         await self.close()
 
     async def _run(self) -> None:
-        delay = self.backoff[0]
         while not self._closing:
             try:
                 async with websockets.connect(self.url, additional_headers={"Authorization": f"Bearer {self._token}"},
@@ -160,7 +159,7 @@ class Client:
                     for p in list(self._pending.values()):  # unconfirmed sends: same id, stored once
                         if p.resend:
                             await ws.send(frames.encode(p.frame))
-                    delay = self.backoff[0]
+                    self._reconnect_wait.reset()
                     async for data in ws:
                         self._dispatch(data)
             except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
@@ -178,8 +177,7 @@ class Client:
                 return
             self.reconnects += 1
             # Full jitter: a reconnect storm after an edge dies spreads out.
-            await asyncio.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, self.backoff[1])
+            await asyncio.sleep(self._reconnect_wait.delay())
 
     # -- incoming ----------------------------------------------------------------------
     def _dispatch(self, data: str | bytes) -> None:
@@ -259,7 +257,7 @@ class Client:
             p.future.set_exception(from_code(e.code, e.message, e.retry))
 
     async def _resend_later(self, ref: str, p: _Pending) -> None:
-        await asyncio.sleep(random.uniform(0, min(self.backoff[0] * 2 ** p.attempts, self.backoff[1])))
+        await asyncio.sleep(backoff.delay(p.attempts, initial=self.backoff[0], cap=self.backoff[1]))
         if self._pending.get(ref) is p and self._ws is not None:
             with contextlib.suppress(ConnectionClosed):
                 await self._ws.send(frames.encode(p.frame))

@@ -92,7 +92,7 @@ def test_retry_after_parsing(header, expected):
 
 @pytest.mark.parametrize("deliveries, retry, lo, hi", [
     (1, None, 1.6, 2.4), (2, None, 3.2, 4.8), (3, None, 6.4, 9.6),
-    (20, None, 250.0, 250.0),  # capped at backoff_max, jitter included
+    (20, None, 200.0, 250.0),  # capped at backoff_max, still jittered below it (never above)
     (1, 30.0, 30.0, 30.0),  # Retry-After longer than the backoff wins
     (20, 3600.0, 3600.0, 3600.0),  # ... even beyond backoff_max
 ])
