@@ -15,8 +15,7 @@ import asyncio
 import psutil
 import pytest
 
-from sbctl.embedded import free_port
-from tests.e2e.helpers import Proc, Raw, deployment, edge_metrics, procs, role_env, token, unique, ws_url
+from tests.e2e.helpers import Raw, unique
 
 SOCKETS = 20
 SENDERS = 4
@@ -39,62 +38,51 @@ async def flood(senders: list[Raw], victim: str) -> None:
 
 
 @pytest.mark.parametrize("when", ["backlog", "live"])
-async def test_non_reading_sockets_of_one_user_bound_edge_rss(nats_server, tmp_path, when):
+async def test_non_reading_sockets_of_one_user_bound_edge_rss(deploy, when):
     """Issue 8 item 4: 20 non-reading sockets of one user receiving a flood
     leave the edge's RSS within +64 MB. Per socket the bound is bytes
     (send_queue_bytes, the replay batch included), per user at most
     max_sockets_per_user (10) sockets: the 10 oldest were closed (4010)."""
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer",)) as dep:
-        s = dep.settings
-        port = free_port()
-        with procs() as made:
-            made.append(Proc(["edge", "--nats", nats_server.url, "--port", str(port), "--edge-id", "mem",
-                              "--data", str(tmp_path / "edge")], env=role_env(s), log=tmp_path / "edge.log"))
-            edge = made[0]
-            await edge.wait_output("fabric up")
-            proc = psutil.Process(edge.pid)
-            url = ws_url(s, port)
-            victim = unique("victim")
-            senders = [await Raw.open(url, token(s, unique("s"))) for _ in range(SENDERS)]
-            for r in senders:
-                await r.hello()
-            if when == "backlog":
-                await flood(senders, victim)  # stored in the victim's INBOX
-            await asyncio.sleep(0.5)
-            rss0 = proc.memory_info().rss
-            peak = rss0
-            socks = []
-            for _ in range(SOCKETS):
-                r = await Raw.open(url, token(s, victim), read=False, max_queue=1)
-                if when == "backlog":
-                    await r.send({"type": "hello", "cursor": 0, "epoch": None})  # replay it all, read nothing
-                else:
-                    await r.hello_then_stop_reading()
-                socks.append(r)
+    dep = await deploy(roles=("sequencer", "edge"), mode="processes")  # the edge's own RSS is measured
+    s = dep.settings
+    proc = psutil.Process(dep.unit("edge").pid)
+    victim = unique("victim")
+    senders = [await dep.raw(unique("s")) for _ in range(SENDERS)]
+    if when == "backlog":
+        await flood(senders, victim)  # stored in the victim's INBOX
+    await asyncio.sleep(0.5)
+    rss0 = proc.memory_info().rss
+    peak = rss0
+    socks = []
+    for _ in range(SOCKETS):
+        r = await dep.raw(victim, hello=False, read=False, max_queue=1)
+        if when == "backlog":
+            await r.send({"type": "hello", "cursor": 0, "epoch": None})  # replay it all, read nothing
+        else:
+            await r.hello_then_stop_reading()
+        socks.append(r)
 
-            async def sample() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, proc.memory_info().rss)
-                    await asyncio.sleep(0.02)
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, proc.memory_info().rss)
+            await asyncio.sleep(0.02)
 
-            sampler = asyncio.create_task(sample())
-            try:
-                if when == "live":
-                    await flood(senders, victim)
-                await asyncio.sleep(3.0)  # replays run, closes and cut-offs happen
-            finally:
-                sampler.cancel()
-            m = await edge_metrics(port)
-            growth = peak - rss0
-            assert growth < RSS_BUDGET, f"edge RSS grew {growth >> 20} MB (from {rss0 >> 20} MB), metrics {m}"
-            assert m["switchboard_edge_sockets_replaced_total"] == SOCKETS - s.max_sockets_per_user
-            assert m["switchboard_edge_send_queue_bytes"] <= s.edge_send_queue_bytes
-            # The flood's senders were never disturbed.
-            for r in senders:
-                assert not r.closed.is_set()
-                assert not [f for f in r.frames if f["type"] == "error"]
-            for r in socks:  # they read nothing: a closing handshake would wait for its timeout
-                r.ws.transport.abort()
-            for r in senders:
-                await r.close()
+    sampler = asyncio.create_task(sample())
+    try:
+        if when == "live":
+            await flood(senders, victim)
+        await asyncio.sleep(3.0)  # replays run, closes and cut-offs happen
+    finally:
+        sampler.cancel()
+    m = await dep.metrics()
+    growth = peak - rss0
+    assert growth < RSS_BUDGET, f"edge RSS grew {growth >> 20} MB (from {rss0 >> 20} MB), metrics {m}"
+    assert m["switchboard_edge_sockets_replaced_total"] == SOCKETS - s.max_sockets_per_user
+    assert m["switchboard_edge_send_queue_bytes"] <= s.edge_send_queue_bytes
+    # The flood's senders were never disturbed.
+    for r in senders:
+        assert not r.closed.is_set()
+        assert not [f for f in r.frames if f["type"] == "error"]
+    for r in socks:  # they read nothing: a closing handshake would wait for its timeout
+        r.ws.transport.abort()
