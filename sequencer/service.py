@@ -29,14 +29,17 @@ from sequencer.quotas import UserQuota
 from sequencer.receipts import Receipts
 from switchboard import events, frames, ids, log, tls, trace_read
 from switchboard.bus import streams
-from switchboard.bus.conn import BusConnection, BusUnavailable
-from switchboard.bus.conn import connect as bus_connect
+from switchboard.bus.conn import BusConnection, BusUnavailable, connect as bus_connect
 from switchboard.bus.direct import direct_last_per_subject
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
 from switchboard.errors import BadFrame, LimitExceeded, SwitchboardError, Unavailable
-from switchboard.presence.messages import MAX_USERS_PER_REQUEST, ContactsReply, decode_contacts
-from switchboard.presence.messages import encode as presence_encode
+from switchboard.presence.messages import (
+    MAX_USERS_PER_REQUEST,
+    ContactsReply,
+    decode_contacts,
+    encode as presence_encode,
+)
 from switchboard.store import Store
 from switchboard.subjects import partition_of
 from switchboard.trace import TRACE_HEADERS, Tracer

@@ -106,8 +106,7 @@ class _SpanExport:
     """Records -> spans on one TracerProvider (batch processor, OTLP/HTTP)."""
 
     def __init__(self, role: str, instance: str) -> None:
-        from opentelemetry import context as otel_context
-        from opentelemetry import trace as otel_trace
+        from opentelemetry import context as otel_context, trace as otel_trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider

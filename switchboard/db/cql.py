@@ -283,8 +283,7 @@ class CqlSession:
 
 def translate(exc: BaseException) -> BaseException:
     """Driver errors that mean "the cluster is not answering" -> StoreUnavailable."""
-    from cassandra import OperationTimedOut, ReadTimeout, WriteTimeout
-    from cassandra import Unavailable as CUnavailable
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable as CUnavailable, WriteTimeout
     from cassandra.cluster import NoHostAvailable
 
     if isinstance(exc, (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, CUnavailable)):
