@@ -72,7 +72,7 @@ class EmbeddedNats:
     def monitor_url(self) -> str | None:
         return None if self.http_port < 0 else f"http://{self.host}:{self.http_port}"
 
-    def start(self, timeout: float = 20.0) -> "EmbeddedNats":
+    def start(self, timeout: float = 20.0) -> EmbeddedNats:
         if self.port == 0:
             self.port = free_port(self.host)
         if self.http_port == 0:
@@ -111,7 +111,7 @@ class EmbeddedNats:
     async def astop(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
-    def __enter__(self) -> "EmbeddedNats":
+    def __enter__(self) -> EmbeddedNats:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(s: Settings, q, *, as_json: bool) -> int:
-    import nats
     import nats.errors
 
+    import nats
     from switchboard import trace_read
     from switchboard.errors import BadFrame, InvalidId, NotFound
 
@@ -109,7 +109,7 @@ async def _run(s: Settings, q, *, as_json: bool) -> int:
                                                  allow_reconnect=False, max_reconnect_attempts=0,
                                                  connect_timeout=CONNECT_SEC, **tls.nats_py_options(s)),
                                     CONNECT_SEC)
-    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
         print(f"switchboard trace: cannot connect to NATS at {log.redact_url(s.nats_url)}: "
               f"{log.redact(str(exc) or type(exc).__name__)}", file=sys.stderr)
         return 2
@@ -166,7 +166,7 @@ def _age(sec: float) -> str:
 
 
 def _clock(ms: int) -> str:
-    t = dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    t = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
     return t.strftime("%H:%M:%S.") + f"{ms % 1000:03d}"
 
 
@@ -204,7 +204,7 @@ def render(records: list[TraceRecord], *, seq: int | None = None) -> str:
     lines: list[str] = []
     for (conv, sender, mid), recs in blocks.items():
         stored = next((r.seq for r in recs if r.seq is not None and r.stage == "sequencer.stored"), seq)
-        day = dt.datetime.fromtimestamp(recs[0].at / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
+        day = dt.datetime.fromtimestamp(recs[0].at / 1000, dt.UTC).strftime("%Y-%m-%d")
         if lines:
             lines.append("")
         lines.append(f"message {mid} from {sender} in {conv}" + (f", seq {stored}" if stored is not None else "")

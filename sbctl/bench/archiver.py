@@ -36,8 +36,8 @@ import time
 import uuid
 
 import msgspec
-import nats
 
+import nats
 from archiver.consumer import ensure_consumer
 from archiver.service import Archiver
 from switchboard import frames

@@ -26,11 +26,10 @@ from multiprocessing.connection import wait
 
 import psutil
 
-from switchboard import auth
 from sbctl.bench.fabric import FabricProcess, Sampler, fabric_processes, raise_nofile
 from sbctl.bench.loadgen import WorkerSpec, worker_main
-from sbctl.bench.report import (DeliveryReport, WorkerResult, build_delivery_report, merge_all, render_tick,
-                                      timeline)
+from sbctl.bench.report import DeliveryReport, WorkerResult, build_delivery_report, merge_all, render_tick, timeline
+from switchboard import auth
 
 # The edge's default per-connection limit is 50 frames/s (burst 200); a
 # client also acks 4 times a second, so 40 sends/s keeps a margin of 6.
@@ -170,7 +169,7 @@ def _run(p: DeliveryParams, clients: int, ws_url: str, token, fabric: FabricProc
         proc.start()
         workers.append((proc, parent))
     try:
-        for proc, conn in workers:
+        for _proc, conn in workers:
             msg = conn.recv()
             if msg[0] != "ready":
                 raise RuntimeError(f"load generator failed during setup: {msg[1]}")

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from switchboard import auth
 from sbctl.bench.report import ProcStat, cpu_pct
 from sbctl.embedded import free_port
+from switchboard import auth
 
 _UP_LINE = re.compile(r"ws://[^ ]+/ws")
 _NATS_LINE = re.compile(r"NATS: (nats://\S+)")
@@ -64,7 +64,7 @@ class FabricProcess:
     _tmp: str | None = None
     _lines: list[str] = field(default_factory=list)
 
-    def __enter__(self) -> "FabricProcess":
+    def __enter__(self) -> FabricProcess:
         if self.data_dir is None:
             self._tmp = self.data_dir = tempfile.mkdtemp(prefix="sb-bench-")
         port = free_port()
@@ -196,7 +196,7 @@ class Sampler:
         t = p.cpu_times()
         return t.user + t.system
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         self._t0 = time.monotonic()
         self._host0 = psutil.cpu_times()
         for k, p in self.procs.items():

@@ -92,7 +92,7 @@ class FakeEdge:
         if self.server is not None:
             self.server.close()
 
-    def mark(self, c: "EdgeConn") -> None:
+    def mark(self, c: EdgeConn) -> None:
         self.dirty.append(c)
         if not self._scheduled:
             self._scheduled = True
@@ -120,7 +120,7 @@ class FakeEdge:
                     if f.dup_every and self.n_msgs % f.dup_every == 0:
                         c.write(frame)
 
-    def on_send(self, c: "EdgeConn", m: ClientIn) -> None:
+    def on_send(self, c: EdgeConn, m: ClientIn) -> None:
         if m.to is not None:
             a, b = sorted((c.user, m.to))
             conv = f"d-{a}-{b}"
@@ -139,7 +139,7 @@ class FakeEdge:
                 % (conv, seq, m.id, c.user, m.body, ts))
         self.later.append((text, members))
 
-    def on_create(self, c: "EdgeConn", m: ClientIn) -> None:
+    def on_create(self, c: EdgeConn, m: ClientIn) -> None:
         conv = f"g-{len(self.convs)}"
         self.convs[conv] = list(m.members)
         self.seqs[conv] = 0

@@ -41,16 +41,16 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 import psutil
 
-from switchboard import auth, ids
 from sbctl.bench.fabric import FabricProcess, fabric_processes, raise_nofile
-from sbctl.bench.wsclient import (OP_BINARY, OP_CONT, OP_PING, OP_TEXT, Flusher, HandshakeError, WsConn,
-                                        apply_mask)
+from sbctl.bench.wsclient import OP_BINARY, OP_CONT, OP_PING, OP_TEXT, Flusher, HandshakeError, WsConn, apply_mask
+from switchboard import auth, ids
 
 # The edge's default per-connection limit is 50 frames/s with a burst of 200;
 # the fuzzer stays under it by default so most frames reach the decoder and
@@ -357,7 +357,7 @@ def ws_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
 class FuzzConn(WsConn):
     """One fuzz connection: counts what comes back, remembers what it sent last."""
 
-    def __init__(self, run: "FuzzRun") -> None:
+    def __init__(self, run: FuzzRun) -> None:
         super().__init__(run.flusher)
         self.run = run
         self.sent: deque[tuple[str, bytes, int]] = deque(maxlen=REMEMBER)
@@ -433,7 +433,7 @@ def shown(label: str, payload: bytes, op: int, limit: int = 600) -> dict:
 class ControlConn(WsConn):
     """One side of the control pair: hello, then messages to the peer, acks what it gets."""
 
-    def __init__(self, run: "FuzzRun", user: str) -> None:
+    def __init__(self, run: FuzzRun, user: str) -> None:
         super().__init__(run.flusher)
         self.run = run
         self.user = user
@@ -598,7 +598,7 @@ class FuzzRun:
                 self.handshake_failures[str(exc.status)] += 1
                 await asyncio.sleep(0.2)
                 continue
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self.handshake_failures[type(exc).__name__] += 1
                 await asyncio.sleep(0.2)
                 continue
@@ -706,7 +706,7 @@ class FuzzRun:
             rep.retried += src.retried
             rep.answered += sum(1 for m in src.sent_at if m in src.seq_of)
             got = {}
-            for seq, mid, frm, when in dst.received:
+            for _seq, mid, frm, when in dst.received:
                 if frm == src.user:
                     if mid in got:
                         rep.duplicates += 1
@@ -777,7 +777,7 @@ class FuzzRun:
         conn = FuzzConn(self)
         try:
             await conn.connect(self.url(self.users[0]), timeout=10)
-        except (HandshakeError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, HandshakeError, OSError):
             return None
         out = [ws_frame(op, payload)]
         hello = ws_frame(OP_TEXT, b'{"type":"hello","cursor":null,"epoch":null}')
@@ -809,7 +809,7 @@ async def fuzz(p: FuzzParams, *, ws_url: str, token: Callable[[str], str], comma
     try:
         await asyncio.wait_for(run.pacer(), limit)
         timed_out = False
-    except asyncio.TimeoutError:
+    except TimeoutError:
         timed_out = True
     t1 = time.monotonic()
     run.stop = True

@@ -21,9 +21,9 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from switchboard import auth
 from sbctl.bench.fabric import FabricProcess, Sampler, prepare_client_process, raise_nofile
 from sbctl.bench.report import IdleReport, per_conn_kib
+from switchboard import auth
 
 SOURCES = [f"127.0.0.{i}" for i in range(1, 9)]
 # Admission (new connections/s) is the edge's reconnect-storm guard; the
@@ -71,7 +71,7 @@ def _holder(ws_url: str, tokens: list[str], offset: int, conn: Connection) -> No
                         failed[key] = failed.get(key, 0) + 1
                         await asyncio.sleep(delay * (0.5 + random.random()))
                         delay = min(delay * 2, 2.0)
-                    except (OSError, asyncio.TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+                    except (TimeoutError, OSError, InvalidHandshake, ConnectionClosed) as exc:
                         # An overloaded edge may drop a handshake (its 10 s
                         # open timeout): count it and try again.
                         key = type(exc).__name__
@@ -139,7 +139,7 @@ def run(p: IdleParams, *, command: str) -> IdleReport:
         time.sleep(p.settle)
         after = edge.memory_info().rss
         stats = sampler.stop()
-        for proc, c in holders:
+        for _proc, c in holders:
             try:
                 c.send("close")
             except OSError:

@@ -88,7 +88,7 @@ class WorkerSpec:
 class BenchClient(WsConn):
     """One user's socket; its frames are handled inline."""
 
-    def __init__(self, w: "Worker", i: int, user: str, token: str) -> None:
+    def __init__(self, w: Worker, i: int, user: str, token: str) -> None:
         super().__init__(w.flusher)
         self.w = w
         self.r = w.result
@@ -180,7 +180,7 @@ class BenchClient(WsConn):
                 self.w.count_error(f"http_{exc.status}")
                 if exc.status not in (503, 0):
                     raise
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self.w.count_error(type(exc).__name__)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
@@ -201,7 +201,7 @@ class BenchClient(WsConn):
             try:
                 await self.open()
                 break
-            except (OSError, asyncio.TimeoutError, HandshakeError):
+            except (TimeoutError, OSError, HandshakeError):
                 continue
         for c, text in list(self.w.pending.values()):  # unanswered sends: same id again
             if c is self:

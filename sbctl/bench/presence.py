@@ -37,16 +37,17 @@ import os
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 import psutil
 
-from switchboard import frames
 from sbctl.bench.fabric import FabricProcess, raise_nofile
 from sbctl.bench.report import LatencySummary, _fmt, table
 from sbctl.bench.wsclient import Flusher, WsConn
+from switchboard import frames
 
 # Watchers per group conversation: under the fanout_max_members default
 # (500) with the subjects and the host, so each is a plain group.
@@ -163,7 +164,7 @@ class _Client(WsConn):
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def open(self, url: str) -> None:

@@ -128,7 +128,7 @@ async def _phase(fabric: FabricProcess, *, pairs: int, rate: float, duration: fl
     try:
         await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in ps)), DRAIN_TIMEOUT)
         complete = True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         complete = False
     wall = time.monotonic() - t0
     cpu = _cpu(procs) - cpu0
@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         for phase in ("plain", "receipts"):
             r = result[phase]
             print(f"{phase:9} msgs={r['messages']:>7} received={r['received']:>7} complete={r['complete']!s:5} "
-                  f"fabric_cpu={r['fabric_cpu_s']:>7.2f}s net={r['net_cpu_s']:>7.2f}s {r['cpu_us_per_msg']:>8.1f} us/msg "
-                  f"receipt_frames={r['receipt_frames']}")
+                  f"fabric_cpu={r['fabric_cpu_s']:>7.2f}s net={r['net_cpu_s']:>7.2f}s "
+                  f"{r['cpu_us_per_msg']:>8.1f} us/msg receipt_frames={r['receipt_frames']}")
         print(f"idle fabric CPU (subtracted): {result['idle_cpu_pct']} % of a core")
         print(f"receipts overhead: {result['overhead_pct']} % of the 1:1 message cost (target <= 20 %)")
     ok = result["plain"]["complete"] and result["receipts"]["complete"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -41,7 +42,7 @@ class LatencySummary:
     mean: float | None
 
     @classmethod
-    def from_ns(cls, samples_ns: Iterable[int]) -> "LatencySummary":
+    def from_ns(cls, samples_ns: Iterable[int]) -> LatencySummary:
         values = sorted(samples_ns)
         if not values:
             return cls(count=0, p50=None, p90=None, p99=None, p999=None, max=None, mean=None)
@@ -95,7 +96,7 @@ class WorkerResult:
     latencies_ns: list[int] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # examples of undelivered tails (diagnostics)
 
-    def merge(self, other: "WorkerResult") -> "WorkerResult":
+    def merge(self, other: WorkerResult) -> WorkerResult:
         errors = dict(self.errors)
         for k, v in other.errors.items():
             errors[k] = errors.get(k, 0) + v
@@ -226,7 +227,10 @@ def process_table(procs: Sequence[ProcStat]) -> str:
     body = [(p.role, str(p.pid), f"{p.rss_mib:.1f}", f"{p.peak_rss_mib:.1f}", f"{p.cpu_pct:.1f}")
             + ((_fmt(p.us_per_msg),) if per_msg else ()) for p in procs]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    line = lambda r: "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     return "\n".join([line(head), *map(line, body)])
 
 

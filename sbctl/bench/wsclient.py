@@ -79,7 +79,7 @@ class Flusher:
         self._dirty: list[WsConn] = []
         self._scheduled = False
 
-    def mark(self, conn: "WsConn") -> None:
+    def mark(self, conn: WsConn) -> None:
         self._dirty.append(conn)
         if not self._scheduled:
             self._scheduled = True
