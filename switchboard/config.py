@@ -1,19 +1,34 @@
-"""Settings: one validated dataclass with documented defaults.
+"""Settings: one tree of validated dataclasses with documented defaults.
 
-Sources, later ones winning: the defaults below, a TOML file
-(``SWITCHBOARD_CONFIG`` or ``--config``; keys are the field names), environment
-variables ``SWITCHBOARD_<FIELD>`` (upper case), then command-line flags.
-Backends are chosen by URL scheme and unknown schemes are rejected.
+The tree has one section per reader: ``[nats]`` (every role's bus),
+``[streams]`` (JetStream, made by ``switchboard init``), ``[store]``,
+``[edge]``, ``[sequencer]``, ``[archiver]``, ``[presence]``, ``[pusher]``
+(with ``[pusher.apns]``, ``[pusher.fcm]``, ``[pusher.webpush]``),
+``[trace]``, ``[metrics]``, ``[log]``; ``data_dir`` sits at the top.
+
+Sources, later ones winning (switchboard/configload.py): the defaults below,
+one TOML file (``--config`` or ``SWITCHBOARD_CONFIG``), the environment
+``SWITCHBOARD_<SECTION>__<KEY>`` (``SWITCHBOARD_EDGE__PORT``; the older flat
+``SWITCHBOARD_<FIELD>``, ``SWITCHBOARD_PORT``, is read when the sectioned one
+is not set), then command-line flags. ``switchboard config show`` prints the
+result and where each value came from; ``switchboard config check FILE``
+validates a file.
+
+In code :class:`Settings` is every section at once: a field is read as
+``settings.<field>`` (field names are unique across sections, so the code
+reads a plain attribute, at construction, never a lookup per message). The
+section classes say where a field lives in the file; a field whose key there
+differs from its name says so with :func:`_key` (``nats_url`` is ``[nats]
+url``). Paths default to places under ``data_dir``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
+from urllib.parse import urlsplit
 
 from switchboard.errors import ConfigError
 from switchboard.log import redact_url
@@ -21,23 +36,159 @@ from switchboard.subjects import Subjects
 
 STORE_SCHEMES = ("sqlite", "cassandra")
 PRESENCE_SCHEMES = ("memory", "redis")
+DEVICE_STORE_SCHEMES = ("sqlite", "memory", "cassandra")
+PUSH_PROVIDERS = ("apns", "fcm", "webpush")
 
 
+def _key(key: str, default: Any, **meta: Any) -> Any:
+    """A field whose key in its section is not its name (``nats_url`` -> ``[nats] url``)."""
+    return field(default=default, metadata={"key": key, **meta})
+
+
+def _secret(default: str) -> Any:
+    """A field never printed: ``config show`` and ``repr`` mask it."""
+    return field(default=default, repr=False, metadata={"secret": True})
+
+
+class _Section:
+    """Validation shared by every section class: each class's own ``_check``
+    runs once, whether the section is used alone or as part of Settings."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for cls in reversed(type(self).__mro__):
+            check = cls.__dict__.get("_check")
+            if check is not None:
+                check(self)
+
+
+def _at_least(obj: object, minimum: float, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < minimum:
+            raise ConfigError(f"{name} must be >= {minimum:g}")
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ConfigError(f"{name} must be > 0")
+
+
+def _scheme(name: str, url: str, allowed: tuple[str, ...]) -> None:
+    scheme = url.split("://", 1)[0]
+    if "://" not in url or scheme not in allowed:
+        raise ConfigError(f"{name} {redact_url(url)!r}: scheme must be one of {allowed}")
+
+
+# -- top level ------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
-class Settings:
-    # -- where things are ---------------------------------------------------
-    nats_url: str = "nats://127.0.0.1:4222"
-    subject_prefix: str = "sb"  # several deployments can share one NATS with distinct prefixes
-    stream_prefix: str = ""  # prepended to MESSAGES/INBOX/PUSH, likewise
-    store_url: str = "sqlite:///switchboard.db"
-    presence_url: str = "memory://"
+class RootSettings(_Section):
+    """Keys outside any section."""
+
+    section: ClassVar[str] = ""
+    # Where this process keeps its local files: the dev JWT secret, the
+    # embedded nats-server's store, and (unless set) the SQLite store and
+    # device tokens. Relative to the working directory, like a checkout's.
     data_dir: str = ".sbdata"
 
-    # -- edge ---------------------------------------------------------------
+
+# -- [nats] ---------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class NatsSettings(_Section):
+    """The bus: read by every role and by ``switchboard init``."""
+
+    section: ClassVar[str] = "nats"
+    # One server, or a comma list of seeds of one cluster. The default is a
+    # local nats-server on its standard port (`switchboard up` starts one).
+    nats_url: str = _key("url", "nats://127.0.0.1:4222", url=True)
+    # Several deployments can share one NATS with distinct prefixes.
+    subject_prefix: str = "sb"
+    # Prepended to MESSAGES/INBOX/PUSH, for the same reason.
+    stream_prefix: str = ""
+    # TLS to NATS, for every connection of the process (nats-py and the lean
+    # bus). Any of these set: TLS required (a server without it is refused),
+    # the server verified against tls_ca (empty: the system's CAs);
+    # tls_cert/tls_key: the client certificate, both or neither, for servers
+    # that verify clients. Empty: TLS only if a URL says tls:// or the server
+    # requires it.
+    nats_tls_ca: str = _key("tls_ca", "")
+    # The client certificate (PEM) for servers that verify clients; empty: none.
+    nats_tls_cert: str = _key("tls_cert", "")
+    # Its private key (PEM): set with tls_cert or not at all.
+    nats_tls_key: str = _key("tls_key", "")
+
+    def _check(self) -> None:
+        try:
+            Subjects(self.subject_prefix)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
+            raise ConfigError("nats_tls_cert and nats_tls_key go together: set both or neither")
+
+
+# -- [streams] ------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class StreamSettings(_Section):
+    """JetStream streams: made by ``switchboard init``, checked by the roles."""
+
+    section: ClassVar[str] = "streams"
+    # Copies of each stream: 1 on one server, 3 in a cluster.
+    replicas: int = 1
+    # Client retries land inside this window and are stored once.
+    dedup_window_sec: float = 120.0
+    # MESSAGES is the recent log; the archive keeps everything forever.
+    messages_max_age_sec: float = 7 * 86400
+    # INBOX per user: a device offline longer, or further behind, resyncs from history.
+    inbox_max_age_sec: float = 7 * 86400
+    # Entries kept per user: 10,000 is days of a busy user's messages; a
+    # device further behind resyncs from history (cursor_expired).
+    inbox_max_per_user: int = 10_000
+
+    def _check(self) -> None:
+        _at_least(self, 1, "replicas", "inbox_max_per_user")
+        _positive(self, "dedup_window_sec")
+
+
+# -- [store] --------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class StoreSettings(_Section):
+    """The archive store: read by the sequencer and the archiver."""
+
+    section: ClassVar[str] = "store"
+    # sqlite:///path.db or cassandra://h1,h2/keyspace?... Empty: SQLite in
+    # data_dir (switchboard.db), so a fresh checkout needs no database.
+    store_url: str = _key("url", "", url=True)
+
+    def _check(self) -> None:
+        if self.store_url:  # empty: Settings derives it from data_dir
+            _scheme("store_url", self.store_url, STORE_SCHEMES)
+
+
+# -- [edge] ---------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class EdgeSettings(_Section):
+    """The WebSocket gateway."""
+
+    section: ClassVar[str] = "edge"
+    # Loopback: a development edge is not reachable from the network unless
+    # asked (the image sets 0.0.0.0).
     host: str = "127.0.0.1"
+    # WebSocket and HTTP (/healthz, /metrics, the web app) on one port; 8080
+    # needs no privileges.
     port: int = 8080
-    edge_id: str = ""  # default: generated per process; names the heartbeat subject
-    jwt_secret: str = ""  # HS256 secret; `switchboard up` generates one under data_dir
+    # Names the heartbeat subject; empty: generated per process (edge-<hex>).
+    edge_id: str = _key("id", "")
+    # HS256 secret of client tokens. Empty: `switchboard up` and the roles use
+    # (or create) data_dir/jwt.secret.
+    jwt_secret: str = _secret("")
+    # wss:// on the edge: PEM certificate chain and private key, both or
+    # neither (empty: plain ws://, for development or behind a proxy that
+    # terminates TLS). Re-read on SIGHUP: new handshakes get the renewed
+    # certificate, open connections are not dropped.
+    tls_cert: str = ""
+    # The certificate's private key (PEM): set with tls_cert or not at all.
+    tls_key: str = ""
     # 64 KiB: a chat frame is small; anything larger is abuse or a bug, and the
     # limit bounds the memory one frame can pin while it is parsed.
     max_frame_bytes: int = 64 * 1024
@@ -68,19 +219,57 @@ class Settings:
     # Token bucket per connection: a human types far below 20 frames/s; the
     # burst lets a reconnecting client flush its unsent queue.
     rate_per_sec: float = 50.0
+    # The bucket's size: 200 frames let a client that was offline send what
+    # it queued at once.
     rate_burst: int = 200
     # Replay on hello is read from INBOX in batches of this many entries: big
     # enough to amortise round trips, small enough not to flood the socket queue.
     replay_batch: int = 256
+    # Seconds a new TCP connection has to send its HTTP request: a socket
+    # that never speaks would otherwise hold a file descriptor forever; 10 s
+    # is far above a slow mobile handshake.
+    open_timeout: float = 10.0
     # Seconds the edge waits for the first frame (hello) before closing: a
     # socket that never speaks only costs memory.
     hello_timeout: float = 10.0
     # WebSocket ping interval/timeout: detects dead peers behind NATs.
     ping_interval: float = 20.0
+    # Seconds a pinged peer has to answer (any input counts) before close 1011:
+    # as long as the interval, so a slow mobile link is not cut.
     ping_timeout: float = 20.0
     # Edge-side admission limit: new connections accepted per second, so a
     # reconnect storm after an edge dies cannot starve the live sockets.
     admit_per_sec: float = 2000.0
+    # Seconds an edge waits for the sequencer before answering `unavailable`
+    # (retry: true). Covers a JetStream write at p99.9 with a wide margin. The
+    # sequencer retries a system send through a partition handover as long.
+    send_timeout: float = 5.0
+    # conv.list requests per user per minute on one edge (half of it may come
+    # at once): an app asks at start and after a reconnect, a few tabs at
+    # once. An answer costs the sequencer ~50 ms at 500 conversations
+    # (measured), so a client asking in a loop gets 1 s of it a minute;
+    # beyond: rate_limited (retry later).
+    conv_list_per_min: int = 20
+    # Receipts of a socket are gathered this long (seconds) and sent as one
+    # request per conversation (an ack and a read that follow each other
+    # become one): the sequencer coalesces for as long again, so a receipt
+    # shows within ~0.1 s.
+    edge_receipt_flush_sec: float = _key("receipt_flush_sec", 0.05)
+    # Seconds the INBOX bounds (and epoch) a hello reads are reused: hellos
+    # in a reconnect storm share one stream-info request. Half a second is
+    # far below any reconnect backoff.
+    inbox_bounds_ttl: float = 0.5
+    # How often a running edge checks that INBOX is still the same stream
+    # (seconds): a recreated INBOX is noticed within this long even when no
+    # one says hello; one stream-info request each time.
+    epoch_check_sec: float = 5.0
+    # After a bus reconnect every session reads INBOX after its cursor (one
+    # direct get each): recheck_batch sessions per recheck_pause_sec, so
+    # 20,000 sessions spread over ~5 s instead of 20,000 requests hitting
+    # NATS in the same instant.
+    recheck_batch: int = 200
+    # The pause between two such batches (seconds).
+    recheck_pause_sec: float = 0.05
     # Development sign-in: GET /dev/config says whether it is on, POST
     # /dev/token {"user": "alice"} hands out a token for any user id (the web
     # app's sign-in form). Off by default: whoever reaches it can act as
@@ -91,24 +280,44 @@ class Settings:
     # /dev/token is ~20 bytes); more is refused with 413 before it is read.
     http_body_bytes: int = 4096
 
-    # -- sequencer ----------------------------------------------------------
-    # Seconds an edge waits for the sequencer before answering `unavailable`
-    # (retry: true). Covers a JetStream write at p99.9 with a wide margin.
-    send_timeout: float = 5.0
+    def _check(self) -> None:
+        _at_least(self, 1, "max_frame_bytes", "max_body_bytes", "send_queue_frames", "send_queue_bytes",
+                  "max_sockets_per_user", "edge_send_queue_bytes", "rate_burst", "replay_batch", "http_body_bytes",
+                  "conv_list_per_min", "recheck_batch")
+        _positive(self, "rate_per_sec", "send_timeout", "hello_timeout", "open_timeout", "admit_per_sec",
+                  "edge_receipt_flush_sec", "epoch_check_sec")
+        _at_least(self, 0, "inbox_bounds_ttl", "recheck_pause_sec")
+        if not 0 < self.port < 65536:
+            raise ConfigError("port must be in 1..65535")
+        if self.max_body_bytes >= self.max_frame_bytes:
+            raise ConfigError("max_body_bytes must be smaller than max_frame_bytes")
+        if self.send_queue_bytes < 2 * self.max_frame_bytes:
+            raise ConfigError("send_queue_bytes must hold at least two maximal frames (2 x max_frame_bytes)")
+        if self.edge_send_queue_bytes < self.send_queue_bytes:
+            raise ConfigError("edge_send_queue_bytes must be at least send_queue_bytes")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together: set both or neither")
+
+
+# -- [sequencer] ----------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class SequencerSettings(_Section):
+    """Ordering, storage and fan-out; ``partitions`` is read by the edge too."""
+
+    section: ClassVar[str] = "sequencer"
+    # Conversations hash into this many partitions, each written by exactly
+    # one sequencer at a time (a lease in a KV bucket). More partitions than
+    # sequencer processes lets ownership spread evenly; every process of a
+    # deployment (edges included) must use the same number.
+    partitions: int = 64
+    # Partition lease lifetime (seconds). An owner renews every third of it;
+    # a dead owner's partitions are free again after at most this long.
+    lease_ttl: float = 3.0
     # Groups larger than this are not fanned out to INBOX copies; members'
     # edges read the conversation subject instead (pull mode).
     fanout_max_members: int = 500
     # Hard cap on members of one conversation.
     max_group_members: int = 5000
-    # Conversations hash into this many partitions, each written by exactly
-    # one sequencer at a time (a lease in a KV bucket). More partitions than
-    # sequencer processes lets ownership spread evenly; every process of a
-    # deployment must use the same number.
-    partitions: int = 64
-    # Partition lease lifetime (seconds). An owner renews every third of it;
-    # a dead owner's partitions are free again after at most this long.
-    lease_ttl: float = 3.0
-
     # Per-user bounds on what one account can make the fabric do (0: off).
     # conv.create requests per user per minute (per sequencer process): a
     # person starts a few groups a day; 30 lets a client create its groups
@@ -126,130 +335,269 @@ class Settings:
     # long last messages or big member lists never closes the socket as a
     # slow consumer.
     conv_list_max: int = 500
-    # conv.list requests per user per minute on one edge (half of it may come
-    # at once): an app asks at start and after a reconnect, a few tabs at
-    # once. An answer costs the sequencer ~50 ms at 500 conversations
-    # (measured), so a client asking in a loop gets 1 s of it a minute;
-    # beyond: rate_limited (retry later).
-    conv_list_per_min: int = 20
+    # Receipts are written and broadcast once per this many seconds: short
+    # enough that a "read" tick looks instant to a person, long enough to
+    # merge the receipts of a busy conversation into one frame and one write.
+    sequencer_receipt_flush_sec: float = _key("receipt_flush_sec", 0.05)
 
-    # -- streams (JetStream) -----------------------------------------------
-    replicas: int = 1  # 3 in a cluster
-    # Client retries land inside this window and are stored once.
-    dedup_window_sec: float = 120.0
-    # MESSAGES is the recent log; the archive keeps everything forever.
-    messages_max_age_sec: float = 7 * 86400
-    # INBOX per user: a device offline longer, or further behind, resyncs from history.
-    inbox_max_age_sec: float = 7 * 86400
-    inbox_max_per_user: int = 10_000
+    def _check(self) -> None:
+        _at_least(self, 1, "fanout_max_members", "max_group_members", "partitions", "conv_list_max")
+        _at_least(self, 0, "max_groups_per_min", "max_fanout_per_min")
+        _positive(self, "sequencer_receipt_flush_sec")
+        if self.lease_ttl < 1.0:
+            raise ConfigError("lease_ttl must be >= 1 s (renewals every third of it must fit a round trip)")
 
-    # -- presence -----------------------------------------------------------
+
+# -- [archiver] -----------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ArchiverSettings(_Section):
+    """Copies MESSAGES into the store; serves history."""
+
+    section: ClassVar[str] = "archiver"
+    # Messages written per store round trip.
+    archive_batch: int = _key("batch", 500)
+    # Tries before a message goes to the dead-letter subject.
+    archive_max_deliver: int = _key("max_deliver", 10)
+    # Seconds a fetch lingers for a fuller batch (at most one short batch per
+    # linger): at 8,000 msgs/s that is ~400 messages per store write instead
+    # of ~80, a third less CPU per message. History reads unarchived messages
+    # from the stream, so archiving 50 ms later costs nothing visible.
+    archive_linger_sec: float = _key("linger_sec", 0.05)
+    # A fetch waits this long for messages when the stream is idle: short
+    # enough that a stop is prompt, long enough not to spin on an idle stream.
+    archive_fetch_wait_sec: float = _key("fetch_wait_sec", 1.0)
+    # Seconds between consumer-info reads for the lag gauge (and the ack
+    # floor history uses); a scrape every 15 s sees a value at most this old.
+    archive_lag_interval_sec: float = _key("lag_interval_sec", 2.0)
+    # Seconds a delivered batch may stay unacked before JetStream redelivers
+    # it (the consumer's ack wait, set by `switchboard init`). A write takes
+    # milliseconds to a few seconds; during a store outage the writer keeps
+    # its batch with in-progress acks, so this only decides how soon a
+    # crashed archiver's batch reaches another instance.
+    archive_ack_wait_sec: float = _key("ack_wait_sec", 30.0)
+
+    def _check(self) -> None:
+        _at_least(self, 1, "archive_batch", "archive_max_deliver")
+        _at_least(self, 0, "archive_linger_sec")
+        _positive(self, "archive_fetch_wait_sec", "archive_lag_interval_sec", "archive_ack_wait_sec")
+
+
+# -- [presence] -----------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class PresenceSettings(_Section):
+    """Online state: the tracker's backend; the heartbeat is the edges' too."""
+
+    section: ClassVar[str] = "presence"
+    # memory:// (one tracker process) or redis://host:port/db (several).
+    presence_url: str = _key("url", "memory://", url=True)
     # An edge sends one heartbeat per interval with all its users: 10 s keeps
     # 20k users at 0.1 msg/s; TTL = interval x factor, so two heartbeats may be
     # lost before a user goes offline (an edge that dies: offline within ~30 s).
-    presence_heartbeat_sec: float = 10.0
-    presence_ttl_factor: float = 3.0
-    presence_sweep_sec: float = 1.0  # how often the tracker expires dead entries
+    presence_heartbeat_sec: float = _key("heartbeat_sec", 10.0)
+    # A user's entry lives heartbeat_sec x this: 3 survives two lost heartbeats.
+    presence_ttl_factor: float = _key("ttl_factor", 3.0)
+    # How often the tracker expires dead entries: 1 s is cheap (one O(1)
+    # check in memory, one script call on Redis) and small next to the TTL.
+    presence_sweep_sec: float = _key("sweep_sec", 1.0)
     # Distinct users one user may watch at once (until it goes offline): a
     # contact list is a few hundred; the bound caps the tracker's state per
     # user and the presence events one user can draw.
-    presence_max_watches_per_user: int = 1000
+    presence_max_watches_per_user: int = _key("max_watches_per_user", 1000)
 
-    # -- archiver -----------------------------------------------------------
-    archive_batch: int = 500  # messages written per store round trip
-    archive_max_deliver: int = 10  # tries before a message goes to the dead-letter subject
+    def _check(self) -> None:
+        _scheme("presence_url", self.presence_url, PRESENCE_SCHEMES)
+        _at_least(self, 1, "presence_max_watches_per_user")
+        _positive(self, "presence_heartbeat_sec", "presence_sweep_sec")
+        if self.presence_ttl_factor < 1.5:
+            raise ConfigError("presence_ttl_factor must be >= 1.5 (a heartbeat must arrive before the TTL ends)")
 
-    # -- push -----------------------------------------------------------------
-    push_provider: str = "log"  # log, or a comma list of apns,fcm,webpush
-    push_config: str = ""  # TOML file with provider credentials (never logged)
 
-    # -- per-message trace (switchboard/trace.py) ----------------------------
+# -- [pusher] and its providers ---------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ApnsSettings:
+    """``[pusher.apns]``: Apple Push Notification service."""
+
+    key_file: str  # the .p8 signing key from the developer account (its content is never logged)
+    key_id: str  # the key's id (10 characters), shown next to it in the developer account
+    team_id: str  # the developer team's id: the issuer of the provider token
+    topic: str  # the app's bundle id
+    base_url: str = "https://api.push.apple.com"  # sandbox: https://api.sandbox.push.apple.com
+    ca_file: str | None = None  # extra CA to trust (the tests' local fake)
+    # 10 s: APNs answers in well under a second; a hung connection must not hold an entry long.
+    timeout: float = 10.0
+    priority: int = 10  # 10: deliver now (alert); 5 would let iOS batch it
+
+
+@dataclass(frozen=True, kw_only=True)
+class FcmSettings:
+    """``[pusher.fcm]``: Firebase Cloud Messaging (HTTP v1)."""
+
+    service_account_file: str  # the JSON downloaded from the Firebase console (never logged)
+    base_url: str = "https://fcm.googleapis.com"  # FCM's API; a test points it at a local fake
+    token_uri: str | None = None  # default: the service account's token_uri
+    ca_file: str | None = None  # extra CA to trust (the tests' local fake)
+    timeout: float = 10.0  # a hung connection must not hold an entry long
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebPushSettings:
+    """``[pusher.webpush]``: Web Push with VAPID (RFC 8030/8291/8292)."""
+
+    vapid_private_key_file: str  # PEM (PKCS8 or SEC1) P-256 key; its public key is the app server key
+    subject: str  # "mailto:ops@example.com" or an https URL: who push services contact about abuse
+    ttl: int = 86400  # seconds a push service keeps an undelivered message (a day: later, it is stale)
+    urgency: str = "high"  # RFC 8030 5.3: chat messages are worth waking the device for
+    ca_file: str | None = None  # extra CA to trust (the tests' local fake)
+    timeout: float = 10.0  # a hung connection must not hold an entry long
+    # Push services a subscription may point at (host, or ".suffix"). A
+    # subscription is a URL the *user* gives us: without a list, the pusher
+    # would POST to any host, internal ones included. Defaults: the services
+    # of Chrome/Android, Firefox, Edge/Windows and Safari.
+    allowed_hosts: tuple[str, ...] = (".googleapis.com", ".push.services.mozilla.com", ".notify.windows.com",
+                                      ".push.apple.com")
+
+    def allows(self, endpoint: str) -> bool:
+        host = (urlsplit(endpoint).hostname or "").lower()
+        return any(host == h.lstrip(".") or (h.startswith(".") and host.endswith(h)) for h in self.allowed_hosts)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
+        if not (self.subject.startswith("mailto:") or self.subject.startswith("https://")):
+            raise ConfigError("webpush subject must be a mailto: or https: URL")
+        if self.urgency not in ("very-low", "low", "normal", "high"):
+            raise ConfigError("webpush urgency must be very-low, low, normal or high")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PusherSettings(_Section):
+    """Push notifications: the worker's policy, the device store, the providers."""
+
+    section: ClassVar[str] = "pusher"
+    # "log" (the development provider: notifications are logged) or a comma
+    # list of apns,fcm,webpush, each with its [pusher.<name>] section.
+    push_provider: str = _key("provider", "log")
+    # Deliveries of one entry before it goes to the dead-letter subject. With
+    # the backoff below that is ~2+4+8+16 s of retrying on top of any
+    # Retry-After: a notification later than that is stale anyway.
+    push_max_deliver: int = _key("max_deliver", 5)
+    # Seconds before the 2nd delivery; doubles each time (+-20% jitter).
+    push_backoff_base: float = _key("backoff_base", 2.0)
+    # A longer Retry-After is honoured; the backoff alone never exceeds this.
+    push_backoff_max: float = _key("backoff_max", 300.0)
+    # Seconds the server waits for an ack before redelivering: several sends
+    # at the providers' 10 s timeout, with margin.
+    push_ack_wait: float = _key("ack_wait", 60.0)
+    # Entries handled at once (fetch batch); each may send to a few devices.
+    push_concurrency: int = _key("concurrency", 16)
+    # Where device tokens live: sqlite:///path, memory://, or
+    # cassandra://... when several pushers run. Empty: SQLite in data_dir
+    # (devices.db).
+    push_device_store: str = _key("device_store", "", url=True)
+    # The JetStream consumer's name (nats/accounts.conf allows the pusher
+    # user this one).
+    push_durable: str = _key("durable", "sb-pusher")
+    push_apns: ApnsSettings | None = _key("apns", None)
+    push_fcm: FcmSettings | None = _key("fcm", None)
+    push_webpush: WebPushSettings | None = _key("webpush", None)
+
+    @property
+    def push_providers(self) -> tuple[str, ...]:
+        """``push_provider`` as names ("log", or some of apns/fcm/webpush)."""
+        return tuple(n.strip() for n in self.push_provider.split(",") if n.strip())
+
+    def _check(self) -> None:
+        _at_least(self, 1, "push_max_deliver", "push_concurrency")
+        if self.push_backoff_base < 0 or self.push_backoff_max < self.push_backoff_base:
+            raise ConfigError("push_backoff_base and push_backoff_max: need 0 <= backoff_base <= backoff_max")
+        _positive(self, "push_ack_wait")
+        if self.push_device_store:
+            _scheme("push_device_store", self.push_device_store, DEVICE_STORE_SCHEMES)
+        names = self.push_providers
+        if names != ("log",):
+            for name in names:
+                if name not in PUSH_PROVIDERS:
+                    raise ConfigError(f"unknown push provider {name!r}; use log or a list of apns, fcm, webpush")
+                if getattr(self, f"push_{name}") is None:
+                    raise ConfigError(f"push provider {name!r} is enabled but there is no [pusher.{name}] section")
+
+
+# -- [trace], [metrics], [log] --------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class TraceSettings(_Section):
+    """Per-message traces (switchboard/trace.py), written by every role."""
+
+    section: ClassVar[str] = "trace"
     # Fraction of user messages traced without asking (a countdown: 1 in
-    # round(1 / trace_sample)); 0 disables sampling (a send frame with
+    # round(1 / sample)); 0 disables sampling (a send frame with
     # "trace": true is traced anyway). 1 in 1,000 keeps a trace of recent
     # traffic at any rate for the cost of a few small records per thousand
     # messages.
-    trace_sample: float = 0.001
+    trace_sample: float = _key("sample", 0.001)
     # How long trace records are kept (stream SB_TRACE): one hour covers the
     # window in which a "my message did not arrive" complaint comes in; the
     # records are small and only the traced messages write any.
-    trace_max_age_sec: float = 3600.0
+    trace_max_age_sec: float = _key("max_age_sec", 3600.0)
     # This process's name in trace records (empty: the edge id for an edge,
     # the sequencer's instance id, else <role>-<host>-<pid>).
     instance: str = ""
 
-    # Prometheus metrics of the non-edge roles on this port (0: off); the edge
-    # serves its own on /metrics of its WebSocket port.
-    metrics_port: int = 0
-
-    # -- TLS (switchboard/tls.py, docs/security.md) -------------------------
-    # wss:// on the edge: PEM certificate chain and private key, both or
-    # neither (empty: plain ws://, for development or behind a proxy that
-    # terminates TLS). Re-read on SIGHUP: new handshakes get the renewed
-    # certificate, open connections are not dropped.
-    tls_cert: str = ""
-    tls_key: str = ""
-    # TLS to NATS, for every connection of the process (nats-py and the lean
-    # bus). Any of these set: TLS required (a server without it is refused),
-    # the server verified against nats_tls_ca (empty: the system's CAs);
-    # nats_tls_cert/nats_tls_key: the client certificate, both or neither,
-    # for servers that verify clients. Empty: TLS only if a URL says tls://
-    # or the server requires it.
-    nats_tls_ca: str = ""
-    nats_tls_cert: str = ""
-    nats_tls_key: str = ""
-
-    # -- logging ------------------------------------------------------------
-    log_level: str = "info"
-    log_json: bool = False
-
-    def __post_init__(self) -> None:
-        try:
-            Subjects(self.subject_prefix)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        scheme = self.store_url.split("://", 1)[0]
-        if "://" not in self.store_url or scheme not in STORE_SCHEMES:
-            raise ConfigError(f"store_url {redact_url(self.store_url)!r}: scheme must be one of {STORE_SCHEMES}")
-        pscheme = self.presence_url.split("://", 1)[0]
-        if "://" not in self.presence_url or pscheme not in PRESENCE_SCHEMES:
-            raise ConfigError(f"presence_url {redact_url(self.presence_url)!r}: "
-                              f"scheme must be one of {PRESENCE_SCHEMES}")
-        for name in ("max_frame_bytes", "max_body_bytes", "send_queue_frames", "send_queue_bytes",
-                     "max_sockets_per_user", "edge_send_queue_bytes", "rate_burst", "replay_batch",
-                     "replicas", "inbox_max_per_user", "archive_batch", "archive_max_deliver",
-                     "fanout_max_members", "max_group_members", "partitions", "http_body_bytes",
-                     "conv_list_max", "conv_list_per_min"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
-        for name in ("max_groups_per_min", "max_fanout_per_min"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (0: no limit)")
-        if self.presence_max_watches_per_user < 1:
-            raise ConfigError("presence_max_watches_per_user must be >= 1")
-        if self.presence_ttl_factor < 1.5:
-            raise ConfigError("presence_ttl_factor must be >= 1.5 (a heartbeat must arrive before the TTL ends)")
+    def _check(self) -> None:
         if not 0.0 <= self.trace_sample <= 1.0:
             raise ConfigError("trace_sample must be in [0, 1] (0: no sampling)")
-        if self.trace_max_age_sec <= 0:
-            raise ConfigError("trace_max_age_sec must be > 0")
-        if self.lease_ttl < 1.0:
-            raise ConfigError("lease_ttl must be >= 1 s (renewals every third of it must fit a round trip)")
-        for name in ("rate_per_sec", "send_timeout", "hello_timeout", "dedup_window_sec", "admit_per_sec",
-                     "presence_heartbeat_sec", "presence_sweep_sec"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
-        if not 0 < self.port < 65536:
-            raise ConfigError("port must be in 1..65535")
-        if self.max_body_bytes >= self.max_frame_bytes:
-            raise ConfigError("max_body_bytes must be smaller than max_frame_bytes")
-        if self.send_queue_bytes < 2 * self.max_frame_bytes:
-            raise ConfigError("send_queue_bytes must hold at least two maximal frames (2 x max_frame_bytes)")
-        if self.edge_send_queue_bytes < self.send_queue_bytes:
-            raise ConfigError("edge_send_queue_bytes must be at least send_queue_bytes")
-        for cert, key in (("tls_cert", "tls_key"), ("nats_tls_cert", "nats_tls_key")):
-            if bool(getattr(self, cert)) != bool(getattr(self, key)):
-                raise ConfigError(f"{cert} and {key} go together: set both or neither")
+        _positive(self, "trace_max_age_sec")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsSettings(_Section):
+    """Prometheus metrics of the non-edge roles."""
+
+    section: ClassVar[str] = "metrics"
+    # Port of this process's metrics page (0: off, nothing listens unless
+    # asked); the edge serves its own on /metrics of its WebSocket port.
+    metrics_port: int = _key("port", 0)
+
+    def _check(self) -> None:
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError("metrics_port must be in 0..65535 (0: off)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSettings(_Section):
+    """Every process's log."""
+
+    section: ClassVar[str] = "log"
+    # info: one line per connection-level event, never one per message.
+    log_level: str = _key("level", "info")
+    # JSON lines for a log collector; off: readable lines on a terminal.
+    log_json: bool = _key("json", False)
+
+
+# -- the whole tree -------------------------------------------------------------
+SECTIONS: tuple[type[_Section], ...] = (RootSettings, NatsSettings, StreamSettings, StoreSettings, EdgeSettings,
+                                        SequencerSettings, ArchiverSettings, PresenceSettings, PusherSettings,
+                                        TraceSettings, MetricsSettings, LogSettings)
+# The nested tables of a section (a dataclass per table, None when absent).
+TABLES: dict[str, type] = {"push_apns": ApnsSettings, "push_fcm": FcmSettings, "push_webpush": WebPushSettings}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(LogSettings, MetricsSettings, TraceSettings, PusherSettings, PresenceSettings, ArchiverSettings,
+               SequencerSettings, EdgeSettings, StoreSettings, StreamSettings, NatsSettings, RootSettings):
+    """Every section at once (see the module docstring)."""
+
+    # The fields derived from data_dir in this instance (set in __post_init__).
+    _derived: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        # Paths not set go under data_dir. Which fields were derived is kept,
+        # so replace(data_dir=...) moves them along (see replace).
+        derived = []
+        for name, leaf in DERIVED.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, f"sqlite:///{Path(self.data_dir) / leaf}")
+                derived.append(name)
+        object.__setattr__(self, "_derived", frozenset(derived))
+        super().__post_init__()
 
     @property
     def subjects(self) -> Subjects:
@@ -260,62 +608,33 @@ class Settings:
         """``nats_url`` as a list: a comma list names seeds of one cluster."""
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
+    def derived(self, name: str) -> bool:
+        """True if field ``name`` was not set and took its place under data_dir."""
+        return name in self._derived
+
     def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` (field names); validated again. A new
+        ``data_dir`` moves the paths that were derived from the old one."""
+        if "data_dir" in changes:
+            for name in self._derived:
+                changes.setdefault(name, "")
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def load(cls, *, config_file: str | None = None, env: Mapping[str, str] | None = None,
              overrides: Mapping[str, Any] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        path = config_file or env.get("SWITCHBOARD_CONFIG")
-        if path:
-            with open(path, "rb") as fh:
-                values.update(_coerce_all(tomllib.load(fh), source=str(path)))
-        for f in fields(cls):
-            raw = env.get(f"SWITCHBOARD_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = _coerce(f, raw, source=f"SWITCHBOARD_{f.name.upper()}")
-        for k, v in (overrides or {}).items():
-            if v is not None:
-                values[k] = v
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown settings: {sorted(unknown)}")
-        return cls(**values)
+        """Defaults < TOML file < environment < ``overrides`` (flags; a None
+        value is a flag not given). ``env`` defaults to ``os.environ``."""
+        from switchboard.configload import load
+
+        return load(config_file=config_file, env=env, overrides=overrides).settings
 
 
-def _coerce_all(data: Mapping[str, Any], *, source: str) -> dict[str, Any]:
-    by_name = {f.name: f for f in fields(Settings)}
-    out = {}
-    for k, v in data.items():
-        if k not in by_name:
-            raise ConfigError(f"{source}: unknown setting {k!r}")
-        out[k] = _coerce(by_name[k], v, source=source) if isinstance(v, str) else v
-    return out
-
-
-def _coerce(f: dataclasses.Field, raw: str, *, source: str) -> Any:
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    try:
-        if kind == "bool":
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"{source}: {f.name}={raw!r} is not a {kind}") from None
-    return raw
+# Fields derived from data_dir when empty: field -> file under data_dir.
+DERIVED = {"store_url": "switchboard.db", "push_device_store": "devices.db"}
 
 
 def data_path(settings: Settings, *parts: str) -> Path:
     p = Path(settings.data_dir).joinpath(*parts)
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
-
-
