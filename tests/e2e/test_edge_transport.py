@@ -14,17 +14,20 @@ import socket
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.e2e.helpers import STEP, Raw, deployment, unique
+from tests.e2e.helpers import STEP, Raw, unique, until
 
 MAX_FRAME = 4096
 ROLES = ("archiver", "edge")
 
 
 @pytest.fixture(scope="module")
-async def dep(nats_server, tmp_path_factory):
-    async with deployment(tmp_path_factory.mktemp("tr"), nats_server.url, roles=ROLES, max_frame_bytes=MAX_FRAME,
-                          max_body_bytes=1024) as d:
-        yield d
+async def dep(deploy_module):
+    return await deploy_module(roles=ROLES, max_frame_bytes=MAX_FRAME, max_body_bytes=1024)
+
+
+async def connections(d, n: int) -> bool:
+    """Whether the edge counts ``n`` open WebSocket connections (its /metrics)."""
+    return (await d.metrics("switchboard_edge_connections"))["switchboard_edge_connections"] == n
 
 
 async def http_get(host: str, port: int, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -58,18 +61,17 @@ async def test_upgrade_on_wrong_path_is_404(dep):
     assert info.value.response.status_code == 404
 
 
-async def test_admission_503_with_retry_after(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url, roles=ROLES, admit_per_sec=1.0) as d:
-        await d.raw(unique("a"))  # takes the one token
-        with pytest.raises(InvalidStatus) as info:
-            await Raw.open(d.url, d.token(unique("b")))
-        resp = info.value.response
-        assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+async def test_admission_503_with_retry_after(deploy):
+    d = await deploy(roles=ROLES, admit_per_sec=1.0)
+    await d.raw(unique("a"))  # takes the one token
+    with pytest.raises(InvalidStatus) as info:
+        await Raw.open(d.url, d.token(unique("b")))
+    resp = info.value.response
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
 
 
 async def test_bad_token_closed_4001(dep):
-    r = await Raw.open(dep.url, "not-a-jwt")
-    dep._raws.append(r)
+    r = await dep.raw(token="not-a-jwt", hello=False)
     await asyncio.wait_for(r.closed.wait(), STEP)
     assert r.ws.close_code == 4001 and r.ws.close_reason
 
@@ -96,8 +98,7 @@ async def test_frames_before_hello_answered_hello_required(dep):
 
 async def test_hello_and_more_frames_in_one_read(dep):
     """Frames read together with hello are handled after the replay, in order."""
-    a = await Raw.open(dep.url, dep.token(unique("c")))
-    dep._raws.append(a)
+    a = await dep.raw(unique("c"), hello=False)
     await a.send(json.dumps({"type": "hello", "cursor": None}))
     await a.send("{x")
     await a.expect("welcome")
@@ -119,25 +120,24 @@ async def test_fragmented_message_is_one_frame(dep):
     assert (err["code"], err["ref"]) == ("invalid_id", "h1")
 
 
-async def test_no_hello_closed_4002(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url, roles=ROLES, hello_timeout=0.3) as d:
-        r = await d.raw(unique("quiet"), hello=False)
-        await asyncio.wait_for(r.closed.wait(), STEP)
-        assert r.ws.close_code == 4002
+async def test_no_hello_closed_4002(deploy):
+    d = await deploy(roles=ROLES, hello_timeout=0.3)
+    r = await d.raw(unique("quiet"), hello=False)
+    await asyncio.wait_for(r.closed.wait(), STEP)
+    assert r.ws.close_code == 4002
 
 
-async def test_silent_peer_dropped_by_keepalive(nats_server, tmp_path):
+async def test_silent_peer_dropped_by_keepalive(deploy):
     """A peer that answers nothing (not even pings) is closed after
     ping_interval + ping_timeout; a live one that answers pings stays."""
-    async with deployment(tmp_path, nats_server.url, roles=ROLES, ping_interval=0.2, ping_timeout=0.2) as d:
-        live = await d.raw(unique("live"))
-        sock = socket.create_connection((d.settings.host, d.settings.port))
-        sock.sendall(f"GET /ws?token={d.token(unique('dead'))} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-        await asyncio.sleep(0.1)
-        assert len(d.fab.edge.sessions) == 2
-        await asyncio.sleep(1.5)  # never reads nor answers: pinged, then closed
-        assert len(d.fab.edge.sessions) == 1
-        assert not live.closed.is_set()
-        sock.close()
+    d = await deploy(roles=ROLES, ping_interval=0.2, ping_timeout=0.2)
+    live = await d.raw(unique("live"))
+    sock = socket.create_connection((d.settings.host, d.settings.port))
+    sock.sendall(f"GET /ws?token={d.token(unique('dead'))} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    await until(lambda: connections(d, 2), STEP, "the silent peer's connection")
+    # It never reads nor answers: pinged, then closed after 0.2 + 0.2 s.
+    await until(lambda: connections(d, 1), 1.5, "the silent peer closed by keepalive")
+    assert not live.closed.is_set()
+    sock.close()
