@@ -225,8 +225,11 @@ class Client:
             fill = order.expire(conv)
             for m in order.take_ready():
                 self._queue(m)
-            if fill is not None:
+            while fill is not None:
                 await self._fill(fill)
+                fill = order.filled(conv, fill)
+                for m in order.take_ready():
+                    self._queue(m)
             order.skip(conv)
             for m in order.take_ready():
                 self._queue(m)

@@ -12,8 +12,9 @@ does what it asks (as websockets' ``protocol.py`` is driven by its
   :meth:`~Ordering.take_waits` the conversations where a gap opened: the
   client waits ``gap_wait`` for the missing ones to arrive live (several
   sequencers may fan a conversation out slightly out of order), then calls
-  :meth:`~Ordering.expire`, fetches the :class:`Fill` it returns from
-  history (feeding each message to ``receive``), and calls
+  :meth:`~Ordering.expire` and fetches the :class:`Fill` it returns from
+  history (feeding each message to ``receive``), then :meth:`~Ordering.filled`
+  and its next fill while one is returned (gaps that opened meanwhile), then
   :meth:`~Ordering.skip` (what is still missing is given up) and
   :meth:`~Ordering.repair_over`.
 - ``synced`` (large groups) and ``resync`` (ranges) return the fills to run.
@@ -117,8 +118,24 @@ class Ordering:
         if st.seq == 0 and st.held:  # first sight: start at the lowest seq seen
             st.seq = min(st.held) - 1
             self._release(st)
+        return self._fill(conv, st)
+
+    def filled(self, conv: str, fill: Fill) -> Fill | None:
+        """``fill`` was fetched: what it did not bring is given up; returns
+        the next fill if messages arrived meanwhile beyond a new gap."""
+        st = self._convs[conv]
+        assert fill.upto is not None
+        for seq in sorted(s for s in st.held if s <= fill.upto + 1):
+            self._ready.append(st.held.pop(seq))
+            st.seq = seq
+        self._release(st)
+        return self._fill(conv, st)
+
+    def _fill(self, conv: str, st: _Conv) -> Fill | None:
+        # Up to the last one held: every gap among them (the held ones that
+        # history sends again are dropped as duplicates).
         if st.held and self.fill_gaps:
-            return Fill(conv, st.seq, min(st.held) - 1)
+            return Fill(conv, st.seq, max(st.held) - 1)
         return None
 
     def skip(self, conv: str) -> None:
