@@ -18,7 +18,7 @@ from switchboard.backoff import Backoff, delay
 @pytest.mark.parametrize("attempt, lo, hi", [(0, 0.0, 0.1), (1, 0.0, 0.2), (3, 0.0, 0.8), (10, 0.0, 5.0)])
 def test_full_jitter_is_uniform_below_the_capped_exponential(attempt, lo, hi):
     for r in (0.0, 0.5, 0.999):
-        d = delay(attempt, initial=0.1, cap=5.0, rand=lambda: r)
+        d = delay(attempt, initial=0.1, cap=5.0, rand=lambda r=r: r)
         assert lo <= d <= hi
     assert delay(attempt, initial=0.1, cap=5.0, rand=lambda: 0.5) == pytest.approx(hi / 2)
 

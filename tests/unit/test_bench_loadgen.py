@@ -132,7 +132,8 @@ def accept_for(request: bytes) -> bytes:
 
     from sbctl.bench.wsclient import _GUID
 
-    key = [ln.split(b":", 1)[1].strip() for ln in request.split(b"\r\n") if ln.lower().startswith(b"sec-websocket-key")][0]
+    key = [ln.split(b":", 1)[1].strip() for ln in request.split(b"\r\n")
+           if ln.lower().startswith(b"sec-websocket-key")][0]
     return base64.b64encode(hashlib.sha1(key + _GUID).digest())
 
 

@@ -7,9 +7,21 @@ import json
 import pytest
 
 from sbctl.bench.delivery import plan
-from sbctl.bench.report import (LatencySummary, ProcStat, WorkerResult, build_delivery_report, command_line,
-                                      cpu_totals, render_tick, timeline,
-                                      cpu_pct, merge_all, per_conn_kib, percentile, render_delivery)
+from sbctl.bench.report import (
+    LatencySummary,
+    ProcStat,
+    WorkerResult,
+    build_delivery_report,
+    command_line,
+    cpu_pct,
+    cpu_totals,
+    merge_all,
+    per_conn_kib,
+    percentile,
+    render_delivery,
+    render_tick,
+    timeline,
+)
 
 
 @pytest.mark.parametrize("values,q,expected", [

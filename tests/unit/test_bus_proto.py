@@ -6,7 +6,15 @@ import pytest
 
 from switchboard.bus import proto
 from switchboard.bus.proto import (
-    OP_ERR, OP_INFO, OP_OK, OP_PING, OP_PONG, BusMsg, Parser, ProtocolError, encode_headers,
+    OP_ERR,
+    OP_INFO,
+    OP_OK,
+    OP_PING,
+    OP_PONG,
+    BusMsg,
+    Parser,
+    ProtocolError,
+    encode_headers,
 )
 
 
@@ -19,7 +27,7 @@ class Collect:
         handlers = {str(i).encode(): (lambda m, i=i: self.msgs.append((i, m))) for i in range(1, 10)}
         self.parser = Parser(handlers, lambda op, arg: self.ops.append((op, arg)))
 
-    def feed(self, *chunks: bytes) -> "Collect":
+    def feed(self, *chunks: bytes) -> Collect:
         for c in chunks:
             self.parser.feed(c)
         return self

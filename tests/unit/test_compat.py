@@ -21,14 +21,13 @@ import importlib.metadata
 import re
 import tomllib
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from switchboard import compat
-from switchboard.compat import natspy
-from switchboard.compat import websockets as ws_compat
+from switchboard.compat import natspy, websockets as ws_compat
 from switchboard.errors import ConfigError, IncompatibleLibrary
 
 ROOT = Path(__file__).resolve().parents[2]

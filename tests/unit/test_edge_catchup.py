@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from edge.catchup import DELIVER, DROP, FROM_NOW, GAP, REPLAY, Catchup, stale_bounds
 

@@ -139,7 +139,8 @@ BAD_FRAMES = [
 ]
 
 
-@pytest.mark.parametrize("data, code", BAD_FRAMES, ids=lambda v: v.decode(errors="replace")[:60] if isinstance(v, bytes) else v)
+@pytest.mark.parametrize("data, code", BAD_FRAMES,
+                         ids=lambda v: v.decode(errors="replace")[:60] if isinstance(v, bytes) else v)
 def test_decode_refuses_with_stable_code(data: bytes, code: str) -> None:
     with pytest.raises(Exception) as info:
         frames.decode_client_frame(data)

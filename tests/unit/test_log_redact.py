@@ -10,7 +10,6 @@ stdlib logging, console and JSON) writing to a captured stderr.
 from __future__ import annotations
 
 import logging
-import sys
 
 import pytest
 import structlog

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.bus import streams
 from sbctl.embedded import nats_server_binary
+from switchboard.bus import streams
 from switchboard.config import Settings
 
 NATS_DIR = Path(__file__).resolve().parents[2] / "nats"

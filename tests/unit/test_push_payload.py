@@ -8,8 +8,7 @@ import pytest
 
 from pusher.config import PushConfig, WorkerConfig
 from pusher.notification import ELLIPSIS, Notification, PayloadTooLarge, fit
-from pusher.providers import retry_after
-from pusher.providers import apns, fcm, webpush
+from pusher.providers import apns, fcm, retry_after, webpush
 from pusher.providers.log import LogProvider
 from pusher.worker import backoff
 from switchboard.devices import Device
@@ -99,7 +98,7 @@ def test_retry_after_parsing(header, expected):
 def test_backoff(deliveries, retry, lo, hi):
     cfg = WorkerConfig(backoff_base=2.0, backoff_max=250.0)
     for r in (0.0, 0.5, 0.999):
-        assert lo <= backoff(deliveries, cfg, retry, rand=lambda: r) <= hi
+        assert lo <= backoff(deliveries, cfg, retry, rand=lambda r=r: r) <= hi
 
 
 @pytest.mark.parametrize("data, message", [

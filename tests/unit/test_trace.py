@@ -11,9 +11,17 @@ import pytest
 
 from switchboard import events, frames
 from switchboard.config import Settings
-from switchboard.errors import ConfigError, InvalidId
+from switchboard.errors import BadFrame, ConfigError, InvalidId
 from switchboard.trace import (
-    STAGES, TRACE_HEADER, TRACE_HEADERS, Sampler, TraceRecord, Tracer, decode_record, encode_record, trace_subject,
+    STAGES,
+    TRACE_HEADER,
+    TRACE_HEADERS,
+    Sampler,
+    Tracer,
+    TraceRecord,
+    decode_record,
+    encode_record,
+    trace_subject,
 )
 
 # (rate, messages, traced): a countdown traces exactly 1 in round(1/rate).
@@ -121,7 +129,7 @@ def test_the_trace_flag_is_optional_on_the_wire() -> None:
     assert f.trace is False
     assert b"trace" not in frames.encode(f)
     assert frames.decode_client_frame(b'{"type":"send","id":"m1","to":"bob","body":"hi","trace":true}').trace
-    with pytest.raises(Exception):
+    with pytest.raises(BadFrame):
         frames.decode_client_frame(b'{"type":"send","id":"m1","to":"bob","body":"hi","trace":"yes"}')
     req = events.SendRequest(sender="svc", id="m", conv="c", body="b")
     assert b"trace" not in events.encode(req)
