@@ -8,69 +8,64 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from switchboard import frames
 from switchboard.bus import streams
-from tests.e2e.helpers import STEP, deployment, unique
-from tests.e2e.issue4_helpers import Events, kind
+from tests.e2e.helpers import STEP, Events, kind, unique
 
 LARGE = 3  # fanout_max_members in these tests: a 5-member group is "large"
 
 
 async def inbox_entries(dep, user: str) -> int:
-    js = dep.fab.nc.jetstream()
+    js = (await dep.nats()).jetstream()
     info = await js.stream_info(streams.names(dep.settings)[1], subjects_filter=dep.settings.subjects.inbox(user))
     return sum((info.state.subjects or {}).values())
 
 
-async def test_large_group_pull_mode(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "archiver"),
-                          fanout_max_members=LARGE) as dep:
-        users = [unique(f"g{i}") for i in range(5)]
-        online = [await dep.sdk(u, fill_gaps=True) for u in users[:4]]
-        conv = (await online[0].create_conversation(users[1:], "big")).conv
-        await asyncio.sleep(0.3)  # members' edges subscribe on the conv notice
+async def test_large_group_pull_mode(deploy):
+    dep = await deploy(roles=("sequencer", "edge", "archiver"), fanout_max_members=LARGE)
+    users = [unique(f"g{i}") for i in range(5)]
+    online = [await dep.sdk(u, fill_gaps=True) for u in users[:4]]
+    conv = (await online[0].create_conversation(users[1:], "big")).conv
+    await asyncio.sleep(0.3)  # members' edges subscribe on the conv notice
 
-        sent = await online[0].send(conv=conv, body="hello all")
-        for c in online[1:]:
-            m = await c.next_message(STEP)
-            assert (m.conv, m.seq, m.body, m.cursor) == (conv, sent.seq, "hello all", None)  # not an INBOX entry
-        assert all([await inbox_entries(dep, u) == 0 for u in users])  # pull mode: no per-member copies
+    sent = await online[0].send(conv=conv, body="hello all")
+    for c in online[1:]:
+        m = await c.next_message(STEP)
+        assert (m.conv, m.seq, m.body, m.cursor) == (conv, sent.seq, "hello all", None)  # not an INBOX entry
+    assert all([await inbox_entries(dep, u) == 0 for u in users])  # pull mode: no per-member copies
 
-        # The fifth member was never online: `synced` lists the group, and it
-        # then gets live messages; what it missed comes from history on request.
-        late = await dep.sdk(users[4], fill_gaps=True)
-        await online[0].send(conv=conv, body="second")
-        m = await late.next_message(STEP)
-        assert (m.seq, m.body) == (2, "second")
+    # The fifth member was never online: `synced` lists the group, and it
+    # then gets live messages; what it missed comes from history on request.
+    late = await dep.sdk(users[4], fill_gaps=True)
+    await online[0].send(conv=conv, body="second")
+    m = await late.next_message(STEP)
+    assert (m.seq, m.body) == (2, "second")
 
-        # A member away while two messages were sent: back with its watermark,
-        # it gets both, in order, from history (no INBOX copies exist).
-        away = online[3]
-        saved = away.conv_seqs
-        assert saved[conv] == 2
-        await away.close()
-        for body in ("third", "fourth"):
-            await online[0].send(conv=conv, body=body)
-        back = await dep.sdk(users[3], fill_gaps=True, conv_seqs=saved)
-        got = [(await back.next_message(STEP)).body for _ in range(2)]
-        assert got == ["third", "fourth"]
+    # A member away while two messages were sent: back with its watermark,
+    # it gets both, in order, from history (no INBOX copies exist).
+    away = online[3]
+    saved = away.conv_seqs
+    assert saved[conv] == 2
+    await away.close()
+    for body in ("third", "fourth"):
+        await online[0].send(conv=conv, body=body)
+    back = await dep.sdk(users[3], fill_gaps=True, conv_seqs=saved)
+    got = [(await back.next_message(STEP)).body for _ in range(2)]
+    assert got == ["third", "fourth"]
 
 
-async def test_large_group_receipts_stored_not_broadcast(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge"), fanout_max_members=LARGE) as dep:
-        users = [unique(f"r{i}") for i in range(5)]
-        clients = [await dep.sdk(u) for u in users]
-        evs = [Events(c) for c in clients]
-        conv = (await clients[0].create_conversation(users[1:], "big")).conv
-        await asyncio.sleep(0.3)
-        await clients[0].send(conv=conv, body="x")
-        await clients[1].next_message(STEP)
-        await clients[1].send_frame(frames.Read(conv=conv, seq=1))
-        await asyncio.sleep(0.3)  # well past both 50 ms coalescing ticks
-        with pytest.raises(AssertionError):
-            await evs[0].until(kind("receipt", conv=conv, user=users[1]), timeout=0.3)
-        await clients[0].send_frame(frames.ReceiptsRequest(conv=conv))
-        r = await evs[0].until(kind("receipt", conv=conv, user=users[1]))
-        assert r.read == 1
+async def test_large_group_receipts_stored_not_broadcast(deploy):
+    dep = await deploy(roles=("sequencer", "edge"), fanout_max_members=LARGE)
+    users = [unique(f"r{i}") for i in range(5)]
+    clients = [await dep.sdk(u) for u in users]
+    evs = [Events(c) for c in clients]
+    conv = (await clients[0].create_conversation(users[1:], "big")).conv
+    await asyncio.sleep(0.3)
+    await clients[0].send(conv=conv, body="x")
+    await clients[1].next_message(STEP)
+    await clients[1].send_frame(frames.Read(conv=conv, seq=1))
+    await asyncio.sleep(0.3)  # well past both 50 ms coalescing ticks
+    await evs[0].nothing(kind("receipt", conv=conv, user=users[1]), wait=0.3)
+    await clients[0].send_frame(frames.ReceiptsRequest(conv=conv))
+    r = await evs[0].expect(kind("receipt", conv=conv, user=users[1]))
+    assert r.read == 1
