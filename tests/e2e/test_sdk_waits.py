@@ -13,13 +13,12 @@ import time
 import pytest
 
 from switchboard import frames
-from tests.e2e.helpers import deployment, unique
+from tests.e2e.helpers import unique
 
 
 @pytest.fixture
-async def dep(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url) as d:
-        yield d
+async def dep(deploy):
+    return await deploy()
 
 
 @pytest.mark.parametrize("wait", ["next_event", "next_message"])
