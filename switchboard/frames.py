@@ -1,8 +1,8 @@
 """Wire protocol v1: the typed frames a client and an edge exchange.
 
 One JSON object per WebSocket text frame, discriminated by ``type``. Field
-names are fixed by DESIGN.md; new fields and frame types may be added, none
-renamed. docs/protocol.md is the prose reference.
+names and frame types are fixed for v1; new fields and frame types may be
+added, none renamed or removed (docs/protocol.md, the prose reference).
 
 Decoding goes through :func:`decode_client_frame`, which maps every failure to
 an error with a stable code (``bad_json``, ``unknown_type``, ``bad_frame``,

@@ -1,7 +1,8 @@
 """NATS subjects, all under one configurable prefix (default ``sb``).
 
 Ids are checked here, so a malformed id can never reach a subject, whichever
-path it took. See DESIGN.md for who publishes and who listens on each.
+path it took. docs/architecture.md ("Subjects") says who publishes and who
+listens on each.
 """
 
 from __future__ import annotations
