@@ -1,4 +1,9 @@
-"""Wire services into one process: the only place that imports them all.
+"""Run roles in one process: the host side of switchboard/roles.py.
+
+Roles come from the registry (sbctl/roles.py); this module gives each a
+:class:`~switchboard.roles.RoleContext` (settings, the process's NATS
+connection, the shared store, a logger, the data dir), starts them in
+order, joins their metrics and stops them in reverse.
 
 ``roles`` picks what runs here: ``switchboard edge`` / ``sequencer`` / ...
 run one role each against an existing NATS, so each scales on its own;
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator
 
 import nats
@@ -23,11 +29,14 @@ from nats.aio.client import Client as NATS
 from switchboard import log, tls
 from switchboard.bus import streams
 from sbctl.embedded import EmbeddedNats
-from sbctl.metrics import remote_collectors
+from sbctl.metrics import process_collector, remote_collectors, serve_metrics
+from sbctl.roles import ALL_ROLES
+from sbctl.roles import make as make_role
 from switchboard.config import Settings, data_path
+from switchboard.roles import Role, RoleContext
 from switchboard.store import Store, open_store
 
-ALL_ROLES = ("sequencer", "edge", "archiver", "presence", "pusher")
+__all__ = ["ALL_ROLES", "Fabric", "connect", "run", "streams_of"]
 
 
 def streams_of(settings: Settings, roles: tuple[str, ...]) -> list[str]:
@@ -45,9 +54,14 @@ def streams_of(settings: Settings, roles: tuple[str, ...]) -> list[str]:
 class Fabric:
     settings: Settings
     nc: NATS
-    store: Store | None = None
+    store: Store | None = None  # opened when a role first asks for it (RoleContext.store)
     embedded: EmbeddedNats | None = None
-    components: dict[str, object] = field(default_factory=dict)
+    roles: dict[str, Role] = field(default_factory=dict)  # the started roles, in start order
+
+    @property
+    def components(self) -> dict[str, object]:
+        """The services the roles built (``Edge``, ``PusherService``, ...), by role name."""
+        return {name: getattr(role, "service", role) for name, role in self.roles.items()}
 
     @property
     def edge(self):
@@ -71,7 +85,8 @@ async def connect(settings: Settings, name: str) -> NATS:
 async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool = False,
               nats_port: int = 0, create_streams: bool = True, metrics_host: str | None = None,
               metrics_peers: tuple[str, ...] = ()) -> AsyncIterator[Fabric]:
-    """Start ``roles`` (and an embedded nats-server if asked); stop all on exit.
+    """Start ``roles`` (names in sbctl/roles.py; and an embedded nats-server
+    if asked), in the order given; stop all on exit, in reverse.
 
     ``create_streams=True`` (in-process fabrics: tests, ``up --layout
     single``): run the admin step (:func:`sbctl.init.init_fabric`:
@@ -85,6 +100,7 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
     ``/metrics`` re-exports (the children of ``switchboard up``).
     """
     logger = log.get("fabric")
+    made = [make_role(r) for r in roles]  # an unknown name fails before anything starts
     embedded = None
     if embedded_nats:
         embedded = EmbeddedNats(store_dir=str(data_path(settings, "nats", "x").parent), port=nats_port,
@@ -105,21 +121,36 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
         else:
             await streams.require_streams(nc.jetstream(), streams_of(settings, roles))
         fab = Fabric(settings=settings, nc=nc, embedded=embedded)
-        if {"sequencer", "archiver"} & set(roles):
-            fab.store = open_store(settings.store_url)
-            await fab.store.open()
-            stack.push_async_callback(fab.store.close)
-        for role in roles:
-            comp = await _start_role(role, fab)
-            if comp is not None:
-                fab.components[role] = comp
-                stack.push_async_callback(comp.stop)
-        if settings.metrics_port:
-            _serve_metrics(fab, metrics_host or settings.host)
-        if fab.edge is not None:  # the edge's /metrics shows every component of this process and the peers
-            fab.edge.metrics.extra = [r for r in _registries(fab) if r is not fab.edge.metrics.registry]
-            fab.edge.metrics.extra += remote_collectors(metrics_peers)
-        logger.info("fabric up", roles=list(fab.components), nats=settings.nats_url)
+
+        async def shared_store() -> Store:
+            if fab.store is None:
+                store = open_store(settings.store_url)
+                await store.open()
+                stack.push_async_callback(store.close)  # after the roles that use it stopped
+                fab.store = store
+            return fab.store
+
+        async def new_connection(name: str) -> NATS:
+            return await connect(settings, name=name)
+
+        for role in made:
+            ctx = RoleContext(settings=settings, nc=nc, connect=new_connection, store=shared_store,
+                              log=log.get(role.name), data_dir=Path(settings.data_dir))
+            await role.start(ctx)
+            fab.roles[role.name] = role
+            stack.push_async_callback(role.stop)
+        proc = process_collector(fab.roles)  # CPU, memory, fds of this process; switchboard_process_info
+        if settings.metrics_port:  # every role of this process and the process, on one page
+            server = serve_metrics(settings.metrics_port, metrics_host or settings.host, [*_registries(fab), proc])
+            stack.push_async_callback(server.close)
+        edge = fab.roles.get("edge")
+        if edge is not None:  # the edge's /metrics shows every role of this process and the peers
+            from edge.role import EdgeRole
+
+            assert isinstance(edge, EdgeRole)
+            others = [c for r in fab.roles.values() if r is not edge and (c := r.metrics()) is not None]
+            edge.also_export([*others, proc, *remote_collectors(metrics_peers)])
+        logger.info("fabric up", roles=list(fab.roles), nats=settings.nats_url)
         yield fab
     finally:
         await stack.aclose()
@@ -149,95 +180,6 @@ async def _close_nats(nc: NATS) -> None:
         pass
 
 
-async def _start_role(role: str, fab: Fabric):
-    s, nc = fab.settings, fab.nc
-    if role == "sequencer":
-        from sequencer.service import Sequencer
-
-        comp = Sequencer(settings=s, nc=nc, store=fab.store)
-    elif role == "edge":
-        from edge import Edge
-
-        comp = Edge(settings=s, nc=nc)
-    elif role == "archiver":
-        try:
-            from archiver import Archiver
-        except ImportError:
-            return None
-        comp = Archiver(settings=s, nc=nc, store=fab.store)
-    elif role == "presence":
-        from switchboard.presence import open_presence
-        from presence.tracker import PresenceTracker, TrackerConfig
-
-        backend = open_presence(s.presence_url)
-        await backend.open()
-        comp = _WithClose(PresenceTracker(nc=nc, backend=backend, subjects=s.subjects,
-                                          config=TrackerConfig(sweep_sec=s.presence_sweep_sec,
-                                                               max_watches_per_user=s.presence_max_watches_per_user)),
-                           backend.close)
-    elif role == "pusher":
-        from pusher.config import PushConfig
-        from pusher.lookups import SequencerLookups
-        from pusher.service import PusherService
-        from switchboard.devices import open_device_store
-
-        config = PushConfig.load(s.push_config)
-        devices = None
-        if not s.push_config:  # no config file: keep device tokens in the data dir
-            devices = open_device_store(f"sqlite:///{data_path(s, 'devices.db')}")
-        lookups = SequencerLookups(nc=nc, subjects=s.subjects)
-        comp = PusherService(settings=s, config=config, devices=devices, read_upto=lookups.read_upto,
-                             unread_count=lookups.unread_count)
-    else:
-        raise ValueError(f"unknown role {role!r}; choose from {ALL_ROLES}")
-    await comp.start()
-    return comp
-
-
-def _serve_metrics(fab: Fabric, host: str) -> None:
-    """Prometheus metrics of every component that has them, on metrics_port."""
-    from prometheus_client import start_http_server
-    from prometheus_client.registry import CollectorRegistry
-
-    combined = CollectorRegistry()
-    combined.register(_Union(_registries(fab)))
-    start_http_server(fab.settings.metrics_port, addr=host, registry=combined)
-
-
 def _registries(fab: Fabric) -> list:
-    out = []
-    for comp in fab.components.values():
-        holder = getattr(comp, "metrics_", None) or getattr(comp, "metrics", None)
-        registry = getattr(holder, "registry", None)
-        if registry is not None:
-            out.append(registry)
-    return out
-
-
-class _Union:
-    """One collector yielding the metrics of several registries."""
-
-    def __init__(self, registries: list) -> None:
-        self._registries = registries
-
-    def collect(self):
-        for r in self._registries:
-            yield from r.collect()
-
-
-class _WithClose:
-    """A component plus what to close after it stops (its backend)."""
-
-    def __init__(self, comp, close) -> None:
-        self._comp = comp
-        self._close = close
-        self.metrics = getattr(comp, "metrics", None)  # its registry joins /metrics (_registries)
-
-    async def start(self) -> None:
-        await self._comp.start()
-
-    async def stop(self) -> None:
-        try:
-            await self._comp.stop()
-        finally:
-            await self._close()
+    """Every role's metrics collector (roles without metrics have none)."""
+    return [c for role in fab.roles.values() if (c := role.metrics()) is not None]

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from switchboard import backoff, log
 from sbctl.embedded import _die_with_parent, free_port, nats_server_binary
-from sbctl.fabric import ALL_ROLES
+from sbctl.roles import ALL_ROLES
 from switchboard.config import Settings, data_path
 
 DEFAULT_LAYOUT = "sequencer,edge,archiver+presence+pusher"

@@ -160,5 +160,5 @@ async def test_watches_per_user_are_capped(nats_server, tmp_path, presence_url):
         await r.send({"type": "presence.watch", "users": others[4:], "id": "w5"})  # a 5th: refused too
         assert (await r.expect("error", ref="w5"))["code"] == "limit_exceeded"
         assert not [r.replies.get(ref) for ref in ("w1", "w2", "w3") if r.replies.get(ref)]
-        backend = dep.fab.components["presence"]._comp._backend
+        backend = dep.fab.roles["presence"].backend
         assert {u for u in others if alice in await backend.watchers_of(u)} == set(others[:3])

@@ -1,0 +1,31 @@
+"""The pusher as a role (switchboard/roles.py): the service ([pusher]
+settings: policy, device store, providers) and the sequencer lookups (badge
+counts, read marks) built from the context."""
+
+from __future__ import annotations
+
+from prometheus_client.registry import Collector
+
+from pusher.lookups import SequencerLookups
+from pusher.service import PusherService
+from switchboard.roles import RoleContext, registry_of
+
+
+class PusherRole:
+    name = "pusher"
+
+    def __init__(self) -> None:
+        self.service: PusherService | None = None
+
+    async def start(self, ctx: RoleContext) -> None:
+        s = ctx.settings
+        lookups = SequencerLookups(nc=ctx.nc, subjects=s.subjects)
+        self.service = PusherService(settings=s, read_upto=lookups.read_upto, unread_count=lookups.unread_count)
+        await self.service.start()
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+
+    def metrics(self) -> Collector | None:
+        return registry_of(self.service)
