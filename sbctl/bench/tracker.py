@@ -1,6 +1,6 @@
 """Presence benchmark: N users on one edge, heartbeats running.
 
-Starts a tracker as its own process (``python -m presence.tracker``)
+Starts a tracker as its own process (``switchboard presence``)
 so its CPU can be measured alone, connects ``users`` users on one
 PresenceReporter, waits until the tracker has them all online, then lets
 heartbeats run for ``seconds`` and reports heartbeat messages per second
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,8 +31,11 @@ from switchboard.subjects import Subjects
 async def run(nats_url: str, users: int, seconds: float, *, interval_sec: float = 10.0,
               presence_url: str = "memory://") -> dict:
     subjects = Subjects(f"bench{uuid.uuid4().hex[:8]}")
-    tracker = subprocess.Popen([sys.executable, "-m", "presence.tracker", "--nats-url", nats_url,
-                                "--presence-url", presence_url, "--prefix", subjects.prefix],
+    # The tracker as operators run it (`switchboard presence`), on a prefix of its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env["SWITCHBOARD_SUBJECT_PREFIX"] = subjects.prefix
+    tracker = subprocess.Popen([sys.executable, "-m", "sbctl", "presence", "--nats", nats_url,
+                                "--presence", presence_url, "--log-level", "warning"], env=env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nc = await nats.connect(nats_url)
     reporter = PresenceReporter(nc=nc, subjects=subjects, edge_id="bench-edge", interval_sec=interval_sec)

@@ -1,3 +1,0 @@
-from pusher.service import main
-
-main()
