@@ -29,6 +29,7 @@ import nats.micro
 from nats.aio.client import Client as NATS
 from nats.micro.request import Request
 
+import switchboard
 from switchboard import log, tls
 from switchboard.backoff import Backoff
 from switchboard.bus import streams
@@ -47,7 +48,7 @@ from archiver.puller import Puller
 from archiver.writer import BatchWriter, store_backoff
 
 SERVICE_NAME = "sb-archiver"
-VERSION = "0.1.0"
+VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
 # A fetch waits this long for messages when the stream is idle: short enough
 # that stop() is prompt, long enough not to spin on an idle stream.
 FETCH_WAIT = 1.0

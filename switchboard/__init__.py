@@ -1,9 +1,28 @@
 """Switchboard: a real-time chat delivery fabric on NATS/JetStream.
 
 This package holds the shared contracts (ids, subjects, frames, config,
-errors, backend Protocols), the NATS helpers, the client SDK and the CLI.
-The services live in the top-level ``edge``, ``sequencer``, ``archiver`` and
-``pusher`` packages, which import only this one.
+errors, backend Protocols, the role contract), the NATS helpers and the
+client SDK. The services live in the top-level ``edge``, ``sequencer``,
+``archiver``, ``pusher`` and ``presence`` packages, which import only this
+one; the CLI (``sbctl``) is the only package importing services.
 """
 
-__version__ = "0.1.0"
+import functools
+
+
+@functools.cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("switchboard")  # one source: pyproject.toml's version, as installed
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    # ``__version__`` is read when asked for: importlib.metadata costs ~25 ms
+    # of import time, which an SDK user importing the package should not pay.
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module 'switchboard' has no attribute {name!r}")
