@@ -40,7 +40,8 @@ def test_spec(spec: Path, browser_tools, request):
     if done.returncode != 0:
         pytest.fail(f"{spec.name} failed (exit {done.returncode}); traces/screenshots in "
                     f"{(RESULTS / name).relative_to(HERE.parents[1])}/\n"
-                    f"{out[-6000:]}\n--- switchboard up log (tail) ---\n{fabric.log.read_text(errors='replace')[-1500:]}",
+                    f"{out[-6000:]}\n--- switchboard up log (tail) ---\n"
+                    f"{fabric.log.read_text(errors='replace')[-1500:]}",
                     pytrace=False)
     # Playwright exits 0 when every test was skipped or none matched: neither is a pass.
     assert " passed" in out and " skipped" not in out, out[-3000:]

@@ -13,8 +13,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.services.common import require_service
 
 REPO = Path(__file__).resolve().parents[2]

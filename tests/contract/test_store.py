@@ -9,7 +9,7 @@ conversation and user ids, so the backends' stores are shared across tests
 from __future__ import annotations
 
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 

@@ -49,4 +49,5 @@ def make_creds(folder: str | Path, *, token_uri: str = "https://oauth2.example/t
         apns_key_id="TESTKEY123", apns_team_id="TEAM456789",
         fcm_account_file=str(folder / "service-account.json"), fcm_public_pem=_public_pem(rsa_key),
         fcm_project="sb-test", fcm_email=account["client_email"],
-        vapid_key_file=str(folder / "vapid.pem"), vapid_public_b64=base64.urlsafe_b64encode(point).rstrip(b"=").decode())
+        vapid_key_file=str(folder / "vapid.pem"),
+        vapid_public_b64=base64.urlsafe_b64encode(point).rstrip(b"=").decode())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import h2.config
 import h2.connection
@@ -43,7 +43,7 @@ class H2Server:
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    async def start(self) -> "H2Server":
+    async def start(self) -> H2Server:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.cert.server_context())
         self.port = self._server.sockets[0].getsockname()[1]
         return self

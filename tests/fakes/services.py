@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from tests.fakes.apns import FakeApns
 from tests.fakes.creds import Creds

@@ -27,14 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from sbctl.embedded import free_port
 from sbctl import procs
+from sbctl.embedded import free_port
 from tests.services.common import die_with_parent, log_tail, require_service, wait_port
 
 CASSANDRA_VERSION = os.environ.get("SWITCHBOARD_CASSANDRA_VERSION", "5.0.8")
@@ -171,7 +171,7 @@ class CassandraNode:
         (self.workdir / "cassandra.yaml").write_text(template.substitute(
             storage_port=self.storage_port, native_port=self.port, data_dir=str(self.workdir)))
 
-    def launch(self) -> "CassandraNode":
+    def launch(self) -> CassandraNode:
         """Start the JVM without waiting (no-op if running); ``wait_ready`` waits.
 
         Call from the main thread: the child gets PDEATHSIG tied to the
@@ -190,7 +190,7 @@ class CassandraNode:
                                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         return self
 
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> "CassandraNode":
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> CassandraNode:
         """Wait until the CQL port is open and ``system.local`` answers."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -204,7 +204,7 @@ class CassandraNode:
         raise CassandraStartError(f"Cassandra not ready on {self.host}:{self.port} within {timeout}s: "
                                   f"{log_tail(self.log_path, 3000)}")
 
-    def start(self, timeout: float = START_TIMEOUT) -> "CassandraNode":
+    def start(self, timeout: float = START_TIMEOUT) -> CassandraNode:
         """Start (no-op if running) and wait until it answers CQL."""
         return self.launch().wait_ready(timeout)
 

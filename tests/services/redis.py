@@ -13,14 +13,14 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from sbctl.embedded import free_port
 from sbctl import procs
+from sbctl.embedded import free_port
 from tests.services.common import die_with_parent, log_tail, require_service
 
 HOW_TO_ENABLE = "run scripts/test as root (it installs Debian's redis-server), or apt-get install redis-server"
@@ -67,7 +67,7 @@ class RedisServer:
     def log_path(self) -> Path:
         return self.workdir / "redis.log"
 
-    def start(self, timeout: float = 20.0) -> "RedisServer":
+    def start(self, timeout: float = 20.0) -> RedisServer:
         """Start (no-op if running) and wait until PING answers."""
         if self.running:
             return self
