@@ -37,7 +37,7 @@ import urllib.parse
 
 import pytest
 
-from tests.e2e.helpers import REPO, deployment, unique
+from tests.e2e.helpers import REPO, unique
 from tests.services.common import require_service
 
 PKG = REPO / "clients" / "js"
@@ -74,9 +74,8 @@ def built_sdk() -> str:
 
 
 @pytest.fixture
-async def dep(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence", "archiver")) as d:
-        yield d
+async def dep(deploy):
+    return await deploy(roles=("sequencer", "edge", "presence", "archiver"))
 
 
 async def run_node(node: str, args: list[str], env: dict[str, str], timeout: float = 100.0) -> tuple[int, str]:
@@ -117,15 +116,15 @@ async def test_js_sdk_live(dep, built_sdk):
     assert "fail 0" in out and "skipped 2" in out, out[-8000:]
 
 
-async def test_js_sdk_limits_replaced_and_admission(nats_server, tmp_path, built_sdk):
+async def test_js_sdk_limits_replaced_and_admission(deploy, built_sdk):
     """The SDK against a real edge's limits (clients/js/test/live/limits.test.mjs):
     close 4010 (max_sockets_per_user = 1) leaves the older client closed with
     a `replaced` error, not reconnecting (it would close the newer one in
     turn); HTTP 503 at the upgrade (admit_per_sec = 2, six clients at once) is
     retried with backoff until every client is synced."""
-    async with deployment(tmp_path, nats_server.url, max_sockets_per_user=1, admit_per_sec=2.0) as d:
-        env = {**users_env(d, ["alice", "bob", "u1", "u2", "u3", "u4", "u5", "u6"]), "SB_LIMITS": "1"}
-        code, out = await run_node(built_sdk, ["--test", "--test-reporter=spec", "test/live/limits.test.mjs"], env)
+    d = await deploy(max_sockets_per_user=1, admit_per_sec=2.0)
+    env = {**users_env(d, ["alice", "bob", "u1", "u2", "u3", "u4", "u5", "u6"]), "SB_LIMITS": "1"}
+    code, out = await run_node(built_sdk, ["--test", "--test-reporter=spec", "test/live/limits.test.mjs"], env)
     assert code == 0, out[-8000:]
     assert "pass 2" in out and "skipped 0" in out, out[-8000:]
 
