@@ -14,15 +14,13 @@ import pytest
 
 from edge.features import TYPING_BURST
 from switchboard import frames
-from tests.e2e.helpers import deployment, stream_msgs, unique
-from tests.e2e.issue4_helpers import Events, PresenceChanges, eventually, kind, nothing, push_entries
+from tests.e2e.helpers import Events, PresenceChanges, kind, push_entries, stream_msgs, unique, until
 
 
 @pytest.fixture
-async def dep(nats_server, tmp_path):
+async def dep(deploy):
     # presence: the sequencer asks it who is offline (push test); archiver: history
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence", "archiver")) as d:
-        yield d
+    return await deploy(roles=("sequencer", "edge", "presence", "archiver"))
 
 
 async def group(dep, n: int):
@@ -38,7 +36,7 @@ async def test_reaches_other_members_not_the_sender(dep):
     outsider = await dep.sdk(unique("out"))
     await clients[0].send_frame(frames.Typing(conv=conv))
     for c in clients[1:]:
-        f = await Events(c).until(kind("typing", conv=conv))
+        f = await Events(c).expect(kind("typing", conv=conv))
         assert f.user == users[0]
     for c in (clients[0], alice2, outsider):
         await Events(c).nothing(kind("typing"))
@@ -51,7 +49,7 @@ async def test_never_stored_nor_replayed(dep):
     cursor, epoch = raw_bob.synced["cursor"], raw_bob.welcome["epoch"]
     await raw_bob.close()
     await alice.send_frame(frames.Typing(conv=conv))
-    await Events(bob).until(kind("typing", conv=conv))  # it went out live
+    await Events(bob).expect(kind("typing", conv=conv))  # it went out live
     sent = await alice.send(conv=conv, body="after typing")  # something real behind it
     assert [m.id for m in await stream_msgs(dep.settings, conv)] == [sent.id]
     # bob's other device resumes from before the typing event: the replay has
@@ -70,13 +68,13 @@ async def test_never_pushed(dep):
         await carol.close()
         await changes.wait(users[2], online=False)
     await alice.send_frame(frames.Typing(conv=conv))
-    await Events(bob).until(kind("typing", conv=conv))
+    await Events(bob).expect(kind("typing", conv=conv))
     await asyncio.sleep(0.3)
     assert await push_entries(dep.settings, users[2]) == 0
     # control: a message to the same offline member does make a PUSH entry,
     # so the check above could have seen one
     await alice.send(conv=conv, body="real message")
-    await eventually(lambda: _has_entry(dep, users[2]), what="push entry for a message")
+    await until(lambda: _has_entry(dep, users[2]), what="push entry for a message")
 
 
 async def _has_entry(dep, user) -> bool:
@@ -95,9 +93,9 @@ async def test_rate_limited_per_connection(dep):
     # refill well under one more
     assert 1 <= len(got) <= TYPING_BURST
     # excess typing is dropped silently: no error frames, the connection works
-    await nothing(raw_alice, kind("error"), wait=0)
+    await raw_alice.nothing(kind("error"), wait=0)
     await raw_alice.send_msg(id="still-ok", conv=conv, body="fine")
     # another connection of the same user has its own bucket
     await alice.send_frame(frames.Typing(conv=conv))
-    await eventually(lambda: len(Events(bob).matching(kind("typing", conv=conv))) == len(got) + 1,
-                     what="typing from a second connection")
+    await until(lambda: len(Events(bob).matching(kind("typing", conv=conv))) == len(got) + 1,
+                what="typing from a second connection")
