@@ -25,8 +25,8 @@ import nats.js.errors
 import nats.micro
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from pusher.config import PushConfig, WorkerConfig
 from pusher.providers import PushProvider
+from pusher.providers.select import providers_for
 from pusher.providers.webpush import WebPushProvider
 from pusher.worker import ReadUpto, UnreadCount, Worker, _no_badge
 from switchboard import log, tls
@@ -47,31 +47,34 @@ QUEUE_POLL_SEC = 2.0
 _decode_register = msgspec.json.Decoder(RegisterRequest).decode
 
 
-def push_consumer_config(settings: Settings, w: WorkerConfig) -> ConsumerConfig:
+def push_consumer_config(settings: Settings) -> ConsumerConfig:
     """The PUSH work queue's durable pull consumer (nats/consumers/PUSH.sb-pusher.json):
     ``max_deliver`` -1 (the worker dead-letters on its own last try),
     ``max_ack_pending`` = 4 x concurrency."""
-    return ConsumerConfig(name=w.durable, durable_name=w.durable, filter_subject=settings.subjects.push_all,
+    durable = settings.push_durable
+    return ConsumerConfig(name=durable, durable_name=durable, filter_subject=settings.subjects.push_all,
                           ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, max_deliver=-1,
-                          ack_wait=w.ack_wait, max_ack_pending=w.concurrency * 4)
+                          ack_wait=settings.push_ack_wait, max_ack_pending=settings.push_concurrency * 4)
 
 
-async def ensure_push_consumer(js, settings: Settings, w: WorkerConfig) -> str:
+async def ensure_push_consumer(js, settings: Settings) -> str:
     """Create the consumer, or bring an existing one to this definition (the
     admin step: sbctl/init.py). Returns its name."""
-    await js.add_consumer(streams.names(settings)[2], push_consumer_config(settings, w))
-    return w.durable
+    await js.add_consumer(streams.names(settings)[2], push_consumer_config(settings))
+    return settings.push_durable
 
 
 class PusherService:
-    def __init__(self, *, settings: Settings, config: PushConfig | None = None,
-                 devices: DeviceStore | None = None, providers: dict[str, PushProvider] | None = None,
+    def __init__(self, *, settings: Settings, devices: DeviceStore | None = None,
+                 providers: dict[str, PushProvider] | None = None,
                  unread_count: UnreadCount = _no_badge, read_upto: ReadUpto | None = None) -> None:
+        """Everything comes from ``settings`` ([pusher]: policy, device
+        store, providers); ``devices`` and ``providers`` replace theirs (tests)."""
         self.settings = settings
-        self.config = config or PushConfig.load(settings.push_config)
-        self.devices = devices or open_device_store(self.config.worker.device_store)
-        self.providers = providers if providers is not None else self.config.providers(settings.push_provider)
-        self.worker = Worker(devices=self.devices, providers=self.providers, config=self.config.worker,
+        self.devices = devices or open_device_store(settings.push_device_store)
+        self.providers = providers if providers is not None else providers_for(settings)
+        self._webpush = settings.push_webpush  # the register endpoint checks subscriptions against it
+        self.worker = Worker(devices=self.devices, providers=self.providers, config=settings,
                              dead_letter=self._dead_letter, unread_count=unread_count, read_upto=read_upto)
         self.metrics = self.worker.metrics  # its .registry: /metrics (pusher/metrics.py)
         self._log = log.get("pusher")
@@ -93,23 +96,23 @@ class PusherService:
                                     instance=self.settings.instance or default_instance("pusher"))
         # The stream and the consumer are created by the admin step
         # (switchboard init / up): the pusher's NATS user may only use them.
-        w = self.config.worker
+        durable = self.settings.push_durable
         push = streams.names(self.settings)[2]
         await streams.require_streams(self._js, [push])
         try:
-            await self._js.consumer_info(push, w.durable)
+            await self._js.consumer_info(push, durable)
         except nats.js.errors.NotFoundError:
-            raise streams.NotInitialized(f"JetStream consumer {push}/{w.durable}") from None
-        psub = await self._js.pull_subscribe_bind(durable=w.durable, stream=push)
+            raise streams.NotInitialized(f"JetStream consumer {push}/{durable}") from None
+        psub = await self._js.pull_subscribe_bind(durable=durable, stream=push)
         self._service = await nats.micro.add_service(
             self._nc, name="sb-pusher", version=VERSION, description="Push notifications (APNs, FCM, Web Push)")
         await self._service.add_endpoint(name="push-register", subject=self.settings.subjects.api("push", "register"),
                                          handler=self._register)
         await self._nc.flush()  # started means answering: the SUB is in effect on the server
         self._task = asyncio.create_task(self._consume(psub), name="sb-pusher-consume")
-        self._queue_task = asyncio.create_task(self._queue_loop(push, w.durable), name="sb-pusher-queue")
+        self._queue_task = asyncio.create_task(self._queue_loop(push, durable), name="sb-pusher-queue")
         self._log.info("pusher.started", providers=sorted({p.platform for p in self.providers.values()}),
-                       max_deliver=w.max_deliver)
+                       max_deliver=self.settings.push_max_deliver)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -147,7 +150,7 @@ class PusherService:
         await self.stop()
 
     async def _consume(self, psub) -> None:
-        batch = self.config.worker.concurrency
+        batch = self.settings.push_concurrency
         while not self._stopping:
             try:
                 msgs = await psub.fetch(batch, timeout=FETCH_TIMEOUT)
@@ -195,7 +198,7 @@ class PusherService:
         if platform != "webpush" or not isinstance(self.providers.get("webpush"), WebPushProvider):
             return
         endpoint = json.loads(check_token(platform, token))["endpoint"]
-        if not self.config.webpush or not self.config.webpush.allows(endpoint):
+        if self._webpush is None or not self._webpush.allows(endpoint):
             raise BadToken("webpush endpoint is not an allowed push service (webpush.allowed_hosts)")
 
     async def _register(self, req: nats.micro.Request) -> None:

@@ -27,12 +27,12 @@ from typing import Awaitable, Callable
 import msgspec
 from nats.aio.msg import Msg
 
-from pusher.config import WorkerConfig
 from pusher.metrics import PusherMetrics
 from pusher.notification import Notification
 from pusher.providers import Outcome, PushProvider, SendResult
 from switchboard import log
 from switchboard.backoff import delay as backoff_delay
+from switchboard.config import PusherSettings
 from switchboard.devices import Device, DeviceStore
 from switchboard.events import PushEntry
 from switchboard.trace import TRACE_HEADER, Tracer
@@ -85,22 +85,23 @@ def _no_badge(user: str) -> None:
     return None
 
 
-def backoff(deliveries: int, config: WorkerConfig, retry_after: float | None,
+def backoff(deliveries: int, config: PusherSettings, retry_after: float | None,
             rand: Callable[[], float] = random.random) -> float:
     """Delay before the next delivery: base * 2^(n-1), capped at backoff_max,
     with +-20% jitter (so entries throttled together do not come back
     together; never above backoff_max), but never shorter than the provider's
     Retry-After."""
-    delay = backoff_delay(deliveries - 1, initial=config.backoff_base, cap=config.backoff_max,
+    delay = backoff_delay(deliveries - 1, initial=config.push_backoff_base, cap=config.push_backoff_max,
                           jitter=REDELIVERY_JITTER, rand=rand)
     return max(delay, retry_after or 0.0)
 
 
 class Worker:
-    def __init__(self, *, devices: DeviceStore, providers: dict[str, PushProvider], config: WorkerConfig,
+    def __init__(self, *, devices: DeviceStore, providers: dict[str, PushProvider], config: PusherSettings,
                  dead_letter: DeadLetter, unread_count: UnreadCount = _no_badge,
                  read_upto: ReadUpto | None = None) -> None:
         self.devices, self.providers, self.config = devices, providers, config
+        self._max_deliver = config.push_max_deliver
         self._dead_letter, self._unread, self._read_upto = dead_letter, unread_count, read_upto
         self._progress: dict[int, _Progress] = {}  # by stream sequence; bounded by max_ack_pending
         # Hops of traced entries (Sb-Trace header; switchboard/trace.py): set by
@@ -127,7 +128,7 @@ class Worker:
         except Exception as exc:  # store down, a bug: retry like a transient failure
             self._log.error("push.error", conv=entry.conv, seq=entry.seq, error=repr(exc)[:300])
             decision = Decision(Action.NAK, backoff(deliveries, self.config, None), "internal error")
-            if deliveries >= self.config.max_deliver:
+            if deliveries >= self._max_deliver:
                 decision = Decision(Action.DEAD_LETTER, reason=f"internal error: {type(exc).__name__}")
         if decision.action is Action.ACK:
             await msg.ack_sync()
@@ -174,7 +175,7 @@ class Worker:
             elif result.outcome in (Outcome.FAILED, Outcome.TOO_LARGE):
                 progress.failures.append(f"{device.platform} {device.short}: {result.outcome.value} {result.reason}")
         if retries:
-            if deliveries < self.config.max_deliver:
+            if deliveries < self._max_deliver:
                 wait = max((r.retry_after or 0.0) for r in retries)
                 reason = ", ".join(sorted({r.reason for r in retries}))
                 self._log.debug("push.retry", conv=entry.conv, seq=entry.seq, deliveries=deliveries, reason=reason)

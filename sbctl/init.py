@@ -23,13 +23,10 @@ from switchboard.bus import streams
 from switchboard.config import Settings
 
 
-async def init_fabric(nc: NATS, settings: Settings, *, push_config=None) -> list[str]:
+async def init_fabric(nc: NATS, settings: Settings) -> list[str]:
     """Create or update every stream, consumer and KV bucket; returns one
-    line per item for the operator. ``push_config``: the pusher's
-    :class:`pusher.config.PushConfig` (default: loaded from
-    ``settings.push_config``, as the pusher does)."""
+    line per item for the operator."""
     from archiver.consumer import DURABLE, ensure_consumer
-    from pusher.config import PushConfig
     from pusher.service import ensure_push_consumer
     from sequencer.partitions import bucket_name, ensure_bucket
 
@@ -40,8 +37,7 @@ async def init_fabric(nc: NATS, settings: Settings, *, push_config=None) -> list
     messages, _, push = streams.names(settings)
     await ensure_consumer(js, messages, settings)
     done.append(f"consumer {messages}/{DURABLE}")
-    config = push_config if push_config is not None else PushConfig.load(settings.push_config)
-    durable = await ensure_push_consumer(js, settings, config.worker)
+    durable = await ensure_push_consumer(js, settings)
     done.append(f"consumer {push}/{durable}")
     await ensure_bucket(nc, settings)
     done.append(f"kv bucket {bucket_name(settings)}")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 import jwt
 
 from pusher.notification import Notification, PayloadTooLarge, fit
 from pusher.providers import Outcome, SendResult, http_client, transient
+from switchboard.config import ApnsSettings
 from switchboard.devices import Device
 
 MAX_PAYLOAD = 4096  # bytes, Apple's limit for a regular remote notification
@@ -27,19 +27,6 @@ MAX_PAYLOAD = 4096  # bytes, Apple's limit for a regular remote notification
 TOKEN_REFRESH_SEC = 50 * 60
 # 400 reasons that mean "this token is of no use to us": remove it.
 DEAD_400 = {"BadDeviceToken", "DeviceTokenNotForTopic"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ApnsConfig:
-    key_file: str  # the .p8 signing key from the developer account
-    key_id: str
-    team_id: str
-    topic: str  # the app's bundle id
-    base_url: str = "https://api.push.apple.com"  # sandbox: https://api.sandbox.push.apple.com
-    ca_file: str | None = None  # extra CA to trust (the tests' local fake)
-    # 10 s: APNs answers in well under a second; a hung connection must not hold an entry long.
-    timeout: float = 10.0
-    priority: int = 10  # 10: deliver now (alert); 5 would let iOS batch it
 
 
 class ProviderToken:
@@ -78,7 +65,7 @@ def build_payload(note: Notification) -> bytes:
 class ApnsProvider:
     platform = "apns"
 
-    def __init__(self, *, config: ApnsConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, config: ApnsSettings, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         with open(config.key_file, "rb") as fh:
             key = fh.read()

@@ -12,13 +12,13 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 import jwt
 
 from pusher.notification import Notification, PayloadTooLarge, fit
 from pusher.providers import Outcome, SendResult, http_client, transient
+from switchboard.config import FcmSettings
 from switchboard.devices import Device
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -28,15 +28,6 @@ MAX_PAYLOAD = 4096  # bytes, FCM's limit for a message (measured conservatively 
 EXPIRY_MARGIN_SEC = 300
 ASSERTION_LIFETIME_SEC = 3600  # Google's maximum
 RETRY_CODES = {"QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class FcmConfig:
-    service_account_file: str  # the JSON downloaded from the Firebase console
-    base_url: str = "https://fcm.googleapis.com"
-    token_uri: str | None = None  # default: the service account's token_uri
-    ca_file: str | None = None  # extra CA to trust (the tests' local fake)
-    timeout: float = 10.0  # a hung connection must not hold an entry long
 
 
 class AccessTokens:
@@ -104,7 +95,7 @@ def _error_code(resp: httpx.Response) -> str:
 class FcmProvider:
     platform = "fcm"
 
-    def __init__(self, *, config: FcmConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, config: FcmSettings, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         with open(config.service_account_file) as fh:
             account = json.load(fh)

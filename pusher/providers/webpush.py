@@ -16,7 +16,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import http_ece
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pusher.notification import Notification, PayloadTooLarge, fit
 from pusher.providers import Outcome, SendResult, http_client, transient
+from switchboard.config import WebPushSettings
 from switchboard.devices import Device
 
 # RFC 8291 section 4: a push message is at most 4096 octets with one record, so
@@ -35,33 +35,6 @@ MAX_PLAINTEXT = 3993
 RECORD_SIZE = 4096
 JWT_LIFETIME_SEC = 12 * 3600  # RFC 8292: no more than 24 hours
 JWT_RENEW_SEC = 3600  # renew this long before exp
-
-
-@dataclass(frozen=True, kw_only=True)
-class WebPushConfig:
-    vapid_private_key_file: str  # PEM (PKCS8 or SEC1) P-256 key; its public key is the app server key
-    subject: str  # "mailto:ops@example.com" or an https URL: who push services contact about abuse
-    ttl: int = 86400  # seconds a push service keeps an undelivered message (a day: later, it is stale)
-    urgency: str = "high"  # RFC 8030 5.3: chat messages are worth waking the device for
-    ca_file: str | None = None  # extra CA to trust (the tests' local fake)
-    timeout: float = 10.0  # a hung connection must not hold an entry long
-    # Push services a subscription may point at (host, or ".suffix"). A
-    # subscription is a URL the *user* gives us: without a list, the pusher
-    # would POST to any host, internal ones included. Defaults: the services
-    # of Chrome/Android, Firefox, Edge/Windows and Safari.
-    allowed_hosts: tuple[str, ...] = (".googleapis.com", ".push.services.mozilla.com", ".notify.windows.com",
-                                      ".push.apple.com")
-
-    def allows(self, endpoint: str) -> bool:
-        host = (urlsplit(endpoint).hostname or "").lower()
-        return any(host == h.lstrip(".") or (h.startswith(".") and host.endswith(h)) for h in self.allowed_hosts)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
-        if not (self.subject.startswith("mailto:") or self.subject.startswith("https://")):
-            raise ValueError("webpush subject must be a mailto: or https: URL")
-        if self.urgency not in ("very-low", "low", "normal", "high"):
-            raise ValueError("webpush urgency must be very-low, low, normal or high")
 
 
 def b64url(data: bytes) -> str:
@@ -116,7 +89,7 @@ class Vapid:
 class WebPushProvider:
     platform = "webpush"
 
-    def __init__(self, *, config: WebPushConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, config: WebPushSettings, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         with open(config.vapid_private_key_file, "rb") as fh:
             self.vapid = Vapid(key_pem=fh.read(), subject=config.subject, clock=clock)

@@ -11,6 +11,7 @@ mocks besides the provider fakes (tests/fakes/).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import pytest
 
 from sequencer.push import PREVIEW_CHARS
 from switchboard import frames
+from switchboard.config import PusherSettings
+from switchboard.configload import load
 from switchboard.devices import check_token
 from tests.e2e.helpers import deployment, fabric, unique
 from tests.e2e.issue4_helpers import Events, PresenceChanges, eventually, kind, push_queue_len
@@ -99,18 +102,22 @@ def plat(name: str, fakes) -> Plat:
     return Plat(name, fakes[name], new)
 
 
-def push_toml(path: Path, material, fakes) -> Path:
+def push_settings(path: Path, material, fakes) -> dict[str, Any]:
+    """The [pusher] settings of these tests, written as an operator writes
+    them (a TOML file, providers pointed at the local fakes) and read by the
+    settings loader: the overrides for deployment()."""
     cert, creds = material
     q = json.dumps  # TOML basic strings are JSON-compatible for these values
     path.write_text(f"""
-[worker]
+[pusher]
+provider = "apns,fcm,webpush"
 max_deliver = 3
 backoff_base = 0.05
 backoff_max = 1.0
 ack_wait = 10.0
 device_store = {q(f"sqlite:///{path.parent}/devices.db")}
 
-[apns]
+[pusher.apns]
 key_file = {q(creds.apns_key_file)}
 key_id = {q(creds.apns_key_id)}
 team_id = {q(creds.apns_team_id)}
@@ -118,26 +125,26 @@ topic = "com.example.chat"
 base_url = {q(fakes["apns"].base_url)}
 ca_file = {q(cert.cert_file)}
 
-[fcm]
+[pusher.fcm]
 service_account_file = {q(creds.fcm_account_file)}
 base_url = {q(fakes["fcm"].base_url)}
 token_uri = {q(fakes["fcm"].token_uri)}
 ca_file = {q(cert.cert_file)}
 
-[webpush]
+[pusher.webpush]
 vapid_private_key_file = {q(creds.vapid_key_file)}
 subject = "mailto:ops@example.com"
 ca_file = {q(cert.cert_file)}
 allowed_hosts = ["127.0.0.1"]
 """)
-    return path
+    s = load(config_file=str(path), env={}).settings
+    return {f.name: getattr(s, f.name) for f in dataclasses.fields(PusherSettings)}
 
 
 @pytest.fixture
 async def dep(nats_server, tmp_path, material, fakes):
-    config = push_toml(tmp_path / "push.toml", material, fakes)
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"),
-                          push_provider="apns,fcm,webpush", push_config=str(config)) as d:
+    push = push_settings(tmp_path / "push.toml", material, fakes)
+    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"), **push) as d:
         yield d
 
 

@@ -21,15 +21,11 @@ import nats
 import pytest
 import structlog.testing
 
-from pusher.config import PushConfig, WorkerConfig
-from pusher.providers.apns import ApnsConfig
-from pusher.providers.fcm import FcmConfig
-from pusher.providers.webpush import WebPushConfig
 from pusher.service import PusherService
 from pusher.worker import PushDeadLetter
 from switchboard.bus import streams
 from sbctl.init import init_fabric
-from switchboard.config import Settings
+from switchboard.config import ApnsSettings, FcmSettings, Settings, WebPushSettings
 from switchboard.devices import RegisterReply, check_token, token_hash
 from switchboard.devices.memory import MemoryDeviceStore
 from switchboard.events import PushEntry
@@ -102,26 +98,25 @@ class Harness:
     def __init__(self, nats_url: str, material, fakes, **service_kw) -> None:
         cert, creds = material
         n = next(_n)
-        self.settings = Settings(nats_url=nats_url, subject_prefix=f"pt{n}", stream_prefix=f"PT{n}_",
-                                 push_provider="apns,fcm,webpush")
-        self.config = PushConfig(
+        self.settings = Settings(
+            nats_url=nats_url, subject_prefix=f"pt{n}", stream_prefix=f"PT{n}_", push_provider="apns,fcm,webpush",
             # backoff_base small so retries take tenths of a second, not seconds
-            worker=WorkerConfig(max_deliver=MAX_DELIVER, backoff_base=0.05, backoff_max=1.0, ack_wait=10.0,
-                                device_store="memory://"),
-            apns=ApnsConfig(key_file=creds.apns_key_file, key_id=creds.apns_key_id, team_id=creds.apns_team_id,
-                            topic="com.example.chat", base_url=fakes["apns"].base_url, ca_file=cert.cert_file),
-            fcm=FcmConfig(service_account_file=creds.fcm_account_file, base_url=fakes["fcm"].base_url,
-                          token_uri=fakes["fcm"].token_uri, ca_file=cert.cert_file),
-            webpush=WebPushConfig(vapid_private_key_file=creds.vapid_key_file, subject="mailto:ops@example.com",
-                                  ca_file=cert.cert_file, allowed_hosts=("127.0.0.1",)))
+            push_max_deliver=MAX_DELIVER, push_backoff_base=0.05, push_backoff_max=1.0, push_ack_wait=10.0,
+            push_device_store="memory://",
+            push_apns=ApnsSettings(key_file=creds.apns_key_file, key_id=creds.apns_key_id, team_id=creds.apns_team_id,
+                                   topic="com.example.chat", base_url=fakes["apns"].base_url, ca_file=cert.cert_file),
+            push_fcm=FcmSettings(service_account_file=creds.fcm_account_file, base_url=fakes["fcm"].base_url,
+                                 token_uri=fakes["fcm"].token_uri, ca_file=cert.cert_file),
+            push_webpush=WebPushSettings(vapid_private_key_file=creds.vapid_key_file, subject="mailto:ops@example.com",
+                                         ca_file=cert.cert_file, allowed_hosts=("127.0.0.1",)))
         self.devices = MemoryDeviceStore()
-        self.service = PusherService(settings=self.settings, config=self.config, devices=self.devices, **service_kw)
+        self.service = PusherService(settings=self.settings, devices=self.devices, **service_kw)
         self.dlq: list[PushDeadLetter] = []
 
     async def __aenter__(self) -> "Harness":
         self.nc = await nats.connect(self.settings.nats_url)
         self.js = self.nc.jetstream()
-        await init_fabric(self.nc, self.settings, push_config=self.config)  # switchboard init's job
+        await init_fabric(self.nc, self.settings)  # switchboard init's job
         await self.service.start()
 
         async def on_dlq(msg):
@@ -165,7 +160,7 @@ async def test_success_payload_and_auth(nats_server, material, fakes, plat):
             assert got.payload["aps"]["badge"] == 7 and got.payload["aps"]["thread-id"] == "c42"
             assert (got.payload["conv"], got.payload["seq"]) == ("c42", 5)
             assert got.headers["apns-collapse-id"] == "c42" and got.headers["apns-priority"] == "10"
-            assert got.jwt_claims["iss"] == h.config.apns.team_id
+            assert got.jwt_claims["iss"] == h.settings.push_apns.team_id
         elif plat.name == "fcm":
             assert got.message["notification"] == {"title": "Bob", "body": "see you at 6"}
             assert got.message["data"] == {"conv": "c42", "seq": "5", "id": "m5"}
@@ -303,12 +298,13 @@ async def test_register_endpoint_stores_and_is_idempotent(nats_server, material,
 
 async def test_log_provider_acks_without_network(nats_server, tmp_path):
     n = next(_n)
-    settings = Settings(nats_url=nats_server.url, subject_prefix=f"pt{n}", stream_prefix=f"PT{n}_")
-    config = PushConfig(worker=WorkerConfig(device_store=f"sqlite:///{tmp_path}/devices.db"))
+    settings = Settings(nats_url=nats_server.url, subject_prefix=f"pt{n}", stream_prefix=f"PT{n}_",
+                        data_dir=str(tmp_path))  # the device store: SQLite in data_dir
     admin = await nats.connect(settings.nats_url)
-    await init_fabric(admin, settings, push_config=config)  # switchboard init's job
+    await init_fabric(admin, settings)  # switchboard init's job
     await admin.close()
-    async with PusherService(settings=settings, config=config) as svc:
+    async with PusherService(settings=settings) as svc:
+        assert svc.settings.push_device_store == f"sqlite:///{tmp_path}/devices.db"
         await svc.devices.register("alice", "apns", "ab" * 32)
         nc = await nats.connect(settings.nats_url)
         js = nc.jetstream()
@@ -338,12 +334,12 @@ async def test_stop_returns_when_nats_server_is_gone(make_nats, tmp_path):
     server gone, stop() never returned and a stopped `up` left the process
     behind. Now it returns within the fetch timeout."""
     srv = make_nats()
-    settings = Settings(nats_url=srv.url, subject_prefix="pstop", stream_prefix="PSTOP_", push_provider="log")
-    config = PushConfig(worker=WorkerConfig(device_store="memory://"))
+    settings = Settings(nats_url=srv.url, subject_prefix="pstop", stream_prefix="PSTOP_", push_provider="log",
+                        push_device_store="memory://")
     nc = await nats.connect(srv.url)
-    await init_fabric(nc, settings, push_config=config)  # switchboard init's job
+    await init_fabric(nc, settings)  # switchboard init's job
     await nc.close()
-    service = PusherService(settings=settings, config=config, devices=MemoryDeviceStore())
+    service = PusherService(settings=settings, devices=MemoryDeviceStore())
     await service.start()
     await asyncio.sleep(0.2)  # a fetch is pending
     srv.kill()

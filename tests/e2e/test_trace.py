@@ -25,7 +25,7 @@ from switchboard.events import SendReply, SendRequest
 from switchboard.trace import TraceRecord, decode_record, trace_subject
 from tests.e2e.helpers import STEP, deployment, fabric, unique
 from tests.e2e.issue4_helpers import Events, PresenceChanges, eventually, kind
-from tests.e2e.test_push_flow import fakes, material, plat, push_toml, register  # noqa: F401 - fixtures
+from tests.e2e.test_push_flow import fakes, material, plat, push_settings, register  # noqa: F401 - fixtures
 
 Until = Callable[[list[TraceRecord]], bool]
 
@@ -251,9 +251,9 @@ async def test_trace_records_expire(nats_server, tmp_path):
 
 @pytest.fixture
 async def push_dep(nats_server, tmp_path, material, fakes):  # noqa: F811 - fixtures from test_push_flow
-    config = push_toml(tmp_path / "push.toml", material, fakes)
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"),
-                          push_provider="apns,fcm,webpush", push_config=str(config), trace_sample=0.0) as d:
+    push = push_settings(tmp_path / "push.toml", material, fakes)
+    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"), trace_sample=0.0,
+                          **push) as d:
         yield d
 
 

@@ -101,10 +101,9 @@ def test_pusher_consumer_matches_the_code() -> None:
     # pusher/service.py push_consumer_config (what switchboard init creates):
     # max_deliver=-1 (the worker dead-letters on its own last try),
     # max_ack_pending = 4 x concurrency.
-    from pusher.config import WorkerConfig
     from pusher.service import push_consumer_config
 
-    want = {k: v for k, v in push_consumer_config(Settings(), WorkerConfig()).as_dict().items()
+    want = {k: v for k, v in push_consumer_config(Settings()).as_dict().items()
             if v not in (0, None) and k != "name"}
     got = json.loads((NATS_DIR / "consumers" / "PUSH.sb-pusher.json").read_text())
     assert got == want

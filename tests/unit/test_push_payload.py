@@ -1,4 +1,6 @@
-"""Payload building and trimming per provider, retry timing, config parsing (no sockets)."""
+"""Payload building and trimming per provider, retry timing, provider selection (no sockets).
+
+The [pusher] settings themselves are checked in tests/unit/test_config.py."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ import json
 
 import pytest
 
-from pusher.config import PushConfig, WorkerConfig
 from pusher.notification import ELLIPSIS, Notification, PayloadTooLarge, fit
 from pusher.providers import apns, fcm, retry_after, webpush
 from pusher.providers.log import LogProvider
+from pusher.providers.select import providers_for
 from pusher.worker import backoff
+from switchboard.config import PusherSettings, WebPushSettings
 from switchboard.devices import Device
 from switchboard.errors import ConfigError
 
@@ -96,30 +99,19 @@ def test_retry_after_parsing(header, expected):
     (20, 3600.0, 3600.0, 3600.0),  # ... even beyond backoff_max
 ])
 def test_backoff(deliveries, retry, lo, hi):
-    cfg = WorkerConfig(backoff_base=2.0, backoff_max=250.0)
+    cfg = PusherSettings(push_backoff_base=2.0, push_backoff_max=250.0)
     for r in (0.0, 0.5, 0.999):
         assert lo <= backoff(deliveries, cfg, retry, rand=lambda r=r: r) <= hi
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"smtp": {}}, "unknown sections"),
-    ({"apns": {"key_file": "k", "key_id": "i", "team_id": "t", "topic": "x", "secret": "s"}}, "unknown keys"),
-    ({"apns": {"key_file": "k"}}, "missing"),
-    ({"worker": {"max_deliver": 0}}, "max_deliver"),
-    ({"webpush": {"vapid_private_key_file": "k", "subject": "ops@example.com"}}, "mailto"),
-])
-def test_bad_config_is_rejected(data, message):
-    with pytest.raises(ConfigError, match=message):
-        PushConfig.from_dict(data)
-
-
 def test_providers_selection():
-    providers = PushConfig().providers("log")
+    providers = providers_for(PusherSettings())
     assert set(providers) == {"apns", "fcm", "webpush"} and all(isinstance(p, LogProvider) for p in providers.values())
-    with pytest.raises(ConfigError, match=r"no \[apns\] section"):
-        PushConfig().providers("apns")
+    # a provider without its section cannot even be configured (so the pusher never starts without it)
+    with pytest.raises(ConfigError, match=r"no \[pusher.apns\] section"):
+        PusherSettings(push_provider="apns")
     with pytest.raises(ConfigError, match="unknown push provider"):
-        PushConfig().providers("sms")
+        PusherSettings(push_provider="sms")
 
 
 # A Web Push subscription is a URL chosen by the user: only push services on
@@ -135,7 +127,5 @@ def test_providers_selection():
     ("https://localhost/x", False),
 ])
 def test_webpush_allowed_hosts(endpoint, allowed):
-    from pusher.providers.webpush import WebPushConfig
-
-    cfg = WebPushConfig(vapid_private_key_file="k", subject="mailto:ops@example.com")
+    cfg = WebPushSettings(vapid_private_key_file="k", subject="mailto:ops@example.com")
     assert cfg.allows(endpoint) is allowed
