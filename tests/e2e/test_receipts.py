@@ -12,14 +12,12 @@ from __future__ import annotations
 import pytest
 
 from switchboard import frames
-from tests.e2e.helpers import STEP, deployment, drain_messages, fabric, make_settings, sdk, unique
-from tests.e2e.issue4_helpers import Events, eventually, kind
+from tests.e2e.helpers import STEP, Events, drain_messages, kind, unique, until
 
 
 @pytest.fixture
-async def dep(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url) as d:
-        yield d
+async def dep(deploy):
+    return await deploy()
 
 
 def receipt_of(user: str, conv: str, **marks: int):
@@ -36,11 +34,11 @@ async def test_delivered_then_read_reach_sender_devices(dep):
     conv = sent.conv
     await drain_messages(b, 2)  # bob's SDK acks the cursor: that is the delivered receipt
     for ev in (ev1, ev2):
-        r = await ev.until(receipt_of(bob, conv, delivered=sent.seq))
+        r = await ev.expect(receipt_of(bob, conv, delivered=sent.seq))
         assert r.read == 0
     await b.send_frame(frames.Read(conv=conv, seq=sent.seq))
     for ev in (ev1, ev2, evb):  # the reader's own devices see it too (other tabs clear their badge)
-        await ev.until(receipt_of(bob, conv, delivered=sent.seq, read=sent.seq))
+        await ev.expect(receipt_of(bob, conv, delivered=sent.seq, read=sent.seq))
 
 
 async def test_delivered_after_offline_catch_up(dep):
@@ -55,7 +53,7 @@ async def test_delivered_after_offline_catch_up(dep):
     await ev.nothing(kind("receipt", user=bob))  # nobody acked yet
     b2 = await dep.sdk(bob, cursor=cursor, epoch=epoch)
     assert (await b2.next_message(STEP)).seq == sent.seq
-    await ev.until(receipt_of(bob, sent.conv, delivered=sent.seq, read=0))
+    await ev.expect(receipt_of(bob, sent.conv, delivered=sent.seq, read=0))
 
 
 # Each step is (read seq sent, expected (delivered, read) afterwards, whether a
@@ -78,18 +76,19 @@ async def test_watermarks_are_monotonic(dep, steps):
         sent = await a.send(to=bob, body=f"m{i}")
     conv = sent.conv
     await drain_messages(b, 3)
-    await ev.until(receipt_of(bob, conv, delivered=3, read=0))
+    await ev.expect(receipt_of(bob, conv, delivered=3, read=0))
     for seq, (delivered, read), publishes in steps:
         await b.send_frame(frames.Read(conv=conv, seq=seq))
         if publishes:
-            await ev.until(receipt_of(bob, conv, delivered=delivered, read=read))
+            await ev.expect(receipt_of(bob, conv, delivered=delivered, read=read))
         else:
             await ev.nothing(kind("receipt", user=bob), wait=0.3)
         got = await current(a, conv, {alice, bob})
         assert (got[bob].delivered, got[bob].read) == (delivered, read)
     # stored (after the 50 ms coalescing tick) exactly as the frames said
     final = steps[-1][1]
-    await eventually(lambda: stored(dep, conv, bob, final), what="watermark stored")
+    store = await dep.store()
+    await until(lambda: stored(store, conv, bob, final), what="watermark stored")
 
 
 async def current(client, conv, members: set[str]) -> dict[str, frames.Receipt]:
@@ -98,45 +97,43 @@ async def current(client, conv, members: set[str]) -> dict[str, frames.Receipt]:
     await client.send_frame(frames.ReceiptsRequest(conv=conv))
     out = {}
     while set(out) != members:
-        r = await ev.until(kind("receipt", conv=conv))
+        r = await ev.expect(kind("receipt", conv=conv))
         out[r.user] = r
     return out
 
 
-async def stored(dep, conv, user, marks) -> bool:
-    got = {w.user: (w.delivered, w.read) for w in await dep.fab.store.watermarks(conv)}
+async def stored(store, conv, user, marks) -> bool:
+    got = {w.user: (w.delivered, w.read) for w in await store.watermarks(conv)}
     return got.get(user) == marks
 
 
-async def test_reconnecting_sender_gets_stored_state_after_sequencer_restart(nats_server, tmp_path):
+async def test_reconnecting_sender_gets_stored_state_after_sequencer_restart(deploy):
     """The receipts frame answers from the store: even a restarted sequencer
     (empty memory, same store) gives the sender the current watermarks."""
-    settings = make_settings(tmp_path, nats_server.url)
+    d = await deploy()
+    store = await d.store()
     alice, bob = unique("alice"), unique("bob")
-    async with fabric(settings) as fab:
-        a, b = await sdk(settings, alice), await sdk(settings, bob)
-        ev = Events(a)
-        await a.send(to=bob, body="one")
-        sent = await a.send(to=bob, body="two")
-        await drain_messages(b, 2)
-        await b.send_frame(frames.Read(conv=sent.conv, seq=1))
-        await ev.until(receipt_of(bob, sent.conv, delivered=2, read=1))
-        await a.close()
-        await b.close()
+    a, b = await d.sdk(alice), await d.sdk(bob)
+    ev = Events(a)
+    await a.send(to=bob, body="one")
+    sent = await a.send(to=bob, body="two")
+    await drain_messages(b, 2)
+    await b.send_frame(frames.Read(conv=sent.conv, seq=1))
+    await ev.expect(receipt_of(bob, sent.conv, delivered=2, read=1))
+    await a.close()
+    await b.close()
 
-        async def flushed() -> bool:
-            return {(w.user, w.delivered, w.read) for w in await fab.store.watermarks(sent.conv)} >= {(bob, 2, 1)}
+    async def flushed() -> bool:
+        return {(w.user, w.delivered, w.read) for w in await store.watermarks(sent.conv)} >= {(bob, 2, 1)}
 
-        await eventually(flushed, what="watermarks written to the store")
-    async with fabric(settings):  # new sequencer and edge, same store and streams
-        a = await sdk(settings, alice)
-        try:
-            ev = Events(a)
-            await a.send_frame(frames.ReceiptsRequest(conv=sent.conv))
-            r = await ev.until(kind("receipt", conv=sent.conv, user=bob))
-            assert (r.delivered, r.read) == (2, 1)
-        finally:
-            await a.close()
+    await until(flushed, what="watermarks written to the store")
+    await d.stop()
+    await d.start("sequencer", "edge")  # new sequencer and edge, same store and streams
+    a = await d.sdk(alice)
+    ev = Events(a)
+    await a.send_frame(frames.ReceiptsRequest(conv=sent.conv))
+    r = await ev.expect(kind("receipt", conv=sent.conv, user=bob))
+    assert (r.delivered, r.read) == (2, 1)
 
 
 async def test_group_of_five_every_members_watermarks_visible(dep):
@@ -157,9 +154,9 @@ async def test_group_of_five_every_members_watermarks_visible(dep):
     for j, ev in enumerate(evs):
         for k in range(1, 5):
             if k != j:
-                await ev.until(receipt_of(users[k], conv, delivered=4, read=k))
+                await ev.expect(receipt_of(users[k], conv, delivered=4, read=k))
             else:
-                await ev.until(lambda f, k=k: isinstance(f, frames.Receipt) and f.user == users[k]
+                await ev.expect(lambda f, k=k: isinstance(f, frames.Receipt) and f.user == users[k]
                                and f.conv == conv and f.read == k)
     # and a receipts query lists all five members (the sender's own devices
     # acked their copies too, so the sender has delivered=4; sending a
@@ -168,7 +165,7 @@ async def test_group_of_five_every_members_watermarks_visible(dep):
     await clients[0].send_frame(frames.ReceiptsRequest(conv=conv))
     got = {}
     while len(got) < 5:
-        r = await ev0.until(kind("receipt", conv=conv))
+        r = await ev0.expect(kind("receipt", conv=conv))
         got[r.user] = (r.delivered, r.read)
     assert got == {users[0]: (4, 4), **{users[k]: (4, k) for k in range(1, 5)}}
 
@@ -182,13 +179,12 @@ async def test_receipts_query_with_id_ends_with_ok(dep):
     sent = await a.send(to=bob, body="hi")
     ev = Events(a)
     await drain_messages(b, 1)
-    await ev.until(receipt_of(bob, sent.conv, delivered=sent.seq))  # bob's mark exists now
-    ev._pull()
-    ev._unread.clear()  # from here on: only the query's answer
+    await ev.expect(receipt_of(bob, sent.conv, delivered=sent.seq))  # bob's mark exists now
+    ev.skip_all()  # from here on: only the query's answer
     await a.send_frame(frames.ReceiptsRequest(conv=sent.conv, id="q1"))
     users = set()
     while True:
-        f = await ev.until(lambda f: isinstance(f, (frames.Receipt, frames.Ok)))
+        f = await ev.expect(lambda f: isinstance(f, (frames.Receipt, frames.Ok)))
         if isinstance(f, frames.Ok):
             assert f.ref == "q1"
             break
