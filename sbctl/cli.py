@@ -247,6 +247,8 @@ def _serve(args: argparse.Namespace) -> int:
             else:
                 print(f"switchboard {'+'.join(roles)} running (NATS {log.redact_url(fab.settings.nats_url)})",
                       flush=True)
+            if s.metrics_port and not listen:  # (a child of `up`: up prints every child's)
+                print(f"metrics: http://{s.host}:{s.metrics_port}/metrics", flush=True)
             procs.tune_gc()
             await stop.wait()
             orphaned = os.getppid() != parent  # `up` died: PR_SET_PDEATHSIG sent the SIGTERM
