@@ -23,7 +23,7 @@ class CA:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def make_ca(directory: Path, name: str = "switchboard test CA") -> CA:

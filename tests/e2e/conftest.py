@@ -30,12 +30,13 @@ for a module-scoped fixture (one deployment shared by a module's tests).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
-import nats
 import pytest
 
+import nats
 from sbctl.embedded import free_port
 from sbctl.fabric import Fabric, run
 from switchboard import auth
@@ -180,17 +181,17 @@ class Deployment:
         """The running ``role`` object of an in-process unit (see :meth:`Unit.component`)."""
         return self.unit(role).component(role)
 
-    async def stop(self, role: "str | Unit | None" = None) -> None:
+    async def stop(self, role: str | Unit | None = None) -> None:
         """Stop the unit holding ``role`` (or that unit), or every unit."""
         targets = list(reversed(self.units)) if role is None else [self._target(role)]
         for u in targets:
             await u.stop()
 
-    def kill(self, role: "str | Unit") -> None:
+    def kill(self, role: str | Unit) -> None:
         """SIGKILL the process holding ``role`` (mode "processes")."""
         self._target(role).kill()
 
-    def _target(self, role: "str | Unit") -> Unit:
+    def _target(self, role: str | Unit) -> Unit:
         return role if isinstance(role, Unit) else self.unit(role)
 
     # -- clients ----------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
 import json
 import os
@@ -35,22 +34,24 @@ import sys
 import time
 import uuid
 import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import msgspec
-import nats
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from switchboard import auth, frames
-from switchboard.frames import decode_server_frame
-from switchboard.bus import streams
+import nats
 from sbctl.embedded import free_port
 from sbctl.fabric import Fabric, run
+from switchboard import auth, frames
+from switchboard.bus import streams
 from switchboard.client import Client
 from switchboard.config import Settings
+from switchboard.configload import environment
+from switchboard.frames import decode_server_frame
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -65,7 +66,7 @@ def unique(prefix: str = "u") -> str:
 # ---------------------------------------------------------------- waiting
 
 
-async def until(pred: Callable[[], Any], timeout: float = STEP, what: "str | Callable[[], str]" = "the condition",
+async def until(pred: Callable[[], Any], timeout: float = STEP, what: str | Callable[[], str] = "the condition",
                 *, every: float = 0.02, ignore: tuple[type[BaseException], ...] = ()) -> Any:
     """Wait until ``pred()`` is truthy and return that value.
 
@@ -112,28 +113,15 @@ def make_settings(tmp_path: Path, nats_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def settings_env(settings: Settings, base: "dict[str, str] | None" = None) -> dict[str, str]:
+def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment that gives a ``python -m sbctl`` child exactly
-    ``settings``: ``SWITCHBOARD_<FIELD>`` for every field that differs from
-    its default (a nested settings section: ``SWITCHBOARD_<SECTION>__<FIELD>``),
-    on top of ``base`` (default: this process's environment) cleared of any
+    ``settings``: ``SWITCHBOARD_<SECTION>__<KEY>`` for every field that
+    differs from its default (switchboard.configload.environment), on top of
+    ``base`` (default: this process's environment) cleared of any
     ``SWITCHBOARD_*`` variable, so nothing leaks in from the shell."""
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("SWITCHBOARD_")}
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(_env_of(settings, "SWITCHBOARD_"))
-    return env
-
-
-def _env_of(obj: Any, prefix: str) -> dict[str, str]:
-    out = {}
-    default = type(obj)()
-    for f in dataclasses.fields(obj):
-        value, dflt = getattr(obj, f.name), getattr(default, f.name)
-        if dataclasses.is_dataclass(value):
-            out.update(_env_of(value, f"{prefix}{f.name.upper()}__"))
-        elif value != dflt:
-            out[f"{prefix}{f.name.upper()}"] = str(value)
-    return out
+    return environment(settings, base=env)
 
 
 @contextlib.asynccontextmanager
@@ -229,9 +217,9 @@ class Events:
     use), so two helpers waiting on the same client never steal each other's
     frames."""
 
-    _of: "weakref.WeakKeyDictionary[Client, Events]" = weakref.WeakKeyDictionary()
+    _of: weakref.WeakKeyDictionary[Client, Events] = weakref.WeakKeyDictionary()
 
-    def __new__(cls, client: Client) -> "Events":
+    def __new__(cls, client: Client) -> Events:
         existing = cls._of.get(client)
         if existing is not None:
             return existing
@@ -296,7 +284,7 @@ class Raw:
         self.synced: dict = {}
 
     @classmethod
-    async def open(cls, url: str, tok: str | None, *, read: bool = True, sock=None, **kw: Any) -> "Raw":
+    async def open(cls, url: str, tok: str | None, *, read: bool = True, sock=None, **kw: Any) -> Raw:
         full = url if tok is None else f"{url}?token={tok}"
         ws = await websockets.connect(full, max_size=None, compression=None, open_timeout=STEP, sock=sock, **kw)
         raw = cls(ws)
@@ -380,7 +368,7 @@ class Raw:
         """The ``nth`` frame answering ``ref`` (sent, error, conv, history...);
         fails at once if the socket closes without it."""
 
-        def answered() -> "list[dict] | None":
+        def answered() -> list[dict] | None:
             got = self.replies.get(ref, [])
             if len(got) > nth:
                 return [got[nth]]
@@ -486,7 +474,7 @@ class PresenceChanges:
         self.changes: list[tuple[str, bool]] = []
         self.nc: Any = None
 
-    async def __aenter__(self) -> "PresenceChanges":
+    async def __aenter__(self) -> PresenceChanges:
         self.nc = await nats.connect(self.settings.nats_url)
 
         async def cb(msg) -> None:
@@ -549,7 +537,7 @@ class Proc:
     async def wait_output(self, needle: str, timeout: float = 30.0) -> str:
         """The output once it contains ``needle``; fails at once if the process exits first."""
 
-        def printed() -> "str | None":
+        def printed() -> str | None:
             out = self.output()
             if needle in out:
                 return out

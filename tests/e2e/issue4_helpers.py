@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import nats
-
 from switchboard.bus import streams
 from switchboard.client import Client
 from switchboard.config import Settings
@@ -46,7 +46,7 @@ class Events:
     use), so two helpers waiting on the same client never steal each other's
     frames."""
 
-    def __new__(cls, client: Client) -> "Events":
+    def __new__(cls, client: Client) -> Events:
         existing = getattr(client, "_issue4_events", None)
         if existing is not None:
             return existing
@@ -113,7 +113,7 @@ async def nothing(raw: Raw, pred: Pred, wait: float = 0.4) -> None:
     assert not bad, f"unexpected frames: {bad}"
 
 
-async def eventually(check: Callable[[], "bool | Awaitable[bool]"], timeout: float = STEP,
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = STEP,
                      what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -156,7 +156,7 @@ class PresenceChanges:
         self.changes: list[tuple[str, bool]] = []
         self._nc = None
 
-    async def __aenter__(self) -> "PresenceChanges":
+    async def __aenter__(self) -> PresenceChanges:
         from switchboard.frames import decode_server_frame
 
         self._nc = await nats.connect(self.settings.nats_url)

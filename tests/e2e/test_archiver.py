@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 import time
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
-import nats
 import pytest
 
+import nats
 from archiver.consumer import ACK_WAIT, ensure_consumer
 from archiver.service import Archiver
 from archiver.writer import Backoff
-from switchboard import frames
 from sbctl.embedded import EmbeddedNats
+from switchboard import frames
 from switchboard.bus.streams import ensure_streams
 from switchboard.config import Settings
 from switchboard.frames import Msg

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jwt
 import pytest
@@ -113,7 +114,7 @@ class Observer:
     def __init__(self, dep) -> None:
         self.dep = dep
 
-    async def __aenter__(self) -> "Observer":
+    async def __aenter__(self) -> Observer:
         self.dave, self.erin = unique("dave"), unique("erin")
         self.d = await self.dep.raw(self.dave)
         self.e = await self.dep.raw(self.erin)
@@ -217,7 +218,7 @@ async def test_bad_token_closed_4001(dep, how, where):
         try:
             r = await dep.raw(token=tok, hello=False, **kw)
         except InvalidStatus as exc:  # refusing before the upgrade would be acceptable too
-            raise AssertionError(f"expected close 4001 after upgrade, got HTTP {exc.response.status_code}")
+            raise AssertionError(f"expected close 4001 after upgrade, got HTTP {exc.response.status_code}") from exc
         with pytest.raises(ConnectionClosed):
             await r.send({"type": "hello", "cursor": None})
             await asyncio.wait_for(r.closed.wait(), STEP)
@@ -234,7 +235,7 @@ async def test_rate_limited(deploy):
     async with Observer(d):
         bob = await d.raw(bob_user)
         a = await d.raw(alice)
-        for i in range(10):
+        for _ in range(10):
             await a.send({"type": "ack", "cursor": 0})  # acks get no answer: only errors come back
         err = await a.expect("error")
         assert (err["code"], err["retry"]) == ("rate_limited", True)

@@ -8,11 +8,11 @@ import asyncio
 import itertools
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
-import nats
 import pytest
 
+import nats
 from switchboard.bus.conn import BusConnection, BusError, BusMsg, BusUnavailable, connect, encode_headers
 from switchboard.bus.replies import Replies
 
@@ -487,7 +487,7 @@ def make_ca_and_server_cert(tmp_path) -> tuple[str, str, str]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "switchboard test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())

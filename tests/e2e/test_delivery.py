@@ -137,7 +137,7 @@ async def test_group_of_50(dep):
 
     sent = [await o.send(conv=conv.conv, body=f"g{i}") for i in range(3)]
     assert [s.seq for s in sent] == [1, 2, 3]
-    for u, r in online.items():
+    for r in online.values():
         await r.wait_msgs(3, conv.conv)
     await asyncio.sleep(0.3)
     for u, r in online.items():

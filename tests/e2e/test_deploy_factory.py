@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from tests.e2e.helpers import STEP, until, unique
+from tests.e2e.helpers import STEP, unique, until
 
 
 @pytest.mark.parametrize("mode", ["inprocess", "processes"])

@@ -15,8 +15,18 @@ import pytest
 from archiver.history import MAX_LIMIT
 from switchboard.events import HistoryQuery, HistoryReply
 from switchboard.store import Conversation
-from tests.e2e.test_archiver import (backend, nats_srv, nc, new_conv, publish, running, settings,  # noqa: F401
-                                     store, store_url, wait_lag_zero)
+from tests.e2e.test_archiver import (  # noqa: F401
+    backend,
+    nats_srv,
+    nc,
+    new_conv,
+    publish,
+    running,
+    settings,
+    store,
+    store_url,
+    wait_lag_zero,
+)
 
 decode_reply = msgspec.json.Decoder(HistoryReply).decode
 

@@ -85,7 +85,7 @@ async def run_node(node: str, args: list[str], env: dict[str, str], timeout: flo
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         out, _ = await proc.communicate()
         return -1, out.decode(errors="replace") + f"\n(killed after {timeout} s)"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard import frames
 from sbctl.embedded import free_port
+from switchboard import frames
 from tests.e2e.helpers import Proc, deployment, procs, role_env, sdk, unique
 from tests.e2e.issue4_helpers import Events, PresenceChanges, kind
 

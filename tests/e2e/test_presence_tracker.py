@@ -11,14 +11,14 @@ import asyncio
 import contextlib
 import uuid
 
-import nats
 import pytest
 
-from switchboard.presence.reporter import PresenceReporter
+import nats
+from presence.tracker import PresenceTracker, TrackerConfig
 from switchboard.frames import Presence, decode_server_frame
 from switchboard.presence import open_presence
 from switchboard.presence.messages import QueryRequest, WatchRequest, decode_reply, encode
-from presence.tracker import PresenceTracker, TrackerConfig
+from switchboard.presence.reporter import PresenceReporter
 from switchboard.subjects import Subjects
 
 INTERVAL = 0.15  # heartbeat every 150 ms, TTL 450 ms: a dead edge is noticed fast
@@ -209,7 +209,8 @@ async def test_two_trackers_on_redis_publish_each_change_once(nats_server, redis
         live = await listen(nc, subjects.ev_presence("w"))
         edge.connected("w")
         await wait_online(nc, subjects, "w", True)
-        await request(nc, subjects.api("presence", "watch"), WatchRequest(watcher="w", users=[f"u{i}" for i in range(20)]))
+        await request(nc, subjects.api("presence", "watch"),
+                      WatchRequest(watcher="w", users=[f"u{i}" for i in range(20)]))
         for i in range(20):
             edge.connected(f"u{i}")
         got = [await live.next() for _ in range(20)]

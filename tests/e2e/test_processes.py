@@ -8,12 +8,26 @@ from __future__ import annotations
 import asyncio
 import json
 
-import nats
 import pytest
 
+import nats
 from sbctl.embedded import free_port
-from tests.e2e.helpers import (Proc, Raw, admin_init, deployment, fabric, make_settings, procs, role_env, sdk,
-                               seqs, stream_msgs, token, unique, ws_url)
+from tests.e2e.helpers import (
+    Proc,
+    Raw,
+    admin_init,
+    deployment,
+    fabric,
+    make_settings,
+    procs,
+    role_env,
+    sdk,
+    seqs,
+    stream_msgs,
+    token,
+    unique,
+    ws_url,
+)
 
 
 async def service_stats(nats_url: str, name: str, wait: float = 0.5) -> list[dict]:

@@ -17,7 +17,7 @@ from sbctl.embedded import free_port
 from switchboard.client import Client
 from switchboard.config import Settings
 from tests.e2e.helpers import STEP, Proc, admin_init, procs, unique
-from tests.e2e.test_cli_up import ROLE_CHILDREN, cli_token, clean_env, role_children
+from tests.e2e.test_cli_up import ROLE_CHILDREN, clean_env, cli_token, role_children
 
 
 def _metrics(port: int) -> str:
@@ -67,7 +67,8 @@ async def test_token_in_nats_url_appears_nowhere(make_nats, tmp_path):
     await admin_init(Settings(), f"nats://{token}@127.0.0.1:{srv.port}")  # role processes do not create streams
     with procs() as made:
         p = Proc(["sequencer", "--nats", f"nats://{token}@127.0.0.1:{srv.port}", "--data", str(tmp_path / "d"),
-                  "--store", f"sqlite:///{tmp_path}/sb.db", "--log-level", "debug"], env=clean_env(), log=tmp_path / "seq.log")
+                  "--store", f"sqlite:///{tmp_path}/sb.db", "--log-level", "debug"],
+                 env=clean_env(), log=tmp_path / "seq.log")
         made.append(p)
         await p.wait_output("fabric up", timeout=60)
         await p.wait_output(" running (NATS ")

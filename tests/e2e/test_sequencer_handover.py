@@ -19,9 +19,9 @@ import signal
 import time
 
 import msgspec
-import nats
 import pytest
 
+import nats
 from sequencer.partitions import bucket_name
 from sequencer.service import Sequencer
 from switchboard import events
@@ -141,7 +141,7 @@ async def test_owner_fault_hands_partitions_over_and_loses_nothing(make_nats, tm
             while len(set((await _owners(nc, settings)).values())) < 2:
                 assert time.monotonic() < deadline, await _owners(nc, settings)
                 await asyncio.sleep(0.1)
-            owners = await _owners(nc, settings)
+            await _owners(nc, settings)
             victim = seq_procs[0]
             victim_id = _instance(victim)
             # Conversations in the victim's partitions and in the other's.
@@ -201,7 +201,7 @@ async def test_owner_fault_hands_partitions_over_and_loses_nothing(make_nats, tm
                     assert after["fence_retries"] == before["fence_retries"], (before, after)
                 await asyncio.wait_for(asyncio.gather(*tasks), 60)
                 assert len(sent) == n_per * len(pairs)
-                for conv, (c, to) in zip(convs, pairs):
+                for conv, _pair in zip(convs, pairs):
                     stored = await stream_msgs(settings, conv)
                     assert [m.seq for m in stored] == list(range(1, n_per + 1)), conv
                     assert len({m.id for m in stored}) == n_per

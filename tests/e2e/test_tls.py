@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidHandshake, InvalidMessage
 
-from switchboard import auth
-from switchboard.bus.conn import BusUnavailable, connect as bus_connect
 from sbctl.embedded import free_port
 from sbctl.fabric import ALL_ROLES, run
+from switchboard import auth
+from switchboard.bus.conn import BusUnavailable, connect as bus_connect
 from switchboard.errors import ConfigError
 from tests.e2e.certs import CA, issue, make_ca
 from tests.e2e.helpers import STEP, Proc, Raw, deployment, make_settings, procs, role_env, unique

@@ -27,11 +27,11 @@ import subprocess
 from pathlib import Path
 
 import msgspec
-import nats
 import pytest
 
-from switchboard import trace_read
+import nats
 from sbctl.embedded import free_port
+from switchboard import trace_read
 from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, Raw, deployment, procs, role_env, unique
 
 ROLES = ("sequencer", "edge", "archiver")
