@@ -7,7 +7,7 @@ or a few publishes on NATS. Conversation members are cached per edge
 after the first.
 
 Receipts are on the hot path (every ack): an ack or read only updates a
-dict; one edge-wide flush every RECEIPT_FLUSH sends one callback request per
+dict; one edge-wide flush every receipt_flush_sec ([edge]) sends one callback request per
 (socket, conversation) through the lean bus client, with no task or future
 per receipt.
 """
@@ -38,10 +38,6 @@ if TYPE_CHECKING:
 TYPING_RATE = 1.0
 TYPING_BURST = 3
 MEMBERS_CACHE = 50_000  # conversations whose members this edge remembers
-# Receipts of a socket are gathered this long and sent as one request per
-# conversation (an ack and a read that follow each other become one): the
-# sequencer coalesces for as long again, so a receipt shows within ~0.1 s.
-RECEIPT_FLUSH = 0.05
 
 
 class Features:
@@ -52,6 +48,7 @@ class Features:
         # session -> conv -> [delivered, read, ref of the last read frame]
         self._receipts: dict["Session", dict[str, list]] = {}
         self._flusher: asyncio.Task | None = None
+        self._flush_sec = edge.settings.edge_receipt_flush_sec  # receipts gathered this long, then sent
         self.presence = PresenceReporter(nc=edge.nc, subjects=edge.subjects, edge_id=edge.edge_id,
                                          interval_sec=presence_interval, ttl_factor=presence_ttl_factor)
         # Users each watcher connected here watches (as the tracker recorded
@@ -114,7 +111,7 @@ class Features:
 
     async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(RECEIPT_FLUSH)
+            await asyncio.sleep(self._flush_sec)
             self._flush_receipts()
 
     def _flush_receipts(self) -> None:

@@ -9,7 +9,7 @@ connection, as it does after every plain HTTP answer.
 
 Bounded: at most :data:`MAX_HEAD` bytes of request line and headers and
 ``max_body`` bytes of body are held; the connection's open timeout
-(edge.transport.OPEN_TIMEOUT) cuts a client that sends them too slowly.
+(edge.transport.WsConfig.open_timeout) cuts a client that sends them too slowly.
 """
 
 from __future__ import annotations

@@ -35,11 +35,11 @@ from switchboard.trace import NATS_TRACE_DEST, TRACE_HEADER_LINE, Tracer
 # reading pauses (until half were answered): one connection cannot pile up
 # work, and a client that sends faster is slowed, not refused.
 MAX_INFLIGHT_SENDS = 64
-# Delay before resending after "no responders" (seconds, uniform): a handover
-# takes from a lease write (milliseconds) to lease_ttl (a dead owner, 3 s),
-# so retry often but spread a burst of sockets over a few ticks.
-RETRY_MIN = 0.02
-RETRY_MAX = 0.1
+# Delay before resending after "no responders" (seconds, uniform between the
+# two; Sends(retry_delay=...)): a handover takes from a lease write
+# (milliseconds) to lease_ttl (a dead owner, 3 s), so retry often but spread
+# a burst of sockets over a few ticks.
+RETRY_DELAY = (0.02, 0.1)
 
 _send_reply = msgspec.json.Decoder(events.SendReply)
 
@@ -69,18 +69,19 @@ class _Send:
 class Sends:
     __slots__ = ("_user", "_write", "_replies", "_subjects", "_partitions", "_timeout", "_loop", "inflight",
                  "_waiting", "_waiting_parts", "_timer", "_closed", "_pause", "_resume", "_paused", "_tracer",
-                 "_sample", "_device")
+                 "_sample", "_device", "_retry_min", "_retry_max")
 
     def __init__(self, *, user: str, write: Callable[[bytes], bool], replies: Replies, subjects: Subjects,
                  partitions: int, timeout: float, pause: Callable[[], None] = lambda: None,
                  resume: Callable[[], None] = lambda: None, tracer: Tracer | None = None,
-                 device: str = "") -> None:
+                 device: str = "", retry_delay: tuple[float, float] = RETRY_DELAY) -> None:
         self._user = user
         self._write = write  # the socket's send (one text frame)
         self._replies = replies
         self._subjects = subjects
         self._partitions = partitions
         self._timeout = timeout  # send_timeout: the whole life of a send, retries included
+        self._retry_min, self._retry_max = retry_delay
         self._loop = asyncio.get_running_loop()
         self.inflight = 0
         self._waiting: list[_Send] | None = None  # sends to retry, in order
@@ -157,7 +158,7 @@ class Sends:
                 self._answer(frames.Error(ref=s.ref, code=e.code, message=e.message, retry=e.retry))
             else:
                 self._answer(frames.Sent(id=s.ref, conv=reply.conv, seq=reply.seq, ts=reply.ts))
-        elif isinstance(exc, BusUnavailable) and self._loop.time() + RETRY_MAX < s.deadline:
+        elif isinstance(exc, BusUnavailable) and self._loop.time() + self._retry_max < s.deadline:
             if self._closed:
                 self.inflight -= 1
             else:
@@ -177,7 +178,7 @@ class Sends:
     def _wait(self, s: _Send) -> None:
         if self._waiting is None:
             self._waiting = []
-            self._timer = self._loop.call_later(random.uniform(RETRY_MIN, RETRY_MAX), self._retry)
+            self._timer = self._loop.call_later(random.uniform(self._retry_min, self._retry_max), self._retry)
         self._waiting.append(s)
         self._waiting_parts.add(s.part)
 

@@ -68,21 +68,11 @@ CLOSE_UNAUTHORIZED = 4001
 CLOSE_GOING_AWAY = 1001
 CLOSE_EPOCH_CHANGED = 4009
 CLOSE_REPLACED = 4010
-# How often a running edge checks that INBOX is still the same stream.
-EPOCH_CHECK_SEC = 5.0
 # websockets refuses (close 1009) frames above this; between max_frame_bytes
 # and this the edge answers an error frame and keeps the connection.
 HARD_FRAME_FACTOR = 4
 # Seconds a closing handshake may take: a peer that does not answer close is cut off.
 CLOSE_TIMEOUT = 2.0
-# Epoch and INBOX bounds are re-read at most this often (seconds): hellos in a
-# reconnect storm share one stream-info request.
-BOUNDS_TTL = 0.5
-# After a bus reconnect every session reads INBOX after its cursor (one
-# direct get each): this many per pause, so 20,000 sessions spread over
-# ~5 s instead of 20,000 requests hitting NATS in the same instant.
-RECHECK_BATCH = 200
-RECHECK_PAUSE_SEC = 0.05
 
 Hook = Callable[..., Any]
 
@@ -114,6 +104,7 @@ class Edge:
         self._list_buckets: dict[str, TokenBucket] = {}
         self.log = log.get("edge", edge=self.edge_id)
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
+        self._bounds_ttl = settings.inbox_bounds_ttl  # hellos of a reconnect storm share one stream info
         self._epoch_watch: asyncio.Task | None = None
         self._recheck: asyncio.Task | None = None  # sessions reading INBOX after a bus reconnect
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
@@ -158,7 +149,7 @@ class Edge:
         config = WsConfig(max_size=s.max_frame_bytes * HARD_FRAME_FACTOR, outbox_bytes=s.send_queue_bytes,
                           edge_outbox_bytes=s.edge_send_queue_bytes, ping_interval=s.ping_interval,
                           ping_timeout=s.ping_timeout, close_timeout=CLOSE_TIMEOUT,
-                          http_body_bytes=s.http_body_bytes)
+                          http_body_bytes=s.http_body_bytes, open_timeout=s.open_timeout)
         self._server = server = WsServer(config=config, route=self._process_request, accept=self._accept,
                                          http=self._http)
         self.metrics.held_bytes.set_function(lambda: server.held)
@@ -206,10 +197,11 @@ class Edge:
         except BusError:
             return  # down again: the next reconnect rechecks
         sessions = tuple(self.sessions)
+        batch, pause = self.settings.recheck_batch, self.settings.recheck_pause_sec  # spread over time
         for i, sess in enumerate(sessions):
             sess.recheck()
-            if i % RECHECK_BATCH == RECHECK_BATCH - 1:
-                await asyncio.sleep(RECHECK_PAUSE_SEC)
+            if i % batch == batch - 1:
+                await asyncio.sleep(pause)
         self.log.info("nats reconnected: sessions read INBOX after their cursor", sessions=len(sessions))
 
     async def stop(self) -> None:
@@ -348,12 +340,12 @@ class Edge:
 
     # -- helpers for sessions -------------------------------------------------------
     async def inbox_bounds(self, *, fresh: bool = False) -> tuple[int, int]:
-        """(first_seq, last_seq) of INBOX, cached for BOUNDS_TTL seconds (or
+        """(first_seq, last_seq) of INBOX, cached for inbox_bounds_ttl seconds (or
         read now: ``fresh``); also notices a recreated stream (see
         :meth:`_check_epoch`)."""
         at, first, last = self._bounds
         now = time.monotonic()
-        if fresh or now - at > BOUNDS_TTL:
+        if fresh or now - at > self._bounds_ttl:
             info = await self.js.stream_info(self.inbox_stream)
             first, last = info.state.first_seq, info.state.last_seq
             self._bounds = (now, first, last)
@@ -362,7 +354,7 @@ class Edge:
 
     async def _watch_epoch(self) -> None:
         while True:
-            await asyncio.sleep(EPOCH_CHECK_SEC)
+            await asyncio.sleep(self.settings.epoch_check_sec)
             try:
                 await self.inbox_bounds()
             except (nats.errors.Error, asyncio.TimeoutError) as exc:

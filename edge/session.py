@@ -187,7 +187,7 @@ class Session:
         epoch = self.epoch = edge.epoch
         self._send(frames.Welcome(user=self.user, epoch=epoch))
         if stale_bounds(hello.cursor, last_seq):
-            # The bounds are cached (BOUNDS_TTL): an entry stored since, which
+            # The bounds are cached (inbox_bounds_ttl): an entry stored since, which
             # this client may already have had live, is not in them yet.
             first_seq, last_seq = await edge.inbox_bounds(fresh=True)
         plan = self.catchup.hello(hello.cursor, hello.epoch, epoch, first_seq, last_seq)

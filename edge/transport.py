@@ -42,9 +42,6 @@ from switchboard.compat.websockets import CONNECTING, OPEN, ServerProtocol  # ch
 from switchboard.log import get as get_logger
 
 CLOSE_SLOW_CONSUMER = 4008
-# Seconds a new TCP connection has to send its HTTP request: a socket that
-# never speaks would otherwise hold a file descriptor forever.
-OPEN_TIMEOUT = 10.0
 # Transport buffer sizes (bytes) at which writing pauses / resumes: above
 # 64 KiB the kernel's socket buffer is full and the peer is not reading;
 # frames then wait in the connection's own byte-bounded outbox.
@@ -83,6 +80,10 @@ class WsConfig:
     edge_outbox_bytes: int = 0
     # Bytes of body a plain (non-GET) HTTP request may carry; above: 413.
     http_body_bytes: int = 4096
+    # Seconds a new TCP connection has to finish its TLS handshake and send
+    # its HTTP request: a socket that never speaks would otherwise hold a
+    # file descriptor forever (the edge passes Settings.open_timeout).
+    open_timeout: float = 10.0
 
 
 class WsServer:
@@ -112,12 +113,12 @@ class WsServer:
         listener's for good, so loading a renewed certificate into it
         (switchboard.tls.reload_server) changes what new handshakes present
         without touching open connections. A TCP connection that does not
-        finish its handshake within OPEN_TIMEOUT is dropped, like one that
+        finish its handshake within ``config.open_timeout`` is dropped, like one that
         sends no HTTP request."""
         # backlog 4096: a reconnect storm queues in the kernel, admission control then sheds it.
         self._server = await self.loop.create_server(
             lambda: WsConn(self), host, port, backlog=4096, ssl=ssl,
-            ssl_handshake_timeout=OPEN_TIMEOUT if ssl is not None else None)
+            ssl_handshake_timeout=self.config.open_timeout if ssl is not None else None)
         if self.config.ping_interval > 0:
             self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
         return self._server.sockets[0].getsockname()[1]
@@ -406,7 +407,7 @@ class WsConn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         self.server.conns.add(self)
-        self._timer = self.server.loop.call_later(OPEN_TIMEOUT, self._cut)
+        self._timer = self.server.loop.call_later(self.server.config.open_timeout, self._cut)
 
     def data_received(self, data: bytes) -> None:
         self.rx = True

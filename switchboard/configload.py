@@ -20,9 +20,10 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Mapping
+from typing import Any
 
 from switchboard.config import SECTIONS, TABLES, Settings
 from switchboard.errors import ConfigError
@@ -171,6 +172,7 @@ def load(*, config_file: str | None = None, env: Mapping[str, str] | None = None
         for name in MOVED:
             if ENV_PREFIX + name.upper() in env:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}: no longer read; {MOVED[name]}")
+        _check_env_names(env)
         for leaf in leaves():
             for var in (leaf.env, leaf.alias):
                 if var is not None and var in env:
@@ -194,6 +196,53 @@ def load(*, config_file: str | None = None, env: Mapping[str, str] | None = None
         if leaf.path not in origins and (leaf.table is None or getattr(settings, leaf.table) is not None):
             origins[leaf.path] = "data_dir" if leaf.table is None and settings.derived(leaf.name) else "default"
     return Loaded(settings=settings, origins=origins, file=path)
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """A sectioned variable (``SWITCHBOARD_X__Y``) is ours by its form: one
+    naming no setting is a typo, refused like an unknown key in the file.
+    Flat ones cannot be told from other tools' SWITCHBOARD_* and are ignored."""
+    known = {leaf.env for leaf in leaves()}
+    for var in env:
+        if var.startswith(ENV_PREFIX) and "__" in var and var not in known:
+            close = difflib.get_close_matches(var, known, n=1)
+            raise ConfigError(f"{var}: names no setting" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
+def environment(settings: Settings, names: Iterable[str] | None = None, *,
+                base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment that gives a child process ``settings``: ``base``
+    (default: empty) plus ``SWITCHBOARD_<SECTION>__<KEY>`` for the fields
+    ``names`` (default: every field that differs from its default, derived
+    paths left to the child), with every other spelling of those fields
+    removed from ``base``, so nothing of the parent's shell overrides them."""
+    default = Settings()
+    if names is None:
+        names = [f.name for f in dataclasses.fields(Settings)
+                 if getattr(settings, f.name) != getattr(default, f.name) and not settings.derived(f.name)]
+    out = dict(base or {})
+    for name in names:
+        chosen = [leaf for leaf in leaves() if leaf.name == name and leaf.table is None] or \
+                 [leaf for leaf in leaves() if leaf.table == name]
+        if not chosen:
+            raise ConfigError(f"unknown setting {name!r}")
+        for leaf in chosen:
+            out.pop(leaf.env, None)
+            if leaf.alias:
+                out.pop(leaf.alias, None)
+            value = getattr(settings, leaf.name) if leaf.table is None else \
+                getattr(getattr(settings, leaf.table) or object(), leaf.name, None)
+            if value is not None:
+                out[leaf.env] = _env_text(value)
+    return out
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
 
 
 # -- the file -----------------------------------------------------------------------

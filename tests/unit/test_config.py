@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.config import ApnsSettings, EdgeSettings, PusherSettings, Settings, WebPushSettings
-from switchboard.configload import leaves, load
+from switchboard.configload import environment, leaves, load
 from switchboard.errors import ConfigError
 
 
@@ -163,10 +163,20 @@ def test_unknown_override_rejected() -> None:
         Settings.load(env={}, overrides={"no_such_setting": 1})
 
 
-def test_unknown_env_variable_is_ignored() -> None:
-    # Only SWITCHBOARD_<SECTION>__<KEY> and the flat aliases are read; other
-    # variables of the environment (including typos) must not break startup.
-    assert Settings.load(env={"SWITCHBOARD_NOPE": "1", "SWITCHBOARD_EDGE__NOPE": "1", "PATH": "/bin"}) == Settings()
+def test_unknown_flat_env_variable_is_ignored() -> None:
+    # Flat SWITCHBOARD_* names are also used by other tools (the test
+    # services' SWITCHBOARD_CASSANDRA_VERSION): they must not break startup.
+    assert Settings.load(env={"SWITCHBOARD_NOPE": "1", "PATH": "/bin"}) == Settings()
+
+
+@pytest.mark.parametrize("var, hint", [("SWITCHBOARD_EDGE__PROT", "SWITCHBOARD_EDGE__PORT"),
+                                       ("SWITCHBOARD_EDGY__PORT", "SWITCHBOARD_EDGE__PORT"),
+                                       ("SWITCHBOARD_PUSHER__APNS__KEYID", "SWITCHBOARD_PUSHER__APNS__KEY_ID")])
+def test_unknown_sectioned_env_variable_is_refused(var: str, hint: str) -> None:
+    """The sectioned form is unmistakably ours: a typo there would silently
+    keep the default, so it is refused like an unknown key in the file."""
+    with pytest.raises(ConfigError, match=f"{var}: names no setting .did you mean {hint}"):
+        Settings.load(env={var: "1"})
 
 
 def test_new_fields_have_no_flat_alias() -> None:
@@ -182,6 +192,31 @@ def test_push_config_variable_is_refused_with_directions() -> None:
     # silently lose its providers.
     with pytest.raises(ConfigError, match=r"SWITCHBOARD_PUSH_CONFIG: no longer read.*\[pusher\]"):
         Settings.load(env={"SWITCHBOARD_PUSH_CONFIG": "/etc/push.toml"})
+
+
+@pytest.mark.parametrize("settings", [
+    Settings(),
+    Settings(port=9, log_json=True, data_dir="/srv/x", rate_per_sec=0.5, inbox_bounds_ttl=0.0),
+    Settings(store_url="cassandra://h1,h2/ks", push_provider="apns,webpush",
+             push_apns=ApnsSettings(key_file="k", key_id="i", team_id="t", topic="x", ca_file="ca.pem"),
+             push_webpush=WebPushSettings(vapid_private_key_file="v", subject="mailto:a@b.c",
+                                          allowed_hosts=(".a.example", "b.example"))),
+])
+def test_environment_gives_a_child_the_same_settings(settings: Settings) -> None:
+    """What `up` and the tests hand a role process: the child must load
+    exactly these settings, whatever the parent's shell says (its own
+    SWITCHBOARD_PORT here, which would otherwise win over nothing)."""
+    env = environment(settings, base={"SWITCHBOARD_PORT": "1", "SWITCHBOARD_EDGE__PORT": "2", "HOME": "/h"})
+    if settings.port == 8080:  # not among the changed fields: the parent's values stay
+        env = {k: v for k, v in env.items() if "PORT" not in k}
+    assert load(env=env).settings == settings
+    assert env["HOME"] == "/h"
+
+
+def test_environment_of_chosen_fields_overrides_both_spellings() -> None:
+    env = environment(Settings(nats_url="nats://up:1"), ["nats_url"],
+                      base={"SWITCHBOARD_NATS_URL": "nats://shell:1", "SWITCHBOARD_NATS__URL": "nats://shell:2"})
+    assert env == {"SWITCHBOARD_NATS__URL": "nats://up:1"}
 
 
 def test_env_names_are_unique() -> None:

@@ -9,7 +9,6 @@ import asyncio
 import msgspec
 import pytest
 
-import edge.sends as sends_mod
 from edge.sends import MAX_INFLIGHT_SENDS, Sends
 from switchboard import events, frames, ids
 from switchboard.bus.conn import BusMsg, BusUnavailable
@@ -30,13 +29,12 @@ class FakeReplies:
 
 
 @pytest.fixture
-async def rig(monkeypatch):
-    monkeypatch.setattr(sends_mod, "RETRY_MIN", 0.001)
-    monkeypatch.setattr(sends_mod, "RETRY_MAX", 0.002)
+async def rig():
     out: list[dict] = []
     replies = FakeReplies()
     s = Sends(user="alice", write=lambda b: out.append(msgspec.json.decode(b)) or True, replies=replies,
-              subjects=Subjects("sb"), partitions=P, timeout=0.2)
+              subjects=Subjects("sb"), partitions=P, timeout=0.2,
+              retry_delay=(0.001, 0.002))  # retries within the 0.2 s a send may live
     return s, replies, out
 
 

@@ -9,6 +9,7 @@ routes of the edge, auth at the handshake, and message reassembly.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from http import HTTPStatus
 from unittest.mock import MagicMock
 
@@ -287,10 +288,8 @@ async def test_keepalive_pings_idle_and_drops_silent_sockets():
     server._sweeper.cancel()
 
 
-async def test_open_timeout_cuts_a_socket_that_never_sends_a_request(monkeypatch):
-    import edge.transport as tr
-    monkeypatch.setattr(tr, "OPEN_TIMEOUT", 0.01)
-    server, _ = make_server()
+async def test_open_timeout_cuts_a_socket_that_never_sends_a_request():
+    server, _ = make_server(config=dataclasses.replace(CONFIG, open_timeout=0.01))  # Settings.open_timeout
     t = FakeTransport()
     conn = WsConn(server)
     conn.connection_made(t)  # type: ignore[arg-type]
