@@ -24,10 +24,13 @@ Rules:
 - a child that exits on its own is restarted after a pause that doubles from
   0.5 s (logged at INFO); one that exits MAX_DEATHS times within
   DEATH_WINDOW_SEC makes ``up`` stop everything and exit 1 with one line;
-- ``/metrics`` of the edge still shows every component: each non-edge child
-  serves its registries on a loopback port and the edge re-exports them
-  (sbctl/metrics.py); ``metrics_port``, if set, is served by ``up``
-  with the same content.
+- every child serves its own ``/metrics`` (its roles and its process: CPU,
+  RSS, fds) on a loopback port, printed on the ``metrics:`` line: free ports,
+  or ``metrics_port + 1``, ``+ 2``, ... in layout order when ``metrics_port``
+  is set (stable ports for a Prometheus config). The edge's ``/metrics`` on
+  its WebSocket port still shows every role (it re-exports the other
+  children's pages, sbctl/metrics.py); ``metrics_port`` itself, if set, is
+  served by ``up`` with that same content.
 """
 
 from __future__ import annotations
@@ -324,13 +327,12 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
             assert nats.tcp_ready is not None
             settings = settings.replace(nats_url=f"nats://127.0.0.1:{nats.tcp_ready[1]}")
         await _init(settings)
-        # Non-edge children serve their metrics on loopback ports for the edge to re-export.
-        plan: list[tuple[tuple[str, ...], str | None]] = []
-        for group in layout:
-            plan.append((group, None if "edge" in group else f"127.0.0.1:{free_port('127.0.0.1')}"))
-        peers = [m for _, m in plan if m]
+        # Every child serves its metrics on a loopback port; the edge re-exports the others'.
+        plan = metrics_plan(layout, settings.metrics_port)
+        peers = [m for g, m in plan if "edge" not in g]
         env = role_env(settings)
-        env.pop("SWITCHBOARD_METRICS_PORT", None)  # up serves metrics_port itself (below)
+        for var in ("SWITCHBOARD_METRICS_PORT", "SWITCHBOARD_METRICS__PORT"):
+            env.pop(var, None)  # up serves metrics_port itself (below); children get --metrics-listen
         for group, listen in plan:
             child = Child(name="+".join(group), env=env,
                           argv=_role_argv(args, group, settings, metrics_listen=listen,
@@ -348,6 +350,9 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
         print(f"NATS: {log.redact_url(settings.nats_url)}   token: switchboard token USER --data {settings.data_dir}",
               flush=True)
         print("processes: " + ", ".join(f"{c.name} {c.pid}" for c in sup.children), flush=True)
+        print("metrics: " + ", ".join(f"{'+'.join(g)} http://{m}/metrics" for g, m in plan)
+              + (f", all http://{_local(settings.host)}:{settings.metrics_port}/metrics" if settings.metrics_port
+                 else ""), flush=True)
         logger.info("fabric up", processes={c.name: c.pid for c in sup.children}, nats=settings.nats_url)
         stop_wait = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait([stop_wait, sup.failed], return_when=asyncio.FIRST_COMPLETED)
@@ -365,6 +370,14 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
     return code
 
 
+def metrics_plan(layout: list[tuple[str, ...]], base: int) -> list[tuple[tuple[str, ...], str]]:
+    """``host:port`` of each process group's metrics page: ``base + 1``,
+    ``base + 2``, ... in layout order when ``metrics_port`` (``base``) is
+    set, else free loopback ports."""
+    return [(group, f"127.0.0.1:{base + 1 + i if base else free_port('127.0.0.1')}")
+            for i, group in enumerate(layout)]
+
+
 def _serve_proxy_metrics(settings: Settings, edge_url: str) -> None:
     """``metrics_port`` of ``up``: the edge's page, which already holds every component's."""
     from prometheus_client import start_http_server
@@ -373,7 +386,7 @@ def _serve_proxy_metrics(settings: Settings, edge_url: str) -> None:
     from sbctl.metrics import RemoteMetrics
 
     reg = CollectorRegistry()
-    reg.register(RemoteMetrics(edge_url))
+    reg.register(RemoteMetrics(edge_url, per_process=True))  # the edge process's own process_* stay
     start_http_server(settings.metrics_port, addr=settings.host, registry=reg)
 
 
