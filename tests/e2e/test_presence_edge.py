@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from sbctl.embedded import free_port
 from switchboard import frames
-from tests.e2e.helpers import Proc, deployment, procs, role_env, sdk, unique
-from tests.e2e.issue4_helpers import Events, PresenceChanges, kind
+from tests.e2e.helpers import Events, PresenceChanges, kind, unique
 
 FAST = dict(presence_heartbeat_sec=0.2, presence_sweep_sec=0.1)
 
@@ -27,10 +25,8 @@ def presence_url(request) -> str:
 
 
 @pytest.fixture
-async def dep(nats_server, tmp_path, presence_url):
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"),
-                          presence_url=presence_url, **FAST) as d:
-        yield d
+async def dep(deploy, presence_url):
+    return await deploy(roles=("sequencer", "edge", "presence"), presence_url=presence_url, **FAST)
 
 
 async def test_watch_answers_current_state(dep):
@@ -42,8 +38,8 @@ async def test_watch_answers_current_state(dep):
     await a.create_conversation([bob, never])
     await a.send_frame(frames.PresenceWatch(users=[bob, never]))
     ev = Events(a)
-    pb = await ev.until(kind("presence", user=bob))
-    pn = await ev.until(kind("presence", user=never))
+    pb = await ev.expect(kind("presence", user=bob))
+    pn = await ev.expect(kind("presence", user=never))
     assert pb.online is True and pb.last_seen is not None
     # a user never seen is simply offline, with no last-seen
     assert (pn.online, pn.last_seen) == (False, None)
@@ -56,49 +52,38 @@ async def test_changes_reach_watchers_only_and_any_device_counts(dep):
     d = await dep.sdk(dave)  # connected, watches nobody
     ev = Events(a)
     await a.send_frame(frames.PresenceWatch(users=[bob]))
-    first = await ev.until(kind("presence", user=bob))
+    first = await ev.expect(kind("presence", user=bob))
     assert first.online is False
 
     b1 = await dep.sdk(bob)
-    assert (await ev.until(kind("presence", user=bob))).online is True
+    assert (await ev.expect(kind("presence", user=bob))).online is True
     b2 = await dep.sdk(bob)  # a second device: still online, no change to report
     await b1.close()  # one device left: still online
     await ev.nothing(kind("presence", user=bob))
     await b2.close()  # last device gone
-    gone = await ev.until(kind("presence", user=bob))
+    gone = await ev.expect(kind("presence", user=bob))
     assert gone.online is False and gone.last_seen is not None
     # dave never asked: nothing about bob reached him
     await Events(d).nothing(kind("presence"), wait=0.1)
 
 
-async def test_edge_that_dies_takes_its_users_offline(dep, tmp_path):
+async def test_edge_that_dies_takes_its_users_offline(dep):
     """An edge killed without a word sends no disconnect: its users go
     offline when their heartbeated entries expire (TTL 0.6 s here)."""
-    s = dep.settings
     alice, bob = unique("alice"), unique("bob")
-    port = free_port()
-    env = role_env(s)
-    env.update(SWITCHBOARD_PRESENCE_HEARTBEAT_SEC=str(s.presence_heartbeat_sec),
-               SWITCHBOARD_PRESENCE_TTL_FACTOR=str(s.presence_ttl_factor))
-    with procs() as ps:
-        edge2 = Proc(["edge", "--nats", s.nats_url, "--port", str(port), "--edge-id", unique("edge")],
-                     env=env, log=tmp_path / "edge2.log")
-        ps.append(edge2)
-        await edge2.wait_output("Switchboard is up")
-        b = await sdk(s, bob, port=port, backoff_min=5.0, backoff_max=5.0)  # no quick reconnect elsewhere
-        try:
-            a = await dep.sdk(alice)
-            await a.create_conversation([bob])
-            ev = Events(a)
-            await a.send_frame(frames.PresenceWatch(users=[bob]))
-            # the watch answer says online, or (if bob's connect event is still
-            # on its way) the change that follows it does
-            await ev.until(kind("presence", user=bob, online=True))
-            edge2.kill()
-            gone = await ev.until(kind("presence", user=bob, online=False), timeout=5.0)
-            assert gone.online is False and gone.last_seen is not None
-        finally:
-            await b.close()
+    edge2 = await dep.start("edge", mode="processes")  # a second edge, as a process to kill
+    b = await dep.sdk(bob, edge=edge2, backoff_min=5.0, backoff_max=5.0)  # no quick reconnect elsewhere
+    a = await dep.sdk(alice)
+    await a.create_conversation([bob])
+    ev = Events(a)
+    await a.send_frame(frames.PresenceWatch(users=[bob]))
+    # the watch answer says online, or (if bob's connect event is still
+    # on its way) the change that follows it does
+    await ev.expect(kind("presence", user=bob, online=True))
+    edge2.kill()
+    gone = await ev.expect(kind("presence", user=bob, online=False), timeout=5.0)
+    assert gone.online is False and gone.last_seen is not None
+    await b.close()
 
 
 async def test_watch_of_a_stranger_tells_nothing(dep):
@@ -123,7 +108,7 @@ async def test_watch_of_a_stranger_tells_nothing(dep):
     await a.send_frame(frames.PresenceWatch(users=[carol, bob, erin, alice]))
     got = {}
     for _ in range(4):
-        p = await ev.until(kind("presence"))
+        p = await ev.expect(kind("presence"))
         got[p.user] = (p.online, p.last_seen)
     assert got[carol] == (False, None)  # online in truth
     assert got[erin] == (False, None)  # has a last seen in truth
@@ -133,32 +118,37 @@ async def test_watch_of_a_stranger_tells_nothing(dep):
     await c.close()
     await dep.sdk(erin)
     await dep.sdk(bob)
-    assert (await ev.until(kind("presence", user=bob))).online is True
+    assert (await ev.expect(kind("presence", user=bob))).online is True
     await ev.nothing(kind("presence", user=carol), wait=0.3)
     await ev.nothing(kind("presence", user=erin), wait=0.1)
 
 
-async def test_watches_per_user_are_capped(nats_server, tmp_path, presence_url):
+async def test_watches_per_user_are_capped(deploy, presence_url):
     """Protects item 9 (amplification): watches were capped per request only,
     so one user could watch without bound over many requests. At
     presence_max_watches_per_user distinct users a watch that would add more
     is refused (limit_exceeded) and adds nothing; watching the same users
     again stays allowed."""
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"),
-                          presence_url=presence_url, presence_max_watches_per_user=3, **FAST) as dep:
-        alice = unique("alice")
-        others = [unique("u") for _ in range(5)]
-        r = await dep.raw(alice)
-        await r.send({"type": "conv.create", "members": others, "id": "c1"})
-        await r.expect("conv")
-        await r.send({"type": "presence.watch", "users": others[:2], "id": "w1"})
-        await r.send({"type": "presence.watch", "users": others[1:3], "id": "w2"})  # one new: 3 in all
-        await r.send({"type": "presence.watch", "users": others[:3], "id": "w3"})  # nothing new
-        await r.send({"type": "presence.watch", "users": others[2:4], "id": "w4"})  # a 4th: refused
-        err = await r.expect("error", ref="w4")
-        assert err["code"] == "limit_exceeded" and err["retry"] is False
-        await r.send({"type": "presence.watch", "users": others[4:], "id": "w5"})  # a 5th: refused too
-        assert (await r.expect("error", ref="w5"))["code"] == "limit_exceeded"
-        assert not [r.replies.get(ref) for ref in ("w1", "w2", "w3") if r.replies.get(ref)]
-        backend = dep.fab.roles["presence"].backend
-        assert {u for u in others if alice in await backend.watchers_of(u)} == set(others[:3])
+    dep = await deploy(roles=("sequencer", "edge", "presence"), presence_url=presence_url,
+                       presence_max_watches_per_user=3, **FAST)
+    alice = unique("alice")
+    others = [unique("u") for _ in range(5)]
+    r = await dep.raw(alice)
+    await r.send({"type": "conv.create", "members": others, "id": "c1"})
+    await r.expect("conv")
+    await r.send({"type": "presence.watch", "users": others[:2], "id": "w1"})
+    await r.send({"type": "presence.watch", "users": others[1:3], "id": "w2"})  # one new: 3 in all
+    await r.send({"type": "presence.watch", "users": others[:3], "id": "w3"})  # nothing new
+    await r.send({"type": "presence.watch", "users": others[2:4], "id": "w4"})  # a 4th: refused
+    err = await r.expect("error", ref="w4")
+    assert err["code"] == "limit_exceeded" and err["retry"] is False
+    await r.send({"type": "presence.watch", "users": others[4:], "id": "w5"})  # a 5th: refused too
+    assert (await r.expect("error", ref="w5"))["code"] == "limit_exceeded"
+    assert not [r.replies.get(ref) for ref in ("w1", "w2", "w3") if r.replies.get(ref)]
+    # What was watched, seen on the wire: the three accepted users' coming
+    # online reaches alice, the two refused ones' does not.
+    for u in others:
+        await dep.sdk(u)
+    for u in others[:3]:
+        await r.expect("presence", user=u, online=True)
+    await r.nothing(lambda f: f.get("type") == "presence" and f.get("user") in others[3:], wait=0.5)
