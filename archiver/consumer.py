@@ -18,21 +18,14 @@ from switchboard.config import Settings
 
 DURABLE = "archiver"
 
-# Seconds a delivered batch may stay unacked before JetStream redelivers it.
-# A batch write takes milliseconds (SQLite) to a few seconds (a Cassandra
-# write timing out); during a store outage the writer keeps its batch with
-# in-progress acks, so this only decides how soon a crashed archiver's batch
-# reaches another instance.
-ACK_WAIT = 30.0
 
-
-def consumer_config(settings: Settings, *, ack_wait: float = ACK_WAIT) -> ConsumerConfig:
+def consumer_config(settings: Settings) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=DURABLE,
         description="Copies every message into the long-term store",
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ack_wait,
+        ack_wait=settings.archive_ack_wait_sec,  # how soon a crashed archiver's batch goes to another
         # Deliveries before JetStream gives up on a message. The writer
         # dead-letters a message that keeps failing before this is reached,
         # so the server never silently drops one.
@@ -44,7 +37,6 @@ def consumer_config(settings: Settings, *, ack_wait: float = ACK_WAIT) -> Consum
     )
 
 
-async def ensure_consumer(js: JetStreamContext, stream: str, settings: Settings, *,
-                          ack_wait: float = ACK_WAIT) -> None:
+async def ensure_consumer(js: JetStreamContext, stream: str, settings: Settings) -> None:
     """Create the durable, or bring an existing one to this definition."""
-    await js.add_consumer(stream, consumer_config(settings, ack_wait=ack_wait))
+    await js.add_consumer(stream, consumer_config(settings))

@@ -28,13 +28,6 @@ import json
 
 from switchboard.bus.conn import BusConnection, BusError, BusMsg
 
-# At most one short batch per LINGER (see Puller.fetch): at 8,000 msgs/s that
-# is ~400 messages per store write instead of ~80, which cut the archiver's
-# CPU per message by about a third (SQLite writes a whole page per
-# conversation a transaction touches). History reads see unarchived messages
-# anyway (read-your-writes from the stream), so archiving 50 ms later costs
-# nothing visible.
-LINGER = 0.05
 # Statuses that end a pull request normally: no messages / request expired
 # (or "requests pending"). 100 is an idle heartbeat: ignored. Any other status
 # (409 consumer deleted or leadership change, 400, 503 no JetStream...) ends
@@ -122,7 +115,7 @@ class Puller:
         out, self._got = self._got, []
         return out
 
-    async def fetch(self, batch: int, wait: float, linger: float = LINGER) -> list[BusMsg]:
+    async def fetch(self, batch: int, wait: float, linger: float) -> list[BusMsg]:
         """Up to ``batch`` messages; waits up to ``wait`` seconds only when none is available.
 
         Gathering: a short batch is returned no sooner than ``linger`` seconds

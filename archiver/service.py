@@ -49,12 +49,6 @@ from archiver.writer import BatchWriter, store_backoff
 
 SERVICE_NAME = "sb-archiver"
 VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
-# A fetch waits this long for messages when the stream is idle: short enough
-# that stop() is prompt, long enough not to spin on an idle stream.
-FETCH_WAIT = 1.0
-# Seconds between consumer-info reads for the lag gauge (and the ack floor
-# history uses); a scrape every 15 s sees a value at most this old.
-LAG_INTERVAL = 2.0
 
 _decode_query = msgspec.json.Decoder(HistoryQuery).decode
 _encode = msgspec.json.Encoder().encode
@@ -62,14 +56,16 @@ _encode = msgspec.json.Encoder().encode
 
 class Archiver:
     def __init__(self, *, settings: Settings, nc: NATS, store: Store,
-                 fetch_wait: float = FETCH_WAIT, lag_interval: float = LAG_INTERVAL,
                  backoff: Backoff | None = None, serve_history: bool = True, archive: bool = True) -> None:
         self.settings = settings
         self._nc = nc
         self._js = nc.jetstream()
         self._store = store
-        self._fetch_wait = fetch_wait
-        self._lag_interval = lag_interval
+        # [archiver] timings, read once: an idle fetch's wait, a short batch's
+        # linger, the lag gauge's period.
+        self._fetch_wait = settings.archive_fetch_wait_sec
+        self._linger = settings.archive_linger_sec
+        self._lag_interval = settings.archive_lag_interval_sec
         self._serve_history = serve_history
         self._archive = archive  # False: a history-only replica (reads the durable's ack floor, fetches nothing)
         self.stream = streams.names(settings)[0]
@@ -155,7 +151,7 @@ class Archiver:
 
     async def _fetch(self) -> list:
         assert self._puller is not None
-        return await self._puller.fetch(self.settings.archive_batch, self._fetch_wait)
+        return await self._puller.fetch(self.settings.archive_batch, self._fetch_wait, self._linger)
 
     async def _fetch_loop(self) -> None:
         assert self._writer is not None

@@ -49,7 +49,8 @@ _decode_msg = msgspec.json.Decoder(frames.Msg).decode
 # Store outage: the first retry soon (most store hiccups are a failover or a
 # timeout), doubling to a 5 s cap: a recovered store is used again within
 # seconds, and the in-progress ack sent at each retry stays well inside
-# ACK_WAIT (30 s). Jitter 0.8-1.0: archivers of one deployment drift apart.
+# the ack wait ([archiver] ack_wait_sec, 30 s). Jitter 0.8-1.0: archivers of
+# one deployment drift apart.
 STORE_BACKOFF_INITIAL = 0.1
 STORE_BACKOFF_CAP = 5.0
 STORE_BACKOFF_JITTER = (0.8, 1.0)

@@ -2,7 +2,7 @@
 
 A receipt only ever raises a watermark (delivered up to N, read up to N), so
 duplicates and reordering are harmless. Raised watermarks are coalesced for
-:data:`FLUSH_INTERVAL`: each tick writes them to the store in one batch
+``flush_sec`` (Settings.sequencer_receipt_flush_sec): each tick writes them to the store in one batch
 (monotonic merge) and publishes one ``receipt`` frame per changed (conv,
 member) to every member's ``sb.user.<uid>.ev.receipt`` subject (only the
 sequencer may publish there; edges forward only ``receipt`` frames from it).
@@ -22,9 +22,6 @@ from switchboard.errors import SwitchboardError
 from switchboard.store import Store, Watermark
 from switchboard.subjects import Subjects
 
-# 50 ms: short enough that a "read" tick looks instant to a person, long enough
-# to merge the receipts of a busy conversation into one frame and one write.
-FLUSH_INTERVAL = 0.05
 # Senders' own watermarks (raised by sending, announced to nobody) only feed
 # unread counts: written once a second, one batch for all senders.
 QUIET_FLUSH_INTERVAL = 1.0
@@ -39,10 +36,11 @@ class InvalidSeq(SwitchboardError):
 class Receipts:
     def __init__(self, *, nc: NATS, subjects: Subjects, store: Store, convs: Conversations,
                  last_seq: Callable[[str, bool], Awaitable[int]], broadcast_max_members: int,
-                 max_convs: int = 100_000) -> None:
+                 flush_sec: float, max_convs: int = 100_000) -> None:
         self._nc = nc
         self._subjects = subjects
         self._store = store
+        self._flush_sec = flush_sec  # receipts coalesced this long, then written and broadcast at once
         self._convs = convs
         self._last_seq = last_seq
         # Above this many members a receipt is stored but not broadcast (one
@@ -144,7 +142,7 @@ class Receipts:
 
     async def _flusher(self) -> None:
         while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
+            await asyncio.sleep(self._flush_sec)
             try:
                 await self.flush()
             except Exception:  # noqa: BLE001 - keep flushing; the dirty set is kept for the next tick

@@ -85,7 +85,8 @@ class Sequencer:
         self.pipeline: Pipeline | None = None
         self.leases: PartitionLeases | None = None
         self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
-                                 last_seq=self._last_seq, broadcast_max_members=settings.fanout_max_members)
+                                 last_seq=self._last_seq, broadcast_max_members=settings.fanout_max_members,
+                                 flush_sec=settings.sequencer_receipt_flush_sec)
         self.conv_list = ConvLister(nc=nc, settings=settings, store=store, convs=self.convs, receipts=self.receipts)
         self._service: Service | None = None
         self._tasks: set[asyncio.Task] = set()

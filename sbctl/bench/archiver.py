@@ -36,8 +36,8 @@ import time
 import uuid
 
 import msgspec
-
 import nats
+
 from archiver.consumer import ensure_consumer
 from archiver.service import Archiver
 from switchboard import frames
@@ -118,7 +118,7 @@ async def run(*, nats_url: str, store_url: str, messages: int = 100_000, convs: 
         await js.publish_async_completed()
         publish_s = time.perf_counter() - t0
 
-        arch = Archiver(settings=st, nc=nc, store=store, lag_interval=0.5)
+        arch = Archiver(settings=st.replace(archive_lag_interval_sec=0.5), nc=nc, store=store)  # lag polled often
         feeder = None
         if rate:
             await arch.start()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import pytest
 
 import nats
-from archiver.consumer import ACK_WAIT, ensure_consumer
+from archiver.consumer import ensure_consumer
 from archiver.service import Archiver
 from archiver.writer import Backoff
 from sbctl.embedded import EmbeddedNats
@@ -122,11 +122,11 @@ async def assert_archived_once(store, conv: str, n: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(nats_url: str, store, st: Settings | None = None, *, ack_wait: float = ACK_WAIT, **kw):
+async def running(nats_url: str, store, st: Settings | None = None, **kw):
     c = await nats.connect(nats_url)
     st = (st or settings()).replace(nats_url=nats_url)
     # The admin step's job (switchboard init): the durable as this test's settings define it.
-    await ensure_consumer(c.jetstream(), "MESSAGES", st, ack_wait=ack_wait)
+    await ensure_consumer(c.jetstream(), "MESSAGES", st)
     # nats_url: the archiver opens its own lean connection for fetch and acks
     a = Archiver(settings=st, nc=c, store=store, **kw)
     await a.start()
@@ -196,11 +196,12 @@ async def test_killed_mid_stream_then_restarted_loses_nothing(nats_srv, nc, stor
     # Protects: acks only after the write. A batch fetched (or written but not
     # acked) when the process dies is redelivered; redelivery is idempotent.
     convs = [new_conv() for _ in range(3)]
-    st = settings(archive_batch=50, nats_url=nats_srv.url)
+    # ack wait 1 s: the restarted archiver gets the killed one's batch soon
+    st = settings(archive_batch=50, nats_url=nats_srv.url, archive_ack_wait_sec=1.0)
     c1 = await nats.connect(nats_srv.url)
     # A slow store keeps each fetched batch unacked for a while, so the kill
     # below lands mid-batch (checked by the assertion after it).
-    await ensure_consumer(c1.jetstream(), "MESSAGES", st, ack_wait=1.0)  # the admin step's job
+    await ensure_consumer(c1.jetstream(), "MESSAGES", st)  # the admin step's job
     first = Archiver(settings=st, nc=c1, store=FlakyStore(store, write_delay=0.3), serve_history=False)
     await first.start()
     producer = asyncio.gather(*(publish(nc, c, range(1, 1001)) for c in convs))
@@ -219,7 +220,7 @@ async def test_killed_mid_stream_then_restarted_loses_nothing(nats_srv, nc, stor
     # the kill left delivered-but-unacked messages: the restart must get them again
     assert info.num_ack_pending > 0
     await producer
-    async with running(nats_srv.url, store, st, ack_wait=1.0, serve_history=False) as second:
+    async with running(nats_srv.url, store, st, serve_history=False) as second:
         await wait_lag_zero(second)
     for c in convs:
         await assert_archived_once(store, c, 1000)
@@ -241,8 +242,9 @@ async def test_store_outage_pauses_and_loses_nothing(nats_srv, nc, store, backen
         except pytest.FixtureLookupError:
             pytest.skip("no cassandra_node fixture with stop()/start()")
         stop_store, start_store, use = node.stop, node.start, store
-    async with running(nats_srv.url, use, settings(archive_batch=100, archive_max_deliver=2),
-                       backoff=Backoff(initial=0.05, cap=0.5), lag_interval=0.2) as arch:
+    async with running(nats_srv.url, use, settings(archive_batch=100, archive_max_deliver=2,
+                                                   archive_lag_interval_sec=0.2),
+                       backoff=Backoff(initial=0.05, cap=0.5)) as arch:
         await publish(nc, conv, range(1, 101))
         await wait_lag_zero(arch)
         await _maybe_await(stop_store())
@@ -316,11 +318,11 @@ async def test_failing_on_its_last_delivery_is_dead_lettered_at_once(nats_srv, n
     # rejects is dead-lettered on that first failure, not retried until the
     # server gives up on it silently.
     conv = new_conv()
-    st = settings(archive_batch=10, archive_max_deliver=2, nats_url=nats_srv.url)
+    st = settings(archive_batch=10, archive_max_deliver=2, nats_url=nats_srv.url, archive_ack_wait_sec=1.0)
     await publish(nc, conv, [1])
     c1 = await nats.connect(nats_srv.url)
     # delivery 1: taken by an archiver that dies in the middle of the write
-    await ensure_consumer(c1.jetstream(), "MESSAGES", st, ack_wait=1.0)  # the admin step's job
+    await ensure_consumer(c1.jetstream(), "MESSAGES", st)  # the admin step's job
     first = Archiver(settings=st, nc=c1, store=FlakyStore(store, write_delay=30), serve_history=False)
     await first.start()
 
@@ -335,7 +337,7 @@ async def test_failing_on_its_last_delivery_is_dead_lettered_at_once(nats_srv, n
     await c1.close()
     # delivery 2 (the last one) after the ack wait: the store rejects it
     flaky = FlakyStore(store, reject="hello 1")
-    async with running(nats_srv.url, flaky, st, ack_wait=1.0, serve_history=False) as second:
+    async with running(nats_srv.url, flaky, st, serve_history=False) as second:
         await wait_lag_zero(second)
         dead = await nc.jetstream().pull_subscribe("sb.dlq.archive", durable="t", stream="DEADLETTER")
         [m] = await dead.fetch(1, timeout=2)
