@@ -19,14 +19,13 @@ import functools
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from edge.ratelimit import TokenBucket
 from switchboard import api, events, frames
 from switchboard.bus.conn import BusMsg
 from switchboard.devices import RegisterRequest, check_token
 from switchboard.errors import NotMember, SwitchboardError
 from switchboard.presence.messages import ContactsRequest, WatchRequest
-
 from switchboard.presence.reporter import PresenceReporter
-from edge.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from edge.server import Edge
@@ -41,12 +40,12 @@ MEMBERS_CACHE = 50_000  # conversations whose members this edge remembers
 
 
 class Features:
-    def __init__(self, *, edge: "Edge", presence_interval: float, presence_ttl_factor: float) -> None:
+    def __init__(self, *, edge: Edge, presence_interval: float, presence_ttl_factor: float) -> None:
         self.edge = edge
         self._members: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._typing: dict[int, TokenBucket] = {}
         # session -> conv -> [delivered, read, ref of the last read frame]
-        self._receipts: dict["Session", dict[str, list]] = {}
+        self._receipts: dict[Session, dict[str, list]] = {}
         self._flusher: asyncio.Task | None = None
         self._flush_sec = edge.settings.edge_receipt_flush_sec  # receipts gathered this long, then sent
         self.presence = PresenceReporter(nc=edge.nc, subjects=edge.subjects, edge_id=edge.edge_id,
@@ -80,7 +79,7 @@ class Features:
         self._flush_receipts()
         await self.presence.stop()
 
-    def _disconnected(self, sess: "Session") -> None:
+    def _disconnected(self, sess: Session) -> None:
         self._typing.pop(id(sess), None)
         self.presence.disconnected(sess.user)
         if sess.user in self._watching and not self.edge.hub.sockets_of(sess.user):
@@ -98,12 +97,12 @@ class Features:
         return cached
 
     # -- receipts ------------------------------------------------------------------
-    def read(self, sess: "Session", f: frames.Read) -> None:
+    def read(self, sess: Session, f: frames.Read) -> None:
         p = self._receipts.setdefault(sess, {}).setdefault(f.conv, [0, 0, None])
         if f.seq >= p[1]:
             p[1], p[2] = f.seq, f.id
 
-    def delivered(self, sess: "Session", cursor: int) -> None:
+    def delivered(self, sess: Session, cursor: int) -> None:
         """An ack: raise the delivered watermark of each conversation covered."""
         for conv, seq in sess.take_acked(cursor).items():
             p = self._receipts.setdefault(sess, {}).setdefault(conv, [0, 0, None])
@@ -126,7 +125,7 @@ class Features:
                 edge.replies.request(api.RECEIPT.subject_for(edge.subjects, conv=conv), api.RECEIPT.encode_request(req),
                                      functools.partial(_receipt_reply, sess, conv, read, ref), timeout=timeout)
 
-    async def receipts(self, sess: "Session", f: frames.ReceiptsRequest) -> None:
+    async def receipts(self, sess: Session, f: frames.ReceiptsRequest) -> None:
         reply = await self.edge.call(api.RECEIPTS_GET, events.ReceiptsQuery(conv=f.conv, user=sess.user))
         for r in reply.receipts:
             sess._send(r)
@@ -134,7 +133,7 @@ class Features:
             sess._send(frames.Ok(ref=f.id))
 
     # -- typing ----------------------------------------------------------------------
-    async def typing(self, sess: "Session", f: frames.Typing) -> None:
+    async def typing(self, sess: Session, f: frames.Typing) -> None:
         bucket = self._typing.get(id(sess))
         if bucket is None:
             bucket = self._typing[id(sess)] = TokenBucket(rate=TYPING_RATE, burst=TYPING_BURST)
@@ -147,7 +146,7 @@ class Features:
                 self.edge.bus.publish(self.edge.subjects.ev_typing(m), data)
 
     # -- presence ----------------------------------------------------------------------
-    async def presence_watch(self, sess: "Session", f: frames.PresenceWatch) -> None:
+    async def presence_watch(self, sess: Session, f: frames.PresenceWatch) -> None:
         """Watch only users who share a conversation with the watcher (the
         sequencer says which); anyone else is answered as a user never seen
         (offline, no last seen) and not watched (docs/presence.md)."""
@@ -176,14 +175,14 @@ class Features:
         self.watch_entries += len(held) - before
 
     # -- push ----------------------------------------------------------------------------
-    async def push_register(self, sess: "Session", f: frames.PushRegister) -> frames.Ok | None:
+    async def push_register(self, sess: Session, f: frames.PushRegister) -> frames.Ok | None:
         # Validated here too, so a bad token never leaves the edge.
         check_token(f.platform, f.token)
         await self.edge.call(api.PUSH_REGISTER, RegisterRequest(user=sess.user, platform=f.platform, token=f.token))
         return frames.Ok(ref=f.id) if f.id else None
 
 
-def _receipt_reply(sess: "Session", conv: str, read: int, ref: str | None, msg: BusMsg | None,
+def _receipt_reply(sess: Session, conv: str, read: int, ref: str | None, msg: BusMsg | None,
                    exc: BaseException | None) -> None:
     try:
         if exc is not None:

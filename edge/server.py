@@ -35,8 +35,9 @@ import signal
 import ssl
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -44,16 +45,6 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 import switchboard
-from switchboard import api, auth, events, frames, log, rpc, tls
-from switchboard.bus import streams
-from switchboard.bus.conn import BusConnection, BusError
-from switchboard.bus.conn import connect as bus_connect
-from switchboard.bus.replies import Replies
-from switchboard.config import Settings
-from switchboard.errors import AuthError, ConfigError, RateLimited, SwitchboardError
-from switchboard.rpc.endpoint import Rep, Req
-from switchboard.trace import Tracer
-
 from edge.deadlines import Deadlines
 from edge.devsignin import DevSignin
 from edge.features import Features
@@ -63,6 +54,14 @@ from edge.ratelimit import TokenBucket
 from edge.session import Session
 from edge.static import StaticFiles
 from edge.transport import WsConfig, WsConn, WsServer
+from switchboard import api, auth, events, frames, log, rpc, tls
+from switchboard.bus import streams
+from switchboard.bus.conn import BusConnection, BusError, connect as bus_connect
+from switchboard.bus.replies import Replies
+from switchboard.config import Settings
+from switchboard.errors import AuthError, ConfigError, RateLimited, SwitchboardError
+from switchboard.rpc.endpoint import Rep, Req
+from switchboard.trace import Tracer
 
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_GOING_AWAY = 1001
@@ -357,7 +356,7 @@ class Edge:
             await asyncio.sleep(self.settings.epoch_check_sec)
             try:
                 await self.inbox_bounds()
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            except (TimeoutError, nats.errors.Error) as exc:
                 self.log.info("INBOX check failed", error=type(exc).__name__)
 
     def _check_epoch(self, epoch: str) -> None:

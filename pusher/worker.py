@@ -20,9 +20,9 @@ import asyncio
 import enum
 import inspect
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Awaitable, Callable
 
 import msgspec
 from nats.aio.msg import Msg

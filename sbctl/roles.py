@@ -11,7 +11,7 @@ load the edge.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from switchboard.errors import ConfigError
 from switchboard.roles import Role

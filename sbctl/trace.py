@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(s: Settings, q, *, as_json: bool) -> int:
+    import nats
     import nats.errors
 
-    import nats
     from switchboard import trace_read
     from switchboard.errors import BadFrame, InvalidId, NotFound
 

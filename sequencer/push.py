@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Iterable
+from collections.abc import Iterable
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -28,8 +28,8 @@ from switchboard.subjects import Subjects
 # Characters of the body that go into a push entry: a notification shows a
 # preview, never the whole message (providers cap payloads at ~4 KiB).
 PREVIEW_CHARS = 200
-QUERY_TIMEOUT = 1.0
-QUIET_AFTER_FAILURE = 1.0  # seconds without presence queries after one failed  # a presence answer later than this is not worth delaying `sent`
+QUERY_TIMEOUT = 1.0  # a presence answer later than this is not worth delaying `sent`
+QUIET_AFTER_FAILURE = 1.0  # seconds without presence queries after one failed
 
 _presence_decoder = msgspec.json.Decoder(Presence)
 

@@ -26,7 +26,7 @@ delay) themselves. Pure standard library, so the client SDK can use it.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 FULL_JITTER = (0.0, 1.0)
 # initial * factor ** MAX_EXPONENT is far above any sane cap; bounding the

@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -116,7 +117,7 @@ class Client:
         return self._order.conv_seqs()
 
     # -- lifecycle -------------------------------------------------------------------
-    async def connect(self, timeout: float = 30.0) -> "Client":
+    async def connect(self, timeout: float = 30.0) -> Client:
         self._runner = asyncio.create_task(self._run())
         await self.wait_synced(timeout)
         return self
@@ -143,7 +144,7 @@ class Client:
                 p.future.set_exception(ConnectionLost("client closed"))
         self._pending.clear()
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         return await self.connect()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -162,7 +163,7 @@ class Client:
                     self._reconnect_wait.reset()
                     async for data in ws:
                         self._dispatch(data)
-            except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, ConnectionClosed, InvalidStatus) as exc:
                 code = getattr(getattr(exc, "rcvd", None), "code", None)
                 if code in FATAL_CLOSE_CODES:
                     self._fatal = ClientError(f"connection refused: {exc.rcvd.reason}",  # type: ignore[union-attr]

@@ -25,9 +25,10 @@ url``). Paths default to places under ``data_dir``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from switchboard.errors import ConfigError
@@ -612,7 +613,7 @@ class Settings(LogSettings, MetricsSettings, TraceSettings, PusherSettings, Pres
         """True if field ``name`` was not set and took its place under data_dir."""
         return name in self._derived
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (field names); validated again. A new
         ``data_dir`` moves the paths that were derived from the old one."""
         if "data_dir" in changes:
@@ -622,7 +623,7 @@ class Settings(LogSettings, MetricsSettings, TraceSettings, PusherSettings, Pres
 
     @classmethod
     def load(cls, *, config_file: str | None = None, env: Mapping[str, str] | None = None,
-             overrides: Mapping[str, Any] | None = None) -> "Settings":
+             overrides: Mapping[str, Any] | None = None) -> Settings:
         """Defaults < TOML file < environment < ``overrides`` (flags; a None
         value is a flag not given). ``env`` defaults to ``os.environ``."""
         from switchboard.configload import load

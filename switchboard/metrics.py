@@ -13,7 +13,7 @@ share: :class:`IntHistogram` (a histogram of plain-int buckets) and
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 

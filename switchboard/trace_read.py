@@ -20,7 +20,7 @@ stream's own ``sequencer.stored`` record with that seq.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import nats.errors
@@ -114,7 +114,7 @@ def sort_key(r: TraceRecord) -> tuple[int, int]:
     return r.at, NATS_RANK if r.role == "nats" else STAGE_ORDER.get(r.stage, len(STAGE_ORDER) + 2)
 
 
-def _hop_key(h: "NatsHop") -> tuple[int, ...]:
+def _hop_key(h: NatsHop) -> tuple[int, ...]:
     """Origin server first (no hop), then "1", "1.1", "2"..."""
     try:
         return tuple(int(x) for x in h.hop.split(".")) if h.hop else ()
@@ -126,7 +126,7 @@ def _ms(ts: str) -> int:
     """RFC 3339 with nanoseconds (nats-server) -> ms since the epoch."""
     head, _, frac = ts.rstrip("Z").partition(".")
     frac = (frac.split("+")[0].split("-")[0] + "000")[:3]
-    base = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc)
+    base = dt.datetime.fromisoformat(head).replace(tzinfo=dt.UTC)
     return int(base.timestamp()) * 1000 + int(frac)
 
 

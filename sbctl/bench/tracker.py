@@ -22,9 +22,9 @@ import uuid
 import nats
 import psutil
 
-from switchboard.presence.reporter import PresenceReporter
 from switchboard import log
 from switchboard.presence.messages import QueryRequest, decode_reply, encode
+from switchboard.presence.reporter import PresenceReporter
 from switchboard.subjects import Subjects
 
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 
 import nats
+
 from switchboard import ids, log
 from switchboard.presence.messages import Events, Heartbeat, encode
 from switchboard.subjects import Subjects
