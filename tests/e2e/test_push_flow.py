@@ -25,8 +25,7 @@ from switchboard import frames
 from switchboard.config import PusherSettings
 from switchboard.configload import load
 from switchboard.devices import check_token
-from tests.e2e.helpers import deployment, fabric, unique
-from tests.e2e.issue4_helpers import Events, PresenceChanges, eventually, kind, push_queue_len
+from tests.e2e.helpers import Events, PresenceChanges, kind, push_queue_len, unique, until
 from tests.fakes.creds import make_creds
 from tests.fakes.services import running_fakes
 from tests.fakes.tls import make_cert
@@ -105,7 +104,7 @@ def plat(name: str, fakes) -> Plat:
 def push_settings(path: Path, material, fakes) -> dict[str, Any]:
     """The [pusher] settings of these tests, written as an operator writes
     them (a TOML file, providers pointed at the local fakes) and read by the
-    settings loader: the overrides for deployment()."""
+    settings loader: the overrides for deploy()."""
     cert, creds = material
     q = json.dumps  # TOML basic strings are JSON-compatible for these values
     path.write_text(f"""
@@ -142,17 +141,20 @@ allowed_hosts = ["127.0.0.1"]
 
 
 @pytest.fixture
-async def dep(nats_server, tmp_path, material, fakes):
+async def dep(deploy, tmp_path, material, fakes):
     push = push_settings(tmp_path / "push.toml", material, fakes)
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"), **push) as d:
-        yield d
+    return await deploy(roles=("sequencer", "edge", "presence"), **push)
 
 
 @contextlib.asynccontextmanager
 async def pusher(dep):
-    """The pusher role, started and stopped on its own (same deployment)."""
-    async with fabric(dep.settings, ("pusher",)) as fab:
-        yield fab.components["pusher"]
+    """The pusher role, started and stopped on its own (same deployment);
+    yields its service, whose device store the tests read."""
+    unit = await dep.start("pusher")
+    try:
+        yield unit.component("pusher")
+    finally:
+        await unit.stop()
 
 
 async def register(dep, svc, user: str, platform: str, token: str) -> None:
@@ -166,7 +168,7 @@ async def register(dep, svc, user: str, platform: str, token: str) -> None:
         async def stored() -> bool:
             return any(d.token == want for d in await svc.devices.tokens_of(user))
 
-        await eventually(stored, what="device token stored")
+        await until(stored, what="device token stored")
         await c.close()
         await changes.wait(user, online=False)
 
@@ -186,7 +188,7 @@ async def test_offline_recipient_is_notified_with_preview_and_badge(dep, fakes, 
         await a.send(to=bob, body="see you at 6")
         long = "x" * (PREVIEW_CHARS * 3)
         sent = await a.send(to=bob, body=long)
-        await eventually(lambda: any(n.seq == sent.seq for n in p.notes()), what="notification of seq 2")
+        await until(lambda: any(n.seq == sent.seq for n in p.notes()), what="notification of seq 2")
     got = {n.seq: n for n in p.notes()}
     first, second = got[1], got[sent.seq]
     assert (first.key, first.conv, first.title, first.body) == (key, sent.conv, alice, "see you at 6")
@@ -211,7 +213,7 @@ async def test_online_recipient_gets_no_push(dep, fakes):
         await a.send(to=bob, body="you are online")
         assert (await b.next_message(5)).body == "you are online"
         await a.send(to=carol, body="you are not")  # control: offline carol is notified
-        await eventually(lambda: [n.key for n in p.notes()] == [carol_key], what="carol's notification")
+        await until(lambda: [n.key for n in p.notes()] == [carol_key], what="carol's notification")
     assert bob_key not in [n.key for n in p.notes()]
 
 
@@ -228,13 +230,13 @@ async def test_conversation_read_elsewhere_is_not_pushed(dep, fakes):
     async with PresenceChanges(dep.settings) as changes:
         web = await dep.sdk(bob)  # bob's browser (no push device) reads it
         await web.send_frame(frames.Read(conv=read_one.conv, seq=read_one.seq))
-        await Events(a).until(kind("receipt", user=bob, read=read_one.seq))  # the read is applied
+        await Events(a).expect(kind("receipt", user=bob, read=read_one.seq))  # the read is applied
         await web.close()
         await changes.wait(bob, online=False)
     unread = await a.send(to=bob, body="not read yet")
     async with pusher(dep):
-        await eventually(lambda: len(p.notes()) == 1, what="the unread message's notification")
-        await eventually(lambda: work_queue_empty(dep), what="both entries handled")
+        await until(lambda: len(p.notes()) == 1, what="the unread message's notification")
+        await until(lambda: work_queue_empty(dep), what="both entries handled")
     [n] = p.notes()
     assert (n.key, n.seq, n.body) == (key, unread.seq, "not read yet")
     assert n.badge == 1  # seq 1 was read: one unread message left
@@ -251,12 +253,12 @@ async def test_dead_token_is_removed(dep, fakes):
         await register(dep, svc, bob, "fcm", alive)
         a = await dep.sdk(alice)
         await a.send(to=bob, body="anyone there?")
-        await eventually(lambda: [n.key for n in fcm.notes()] == [alive_key], what="live device notified")
+        await until(lambda: [n.key for n in fcm.notes()] == [alive_key], what="live device notified")
 
         async def removed() -> bool:
             return [(d.platform, d.token) for d in await svc.devices.tokens_of(bob)] == [("fcm", alive)]
 
-        await eventually(removed, what="dead token removed")
+        await until(removed, what="dead token removed")
     assert apns.notes() == []
 
 
@@ -274,7 +276,7 @@ async def test_badge_counts_only_messages_from_others(dep, fakes):
         await register(dep, svc, bob, "apns", token)
         a = await dep.sdk(alice)
         reply = await a.send(to=bob, body="hi bob")  # seq 2: the only message bob has not read
-        await eventually(lambda: any(n.seq == reply.seq for n in p.notes()), what="notification")
+        await until(lambda: any(n.seq == reply.seq for n in p.notes()), what="notification")
     [n] = p.notes()
     assert n.key == key
     assert n.badge == 1, f"badge {n.badge}: bob's own message counted as unread"
@@ -292,7 +294,7 @@ async def test_webpush_subscription_to_a_host_not_allowed_is_refused(dep, fakes)
     async with pusher(dep) as svc:
         c = await dep.sdk(bob)
         await c.send_frame(frames.PushRegister(platform="webpush", token=json.dumps(sub), id="r1"))
-        err = await Events(c).until(kind("error"))
+        err = await Events(c).expect(kind("error"))
         assert (err.code, err.ref, err.retry) == ("bad_token", "r1", False)
         assert await svc.devices.tokens_of(bob) == []
 
