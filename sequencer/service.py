@@ -1,22 +1,19 @@
 """The sequencer service: ``sb.send.*`` plus the conversation API on ``sb.api``.
 
 Registered as the NATS micro service ``sb-sequencer``, so ``nats micro ls``
-and ``nats micro stats sb-sequencer`` show it. Handlers return at once and
-work in a task: a micro endpoint's callback runs one request at a time, and
-one conversation's write must never hold up another's.
+and ``nats micro stats sb-sequencer`` show it. Every endpoint is served
+through switchboard/rpc/ (typed, a task per request so one conversation's
+write never holds up another's, errors answered one way, counted); the
+descriptors are in switchboard/api.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.micro import add_service
-from nats.micro.request import Request
-from nats.micro.service import Service
 
 import switchboard
 from sequencer.conversations import Conversations
@@ -27,32 +24,19 @@ from sequencer.pipeline import Pipeline
 from sequencer.push import PresenceView
 from sequencer.quotas import UserQuota
 from sequencer.receipts import Receipts
-from switchboard import events, frames, ids, log, tls, trace_read
+from switchboard import api, events, frames, ids, log, rpc, tls, trace_read
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection, BusUnavailable, connect as bus_connect
 from switchboard.bus.direct import direct_last_per_subject
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
-from switchboard.errors import BadFrame, LimitExceeded, SwitchboardError, Unavailable
-from switchboard.presence.messages import (
-    MAX_USERS_PER_REQUEST,
-    ContactsReply,
-    decode_contacts,
-    encode as presence_encode,
-)
+from switchboard.errors import BadFrame, LimitExceeded, Unavailable
+from switchboard.presence.messages import MAX_USERS_PER_REQUEST, ContactsReply, ContactsRequest
 from switchboard.store import Store
 from switchboard.subjects import partition_of
 from switchboard.trace import TRACE_HEADERS, Tracer
 
-_send_decoder = msgspec.json.Decoder(events.SendRequest)
 _msg_decoder = msgspec.json.Decoder(frames.Msg)
-_create_decoder = msgspec.json.Decoder(events.ConvCreateRequest)
-_get_decoder = msgspec.json.Decoder(events.ConvGetRequest)
-_receipt_decoder = msgspec.json.Decoder(events.ReceiptRequest)
-_receipts_query = msgspec.json.Decoder(events.ReceiptsQuery)
-_unread_query = msgspec.json.Decoder(events.UnreadQuery)
-_ranges_query = msgspec.json.Decoder(events.RangesQuery)
-_conv_list_query = msgspec.json.Decoder(events.ConvListQuery)
 # A system send that finds no owner (a partition handover) is retried this
 # often until send_timeout.
 HANDOVER_RETRY_SEC = 0.1
@@ -88,10 +72,12 @@ class Sequencer:
                                  last_seq=self._last_seq, broadcast_max_members=settings.fanout_max_members,
                                  flush_sec=settings.sequencer_receipt_flush_sec)
         self.conv_list = ConvLister(nc=nc, settings=settings, store=store, convs=self.convs, receipts=self.receipts)
-        self._service: Service | None = None
-        self._tasks: set[asyncio.Task] = set()
-        # API requests refused as busy (MAX_API_INFLIGHT) and failed on a bug, for /metrics.
-        self.api_counts = {"busy": 0, "internal_errors": 0}
+        # sb-sequencer: every API endpoint (switchboard/rpc/), counted for
+        # `nats micro stats` and rpc.RpcCollector.
+        self.rpc = rpc.RpcService(nc, name="sb-sequencer", version=switchboard.__version__,
+                                  description="Orders, persists and fans out messages", subjects=self.subjects,
+                                  metadata={"instance": self.instance}, queue_group="sb-sequencer",
+                                  max_inflight=MAX_API_INFLIGHT)
         self.metrics = SequencerMetrics(self)
         self._log = log.get("sequencer", instance=self.instance)
 
@@ -121,37 +107,22 @@ class Sequencer:
                                  if s.max_fanout_per_min > 0 else None, tracer=self.tracer)
         await self.receipts.start()
         await self.presence.start()
-        svc = await add_service(self._nc, name="sb-sequencer", version=switchboard.__version__,
-                                description="Orders, persists and fans out messages",
-                                metadata={"instance": self.instance})
-        p = self.subjects
-        await svc.add_endpoint(name="system-send", subject=p.api("system", "send"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._system_send))
-        await svc.add_endpoint(name="conv-create", subject=p.api("conv", "create"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._conv_create))
-        await svc.add_endpoint(name="conv-get", subject=p.api("conv", "get"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._conv_get))
-        await svc.add_endpoint(name="conv-contacts", subject=p.api("conv", "contacts"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._conv_contacts))
-        await svc.add_endpoint(name="receipt", subject=p.receipt_all, queue_group="sb-sequencer",
-                               handler=self._spawn(self._receipt))
-        await svc.add_endpoint(name="receipts-get", subject=p.api("receipts", "get"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._receipts_get))
-        await svc.add_endpoint(name="unread", subject=p.api("unread"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._unread))
-        await svc.add_endpoint(name="conv-large", subject=p.api("conv", "large"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._conv_large))
-        await svc.add_endpoint(name="conv-ranges", subject=p.api("conv", "ranges"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._conv_ranges))
-        await svc.add_endpoint(name="conv-list", subject=p.api("conv", "list"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._conv_list))
-        await svc.add_endpoint(name="trace-get", subject=p.api("trace", "get"), queue_group="sb-sequencer",
-                               handler=self._spawn(self._trace_get))
-        # Per instance (no queue group): who owns what, and the pipeline's
-        # counters, for operators and for tests of handovers.
-        await svc.add_endpoint(name="stats", subject=p.api("sequencer", self.instance, "stats"),
-                               handler=self._spawn(self._stats))
-        self._service = svc
+        svc = self.rpc
+        await svc.start()
+        await svc.add(api.SYSTEM_SEND, self._system_send)
+        await svc.add(api.CONV_CREATE, self._conv_create)
+        await svc.add(api.CONV_GET, self._conv_get)
+        await svc.add(api.CONV_CONTACTS, self._conv_contacts)
+        await svc.add(api.RECEIPT, self._receipt, with_subject=True)
+        await svc.add(api.RECEIPTS_GET, self._receipts_get)
+        await svc.add(api.UNREAD, self._unread)
+        await svc.add(api.CONV_LARGE, self._conv_large)
+        await svc.add(api.CONV_RANGES, self._conv_ranges)
+        await svc.add(api.CONV_LIST, self._conv_list)
+        await svc.add(api.TRACE_GET, self._trace_get)
+        # Per instance (its own subject; micro's default queue group): who
+        # owns what, and the pipeline's counters, for operators and handover tests.
+        await svc.add(api.SEQUENCER_STATS, self._stats, queue_group="q", instance=self.instance)
         if static_partitions is not None:
             for part in static_partitions:
                 self.pipeline.on_acquire(part)
@@ -161,7 +132,7 @@ class Sequencer:
                                           inflight=self.pipeline.inflight_of, replies=self._replies)
             await self.leases.start()
         await self._conn.flush()
-        self._log.info("sequencer started", prefix=p.prefix, partitions=s.partitions,
+        self._log.info("sequencer started", prefix=self.subjects.prefix, partitions=s.partitions,
                        owned=len(self.leases.owned) if self.leases else len(static_partitions or ()))
 
     def _owns(self, partition: int) -> bool:
@@ -173,11 +144,7 @@ class Sequencer:
             self.leases = None
         if self.pipeline is not None:
             await self.pipeline.stop()
-        if self._service is not None:
-            await self._service.stop()
-            self._service = None
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.settings.send_timeout)
+        await self.rpc.stop(timeout=self.settings.send_timeout)
         await self.receipts.stop()
         await self.presence.stop()
         if self._replies is not None:
@@ -186,46 +153,29 @@ class Sequencer:
             await self._conn.close()
         self._log.info("sequencer stopped")
 
-    def _spawn(self, fn):
-        async def handler(req: Request) -> None:
-            if len(self._tasks) >= MAX_API_INFLIGHT:
-                self.api_counts["busy"] += 1
-                await _respond_error(req, Unavailable("sequencer busy; retry"))
-                return
-            task = asyncio.create_task(self._guard(fn, req))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return handler
+    @property
+    def api_counts(self) -> dict[str, int]:
+        """API requests refused as busy (over MAX_API_INFLIGHT) and failed on
+        an unexpected error, for /metrics (read from self.rpc's counts)."""
+        return {"busy": self.rpc.busy,
+                "internal_errors": sum(c.by_code.get("internal", 0) for c in self.rpc.counts.values())}
 
-    async def _guard(self, fn, req: Request) -> None:
-        try:
-            reply = await fn(req)
-            await req.respond(reply if isinstance(reply, bytes) else events.encode(reply))
-        except SwitchboardError as exc:
-            await _respond_error(req, exc)
-        except msgspec.DecodeError as exc:
-            await _respond_error(req, BadFrame(f"bad request: {exc}"))
-        except Exception as exc:  # noqa: BLE001 - a bug must answer, not hang the caller
-            self.api_counts["internal_errors"] += 1
-            self._log.exception("request failed", subject=req.subject)
-            await _respond_error(req, SwitchboardError(f"internal error: {type(exc).__name__}", retry=True))
-
-    # -- handlers -------------------------------------------------------------
-    async def _stats(self, req: Request) -> bytes:
+    # -- handlers (served by self.rpc: see switchboard/api.py) -------------------------
+    async def _stats(self, _: None) -> api.SequencerStats:
         assert self.pipeline is not None
-        return msgspec.json.encode({
+        return msgspec.convert({  # the pipeline's counters beside the partitions (others ignored)
             "instance": self.instance,
             "owned": self.leases.owned if self.leases else sorted(self.pipeline._subs),
             "members": self.leases.members if self.leases else [],
             **self.pipeline.stats,
-        })
+        }, api.SequencerStats)
 
-    async def _system_send(self, req: Request) -> bytes:
+    async def _system_send(self, r: events.SendRequest) -> events.SendReply:
         """A service's system message: forwarded to the owner of the
-        conversation's partition on a subject only sequencers may publish.
-        Traced (the Sb-Trace header on the forward) when the request says
-        ``trace`` or this sequencer's sampler hits."""
-        r = _send_decoder.decode(req.data)
+        conversation's partition on a subject only sequencers may publish
+        (the hot path's callback pipeline answers it). Traced (the Sb-Trace
+        header on the forward) when the request says ``trace`` or this
+        sequencer's sampler hits."""
         conv = ids.check(r.conv, "conv")
         subject = self.subjects.system_send_part(partition_of(conv, self.settings.partitions))
         assert self._replies is not None and self.tracer is not None
@@ -234,17 +184,16 @@ class Sequencer:
         deadline = loop.time() + self.settings.send_timeout
         while True:
             try:
-                reply = await self._replies.call(subject, req.data, headers=headers,
+                reply = await self._replies.call(subject, api.SYSTEM_SEND.encode_request(r), headers=headers,
                                                  timeout=max(0.05, deadline - loop.time()))
-                return reply.data
+                return api.SYSTEM_SEND.reply_of(reply.data)  # the owner's error is answered as ours
             except BusUnavailable:
                 # No owner right now (a handover): try again shortly.
                 if loop.time() + HANDOVER_RETRY_SEC >= deadline:
                     raise Unavailable("no sequencer owns this conversation right now; retry") from None
                 await asyncio.sleep(HANDOVER_RETRY_SEC)
 
-    async def _conv_create(self, req: Request) -> events.ConvReply:
-        r = _create_decoder.decode(req.data)
+    async def _conv_create(self, r: events.ConvCreateRequest) -> events.ConvReply:
         conv = await self.convs.create(creator=r.creator, members=r.members, title=r.title, conv_id=r.conv)
         reply = events.ConvReply(conv=conv.id, members=list(conv.members), title=conv.title, kind=conv.kind)
         # Tell every member's devices (ephemeral; a device that is offline sees it
@@ -256,30 +205,26 @@ class Sequencer:
             await self._nc.publish(self.subjects.ev_conv(m), note, headers=headers)
         return reply
 
-    async def _conv_get(self, req: Request) -> events.ConvReply:
-        r = _get_decoder.decode(req.data)
+    async def _conv_get(self, r: events.ConvGetRequest) -> events.ConvReply:
         conv = await self.convs.get_for(ids.check(r.conv, "conv"), r.user)
         return events.ConvReply(conv=conv.id, members=list(conv.members), title=conv.title, kind=conv.kind)
 
 
-    async def _conv_contacts(self, req: Request) -> bytes:
+    async def _conv_contacts(self, r: ContactsRequest) -> ContactsReply:
         """Which of ``users`` share a conversation with ``user``: the edge asks
         before a presence watch (docs/presence.md, "Who may watch")."""
-        r = decode_contacts(req.data)
         if len(r.users) > MAX_USERS_PER_REQUEST:
             raise LimitExceeded(f"at most {MAX_USERS_PER_REQUEST} users per request")
-        return presence_encode(ContactsReply(users=await self.convs.contacts(r.user, r.users)))
+        return ContactsReply(users=await self.convs.contacts(r.user, r.users))
 
-    async def _receipt(self, req: Request) -> events.ReceiptsReply:
-        r = _receipt_decoder.decode(req.data)
-        if r.conv != req.subject.rsplit(".", 1)[-1]:
+    async def _receipt(self, r: events.ReceiptRequest, subject: str) -> events.ReceiptsReply:
+        if r.conv != subject.rsplit(".", 1)[-1]:
             raise BadFrame("conversation in subject and body differ")
         w = await self.receipts.apply(user=r.user, conv=r.conv, delivered=r.delivered, read=r.read)
         return events.ReceiptsReply(receipts=[frames.Receipt(conv=w.conv, user=w.user, delivered=w.delivered,
                                                              read=w.read)])
 
-    async def _receipts_get(self, req: Request) -> events.ReceiptsReply:
-        q = _receipts_query.decode(req.data)
+    async def _receipts_get(self, q: events.ReceiptsQuery) -> events.ReceiptsReply:
         return events.ReceiptsReply(receipts=await self.receipts.get(q.conv, q.user))
 
     async def _user_convs(self, user: str) -> list[tuple[str, int]]:
@@ -311,8 +256,7 @@ class Sequencer:
                 known[c] = last
         return [known[c] or 0 for c in convs]
 
-    async def _unread(self, req: Request) -> events.UnreadReply:
-        q = _unread_query.decode(req.data)
+    async def _unread(self, q: events.UnreadQuery) -> events.UnreadReply:
         by_conv = {}
         for conv, last in await self._user_convs(q.user):
             n = last - await self.receipts.read_upto(conv, q.user)
@@ -320,9 +264,8 @@ class Sequencer:
                 by_conv[conv] = n
         return events.UnreadReply(total=sum(by_conv.values()), by_conv=by_conv)
 
-    async def _conv_large(self, req: Request) -> events.RangesReply:
+    async def _conv_large(self, q: events.RangesQuery) -> events.RangesReply:
         """The user's large groups (pull mode) with their last seq."""
-        q = _ranges_query.decode(req.data)
         convs = (await self._store.conversations_of(ids.check(q.user, "user")))[-MAX_CONVS_PER_QUERY:]
         large = []
         for cid in convs:
@@ -332,26 +275,17 @@ class Sequencer:
         lasts = await self._last_seqs(large)
         return events.RangesReply(ranges=[frames.ResyncRange(conv=c, upto=last) for c, last in zip(large, lasts)])
 
-    async def _trace_get(self, req: Request) -> bytes:
+    async def _trace_get(self, q: trace_read.TraceQuery) -> trace_read.TraceReply:
         """A message's trace (switchboard/trace_read.py): ``{conv, seq}`` or
         ``{id, conv?, sender?}`` -> ``{records: [...]}``, for support tools."""
-        reply = await trace_read.answer(self._nc, self.settings, trace_read.decode_query(req.data),
-                                        archive=trace_read.store_lookup(self._store),
-                                        timeout=self.settings.send_timeout)
-        return trace_read.encode(reply)
+        return await trace_read.answer(self._nc, self.settings, q, archive=trace_read.store_lookup(self._store),
+                                       timeout=self.settings.send_timeout)
 
-    async def _conv_ranges(self, req: Request) -> events.RangesReply:
-        q = _ranges_query.decode(req.data)
+    async def _conv_ranges(self, q: events.RangesQuery) -> events.RangesReply:
         return events.RangesReply(ranges=[frames.ResyncRange(conv=c, upto=last)
                                           for c, last in await self._user_convs(q.user) if last > 0])
 
 
-    async def _conv_list(self, req: Request) -> events.ConvListReply:
+    async def _conv_list(self, q: events.ConvListQuery) -> events.ConvListReply:
         """A ``conv.list`` frame: the user's conversations, newest activity first (sequencer/convlist.py)."""
-        return await self.conv_list.list(_conv_list_query.decode(req.data).user)
-
-
-async def _respond_error(req: Request, exc: SwitchboardError | Any) -> None:
-    body = events.error_body(exc)
-    await req.respond_error(code=body.code, description=body.message,
-                            data=events.encode(events.SendReply(error=body)))
+        return await self.conv_list.list(q.user)

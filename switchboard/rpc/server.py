@@ -57,6 +57,7 @@ class RpcService:
         self.name = name
         self.subjects = subjects
         self.counts: dict[str, EndpointCounts] = {}
+        self.busy = 0  # requests refused at once over max_inflight (also counted as `unavailable`)
         self._config = ServiceConfig(name=name, version=version, description=description, metadata=metadata,
                                      queue_group=queue_group)
         self._max_inflight = max_inflight
@@ -102,6 +103,7 @@ class RpcService:
     def _dispatch(self, endpoint: Endpoint[Any, Any], handler: Handler, with_subject: bool, req: Request) -> None:
         t0 = time.perf_counter_ns()
         if len(self._tasks) >= self._max_inflight:
+            self.busy += 1
             coro = self._answer(endpoint, req, t0, None, Unavailable(f"{self.name} busy; retry"))
         else:
             coro = self._run(endpoint, handler, with_subject, req, t0)

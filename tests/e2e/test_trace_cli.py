@@ -195,7 +195,8 @@ async def test_endpoint_answers_records_and_coded_errors(dep):
 
         for q, code in (({}, "bad_frame"), ({"conv": sent["conv"]}, "bad_frame"),
                         ({"conv": sent["conv"], "seq": 999}, "not_found"), ({"id": "bad id!"}, "invalid_id"),
-                        ({"conv": sent["conv"], "seq": 1, "id": mid}, "bad_frame"), ({"seq": "x"}, "bad_frame")):
+                        ({"conv": sent["conv"], "seq": 1, "id": mid}, "bad_frame"),
+                        ({"seq": "x"}, "bad_request")):  # not a TraceQuery at all: switchboard/rpc's decode error
             body, headers = await ask(q)
             assert body["error"]["code"] == code, (q, body)
             assert headers.get("Nats-Service-Error-Code") == code
