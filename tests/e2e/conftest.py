@@ -34,9 +34,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
-import nats
 from sbctl.embedded import free_port
 from sbctl.fabric import Fabric, run
 from switchboard import auth

@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-import nats
 from sbctl.embedded import free_port
 from sbctl.fabric import Fabric, run
 from switchboard import auth, frames

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
+
 from switchboard.bus import streams
 from switchboard.client import Client
 from switchboard.config import Settings

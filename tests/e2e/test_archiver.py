@@ -14,9 +14,9 @@ import time
 import uuid
 from collections.abc import Sequence
 
+import nats
 import pytest
 
-import nats
 from archiver.consumer import ensure_consumer
 from archiver.service import Archiver
 from archiver.writer import Backoff

@@ -10,9 +10,9 @@ import json
 import time
 from collections.abc import Callable
 
+import nats
 import pytest
 
-import nats
 from switchboard.bus.conn import BusConnection, BusError, BusMsg, BusUnavailable, connect, encode_headers
 from switchboard.bus.replies import Replies
 

@@ -7,9 +7,9 @@ last_seq/num_pending, and an empty answer (not an error) when nothing matches.
 
 from __future__ import annotations
 
+import nats
 import pytest
 
-import nats
 from sbctl.embedded import EmbeddedNats
 from switchboard.bus.direct import DirectGetError, direct_batch
 from switchboard.bus.streams import ensure_streams

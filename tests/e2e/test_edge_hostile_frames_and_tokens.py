@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 
 import jwt
+import nats
 import pytest
 
-import nats
 from switchboard.bus import streams
 from switchboard.client import Client, ClientError, ConnectionLost
 from tests.e2e.helpers import STEP, Raw, unique, until

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import nats
 import pytest
 
-import nats
 from sequencer.partitions import TRUST, PartitionLeases, bucket_name, ensure_bucket, preferred
 from tests.e2e.helpers import make_settings
 

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import uuid
 
+import nats
 import pytest
 
-import nats
 from presence.tracker import PresenceTracker, TrackerConfig
 from switchboard.frames import Presence, decode_server_frame
 from switchboard.presence import open_presence

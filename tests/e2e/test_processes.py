@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 
+import nats
 import pytest
 
-import nats
 from sbctl.embedded import free_port
 from tests.e2e.helpers import (
     Proc,

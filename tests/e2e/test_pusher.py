@@ -13,8 +13,8 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import msgspec
 import nats
@@ -23,8 +23,8 @@ import structlog.testing
 
 from pusher.service import PusherService
 from pusher.worker import PushDeadLetter
-from switchboard.bus import streams
 from sbctl.init import init_fabric
+from switchboard.bus import streams
 from switchboard.config import ApnsSettings, FcmSettings, Settings, WebPushSettings
 from switchboard.devices import RegisterReply, check_token, token_hash
 from switchboard.devices.memory import MemoryDeviceStore
@@ -33,14 +33,14 @@ from tests.fakes.apns import apns_error
 from tests.fakes.creds import Creds, make_creds
 from tests.fakes.fcm import fcm_error
 from tests.fakes.h2server import Response
-from tests.fakes.tls import Cert, make_cert
 from tests.fakes.services import running_fakes
+from tests.fakes.tls import Cert, make_cert
 
 MAX_DELIVER = 3
 _n = itertools.count()
 
 
-async def eventually(pred: Callable[[], "bool | Awaitable[bool]"], timeout: float = 15.0) -> None:
+async def eventually(pred: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         r = pred()
@@ -113,7 +113,7 @@ class Harness:
         self.service = PusherService(settings=self.settings, devices=self.devices, **service_kw)
         self.dlq: list[PushDeadLetter] = []
 
-    async def __aenter__(self) -> "Harness":
+    async def __aenter__(self) -> Harness:
         self.nc = await nats.connect(self.settings.nats_url)
         self.js = self.nc.jetstream()
         await init_fabric(self.nc, self.settings)  # switchboard init's job

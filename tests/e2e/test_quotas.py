@@ -12,8 +12,8 @@ buckets refill far slower than the tests run.
 from __future__ import annotations
 
 import msgspec
-
 import nats
+
 from switchboard import events
 from tests.e2e.helpers import stream_msgs, unique
 

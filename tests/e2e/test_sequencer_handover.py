@@ -19,9 +19,9 @@ import signal
 import time
 
 import msgspec
+import nats
 import pytest
 
-import nats
 from sequencer.partitions import bucket_name
 from sequencer.service import Sequencer
 from switchboard import events

@@ -3,9 +3,9 @@ would fail for an environment reason, and this says which service it is."""
 
 from __future__ import annotations
 
+import nats
 import pytest
 
-import nats
 from sbctl.embedded import EmbeddedNats
 
 

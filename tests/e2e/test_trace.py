@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 import nats
@@ -43,7 +43,8 @@ async def read_trace(settings: Settings, conv: str, sender: str, id: str, until:
         while not until(out):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"trace of {conv}/{sender}/{id} incomplete: {[(r.stage, r.role, r.user) for r in out]}")
+                got = [(r.stage, r.role, r.user) for r in out]
+                raise AssertionError(f"trace of {conv}/{sender}/{id} incomplete: {got}")
             try:
                 out.append(decode_record((await sub.next_msg(timeout=min(left, 0.5))).data))
             except nats.errors.TimeoutError:

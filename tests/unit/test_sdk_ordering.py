@@ -9,8 +9,7 @@ has them.
 from __future__ import annotations
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from switchboard.frames import Msg, ResyncRange
 from switchboard.ordering import Fill, Ordering
