@@ -31,12 +31,16 @@ from tests.e2e.helpers import STEP, Raw, kind, seqs, unique
 
 MAX_FRAME = 4096  # small limits so oversize cases stay cheap
 MAX_BODY = 1024
+# Receipts are coalesced this long by the edge, then by the sequencer: set
+# here so the checks that nothing was stored wait for a known time.
+RECEIPT_TICK = 0.02
 
 
 @pytest.fixture(scope="module")
 async def dep(deploy_module):
     return await deploy_module(roles=("sequencer", "edge", "presence", "pusher"), max_frame_bytes=MAX_FRAME,
-                               max_body_bytes=MAX_BODY, rate_per_sec=1000.0, rate_burst=1000)
+                               max_body_bytes=MAX_BODY, rate_per_sec=1000.0, rate_burst=1000,
+                               edge_receipt_flush_sec=RECEIPT_TICK, sequencer_receipt_flush_sec=RECEIPT_TICK)
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +340,7 @@ async def test_bad_signal_frame_answered_stores_nothing(dep, store, case):
     if "devices" in case.checks:
         assert await dep.component("pusher").devices.tokens_of(w.alice) == []
     if "marks" in case.checks:
-        await asyncio.sleep(0.15)  # past the receipts' 50 ms coalescing tick
+        await asyncio.sleep(5 * 2 * RECEIPT_TICK)  # well past both coalescing ticks: a write would have landed
         after = {c: await marks(store, c) for c in (w.conv, w.other)}
         # alice is not in `other`: nothing of hers is stored there (bob's own
         # watermark from his "hi carol" may land meanwhile: sending marks read)

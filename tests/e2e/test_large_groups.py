@@ -55,7 +55,11 @@ async def test_large_group_pull_mode(deploy):
 
 
 async def test_large_group_receipts_stored_not_broadcast(deploy):
-    dep = await deploy(roles=("sequencer", "edge"), fanout_max_members=LARGE)
+    # Receipts coalesce at the edge, then at the sequencer: short known ticks,
+    # so "not broadcast" below waits a time derived from them.
+    tick = 0.02
+    dep = await deploy(roles=("sequencer", "edge"), fanout_max_members=LARGE, edge_receipt_flush_sec=tick,
+                       sequencer_receipt_flush_sec=tick)
     users = [unique(f"r{i}") for i in range(5)]
     clients = [await dep.sdk(u) for u in users]
     evs = [Events(c) for c in clients]
@@ -64,7 +68,7 @@ async def test_large_group_receipts_stored_not_broadcast(deploy):
     await clients[0].send(conv=conv, body="x")
     await clients[1].next_message(STEP)
     await clients[1].send_frame(frames.Read(conv=conv, seq=1))
-    await asyncio.sleep(0.3)  # well past both 50 ms coalescing ticks
+    await asyncio.sleep(5 * 2 * tick)  # well past both coalescing ticks: stored by now
     await evs[0].nothing(kind("receipt", conv=conv, user=users[1]), wait=0.3)
     await clients[0].send_frame(frames.ReceiptsRequest(conv=conv))
     r = await evs[0].expect(kind("receipt", conv=conv, user=users[1]))

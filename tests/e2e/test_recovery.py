@@ -59,7 +59,7 @@ async def test_new_inbox_epoch_resyncs_and_sdk_fetches_history(deploy):
     SDK fetches the messages it missed from history, in order, once.
     inbox_bounds_ttl=0: every hello reads INBOX's bounds and epoch afresh (no
     sleeping past a cache lifetime)."""
-    dep = await deploy(roles=ROLES)
+    dep = await deploy(roles=ROLES, inbox_bounds_ttl=0.0)
     alice, bob = unique("alice"), unique("bob")
     b = await dep.sdk(bob, fill_gaps=True)
     a = await dep.sdk(alice)
