@@ -30,22 +30,20 @@ from nats.aio.client import Client as NATS
 from nats.micro.request import Request
 
 import switchboard
-from switchboard import log, tls
-from switchboard.backoff import Backoff
-from switchboard.bus import streams
-from switchboard.bus.conn import BusConnection
-from switchboard.bus.conn import connect as bus_connect
-from switchboard.config import Settings
-from switchboard.errors import BadFrame, Internal, SwitchboardError
-from switchboard.events import HistoryQuery, HistoryReply, error_body
-from switchboard.store import Store
-from switchboard.trace import Tracer, default_instance
-
 from archiver.consumer import DURABLE
 from archiver.history import FloorCache, History
 from archiver.metrics import ArchiverMetrics
 from archiver.puller import Puller
 from archiver.writer import BatchWriter, store_backoff
+from switchboard import log, tls
+from switchboard.backoff import Backoff
+from switchboard.bus import streams
+from switchboard.bus.conn import BusConnection, connect as bus_connect
+from switchboard.config import Settings
+from switchboard.errors import BadFrame, Internal, SwitchboardError
+from switchboard.events import HistoryQuery, HistoryReply, error_body
+from switchboard.store import Store
+from switchboard.trace import Tracer, default_instance
 
 SERVICE_NAME = "sb-archiver"
 VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`

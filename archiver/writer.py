@@ -28,20 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgspec
 from nats.js import JetStreamContext
 
+from archiver import acks
+from archiver.metrics import ArchiverMetrics
 from switchboard import frames, ids, log
 from switchboard.backoff import Backoff
 from switchboard.bus.conn import BusConnection, BusMsg
 from switchboard.config import Settings
 from switchboard.store import Store
 from switchboard.trace import TRACE_HEADER_BYTES, Tracer
-
-from archiver import acks
-from archiver.metrics import ArchiverMetrics
 
 _decode_msg = msgspec.json.Decoder(frames.Msg).decode
 

@@ -27,9 +27,9 @@ import subprocess
 from pathlib import Path
 
 import msgspec
+import nats
 import pytest
 
-import nats
 from sbctl.embedded import free_port
 from switchboard import trace_read
 from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, Raw, deployment, procs, role_env, unique

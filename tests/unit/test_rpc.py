@@ -14,10 +14,10 @@ import itertools
 import json
 
 import msgspec
+import nats
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-import nats
 from switchboard.bus.conn import connect as bus_connect
 from switchboard.bus.replies import Replies
 from switchboard.errors import BadRequest, Internal, NotMember, RateLimited, SwitchboardError, Unavailable
