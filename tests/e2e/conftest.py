@@ -56,11 +56,13 @@ _UNSET: Any = object()
 class Unit:
     """Roles started together: one in-process fabric, or one child process."""
 
-    def __init__(self, name: str, roles: tuple[str, ...], settings: Settings, mode: str) -> None:
+    def __init__(self, name: str, roles: tuple[str, ...], settings: Settings, mode: str,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.roles = roles
         self.settings = settings
         self.mode = mode
+        self.env = env or {}  # more environment for a process (OTEL_*, ...)
         self.proc: Proc | None = None  # mode "processes"
         self._fabric: Fabric | None = None  # mode "inprocess"
         self._stack = contextlib.AsyncExitStack()
@@ -92,6 +94,14 @@ class Unit:
             raise TypeError(f"unit {self.name} runs as a process: observe it over the wire")
         return self._fabric.components[role]
 
+    async def wait_output(self, needle: str, timeout: float = 30.0) -> str:
+        """The process's output once it contains ``needle`` (processes only)."""
+        return await self._process().wait_output(needle, timeout)
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the process (processes only): SIGHUP to reload, ..."""
+        self._process().p.send_signal(sig)
+
     def kill(self) -> None:
         """SIGKILL: no clean shutdown (processes only)."""
         self._process().kill()
@@ -104,13 +114,15 @@ class Unit:
     def resume(self) -> None:
         self._process().resume()
 
-    async def stop(self) -> None:
-        """A clean stop: SIGTERM for a process (waits for its exit), the
-        roles' ``stop()`` in-process."""
+    async def stop(self) -> int | None:
+        """A clean stop: SIGTERM for a process (waits for its exit and
+        returns its exit status), the roles' ``stop()`` in-process (None)."""
+        code = None
         if self.proc is not None and self.proc.running:
-            await self.proc.stop()
+            code = await self.proc.stop()
         self.stopped = True
         await self._stack.aclose()
+        return code
 
     async def aclose(self) -> None:
         """Teardown: a process is killed (nothing left to check), in-process roles stop."""
@@ -124,7 +136,7 @@ class Unit:
             self._fabric = await self._stack.enter_async_context(run(self.settings, self.roles))
             return
         args = list(self.roles) if len(self.roles) == 1 else ["run", "+".join(self.roles)]
-        self.proc = Proc(args, env=settings_env(self.settings), log=log)
+        self.proc = Proc(args, env=settings_env(self.settings) | self.env, log=log)
         self._stack.callback(self.proc.close)
 
     async def _ready(self) -> None:
@@ -141,9 +153,10 @@ class Deployment:
     """One isolated deployment: its settings, its units, and the clients a
     test opened on it (all closed at teardown)."""
 
-    def __init__(self, settings: Settings, mode: str, tmp: Path) -> None:
+    def __init__(self, settings: Settings, mode: str, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.mode = mode
+        self.env = env or {}  # added to every role process's environment
         self.units: list[Unit] = []
         self._tmp = tmp
         self._clients: list[Client] = []
@@ -152,20 +165,23 @@ class Deployment:
 
     # -- units ----------------------------------------------------------------
 
-    async def start(self, *roles: str, mode: str | None = None, **settings: Any) -> Unit:
+    async def start(self, *roles: str, mode: str | None = None, env: dict[str, str] | None = None,
+                    **settings: Any) -> Unit:
         """Start ``roles`` together as one more unit (in-process: one fabric;
-        processes: one child, ``switchboard run a+b`` for several roles).
-        ``settings`` override the deployment's for this unit only; a second
-        edge gets a free port and its own edge id unless given."""
-        unit = await self._add(roles, mode or self.mode, settings)
+        processes: one child, ``switchboard run a+b`` for several roles, with
+        ``env`` added to its environment). ``settings`` override the
+        deployment's for this unit only; a second edge gets a free port
+        unless given."""
+        unit = await self._add(roles, mode or self.mode, settings, env or self.env)
         await unit._ready()
         return unit
 
-    async def _add(self, roles: tuple[str, ...], mode: str, settings: dict[str, Any]) -> Unit:
+    async def _add(self, roles: tuple[str, ...], mode: str, settings: dict[str, Any],
+                   env: dict[str, str]) -> Unit:
         assert mode in MODES, f"mode must be one of {MODES}"
         if "edge" in roles and any("edge" in u.roles for u in self.units):
             settings.setdefault("port", free_port())  # a second edge beside the first
-        unit = Unit(f"{'+'.join(roles)}-{len(self.units)}", roles, self.settings.replace(**settings), mode)
+        unit = Unit(f"{'+'.join(roles)}-{len(self.units)}", roles, self.settings.replace(**settings), mode, env)
         self.units.append(unit)
         await unit._start(self._tmp / f"{unit.name}.log")
         return unit
@@ -286,13 +302,15 @@ class Deployer:
         self.made: list[Deployment] = []
 
     async def __call__(self, roles: tuple[str, ...] = DEFAULT_ROLES, *, mode: str = "inprocess",
-                       nats_url: str | None = None, init: bool = True, **settings: Any) -> Deployment:
-        """``init=False``: mode "processes" without the admin step (a test that runs it itself)."""
+                       nats_url: str | None = None, init: bool = True, env: dict[str, str] | None = None,
+                       **settings: Any) -> Deployment:
+        """``init=False``: mode "processes" without the admin step (a test
+        that runs it itself); ``env``: added to every role process's environment."""
         assert mode in MODES, f"mode must be one of {MODES}"
         tmp = self.tmp / f"d{len(self.made)}"
         tmp.mkdir(parents=True, exist_ok=True)
         s = make_settings(tmp, nats_url or self.nats_url, **settings)
-        d = Deployment(s, mode, tmp)
+        d = Deployment(s, mode, tmp, env)
         self.made.append(d)
         if mode == "inprocess":
             if roles:  # the fabric runs the admin step itself
@@ -300,7 +318,7 @@ class Deployer:
             return d
         if init:  # role processes only check that streams, consumers and bucket exist
             await admin_init(s)
-        units = [await d._add((role,), mode, {}) for role in roles]  # their starts overlap
+        units = [await d._add((role,), mode, {}, d.env) for role in roles]  # their starts overlap
         for unit in units:
             await unit._ready()
         return d
