@@ -16,23 +16,21 @@ What it protects:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import ssl
-import time
 from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidHandshake, InvalidMessage
 
 from sbctl.embedded import free_port
-from sbctl.fabric import ALL_ROLES, run
+from sbctl.fabric import ALL_ROLES
 from switchboard import auth
 from switchboard.bus.conn import BusUnavailable, connect as bus_connect
 from switchboard.errors import ConfigError
 from tests.e2e.certs import CA, issue, make_ca
-from tests.e2e.helpers import STEP, Proc, Raw, deployment, make_settings, procs, role_env, unique
+from tests.e2e.helpers import STEP, Proc, Raw, procs, unique, until
 
 
 def trusting(ca: CA) -> ssl.SSLContext:
@@ -41,13 +39,6 @@ def trusting(ca: CA) -> ssl.SSLContext:
 
 def peer_der(raw: Raw) -> bytes:
     return raw.ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
-
-
-async def until(cond, timeout: float = STEP, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def exchange(a: Raw, a_user: str, b: Raw, b_user: str, tag: str) -> None:
@@ -69,67 +60,53 @@ def edge_tls(tmp_path: Path) -> tuple[CA, Path, Path, bytes]:
 
 # ---------------------------------------------------------------- wss:// on the edge
 
-async def test_wss_clients_exchange_messages_and_others_are_refused(nats_server, tmp_path, edge_tls) -> None:
+async def test_wss_clients_exchange_messages_and_others_are_refused(deploy, edge_tls) -> None:
     ca, cert, key, der = edge_tls
-    async with deployment(tmp_path, nats_server.url, tls_cert=str(cert), tls_key=str(key)) as dep:
-        url = f"wss://127.0.0.1:{dep.settings.port}/ws"
-        alice, bob = unique("alice"), unique("bob")
-        a = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
-        b = await Raw.open(url, dep.token(bob), ssl=trusting(ca))
-        try:
-            await a.hello()
-            await b.hello()
-            assert peer_der(a) == der
-            await exchange(a, alice, b, bob, "tls")
-        finally:
-            await a.close()
-            await b.close()
-        # A client that does not trust the CA, and a plain ws:// client, get nowhere.
-        with pytest.raises(ssl.SSLCertVerificationError):
-            await Raw.open(url, dep.token(alice), ssl=ssl.create_default_context())
-        with pytest.raises((InvalidHandshake, InvalidMessage, ConnectionError, EOFError, asyncio.TimeoutError)):
-            await Raw.open(f"ws://127.0.0.1:{dep.settings.port}/ws", dep.token(alice))
+    dep = await deploy(tls_cert=str(cert), tls_key=str(key))
+    assert dep.url.startswith("wss://")
+    alice, bob = unique("alice"), unique("bob")
+    a = await dep.raw(alice, ssl=trusting(ca))
+    b = await dep.raw(bob, ssl=trusting(ca))
+    assert peer_der(a) == der
+    await exchange(a, alice, b, bob, "tls")
+    # A client that does not trust the CA, and a plain ws:// client, get nowhere.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await dep.raw(alice, ssl=ssl.create_default_context())
+    with pytest.raises((InvalidHandshake, InvalidMessage, ConnectionError, EOFError, TimeoutError)):
+        await Raw.open(f"ws://127.0.0.1:{dep.port}/ws", dep.token(alice))
 
 
-async def test_sighup_reloads_the_certificate_for_new_connections_only(nats_server, tmp_path, edge_tls) -> None:
+async def test_sighup_reloads_the_certificate_for_new_connections_only(deploy, tmp_path, edge_tls) -> None:
     ca, cert, key, first = edge_tls
-    async with deployment(tmp_path, nats_server.url, tls_cert=str(cert), tls_key=str(key)) as dep:
-        url = f"wss://127.0.0.1:{dep.settings.port}/ws"
-        alice, bob = unique("alice"), unique("bob")
-        old_a = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
-        old_b = await Raw.open(url, dep.token(bob), ssl=trusting(ca))
-        await old_a.hello()
-        await old_b.hello()
-        assert peer_der(old_a) == first
-        # Renewal: new files in place, then SIGHUP (the edge is in this
-        # process; its handler must be installed, or SIGHUP would end pytest).
-        second = issue(ca, cert, key, cn="edge-second")
-        assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, None)
-        os.kill(os.getpid(), signal.SIGHUP)
-        new = None
-        deadline = time.monotonic() + STEP
-        while new is None or peer_der(new) != second:  # the handler runs on the loop's next turn
-            assert time.monotonic() < deadline, "the new certificate was never presented"
-            if new is not None:
-                await new.close()
-                await asyncio.sleep(0.05)
-            new = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
-        try:
-            await new.hello()
-            assert peer_der(old_a) == first and peer_der(old_b) == first  # old sessions keep theirs
-            await exchange(old_a, alice, old_b, bob, "old")  # and keep working
-            await exchange(new, alice, old_b, bob, "mixed")
+    dep = await deploy(tls_cert=str(cert), tls_key=str(key))
+    alice, bob = unique("alice"), unique("bob")
+    old_a = await dep.raw(alice, ssl=trusting(ca))
+    old_b = await dep.raw(bob, ssl=trusting(ca))
+    assert peer_der(old_a) == first
+    # Renewal: new files in place, then SIGHUP (the edge is in this
+    # process; its handler must be installed, or SIGHUP would end pytest).
+    second = issue(ca, cert, key, cn="edge-second")
+    assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+    os.kill(os.getpid(), signal.SIGHUP)
 
-            # A broken renewal (key of another certificate) is refused; the edge
-            # keeps presenting the certificate it has.
-            issue(ca, tmp_path / "other.pem", key, cn="stray")
-            assert dep.fab.edge.reload_tls() is False
-            again = await Raw.open(url, dep.token(bob), ssl=trusting(ca))
-            assert peer_der(again) == second
-            await again.close()
-        finally:
-            for r in (old_a, old_b, new):
-                await r.close()
+    async def presented() -> Raw | None:  # the handler runs on the loop's next turn
+        r = await dep.raw(alice, ssl=trusting(ca))
+        if peer_der(r) == second:
+            return r
+        await r.close()
+        return None
+
+    new = await until(presented, STEP, "the new certificate presented", every=0.05)
+    assert peer_der(old_a) == first and peer_der(old_b) == first  # old sessions keep theirs
+    await exchange(old_a, alice, old_b, bob, "old")  # and keep working
+    await exchange(new, alice, old_b, bob, "mixed")
+
+    # A broken renewal (key of another certificate) is refused; the edge
+    # keeps presenting the certificate it has.
+    issue(ca, tmp_path / "other.pem", key, cn="stray")
+    assert dep.component("edge").reload_tls() is False
+    again = await dep.raw(bob, hello=False, ssl=trusting(ca))
+    assert peer_der(again) == second
 
 
 # ---------------------------------------------------------------- TLS to NATS
@@ -147,38 +124,36 @@ def tls_nats_server(make_nats, directory: Path, *, verify_clients: bool) -> tupl
 
 
 @pytest.mark.parametrize("verify_clients", [False, True], ids=["server-tls", "mutual-tls"])
-async def test_every_role_runs_against_a_tls_only_nats_server(make_nats, tmp_path, verify_clients) -> None:
+async def test_every_role_runs_against_a_tls_only_nats_server(make_nats, deploy, tmp_path, verify_clients) -> None:
     server, ca = tls_nats_server(make_nats, tmp_path, verify_clients=verify_clients)
     extra = {}
     if verify_clients:
         client_cert, client_key = tmp_path / "client" / "cert.pem", tmp_path / "client" / "key.pem"
         issue(ca, client_cert, client_key, cn="switchboard-roles", client=True)
         extra = {"nats_tls_cert": str(client_cert), "nats_tls_key": str(client_key)}
-    async with deployment(tmp_path, server.url, roles=ALL_ROLES, nats_tls_ca=ca.path, **extra) as dep:
-        edge = dep.fab.edge
-        assert edge.bus.server_info.get("tls_required") is True  # the lean bus is on TLS
-        alice, bob = unique("alice"), unique("bob")
-        a, b = await dep.raw(alice), await dep.raw(bob)
-        await exchange(a, alice, b, bob, "nats-tls")  # edge -> sequencer -> JetStream -> edge
-        await a.send({"type": "history", "conv": a.msgs()[0]["conv"], "id": "h1"})  # the archiver answers
-        hist = await a.reply("h1")
-        assert hist["type"] == "history", hist
+    dep = await deploy(nats_url=server.url, roles=ALL_ROLES, nats_tls_ca=ca.path, **extra)
+    assert dep.component("edge").bus.server_info.get("tls_required") is True  # the lean bus is on TLS
+    alice, bob = unique("alice"), unique("bob")
+    a, b = await dep.raw(alice), await dep.raw(bob)
+    await exchange(a, alice, b, bob, "nats-tls")  # edge -> sequencer -> JetStream -> edge
+    await a.send({"type": "history", "conv": a.msgs()[0]["conv"], "id": "h1"})  # the archiver answers
+    hist = await a.reply("h1")
+    assert hist["type"] == "history", hist
     if verify_clients:  # without a client certificate the server does not let a connection in
         with pytest.raises(BusUnavailable):
             await bus_connect([server.url], tls=trusting(ca), max_reconnect_attempts=0, connect_timeout=2.0)
 
 
-async def test_nats_tls_settings_refuse_a_server_without_tls(nats_server, tmp_path) -> None:
+async def test_nats_tls_settings_refuse_a_server_without_tls(deploy, tmp_path) -> None:
     """nats_tls_* set, but the server speaks plain text: the role stops at
     start instead of sending its credentials and traffic unencrypted."""
     ca = make_ca(tmp_path / "ca")
-    settings = make_settings(tmp_path, nats_server.url, nats_tls_ca=ca.path)
     with pytest.raises(ConfigError, match="did not require TLS"):
-        async with run(settings, ("edge",)):
-            pass
+        await deploy(roles=("edge",), nats_tls_ca=ca.path)
 
 
-async def test_edge_process_on_tls_nats_serves_wss_and_reloads_on_sighup(make_nats, tmp_path, edge_tls) -> None:
+async def test_edge_process_on_tls_nats_serves_wss_and_reloads_on_sighup(make_nats, deploy, tmp_path,
+                                                                         edge_tls) -> None:
     """The real role process (uvloop, its own signal handling): an edge
     started with SWITCHBOARD_TLS_* and SWITCHBOARD_NATS_TLS_CA against a
     TLS-only nats-server serves wss://; after the files are replaced, `kill
@@ -186,38 +161,22 @@ async def test_edge_process_on_tls_nats_serves_wss_and_reloads_on_sighup(make_na
     keep exchanging messages, and the process keeps running."""
     ca, cert, key, first = edge_tls
     server, nats_ca = tls_nats_server(make_nats, tmp_path, verify_clients=False)
-    async with deployment(tmp_path, server.url, roles=("sequencer",), nats_tls_ca=nats_ca.path) as dep:
-        port = free_port()
-        env = {**role_env(dep.settings), "SWITCHBOARD_TLS_CERT": str(cert), "SWITCHBOARD_TLS_KEY": str(key),
-               "SWITCHBOARD_NATS_TLS_CA": nats_ca.path}
-        with procs() as made:
-            edge = Proc(["edge", "--nats", server.url, "--port", str(port), "--edge-id", "tls1",
-                         "--data", str(tmp_path / "edge-data")], env=env, log=tmp_path / "edge.log")
-            made.append(edge)
-            await edge.wait_output(f"Switchboard is up: wss://127.0.0.1:{port}/ws")
-            url = f"wss://127.0.0.1:{port}/ws"
-            alice, bob = unique("alice"), unique("bob")
-            old_a = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
-            old_b = await Raw.open(url, dep.token(bob), ssl=trusting(ca))
-            new = None
-            try:
-                await old_a.hello()
-                await old_b.hello()
-                assert peer_der(old_a) == first
-                await exchange(old_a, alice, old_b, bob, "before")
-                second = issue(ca, cert, key, cn="edge-renewed")
-                edge.p.send_signal(signal.SIGHUP)
-                await edge.wait_output("TLS certificate reloaded")
-                new = await Raw.open(url, dep.token(alice), ssl=trusting(ca))
-                await new.hello()
-                assert peer_der(new) == second and peer_der(old_a) == first
-                await exchange(old_a, alice, old_b, bob, "after")
-                await exchange(new, alice, old_b, bob, "renewed")
-                assert edge.p.poll() is None, edge.output()[-2000:]
-            finally:
-                for r in (old_a, old_b, new):
-                    if r is not None:
-                        await r.close()
+    dep = await deploy(roles=("sequencer",), nats_url=server.url, nats_tls_ca=nats_ca.path)
+    edge = await dep.start("edge", mode="processes", tls_cert=str(cert), tls_key=str(key))
+    assert f"Switchboard is up: wss://127.0.0.1:{edge.port}/ws" in edge.output()
+    alice, bob = unique("alice"), unique("bob")
+    old_a = await dep.raw(alice, ssl=trusting(ca))
+    old_b = await dep.raw(bob, ssl=trusting(ca))
+    assert peer_der(old_a) == first
+    await exchange(old_a, alice, old_b, bob, "before")
+    second = issue(ca, cert, key, cn="edge-renewed")
+    edge.send_signal(signal.SIGHUP)
+    await edge.wait_output("TLS certificate reloaded")
+    new = await dep.raw(alice, ssl=trusting(ca))
+    assert peer_der(new) == second and peer_der(old_a) == first
+    await exchange(old_a, alice, old_b, bob, "after")
+    await exchange(new, alice, old_b, bob, "renewed")
+    assert edge.proc.running, edge.output()[-2000:]
 
 
 async def test_up_with_tls_forwards_sighup_to_its_edge(tmp_path, edge_tls) -> None:
