@@ -57,12 +57,12 @@ class Unit:
     """Roles started together: one in-process fabric, or one child process."""
 
     def __init__(self, name: str, roles: tuple[str, ...], settings: Settings, mode: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str | None] | None = None) -> None:
         self.name = name
         self.roles = roles
         self.settings = settings
         self.mode = mode
-        self.env = env or {}  # more environment for a process (OTEL_*, ...)
+        self.env = env or {}  # more environment for a process (OTEL_*, ...); None: unset it
         self.proc: Proc | None = None  # mode "processes"
         self._fabric: Fabric | None = None  # mode "inprocess"
         self._stack = contextlib.AsyncExitStack()
@@ -136,7 +136,13 @@ class Unit:
             self._fabric = await self._stack.enter_async_context(run(self.settings, self.roles))
             return
         args = list(self.roles) if len(self.roles) == 1 else ["run", "+".join(self.roles)]
-        self.proc = Proc(args, env=settings_env(self.settings) | self.env, log=log)
+        env = settings_env(self.settings)
+        for k, v in self.env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        self.proc = Proc(args, env=env, log=log)
         self._stack.callback(self.proc.close)
 
     async def _ready(self) -> None:
@@ -153,7 +159,7 @@ class Deployment:
     """One isolated deployment: its settings, its units, and the clients a
     test opened on it (all closed at teardown)."""
 
-    def __init__(self, settings: Settings, mode: str, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, mode: str, tmp: Path, env: dict[str, str | None] | None = None) -> None:
         self.settings = settings
         self.mode = mode
         self.env = env or {}  # added to every role process's environment
@@ -165,11 +171,11 @@ class Deployment:
 
     # -- units ----------------------------------------------------------------
 
-    async def start(self, *roles: str, mode: str | None = None, env: dict[str, str] | None = None,
+    async def start(self, *roles: str, mode: str | None = None, env: dict[str, str | None] | None = None,
                     **settings: Any) -> Unit:
         """Start ``roles`` together as one more unit (in-process: one fabric;
         processes: one child, ``switchboard run a+b`` for several roles, with
-        ``env`` added to its environment). ``settings`` override the
+        ``env`` added to its environment; a None value removes the variable). ``settings`` override the
         deployment's for this unit only; a second edge gets a free port
         unless given."""
         unit = await self._add(roles, mode or self.mode, settings, env or self.env)
@@ -177,7 +183,7 @@ class Deployment:
         return unit
 
     async def _add(self, roles: tuple[str, ...], mode: str, settings: dict[str, Any],
-                   env: dict[str, str]) -> Unit:
+                   env: dict[str, str | None]) -> Unit:
         assert mode in MODES, f"mode must be one of {MODES}"
         if "edge" in roles and any("edge" in u.roles for u in self.units):
             settings.setdefault("port", free_port())  # a second edge beside the first
@@ -302,7 +308,7 @@ class Deployer:
         self.made: list[Deployment] = []
 
     async def __call__(self, roles: tuple[str, ...] = DEFAULT_ROLES, *, mode: str = "inprocess",
-                       nats_url: str | None = None, init: bool = True, env: dict[str, str] | None = None,
+                       nats_url: str | None = None, init: bool = True, env: dict[str, str | None] | None = None,
                        **settings: Any) -> Deployment:
         """``init=False``: mode "processes" without the admin step (a test
         that runs it itself); ``env``: added to every role process's environment."""
