@@ -16,7 +16,6 @@ receiver in the test (loopback; it decodes the protobuf
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import subprocess
 import threading
@@ -26,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from switchboard import trace_otel
-from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, Raw, admin_init, make_settings, procs, role_env, token, unique
+from tests.e2e.helpers import PYTHON, REPO, STEP, unique, until
 
 pb = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2",
                          reason="the otel extra (pip install -e '.[test]' brings it)")
@@ -73,6 +72,11 @@ class Receiver:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
+    def all(self) -> list[tuple[dict, object]]:
+        """Every span received so far (resource attributes, span)."""
+        with self._lock:
+            return list(self.spans)
+
     def of(self, trace_id: int) -> list[tuple[dict, object]]:
         want = trace_id.to_bytes(16, "big")
         with self._lock:
@@ -91,70 +95,52 @@ def attrs(span) -> dict:
     return out
 
 
-async def test_spans_of_every_role_join_one_trace(tmp_path, nats_server):
-    rx = Receiver()
-    settings = make_settings(tmp_path, nats_server.url, trace_sample=0.0)
-    await admin_init(settings)
-    env = role_env(settings) | {"SWITCHBOARD_TRACE_SAMPLE": "0", "OTEL_EXPORTER_OTLP_ENDPOINT": rx.url,
-                                "OTEL_BSP_SCHEDULE_DELAY": "100"}
-    env.pop("OTEL_TRACES_EXPORTER", None)
-    env.pop("OTEL_SDK_DISABLED", None)
-    store = f"sqlite:///{tmp_path}/otel.db"
-    try:
-        with procs() as made:
-            made.append(Proc(["sequencer", "--nats", settings.nats_url, "--store", store, "--data",
-                              str(tmp_path / "seq")], env=env, log=tmp_path / "seq.log"))
-            made.append(Proc(["archiver", "--nats", settings.nats_url, "--store", store, "--data",
-                              str(tmp_path / "arch")], env=env, log=tmp_path / "arch.log"))
-            made.append(Proc(["edge", "--nats", settings.nats_url, "--port", str(settings.port), "--data",
-                              str(tmp_path / "edge")], env=env, log=tmp_path / "edge.log"))
-            for p in made:
-                await p.wait_output("fabric up", timeout=60)
-            url = f"ws://127.0.0.1:{settings.port}/ws"
-            alice, bob = await Raw.open(url, token(settings, "alice")), await Raw.open(url, token(settings, "bob"))
-            try:
-                await alice.hello()
-                await bob.hello()
-                mid, plain = unique("ot-"), unique("plain-")
-                await alice.send({"type": "send", "id": mid, "to": "bob", "body": "traced", "trace": True})
-                sent = await alice.answer(mid)
-                await alice.send({"type": "send", "id": plain, "to": "bob", "body": "not traced"})
-                await alice.answer(plain)
-                for want in (mid, plain):
-                    m = await bob.expect("msg", id=want)
-                    await bob.send({"type": "ack", "cursor": m["cursor"]})
-            finally:
-                await alice.close()
-                await bob.close()
-            conv = sent["conv"]
-            tid = trace_otel.trace_id_of(conv, "alice", mid)
-            root = trace_otel.root_span_id_of(conv, "alice", mid).to_bytes(8, "big")
-            want = {"edge.received", "sequencer.stored", "sequencer.fanout", "edge.delivered", "edge.acked",
-                    "archiver.stored"}
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 3 * STEP
-            while {s.name for _, s in rx.of(tid)} < want and loop.time() < deadline:
-                await asyncio.sleep(0.1)
-            spans = rx.of(tid)
-            assert {s.name for _, s in spans} >= want, sorted(s.name for _, s in spans)
-            # One trace across three processes, each naming its service.
-            assert {r["service.name"] for r, _ in spans} == {"switchboard-edge", "switchboard-sequencer",
-                                                             "switchboard-archiver"}
-            roots = [s for _, s in spans if s.name == "edge.received"]
-            assert len(roots) == 1 and roots[0].span_id == root and roots[0].parent_span_id == b""
-            assert all(s.parent_span_id == root for _, s in spans if s.name != "edge.received")
-            stored = next(s for _, s in spans if s.name == "sequencer.stored")
-            a = attrs(stored)
-            assert (a["sb.conv"], a["sb.id"], a["sb.sender"], a["sb.seq"]) == (conv, mid, "alice", sent["seq"])
-            assert stored.start_time_unix_nano > 0 and stored.end_time_unix_nano == stored.start_time_unix_nano
-            # The untraced message: no span at all.
-            with rx._lock:
-                assert not [s for _, s in rx.spans if any(x.key == "sb.id" and x.value.string_value == plain
-                                                          for x in s.attributes)]
-            for p in made:
-                assert p.terminate() == 0, p.output()[-2000:]
-    finally:
-        rx.close()
+@pytest.fixture
+def rx():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+async def test_spans_of_every_role_join_one_trace(rx, deploy):
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+           "OTEL_TRACES_EXPORTER": None, "OTEL_SDK_DISABLED": None}  # none of the shell's say-no variables
+    d = await deploy(roles=("sequencer", "archiver", "edge"), mode="processes", trace_sample=0.0, env=env)
+    alice, bob = await d.raw("alice"), await d.raw("bob")
+    mid, plain = unique("ot-"), unique("plain-")
+    await alice.send({"type": "send", "id": mid, "to": "bob", "body": "traced", "trace": True})
+    sent = await alice.answer(mid)
+    await alice.send({"type": "send", "id": plain, "to": "bob", "body": "not traced"})
+    await alice.answer(plain)
+    for want in (mid, plain):
+        m = await bob.expect("msg", id=want)
+        await bob.send({"type": "ack", "cursor": m["cursor"]})
+    conv = sent["conv"]
+    tid = trace_otel.trace_id_of(conv, "alice", mid)
+    root = trace_otel.root_span_id_of(conv, "alice", mid).to_bytes(8, "big")
+    want = {"edge.received", "sequencer.stored", "sequencer.fanout", "edge.delivered", "edge.acked",
+            "archiver.stored"}
+    await until(lambda: {s.name for _, s in rx.of(tid)} >= want, 3 * STEP,
+                lambda: f"spans {sorted(want)}; got {sorted(s.name for _, s in rx.of(tid))}", every=0.1)
+    spans = rx.of(tid)
+    # One trace across three processes, each naming its service.
+    assert {r["service.name"] for r, _ in spans} == {"switchboard-edge", "switchboard-sequencer",
+                                                     "switchboard-archiver"}
+    roots = [s for _, s in spans if s.name == "edge.received"]
+    assert len(roots) == 1 and roots[0].span_id == root and roots[0].parent_span_id == b""
+    assert all(s.parent_span_id == root for _, s in spans if s.name != "edge.received")
+    stored = next(s for _, s in spans if s.name == "sequencer.stored")
+    a = attrs(stored)
+    assert (a["sb.conv"], a["sb.id"], a["sb.sender"], a["sb.seq"]) == (conv, mid, "alice", sent["seq"])
+    assert stored.start_time_unix_nano > 0 and stored.end_time_unix_nano == stored.start_time_unix_nano
+    # The untraced message: no span at all.
+    assert not [s for _, s in rx.all() if any(x.key == "sb.id" and x.value.string_value == plain
+                                              for x in s.attributes)]
+    await alice.close()
+    await bob.close()
+    for role in ("edge", "archiver", "sequencer"):  # a clean stop flushes the exporter and exits 0
+        unit = d.unit(role)
+        assert await unit.stop() == 0, unit.output()[-2000:]
 
 
 def test_off_by_default_and_nothing_imported():
