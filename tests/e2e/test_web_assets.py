@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from edge.static import WEB_DIR, StaticFiles
-from tests.e2e.helpers import PYTHON, REPO, STEP, admin_init, deployment, make_settings, role_env
+from tests.e2e.helpers import PYTHON, REPO, STEP, settings_env, until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -49,9 +49,8 @@ def get(path: str, *extra: str, method: str = "GET") -> bytes:
 
 
 @pytest.fixture
-async def dep(nats_server, tmp_path):
-    async with deployment(tmp_path, nats_server.url, roles=("edge",)) as d:
-        yield d
+async def dep(deploy):
+    return await deploy(roles=("edge",))
 
 
 @pytest.fixture
@@ -117,7 +116,7 @@ SERVED = [
 
 @pytest.mark.parametrize("path,status,body,ctype", SERVED, ids=[p for p, *_ in SERVED])
 async def test_static_files(dep, site, path, status, body, ctype):
-    dep.fab.edge.static = StaticFiles(site)
+    dep.component("edge").static = StaticFiles(site)  # its public attribute: serve the test site
     got_status, headers, got_body = await http(dep.settings.port, get(path))
     assert got_status == status
     if status == 200:
@@ -132,7 +131,7 @@ async def test_static_files(dep, site, path, status, body, ctype):
 async def test_etag_revalidation_and_rebuilds(dep, site):
     """no-cache + ETag: an unchanged file answers 304 without a body, a
     rebuilt one (new content) is served at once."""
-    dep.fab.edge.static = StaticFiles(site)
+    dep.component("edge").static = StaticFiles(site)  # its public attribute: serve the test site
     port = dep.settings.port
     _, headers, _ = await http(port, get("/app.js"))
     etag = headers["etag"]
@@ -145,7 +144,7 @@ async def test_etag_revalidation_and_rebuilds(dep, site):
 
 
 async def test_head_and_other_methods(dep, site):
-    dep.fab.edge.static = StaticFiles(site)
+    dep.component("edge").static = StaticFiles(site)  # its public attribute: serve the test site
     port = dep.settings.port
     status, headers, body = await http(port, get("/app.js", method="HEAD"))
     assert (status, body) == (200, b"")
@@ -171,7 +170,7 @@ def _build_wheel(tmp: Path) -> Path:
     src = tmp / "src"
     src.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules")
-    for pkg in ("switchboard", "edge", "sequencer", "archiver", "pusher"):
+    for pkg in ("switchboard", "edge", "sequencer", "archiver", "pusher", "presence", "sbctl"):  # pyproject's packages
         shutil.copytree(REPO / pkg, src / pkg, ignore=ignore)
     for f in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / f, src / f)
@@ -199,7 +198,7 @@ def _venv_with(wheel: Path, tmp: Path) -> Path:
     return env_dir
 
 
-async def test_wheel_install_serves_the_app(nats_server, tmp_path):
+async def test_wheel_install_serves_the_app(deploy, tmp_path):
     wheel = _build_wheel(tmp_path)
     zf = zipfile.ZipFile(wheel)
     names = set(zf.namelist())
@@ -216,22 +215,19 @@ async def test_wheel_install_serves_the_app(nats_server, tmp_path):
                            check=True, capture_output=True, text=True, cwd=tmp_path, env=env).stdout.strip()
     assert where.startswith(str(env_dir)), f"edge imported from {where}, not from the wheel install"
 
-    settings = make_settings(tmp_path, nats_server.url)
-    await admin_init(settings)
-    env.update(role_env(settings))
-    env.pop("PYTHONPATH", None)
-    env.update(SWITCHBOARD_NATS_URL=settings.nats_url, SWITCHBOARD_STORE_URL=settings.store_url,
-               SWITCHBOARD_HOST="127.0.0.1", SWITCHBOARD_PORT=str(settings.port),
-               SWITCHBOARD_DATA_DIR=settings.data_dir)
+    # The deployment's settings and admin step; its edge is the wheel's own
+    # `switchboard` script (not this checkout's python -m sbctl), configured
+    # the way the factory configures role processes.
+    d = await deploy(roles=(), mode="processes")
+    settings = d.settings
+    env = settings_env(settings, base=env)
     log = tmp_path / "edge.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([str(env_dir / "bin" / "switchboard"), "edge"], cwd=tmp_path, env=env,
                                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        for _ in range(int(STEP * 3 / 0.1)):
-            if "Switchboard is up" in log.read_text(errors="replace") or proc.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: "Switchboard is up" in log.read_text(errors="replace") or proc.poll() is not None,
+                    STEP * 3, "the wheel's edge to start")
         assert "Switchboard is up" in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]
         status, headers, body = await http(settings.port, get("/"))
         assert (status, body) == (200, packed["index.html"])
