@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import time
 
 import msgspec
@@ -24,11 +22,11 @@ import pytest
 
 from sequencer.partitions import bucket_name
 from sequencer.service import Sequencer
-from switchboard import events
+from switchboard import events, frames, ids
 from switchboard.bus import streams
 from switchboard.store import Conversation, open_store
 from switchboard.subjects import partition_of
-from tests.e2e.helpers import Proc, admin_init, fabric, make_settings, procs, role_env, sdk, stream_msgs, unique
+from tests.e2e.helpers import make_settings, stream_msgs, unique, until
 
 LEASE_TTL = 1.5  # short leases: handovers within seconds in tests
 PARTITIONS = 8
@@ -92,9 +90,15 @@ async def test_forced_split_brain_never_forks_a_conversation(nats_server, tmp_pa
             await nc.close()
 
 
-def _instance(proc: Proc) -> str:
-    m = re.search(r"instance=(seq-[0-9a-f]+)", proc.output())
-    assert m, proc.output()[-2000:]
+async def _last_stream_seq(nc, settings, conv: str) -> int:
+    """The stream sequence of the conversation's last message in MESSAGES (the fence a writer sends)."""
+    raw = await nc.jetstream().get_last_msg(streams.names(settings)[0], settings.subjects.msg(conv))
+    return raw.seq
+
+
+def _instance(unit) -> str:
+    m = re.search(r"instance=(seq-[0-9a-f]+)", unit.output())
+    assert m, unit.output()[-2000:]
     return m.group(1)
 
 
@@ -114,107 +118,86 @@ async def _stats(nc, settings, instance: str) -> dict:
     return msgspec.json.decode(msg.data)
 
 
-def _start_sequencers(made: list[Proc], settings, tmp_path, n: int = 2) -> list[Proc]:
-    env = role_env(settings) | {"SWITCHBOARD_LEASE_TTL": str(LEASE_TTL), "SWITCHBOARD_PARTITIONS": str(PARTITIONS)}
-    out = []
-    for i in range(n):
-        p = Proc(["sequencer", "--nats", settings.nats_url, "--store", settings.store_url,
-                  "--data", str(tmp_path / f"seq{i}")], env=env, log=tmp_path / f"seq{i}.log")
-        made.append(p)
-        out.append(p)
-    return out
+async def _shared_out(nc, settings) -> bool:
+    """Whether both sequencers own some partitions."""
+    return len(set((await _owners(nc, settings)).values())) >= 2
 
 
 @pytest.mark.parametrize("fault", ["kill", "stop"])
-async def test_owner_fault_hands_partitions_over_and_loses_nothing(make_nats, tmp_path, fault):
+async def test_owner_fault_hands_partitions_over_and_loses_nothing(make_nats, deploy, fault):
     srv = make_nats()
-    settings = make_settings(tmp_path, srv.url, partitions=PARTITIONS, lease_ttl=LEASE_TTL)
-    nc = await nats.connect(srv.url)
-    await admin_init(settings)  # role processes only check what they use exists
-    with procs() as made:
-        seq_procs = _start_sequencers(made, settings, tmp_path)
-        for p in seq_procs:
-            await p.wait_output("sequencer started")
-        async with fabric(settings, ("edge",)):
-            # Both own a share before the fault.
-            deadline = time.monotonic() + 10
-            while len(set((await _owners(nc, settings)).values())) < 2:
-                assert time.monotonic() < deadline, await _owners(nc, settings)
-                await asyncio.sleep(0.1)
-            await _owners(nc, settings)
-            victim = seq_procs[0]
-            victim_id = _instance(victim)
-            # Conversations in the victim's partitions and in the other's.
-            users = [unique("h") for _ in range(8)]
-            clients = [await sdk(settings, u) for u in users]
-            pairs = [(clients[i], users[i + 1]) for i in range(0, 8, 2)]
-            try:
-                from switchboard import ids
-                convs = [ids.dm_conv(users[i], users[i + 1]) for i in range(0, 8, 2)]
-                n_per = 60
-                sent: list = []
+    d = await deploy(roles=("sequencer", "sequencer"), mode="processes", nats_url=srv.url, partitions=PARTITIONS,
+                     lease_ttl=LEASE_TTL)
+    victim, survivor = d.units
+    settings = d.settings
+    nc = await d.nats()
+    await d.start("edge", mode="inprocess")
+    await until(lambda: _shared_out(nc, settings), 10, "both sequencers owning partitions")
+    victim_id, survivor_id = _instance(victim), _instance(survivor)
+    # Conversations in the victim's partitions and in the other's.
+    users = [unique("h") for _ in range(8)]
+    clients = [await d.sdk(u) for u in users]
+    pairs = [(clients[i], users[i + 1]) for i in range(0, 8, 2)]
+    convs = [ids.dm_conv(users[i], users[i + 1]) for i in range(0, 8, 2)]
+    n_per = 60
+    sent: list = []
 
-                go = asyncio.Event()
-                go.set()
-                idle = [asyncio.Event() for _ in pairs]
+    go = asyncio.Event()
+    go.set()
+    idle = [asyncio.Event() for _ in pairs]
 
-                async def sender(k: int, c, to: str, tag: str) -> None:
-                    for j in range(n_per):
-                        if not go.is_set():  # paused: say so, wait
-                            idle[k].set()
-                            await go.wait()
-                            idle[k].clear()
-                        sent.append(await c.send(to=to, body=f"{tag}-{j}"))
-                        await asyncio.sleep(0.01)
-                    idle[k].set()
+    async def sender(k: int, c, to: str, tag: str) -> None:
+        for j in range(n_per):
+            if not go.is_set():  # paused: say so, wait
+                idle[k].set()
+                await go.wait()
+                idle[k].clear()
+            sent.append(await c.send(to=to, body=f"{tag}-{j}"))
+            await asyncio.sleep(0.01)
+        idle[k].set()
 
-                tasks = [asyncio.create_task(sender(k, c, to, f"p{k}")) for k, (c, to) in enumerate(pairs)]
-                await asyncio.sleep(0.3)
-                # Pause the senders so the victim's write count is exact at the fault.
-                go.clear()
-                await asyncio.wait_for(asyncio.gather(*(e.wait() for e in idle)), 10)
-                before = await _stats(nc, settings, victim_id)
-                t_fault = time.monotonic()
-                if fault == "kill":
-                    victim.kill()
-                else:
-                    os.kill(victim.pid, signal.SIGSTOP)
-                go.set()
-                # Every partition owned again, by the survivor, within 5 s.
-                survivor_id = _instance(seq_procs[1])
-                while True:
-                    now = await _owners(nc, settings)
-                    if len(now) == PARTITIONS and set(now.values()) == {survivor_id}:
-                        break
-                    assert time.monotonic() - t_fault < 5.0, now
-                    await asyncio.sleep(0.05)
-                handover = time.monotonic() - t_fault
-                if fault == "stop":
-                    await asyncio.sleep(0.5)  # sends for its partitions wait in its socket meanwhile
-                    os.kill(victim.pid, signal.SIGCONT)
-                    # Right after waking, before rebalancing can hand it partitions
-                    # back (that takes a round of each), it must not have written:
-                    # its leases lapsed while it was frozen.
-                    await asyncio.sleep(0.2)
-                    after = await _stats(nc, settings, victim_id)
-                    assert after["writes"] == before["writes"], (before, after)
-                    assert after["fence_retries"] == before["fence_retries"], (before, after)
-                await asyncio.wait_for(asyncio.gather(*tasks), 60)
-                assert len(sent) == n_per * len(pairs)
-                for conv, _pair in zip(convs, pairs):
-                    stored = await stream_msgs(settings, conv)
-                    assert [m.seq for m in stored] == list(range(1, n_per + 1)), conv
-                    assert len({m.id for m in stored}) == n_per
-                # Each receiver got its conversation once, in order.
-                for k in range(0, 8, 2):
-                    rc = clients[k + 1]
-                    got = [(await rc.next_message(10)) for _ in range(n_per)]
-                    assert [m.seq for m in got] == list(range(1, n_per + 1))
-                print(f"{fault}: partitions owned again after {handover:.2f}s")
-            finally:
-                for c in clients:
-                    await c.close()
-    await nc.close()
+    tasks = [asyncio.create_task(sender(k, c, to, f"p{k}")) for k, (c, to) in enumerate(pairs)]
+    await asyncio.sleep(0.3)
+    # Pause the senders so the victim's write count is exact at the fault.
+    go.clear()
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in idle)), 10)
+    before = await _stats(nc, settings, victim_id)
+    t_fault = time.monotonic()
+    if fault == "kill":
+        victim.kill()
+    else:
+        victim.pause()
+    go.set()
+
+    async def all_owned_by_survivor() -> bool:
+        now = await _owners(nc, settings)
+        return len(now) == PARTITIONS and set(now.values()) == {survivor_id}
+
+    # Every partition owned again, by the survivor, within 5 s.
+    await until(all_owned_by_survivor, 5.0, "every partition owned by the survivor", every=0.05)
+    handover = time.monotonic() - t_fault
+    if fault == "stop":
+        await asyncio.sleep(0.5)  # sends for its partitions wait in its socket meanwhile
+        victim.resume()
+        # Right after waking, before rebalancing can hand it partitions
+        # back (that takes a round of each), it must not have written:
+        # its leases lapsed while it was frozen.
+        await asyncio.sleep(0.2)
+        after = await _stats(nc, settings, victim_id)
+        assert after["writes"] == before["writes"], (before, after)
+        assert after["fence_retries"] == before["fence_retries"], (before, after)
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    assert len(sent) == n_per * len(pairs)
+    for conv in convs:
+        stored = await stream_msgs(settings, conv)
+        assert [m.seq for m in stored] == list(range(1, n_per + 1)), conv
+        assert len({m.id for m in stored}) == n_per
+    # Each receiver got its conversation once, in order.
+    for k in range(0, 8, 2):
+        rc = clients[k + 1]
+        got = [(await rc.next_message(10)) for _ in range(n_per)]
+        assert [m.seq for m in got] == list(range(1, n_per + 1))
+    print(f"{fault}: partitions owned again after {handover:.2f}s")
 
 
 async def test_new_owner_repairs_the_fanout_a_dead_owner_left_undone(nats_server, tmp_path):
@@ -238,12 +221,16 @@ async def test_new_owner_repairs_the_fanout_a_dead_owner_left_undone(nats_server
         await first.start(static_partitions=everything)
         seqs.append(first)
         await _send_until_answered(nc, subject, events.SendRequest(sender="ra", id="m1", conv=conv, body="1"))
-        first.pipeline._fanout = lambda st, s: None  # dies right after the MESSAGES ack of m2
-        with pytest.raises(nats.errors.TimeoutError):
-            await nc.request(subject, events.encode(events.SendRequest(sender="ra", id="m2", conv=conv, body="2")),
-                             timeout=1.0)
         await first.stop()
         seqs.clear()
+        # What an owner that dies right after the MESSAGES ack of m2 leaves
+        # behind: m2 stored exactly as the sequencer writes it (same Msg-Id,
+        # same fence), and no INBOX copy of it anywhere.
+        m2 = frames.Msg(conv=conv, seq=2, id="m2", from_="ra", body="2", ts=int(time.time() * 1000))
+        ack = await nc.jetstream().publish(settings.subjects.msg(conv), frames.encode(m2), headers={
+            "Nats-Msg-Id": f"{conv}:ra:m2", "Nats-Expected-Last-Subject-Sequence": str(await _last_stream_seq(
+                nc, settings, conv))})
+        assert not ack.duplicate
         second = Sequencer(settings=settings, nc=nc, store=store)
         await second.start(static_partitions=everything)
         seqs.append(second)
