@@ -13,6 +13,7 @@
   (receipt, typing, presence, error), buffered so a test can wait for one
   kind without losing the others.
 - :class:`Proc`: a ``python -m sbctl ...`` child process (SIGKILL-able).
+- :class:`CuttableProxy`: a TCP proxy to NATS that a test cuts (a network fault).
 - bus inspection: :func:`stream_msgs` (what MESSAGES holds for one
   conversation), :func:`push_entries` / :func:`push_queue_len` (the PUSH work
   queue), :class:`PresenceChanges` (the tracker's announcements),
@@ -492,6 +493,54 @@ class PresenceChanges:
         await until(lambda: (user, online) in self.changes, timeout, f"{user} online={online}")
         # The sequencer's subscription gets the same message; give it a moment.
         await asyncio.sleep(0.1)
+
+
+# ---------------------------------------------------------------- faults
+
+
+class CuttableProxy:
+    """A loopback TCP proxy to ``upstream`` that can be cut: every proxied
+    connection closed, new ones refused until :meth:`heal`."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.cut_off = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _accept(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if self.cut_off:
+            w.close()
+            return
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers |= {w, uw}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(r, uw), pipe(ur, w))
+
+    def cut(self) -> None:
+        self.cut_off = True
+        for w in self._writers:
+            w.transport.abort()
+        self._writers.clear()
+
+    def heal(self) -> None:
+        self.cut_off = False
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
 
 
 # ---------------------------------------------------------------- processes

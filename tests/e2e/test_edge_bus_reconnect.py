@@ -15,59 +15,12 @@ test cuts (and refuses new connections) while a service stores a message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import msgspec
 import pytest
 
-from sbctl.embedded import free_port
 from switchboard.events import SendReply, SendRequest
-from tests.e2e.helpers import STEP, unique
-
-
-class CuttableProxy:
-    """A loopback TCP proxy to ``upstream`` that can be cut: every proxied
-    connection closed, new ones refused until :meth:`heal`."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.cut_off = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.base_events.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-
-    async def _accept(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        if self.cut_off:
-            w.close()
-            return
-        ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        self._writers |= {w, uw}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(r, uw), pipe(ur, w))
-
-    def cut(self) -> None:
-        self.cut_off = True
-        for w in self._writers:
-            w.transport.abort()
-        self._writers.clear()
-
-    def heal(self) -> None:
-        self.cut_off = False
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
+from tests.e2e.helpers import STEP, CuttableProxy, unique
 
 
 @pytest.fixture
