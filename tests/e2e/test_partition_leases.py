@@ -4,14 +4,13 @@ stops renewing stops owning before anyone else can take over."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import nats
 import pytest
 
 from sequencer.partitions import TRUST, PartitionLeases, bucket_name, ensure_bucket, preferred
-from tests.e2e.helpers import make_settings
+from tests.e2e.helpers import CuttableProxy, make_settings, until
 
 N = 12
 
@@ -40,13 +39,6 @@ async def _leases(nc, settings, name: str) -> tuple[PartitionLeases, Recorder]:
     return lease, rec
 
 
-async def _until(cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 def test_rendezvous_moves_only_a_share_when_a_member_joins() -> None:
     before = {p: preferred(["a", "b"], p) for p in range(256)}
     after = {p: preferred(["a", "b", "c"], p) for p in range(256)}
@@ -65,8 +57,8 @@ async def test_two_owners_split_the_partitions_and_one_takes_all_when_the_other_
         assert a.owned == list(range(N))  # alone: owns everything at once
         b, rb = await _leases(nc, settings, "seq-b")
         # Rebalance: disjoint, complete, both hold a share (rendezvous).
-        await _until(lambda: set(a.owned).isdisjoint(b.owned) and len(a.owned) + len(b.owned) == N
-                     and a.owned and b.owned)
+        await until(lambda: set(a.owned).isdisjoint(b.owned) and len(a.owned) + len(b.owned) == N
+                    and a.owned and b.owned, 10, "a and b splitting the partitions")
         assert sorted(rb.acquired) == b.owned
         assert set(ra.released) == set(b.owned)
         # What operators see in the bucket (`nats kv get … p.<n>`).
@@ -76,35 +68,43 @@ async def test_two_owners_split_the_partitions_and_one_takes_all_when_the_other_
             assert owner == ("seq-a" if p in a.owned else "seq-b")
         # b leaves cleanly: its partitions are deleted at once and a takes them.
         await b.stop()
-        await _until(lambda: a.owned == list(range(N)), timeout=5.0)
+        await until(lambda: a.owned == list(range(N)), 5.0, "a owning every partition")
         await a.stop()
     finally:
         await nc.close()
 
 
 async def test_an_owner_that_cannot_renew_stops_owning_before_its_keys_expire(nats_server, tmp_path):
-    """What a SIGSTOPped or cut-off owner does: its round task no longer runs.
-    ``owns`` must turn false by itself (TRUST × TTL after the last renewal),
-    which is before the server expires the keys and anyone else can take them."""
+    """What a cut-off (or SIGSTOPped) owner does: its renewals no longer reach
+    the server. ``owns`` must turn false by itself (TRUST × TTL after the last
+    renewal), which is before the server expires the keys and anyone else can
+    take them. The cut is real: a's connection goes through a TCP proxy that
+    is cut (and refuses reconnects)."""
     ttl = 1.5
     settings = make_settings(tmp_path, nats_server.url, partitions=4, lease_ttl=ttl)
+    proxy = CuttableProxy(int(nats_server.url.rsplit(":", 1)[1]))
+    await proxy.start()
     nc = await nats.connect(nats_server.url)
+    cut_nc = await nats.connect(f"nats://127.0.0.1:{proxy.port}", max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.2)
     try:
-        a, _ = await _leases(nc, settings, "seq-frozen")
+        a, _ = await _leases(cut_nc, settings, "seq-cut-off")  # start() renews at once; the next round is ttl/3 away
         renewed = time.monotonic()
-        a._task.cancel()  # frozen: no more rounds
+        proxy.cut()
         assert a.owned == [0, 1, 2, 3]
         b, _ = await _leases(nc, settings, "seq-other")
         assert b.owned == []  # a's keys still stand
-        await _until(lambda: not a.owned, timeout=ttl * 2)
+        await until(lambda: not a.owned, ttl * 2, "a to stop owning", every=0.01)
         stopped_owning = time.monotonic()
         assert stopped_owning - renewed <= ttl * TRUST + 0.3
         # b gets them only after the keys expired on the server.
-        await _until(lambda: b.owned == [0, 1, 2, 3], timeout=ttl * 4)
+        await until(lambda: b.owned == [0, 1, 2, 3], ttl * 4, "b owning a's partitions")
         assert time.monotonic() - renewed >= ttl * TRUST
         await b.stop()
     finally:
         await nc.close()
+        await cut_nc.close()
+        await proxy.close()
 
 
 @pytest.mark.parametrize("members", [1, 3])
@@ -118,7 +118,7 @@ async def test_every_partition_is_owned_exactly_once(nats_server, tmp_path, memb
             held = [p for o in owners for p in o.owned]
             return sorted(held) == list(range(N))
 
-        await _until(settled)
+        await until(settled, 10, "every partition owned once")
         for o in owners:
             await o.stop()
     finally:
