@@ -4,30 +4,22 @@ reconnect, auth, TLS and a 3-node cluster."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
-from collections.abc import Callable
 
 import nats
 import pytest
 
 from switchboard.bus.conn import BusConnection, BusError, BusMsg, BusUnavailable, connect, encode_headers
 from switchboard.bus.replies import Replies
+from tests.e2e.helpers import CuttableProxy, until
 
 _ids = itertools.count()
 
 
 def uniq(prefix: str) -> str:
     return f"{prefix}.{time.monotonic_ns()}.{next(_ids)}"
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def collector(conn: BusConnection, subject: str, queue: str | None = None) -> tuple[int, list[BusMsg]]:
@@ -603,11 +595,13 @@ async def test_cluster_failover_keeps_subscriptions(make_nats, tmp_path, failure
         assert sub.connected_url == nodes[0].url
 
         async def delivered(body: bytes) -> None:  # routes and interest propagate asynchronously
-            deadline = time.monotonic() + 10
-            while not any(m.data == body for m in got):
-                assert time.monotonic() < deadline, f"{body!r} never crossed the cluster"
-                pub.publish(subject, body)
-                await asyncio.sleep(0.05)
+            def arrived() -> bool:
+                if any(m.data == body for m in got):
+                    return True
+                pub.publish(subject, body)  # again, until interest has crossed the routes
+                return False
+
+            await until(arrived, 10, f"{body!r} crossing the cluster", every=0.05)
 
         await delivered(b"via routes")
         if failure == "kill":
@@ -638,7 +632,10 @@ def test_under_uvloop(tls_server) -> None:
     async def scenario() -> None:
         ctx = ssl.create_default_context(cafile=ca)
         events: list[str] = []
-        c = await connect([server.url], tls=ctx, reconnect_wait=0.05, on_reconnected=lambda: events.append("up"))
+        proxy = CuttableProxy(int(server.url.rsplit(":", 1)[1]))  # on this loop: the reset is real TCP
+        await proxy.start()
+        c = await connect([f"nats://127.0.0.1:{proxy.port}"], tls=ctx, reconnect_wait=0.05,
+                          on_reconnected=lambda: events.append("up"))
         try:
             subject = uniq("t.uv")
             _, got = collector(c, subject)
@@ -650,13 +647,15 @@ def test_under_uvloop(tls_server) -> None:
             assert (await r.call(subject + ".svc", b"abc", timeout=2)).data == b"ABC"
             await until(lambda: len(got) == 1)
             assert got[0].headers == {"K": "v"}
-            c._sock.abort()  # noqa: SLF001 - a connection reset, as far as the client can tell
+            proxy.cut()  # the connection is reset under the client
+            proxy.heal()  # and the server is there again
             await until(lambda: events == ["up"], what="reconnect on uvloop")
             c.publish(subject, b"again")
             await until(lambda: len(got) == 2)
             assert (await r.call(subject + ".svc", b"x", timeout=2)).data == b"X"
         finally:
             await c.close()
+            await proxy.close()
 
     def run() -> None:
         try:
