@@ -12,8 +12,9 @@ in ``stop()``): nats-py's per-message parse, subscription task and ack
 coroutine cost more CPU than the store write.
 
 Shutdown: stop fetching, finish (write + ack) the batch in hand, stop the
-micro service. A batch fetched but not written (the process died) is
-redelivered by JetStream after the consumer's ack wait.
+micro service (switchboard/rpc/) after answering the queries in hand. A
+batch fetched but not written (the process died) is redelivered by
+JetStream after the consumer's ack wait.
 """
 
 from __future__ import annotations
@@ -22,12 +23,9 @@ import asyncio
 import contextlib
 import time
 
-import msgspec
 import nats.errors
 import nats.js.errors
-import nats.micro
 from nats.aio.client import Client as NATS
-from nats.micro.request import Request
 
 import switchboard
 from archiver.consumer import DURABLE
@@ -35,21 +33,17 @@ from archiver.history import FloorCache, History
 from archiver.metrics import ArchiverMetrics
 from archiver.puller import Puller
 from archiver.writer import BatchWriter, store_backoff
-from switchboard import log, tls
+from switchboard import api, log, rpc, tls
 from switchboard.backoff import Backoff
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection, connect as bus_connect
 from switchboard.config import Settings
-from switchboard.errors import BadFrame, Internal, SwitchboardError
-from switchboard.events import HistoryQuery, HistoryReply, error_body
+from switchboard.events import HistoryQuery, HistoryReply
 from switchboard.store import Store
 from switchboard.trace import Tracer, default_instance
 
 SERVICE_NAME = "sb-archiver"
 VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
-
-_decode_query = msgspec.json.Decoder(HistoryQuery).decode
-_encode = msgspec.json.Encoder().encode
 
 
 class Archiver:
@@ -78,8 +72,10 @@ class Archiver:
         self._log = log.get("archiver", stream=self.stream)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._requests: set[asyncio.Task] = set()
-        self._service: nats.micro.Service | None = None
+        # sb-archiver: the history endpoint (switchboard/rpc/), counted for
+        # `nats micro stats` and rpc.RpcCollector.
+        self.rpc = rpc.RpcService(nc, name=SERVICE_NAME, version=VERSION, subjects=settings.subjects,
+                                  description="Archives MESSAGES into the store; serves history")
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -104,11 +100,8 @@ class Archiver:
                                        tracer=tracer)
             self._tasks.append(asyncio.create_task(self._fetch_loop(), name="archiver-fetch"))
         if self._serve_history:
-            self._service = await nats.micro.add_service(
-                self._nc, name=SERVICE_NAME, version=VERSION,
-                description="Archives MESSAGES into the store; serves history")
-            await self._service.add_endpoint(name="history", subject=self.settings.subjects.api("history"),
-                                             handler=self._on_history)
+            await self.rpc.start()
+            await self.rpc.add(api.HISTORY, self._history)
             await self._nc.flush()  # started means answering: the SUB is in effect on the server
         self._log.info("archiver started", store=type(self._store).__name__, batch=self.settings.archive_batch,
                        archive=self._archive, history=self._serve_history)
@@ -126,11 +119,7 @@ class Archiver:
             self._writer.stopping = True
             with contextlib.suppress(asyncio.CancelledError):
                 await fetch
-        if self._service is not None:
-            await self._service.stop()
-        for t in list(self._requests):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self.rpc.stop()  # the queries in hand are answered first
         if self._puller is not None:
             self._puller.stop()
         if self._bus is not None:
@@ -201,37 +190,15 @@ class Archiver:
             await asyncio.sleep(self._lag_interval)
 
     # -- history ---------------------------------------------------------------
-    async def _on_history(self, req: Request) -> None:
-        # Subscription callbacks run one at a time: answer in a task so one
-        # slow store read does not hold up the queries behind it.
-        t = asyncio.create_task(self._answer(req))
-        self._requests.add(t)
-        t.add_done_callback(self._requests.discard)
-
-    async def _answer(self, req: Request) -> None:
+    async def _history(self, q: HistoryQuery) -> HistoryReply:
+        """``sb.api.history`` (served by self.rpc, one task per query: a slow
+        store read does not hold up the others). A store or bus failure is
+        answered ``internal`` with retry by the wrapper."""
         t0 = time.perf_counter()
         try:
-            try:
-                q = _decode_query(req.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise BadFrame(f"bad history query: {exc}") from None
-            reply = await self.history.query(q)
-        except SwitchboardError as exc:
-            reply = HistoryReply(conv=_conv_of(req.data), error=error_body(exc))
-        except Exception as exc:  # noqa: BLE001 - a store or bus failure: the caller may retry
-            self._log.error("history query failed", error=f"{type(exc).__name__}: {exc}")
-            reply = HistoryReply(conv=_conv_of(req.data), error=error_body(Internal("history unavailable")))
-        self.metrics_.history_seconds.observe(time.perf_counter() - t0)
-        with contextlib.suppress(Exception):
-            await req.respond(_encode(reply))
-
-
-def _conv_of(data: bytes) -> str:
-    try:
-        conv = msgspec.json.decode(data).get("conv", "")
-        return conv if isinstance(conv, str) else ""
-    except Exception:  # noqa: BLE001
-        return ""
+            return await self.history.query(q)
+        finally:
+            self.metrics_.history_seconds.observe(time.perf_counter() - t0)
 
 
 async def run_archiver(*, settings: Settings, nc: NATS, store: Store, stop: asyncio.Event | None = None,

@@ -133,9 +133,11 @@ async def test_services_skip_membership(nc, world):
 
 
 async def test_malformed_query_is_an_error_reply(nc, world):
+    # switchboard/rpc's one error answer: bad_request in the body and the micro headers.
     resp = await nc.request("sb.api.history", b'{"conv": 5}', timeout=5)
     r = decode_reply(resp.data)
-    assert r.error is not None and r.error.code == "bad_frame"
+    assert r.error is not None and r.error.code == "bad_request" and not r.error.retry
+    assert resp.headers["Nats-Service-Error-Code"] == "bad_request"
 
 
 async def test_registered_as_micro_service(nc, world):
