@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sbctl import trace as trace_cli
 
     trace_cli.add_parser(sub)
+    from sbctl import configcmd
+
+    configcmd.add_parser(sub)  # config show | check (sets run=)
     bench = sub.add_parser("bench", help="load generator and report")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -120,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(args.rest)
         if args.cmd == "init":
             return asyncio.run(_init(_settings(args)))
+        if args.cmd == "config":
+            return args.run(args)
         if args.cmd == "trace":
             from sbctl import trace as trace_cli
 

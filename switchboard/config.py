@@ -139,9 +139,9 @@ class StreamSettings(_Section):
     # Client retries land inside this window and are stored once.
     dedup_window_sec: float = 120.0
     # MESSAGES is the recent log; the archive keeps everything forever.
-    messages_max_age_sec: float = 7 * 86400
+    messages_max_age_sec: float = 7 * 86400.0
     # INBOX per user: a device offline longer, or further behind, resyncs from history.
-    inbox_max_age_sec: float = 7 * 86400
+    inbox_max_age_sec: float = 7 * 86400.0
     # Entries kept per user: 10,000 is days of a busy user's messages; a
     # device further behind resyncs from history (cursor_expired).
     inbox_max_per_user: int = 10_000
@@ -517,9 +517,10 @@ class PusherSettings(_Section):
         if names != ("log",):
             for name in names:
                 if name not in PUSH_PROVIDERS:
-                    raise ConfigError(f"unknown push provider {name!r}; use log or a list of apns, fcm, webpush")
+                    raise ConfigError(f"push_provider: unknown push provider {name!r}; use log or a list of "
+                                      f"apns, fcm, webpush")
                 if getattr(self, f"push_{name}") is None:
-                    raise ConfigError(f"push provider {name!r} is enabled but there is no [pusher.{name}] section")
+                    raise ConfigError(f"push_provider: {name!r} is enabled but there is no [pusher.{name}] section")
 
 
 # -- [trace], [metrics], [log] --------------------------------------------------
