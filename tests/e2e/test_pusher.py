@@ -13,7 +13,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -29,6 +29,7 @@ from switchboard.config import ApnsSettings, FcmSettings, Settings, WebPushSetti
 from switchboard.devices import RegisterReply, check_token, token_hash
 from switchboard.devices.memory import MemoryDeviceStore
 from switchboard.events import PushEntry
+from tests.e2e.helpers import until
 from tests.fakes.apns import apns_error
 from tests.fakes.creds import Creds, make_creds
 from tests.fakes.fcm import fcm_error
@@ -40,17 +41,8 @@ MAX_DELIVER = 3
 _n = itertools.count()
 
 
-async def eventually(pred: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = pred()
-        if asyncio.iscoroutine(r):
-            r = await r
-        if r:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+# Deliveries go through provider retries with backoff: more room than STEP.
+WAIT = 15.0
 
 
 @dataclass
@@ -151,8 +143,8 @@ async def test_success_payload_and_auth(nats_server, material, fakes, plat):
         token = plat.new_token()
         await h.devices.register("alice", plat.name, token)
         await h.publish("alice", conv="c42", seq=5, body="see you at 6")
-        await eventually(lambda: len(plat.fake.received) == 1)
-        await eventually(h.drained)  # acked: gone from the work queue
+        await until(lambda: len(plat.fake.received) == 1, WAIT)
+        await until(h.drained, WAIT)  # acked: gone from the work queue
         got = plat.fake.received[0]
         assert plat.fake.problems == []  # signatures, headers and payload checked out
         if plat.name == "apns":
@@ -181,7 +173,7 @@ async def test_dead_token_is_removed(nats_server, material, fakes, plat):
             await h.devices.register("alice", plat.name, alive)
             plat.fake.dead.add(plat.dead_key(dead))
             await h.publish("alice")
-            await eventually(h.drained)
+            await until(h.drained, WAIT)
             assert [d.token for d in await h.devices.tokens_of("alice")] == [check_token(plat.name, alive)]
             assert len(plat.fake.received) == 1  # the live device still got it
             assert h.dlq == [] and plat.fake.problems == []
@@ -197,10 +189,10 @@ async def test_throttled_then_delivered_once_after_retry_after(nats_server, mate
         plat.fake.script = [plat.throttled]
         start = time.monotonic()
         await h.publish("alice")
-        await eventually(lambda: len(plat.fake.received) == 1)
+        await until(lambda: len(plat.fake.received) == 1, WAIT)
         # Retry-After: 1 was honoured (the backoff alone would be ~0.05 s)
         assert time.monotonic() - start >= 0.9
-        await eventually(h.drained)
+        await until(h.drained, WAIT)
         await asyncio.sleep(0.3)
         assert len(plat.fake.received) == 1 and h.dlq == []
 
@@ -210,8 +202,8 @@ async def test_server_errors_retried_then_delivered(nats_server, material, fakes
         await h.devices.register("alice", plat.name, plat.new_token())
         plat.fake.script = [plat.server_error] * (MAX_DELIVER - 1)
         await h.publish("alice")
-        await eventually(lambda: len(plat.fake.received) == 1)
-        await eventually(h.drained)
+        await until(lambda: len(plat.fake.received) == 1, WAIT)
+        await until(h.drained, WAIT)
         assert h.dlq == [] and plat.fake.script == []
 
 
@@ -220,11 +212,11 @@ async def test_persistent_errors_go_to_dead_letter_after_max_deliver(nats_server
         await h.devices.register("alice", plat.name, plat.new_token())
         plat.fake.script = [plat.server_error] * (MAX_DELIVER + 2)
         entry = await h.publish("alice", seq=9)
-        await eventually(lambda: len(h.dlq) == 1)
+        await until(lambda: len(h.dlq) == 1, WAIT)
         letter = h.dlq[0]
         assert letter.entry == entry and letter.deliveries == MAX_DELIVER
         assert "gave up after 3 deliveries" in letter.reason
-        await eventually(h.drained)  # terminated, not left in the queue
+        await until(h.drained, WAIT)  # terminated, not left in the queue
         assert len(plat.fake.script) == 2  # exactly MAX_DELIVER attempts were made
         assert plat.fake.received == []
 
@@ -234,10 +226,10 @@ async def test_permanent_error_goes_to_dead_letter_at_once(nats_server, material
         await h.devices.register("alice", plat.name, plat.new_token())
         plat.fake.script = [plat.permanent, plat.permanent]
         await h.publish("alice")
-        await eventually(lambda: len(h.dlq) == 1)
+        await until(lambda: len(h.dlq) == 1, WAIT)
         assert h.dlq[0].deliveries == 1 and "failed" in h.dlq[0].reason
         assert len(plat.fake.script) == 1  # not retried: a 400 will not get better
-        await eventually(h.drained)
+        await until(h.drained, WAIT)
 
 
 async def test_partial_progress_not_resent(nats_server, material, fakes):
@@ -248,8 +240,8 @@ async def test_partial_progress_not_resent(nats_server, material, fakes):
         await h.devices.register("alice", "fcm", fcm.new_token())
         fcm.fake.script = [fcm.server_error]
         await h.publish("alice")
-        await eventually(lambda: len(fcm.fake.received) == 1)
-        await eventually(h.drained)
+        await until(lambda: len(fcm.fake.received) == 1, WAIT)
+        await until(h.drained, WAIT)
         assert len(apns.fake.received) == 1
 
 
@@ -262,8 +254,8 @@ async def test_already_read_is_skipped(nats_server, material, fakes):
         await h.devices.register("alice", "apns", apns.new_token())
         await h.publish("alice", conv="c1", seq=5)  # read on another device: skipped
         await h.publish("alice", conv="c1", seq=6)  # newer than what was read: sent
-        await eventually(h.drained)
-        await eventually(lambda: len(apns.fake.received) == 1)
+        await until(h.drained, WAIT)
+        await until(lambda: len(apns.fake.received) == 1, WAIT)
         assert apns.fake.received[0].payload["seq"] == 6
 
 
@@ -314,7 +306,7 @@ async def test_log_provider_acks_without_network(nats_server, tmp_path):
         async def empty() -> bool:
             return (await js.stream_info(streams.names(settings)[2])).state.messages == 0
 
-        await eventually(empty)
+        await until(empty, WAIT)
         await nc.drain()
 
 
@@ -325,7 +317,7 @@ async def test_undecodable_entry_is_dead_lettered(nats_server, material, fakes):
         await h.nc.flush()
         msg = await got.next_msg(timeout=10)
         assert msg.headers["Sb-Dlq-Reason"] == "undecodable entry" and msg.data == b'{"user": "alice"}'
-        await eventually(h.drained)
+        await until(h.drained, WAIT)
 
 
 async def test_stop_returns_when_nats_server_is_gone(make_nats, tmp_path):
