@@ -15,6 +15,9 @@ small object that moves through callbacks run inline in the NATS read loop:
    Otherwise the send waits in the conversation's queue: one MESSAGES write
    per conversation is in flight at a time (the next one's fence needs this
    one's stream sequence); different conversations are pipelined freely.
+   That per-conversation state and its decisions (next seq, fence, queue,
+   reload on a fence conflict) are :class:`sequencer.ordering.ConvOrder`'s,
+   which does no I/O.
 2. Its ack arrives: the INBOX copies (``Nats-Msg-Id = conv:seq:user``) and
    the PUSH entries of offline members are published at once, before the
    conversation's next write, so every mailbox gets a conversation in seq
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from time import perf_counter
@@ -44,6 +46,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from sequencer.conversations import Conversations, now_ms
+from sequencer.ordering import LOAD, ConvOrder
 from sequencer.push import PresenceView, push_entry
 from sequencer.quotas import UserQuota
 from sequencer.receipts import Receipts
@@ -72,33 +75,24 @@ _msg_decoder = msgspec.json.Decoder(frames.Msg)
 _encode = msgspec.json.Encoder().encode
 
 
-class _Conv:
-    """What this process knows of one conversation it writes."""
+class _Conv(ConvOrder["_Send"]):
+    """What this process knows of one conversation it writes (its order
+    and fence state: :class:`ConvOrder`)."""
 
-    __slots__ = ("id", "partition", "subject", "info", "members", "large", "last_seq", "last_stream_seq",
-                 "busy", "queue", "loading", "reload", "inboxes")
+    __slots__ = ("id", "partition", "subject", "info", "members", "large", "inboxes")
 
     def __init__(self, conv_id: str, partition: int, subject: str) -> None:
+        super().__init__()
         self.id = conv_id
         self.partition = partition
         self.subject = subject  # sb.msg.<conv>
         self.info: Conversation | None = None
         self.members: frozenset[str] = frozenset()
         self.large = False
-        self.last_seq: int | None = None  # None: load before the next write
-        self.last_stream_seq = 0
-        self.busy = False  # a MESSAGES write is awaiting its ack
-        self.queue: deque[_Send] = deque()
-        self.loading = False
-        self.reload = False  # ownership changed hands: re-read the stream first
         # Per member: (INBOX subject, header text before and after the seq):
         # built once per conversation, not per message (ids are checked, so
         # plain formatting is safe in a header).
         self.inboxes: list[tuple[str, str, str]] = []
-
-    @property
-    def ready(self) -> bool:
-        return self.info is not None and self.last_seq is not None and not self.reload
 
 
 class _Send:
@@ -166,7 +160,7 @@ class Pipeline:
     def on_acquire(self, p: int) -> None:
         for st in self._convs.values():
             if st.partition == p:
-                st.reload = True  # another process may have written since we last did
+                st.reacquired()  # another process may have written since we last did
         send_sid = self._conn.subscribe(self._subjects.send_partition_all(p), partial(self._on_send, False))
         sys_sid = self._conn.subscribe(self._subjects.system_send_part(p), partial(self._on_send, True))
         self._subs[p] = (send_sid, sys_sid)
@@ -229,16 +223,15 @@ class Pipeline:
             st = self._convs[req.conv] = _Conv(req.conv, p, self._subjects.msg(req.conv))
         s = _Send(req, m.reply, system, traced)
         self.inflight[p] = self.inflight.get(p, 0) + 1
-        st.queue.append(s)
+        st.push(s)
         self._pump(st)
 
     def _pump(self, st: _Conv) -> None:
         """Write the next queued send of ``st`` if nothing is in flight."""
-        while st.queue and not st.busy and not st.loading:
-            if not st.ready:
+        while (s := st.next()) is not None:
+            if s is LOAD:
                 self._spawn(self._load(st))
                 return
-            s = st.queue.popleft()
             if not self.owns(st.partition):
                 self.stats["not_owner"] += 1
                 self._finish(st.partition, s, Unavailable("this conversation is moving to another sequencer; retry"))
@@ -252,26 +245,23 @@ class Pipeline:
             self._write(st, s)
 
     def _write(self, st: _Conv, s: _Send) -> None:
-        assert st.last_seq is not None
         r = s.req
-        msg = frames.Msg(conv=st.id, seq=st.last_seq + 1, id=r.id, from_=r.sender, body=r.body, ts=now_ms(),
+        msg = frames.Msg(conv=st.id, seq=st.begin_write(), id=r.id, from_=r.sender, body=r.body, ts=now_ms(),
                          kind=r.kind)
         s.msg, s.data = msg, frames.encode(msg)
         headers = (f"NATS/1.0\r\nNats-Msg-Id: {st.id}:{r.sender}:{r.id}\r\n"
                    f"Nats-Expected-Last-Subject-Sequence: {st.last_stream_seq}\r\n"
                    f"{TRACE_HEADER_LINE if s.traced else ''}\r\n").encode()
-        st.busy = True
         self.stats["writes"] += 1
         try:
             self._replies.request(st.subject, s.data, partial(self._on_stored, st, s), headers=headers,
                                   timeout=self._timeout)
         except BusError as exc:  # stopping: the bus is gone
-            st.busy = False
+            st.aborted()
             self._finish(st.partition, s, Unavailable(f"sequencer stopping: {exc.message}"))
 
     # -- 2. MESSAGES acked ----------------------------------------------------------------
     def _on_stored(self, st: _Conv, s: _Send, m: BusMsg | None, err: BaseException | None) -> None:
-        st.busy = False
         ack = None
         if err is None and m is not None:
             try:
@@ -284,10 +274,9 @@ class Pipeline:
                 # Someone else wrote this conversation: reload, then retry first.
                 s.fences += 1
                 self.stats["fence_retries"] += 1
-                st.last_seq = None
-                st.queue.appendleft(s)
+                st.conflict(s)
             else:
-                st.last_seq = None  # unknown outcome: reload before the next write
+                st.failed()  # unknown outcome: reload before the next write
                 why = ack.error.description if ack is not None and ack.error else type(err).__name__
                 self._finish(st.partition, s, Unavailable(f"stream write failed: {why}"))
             self._pump(st)
@@ -296,11 +285,11 @@ class Pipeline:
             # A retried send: answer with the original and fan it out again
             # (the first attempt may have died half-way; INBOX deduplicates).
             self.stats["duplicates"] += 1
+            st.duplicate()
             s.duplicate = True
             self._spawn(self._load_duplicate(st, s, ack.seq))
         else:
-            st.last_seq = s.msg.seq
-            st.last_stream_seq = ack.seq
+            st.stored(s.msg.seq, ack.seq)
             if not s.system:
                 self._receipts.sent_now(user=s.req.sender, conv=st.id, seq=s.msg.seq)
             if s.traced:
@@ -417,7 +406,7 @@ class Pipeline:
         task.add_done_callback(self._tasks.discard)
 
     async def _load(self, st: _Conv) -> None:
-        st.loading = True
+        st.load_started()
         self.stats["loads"] += 1
         try:
             while st.info is None and st.queue:
@@ -426,8 +415,7 @@ class Pipeline:
                     st.info = await self._convs_api.for_send(conv_id=st.id, sender=head.req.sender, to=head.req.to,
                                                              system=head.system)
                 except SwitchboardError as exc:
-                    st.queue.popleft()
-                    self._finish(st.partition, head, exc)
+                    self._finish(st.partition, st.drop_head(), exc)
             if st.info is None:
                 return
             st.members = frozenset(st.info.members)
@@ -435,8 +423,7 @@ class Pipeline:
             st.inboxes = [(self._subjects.inbox(u), f"NATS/1.0\r\nNats-Msg-Id: {st.id}:", f":{u}\r\n\r\n")
                           for u in sorted(st.members)]
             last = None
-            if st.last_seq is None or st.reload:
-                st.reload = False
+            if st.needs_last():
                 last = await self._load_last(st)
             await self._receipts.prime(st.id)
             await self._presence.prime(st.members)
@@ -447,12 +434,11 @@ class Pipeline:
             if not isinstance(exc, SwitchboardError):
                 self._log.info("conversation load failed", conv=st.id, error=f"{type(exc).__name__}: {exc}")
                 exc = Unavailable(f"conversation load failed: {type(exc).__name__}")
-            st.last_seq = None
-            while st.queue:
-                self._finish(st.partition, st.queue.popleft(), exc)  # type: ignore[arg-type]
+            for s in st.load_failed():
+                self._finish(st.partition, s, exc)  # type: ignore[arg-type]
             return
         finally:
-            st.loading = False
+            st.load_done()
         self._pump(st)
 
     async def _load_last(self, st: _Conv) -> tuple[frames.Msg, bytes] | None:
@@ -462,12 +448,10 @@ class Pipeline:
             raw = await self._js.get_last_msg(self._stream, st.subject)
         except nats.js.errors.NotFoundError:
             # Not in the stream (new, or aged out of MESSAGES): continue from the archive.
-            st.last_stream_seq = 0
-            st.last_seq = await self._archived_last_seq(st.id)
+            st.loaded(await self._archived_last_seq(st.id), 0)
             return None
-        st.last_stream_seq = raw.seq
         msg = _msg_decoder.decode(raw.data)
-        st.last_seq = msg.seq
+        st.loaded(msg.seq, raw.seq)
         return msg, raw.data
 
     def _repair(self, st: _Conv, msg: frames.Msg, data: bytes) -> None:
@@ -501,9 +485,8 @@ class Pipeline:
         """The last seq from our own state, when we own and write the
         conversation (no I/O); None otherwise."""
         st = self._convs.get(conv)
-        if st is not None and st.last_seq is not None and not st.reload and not st.busy \
-                and self.owns(st.partition):
-            return st.last_seq
+        if st is not None and self.owns(st.partition):
+            return st.known()
         return None
 
     async def last_seq(self, conv: str) -> int:
@@ -518,6 +501,6 @@ class Pipeline:
         return probe.last_seq
 
     def _evict(self) -> None:
-        idle = [k for k, v in self._convs.items() if not v.busy and not v.queue and not v.loading]
+        idle = [k for k, v in self._convs.items() if v.idle]
         for key in idle[: MAX_CONVS // 10 or 1]:
             del self._convs[key]
