@@ -154,7 +154,11 @@ class PusherService:
         while not self._stopping:
             try:
                 msgs = await psub.fetch(batch, timeout=FETCH_TIMEOUT)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
+                # An empty fetch. nats.errors.TimeoutError is one, but nats-py
+                # 2.16's fetch of several messages also raises asyncio's own
+                # (js/client.py, _fetch_n): caught as nats.errors' only, it
+                # ended this loop, and the pusher never fetched again.
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
                 self._log.warning("pusher.fetch_failed", error=type(exc).__name__)
