@@ -61,11 +61,14 @@ class ConvOrder(Generic[T]):
 
     def next(self) -> T | Step | None:
         """What to do now: the send to write next (refusing it is the
-        caller's choice; writing it starts with :meth:`begin_write`), LOAD,
-        or None (nothing waits, or a write or a load is under way)."""
+        caller's choice; writing it starts with :meth:`begin_write`), LOAD
+        (the load is under way from now: one at a time, until
+        :meth:`load_done`), or None (nothing waits, or a write or a load is
+        under way)."""
         if not self.queue or self.busy or self.loading:
             return None
         if not self.ready:
+            self.loading = True
             return LOAD
         return self.queue.popleft()
 
@@ -107,9 +110,6 @@ class ConvOrder(Generic[T]):
         """This process took the conversation's partition (again): another
         may have written it since, re-read the stream before writing."""
         self.reload = True
-
-    def load_started(self) -> None:
-        self.loading = True
 
     def needs_last(self) -> bool:
         """Whether the load must read the last seq (a later reacquire asks again)."""

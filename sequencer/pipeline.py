@@ -406,7 +406,6 @@ class Pipeline:
         task.add_done_callback(self._tasks.discard)
 
     async def _load(self, st: _Conv) -> None:
-        st.load_started()
         self.stats["loads"] += 1
         try:
             while st.info is None and st.queue:
