@@ -1,0 +1,23 @@
+"""deploy/Dockerfile copies every package the project installs.
+
+The image is never built here (no container runtime), so nothing else would
+notice: after the layout moved the CLI to sbctl/ and the tracker to
+presence/, the image built a `switchboard` entry point whose package was
+missing from it.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_image_copies_every_package():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY (\w+) \./\1\s*$", (REPO / "deploy" / "Dockerfile").read_text(), re.M))
+    assert packages, "no packages found in pyproject.toml"
+    assert packages <= copied, f"deploy/Dockerfile does not COPY {sorted(packages - copied)}"
