@@ -1,13 +1,19 @@
 """The ``switchboard`` command.
 
     switchboard up [--host H] [--port P] [--data DIR] [--nats URL] [--store URL] [--layout L] [--no-dev-signin]
-    switchboard edge|sequencer|archiver|presence|pusher --nats URL [...]
-    switchboard run ROLE+ROLE... --nats URL [...]       (several roles in one process)
+    switchboard edge|sequencer|archiver|presence|pusher [--nats URL] [...]   (one role; its own flags only)
+    switchboard run ROLE+ROLE... [--nats URL] [...]       (several roles in one process)
     switchboard init --nats URL                           (streams, consumers, KV: admin NATS user)
     switchboard token USER [--data DIR]
     switchboard trace CONV SEQ | --id MSG_ID [--conv C] [--nats URL | --data DIR] [--json]   (sbctl/trace.py)
     switchboard nats-config [--out DIR]
     switchboard bench ...
+    switchboard --version
+
+The roles come from the registry (sbctl/roles.py); each role's subcommand
+has the flags that role reads, no others. Errors an operator can fix (a
+port in use, a bad or missing config file, a missing optional extra, a bad
+setting) are one line on stderr and a non-zero exit code, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,124 +21,233 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import sys
+import tomllib
+from typing import Callable, NoReturn
 
+import switchboard
+from sbctl import extras, procs
+from sbctl.roles import ALL_ROLES, parse_roles
+from sbctl.supervisor import DEFAULT_LAYOUT, SINGLE, parse_layout, port_free
 from switchboard import auth, log
-from sbctl import procs
-from sbctl.supervisor import ALL_ROLES, DEFAULT_LAYOUT, SINGLE, parse_layout
 from switchboard.config import Settings
-from switchboard.errors import SwitchboardError
+from switchboard.errors import ConfigError, SwitchboardError
+
+# Settings a flag overrides (flag dest -> Settings field).
+_SETTING_OF = {"host": "host", "port": "port", "data": "data_dir", "nats": "nats_url", "store": "store_url",
+               "presence": "presence_url", "edge_id": "edge_id", "log_level": "log_level"}
 
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
-    overrides = {
-        "host": getattr(args, "host", None), "port": getattr(args, "port", None),
-        "data_dir": getattr(args, "data", None), "nats_url": getattr(args, "nats", None),
-        "store_url": getattr(args, "store", None), "presence_url": getattr(args, "presence", None),
-        "edge_id": getattr(args, "edge_id", None), "log_level": getattr(args, "log_level", None),
-        **extra,
-    }
-    return Settings.load(config_file=getattr(args, "config", None), overrides=overrides)
+    """Settings from the config file, the environment and the flags given.
+    A missing or unreadable file, or one that is not TOML, is a ConfigError
+    (one line) rather than the OSError / TOMLDecodeError it raises."""
+    overrides = {field: getattr(args, dest, None) for dest, field in _SETTING_OF.items()}
+    path = getattr(args, "config", None) or os.environ.get("SWITCHBOARD_CONFIG")
+    try:
+        return Settings.load(config_file=getattr(args, "config", None), overrides={**overrides, **extra})
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (--config / SWITCHBOARD_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML settings file (keys = Settings fields)")
-    p.add_argument("--data", help="data directory (default .sbdata)")
-    p.add_argument("--nats", help="NATS URL (up: use this NATS instead of starting one)")
-    p.add_argument("--store", help="store URL: sqlite:///path.db or cassandra://h1,h2/keyspace")
-    p.add_argument("--presence", help="presence URL: memory:// or redis://host:port/db")
-    p.add_argument("--log-level", dest="log_level")
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (plus where to look), exit code 2; a flag
+    the command does not take is reported by that command's parser."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see: {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, rest = self.parse_known_args(args, namespace)
+        if rest:
+            commands = getattr(self, "commands", {})
+            commands.get(getattr(ns, "cmd", None), self).error(f"unrecognized arguments: {' '.join(rest)}")
+        return ns
+
+
+# Every flag a role command may have, with its help; each command takes the
+# ones it reads (ROLE_FLAGS, up, run).
+def _flag(p: argparse.ArgumentParser, name: str, *, up: bool = False) -> None:
+    if name == "config":
+        p.add_argument("--config", metavar="FILE",
+                       help="TOML settings file, keys = settings names (default: $SWITCHBOARD_CONFIG); "
+                            "SWITCHBOARD_<NAME> variables and these flags override it")
+    elif name == "data":
+        p.add_argument("--data", metavar="DIR",
+                       help="data directory: development JWT secret, local files (default .sbdata)")
+    elif name == "nats":
+        p.add_argument("--nats", metavar="URL",
+                       help="use this NATS instead of starting an embedded nats-server" if up else
+                       "NATS URL, a comma list for a cluster; may hold user:password@ "
+                       "(default $SWITCHBOARD_NATS_URL or nats://127.0.0.1:4222)")
+    elif name == "log_level":
+        p.add_argument("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"),
+                       help="log level on stderr (default info)")
+    elif name == "store":
+        p.add_argument("--store", metavar="URL",
+                       help="message store: sqlite:///path.db or cassandra://h1,h2/keyspace "
+                            "(cassandra needs the 'cassandra' extra)")
+    elif name == "presence":
+        p.add_argument("--presence", metavar="URL",
+                       help="presence backend: memory:// (one tracker) or redis://host:port/db "
+                            "(several trackers; needs the 'redis' extra)")
+    elif name == "host":
+        p.add_argument("--host", help="address the edge listens on (default 127.0.0.1)")
+    elif name == "port":
+        p.add_argument("--port", type=int, help="the edge's WebSocket/HTTP port (default 8080)")
+    elif name == "edge_id":
+        p.add_argument("--edge-id", dest="edge_id", metavar="ID",
+                       help="this edge's id, in its heartbeat subject and micro service (default: random)")
+    else:  # pragma: no cover - a typo in the tables below
+        raise ValueError(name)
+
+
+COMMON_FLAGS = ("config", "data", "nats", "log_level")
+# The flags each role reads beyond the common ones.
+ROLE_FLAGS: dict[str, tuple[str, ...]] = {
+    "edge": ("host", "port", "edge_id"),
+    "sequencer": ("store",),
+    "archiver": ("store",),
+    "presence": ("presence",),
+    "pusher": (),
+}
+ROLE_HELP = {
+    "edge": "run an edge (WebSocket gateway) against an existing NATS",
+    "sequencer": "run a sequencer (orders, stores, fans out) against an existing NATS",
+    "archiver": "run the archiver (long-term store, history) against an existing NATS",
+    "presence": "run the presence tracker against an existing NATS",
+    "pusher": "run the push notifier against an existing NATS (providers: push_config in --config)",
+}
+
+
+def _role_flags(p: argparse.ArgumentParser, roles: tuple[str, ...]) -> None:
+    for name in COMMON_FLAGS:
+        _flag(p, name)
+    for name in dict.fromkeys(f for r in roles for f in ROLE_FLAGS[r]):
+        _flag(p, name)
+    # Set by `switchboard up` for its children (hidden: not for operators).
+    p.add_argument("--metrics-listen", help=argparse.SUPPRESS)  # host:port of this process's metrics
+    if "edge" in roles:
+        p.add_argument("--metrics-peers", default="", help=argparse.SUPPRESS)  # host:port,... the edge re-exports
+
+
+Runner = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="switchboard", description="Real-time chat delivery fabric")
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser = _Parser(prog="switchboard", description="Real-time chat delivery fabric")
+    parser.add_argument("--version", action="version", version=f"switchboard {switchboard.__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="start the whole fabric: nats-server and the roles as supervised child "
                         "processes (embedded NATS by default)")
-    _common(up)
-    up.add_argument("--host", default=None)
-    up.add_argument("--port", type=int, default=None)
-    up.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (default: free)")
+    for name in COMMON_FLAGS:
+        _flag(up, name, up=True)
+    for name in ("store", "presence", "host", "port"):
+        _flag(up, name)
+    up.add_argument("--nats-port", type=int, default=0, metavar="PORT",
+                    help="port of the embedded nats-server (default: a free one)")
     up.add_argument("--layout", default=DEFAULT_LAYOUT,
                     help=f"roles per child process: '+' joins roles in one process, ',' separates processes "
                          f"(default {DEFAULT_LAYOUT}); 'single': every role inside this process")
     up.add_argument("--no-dev-signin", dest="no_dev_signin", action="store_true",
                     help="do not offer the web app's development sign-in (any user name gets a token), which "
                          "up turns on when it binds a loopback host")
-    for role in ("edge", "sequencer", "archiver", "presence", "pusher", "run"):
-        if role == "run":
-            rp = sub.add_parser("run", help="run several roles in one process against an existing NATS")
-            rp.add_argument("roles", help="roles joined by '+', e.g. archiver+presence+pusher")
-        else:
-            rp = sub.add_parser(role, help=f"run the {role} against an existing NATS")
-        _common(rp)
-        rp.add_argument("--host", default=None)
-        rp.add_argument("--port", type=int, default=None)
-        rp.add_argument("--edge-id", dest="edge_id")
-        # Set by `switchboard up` for its children (hidden: not for operators).
-        rp.add_argument("--metrics-listen", help=argparse.SUPPRESS)  # host:port of this process's metrics
-        rp.add_argument("--metrics-peers", default="", help=argparse.SUPPRESS)  # host:port,... the edge re-exports
+    up.set_defaults(run=_serve)
+    for role in ALL_ROLES:
+        rp = sub.add_parser(role, help=ROLE_HELP.get(role, f"run the {role} against an existing NATS"))
+        _role_flags(rp, (role,))
+        rp.set_defaults(run=_serve)
+    rp = sub.add_parser("run", help="run several roles in one process against an existing NATS")
+    rp.add_argument("roles", help=f"roles joined by '+', e.g. archiver+presence+pusher (roles: {', '.join(ALL_ROLES)})")
+    _role_flags(rp, ALL_ROLES)
+    rp.set_defaults(run=_serve)
     ini = sub.add_parser("init", help="create or update the streams, consumers and KV bucket the roles use "
                          "(a NATS user with the JetStream management API, e.g. admin in nats/accounts.conf); "
                          "roles only check they exist")
-    ini.add_argument("--nats", help="NATS URL with the admin user's credentials (default SWITCHBOARD_NATS_URL)")
-    ini.add_argument("--config", help="TOML settings file (stream_prefix, replicas, push_config, ...)")
-    tok = sub.add_parser("token", help="print a token this deployment accepts")
-    tok.add_argument("user")
-    tok.add_argument("--data", help="data directory (default .sbdata)")
-    tok.add_argument("--config")
-    tok.add_argument("--ttl", type=int, default=30 * 86400, help="lifetime in seconds")
+    ini.add_argument("--nats", metavar="URL",
+                     help="NATS URL with the admin user's credentials (default $SWITCHBOARD_NATS_URL)")
+    _flag(ini, "config")
+    ini.set_defaults(run=lambda args: asyncio.run(_init(_settings(args))))
+    tok = sub.add_parser("token", help="print a token this deployment accepts, signed with its secret "
+                         "(jwt_secret, or the data dir's jwt.secret; never a new one)")
+    tok.add_argument("user", help="the user id the token names")
+    _flag(tok, "data")
+    _flag(tok, "config")
+    tok.add_argument("--ttl", type=int, default=30 * 86400, metavar="SEC", help="lifetime in seconds (default 30 days)")
+    tok.set_defaults(run=_token)
     nc = sub.add_parser("nats-config", help="write the stream definitions as JSON for the nats CLI")
-    nc.add_argument("--out", default="nats/streams")
-    nc.add_argument("--config")
+    nc.add_argument("--out", default="nats/streams", metavar="DIR", help="directory to write to (default nats/streams)")
+    _flag(nc, "config")
+    nc.set_defaults(run=_nats_config)
     from sbctl import trace as trace_cli
 
     trace_cli.add_parser(sub)
-    from sbctl import configcmd
-
-    configcmd.add_parser(sub)  # config show | check (sets run=)
-    bench = sub.add_parser("bench", help="load generator and report")
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.choices["trace"].set_defaults(run=trace_cli.run)
+    bench = sub.add_parser("bench", help="load generator and report (switchboard bench --help)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
+    bench.set_defaults(run=_bench)
+    # More commands register here: a module's add_parser(sub) that sets run= (as trace does).
+    parser.commands = sub.choices  # type: ignore[attr-defined]  # for parse_args' errors
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its own parser, so `switchboard bench --help` shows the bench's help
-        from sbctl.bench.cli import main as bench_main
-
-        return bench_main(argv[1:])
+        return _bench(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
-        if args.cmd == "token":
-            s = _settings(args)
-            secret = s.jwt_secret or auth.dev_secret(s.data_dir)
-            print(auth.issue(secret, args.user, ttl_sec=args.ttl))
-            return 0
-        if args.cmd == "nats-config":
-            from switchboard.bus import streams
-
-            for path in streams.write_json(_settings(args), args.out):
-                print(path)
-            return 0
-        if args.cmd == "bench":
-            from sbctl.bench.cli import main as bench_main
-
-            return bench_main(args.rest)
-        if args.cmd == "init":
-            return asyncio.run(_init(_settings(args)))
-        if args.cmd == "config":
-            return args.run(args)
-        if args.cmd == "trace":
-            from sbctl import trace as trace_cli
-
-            return trace_cli.run(args)
-        return _serve(args)
+        return args.run(args)
     except SwitchboardError as exc:
-        print(f"switchboard: {log.redact(exc.message)}", file=sys.stderr)
+        print(f"switchboard {args.cmd}: {log.redact(exc.message)}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        missing = extras.for_module(exc)
+        if missing is None:
+            raise
+        print(f"switchboard {args.cmd}: {missing.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"switchboard {args.cmd}: an address this process listens on is in use ({exc.strerror}): "
+              f"port, metrics_port or --nats-port", file=sys.stderr)
+        return 2
+
+
+def _token(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    secret = s.jwt_secret or auth.existing_dev_secret(s.data_dir)
+    if not secret:
+        raise ConfigError(
+            f"no secret to sign with: {os.path.join(s.data_dir, 'jwt.secret')} does not exist and jwt_secret "
+            f"is not set. Pass --data DIR of the deployment (the DIR of its `switchboard up --data DIR`; "
+            f"default .sbdata), or set SWITCHBOARD_JWT_SECRET to the secret its edges check; a new secret "
+            f"would make a token no edge accepts")
+    print(auth.issue(secret, args.user, ttl_sec=args.ttl))
+    return 0
+
+
+def _nats_config(args: argparse.Namespace) -> int:
+    from switchboard.bus import streams
+
+    for path in streams.write_json(_settings(args), args.out):
+        print(path)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sbctl.bench.cli import main as bench_main
+
+    return bench_main(args.rest)
 
 
 # Seconds `switchboard init` tries to reach NATS before it gives up (a role
@@ -185,12 +300,23 @@ async def _init(s: Settings) -> int:
     return 0
 
 
+def _roles_of(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.cmd == "up":
+        return ALL_ROLES
+    if args.cmd == "run":
+        return parse_roles(args.roles)
+    return (args.cmd,)
+
+
 def _serve(args: argparse.Namespace) -> int:
+    """``up``, ``run ROLES`` and the one-role commands."""
+    roles = _roles_of(args)
     extra = {}
     if getattr(args, "metrics_listen", None):  # a child of `up`: metrics on a loopback port of its own
         extra["metrics_port"] = int(args.metrics_listen.rpartition(":")[2])
     s = _settings(args, **extra)
-    if not s.jwt_secret:
+    extras.check(s, roles)  # before anything starts: one line with the install command
+    if not s.jwt_secret and "edge" in roles:  # up hands it to its edge children
         s = s.replace(jwt_secret=auth.dev_secret(s.data_dir))
     if args.cmd == "up" and getattr(args, "store", None) is None and s.store_url == "sqlite:///switchboard.db":
         s = s.replace(store_url=f"sqlite:///{s.data_dir}/switchboard.db")
@@ -198,6 +324,8 @@ def _serve(args: argparse.Namespace) -> int:
         from sbctl.devmode import up_dev_signin
 
         s = s.replace(dev_signin=up_dev_signin(s.host, disabled=args.no_dev_signin))
+    if "edge" in roles and not port_free(s.host, s.port):
+        raise ConfigError(f"port {s.port} on {s.host} is in use (--port, or port in the settings)")
     log.configure(s.log_level, s.log_json)
     try:
         import uvloop
@@ -212,19 +340,8 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             layout = parse_layout(args.layout)
         except ValueError as exc:
-            print(f"switchboard up: {exc}", file=sys.stderr)
-            return 2
+            raise ConfigError(str(exc)) from None
         return asyncio.run(serve_up(args, s, layout, embedded=embedded, nats_port=args.nats_port))
-    if args.cmd == "up":
-        roles = ALL_ROLES
-    elif args.cmd == "run":
-        roles = tuple(r.strip() for r in args.roles.split("+") if r.strip())
-        bad = [r for r in roles if r not in ALL_ROLES]
-        if bad or not roles:
-            print(f"switchboard run: unknown roles {bad}; roles are {', '.join(ALL_ROLES)}", file=sys.stderr)
-            return 2
-    else:
-        roles = (args.cmd,)
     from sbctl.fabric import run
 
     listen = getattr(args, "metrics_listen", None)
@@ -249,6 +366,11 @@ def _serve(args: argparse.Namespace) -> int:
                       f"(web app: {http}://{s.host}:{fab.edge.port}/{note})", flush=True)
                 print(f"NATS: {log.redact_url(fab.settings.nats_url)}   token: switchboard token USER --data {s.data_dir}",
                       flush=True)
+                if embedded:
+                    from sbctl import natsctx
+
+                    url = fab.settings.nats_url
+                    print(natsctx.hint(natsctx.write(s.data_dir, url), url), flush=True)
             else:
                 print(f"switchboard {'+'.join(roles)} running (NATS {log.redact_url(fab.settings.nats_url)})",
                       flush=True)

@@ -349,6 +349,10 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
               f"(web app: {http}://{settings.host}:{settings.port}/{note})", flush=True)
         print(f"NATS: {log.redact_url(settings.nats_url)}   token: switchboard token USER --data {settings.data_dir}",
               flush=True)
+        if embedded:  # a `nats` CLI context for it, so docs/operations.md's commands work verbatim
+            from sbctl import natsctx
+
+            print(natsctx.hint(natsctx.write(settings.data_dir, settings.nats_url), settings.nats_url), flush=True)
         print("processes: " + ", ".join(f"{c.name} {c.pid}" for c in sup.children), flush=True)
         print("metrics: " + ", ".join(f"{'+'.join(g)} http://{m}/metrics" for g, m in plan)
               + (f", all http://{_local(settings.host)}:{settings.metrics_port}/metrics" if settings.metrics_port

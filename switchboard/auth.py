@@ -91,11 +91,22 @@ def _time_claim(claims: dict, name: str) -> float:
     return seconds
 
 
+def existing_dev_secret(data_dir: str | Path) -> str | None:
+    """The development secret of a data dir, or None if it has none yet
+    (never makes one: ``switchboard token`` must sign with the secret the
+    running deployment checks, not a new one)."""
+    path = Path(data_dir) / "jwt.secret"
+    if not path.exists():
+        return None
+    return path.read_text().strip() or None
+
+
 def dev_secret(data_dir: str | Path) -> str:
     """The development secret of a data dir, generated once (mode 0600)."""
+    found = existing_dev_secret(data_dir)
+    if found:
+        return found
     path = Path(data_dir) / "jwt.secret"
-    if path.exists():
-        return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     path.touch(mode=0o600)

@@ -113,6 +113,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         s.stop()
 
 
+def role_flags(role: str, tmp: Path, *, port: int) -> list[str]:
+    """The flags of ``switchboard <role>`` beyond --nats/--data: each role
+    command takes only the flags it reads (sbctl/cli.py)."""
+    return {"edge": ["--port", str(port), "--host", "127.0.0.1"],
+            "sequencer": ["--store", f"sqlite:///{tmp}/sb.db"], "archiver": ["--store", f"sqlite:///{tmp}/sb.db"],
+            "presence": ["--presence", "memory://"], "pusher": []}[role]
+
+
 class RoleProc:
     """One role as its own process; output goes to a log file."""
 
@@ -162,10 +170,7 @@ def deployment(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iter
     d = Deployment(server, edge_port)
 
     def start(role: str) -> RoleProc:
-        args = ["--nats", server.url(role), "--store", f"sqlite:///{tmp}/sb.db", "--data", str(tmp),
-                "--presence", "memory://"]
-        if role == "edge":
-            args += ["--port", str(edge_port), "--host", "127.0.0.1"]
+        args = ["--nats", server.url(role), "--data", str(tmp), *role_flags(role, tmp, port=edge_port)]
         p = d.procs[role] = RoleProc(role, args, env=env, log=tmp / f"{role}.log")
         return p
 
@@ -641,14 +646,13 @@ async def test_roles_do_not_create_jetstream_state(make_nats, tmp_path: Path, se
         before = await nc.jetstream().streams_info()
         env = {**os.environ, "SWITCHBOARD_JWT_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
         env.pop("SWITCHBOARD_CONFIG", None)
-        args = ["--nats", srv.url, "--data", str(tmp_path), "--store", f"sqlite:///{tmp_path}/sb.db",
-                "--presence", "memory://", "--port", str(free_port()), "--host", "127.0.0.1"]
+        args = ["--nats", srv.url, "--data", str(tmp_path), *role_flags(role, tmp_path, port=free_port())]
         p = subprocess.run([PYTHON, "-m", "sbctl", role, *args], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=60)
         assert p.returncode == 2, p.stdout + p.stderr
         assert "Traceback" not in p.stderr, p.stderr
         last = p.stderr.strip().splitlines()[-1]
-        assert last.startswith("switchboard: " + line) and "run `switchboard init` first" in last, p.stderr
+        assert last.startswith(f"switchboard {role}: " + line) and "run `switchboard init` first" in last, p.stderr
         after = await nc.jetstream().streams_info()
         assert sorted(i.config.name for i in after) == sorted(i.config.name for i in before)
         for i in after:
