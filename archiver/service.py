@@ -36,7 +36,7 @@ from archiver.writer import BatchWriter, store_backoff
 from switchboard import api, log, rpc, tls
 from switchboard.backoff import Backoff
 from switchboard.bus import streams
-from switchboard.bus.conn import BusConnection, connect as bus_connect
+from switchboard.bus.conn import BusConnection, BusStats, connect as bus_connect
 from switchboard.config import Settings
 from switchboard.events import HistoryQuery, HistoryReply
 from switchboard.store import Store
@@ -129,6 +129,13 @@ class Archiver:
     def metrics(self) -> bytes:
         """Prometheus text exposition (``switchboard_archiver_lag`` and friends)."""
         return self.metrics_.render()
+
+    @property
+    def bus_stats(self) -> BusStats | None:
+        """Counters of the fetch/ack connection (messages out, reconnects...),
+        read-only; None before start or in a history-only replica. For tests
+        and benchmarks that check how hard the archiver asks the server."""
+        return self._bus.stats if self._bus is not None else None
 
     # -- archiving -------------------------------------------------------------
     async def flush(self) -> None:
