@@ -123,7 +123,7 @@ class NatsSettings(_Section):
         try:
             Subjects(self.subject_prefix)
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(f"subject_prefix: {exc}") from None
         if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
             raise ConfigError("nats_tls_cert and nats_tls_key go together: set both or neither")
 

@@ -67,7 +67,12 @@ class Leaf:
     table: str | None = None  # the Settings field holding the table ("push_apns"), for a table's keys
     secret: bool = False  # never printed
     url: bool = False  # printed with credentials masked
-    doc: str = ""  # the comment above the field (docs/operations.md)
+    owner: type | None = None  # the dataclass declaring the field (its comments are the docs)
+
+    @property
+    def doc(self) -> str:
+        """The comment above the field: why its default (docs/operations.md)."""
+        return _field_docs(self.owner).get(self.name, "") if self.owner is not None else ""
 
     @property
     def path(self) -> str:
@@ -98,19 +103,17 @@ def leaves() -> tuple[Leaf, ...]:
     for cls in SECTIONS:
         section = cls.__dict__["section"]
         hints = typing.get_type_hints(cls)
-        docs = _field_docs(cls)
         for f in dataclasses.fields(cls):
             key = f.metadata.get("key", f.name)
             if f.name in TABLES:
                 table = TABLES[f.name]
-                sub_hints, sub_docs = typing.get_type_hints(table), _field_docs(table)
+                sub_hints = typing.get_type_hints(table)
                 for sf in dataclasses.fields(table):
                     out.append(Leaf(section=f"{section}.{key}", key=sf.name, name=sf.name, kind=sub_hints[sf.name],
-                                    table=f.name, doc=sub_docs.get(sf.name, "")))
+                                    table=f.name, owner=table))
                 continue
             out.append(Leaf(section=section, key=key, name=f.name, kind=hints[f.name],
-                            secret=bool(f.metadata.get("secret")), url=bool(f.metadata.get("url")),
-                            doc=docs.get(f.name, "")))
+                            secret=bool(f.metadata.get("secret")), url=bool(f.metadata.get("url")), owner=cls))
     return tuple(out)
 
 
@@ -365,6 +368,7 @@ def _locate(message: str, origins: dict[str, str]) -> str:
     return message
 
 
+@cache
 def _field_docs(cls: type) -> dict[str, str]:
     """The comment block above each field of ``cls`` (and a trailing ``# ...``
     on its line): the why of its default, for docs/operations.md."""
