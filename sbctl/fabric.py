@@ -29,7 +29,7 @@ from nats.aio.client import Client as NATS
 from switchboard import log, tls
 from switchboard.bus import streams
 from sbctl.embedded import EmbeddedNats
-from sbctl.metrics import process_collector, remote_collectors, serve_metrics
+from sbctl.metrics import Merged, process_collector, remote_collectors, serve_metrics
 from sbctl.roles import ALL_ROLES
 from sbctl.roles import make as make_role
 from switchboard.config import Settings, data_path
@@ -140,8 +140,10 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
             fab.roles[role.name] = role
             stack.push_async_callback(role.stop)
         proc = process_collector(fab.roles)  # CPU, memory, fds of this process; switchboard_process_info
+        rpc_stats = _rpc_collector(fab)  # switchboard_rpc_*: the roles' request/reply endpoints
         if settings.metrics_port:  # every role of this process and the process, on one page
-            server = serve_metrics(settings.metrics_port, metrics_host or settings.host, [*_registries(fab), proc])
+            server = serve_metrics(settings.metrics_port, metrics_host or settings.host,
+                                   [*_registries(fab), *rpc_stats, proc])
             stack.push_async_callback(server.close)
         edge = fab.roles.get("edge")
         if edge is not None:  # the edge's /metrics shows every role of this process and the peers
@@ -149,7 +151,8 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
 
             assert isinstance(edge, EdgeRole)
             others = [c for r in fab.roles.values() if r is not edge and (c := r.metrics()) is not None]
-            edge.also_export([*others, proc, *remote_collectors(metrics_peers)])
+            # one merged collector: the peers' pages may hold families this process has too (switchboard_rpc_*)
+            edge.also_export([Merged([*others, *rpc_stats, proc, *remote_collectors(metrics_peers)])])
         logger.info("fabric up", roles=list(fab.roles), nats=settings.nats_url)
         yield fab
     finally:
@@ -183,3 +186,13 @@ async def _close_nats(nc: NATS) -> None:
 def _registries(fab: Fabric) -> list:
     """Every role's metrics collector (roles without metrics have none)."""
     return [c for role in fab.roles.values() if (c := role.metrics()) is not None]
+
+
+def _rpc_collector(fab: Fabric) -> list:
+    """One :class:`~switchboard.rpc.RpcCollector` of the request/reply
+    services (``service.rpc``) of this process's roles, if any has one."""
+    from switchboard.rpc import RpcCollector, RpcService
+
+    services = [svc for role in fab.roles.values()
+                if isinstance(svc := getattr(getattr(role, "service", None), "rpc", None), RpcService)]
+    return [RpcCollector(*services)] if services else []

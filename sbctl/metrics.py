@@ -74,15 +74,27 @@ class _ProcessInfo:
         yield g
 
 
-class _Union:
-    """One collector yielding the metrics of several."""
+class Merged:
+    """One collector yielding the metric families of several, a family that
+    more than one yields (``switchboard_rpc_*`` of two processes on the
+    edge's page) once with all their samples: a name declared twice on a
+    page is a scrape Prometheus rejects."""
 
     def __init__(self, collectors: list[Collector]) -> None:
         self._collectors = collectors
 
     def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
         for c in self._collectors:
-            yield from c.collect()
+            for fam in c.collect():
+                have = merged.get(fam.name)
+                if have is None:
+                    merged[fam.name] = fam
+                elif have.type == fam.type:
+                    both = Metric(have.name, have.documentation, have.type, have.unit)
+                    both.samples = [*have.samples, *fam.samples]
+                    merged[fam.name] = both
+        return iter(merged.values())
 
 
 class MetricsServer:
@@ -103,7 +115,7 @@ def serve_metrics(port: int, host: str, collectors: list[Collector]) -> MetricsS
     thread of prometheus_client's; the scrape runs there). A port in use is a
     :class:`ConfigError` naming it (one line, no traceback)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(_Union(collectors))
+    reg.register(Merged(collectors))
     try:
         server, _thread = start_http_server(port, addr=host, registry=reg)
     except OSError as exc:
