@@ -10,7 +10,7 @@ in the order the stream stored them.
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from collections.abc import Callable
 
 import msgspec
@@ -23,32 +23,31 @@ from switchboard.bus import streams
 from switchboard.config import Settings
 from switchboard.events import SendReply, SendRequest
 from switchboard.trace import TraceRecord, decode_record, trace_subject
-from tests.e2e.helpers import STEP, deployment, fabric, unique
-from tests.e2e.issue4_helpers import Events, PresenceChanges, eventually, kind
-from tests.e2e.test_push_flow import fakes, material, plat, push_settings, register  # noqa: F401 - fixtures
+from tests.e2e.helpers import STEP, Events, PresenceChanges, kind, unique, until
+from tests.e2e.test_push_flow import fakes, material, plat, push_settings, pusher, register  # noqa: F401 - fixtures
 
 Until = Callable[[list[TraceRecord]], bool]
 
 
-async def read_trace(settings: Settings, conv: str, sender: str, id: str, until: Until,
+async def read_trace(settings: Settings, conv: str, sender: str, id: str, done: Until,
                      timeout: float = STEP) -> list[TraceRecord]:
-    """The records of one message in stream order, read until ``until`` holds
+    """The records of one message in stream order, read until ``done`` holds
     (fails with what was read if it never does)."""
     nc = await nats.connect(settings.nats_url)
     try:
         sub = await nc.jetstream().subscribe(trace_subject(settings.subject_prefix, conv, sender, id),
                                              ordered_consumer=True)
         out: list[TraceRecord] = []
-        deadline = time.monotonic() + timeout
-        while not until(out):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                got = [(r.stage, r.role, r.user) for r in out]
-                raise AssertionError(f"trace of {conv}/{sender}/{id} incomplete: {got}")
-            try:
-                out.append(decode_record((await sub.next_msg(timeout=min(left, 0.5))).data))
-            except nats.errors.TimeoutError:
-                pass
+
+        async def complete() -> bool:
+            if not done(out):
+                with contextlib.suppress(nats.errors.TimeoutError):
+                    out.append(decode_record((await sub.next_msg(timeout=0.2)).data))
+            return done(out)
+
+        await until(complete, timeout,
+                    lambda: f"trace of {conv}/{sender}/{id} complete: {[(r.stage, r.role, r.user) for r in out]}",
+                    every=0)
         await sub.unsubscribe()
         return out
     finally:
@@ -74,29 +73,28 @@ def at_index(recs: list[TraceRecord], rec: TraceRecord) -> int:
 # ---------------------------------------------------------------- a traced 1:1 message, end to end
 
 
-async def test_traced_direct_message_shows_every_hop_in_order(nats_server, tmp_path):
+async def test_traced_direct_message_shows_every_hop_in_order(deploy):
     """edge.received, sequencer.stored, sequencer.fanout, edge.delivered on
     each of the recipient's two devices, edge.acked when each acks, and
     archiver.stored: each hop recorded once, after the hop it depends on
     (stream order and clock), with what the contract says it carries."""
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "archiver"),
-                          trace_sample=0.0) as d:
-        alice, bob = unique("alice"), unique("bob")
-        phone, laptop = await d.raw(bob), await d.raw(bob)
-        a = await d.sdk(alice)
-        mid = unique("m")
-        sent = await a.send(to=bob, body="where is it?", id=mid, trace=True)
-        cursors = []
-        for dev in (phone, laptop):
-            m = await dev.expect("msg", id=mid)
-            await dev.send({"type": "ack", "cursor": m["cursor"]})
-            cursors.append(m["cursor"])
+    d = await deploy(roles=("sequencer", "edge", "archiver"), trace_sample=0.0)
+    alice, bob = unique("alice"), unique("bob")
+    phone, laptop = await d.raw(bob), await d.raw(bob)
+    a = await d.sdk(alice)
+    mid = unique("m")
+    sent = await a.send(to=bob, body="where is it?", id=mid, trace=True)
+    cursors = []
+    for dev in (phone, laptop):
+        m = await dev.expect("msg", id=mid)
+        await dev.send({"type": "ack", "cursor": m["cursor"]})
+        cursors.append(m["cursor"])
 
-        def complete(recs: list[TraceRecord]) -> bool:
-            return (len(stages(recs, "edge.acked", user=bob)) == 2 and bool(stages(recs, "archiver.stored"))
-                    and len(stages(recs, "edge.delivered", user=bob)) == 2)
+    def complete(recs: list[TraceRecord]) -> bool:
+        return (len(stages(recs, "edge.acked", user=bob)) == 2 and bool(stages(recs, "archiver.stored"))
+                and len(stages(recs, "edge.delivered", user=bob)) == 2)
 
-        recs = await read_trace(d.settings, sent.conv, alice, mid, complete)
+    recs = await read_trace(d.settings, sent.conv, alice, mid, complete)
 
     [received] = stages(recs, "edge.received")
     [stored] = stages(recs, "sequencer.stored")
@@ -125,40 +123,40 @@ async def test_traced_direct_message_shows_every_hop_in_order(nats_server, tmp_p
     assert at_index(recs, stored) < at_index(recs, archived) and stored.at <= archived.at
 
 
-async def test_traced_large_group_message_is_delivered_in_pull_mode(nats_server, tmp_path):
+async def test_traced_large_group_message_is_delivered_in_pull_mode(deploy):
     """Above fanout_max_members there are no INBOX copies: the sequencer
     publishes the stored message on the conversation subject, with the mark,
     and each member's socket records edge.delivered without a cursor."""
-    async with deployment(tmp_path, nats_server.url, trace_sample=0.0, fanout_max_members=2) as d:
-        alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
-        a, b, c = await d.sdk(alice), await d.sdk(bob), await d.sdk(carol)
-        conv = (await a.create_conversation([bob, carol], "big")).conv
-        await asyncio.sleep(0.3)  # members' edges subscribe on the conv notice
-        mid = unique("m")
-        sent = await a.send(conv=conv, body="to the crowd", id=mid, trace=True)
-        for member in (b, c):
-            assert (await member.next_message(STEP)).cursor is None
-        recs = await read_trace(d.settings, conv, alice, mid,
-                                lambda rs: {r.user for r in stages(rs, "edge.delivered")} >= {bob, carol})
+    d = await deploy(trace_sample=0.0, fanout_max_members=2)
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    a, b, c = await d.sdk(alice), await d.sdk(bob), await d.sdk(carol)
+    conv = (await a.create_conversation([bob, carol], "big")).conv
+    await asyncio.sleep(0.3)  # members' edges subscribe on the conv notice
+    mid = unique("m")
+    sent = await a.send(conv=conv, body="to the crowd", id=mid, trace=True)
+    for member in (b, c):
+        assert (await member.next_message(STEP)).cursor is None
+    recs = await read_trace(d.settings, conv, alice, mid,
+                            lambda rs: {r.user for r in stages(rs, "edge.delivered")} >= {bob, carol})
     [fanout] = stages(recs, "sequencer.fanout")
     assert (fanout.members, fanout.mode, fanout.seq) == (3, "pull", sent.seq)
     assert all(r.cursor is None for r in stages(recs, "edge.delivered"))
 
 
-async def test_refused_send_records_error_with_its_code(nats_server, tmp_path):
+async def test_refused_send_records_error_with_its_code(deploy):
     """A traced send to a conversation the sender is not a member of: the
     sequencer's refusal and the edge's answer are both recorded as ``error``
     with the code the client got."""
-    async with deployment(tmp_path, nats_server.url, trace_sample=0.0) as d:
-        alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
-        b = await d.sdk(bob)
-        conv = await b.create_conversation([carol], title="not for alice")
-        raw = await d.raw(alice)
-        mid = unique("m")
-        await raw.send({"type": "send", "id": mid, "conv": conv.conv, "body": "let me in", "trace": True})
-        answer = await raw.reply(mid)
-        assert (answer["type"], answer["code"]) == ("error", "not_member")
-        recs = await read_trace(d.settings, conv.conv, alice, mid, lambda rs: len(stages(rs, "error")) == 2)
+    d = await deploy(trace_sample=0.0)
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    b = await d.sdk(bob)
+    conv = await b.create_conversation([carol], title="not for alice")
+    raw = await d.raw(alice)
+    mid = unique("m")
+    await raw.send({"type": "send", "id": mid, "conv": conv.conv, "body": "let me in", "trace": True})
+    answer = await raw.reply(mid)
+    assert (answer["type"], answer["code"]) == ("error", "not_member")
+    recs = await read_trace(d.settings, conv.conv, alice, mid, lambda rs: len(stages(rs, "error")) == 2)
     assert [r.stage for r in recs] == ["edge.received", "error", "error"]
     assert {(r.role, r.code) for r in stages(recs, "error")} == {("sequencer", "not_member"), ("edge", "not_member")}
 
@@ -176,52 +174,51 @@ WHICH = [
 
 
 @pytest.mark.parametrize("sample,flagged,traced", WHICH)
-async def test_which_messages_are_traced(nats_server, tmp_path, sample, flagged, traced):
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "archiver"),
-                          trace_sample=sample) as d:
-        alice, bob = unique("alice"), unique("bob")
-        a, b = await d.sdk(alice), await d.sdk(bob)
-        ids = [unique("m") for _ in range(N)]
-        for i, mid in enumerate(ids):
-            sent = await a.send(to=bob, body=f"#{i}", id=mid, trace=i in flagged)
-        for _ in ids:
-            await b.next_message(STEP)
-        conv = sent.conv
-        for i in sorted(traced):  # every hop of each traced one, up to the archive
-            await read_trace(d.settings, conv, alice, ids[i], lambda rs: bool(stages(rs, "archiver.stored")))
+async def test_which_messages_are_traced(deploy, sample, flagged, traced):
+    d = await deploy(roles=("sequencer", "edge", "archiver"), trace_sample=sample)
+    alice, bob = unique("alice"), unique("bob")
+    a, b = await d.sdk(alice), await d.sdk(bob)
+    ids = [unique("m") for _ in range(N)]
+    for i, mid in enumerate(ids):
+        sent = await a.send(to=bob, body=f"#{i}", id=mid, trace=i in flagged)
+    for _ in ids:
+        await b.next_message(STEP)
+    conv = sent.conv
+    for i in sorted(traced):  # every hop of each traced one, up to the archive
+        await read_trace(d.settings, conv, alice, ids[i], lambda rs: bool(stages(rs, "archiver.stored")))
 
-        async def archived() -> bool:  # all N in the archive: every hop that could record has run
-            return len((await b.history(conv)).messages) == N
+    async def archived() -> bool:  # all N in the archive: every hop that could record has run
+        return len((await b.history(conv)).messages) == N
 
-        await eventually(archived, what="all messages archived")
-        await asyncio.sleep(0.3)  # a late record would land by now
-        info = await trace_info(d.settings, subjects_filter=f"{d.settings.subject_prefix}.trace.>")
+    await until(archived, what="all messages archived")
+    await asyncio.sleep(0.3)  # a late record would land by now
+    info = await trace_info(d.settings, subjects_filter=f"{d.settings.subject_prefix}.trace.>")
     # <prefix>.trace.<conv>.<sender>.<id>[.nats]: which messages wrote anything
     assert {subj.split(".")[4] for subj in (info.state.subjects or {})} == {ids[i] for i in traced}
     if not traced:
         assert info.state.messages == 0  # not one record, not one server trace event
 
 
-async def test_system_message_is_traced_on_request(nats_server, tmp_path):
+async def test_system_message_is_traced_on_request(deploy):
     """A service's system message with ``trace: true`` (sampling off): the
     sequencer marks it, so its store, fan-out and delivery are recorded."""
-    async with deployment(tmp_path, nats_server.url, trace_sample=0.0) as d:
-        alice, bob = unique("alice"), unique("bob")
-        a = await d.sdk(alice)
-        conv = await a.create_conversation([bob], title="sys")
-        mid = unique("sys")
-        nc = await nats.connect(d.settings.nats_url)
-        try:
-            req = SendRequest(sender="system", id=mid, conv=conv.conv, body="maintenance at 5", trace=True)
-            reply = msgspec.json.decode((await nc.request(d.settings.subjects.api("system", "send"),
-                                                          msgspec.json.encode(req), timeout=STEP)).data,
-                                        type=SendReply)
-        finally:
-            await nc.close()
-        assert reply.error is None
-        await a.next_message(STEP)
-        recs = await read_trace(d.settings, conv.conv, "system", mid,
-                                lambda rs: bool(stages(rs, "edge.delivered", user=alice)))
+    d = await deploy(trace_sample=0.0)
+    alice, bob = unique("alice"), unique("bob")
+    a = await d.sdk(alice)
+    conv = await a.create_conversation([bob], title="sys")
+    mid = unique("sys")
+    nc = await nats.connect(d.settings.nats_url)
+    try:
+        req = SendRequest(sender="system", id=mid, conv=conv.conv, body="maintenance at 5", trace=True)
+        reply = msgspec.json.decode((await nc.request(d.settings.subjects.api("system", "send"),
+                                                      msgspec.json.encode(req), timeout=STEP)).data,
+                                    type=SendReply)
+    finally:
+        await nc.close()
+    assert reply.error is None
+    await a.next_message(STEP)
+    recs = await read_trace(d.settings, conv.conv, "system", mid,
+                            lambda rs: bool(stages(rs, "edge.delivered", user=alice)))
     assert [r.stage for r in recs][:2] == ["sequencer.stored", "sequencer.fanout"]
     assert stages(recs, "sequencer.stored")[0].seq == reply.seq
 
@@ -229,33 +226,31 @@ async def test_system_message_is_traced_on_request(nats_server, tmp_path):
 # ---------------------------------------------------------------- expiry
 
 
-async def test_trace_records_expire(nats_server, tmp_path):
+async def test_trace_records_expire(deploy):
     """SB_TRACE keeps records trace_max_age_sec: here 1 s; after it the
     records of a traced message are gone."""
-    async with deployment(tmp_path, nats_server.url, trace_sample=0.0, trace_max_age_sec=1.0) as d:
-        info = await trace_info(d.settings)
-        assert info.config.max_age == 1.0
-        alice, bob = unique("alice"), unique("bob")
-        a = await d.sdk(alice)
-        mid = unique("m")
-        sent = await a.send(to=bob, body="short-lived", id=mid, trace=True)
-        await read_trace(d.settings, sent.conv, alice, mid, lambda rs: bool(stages(rs, "sequencer.fanout")))
+    d = await deploy(trace_sample=0.0, trace_max_age_sec=1.0)
+    info = await trace_info(d.settings)
+    assert info.config.max_age == 1.0
+    alice, bob = unique("alice"), unique("bob")
+    a = await d.sdk(alice)
+    mid = unique("m")
+    sent = await a.send(to=bob, body="short-lived", id=mid, trace=True)
+    await read_trace(d.settings, sent.conv, alice, mid, lambda rs: bool(stages(rs, "sequencer.fanout")))
 
-        async def gone() -> bool:
-            return (await trace_info(d.settings)).state.messages == 0
+    async def gone() -> bool:
+        return (await trace_info(d.settings)).state.messages == 0
 
-        await eventually(gone, timeout=10.0, what="trace records expired")
+    await until(gone, timeout=10.0, what="trace records expired")
 
 
 # ---------------------------------------------------------------- push
 
 
 @pytest.fixture
-async def push_dep(nats_server, tmp_path, material, fakes):  # noqa: F811 - fixtures from test_push_flow
+async def push_dep(deploy, tmp_path, material, fakes):  # noqa: F811 - fixtures from test_push_flow
     push = push_settings(tmp_path / "push.toml", material, fakes)
-    async with deployment(tmp_path, nats_server.url, roles=("sequencer", "edge", "presence"), trace_sample=0.0,
-                          **push) as d:
-        yield d
+    return await deploy(roles=("sequencer", "edge", "presence"), trace_sample=0.0, **push)
 
 
 async def test_offline_recipient_push_sent_then_skipped_when_read_elsewhere(push_dep, fakes):  # noqa: F811
@@ -268,8 +263,8 @@ async def test_offline_recipient_push_sent_then_skipped_when_read_elsewhere(push
     alice, bob = unique("alice"), unique("bob")
     token, _ = p.new()
     a = await d.sdk(alice)
-    async with fabric(d.settings, ("pusher",)) as fab:
-        await register(d, fab.components["pusher"], bob, "fcm", token)
+    async with pusher(d) as svc:
+        await register(d, svc, bob, "fcm", token)
         first = unique("m")
         sent = await a.send(to=bob, body="ping", id=first, trace=True)
         recs = await read_trace(d.settings, sent.conv, alice, first, lambda rs: bool(stages(rs, "push.sent")))
@@ -286,10 +281,10 @@ async def test_offline_recipient_push_sent_then_skipped_when_read_elsewhere(push
     async with PresenceChanges(d.settings) as changes:
         web = await d.sdk(bob)  # bob's browser: no push device; reads it
         await web.send_frame(frames.Read(conv=read.conv, seq=read.seq))
-        await Events(a).until(kind("receipt", user=bob, read=read.seq))
+        await Events(a).expect(kind("receipt", user=bob, read=read.seq))
         await web.close()
         await changes.wait(bob, online=False)
-    async with fabric(d.settings, ("pusher",)):
+    async with pusher(d):
         recs = await read_trace(d.settings, read.conv, alice, second, lambda rs: bool(stages(rs, "push.skipped")))
     [skipped] = stages(recs, "push.skipped")
     assert (skipped.role, skipped.user, skipped.reason) == ("pusher", bob, "read_elsewhere")
