@@ -8,11 +8,14 @@ is SIGKILLed, and a child that keeps dying makes `up` exit 1 with one line."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import shutil
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 
@@ -98,11 +101,36 @@ def stop_up(p: Proc) -> None:
         assert gone(c, timeout=2.0), f"child {c.pid} {c.cmdline()[:4]} left behind"
 
 
+def nats_cli() -> str | None:
+    """The nats CLI, if this machine has one (PATH, or where `go install` puts it)."""
+    found = shutil.which("nats") or str(Path.home() / "go" / "bin" / "nats")
+    return found if os.access(found, os.X_OK) else None
+
+
+def check_nats_context(out: str, data: str) -> None:
+    """`up` prints a paste-able `nats context save ... --select` for its
+    embedded server and writes the same as a context file under --data, so
+    docs/operations.md's `nats micro ls` works without looking up a port."""
+    url = re.search(r"^NATS: (nats://\S+)", out, re.M).group(1)
+    assert f"nats CLI: nats context save switchboard --server {url} --select" in out, out[-2000:]
+    path = Path(data).resolve() / "nats-context.json"
+    assert json.loads(path.read_text())["url"] == url
+    cli = nats_cli()
+    if cli is None:  # the file format is the CLI's; without one the check ends here
+        return
+    ls = subprocess.run([cli, "--context", str(path), "micro", "ls", "--json"], capture_output=True, text=True,
+                        timeout=30, env={**os.environ, "HOME": str(Path(data).parent)})
+    assert ls.returncode == 0, ls.stderr
+    names = {s["name"] for s in json.loads(ls.stdout)}
+    assert {"sb-edge", "sb-sequencer", "sb-archiver", "sb-presence", "sb-pusher"} <= names, names
+
+
 async def test_up_round_trip_stop_and_restart(tmp_path):
     data = str(tmp_path / "data")
     alice, bob = unique("alice"), unique("bob")
     with procs() as made:
         p, url = await start_up(made, data, tmp_path, 1)
+        check_nats_context(p.output(), data)
         ta, tb = cli_token(alice, data), cli_token(bob, data)
         a = await Client(url=url, token=ta).connect(STEP)
         b = await Client(url=url, token=tb).connect(STEP)
