@@ -551,11 +551,13 @@ class TraceSettings(_Section):
 
 @dataclass(frozen=True, kw_only=True)
 class MetricsSettings(_Section):
-    """Prometheus metrics of the non-edge roles."""
+    """Prometheus metrics of every role process."""
 
     section: ClassVar[str] = "metrics"
-    # Port of this process's metrics page (0: off, nothing listens unless
-    # asked); the edge serves its own on /metrics of its WebSocket port.
+    # Port of this process's metrics page: its roles' series and its
+    # process's (0: off, nothing listens unless asked); an edge also serves
+    # its own on /metrics of its WebSocket port. `switchboard up` serves the
+    # edge's page here and gives its children the next ports.
     metrics_port: int = _key("port", 0)
 
     def _check(self) -> None:
