@@ -13,10 +13,12 @@ comment on the line before it (blank lines may sit between):
 | ``<!-- run: settings -->`` | a settings file the loader accepts |
 | ``<!-- run: pytest -->`` | a test module: pytest runs it with the e2e fixtures (tests/conftest.py, tests/e2e/conftest.py) and it passes |
 | ``<!-- run: cassandra-schema -->`` | the tables are the CREATE TABLE statements of switchboard/store/cassandra.py |
+| ``<!-- run: cli-flags -->`` | commands too long to run here (benchmarks): each ``switchboard ...`` command's subcommand exists and knows every ``--flag`` shown (its ``--help``); each ``scripts/...`` is an executable file |
 | ``<!-- not-run: REASON -->`` | skipped with that reason, so ``-ra`` lists every block that is not run and why |
 
-A block with none of these fails (test_block[...]): a new block cannot slip
-into the docs unchecked. The shown outputs of docs/operations.md come from a
+A block with none of these fails (test_block[...]), and so does an indented
+code block (test_no_indented_code_blocks): a new block cannot slip into the
+docs unchecked. The shown outputs of docs/operations.md come from a
 deployment with the values in DEMO; the commands run with this test's values
 put in their place. Commands of the NATS CLI need ``nats`` on PATH: without
 it, those blocks are skipped (saying so). To refresh a shown output, run with
@@ -53,7 +55,7 @@ COMMAND_TIMEOUT = 30.0
 DEMO_DATA_DIRS = ("/tmp/opsdemo/data", "/tmp/g-runbook/data")
 DEMO_EDGE, DEMO_NATS, DEMO_MONITOR = "127.0.0.1:47497", "127.0.0.1:42629", "127.0.0.1:54709"
 KINDS = ("python", "up", "up-output", "transcript", "client-frames", "server-frames", "settings", "pytest",
-         "cassandra-schema")
+         "cassandra-schema", "cli-flags")
 NATS_CLI = shutil.which("nats")
 
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
@@ -118,6 +120,38 @@ def test_the_parser():
     assert [(b.line, b.kind) for b in got] == [(4, "not-run"), (9, None), (16, "transcript"), (19, "python")]
     assert got[0].marker == ("not-run", "a reason")
     assert got[1].code == "$ echo hi\nhi\n"
+
+
+def indented_code_blocks(text: str) -> list[int]:
+    """Lines starting an indented code block (4 spaces after a blank line,
+    outside fences and list items): they cannot carry a marker."""
+    lines, out, fence = text.split("\n"), [], None
+    for i, ln in enumerate(lines):
+        m = FENCE.match(ln)
+        if m and fence is None:
+            fence = m["fence"][0]
+            continue
+        if fence is not None:
+            if re.match(rf"^ *{re.escape(fence)}{{3,}}\s*$", ln):
+                fence = None
+            continue
+        if not ln.startswith("    ") or not ln.strip() or i == 0 or lines[i - 1].strip():
+            continue
+        k = i - 1
+        while k >= 0 and not lines[k].strip():
+            k -= 1
+        before = lines[k] if k >= 0 else ""
+        if not before.startswith("  ") and not re.match(r"^\s*([-*+]|\d+\.)\s", before):
+            out.append(i + 1)
+    return out
+
+
+def test_no_indented_code_blocks():
+    """An indented block has no place for a marker, so it would go unchecked:
+    fence it (```) and mark it."""
+    found = [f"{doc}:{n}" for doc in DOCS for n in indented_code_blocks((REPO / doc).read_text())]
+    assert not found, f"indented code blocks (fence and mark them): {found}"
+    assert indented_code_blocks("text\n\n    code\n\n- item\n\n    continued\n") == [3]
 
 
 def test_the_docs_have_blocks():
@@ -300,6 +334,8 @@ async def test_block(block: Block, tmp_path):
         check_cassandra_schema(block)
     elif kind == "pytest":
         await run_pytest(block, tmp_path)
+    elif kind == "cli-flags":
+        await check_cli_flags(block)
 
 
 @pytest.mark.parametrize("block", LIVE, ids=[b.id for b in LIVE])
@@ -409,6 +445,35 @@ def check_settings(block: Block, tmp: Path) -> None:
     path = tmp / "settings.toml"
     path.write_text(block.code)
     configload.load(config_file=str(path), env={})
+
+
+async def check_cli_flags(block: Block) -> None:
+    lines = [ln for ln in block.code.split("\n") if ln.strip()]
+    if any(ln.startswith("$ ") for ln in lines):
+        lines = [ln[2:] for ln in lines if ln.startswith("$ ")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SB_", "SWITCHBOARD_"))}
+    checked = 0
+    for line in lines:
+        words = strip_comment(line).split()
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # VAR=value before the command
+            words.pop(0)
+        if words[:1] == ["switchboard"]:
+            sub = [w for w in words[1:] if not w.startswith("-")][:2]
+            code, out = await shell(f"{PYTHON} -m sbctl {' '.join(sub)} --help", env, str(REPO))
+            assert code == 0, f"{block.id}: `switchboard {' '.join(sub)} --help` failed:\n{out[-2000:]}"
+            shown = {w.split("=")[0] for w in words if w.startswith("--")}
+            if sub[:1] == ["bench"] and len(sub) == 2 and shown - set(re.findall(r"--[\w-]+", out)):
+                # `bench archiver|receipts` hand their options to their module, whose help lists them
+                code, out = await shell(f"{PYTHON} -m sbctl.bench.{sub[1]} --help", env, str(REPO))
+            flags = sorted(shown - set(re.findall(r"--[\w-]+", out)))
+            assert not flags, f"{block.id}: `switchboard {' '.join(sub)}` has no {flags}"
+        elif words[:1] and words[0].startswith("scripts/"):
+            script = REPO / words[0]
+            assert script.is_file() and os.access(script, os.X_OK), f"{block.id}: {words[0]} is not an executable file"
+        else:
+            pytest.fail(f"{block.id}: cannot check `{line}` (only switchboard and scripts/ commands)")
+        checked += 1
+    assert checked, f"{block.id}: no command"
 
 
 def check_cassandra_schema(block: Block) -> None:
