@@ -57,8 +57,9 @@ class Unit:
     """Roles started together: one in-process fabric, or one child process."""
 
     def __init__(self, name: str, roles: tuple[str, ...], settings: Settings, mode: str,
-                 env: dict[str, str | None] | None = None) -> None:
+                 env: dict[str, str | None] | None = None, init: bool = True) -> None:
         self.name = name
+        self.init = init  # in-process: run the admin step before the roles (else they only check)
         self.roles = roles
         self.settings = settings
         self.mode = mode
@@ -133,7 +134,8 @@ class Unit:
 
     async def _start(self, log: Path) -> None:
         if self.mode == "inprocess":
-            self._fabric = await self._stack.enter_async_context(run(self.settings, self.roles))
+            self._fabric = await self._stack.enter_async_context(
+                run(self.settings, self.roles, create_streams=self.init))
             return
         args = list(self.roles) if len(self.roles) == 1 else ["run", "+".join(self.roles)]
         env = settings_env(self.settings)
@@ -159,9 +161,11 @@ class Deployment:
     """One isolated deployment: its settings, its units, and the clients a
     test opened on it (all closed at teardown)."""
 
-    def __init__(self, settings: Settings, mode: str, tmp: Path, env: dict[str, str | None] | None = None) -> None:
+    def __init__(self, settings: Settings, mode: str, tmp: Path, env: dict[str, str | None] | None = None,
+                 init: bool = True) -> None:
         self.settings = settings
         self.mode = mode
+        self.init = init
         self.env = env or {}  # added to every role process's environment
         self.units: list[Unit] = []
         self._tmp = tmp
@@ -187,7 +191,8 @@ class Deployment:
         assert mode in MODES, f"mode must be one of {MODES}"
         if "edge" in roles and any("edge" in u.roles for u in self.units):
             settings.setdefault("port", free_port())  # a second edge beside the first
-        unit = Unit(f"{'+'.join(roles)}-{len(self.units)}", roles, self.settings.replace(**settings), mode, env)
+        unit = Unit(f"{'+'.join(roles)}-{len(self.units)}", roles, self.settings.replace(**settings), mode, env,
+                    self.init)
         self.units.append(unit)
         await unit._start(self._tmp / f"{unit.name}.log")
         return unit
@@ -310,16 +315,18 @@ class Deployer:
     async def __call__(self, roles: tuple[str, ...] = DEFAULT_ROLES, *, mode: str = "inprocess",
                        nats_url: str | None = None, init: bool = True, env: dict[str, str | None] | None = None,
                        **settings: Any) -> Deployment:
-        """``init=False``: mode "processes" without the admin step (a test
-        that runs it itself); ``env``: added to every role process's environment."""
+        """``init=False``: no admin step (the test runs it itself, e.g. as
+        the admin NATS user): role processes and in-process roles only check
+        that streams, consumers and bucket exist. ``env``: added to every
+        role process's environment."""
         assert mode in MODES, f"mode must be one of {MODES}"
         tmp = self.tmp / f"d{len(self.made)}"
         tmp.mkdir(parents=True, exist_ok=True)
         s = make_settings(tmp, nats_url or self.nats_url, **settings)
-        d = Deployment(s, mode, tmp, env)
+        d = Deployment(s, mode, tmp, env, init)
         self.made.append(d)
         if mode == "inprocess":
-            if roles:  # the fabric runs the admin step itself
+            if roles:  # the fabric runs the admin step itself (init=True)
                 await d.start(*roles)
             return d
         if init:  # role processes only check that streams, consumers and bucket exist
