@@ -32,7 +32,7 @@ import pytest
 
 from sbctl.embedded import free_port
 from switchboard import trace_read
-from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, Raw, deployment, procs, role_env, unique
+from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, Raw, admin_init, procs, settings_env, unique, until
 
 ROLES = ("sequencer", "edge", "archiver")
 # The hops every traced 1:1 message delivered to an online device has, in
@@ -44,7 +44,7 @@ EXPECTED = ["edge.received", "nats.ingress", "nats.egress", "sequencer.stored", 
 async def cli(settings, *args: str, env: dict | None = None) -> tuple[int, str, str]:
     """``python -m sbctl trace ARGS`` as a child process, with the
     deployment's prefixes (and nothing else of it) in its environment."""
-    e = role_env(settings) if env is None else env
+    e = settings_env(settings) if env is None else env
     p = await asyncio.create_subprocess_exec(PYTHON, "-m", "sbctl", "trace", *args, cwd=REPO, env=e,
                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(p.communicate(), 60)
@@ -55,17 +55,15 @@ async def wait_stages(settings, mid: str, want: dict[str, int], timeout: float =
     """The records of ``mid`` once at least ``want[stage]`` of each stage are
     stored (records are fire-and-forget: they land a little after the hop)."""
     nc = await nats.connect(settings.nats_url)
+    recs: list = []
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            recs, _ = await trace_read.read_trace(nc, settings, id=mid)
+        async def enough() -> bool:
+            recs[:] = (await trace_read.read_trace(nc, settings, id=mid))[0]
             have = [r.stage for r in recs]
-            if all(have.count(s) >= n for s, n in want.items()):
-                return recs
-            if loop.time() > deadline:
-                raise AssertionError(f"stages of {mid}: {have}, wanted at least {want}")
-            await asyncio.sleep(0.1)
+            return all(have.count(s) >= n for s, n in want.items())
+
+        await until(enough, timeout, lambda: f"stages of {mid} {[r.stage for r in recs]} to hold {want}", every=0.1)
+        return recs
     finally:
         await nc.close()
 
@@ -84,11 +82,10 @@ async def traced_dm(d, alice: Raw, bobs: list[Raw], mid: str, *, trace: bool = T
 
 
 @pytest.fixture
-async def dep(tmp_path, nats_server):
+async def dep(deploy):
     # trace_sample 0: only frames with "trace": true are traced, so the
     # untraced message below has no records by construction, not by luck.
-    async with deployment(tmp_path, nats_server.url, roles=ROLES, trace_sample=0.0) as d:
-        yield d
+    return await deploy(roles=ROLES, trace_sample=0.0)
 
 
 async def test_timeline_json_and_id_of_a_traced_message(dep):
@@ -104,13 +101,15 @@ async def test_timeline_json_and_id_of_a_traced_message(dep):
     # Later messages: the traced one is no longer the conversation's last,
     # so CONV SEQ finds it by the binary search over MESSAGES.
     later = [await traced_dm(d, alice, [bob1, bob2], unique("later-"), trace=False) for _ in range(4)]
-    nc = await nats.connect(d.settings.nats_url)
-    try:
-        for s in [sent] + later:
-            assert await trace_read._from_messages(nc, d.settings, conv, s["seq"], timeout=STEP) == ("alice", s["id"])
-        assert await trace_read._from_messages(nc, d.settings, conv, later[-1]["seq"] + 1, timeout=STEP) == ()
-    finally:
-        await nc.close()
+    nc = await d.nats()
+    for s in [sent] + later:  # the sequencer's endpoint names each (conv, seq), traced or not
+        m = await nc.request(d.settings.subjects.api("trace", "get"),
+                             json.dumps({"conv": conv, "seq": s["seq"]}).encode(), timeout=STEP)
+        body = json.loads(m.data)
+        assert (body["sender"], body["id"]) == ("alice", s["id"]), body
+    m = await nc.request(d.settings.subjects.api("trace", "get"),
+                         json.dumps({"conv": conv, "seq": later[-1]["seq"] + 1}).encode(), timeout=STEP)
+    assert json.loads(m.data)["error"]["code"] == "not_found"  # past the last one
 
     code, out, err = await cli(d.settings, conv, str(seq), "--nats", d.settings.nats_url)
     assert code == 0, err
@@ -146,7 +145,7 @@ async def test_exit_codes_and_the_no_trace_explanation(dep, tmp_path):
     plain = unique("plain-")
     sent = await traced_dm(d, alice, [bob], plain, trace=False)
     url = d.settings.nats_url
-    env = role_env(d.settings) | {"SWITCHBOARD_TRACE_SAMPLE": "0.001"}
+    env = settings_env(d.settings.replace(trace_sample=0.001))
 
     # An untraced message: named (MESSAGES), but no records: exit 1 and why.
     code, out, err = await cli(d.settings, sent["conv"], str(sent["seq"]), "--nats", url, env=env)
@@ -229,17 +228,18 @@ async def test_trace_data_dir_of_a_real_up(tmp_path):
             sent = await alice.answer(mid)
             m = await bob.expect("msg", id=mid)
             await bob.send({"type": "ack", "cursor": m["cursor"]})
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + STEP
-            while True:
+            result: list = []
+
+            async def traced() -> bool:
                 p = await asyncio.create_subprocess_exec(
                     PYTHON, "-m", "sbctl", "trace", sent["conv"], str(sent["seq"]), "--data", data, cwd=REPO,
                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                out, err = await p.communicate()
-                if p.returncode == 0 and b" edge.acked " in out or loop.time() > deadline:
-                    break
-                await asyncio.sleep(0.2)
-            assert p.returncode == 0, err.decode()
+                result[:] = [p.returncode, *await p.communicate()]
+                result[0] = p.returncode
+                return p.returncode == 0 and b" edge.acked " in result[1]
+
+            await until(traced, STEP, lambda: f"`switchboard trace` showing edge.acked: {result}", every=0.2)
+            out = result[1]
             assert b" nats.ingress " in out and b" sequencer.stored " in out and b" edge.acked " in out, out
         finally:
             await alice.close()
@@ -279,7 +279,7 @@ def test_data_dir_url_is_the_last_listen_line(tmp_path: Path):
     assert data_dir_nats_url(str(tmp_path / "x")) is None
 
 
-async def test_server_hops_and_endpoint_under_the_committed_accounts(tmp_path):
+async def test_server_hops_and_endpoint_under_the_committed_accounts(deploy, tmp_path):
     """With nats/accounts.conf (each role its own NATS user): nats-server
     refuses a message whose ``Nats-Trace-Dest`` its publisher may not publish
     to (the whole message, not just the trace), so the edge must hold
@@ -287,104 +287,74 @@ async def test_server_hops_and_endpoint_under_the_committed_accounts(tmp_path):
     ``sb.api.trace.get`` and read SB_TRACE; a backend service (the
     ``service`` user) gets the records, the server's hops included, and the
     ``admin`` user can run ``switchboard trace``."""
-    from sbctl.fabric import run
     from sbctl.init import init_fabric
-    from tests.e2e.helpers import make_settings
     from tests.e2e.test_permissions import Server
 
     srv = Server(tmp_path)
     try:
         srv.wait()
-        base = make_settings(tmp_path, srv.url("admin"), subject_prefix="sb", stream_prefix="", trace_sample=0.0)
+        d = await deploy(roles=(), nats_url=srv.url("admin"), init=False, subject_prefix="sb", stream_prefix="",
+                         trace_sample=0.0)
         nc = await nats.connect(srv.url("admin"))
         try:
-            await init_fabric(nc, base)
+            await init_fabric(nc, d.settings)  # as the admin user: the roles may not
         finally:
             await nc.close()
-        async with run(base.replace(nats_url=srv.url("sequencer")), ("sequencer",), create_streams=False), \
-                run(base.replace(nats_url=srv.url("edge")), ("edge",), create_streams=False):
-            url = f"ws://127.0.0.1:{base.port}/ws"
-            from tests.e2e.helpers import token
+        await d.start("sequencer", nats_url=srv.url("sequencer"))
+        await d.start("edge", nats_url=srv.url("edge"))
+        alice, bob = await d.raw("alice"), await d.raw("bob")
+        mid = unique("acc-")
+        await alice.send({"type": "send", "id": mid, "to": "bob", "body": "x", "trace": True})
+        sent = await alice.answer(mid)  # a refused trace destination would lose the send itself
+        m = await bob.expect("msg", id=mid)
+        await bob.send({"type": "ack", "cursor": m["cursor"]})
+        svc = await nats.connect(srv.url("service"))
+        try:
+            body: dict = {}
 
-            alice, bob = await Raw.open(url, token(base, "alice")), await Raw.open(url, token(base, "bob"))
-            try:
-                await alice.hello()
-                await bob.hello()
-                mid = unique("acc-")
-                await alice.send({"type": "send", "id": mid, "to": "bob", "body": "x", "trace": True})
-                sent = await alice.answer(mid)  # a refused trace destination would lose the send itself
-                m = await bob.expect("msg", id=mid)
-                await bob.send({"type": "ack", "cursor": m["cursor"]})
-                svc = await nats.connect(srv.url("service"))
-                try:
-                    loop = asyncio.get_running_loop()
-                    deadline = loop.time() + STEP
-                    while True:
-                        r = await svc.request("sb.api.trace.get",
-                                              json.dumps({"conv": sent["conv"], "seq": sent["seq"]}).encode(),
-                                              timeout=STEP)
-                        body = json.loads(r.data)
-                        stages = [x["stage"] for x in body.get("records", [])]
-                        if set(EXPECTED) <= set(stages) or loop.time() > deadline:
-                            break
-                        await asyncio.sleep(0.1)
-                    assert set(EXPECTED) <= set(stages), body
-                    assert any(x["role"] == "nats" and x["instance"] == "sb-1" for x in body["records"])
-                finally:
-                    await svc.close()
-                env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-                code, out, err = await cli(base, sent["conv"], str(sent["seq"]), "--nats", srv.url("admin"), env=env)
-                assert code == 0 and " nats.egress " in out, err
-            finally:
-                await alice.close()
-                await bob.close()
+            async def complete() -> bool:
+                query = json.dumps({"conv": sent["conv"], "seq": sent["seq"]}).encode()
+                r = await svc.request("sb.api.trace.get", query, timeout=STEP)
+                body.update(json.loads(r.data))
+                return set(EXPECTED) <= {x["stage"] for x in body.get("records", [])}
+
+            await until(complete, STEP, lambda: f"every expected stage in {body}", every=0.1)
+            assert any(x["role"] == "nats" and x["instance"] == "sb-1" for x in body["records"])
+        finally:
+            await svc.close()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        code, out, err = await cli(d.settings, sent["conv"], str(sent["seq"]), "--nats", srv.url("admin"), env=env)
+        assert code == 0 and " nats.egress " in out, err
+        await d.stop()  # before the server goes
     finally:
         srv.stop()
 
 
-async def test_server_hops_across_a_cluster(make_nats, tmp_path):
+async def test_server_hops_across_a_cluster(make_nats, deploy):
     """Edge on node 1, sequencer on node 3 of a 3-node cluster: each server
     the send request crosses writes its own trace events, so the timeline
     shows node 1's ingress (client) and egress (route, hops=1), then node
     3's ingress (route, hop 1) and egress to the sequencer."""
-    from sbctl.fabric import run
-    from sbctl.init import init_fabric
-    from tests.e2e.helpers import make_settings, token
-
     cports = [free_port() for _ in range(3)]
     routes = ",".join(f"nats://127.0.0.1:{p}" for p in cports)
     nodes = [make_nats(name=f"sb-tc-{i}", extra_args=["--cluster", f"nats://127.0.0.1:{cports[i]}",
                                                      "--cluster_name", "sbtrace", "--routes", routes])
              for i in range(3)]
-    base = make_settings(tmp_path, nodes[0].url, trace_sample=0.0)
-    nc = await nats.connect(nodes[0].url)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while True:  # JetStream needs a meta leader (elected once the routes are up)
-            try:
-                await init_fabric(nc, base)
-                break
-            except Exception:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
-    finally:
-        await nc.close()
-    async with run(base.replace(nats_url=nodes[2].url), ("sequencer",), create_streams=False), \
-            run(base, ("edge",), create_streams=False):
-        url = f"ws://127.0.0.1:{base.port}/ws"
-        alice, bob = await Raw.open(url, token(base, "alice")), await Raw.open(url, token(base, "bob"))
-        try:
-            await alice.hello()
-            await bob.hello()
-            mid = unique("cl-")
-            await alice.send({"type": "send", "id": mid, "to": "bob", "body": "x", "trace": True})
-            await alice.answer(mid, timeout=3 * STEP)
-            recs = await wait_stages(base, mid, {"nats.ingress": 2, "nats.egress": 2, "sequencer.stored": 1})
-        finally:
-            await alice.close()
-            await bob.close()
+    d = await deploy(roles=(), nats_url=nodes[0].url, init=False, trace_sample=0.0)
+    async def initialised() -> bool:
+        await admin_init(d.settings)
+        return True
+
+    # JetStream needs a meta leader (elected once the routes are up): the admin step until it works
+    await until(initialised, 30, "the admin step on the cluster", every=0.5, ignore=(Exception,))
+    await d.start("sequencer", nats_url=nodes[2].url)
+    await d.start("edge")
+    alice = await d.raw("alice")
+    await d.raw("bob")  # online: the message is delivered
+    mid = unique("cl-")
+    await alice.send({"type": "send", "id": mid, "to": "bob", "body": "x", "trace": True})
+    await alice.answer(mid, timeout=3 * STEP)
+    recs = await wait_stages(d.settings, mid, {"nats.ingress": 2, "nats.egress": 2, "sequencer.stored": 1})
     hops = [r for r in recs if r.role == "nats"]
     by = {(r.instance, r.stage): r for r in hops}
     assert by[("sb-tc-0", "nats.ingress")].conn_kind == "client"
