@@ -11,8 +11,8 @@ line.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from switchboard import trace_otel
 from switchboard.config import Settings

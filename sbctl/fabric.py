@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from switchboard import log, tls
-from switchboard.bus import streams
 from sbctl.embedded import EmbeddedNats
 from sbctl.metrics import Merged, process_collector, remote_collectors, serve_metrics
-from sbctl.roles import ALL_ROLES
-from sbctl.roles import make as make_role
+from sbctl.roles import ALL_ROLES, make as make_role
+from switchboard import log, tls
+from switchboard.bus import streams
 from switchboard.config import Settings, data_path
 from switchboard.roles import Role, RoleContext
 from switchboard.store import Store, open_store
@@ -175,11 +174,11 @@ async def _close_nats(nc: NATS) -> None:
         try:
             await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_SEC)
             return
-        except (asyncio.TimeoutError, nats.errors.Error):
+        except (TimeoutError, nats.errors.Error):
             pass
     try:
         await asyncio.wait_for(nc.close(), DRAIN_TIMEOUT_SEC)
-    except (asyncio.TimeoutError, nats.errors.Error):
+    except (TimeoutError, nats.errors.Error):
         pass
 
 

@@ -28,10 +28,15 @@ from __future__ import annotations
 import asyncio
 import urllib.error
 import urllib.request
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
-from prometheus_client import (GCCollector, PlatformCollector, ProcessCollector, disable_created_metrics,
-                               start_http_server)
+from prometheus_client import (
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families

@@ -47,9 +47,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchboard import backoff, log
 from sbctl.embedded import _die_with_parent, free_port, nats_server_binary
 from sbctl.roles import ALL_ROLES
+from switchboard import backoff, log
 from switchboard.config import Settings, data_path
 
 DEFAULT_LAYOUT = "sequencer,edge,archiver+presence+pusher"
@@ -199,7 +199,8 @@ class Supervisor:
                     self.failed.set_result(f"{child.name} keeps dying (exit code {code}, {n} exits within "
                                            f"{DEATH_WINDOW_SEC:.0f} s)")
                 return
-            delay = backoff.delay(n - 1, initial=RESTART_MIN_SEC, cap=RESTART_MAX_SEC, jitter=None)  # one child: no jitter
+            # One child: no jitter.
+            delay = backoff.delay(n - 1, initial=RESTART_MIN_SEC, cap=RESTART_MAX_SEC, jitter=None)
             self.log.info("child exited; restarting", child=child.name, pid=child.proc.pid, code=code,
                           restart_in_sec=delay, exits_in_window=n)
             await asyncio.sleep(delay)
@@ -228,7 +229,7 @@ async def _terminate(c: Child) -> None:
         p.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(p.wait(), STOP_TIMEOUT_SEC)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             p.kill()
         await p.wait()

@@ -23,7 +23,7 @@ deployment with the values in DEMO; the commands run with this test's values
 put in their place. Commands of the NATS CLI need ``nats`` on PATH: without
 it, those blocks are skipped (saying so). To refresh a shown output, run with
 ``SB_DOCS_CAPTURE=DIR``: each command's real output is written to DIR.
-"""
+"""  # noqa: E501 - the table's rows are one line each
 
 from __future__ import annotations
 
@@ -115,7 +115,8 @@ def test_the_parser():
     """A fence in a list item, a marker before a block, a block without one:
     a parser that missed any of them would let blocks through unchecked."""
     text = ("intro\n\n<!-- not-run: a reason -->\n```sh\nrm -rf /\n```\n\n1. step\n"
-            "   ```\n   $ echo hi\n   hi\n   ```\n\n<!-- run: transcript -->\n\n~~~\n$ true\n~~~\n```python\nx = 1\n```\n")
+            "   ```\n   $ echo hi\n   hi\n   ```\n\n<!-- run: transcript -->\n\n~~~\n$ true\n~~~\n"
+            "```python\nx = 1\n```\n")
     got = parse(text)
     assert [(b.line, b.kind) for b in got] == [(4, "not-run"), (9, None), (16, "transcript"), (19, "python")]
     assert got[0].marker == ("not-run", "a reason")
@@ -287,7 +288,8 @@ async def seed_runbook(lv: Live) -> tuple[Client, ...]:
         carol = await sdk("carol")
         await carol.register_push("fcm", "fcm-token-of-carols-phone-0123456789")
         await carol.close()
-        group = events.ConvCreateRequest(creator="bob", members=["bob", "dave"], title="", conv="g-nJ_jM3pQMcZT0lSRShWa")
+        group = events.ConvCreateRequest(creator="bob", members=["bob", "dave"], title="",
+                                         conv="g-nJ_jM3pQMcZT0lSRShWa")
         reply = await nc.request("sb.api.conv.create", events.encode(group), timeout=10)
         made = events.decoder(events.ConvReply).decode(reply.data)
         assert made.error is None, made.error
@@ -375,7 +377,8 @@ def check_up(block: Block, lv: Live) -> None:
 def check_up_output(block: Block, lv: Live) -> None:
     for line in block.code.strip().split("\n"):
         pattern = r"\d+".join(re.escape(part) for part in re.split(r"\d+", line.strip()))
-        assert re.search(pattern, lv.banner), f"{block.id}: `up` no longer prints a line like\n  {line}\nbut:\n{lv.banner}"
+        assert re.search(pattern, lv.banner), \
+            f"{block.id}: `up` no longer prints a line like\n  {line}\nbut:\n{lv.banner}"
 
 
 async def run_pytest(block: Block, tmp: Path) -> None:
@@ -383,7 +386,8 @@ async def run_pytest(block: Block, tmp: Path) -> None:
     (tmp / "test_doc_block.py").write_text(block.code)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SB_", "SWITCHBOARD_"))}
     proc = await asyncio.create_subprocess_exec(
-        PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "tests.conftest", "-p", "tests.e2e.conftest",
+        PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+        "-p", "tests.conftest", "-p", "tests.e2e.conftest",
         "-c", str(REPO / "pyproject.toml"), "--rootdir", str(REPO), str(tmp / "test_doc_block.py"),
         cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
