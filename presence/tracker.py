@@ -12,12 +12,11 @@
 - NATS micro service ``sb-presence``: ``sb.api.presence.query`` and
   ``sb.api.presence.watch`` (see :mod:`switchboard.presence.messages`).
 
-Run it alone with ``python -m presence.tracker --nats-url URL``.
+Run it with ``switchboard presence`` (presence/role.py builds it from the settings).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 from dataclasses import dataclass
@@ -29,20 +28,21 @@ from nats.aio.msg import Msg as NatsMsg
 from nats.micro import add_service
 from nats.micro.request import Request
 
+import switchboard
 from switchboard import ids, log
 from switchboard.errors import BadFrame, LimitExceeded, SwitchboardError
 from switchboard.events import ErrorBody
 from switchboard.frames import Presence
 from switchboard.frames import encode as encode_frame
 from switchboard.metrics import IntHistogram
-from switchboard.presence import PresenceBackend, open_presence
+from switchboard.presence import PresenceBackend
 from switchboard.presence.messages import (MAX_USERS_PER_REQUEST, Events, Heartbeat, PresenceReply, decode_query,
                                            decode_report, decode_watch, encode)
 from presence.metrics import TrackerMetrics
 from switchboard.subjects import Subjects
 
 QUEUE = "sb-presence"
-SERVICE_VERSION = "0.1.0"
+SERVICE_VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,36 +237,3 @@ class PresenceTracker:
             await req.respond_error(err.code, err.message, data=encode(PresenceReply(error=err)))
             return
         await req.respond(encode(reply))
-
-
-async def run(*, nats_url: str, presence_url: str, subjects: Subjects,
-              config: TrackerConfig = TrackerConfig(), stop: asyncio.Event | None = None) -> None:
-    """Connect, open the backend and track until ``stop`` is set (or forever)."""
-    backend = open_presence(presence_url)
-    await backend.open()
-    nc = await nats.connect(nats_url, name="sb-presence", max_reconnect_attempts=-1)
-    tracker = PresenceTracker(nc=nc, backend=backend, subjects=subjects, config=config)
-    try:
-        await tracker.start()
-        await (stop or asyncio.Event()).wait()
-    finally:
-        await tracker.stop()
-        await nc.drain()
-        await backend.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m presence.tracker")
-    ap.add_argument("--nats-url", required=True)
-    ap.add_argument("--presence-url", default="memory://")
-    ap.add_argument("--prefix", default="sb")
-    ap.add_argument("--sweep-sec", type=float, default=TrackerConfig.sweep_sec)
-    args = ap.parse_args(argv)
-    log.configure()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(nats_url=args.nats_url, presence_url=args.presence_url, subjects=Subjects(args.prefix),
-                        config=TrackerConfig(sweep_sec=args.sweep_sec)))
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -25,6 +24,7 @@ import nats.js.errors
 import nats.micro
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+import switchboard
 from pusher.providers import PushProvider
 from pusher.providers.select import providers_for
 from pusher.providers.webpush import WebPushProvider
@@ -37,7 +37,7 @@ from switchboard.errors import SwitchboardError
 from switchboard.events import error_body
 from switchboard.trace import Tracer, default_instance
 
-VERSION = "0.1.0"
+VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
 # Seconds one fetch of the PUSH consumer waits for work: short, so a stop
 # (which waits for the fetch to end) is quick.
 FETCH_TIMEOUT = 1.0
@@ -219,18 +219,3 @@ class PusherService:
             self.metrics.registered(device.platform)
             reply = RegisterReply(ok=True)
         await req.respond(msgspec.json.encode(reply))
-
-
-async def run(settings: Settings) -> None:
-    async with PusherService(settings=settings):
-        await asyncio.Event().wait()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pusher", description="Switchboard push notification service")
-    parser.add_argument("--config", help="Switchboard TOML settings file")
-    args = parser.parse_args(argv)
-    settings = Settings.load(config_file=args.config)
-    log.configure(settings.log_level, settings.log_json)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
