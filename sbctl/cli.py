@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import tomllib
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 import switchboard
 from sbctl import extras, procs
@@ -136,9 +136,6 @@ def _role_flags(p: argparse.ArgumentParser, roles: tuple[str, ...]) -> None:
     p.add_argument("--metrics-listen", help=argparse.SUPPRESS)  # host:port of this process's metrics
     if "edge" in roles:
         p.add_argument("--metrics-peers", default="", help=argparse.SUPPRESS)  # host:port,... the edge re-exports
-
-
-Runner = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
