@@ -25,25 +25,29 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import subprocess
-import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats
 import nats.errors
 import pytest
 
-from switchboard import auth, frames
 from sbctl.embedded import free_port, nats_server_binary
-from switchboard.client import Client
+from switchboard import frames
 from switchboard.bus import streams
+from switchboard.client import Client
 from switchboard.config import Settings
 from switchboard.events import SendReply, SendRequest
 from switchboard.subjects import partition_of
-from tests.e2e.helpers import PYTHON, REPO, STEP, Raw
+from tests.e2e.helpers import PYTHON, REPO, STEP, Events, settings_env, until
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Deployment
 
 ROLES = ("edge", "sequencer", "archiver", "presence", "pusher")
 USERS = ROLES + ("service", "operator", "admin", "sys")
@@ -78,20 +82,17 @@ class Server:
     def url(self, user: str) -> str:
         return f"nats://{user}:{PASSWORDS[user]}@127.0.0.1:{self.port}"
 
-    def wait(self, timeout: float = 20.0) -> None:
-        import socket
+    async def wait(self, timeout: float = 20.0) -> None:
+        """Until it accepts connections; fails at once if it exited."""
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def listening() -> bool:
             if self.p.poll() is not None:
                 tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
                 raise AssertionError(f"nats-server exited with {self.p.returncode}: {tail}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("nats-server did not listen")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+
+        await until(listening, timeout, "nats-server to listen", every=0.05, ignore=(OSError,))
 
     def stop(self) -> None:
         if self.p.poll() is None:
@@ -104,10 +105,10 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
     s = Server(tmp_path_factory.mktemp("perm-nats"))
     try:
-        s.wait()
+        await s.wait()
         yield s
     finally:
         s.stop()
@@ -121,83 +122,25 @@ def role_flags(role: str, tmp: Path, *, port: int) -> list[str]:
             "presence": ["--presence", "memory://"], "pusher": []}[role]
 
 
-class RoleProc:
-    """One role as its own process; output goes to a log file."""
-
-    def __init__(self, role: str, args: list[str], *, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._fh = open(log, "wb")
-        # No role may create streams, consumers or the KV bucket: `switchboard
-        # init` (admin user) made them; roles only check they exist.
-        head = ["-m", "sbctl"]
-        self.p = subprocess.Popen([PYTHON, *head, role, *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                  stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def terminate(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self._fh.close()
-
-
-class Deployment:
-    def __init__(self, server: Server, edge_port: int) -> None:
-        self.server = server
-        self.ws = f"ws://127.0.0.1:{edge_port}/ws"
-        self.procs: dict[str, RoleProc] = {}
-
-    def client(self, user: str) -> Client:
-        return Client(url=self.ws, token=auth.issue(SECRET, user, ttl_sec=600), fill_gaps=False,
-                      backoff_min=0.05, backoff_max=0.5, request_timeout=STEP)
-
-
 @pytest.fixture(scope="module")
-def deployment(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+async def deployment(server: Server, deploy_module) -> Deployment:
     """`switchboard init` as the admin user, then every role in its own
-    process, each logged in as its own NATS user."""
-    tmp = tmp_path_factory.mktemp("perm-roles")
-    edge_port = free_port()
-    env = {**os.environ, "SWITCHBOARD_JWT_SECRET": SECRET, "SWITCHBOARD_RATE_PER_SEC": "10000",
-           "SWITCHBOARD_RATE_BURST": "10000", "PYTHONUNBUFFERED": "1"}
-    env.pop("SWITCHBOARD_CONFIG", None)
-    d = Deployment(server, edge_port)
-
-    def start(role: str) -> RoleProc:
-        args = ["--nats", server.url(role), "--data", str(tmp), *role_flags(role, tmp, port=edge_port)]
-        p = d.procs[role] = RoleProc(role, args, env=env, log=tmp / f"{role}.log")
-        return p
-
-    def ready(p: RoleProc, needle: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in p.output():
-            if p.p.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"not ready (rc={p.p.poll()}):\n{p.output()[-3000:]}")
-            time.sleep(0.05)
-
-    try:
-        init = subprocess.run([PYTHON, "-m", "sbctl", "init", "--nats", server.url("admin")], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=60)
-        assert init.returncode == 0, init.stdout + init.stderr
-        assert "ok: consumer MESSAGES/archiver" in init.stdout and "ok: kv bucket sb_partitions" in init.stdout
-        procs = {role: start(role) for role in ROLES}
-        for role, p in procs.items():
-            ready(p, "Switchboard is up" if role == "edge" else "running")
-        yield d
-    finally:
-        for p in d.procs.values():
-            p.terminate()
+    process, each logged in as its own NATS user (default prefixes: the
+    accounts are written for them)."""
+    d = await deploy_module(roles=(), mode="processes", init=False, nats_url=server.url("admin"),
+                            subject_prefix="sb", stream_prefix="", jwt_secret=SECRET)
+    init = subprocess.run([PYTHON, "-m", "sbctl", "init", "--nats", server.url("admin")], cwd=REPO,
+                          env=settings_env(d.settings), capture_output=True, text=True, timeout=60)
+    assert init.returncode == 0, init.stdout + init.stderr
+    assert "ok: consumer MESSAGES/archiver" in init.stdout and "ok: kv bucket sb_partitions" in init.stdout
+    # No role may create streams, consumers or the KV bucket: init made them; roles only check they exist.
+    await asyncio.gather(*(d.start(role, nats_url=server.url(role)) for role in ROLES))
+    return d
 
 
 @contextlib.asynccontextmanager
 async def clients(d: Deployment, *users: str) -> AsyncIterator[list[Client]]:
-    made = [d.client(u) for u in users]
+    made = [await d.sdk(u, connect=False, request_timeout=STEP) for u in users]
     try:
         for c in made:
             await c.connect(timeout=STEP)
@@ -213,11 +156,9 @@ def uid(name: str) -> str:
 
 
 async def next_event(c: Client, kind: type, timeout: float = STEP, **match: object):
-    deadline = time.monotonic() + timeout
-    while True:
-        ev = await c.next_event(max(deadline - time.monotonic(), 0.01))
-        if isinstance(ev, kind) and all(getattr(ev, k) == v for k, v in match.items()):
-            return ev
+    """The client's next event frame of type ``kind`` (with those fields)."""
+    return await Events(c).expect(lambda ev: isinstance(ev, kind)
+                                  and all(getattr(ev, k) == v for k, v in match.items()), timeout)
 
 
 # ---------------------------------------------------------------- everything works under per-role users
@@ -285,16 +226,11 @@ async def test_push_register_and_push_for_offline_user(deployment: Deployment) -
     async with clients(deployment, d) as (cd,):
         await cd.send_frame(frames.PushRegister(platform="fcm", token="f" * 40, id="reg1"))
         # no answer frame on success; an error frame would carry ref "reg1"
-        with pytest.raises(asyncio.TimeoutError):
-            ev = await next_event(cd, frames.Error, timeout=1.0)
-            raise AssertionError(f"push.register answered {ev}")
+        await Events(cd).nothing(lambda ev: isinstance(ev, frames.Error), wait=1.0)
     async with clients(deployment, a) as (ca,):
         sent = await ca.send(to=d, body="are you there")
-    pusher = deployment.procs["pusher"]
-    deadline = time.monotonic() + STEP
-    while "push.would_send" not in pusher.output():
-        assert time.monotonic() < deadline, pusher.output()[-3000:]
-        await asyncio.sleep(0.05)
+    pusher = deployment.unit("pusher")
+    await pusher.wait_output("push.would_send", STEP)
     assert sent.conv in pusher.output()
 
 
@@ -374,12 +310,14 @@ async def test_traced_message_is_recorded_by_every_role_under_accounts(deploymen
     got: dict[str, str] = {}
     async with watched(server, "admin") as w:
         sub = await w.nc.jetstream(timeout=STEP).subscribe(f"sb.trace.{sent.conv}.{a}.{mid}", ordered_consumer=True)
-        deadline = time.monotonic() + STEP
-        while not want <= set(got) and time.monotonic() < deadline:
+        async def recorded() -> bool:
             with contextlib.suppress(nats.errors.TimeoutError):
                 r = decode_record((await sub.next_msg(timeout=0.5)).data)
                 got[r.stage] = r.role
-        assert want <= set(got), (got, deployment.procs["pusher"].output()[-3000:])
+            return want <= set(got)
+
+        await until(recorded, STEP, lambda: f"stages {sorted(want)}; got {got}; pusher: "
+                                            f"{deployment.unit('pusher').output()[-3000:]}", every=0)
         assert {got[s] for s in want} == set(TRACE_WRITERS)
         assert not [e for e in w.errors if "violation" in e.lower()], w.errors
     async with watched(server, "sequencer") as w:
@@ -394,7 +332,7 @@ def _edge_dropped(d: Deployment, subject_kind: str) -> float:
     """switchboard_edge_bus_frames_dropped_total{subject=...} of the edge."""
     import httpx
 
-    page = httpx.get(d.ws.replace("ws://", "http://").replace("/ws", "/metrics"), timeout=STEP).text
+    page = httpx.get(f"http://127.0.0.1:{d.port}/metrics", timeout=STEP).text
     needle = f'switchboard_edge_bus_frames_dropped_total{{subject="{subject_kind}"}} '
     return float(next(ln for ln in page.splitlines() if ln.startswith(needle)).split()[-1])
 
@@ -421,9 +359,8 @@ async def test_roles_cannot_push_forged_messages_to_sockets(deployment: Deployme
     parsers keep the last one) or junk is dropped by the edge and counted;
     the legitimate frame published after them arrives, alone."""
     victim = uid("victim")
-    raw = await Raw.open(deployment.ws, auth.issue(SECRET, victim, ttl_sec=600))
+    raw = await deployment.raw(victim)
     try:
-        await raw.hello()
         dropped_before = _edge_dropped(deployment, "event")
         before = len(raw.frames)
         async with watched(server, role) as w:
@@ -444,10 +381,8 @@ async def test_roles_cannot_push_forged_messages_to_sockets(deployment: Deployme
             got = await raw.expect(kind, user="marker") if kind != "conv" else await raw.expect("conv", conv="c1")
         await asyncio.sleep(0.3)
         assert raw.frames[before:] == [got], raw.frames[before:]
-        deadline = time.monotonic() + STEP
-        while _edge_dropped(deployment, "event") < dropped_before + len(bad):
-            assert time.monotonic() < deadline, _edge_dropped(deployment, "event") - dropped_before
-            await asyncio.sleep(0.05)
+        await until(lambda: _edge_dropped(deployment, "event") >= dropped_before + len(bad), STEP,
+                    lambda: f"{len(bad)} dropped frames counted: {_edge_dropped(deployment, 'event') - dropped_before}")
     finally:
         await raw.close()
 
@@ -462,7 +397,7 @@ class Watched:
         self.errors: list[str] = []
         self.nc: nats.NATS | None = None
 
-    async def connect(self, url: str) -> "Watched":
+    async def connect(self, url: str) -> Watched:
         async def on_error(exc: Exception) -> None:
             self.errors.append(str(exc))
 
@@ -470,13 +405,10 @@ class Watched:
         return self
 
     async def violation(self, what: str, timeout: float = 3.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for e in self.errors:
-                if "permissions violation" in e.lower() and what.lower() in e.lower():
-                    return e
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no permissions violation for {what!r}; errors: {self.errors}")
+        [e] = await until(lambda: [e for e in self.errors
+                                   if "permissions violation" in e.lower() and what.lower() in e.lower()][:1],
+                          timeout, lambda: f"a permissions violation for {what!r}; errors: {self.errors}")
+        return e
 
     async def close(self) -> None:
         if self.nc is not None:
@@ -763,11 +695,13 @@ async def test_operator_sees_every_role_as_a_micro_service(server: Server, deplo
         sub = await w.nc.subscribe(inbox)
         await w.nc.publish("$SRV.PING", b"", reply=inbox)
         names: set[str] = set()
-        deadline = time.monotonic() + STEP
-        while not names >= {f"sb-{r}" for r in ROLES} and time.monotonic() < deadline:
+
+        async def every_role() -> bool:
             with contextlib.suppress(nats.errors.TimeoutError):
                 names.add(json.loads((await sub.next_msg(timeout=0.5)).data)["name"])
-        assert names >= {f"sb-{r}" for r in ROLES}, names
+            return names >= {f"sb-{r}" for r in ROLES}
+
+        await until(every_role, STEP, lambda: f"a PING answer of every role; got {names}", every=0)
         assert not w.errors
 
 
