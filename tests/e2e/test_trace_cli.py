@@ -292,7 +292,7 @@ async def test_server_hops_and_endpoint_under_the_committed_accounts(deploy, tmp
 
     srv = Server(tmp_path)
     try:
-        srv.wait()
+        await srv.wait()
         d = await deploy(roles=(), nats_url=srv.url("admin"), init=False, subject_prefix="sb", stream_prefix="",
                          trace_sample=0.0)
         nc = await nats.connect(srv.url("admin"))
