@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import re
 import sys
 from pathlib import Path
@@ -130,14 +131,20 @@ async def _run(s: Settings, q, *, as_json: bool) -> int:
             print(f"switchboard trace: no trace records for {what}: {await _why_none(nc, s)}", file=sys.stderr)
             return 1
         out = sys.stdout
-        if as_json:
-            for r in reply.records:
-                out.write(trace_read.encode(r).decode() + "\n")
-        else:
-            out.write(render(reply.records, seq=q.seq))
+        try:
+            if as_json:
+                for r in reply.records:
+                    out.write(trace_read.encode(r).decode() + "\n")
+            else:
+                out.write(render(reply.records, seq=q.seq))
+            out.flush()
+        except BrokenPipeError:
+            # The reader stopped early (`... --json | head -4`): it has what it
+            # wanted. Point stdout at /dev/null so the flush at exit is quiet too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         if reply.truncated:
             print(f"switchboard trace: only the first {len(reply.records)} records are shown", file=sys.stderr)
-        out.flush()
         return 0
     finally:
         with contextlib.suppress(Exception):
