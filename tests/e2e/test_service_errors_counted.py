@@ -9,13 +9,12 @@ client's request failed behind the edge.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 
 import nats.errors
 
-from tests.e2e.helpers import STEP, unique
+from tests.e2e.helpers import STEP, unique, until
 
 
 async def stats_of(nc, service: str, prefix: str) -> dict:
@@ -25,15 +24,15 @@ async def stats_of(nc, service: str, prefix: str) -> dict:
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     await nc.publish(f"$SRV.STATS.{service}", b"", reply=inbox)
-    found = None
-    deadline = asyncio.get_running_loop().time() + STEP
-    while found is None and asyncio.get_running_loop().time() < deadline:
+    async def ours() -> dict | None:
         with contextlib.suppress(nats.errors.TimeoutError):
             s = json.loads((await sub.next_msg(timeout=0.5)).data)
             if any(e["subject"].startswith(prefix + ".") for e in s["endpoints"]):
-                found = s
+                return s
+        return None
+
+    found = await until(ours, STEP, f"{service} of prefix {prefix} answering $SRV.STATS", every=0)
     await sub.unsubscribe()
-    assert found is not None, f"no {service} of prefix {prefix} answered $SRV.STATS"
     return {e["name"]: e for e in found["endpoints"]}
 
 
