@@ -10,7 +10,8 @@
   user may publish on that subject, and edges forward only ``presence``
   frames from it) and to ``sb.presence.changed.<user>`` for services.
 - NATS micro service ``sb-presence``: ``sb.api.presence.query`` and
-  ``sb.api.presence.watch`` (see :mod:`switchboard.presence.messages`).
+  ``sb.api.presence.watch`` (switchboard/api.py; messages in
+  :mod:`switchboard.presence.messages`), served through switchboard/rpc/.
 
 Run it with ``switchboard presence`` (presence/role.py builds it from the settings).
 """
@@ -25,20 +26,23 @@ from time import perf_counter
 import msgspec
 import nats
 from nats.aio.msg import Msg as NatsMsg
-from nats.micro import add_service
-from nats.micro.request import Request
 
 import switchboard
-from switchboard import ids, log
-from switchboard.errors import BadFrame, LimitExceeded, SwitchboardError
-from switchboard.events import ErrorBody
-from switchboard.frames import Presence
-from switchboard.frames import encode as encode_frame
+from presence.metrics import TrackerMetrics
+from switchboard import api, ids, log, rpc
+from switchboard.errors import LimitExceeded, SwitchboardError, Unavailable
+from switchboard.frames import Presence, encode as encode_frame
 from switchboard.metrics import IntHistogram
 from switchboard.presence import PresenceBackend
-from switchboard.presence.messages import (MAX_USERS_PER_REQUEST, Events, Heartbeat, PresenceReply, decode_query,
-                                           decode_report, decode_watch, encode)
-from presence.metrics import TrackerMetrics
+from switchboard.presence.messages import (
+    MAX_USERS_PER_REQUEST,
+    Events,
+    Heartbeat,
+    PresenceReply,
+    QueryRequest,
+    WatchRequest,
+    decode_report,
+)
 from switchboard.subjects import Subjects
 
 QUEUE = "sb-presence"
@@ -76,7 +80,10 @@ class PresenceTracker:
         self._config = config
         self._log = log.get("presence.tracker")
         self._sub = None
-        self._service = None
+        # sb-presence: query and watch (switchboard/rpc/), counted for
+        # `nats micro stats` and rpc.RpcCollector.
+        self.rpc = rpc.RpcService(nc, name="sb-presence", version=SERVICE_VERSION, subjects=subjects,
+                                  queue_group=QUEUE, description="presence: online state, last seen, watches")
         self._sweeper: asyncio.Task | None = None
         # Counters for stats, benchmarks and /metrics (never logged per message).
         self.reports = 0
@@ -93,10 +100,9 @@ class PresenceTracker:
     async def start(self) -> None:
         s = self._subjects
         self._sub = await self._nc.subscribe(s.presence_hb_all, queue=QUEUE, cb=self._on_report)
-        self._service = await add_service(self._nc, name="sb-presence", version=SERVICE_VERSION, queue_group=QUEUE,
-                                          description="presence: online state, last seen, watches")
-        await self._service.add_endpoint(name="query", subject=s.api("presence", "query"), handler=self._query)
-        await self._service.add_endpoint(name="watch", subject=s.api("presence", "watch"), handler=self._watch)
+        await self.rpc.start()
+        await self.rpc.add(api.PRESENCE_QUERY, self._query)
+        await self.rpc.add(api.PRESENCE_WATCH, self._watch)
         await self._nc.flush()  # started means answering: the SUBs are in effect on the server
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="presence-sweep")
         self._log.info("presence tracker started", subject=s.presence_hb_all, sweep_sec=self._config.sweep_sec)
@@ -111,10 +117,7 @@ class PresenceTracker:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
-        if self._service is not None:
-            with contextlib.suppress(Exception):
-                await self._service.stop()
-            self._service = None
+        await self.rpc.stop()
         self._log.info("presence tracker stopped", reports=self.reports, changes=self.changes,
                        rejected_ids=self.rejected_ids)
 
@@ -198,42 +201,35 @@ class PresenceTracker:
         state = await self._backend.online(users)
         return [Presence(user=u, online=state[u][0], last_seen=state[u][1]) for u in users]
 
-    async def _query(self, req: Request) -> None:
-        async def answer() -> PresenceReply:
-            try:
-                body = decode_query(req.data)
-            except msgspec.DecodeError as exc:
-                raise BadFrame(f"presence query: {exc}") from None
-            return PresenceReply(users=await self._states(self._check_users(body.users)))
-
-        await self._respond(req, answer)
-
-    async def _watch(self, req: Request) -> None:
-        async def answer() -> PresenceReply:
-            try:
-                body = decode_watch(req.data)
-            except msgspec.DecodeError as exc:
-                raise BadFrame(f"presence watch: {exc}") from None
-            watcher = ids.check(body.watcher, "watcher")
-            users = self._check_users(body.users)
-            limit = self._config.max_watches_per_user
-            if not await self._backend.watch(watcher, users, limit=limit):
-                self.watches_refused += 1
-                raise LimitExceeded(f"a user may watch at most {limit} users at once (until it goes offline)")
-            return PresenceReply(users=await self._states(users))
-
-        await self._respond(req, answer)
-
-    async def _respond(self, req: Request, answer) -> None:
+    async def _query(self, q: QueryRequest) -> PresenceReply:
+        """``sb.api.presence.query`` (served by self.rpc)."""
+        users = self._check_users(q.users)
         try:
-            reply = await answer()
-        except SwitchboardError as exc:
-            err = ErrorBody(code=exc.code, message=exc.message, retry=exc.retry)
-            await req.respond_error(exc.code, exc.message, data=encode(PresenceReply(error=err)))
-            return
-        except Exception as exc:
-            self._log.exception("presence request failed", subject=req.subject)
-            err = ErrorBody(code="unavailable", message=f"presence backend failed: {type(exc).__name__}", retry=True)
-            await req.respond_error(err.code, err.message, data=encode(PresenceReply(error=err)))
-            return
-        await req.respond(encode(reply))
+            return PresenceReply(users=await self._states(users))
+        except SwitchboardError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the backend (Redis away)
+            raise self._backend_failed(exc) from exc
+
+    async def _watch(self, w: WatchRequest) -> PresenceReply:
+        """``sb.api.presence.watch`` (served by self.rpc): record the watch, answer the states."""
+        watcher = ids.check(w.watcher, "watcher")
+        users = self._check_users(w.users)
+        limit = self._config.max_watches_per_user
+        try:
+            watched = await self._backend.watch(watcher, users, limit=limit)
+            states = await self._states(users) if watched else []
+        except SwitchboardError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the backend (Redis away)
+            raise self._backend_failed(exc) from exc
+        if not watched:
+            self.watches_refused += 1
+            raise LimitExceeded(f"a user may watch at most {limit} users at once (until it goes offline)")
+        return PresenceReply(users=states)
+
+    def _backend_failed(self, exc: Exception) -> Unavailable:
+        """A backend failure is ``unavailable`` with retry (docs/presence.md),
+        not the wrapper's ``internal``: asking again once Redis is back works."""
+        self._log.exception("presence backend failed")
+        return Unavailable(f"presence backend failed: {type(exc).__name__}")

@@ -4,9 +4,10 @@
   acks; ``max_deliver`` is enforced by the worker (it dead-letters on the
   last delivery) rather than by the server, so an entry is never left
   un-acked in the work queue after its last try.
-- Endpoint ``sb.api.push.register``: {user, platform, token} -> {ok} or
-  {error: {code, message, retry}} (codes: invalid_id, unknown_platform,
-  bad_token). The edge calls it for the ``push.register`` frame.
+- Endpoint ``sb.api.push.register`` (switchboard/api.py, served through
+  switchboard/rpc/): {user, platform, token} -> {ok} or {error: {code,
+  message, retry}} (codes: invalid_id, unknown_platform, bad_token,
+  bad_request). The edge calls it for the ``push.register`` frame.
 - Dead letters go to ``sb.dlq.push``: into JetStream if a stream captures that
   subject, else as a core publish.
 """
@@ -17,11 +18,9 @@ import asyncio
 import contextlib
 import json
 
-import msgspec
 import nats
 import nats.errors
 import nats.js.errors
-import nats.micro
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 import switchboard
@@ -29,12 +28,10 @@ from pusher.providers import PushProvider
 from pusher.providers.select import providers_for
 from pusher.providers.webpush import WebPushProvider
 from pusher.worker import ReadUpto, UnreadCount, Worker, _no_badge
-from switchboard import log, tls
+from switchboard import api, log, rpc, tls
 from switchboard.bus import streams
 from switchboard.config import Settings
 from switchboard.devices import BadToken, DeviceStore, RegisterReply, RegisterRequest, check_token, open_device_store
-from switchboard.errors import SwitchboardError
-from switchboard.events import error_body
 from switchboard.trace import Tracer, default_instance
 
 VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
@@ -44,7 +41,6 @@ FETCH_TIMEOUT = 1.0
 # Seconds between consumer-info reads for the queue depth gauges: a scrape
 # every 15 s sees a value at most this old, for one small request.
 QUEUE_POLL_SEC = 2.0
-_decode_register = msgspec.json.Decoder(RegisterRequest).decode
 
 
 def push_consumer_config(settings: Settings) -> ConsumerConfig:
@@ -80,7 +76,9 @@ class PusherService:
         self._log = log.get("pusher")
         self._nc: nats.NATS | None = None
         self._js = None
-        self._service = None
+        # sb-pusher: the register endpoint (switchboard/rpc/), on the connection start() makes.
+        self.rpc = rpc.RpcService(None, name="sb-pusher", version=VERSION, subjects=settings.subjects,
+                                  description="Push notifications (APNs, FCM, Web Push)")
         self._task: asyncio.Task | None = None
         self._queue_task: asyncio.Task | None = None
         self._stopping = False
@@ -104,10 +102,8 @@ class PusherService:
         except nats.js.errors.NotFoundError:
             raise streams.NotInitialized(f"JetStream consumer {push}/{durable}") from None
         psub = await self._js.pull_subscribe_bind(durable=durable, stream=push)
-        self._service = await nats.micro.add_service(
-            self._nc, name="sb-pusher", version=VERSION, description="Push notifications (APNs, FCM, Web Push)")
-        await self._service.add_endpoint(name="push-register", subject=self.settings.subjects.api("push", "register"),
-                                         handler=self._register)
+        await self.rpc.start(self._nc)
+        await self.rpc.add(api.PUSH_REGISTER, self._register)
         await self._nc.flush()  # started means answering: the SUB is in effect on the server
         self._task = asyncio.create_task(self._consume(psub), name="sb-pusher-consume")
         self._queue_task = asyncio.create_task(self._queue_loop(push, durable), name="sb-pusher-queue")
@@ -128,8 +124,7 @@ class PusherService:
             # so a stop never hangs, even with nats-server gone.
             with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, nats.errors.TimeoutError):
                 await asyncio.wait_for(self._task, FETCH_TIMEOUT + 1.0)
-        if self._service:
-            await self._service.stop()
+        await self.rpc.stop()
         if self._nc:
             # flush (acks and dead letters are already confirmed), then close; a drain
             # would wait on the pull subscription's pending fetch for its full timeout
@@ -205,17 +200,11 @@ class PusherService:
         if self._webpush is None or not self._webpush.allows(endpoint):
             raise BadToken("webpush endpoint is not an allowed push service (webpush.allowed_hosts)")
 
-    async def _register(self, req: nats.micro.Request) -> None:
-        try:
-            r = _decode_register(req.data)
-            self._check_push_service(r.platform, r.token)
-            device = await self.devices.register(r.user, r.platform, r.token)
-        except msgspec.ValidationError as exc:
-            reply = RegisterReply(error=error_body(SwitchboardError(f"bad request: {exc}", code="bad_request")))
-        except SwitchboardError as exc:
-            reply = RegisterReply(error=error_body(exc))
-        else:
-            self._log.info("push.registered", user=r.user, platform=device.platform, device=device.short)
-            self.metrics.registered(device.platform)
-            reply = RegisterReply(ok=True)
-        await req.respond(msgspec.json.encode(reply))
+    async def _register(self, r: RegisterRequest) -> RegisterReply:
+        """``sb.api.push.register`` (served by self.rpc): a bad token is its
+        SwitchboardError (bad_token, unknown_platform, invalid_id)."""
+        self._check_push_service(r.platform, r.token)
+        device = await self.devices.register(r.user, r.platform, r.token)
+        self._log.info("push.registered", user=r.user, platform=device.platform, device=device.short)
+        self.metrics.registered(device.platform)
+        return RegisterReply(ok=True)

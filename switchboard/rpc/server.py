@@ -50,7 +50,7 @@ class RpcService:
     The object outlives start()/stop() (its counters too): make it with the
     role, so a metrics registry can hold its collector from the start."""
 
-    def __init__(self, nc: NATS, *, name: str, version: str, description: str, subjects: Subjects,
+    def __init__(self, nc: NATS | None, *, name: str, version: str, description: str, subjects: Subjects,
                  metadata: dict[str, str] | None = None, queue_group: str | None = None,
                  max_inflight: int = MAX_INFLIGHT) -> None:
         self.nc = nc
@@ -70,7 +70,12 @@ class RpcService:
         """The micro service instance id (``$SRV.STATS.<name>.<id>``), once started."""
         return self._micro.id if self._micro is not None else None
 
-    async def start(self) -> None:
+    async def start(self, nc: NATS | None = None) -> None:
+        """Register the micro service on ``nc`` (or the connection given at
+        construction: a role that connects in its own start() passes it here)."""
+        if nc is not None:
+            self.nc = nc
+        assert self.nc is not None, "no NATS connection"
         self._micro = MicroService(self.nc, self._config, self.counts)
         await self._micro.start()
 
