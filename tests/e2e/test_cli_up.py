@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import psutil
 
 from sbctl.embedded import free_port
 from switchboard.client import Client
-from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, procs, unique
+from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, procs, unique, until
 
 URL_LINE = re.compile(r"Switchboard is up: (ws://\S+/ws)")
 
@@ -66,16 +65,16 @@ def metrics_page(ws_url: str) -> str:
         return r.read().decode()
 
 
-def gone(proc: psutil.Process, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+async def gone(proc: psutil.Process, timeout: float = 10.0) -> None:
+    """Until ``proc`` has exited (a zombie counts: it runs nothing)."""
+
+    def exited() -> bool:
         try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
+            return proc.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return True
-        time.sleep(0.05)
-    return False
+
+    await until(exited, timeout, lambda: f"child {proc.pid} {proc.cmdline()[:4]} to exit", every=0.05)
 
 
 async def start_up(made: list[Proc], data: str, tmp_path, n: int) -> tuple[Proc, str]:
@@ -88,17 +87,17 @@ async def start_up(made: list[Proc], data: str, tmp_path, n: int) -> tuple[Proc,
     return p, url
 
 
-def stop_up(p: Proc) -> None:
+async def stop_up(p: Proc) -> None:
     children = nats_children(p.pid)
     assert len(children) == 1, f"expected one embedded nats-server child, saw {children}"
     roles = role_children(p.pid)
     assert set(roles) == ROLE_CHILDREN, f"role children: {roles}"
-    code = p.terminate(timeout=20)
+    code = await p.stop(timeout=20)
     assert code == 0, f"exit code {code}: {p.output()[-2000:]}"
     # Checked right after exit: a child still alive here was not stopped by
     # `up` (at best it would die later from PDEATHSIG).
     for c in [*children, *roles.values()]:
-        assert gone(c, timeout=2.0), f"child {c.pid} {c.cmdline()[:4]} left behind"
+        await gone(c, timeout=2.0)
 
 
 def nats_cli() -> str | None:
@@ -143,7 +142,7 @@ async def test_up_round_trip_stop_and_restart(tmp_path):
         # The edge's /metrics shows the other children's components too.
         page = await asyncio.to_thread(metrics_page, url)
         assert "switchboard_edge_frames_in_total" in page and "switchboard_archiver_messages_total" in page
-        stop_up(p)
+        await stop_up(p)
 
         # Same --data: same secret (old tokens work), same streams and store.
         p2, url2 = await start_up(made, data, tmp_path, 2)
@@ -155,7 +154,7 @@ async def test_up_round_trip_stop_and_restart(tmp_path):
         assert (m.seq, m.body) == (second.seq, "two")
         await a.close()
         await b.close()
-        stop_up(p2)
+        await stop_up(p2)
 
 
 async def test_up_restarts_a_dead_child_and_children_die_with_it(tmp_path):
@@ -165,13 +164,12 @@ async def test_up_restarts_a_dead_child_and_children_die_with_it(tmp_path):
         p, url = await start_up(made, data, tmp_path, 1)
         before = role_children(p.pid)
         before["sequencer"].kill()  # SIGKILL: no clean shutdown
-        deadline = time.monotonic() + 30
-        while True:
+
+        def restarted() -> bool:
             now = role_children(p.pid)
-            if "sequencer" in now and now["sequencer"].pid != before["sequencer"].pid:
-                break
-            assert time.monotonic() < deadline, f"sequencer not restarted: {p.output()[-2000:]}"
-            time.sleep(0.1)
+            return "sequencer" in now and now["sequencer"].pid != before["sequencer"].pid
+
+        await until(restarted, 30, lambda: f"the sequencer restarted: {p.output()[-2000:]}", every=0.1)
         assert "child exited; restarting" in p.output()
         ta, tb = cli_token(alice, data), cli_token(bob, data)
         a = await Client(url=url, token=ta).connect(STEP)
@@ -186,8 +184,8 @@ async def test_up_restarts_a_dead_child_and_children_die_with_it(tmp_path):
         children = [*nats_children(p.pid), *role_children(p.pid).values()]
         assert len(children) == 4, children
         p.kill()
-        for c in children:
-            assert gone(c, timeout=10.0), f"child {c.pid} {c.cmdline()[:4]} outlived a SIGKILLed up"
+        for c in children:  # none outlives a SIGKILLed up
+            await gone(c, timeout=10.0)
 
 
 async def test_up_gives_up_on_a_child_that_keeps_dying(tmp_path):
@@ -199,10 +197,8 @@ async def test_up_gives_up_on_a_child_that_keeps_dying(tmp_path):
              env=clean_env(), log=tmp_path / "up.log")
     with procs() as made:
         made.append(p)
-        deadline = time.monotonic() + 90  # 5 starts of a Python process plus 0.5+1+2+4 s of pauses
-        while p.p.poll() is None:
-            assert time.monotonic() < deadline, f"up still running: {p.output()[-2000:]}"
-            time.sleep(0.2)
+        # 5 starts of a Python process plus 0.5+1+2+4 s of pauses
+        await until(lambda: not p.running, 90, lambda: f"up to give up: {p.output()[-2000:]}", every=0.2)
         assert p.p.returncode == 1
         out = p.output()
         lines = [ln for ln in out.splitlines() if ln.startswith("switchboard up:")]
