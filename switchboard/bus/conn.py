@@ -48,6 +48,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from switchboard import log
@@ -149,7 +150,7 @@ class _Sub:
         self.handler = handler
 
 
-def _settle(fut: asyncio.Future, result: object = None, exc: BaseException | None = None) -> None:
+def _settle(fut: asyncio.Future[Any], result: object = None, exc: BaseException | None = None) -> None:
     if fut.done():
         return
     if exc is None:
@@ -166,19 +167,20 @@ class _Socket(asyncio.Protocol):
     def __init__(self, conn: BusConnection) -> None:
         self.conn = conn
         self.transport: asyncio.Transport | None = None
-        self.parser = Parser(conn._handlers, self.on_op)  # noqa: SLF001
-        loop = conn._loop  # noqa: SLF001
-        self.info: asyncio.Future = loop.create_future()  # the first INFO
-        self.ready: asyncio.Future = loop.create_future()  # the PONG answering CONNECT+PING
+        self.parser = Parser(conn._handlers, self.on_op)
+        loop = conn._loop
+        self.info: asyncio.Future[object] = loop.create_future()  # the first INFO
+        self.ready: asyncio.Future[None] = loop.create_future()  # the PONG answering CONNECT+PING
         self.handshaking = True
         self.active = False  # this is the connection's current socket
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio types the argument as BaseTransport; a stream connection's is a Transport.
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.conn._in_bytes += len(data)  # noqa: SLF001
+        self.conn._in_bytes += len(data)
         try:
             self.parser.feed(data)
         except ProtocolError as exc:
@@ -196,7 +198,7 @@ class _Socket(asyncio.Protocol):
         _settle(self.info, exc=err)
         _settle(self.ready, exc=err)
         if self.active:
-            self.conn._socket_lost(self, exc)  # noqa: SLF001
+            self.conn._socket_lost(self, exc)
 
     def abort(self) -> None:
         if self.transport is not None and not self.lost:
@@ -220,7 +222,7 @@ class _Socket(asyncio.Protocol):
                 self.transport.write(PONG)
             return
         if self.active:
-            self.conn._on_op(op, arg)  # noqa: SLF001
+            self.conn._on_op(op, arg)
 
 
 def _read_creds(path: str) -> tuple[str, bytes]:
@@ -301,19 +303,19 @@ class BusConnection:
         self._sock: _Socket | None = None
         self._transport: asyncio.Transport | None = None
         self._server: _Server | None = None
-        self._info: dict = {}
+        self._info: dict[str, Any] = {}  # the server's INFO (JSON)
         self._max_payload = DEFAULT_MAX_PAYLOAD
         self._subs: dict[int, _Sub] = {}
         self._handlers: dict[bytes, Handler] = {}  # shared with every socket's parser
         self._next_sid = 0
-        self._pongs: deque[asyncio.Future | None] = deque()  # one per PING in flight, None for keepalive
+        self._pongs: deque[asyncio.Future[None] | None] = deque()  # one per PING in flight, None for keepalive
         # PINGs queued in _out but not written yet: if the connection drops
         # first they go out after the reconnect, and their PONGs must not be
         # taken for the answer to a newer flush().
         self._unflushed_pings = 0
         self._pings_out = 0
         self._ping_timer: asyncio.TimerHandle | None = None
-        self._reconnect_task: asyncio.Task | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
         self._inbox_prefix = "_INBOX." + secrets.token_hex(11)
         self._inbox_counter = 0
         # counters
@@ -374,7 +376,7 @@ class BusConnection:
         self._out = bytearray()  # the transport may keep the old one; it is never touched again
         self._unflushed_pings = 0
         self._out_bytes += len(out)
-        self._transport.write(out)  # type: ignore[union-attr]
+        self._transport.write(out)  # type: ignore[union-attr]  # set whenever _connected (_activate, _socket_lost)
 
     # --- subscriptions ------------------------------------------------------------
 
@@ -414,7 +416,7 @@ class BusConnection:
         within ``timeout``."""
         if not self._connected:
             raise BusUnavailable("NATS is not connected")
-        fut = self._loop.create_future()
+        fut: asyncio.Future[None] = self._loop.create_future()
         self._pongs.append(fut)
         self._write(PING)
         self._unflushed_pings += 1
@@ -443,7 +445,7 @@ class BusConnection:
         return [s.url for s in self._servers]
 
     @property
-    def server_info(self) -> dict:
+    def server_info(self) -> dict[str, Any]:
         return self._info
 
     @property
@@ -475,30 +477,30 @@ class BusConnection:
                 return
         raise BusUnavailable("could not connect to NATS: " + "; ".join(errors))
 
-    async def _handshake(self, srv: _Server) -> tuple[_Socket, dict]:
+    async def _handshake(self, srv: _Server) -> tuple[_Socket, dict[str, Any]]:
         srv.last_attempt = time.monotonic()
         sock = _Socket(self)
         try:
             # One bound for TCP connect + INFO + TLS + CONNECT/PONG: a server
             # that accepts but never answers must not hold a reconnect forever.
             async with asyncio.timeout(self._connect_timeout):
-                await self._loop.create_connection(lambda: sock, srv.host, srv.port)
+                transport, _ = await self._loop.create_connection(lambda: sock, srv.host, srv.port)
                 info = await sock.info
                 if not isinstance(info, dict):
                     raise BusError("bad INFO from the NATS server")
                 want_tls = self._tls is not None or srv.tls
                 if info.get("tls_required") or (want_tls and info.get("tls_available")):
                     ctx = self._tls or ssl.create_default_context()
-                    tls_transport = await self._loop.start_tls(sock.transport, sock, ctx, server_hostname=srv.host)
+                    tls_transport = await self._loop.start_tls(transport, sock, ctx, server_hostname=srv.host)
                     if tls_transport is None:
                         raise BusUnavailable("connection closed during the TLS handshake")
-                    sock.transport = tls_transport  # type: ignore[assignment]
+                    sock.transport = transport = tls_transport
                     used_tls = True
                 elif want_tls:
                     raise BusError(f"{srv.url} does not offer TLS")
                 else:
                     used_tls = False
-                sock.transport.write(encode_connect(self._connect_options(srv, info, used_tls)) + PING)  # type: ignore[union-attr]
+                transport.write(encode_connect(self._connect_options(srv, info, used_tls)) + PING)
                 await sock.ready
         except BaseException:
             sock.abort()
@@ -507,7 +509,7 @@ class BusConnection:
             raise BusUnavailable("connection closed right after the handshake")
         return sock, info
 
-    def _connect_options(self, srv: _Server, info: dict, used_tls: bool) -> dict[str, object]:
+    def _connect_options(self, srv: _Server, info: dict[str, Any], used_tls: bool) -> dict[str, object]:
         opts: dict[str, object] = {
             "verbose": False, "pedantic": False, "tls_required": used_tls, "name": self._name,
             "lang": "python3", "version": "switchboard-bus-1", "protocol": 1,
@@ -533,7 +535,7 @@ class BusConnection:
             opts["auth_token"] = token
         return opts
 
-    def _activate(self, sock: _Socket, srv: _Server, info: dict) -> None:
+    def _activate(self, sock: _Socket, srv: _Server, info: dict[str, Any]) -> None:
         sock.handshaking = False
         sock.active = True
         self._sock, self._transport, self._server = sock, sock.transport, srv
@@ -553,14 +555,14 @@ class BusConnection:
         self._out = bytearray()
         if out:
             self._out_bytes += len(out)
-            sock.transport.write(out)  # type: ignore[union-attr]
+            sock.transport.write(out)  # type: ignore[union-attr]  # set: the socket went through _handshake
         self._connected = True
         self._pings_out = 0
         self._pongs = deque([None] * self._unflushed_pings)  # stale PINGs just sent with the pending output
         self._unflushed_pings = 0
         self._ping_timer = self._loop.call_later(self._ping_interval, self._ping_tick)
 
-    def _add_connect_urls(self, info: dict) -> None:
+    def _add_connect_urls(self, info: dict[str, Any]) -> None:
         known = {s.key for s in self._servers}
         for url in info.get("connect_urls") or ():
             try:
@@ -638,7 +640,7 @@ class BusConnection:
             return
         try:
             cb()
-        except Exception:  # noqa: BLE001 - a user callback must not stop the reconnect
+        except Exception:  # a user callback must not stop the reconnect
             _log.exception("nats connection callback failed")
 
     async def _reconnect(self) -> None:
@@ -750,5 +752,5 @@ async def connect(
         on_disconnected=on_disconnected, on_reconnected=on_reconnected,
         ping_interval=ping_interval, max_pings_out=max_pings_out,
     )
-    await conn._connect_first()  # noqa: SLF001
+    await conn._connect_first()
     return conn

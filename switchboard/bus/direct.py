@@ -80,7 +80,7 @@ async def direct_last_per_subject(nc: NATS, *, stream: str, subject: str | list[
     return await _direct(nc, stream=stream, req=req, start_seq=1, timeout=timeout, api_prefix=api_prefix)
 
 
-async def _direct(nc: NATS, *, stream: str, req: dict, start_seq: int, timeout: float,
+async def _direct(nc: NATS, *, stream: str, req: dict[str, object], start_seq: int, timeout: float,
                   api_prefix: str) -> DirectBatch:
     subject = req.get("next_by_subj") or req.get("multi_last")
     inbox = nc.new_inbox()

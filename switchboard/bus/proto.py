@@ -260,7 +260,7 @@ class Parser:
                     if handler is not None:
                         try:
                             handler(BusMsg(subject.decode(), reply, data[start:end], b""))
-                        except Exception:  # noqa: BLE001 - one bad handler must not break the read loop
+                        except Exception:  # one bad handler must not break the read loop
                             _log.exception("bus handler failed", subject=subject.decode(errors="replace"))
                 elif c == 72 and data[pos + 1] == 77:  # "HM": HMSG <subject> <sid> [reply] <hdr size> <size>
                     args = data[pos + 5:eol].split(b" ")
@@ -288,7 +288,7 @@ class Parser:
                     if handler is not None:
                         try:
                             handler(BusMsg(subject.decode(), reply, data[hend:end], data[start:hend]))
-                        except Exception:  # noqa: BLE001 - one bad handler must not break the read loop
+                        except Exception:  # one bad handler must not break the read loop
                             _log.exception("bus handler failed", subject=subject.decode(errors="replace"))
                 else:
                     line = data[pos:eol]

@@ -36,7 +36,7 @@ OnReply = Callable[[BusMsg | None, BaseException | None], None]
 def _deliver(on_reply: OnReply, msg: BusMsg | None, exc: BaseException | None) -> None:
     try:
         on_reply(msg, exc)
-    except Exception:  # noqa: BLE001 - a caller's callback must not break the read loop or the sweep
+    except Exception:  # a caller's callback must not break the read loop or the sweep
         _log.exception("reply callback failed")
 
 
@@ -60,7 +60,8 @@ class Replies:
         self._max_timeout = 0.0
         self._sid: int | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Set by start(); request() (which checks _sid) and _sweep run only after it.
+        self._loop: asyncio.AbstractEventLoop
 
     @property
     def pending(self) -> int:
@@ -103,7 +104,7 @@ class Replies:
             self._conn.publish(subject, data, reply=self._prefix + token, headers=headers)
         except BusError as exc:
             del self._pending[token]
-            self._loop.call_soon(_deliver, on_reply, None, exc)  # type: ignore[union-attr]
+            self._loop.call_soon(_deliver, on_reply, None, exc)
 
     async def call(self, subject: str, data: bytes, *, headers: bytes | None = None, timeout: float) -> BusMsg:
         """``request`` awaited (cold paths): the reply, or BusUnavailable."""
@@ -115,7 +116,7 @@ class Replies:
             if exc is not None:
                 fut.set_exception(exc)
             else:
-                fut.set_result(msg)  # type: ignore[arg-type]
+                fut.set_result(msg)  # type: ignore[arg-type]  # a reply comes with exc None (module doc)
 
         self.request(subject, data, done, headers=headers, timeout=timeout)
         return await fut
@@ -129,11 +130,11 @@ class Replies:
             return
         try:
             entry[1](msg, None)
-        except Exception:  # noqa: BLE001 - see _deliver; inlined here on the hot path
+        except Exception:  # see _deliver; inlined here on the hot path
             _log.exception("reply callback failed")
 
     def _sweep(self) -> None:
-        self._timer = self._loop.call_later(self._sweep_interval, self._sweep)  # type: ignore[union-attr]
+        self._timer = self._loop.call_later(self._sweep_interval, self._sweep)
         pending = self._pending
         if not pending:
             return

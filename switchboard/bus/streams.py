@@ -32,6 +32,7 @@ The same definitions are written as JSON to ``nats/streams/`` by
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -71,38 +72,41 @@ def trace_name(settings: Settings) -> str:
 def definitions(settings: Settings) -> list[StreamConfig]:
     s = settings.subjects
     messages, inbox, push = names(settings)
-    common = dict(storage=StorageType.FILE, num_replicas=settings.replicas,
-                  duplicate_window=settings.dedup_window_sec, allow_direct=True)
     return [
-        StreamConfig(
+        _stored(settings, StreamConfig(
             name=messages, subjects=[s.msg_all], retention=RetentionPolicy.LIMITS,
             max_age=settings.messages_max_age_sec, discard=DiscardPolicy.OLD,
-            description="Every message of every conversation, sequenced; the archive keeps them forever",
-            **common),
-        StreamConfig(
+            description="Every message of every conversation, sequenced; the archive keeps them forever")),
+        _stored(settings, StreamConfig(
             name=inbox, subjects=[s.inbox_all], retention=RetentionPolicy.LIMITS,
             max_age=settings.inbox_max_age_sec, max_msgs_per_subject=settings.inbox_max_per_user,
             discard=DiscardPolicy.OLD,
             republish=RePublish(src=s.inbox_all, dest=s.live_republish_dest),
-            description="Per-user mailbox; cursor = stream sequence",
-            **common),
-        StreamConfig(
+            description="Per-user mailbox; cursor = stream sequence")),
+        _stored(settings, StreamConfig(
             name=push, subjects=[s.push_all], retention=RetentionPolicy.WORK_QUEUE,
             max_age=86400.0, discard=DiscardPolicy.OLD,
-            description="Push notifications to send (work queue for the pusher)",
-            **common),
-        StreamConfig(
+            description="Push notifications to send (work queue for the pusher)")),
+        _stored(settings, StreamConfig(
             name=deadletter_name(settings), subjects=[f"{s.prefix}.dlq.>"], retention=RetentionPolicy.LIMITS,
             max_age=14 * 86400.0, discard=DiscardPolicy.OLD,
-            description="What the archiver and the pusher gave up on, with the reason in headers",
-            **common),
-        StreamConfig(
+            description="What the archiver and the pusher gave up on, with the reason in headers")),
+        _stored(settings, StreamConfig(
             name=trace_name(settings), subjects=[f"{s.prefix}.trace.>"], retention=RetentionPolicy.LIMITS,
             max_age=settings.trace_max_age_sec, discard=DiscardPolicy.OLD,
-            description="Per-message trace records: one per hop of a traced message (switchboard trace)",
+            description="Per-message trace records: one per hop of a traced message (switchboard trace)"),
             # JetStream refuses a dedup window longer than max_age (a short-lived trace stream)
-            **{**common, "duplicate_window": min(settings.dedup_window_sec, settings.trace_max_age_sec)}),
+            duplicate_window=min(settings.dedup_window_sec, settings.trace_max_age_sec)),
     ]
+
+
+def _stored(settings: Settings, cfg: StreamConfig, duplicate_window: float | None = None) -> StreamConfig:
+    """``cfg`` with what every stream shares: file storage, ``replicas``
+    copies, the dedup window (``dedup_window_sec`` unless given), direct gets."""
+    if duplicate_window is None:
+        duplicate_window = settings.dedup_window_sec
+    return dataclasses.replace(cfg, storage=StorageType.FILE, num_replicas=settings.replicas,
+                               duplicate_window=duplicate_window, allow_direct=True)
 
 
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
@@ -139,7 +143,7 @@ def epoch_of(info: StreamInfo) -> str:
 
 
 def write_json(settings: Settings, folder: str | Path) -> list[Path]:
-    out = []
+    out: list[Path] = []
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for cfg in definitions(settings):
