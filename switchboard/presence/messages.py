@@ -9,6 +9,9 @@
 - ``sb.api.conv.contacts`` (served by the sequencer, which knows the
   conversations): :class:`ContactsRequest` -> :class:`ContactsReply`, the
   users whose presence a watcher may see (docs/presence.md, "Who may watch").
+
+The three endpoints are described in switchboard/api.py and called with
+switchboard/rpc/ (which encodes, decodes and checks errors).
 """
 
 from __future__ import annotations
@@ -84,8 +87,4 @@ class PresenceReply(msgspec.Struct, omit_defaults=True):
 
 
 encode = msgspec.json.Encoder().encode
-decode_query = msgspec.json.Decoder(QueryRequest).decode
-decode_watch = msgspec.json.Decoder(WatchRequest).decode
-decode_reply = msgspec.json.Decoder(PresenceReply).decode
-decode_contacts = msgspec.json.Decoder(ContactsRequest).decode
-decode_contacts_reply = msgspec.json.Decoder(ContactsReply).decode
+decode_reply = msgspec.json.Decoder(PresenceReply).decode  # for tools reading a raw reply (the presence bench)
