@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace_cli.add_parser(sub)
     sub.choices["trace"].set_defaults(run=trace_cli.run)
+    from sbctl import configcmd
+
+    configcmd.add_parser(sub)  # config show | check (sets run=)
     bench = sub.add_parser("bench", help="load generator and report (switchboard bench --help)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
     bench.set_defaults(run=_bench)
