@@ -35,7 +35,7 @@ import sys
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from sbctl.embedded import free_port
-from sbctl.fabric import Fabric, run
-from switchboard import auth, frames
+from switchboard import frames
 from switchboard.bus import streams
 from switchboard.client import Client
 from switchboard.config import Settings
@@ -125,13 +124,6 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
     return environment(settings, base=env)
 
 
-@contextlib.asynccontextmanager
-async def fabric(settings: Settings, roles: tuple[str, ...] = ("sequencer", "edge")) -> AsyncIterator[Fabric]:
-    """In-process roles; the admin step (streams, consumers, KV) runs first."""
-    async with run(settings, roles) as fab:
-        yield fab
-
-
 async def admin_init(settings: Settings, url: str | None = None) -> None:
     """The admin step (``switchboard init``) for role *processes* a test
     starts itself: they only check that their streams, consumers and bucket
@@ -159,25 +151,6 @@ async def edge_metrics(port: int, names: Iterable[str] | None = None) -> dict[st
         if m and (wanted is None or m.group(1) in wanted):
             out[m.group(1)] = float(m.group(2))
     return out
-
-
-def ws_url(settings: Settings, port: int | None = None) -> str:
-    return f"ws://{settings.host}:{port or settings.port}/ws"
-
-
-def token(settings: Settings, user: str, ttl: int = 3600) -> str:
-    return auth.issue(settings.jwt_secret, user, ttl_sec=ttl)
-
-
-async def sdk(settings: Settings, user: str, *, port: int | None = None, **kw: Any) -> Client:
-    """A connected SDK client (synced). Gap filling is off by default: these
-    tests check the edge's delivery itself, not the history fallback."""
-    kw.setdefault("fill_gaps", False)
-    kw.setdefault("backoff_min", 0.05)
-    kw.setdefault("backoff_max", 0.5)
-    c = Client(url=ws_url(settings, port), token=token(settings, user), **kw)
-    await c.connect(timeout=STEP)
-    return c
 
 
 async def drain_messages(c: Client, n: int, timeout: float = STEP) -> list[frames.Msg]:
@@ -546,22 +519,6 @@ class CuttableProxy:
 # ---------------------------------------------------------------- processes
 
 
-def role_env(settings: Settings) -> dict[str, str]:
-    """Environment that makes a child ``switchboard`` process join this deployment."""
-    env = dict(os.environ)
-    env.update({
-        "SWITCHBOARD_SUBJECT_PREFIX": settings.subject_prefix,
-        "SWITCHBOARD_STREAM_PREFIX": settings.stream_prefix,
-        "SWITCHBOARD_JWT_SECRET": settings.jwt_secret,
-        "SWITCHBOARD_RATE_PER_SEC": str(settings.rate_per_sec),
-        "SWITCHBOARD_RATE_BURST": str(settings.rate_burst),
-        "SWITCHBOARD_DEDUP_WINDOW_SEC": str(settings.dedup_window_sec),
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.pop("SWITCHBOARD_CONFIG", None)
-    return env
-
-
 class Proc:
     """``python -m sbctl ARGS`` as a child; output goes to a log file."""
 
@@ -647,56 +604,3 @@ def procs() -> Iterable[list[Proc]]:
     finally:
         for p in made:
             p.close()
-
-
-# ---------------------------------------------------------------- fixtures
-
-
-class Deployment:
-    """One isolated in-process fabric plus the clients a test opened on it
-    (closed at teardown)."""
-
-    def __init__(self, settings: Settings, fab: Fabric) -> None:
-        self.settings = settings
-        self.fab = fab
-        self.url = ws_url(settings)
-        self._clients: list[Client] = []
-        self._raws: list[Raw] = []
-
-    def token(self, user: str, ttl: int = 3600) -> str:
-        return token(self.settings, user, ttl)
-
-    async def sdk(self, user: str, **kw: Any) -> Client:
-        c = await sdk(self.settings, user, **kw)
-        self._clients.append(c)
-        return c
-
-    async def raw(self, user: str, *, hello: bool = True, cursor: int | None = None,
-                  epoch: str | None = None, **kw: Any) -> Raw:
-        r = await Raw.open(self.url, self.token(user), **kw)
-        self._raws.append(r)
-        if hello:
-            await r.hello(cursor, epoch)
-        return r
-
-    def slow_consumers(self) -> float:
-        return self.fab.edge.metrics.slow_consumers._value.get()
-
-    async def aclose(self) -> None:
-        for c in self._clients:
-            with contextlib.suppress(Exception):
-                await c.close()
-        for r in self._raws:
-            await r.close()
-
-
-@contextlib.asynccontextmanager
-async def deployment(tmp_path: Path, nats_url: str, roles: tuple[str, ...] = ("sequencer", "edge"),
-                     **overrides: Any) -> AsyncIterator[Deployment]:
-    settings = make_settings(tmp_path, nats_url, **overrides)
-    async with fabric(settings, roles) as fab:
-        d = Deployment(settings, fab)
-        try:
-            yield d
-        finally:
-            await d.aclose()
