@@ -149,8 +149,7 @@ class Edge:
                           edge_outbox_bytes=s.edge_send_queue_bytes, ping_interval=s.ping_interval,
                           ping_timeout=s.ping_timeout, close_timeout=CLOSE_TIMEOUT,
                           http_body_bytes=s.http_body_bytes, open_timeout=s.open_timeout)
-        self._server = server = WsServer(config=config, route=self._process_request, accept=self._accept,
-                                         http=self._http)
+        self._server = server = self.make_server(config)
         self.metrics.held_bytes.set_function(lambda: server.held)
         # wss:// when tls_cert/tls_key are set; SIGHUP re-reads them (reload_tls).
         self.tls = tls.server_context(s.tls_cert, s.tls_key) if s.tls_cert else None
@@ -224,6 +223,12 @@ class Edge:
         return api.EdgeStats(edge=self.edge_id, connections=len(self.sessions), users=self.hub.users)
 
     # -- HTTP: the web app, dev sign-in, metrics, admission, auth ---------------------
+    def make_server(self, config: WsConfig) -> WsServer:
+        """The WebSocket server wired to this edge: its HTTP routes, its
+        authentication at the upgrade, its plain-HTTP handlers. ``start``
+        listens with one; unit tests drive one without sockets."""
+        return WsServer(config=config, route=self._process_request, accept=self._accept, http=self._http)
+
     def _process_request(self, request: Request) -> Response | None:
         """GET requests (websockets' parser reads only those): a plain answer,
         or None to upgrade ``/ws``."""

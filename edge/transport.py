@@ -119,17 +119,27 @@ class WsServer:
         self._server = await self.loop.create_server(
             lambda: WsConn(self), host, port, backlog=4096, ssl=ssl,
             ssl_handshake_timeout=self.config.open_timeout if ssl is not None else None)
-        if self.config.ping_interval > 0:
-            self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+        self.start_keepalive()
         return self._server.sockets[0].getsockname()[1]
+
+    def start_keepalive(self) -> None:
+        """Start pinging idle connections and dropping silent ones (``listen``
+        does; a server driven without a listener, as in the unit tests, calls
+        it itself). Off when ``config.ping_interval`` is 0."""
+        if self.config.ping_interval > 0 and self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+
+    def stop_keepalive(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     async def close(self, code: int, reason: str) -> None:
         """Stop listening, close every connection with ``code``, wait for them
         up to ``close_timeout`` (then cut them off)."""
         if self._server is not None:
             self._server.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        self.stop_keepalive()
         for c in tuple(self.conns):
             c.close(code, reason)
         if self.conns:
