@@ -395,9 +395,9 @@ class Worker:
             await asyncio.sleep(0.05)
         r.unconfirmed = len(self.pending)
         if r.delivered < r.expected:
-            r.missing = self._missing()
+            r.missing = self.missing()
 
-    def _missing(self, limit: int = 5) -> list[str]:
+    def missing(self, limit: int = 5) -> list[str]:
         """Where deliveries are missing: members whose last seq is below the
         conversation's highest confirmed seq (a loss at the tail, which the
         gap check cannot see). For the fabric's developers, not the totals."""
