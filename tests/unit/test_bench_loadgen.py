@@ -71,7 +71,7 @@ async def test_lost_tail_is_reported():
     # As if the last confirmed message of a conversation never reached its
     # members: no gap to see, but the tail is missing.
     w.conv_top[next(iter(w.conv_top))] += 1
-    missing = w._missing()
+    missing = w.missing()
     assert len(missing) == 2 and all("confirmed up to" in m for m in missing)
 
 

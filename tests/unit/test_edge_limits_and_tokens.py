@@ -14,7 +14,7 @@ import pytest
 
 from edge.deadlines import COMPACT_MIN_DEAD, Deadlines
 from edge.server import Edge
-from edge.transport import CLOSE_SLOW_CONSUMER, WsConfig, WsServer
+from edge.transport import CLOSE_SLOW_CONSUMER, WsConfig
 from switchboard import auth
 from switchboard.config import Settings
 from switchboard.errors import AuthError, ConfigError
@@ -202,11 +202,10 @@ async def test_closing_a_backed_up_socket_releases_its_share():
 @pytest.fixture
 async def edge():
     e = Edge(settings=Settings(jwt_secret="s" * 32, max_sockets_per_user=3), nc=MagicMock())
-    e.test_server = WsServer(config=CONFIG, route=e._process_request, accept=e._accept)
+    e.test_server = e.make_server(CONFIG)
     yield e
-    e.features.presence._task = None
-    for sess in tuple(e.sessions):
-        sess._hello_timer.cancel()
+    for sess in tuple(e.sessions):  # ends their hello timers too
+        sess.close(1001, "test over")
 
 
 async def open_socket(edge, user: str) -> Peer:
@@ -226,7 +225,7 @@ async def test_sockets_per_user(edge):
     replaced = (4010, "too many connections for this user: this, the oldest, was closed")
     assert closes == [replaced, replaced, None, None, None]
     assert close_of(bob.pull()) is None
-    assert edge.metrics.replaced._value.get() == 2
+    assert edge.metrics.registry.get_sample_value("switchboard_edge_sockets_replaced_total") == 2
     for p in alice[:2]:
         p.conn.connection_lost(None)
     alice[2].conn.connection_lost(None)  # one of the three ends: room for one more

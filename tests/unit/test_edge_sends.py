@@ -154,8 +154,7 @@ async def test_session_send_ack_read_make_no_task():
                            on_ack=lambda s, c: acks.append(c), tracer=None)
     conn = FakeConn()
     sess = Session(edge=edge, conn=conn, user="alice")  # type: ignore[arg-type]
-    sess._hello_timer.cancel()
-    sess.state, sess.cursor = LIVE, 100
+    sess.state, sess.cursor = LIVE, 100  # past hello: its timeout, when it fires, finds the session live
     before = len(asyncio.all_tasks())
     for i in range(50):
         sess.on_frame(frames.encode(frames.Send(id=f"m{i}", body="x", conv="c1")))

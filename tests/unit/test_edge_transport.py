@@ -272,7 +272,7 @@ async def test_drained_waits_for_resume():
 async def test_keepalive_pings_idle_and_drops_silent_sockets():
     config = WsConfig(max_size=4096, outbox_bytes=1000, ping_interval=0.04, ping_timeout=0.04, close_timeout=1.0)
     server, handlers = make_server(config=config)
-    server._sweeper = server.loop.call_later(server._sweep_every(), server._sweep)  # what listen() starts
+    server.start_keepalive()  # what listen() does
     talker, silent = Peer(server), Peer(server)
     await tick()
     talker.pull()
@@ -285,7 +285,7 @@ async def test_keepalive_pings_idle_and_drops_silent_sockets():
     events = silent.pull()
     assert Opcode.PING in [e.opcode for e in events if isinstance(e, Frame)]
     assert close_of(events) == (1011, "keepalive ping timeout")
-    server._sweeper.cancel()
+    server.stop_keepalive()
 
 
 async def test_open_timeout_cuts_a_socket_that_never_sends_a_request():
@@ -305,11 +305,12 @@ async def edge():
     from edge.server import Edge
     e = Edge(settings=Settings(jwt_secret="s" * 32, admit_per_sec=2.0), nc=MagicMock())
     yield e
-    e.features.presence._task = None
+    for sess in tuple(e.sessions):  # ends their hello timers too
+        sess.close(1001, "test over")
 
 
 async def http(edge, path: str, headers: Headers | None = None) -> tuple[Response | None, list]:
-    server = WsServer(config=CONFIG, route=edge._process_request, accept=edge._accept)
+    server = edge.make_server(CONFIG)
     p = Peer(server, path)
     await tick()
     events = p.pull()
@@ -352,4 +353,4 @@ async def test_good_token_makes_a_session(edge):
     assert resp.status_code == 101 and close_of(events) is None
     [sess] = edge.sessions
     assert sess.user == "alice" and p.conn.handler is sess
-    sess._hello_timer.cancel()
+    sess.close(1000, "test over")
