@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from switchboard.errors import ConfigError, Unavailable
@@ -135,7 +135,7 @@ def connection_class() -> type:
     try:
         from cassandra.io.libevreactor import LibevConnection
 
-        return LibevConnection
+        return cast(type, LibevConnection)  # cassandra-driver ships no types
     except Exception:  # ImportError / DependencyException: extension or libev missing
         pass
     try:
@@ -144,11 +144,11 @@ def connection_class() -> type:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # asyncore is deprecated since 3.6
             from cassandra.io.asyncorereactor import AsyncoreConnection
-        return AsyncoreConnection
+        return cast(type, AsyncoreConnection)
     except Exception:  # Python 3.12+: no asyncore
         from cassandra.io.asyncioreactor import AsyncioConnection
 
-        return AsyncioConnection
+        return cast(type, AsyncioConnection)
 
 
 def keyspace_ddl(o: CassandraOptions) -> str:

@@ -96,15 +96,19 @@ def _check_webpush(token: str) -> str:
         raise BadToken("webpush endpoint must be an https URL")
     if not isinstance(keys, dict):
         raise BadToken("webpush subscription needs keys {p256dh, auth}")
-    p256dh, auth = keys.get("p256dh"), keys.get("auth")
-    for name, value in (("p256dh", p256dh), ("auth", auth)):
-        if not isinstance(value, str) or not _B64URL.fullmatch(value):
-            raise BadToken(f"webpush keys.{name} must be base64url")
+    p256dh, auth = _webpush_key(keys, "p256dh"), _webpush_key(keys, "auth")
     # p256dh is an uncompressed P-256 point (65 bytes -> 87 chars), auth 16 bytes (22 chars)
     if len(p256dh.rstrip("=")) != 87 or len(auth.rstrip("=")) != 22:
         raise BadToken("webpush keys have the wrong length")
     return json.dumps({"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}},
                       separators=(",", ":"), sort_keys=True)
+
+
+def _webpush_key(keys: dict[str, object], name: str) -> str:
+    value = keys.get(name)
+    if not isinstance(value, str) or not _B64URL.fullmatch(value):
+        raise BadToken(f"webpush keys.{name} must be base64url")
+    return value
 
 
 @runtime_checkable

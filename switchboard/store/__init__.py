@@ -7,7 +7,7 @@ A backend is chosen by URL scheme (``sqlite:///path``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -80,7 +80,7 @@ class Store(Protocol):
     async def watermarks(self, conv_id: str) -> list[Watermark]: ...
 
 
-def open_store(url: str, **options) -> Store:
+def open_store(url: str, **options: Any) -> Store:
     """Build (not yet open) the store backend named by ``url``."""
     scheme, _, rest = url.partition("://")
     if scheme == "sqlite":

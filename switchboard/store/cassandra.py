@@ -193,7 +193,7 @@ class CassandraStore:
         #    mutation on one replica set; multi-partition batches would only
         #    add coordinator work), all chunks concurrently.
         ins = self._ps["msg_insert"]
-        work = []
+        work: list[tuple[Any, Any]] = []  # (statement, params) for execute_many
         for (conv, bucket), rows in by_partition.items():
             ordered = [rows[s] for s in sorted(rows)]
             if len(ordered) == 1:  # a lone row: a plain insert is cheaper than a batch of one
@@ -218,6 +218,7 @@ class CassandraStore:
             return []
         newest_first = before is not None and after is None
         out: list[Msg] = []
+        bucket: int | None
         if newest_first:
             bucket, stop = bucket_of(hi - 1), bucket_of(lo + 1)
             while bucket is not None:
