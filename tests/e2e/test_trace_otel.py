@@ -38,7 +38,7 @@ class Receiver:
     def __init__(self) -> None:
         self.spans: list[tuple[dict, object]] = []
         self.requests = 0
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # the handler thread appends, the test reads
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,7 +50,7 @@ class Receiver:
                 elif enc == "deflate":
                     body = zlib.decompress(body)
                 req = pb.ExportTraceServiceRequest.FromString(body)
-                with outer._lock:
+                with outer.lock:
                     outer.requests += 1
                     for rs in req.resource_spans:
                         res = {a.key: a.value.string_value for a in rs.resource.attributes}
@@ -74,12 +74,12 @@ class Receiver:
 
     def all(self) -> list[tuple[dict, object]]:
         """Every span received so far (resource attributes, span)."""
-        with self._lock:
+        with self.lock:
             return list(self.spans)
 
     def of(self, trace_id: int) -> list[tuple[dict, object]]:
         want = trace_id.to_bytes(16, "big")
-        with self._lock:
+        with self.lock:
             return [(r, s) for r, s in self.spans if s.trace_id == want]
 
     def close(self) -> None:
