@@ -71,12 +71,17 @@ class Endpoint(Generic[Req, Rep]):
     request: type[Req] | None
     reply: type[Rep]
     params: tuple[str, ...] = field(init=False, repr=False)
+    _split: tuple[str, str, str] | None = field(init=False, repr=False, compare=False)
     _decode_request: Any = field(init=False, repr=False, compare=False)
     _decode_reply: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         params = tuple(f for _, f, _, _ in string.Formatter().parse(self.subject) if f)
         object.__setattr__(self, "params", params)
+        # One {param} (receipt.{conv}): (before, name, after), so subject_for
+        # is two concatenations; the edge builds one per receipt flush entry.
+        head, _, rest = self.subject.partition("{")
+        object.__setattr__(self, "_split", (head, params[0], rest.partition("}")[2]) if len(params) == 1 else None)
         object.__setattr__(self, "_decode_request",
                            msgspec.json.Decoder(self.request).decode if self.request is not None else None)
         object.__setattr__(self, "_decode_reply", msgspec.json.Decoder(self.reply).decode)
@@ -84,6 +89,11 @@ class Endpoint(Generic[Req, Rep]):
     # -- subjects ----------------------------------------------------------------
     def subject_for(self, subjects: Subjects, **params: str) -> str:
         """The concrete subject: every ``{param}`` given, each a valid id."""
+        if not params and not self.params:
+            return f"{subjects.prefix}.{self.subject}"
+        split = self._split
+        if split is not None and len(params) == 1 and split[1] in params:
+            return f"{subjects.prefix}.{split[0]}{ids.check(params[split[1]], split[1])}{split[2]}"
         missing = set(self.params) - params.keys()
         if missing:
             raise TypeError(f"endpoint {self.name}: subject needs {', '.join(sorted(missing))}")
