@@ -225,7 +225,8 @@ class RedisPresence:
         await self._unwatch(args=[self._p, watcher])
 
     async def watchers_of(self, user: str) -> set[str]:
-        return set(await self.redis.smembers(self._p + "w:" + user))
+        # redis-py types members bytes | str; decode_responses=True (open()) makes them str.
+        return set(await self.redis.smembers(self._p + "w:" + user))  # type: ignore[arg-type]
 
     async def watchers_of_many(self, users: Sequence[str]) -> dict[str, set[str]]:
         if not users:

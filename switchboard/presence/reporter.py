@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import nats
+from nats.aio.client import Client as NATS
 
 from switchboard import ids, log
 from switchboard.presence.messages import Events, Heartbeat, encode
@@ -35,7 +35,7 @@ _MAX_HB_BYTES = 768 * 1024
 
 
 class PresenceReporter:
-    def __init__(self, *, nc: nats.NATS, subjects: Subjects, edge_id: str, interval_sec: float = 10.0,
+    def __init__(self, *, nc: NATS, subjects: Subjects, edge_id: str, interval_sec: float = 10.0,
                  ttl_factor: float = 3.0) -> None:
         # interval 10 s: 20k users on an edge cost 0.1 heartbeat msg/s.
         # ttl_factor 3: two heartbeats may be lost or late before users go offline.
@@ -52,7 +52,7 @@ class PresenceReporter:
         self._reported: set[str] = set()  # users the tracker was told are here
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._log = log.get("switchboard.presence.reporter", edge=edge_id)
         self.heartbeats_sent = 0
         self.events_sent = 0
