@@ -3,38 +3,39 @@
 Every error a client can see is a :class:`SwitchboardError` with a stable
 ``code`` (documented in docs/protocol.md), a human ``message`` and a ``retry``
 flag that says whether sending the same frame again may succeed.
+
+The classes of the codes on the wire are defined once, in the client
+distribution's ``switchboard_client.errors`` (the SDK raises them too), and
+re-exported here; the errors that stay inside a deployment (a bad request
+between services, configuration, an incompatible library) are defined here.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from switchboard_client.errors import (
+    BY_CODE as WIRE_CODES,
+    AuthError,
+    BadFrame,
+    BadJson,
+    Conflict,
+    FrameTooLarge,
+    Internal,
+    InvalidId,
+    LimitExceeded,
+    NotFound,
+    NotMember,
+    RateLimited,
+    SwitchboardError,
+    Unavailable,
+    UnknownType,
+    from_code as _from_code,
+)
 
-
-class SwitchboardError(Exception):
-    """Root of every Switchboard exception."""
-
-    code: ClassVar[str] = "internal"
-    retry: ClassVar[bool] = False
-
-    def __init__(self, message: str = "", *, code: str | None = None, retry: bool | None = None):
-        super().__init__(message or self.__class__.__doc__ or self.code)
-        self.message = message or (self.__class__.__doc__ or self.code).strip()
-        if code is not None:
-            self.code = code  # type: ignore[misc]
-        if retry is not None:
-            self.retry = retry  # type: ignore[misc]
-
-
-class BadFrame(SwitchboardError):
-    """The frame is not a valid protocol frame."""
-
-    code = "bad_frame"
-
-
-class BadJson(BadFrame):
-    """The frame is not valid JSON."""
-
-    code = "bad_json"
+__all__ = [
+    "AuthError", "BadFrame", "BadJson", "BadRequest", "ConfigError", "Conflict", "FrameTooLarge",
+    "IncompatibleLibrary", "Internal", "InvalidId", "LimitExceeded", "NotFound", "NotMember", "RateLimited",
+    "SwitchboardError", "Unavailable", "UnknownType", "from_code",
+]
 
 
 class BadRequest(SwitchboardError):
@@ -42,75 +43,6 @@ class BadRequest(SwitchboardError):
     bug, or a caller of another version): sending it again fails again."""
 
     code = "bad_request"
-
-
-class UnknownType(BadFrame):
-    """The frame type is not known."""
-
-    code = "unknown_type"
-
-
-class FrameTooLarge(BadFrame):
-    """The frame exceeds the size limit."""
-
-    code = "frame_too_large"
-
-
-class InvalidId(SwitchboardError):
-    """An id does not match [A-Za-z0-9_-]{1,64}."""
-
-    code = "invalid_id"
-
-
-class NotMember(SwitchboardError):
-    """The user is not a member of that conversation."""
-
-    code = "not_member"
-
-
-class NotFound(SwitchboardError):
-    """No such conversation."""
-
-    code = "not_found"
-
-
-class RateLimited(SwitchboardError):
-    """Too many frames; slow down and resend."""
-
-    code = "rate_limited"
-    retry = True
-
-
-class Unavailable(SwitchboardError):
-    """A service behind the edge is not answering; resend the same frame."""
-
-    code = "unavailable"
-    retry = True
-
-
-class Conflict(SwitchboardError):
-    """The request conflicts with existing state."""
-
-    code = "conflict"
-
-
-class LimitExceeded(SwitchboardError):
-    """A configured limit (group size, body size, ...) was exceeded."""
-
-    code = "limit_exceeded"
-
-
-class Internal(SwitchboardError):
-    """An unexpected server error."""
-
-    code = "internal"
-    retry = True
-
-
-class AuthError(SwitchboardError):
-    """The token is missing, malformed, forged or expired."""
-
-    code = "unauthorized"
 
 
 class ConfigError(SwitchboardError):
@@ -127,19 +59,14 @@ class IncompatibleLibrary(ConfigError):
     code = "incompatible_library"
 
 
+# code -> class: the wire's and this module's.
+_BY_CODE: dict[str, type[SwitchboardError]] = {
+    **WIRE_CODES, **{c.code: c for c in (BadRequest, ConfigError, IncompatibleLibrary)}}
+
+
 def from_code(code: str, message: str, retry: bool) -> SwitchboardError:
     """Rebuild an error received over the bus: an instance of the class of
     this module with that ``code`` (so ``except NotMember`` works on the far
     side of a request), keeping the sender's message and retry flag; an
     unknown code gives a plain :class:`SwitchboardError` carrying it."""
-    cls = _BY_CODE.get(code)
-    if cls is None:
-        return SwitchboardError(message, code=code, retry=retry)
-    return cls(message, retry=retry)
-
-
-# code -> class, for from_code; "internal" is Internal (the root shares its code).
-_BY_CODE: dict[str, type[SwitchboardError]] = {
-    c.code: c for c in list(globals().values())
-    if isinstance(c, type) and issubclass(c, SwitchboardError) and c is not SwitchboardError
-}
+    return _from_code(code, message, retry, _BY_CODE)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from switchboard import frames
-from switchboard.client import Client
+from switchboard_client import Client
 from tests.browser.conftest import CHROMIUM, HERE, REPO, start_up, stop_up
 
 OUT = REPO / "docs" / "img"

@@ -40,9 +40,9 @@ import pytest
 from sbctl.embedded import free_port
 from sbctl.fabric import Fabric, run
 from switchboard import auth
-from switchboard.client import Client
 from switchboard.config import Settings
 from switchboard.store import Store, open_store
+from switchboard_client import Client
 from tests.e2e.helpers import STEP, Proc, Raw, admin_init, edge_metrics, make_settings, settings_env
 
 DEFAULT_ROLES = ("sequencer", "edge")

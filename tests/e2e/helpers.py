@@ -48,10 +48,10 @@ from websockets.exceptions import ConnectionClosed
 from sbctl.embedded import free_port
 from switchboard import frames
 from switchboard.bus import streams
-from switchboard.client import Client
 from switchboard.config import Settings
 from switchboard.configload import environment
 from switchboard.frames import decode_server_frame
+from switchboard_client import Client
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from sbctl.embedded import free_port
-from switchboard.client import Client
+from switchboard_client import Client
 from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, procs, unique, until
 
 URL_LINE = re.compile(r"Switchboard is up: (ws://\S+/ws)")

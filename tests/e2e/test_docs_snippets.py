@@ -44,7 +44,7 @@ import pytest
 
 from sbctl.embedded import free_port
 from switchboard import events, frames
-from switchboard.client import Client
+from switchboard_client import Client
 from tests.e2e.helpers import PYTHON, REPO
 
 DOCS = ("README.md", *sorted(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")))

@@ -18,7 +18,7 @@ import nats
 import pytest
 
 from switchboard.bus import streams
-from switchboard.client import Client, ClientError, ConnectionLost
+from switchboard_client import Client, ClientError, ConnectionLost
 from tests.e2e.helpers import STEP, Raw, unique, until
 
 MAX_FRAME = 16384  # room for JSON nested past the decoder's recursion limit (~1000)

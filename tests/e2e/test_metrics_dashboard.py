@@ -28,7 +28,7 @@ import re
 import pytest
 
 from sbctl.embedded import free_port
-from switchboard.client import Client
+from switchboard_client import Client
 from tests.e2e.helpers import REPO, STEP, Proc, procs, unique, until
 from tests.e2e.promtext import families, promql_names, queryable, scrape
 from tests.e2e.test_cli_up import URL_LINE, clean_env, cli_token

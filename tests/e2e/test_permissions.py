@@ -40,10 +40,10 @@ import pytest
 from sbctl.embedded import free_port, nats_server_binary
 from switchboard import frames
 from switchboard.bus import streams
-from switchboard.client import Client
 from switchboard.config import Settings
 from switchboard.events import SendReply, SendRequest
 from switchboard.subjects import partition_of
+from switchboard_client import Client
 from tests.e2e.helpers import PYTHON, REPO, STEP, Events, settings_env, until
 
 if TYPE_CHECKING:

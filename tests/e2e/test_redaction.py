@@ -14,8 +14,8 @@ import secrets
 import urllib.request
 
 from sbctl.embedded import free_port
-from switchboard.client import Client
 from switchboard.config import Settings
+from switchboard_client import Client
 from tests.e2e.helpers import STEP, Proc, admin_init, procs, unique
 from tests.e2e.test_cli_up import ROLE_CHILDREN, clean_env, cli_token, role_children
 

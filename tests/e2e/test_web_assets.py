@@ -2,16 +2,16 @@
 
 Raw sockets, not an HTTP library: a library would normalise ``/../`` or
 percent-encoding away before the request left, and the traversal cases must
-reach the edge as written. The last test builds a wheel, installs it (not
-editable) into a fresh venv and serves the app from there: before the
-assets were package data, a wheel install answered ``/`` with HTTP 500.
+reach the edge as written. The last test builds the server's wheel (and the
+client SDK's, which it depends on), installs them (not editable) into a fresh
+venv and serves the app from there: before the assets were package data, a
+wheel install answered ``/`` with HTTP 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import venv
@@ -22,6 +22,7 @@ import pytest
 
 from edge.static import WEB_DIR, StaticFiles
 from tests.e2e.helpers import PYTHON, REPO, STEP, settings_env, until
+from tests.services.wheelhouse import build_wheel
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -164,34 +165,26 @@ async def test_other_routes_unchanged(dep):
 # ---------------------------------------------------------------- a real wheel install
 
 
-def _build_wheel(tmp: Path) -> Path:
-    """A wheel of the working tree, built from a copy (the build must not
-    leave build/ or egg-info in the shared checkout)."""
-    src = tmp / "src"
-    src.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules")
-    for pkg in ("switchboard", "edge", "sequencer", "archiver", "pusher", "presence", "sbctl"):  # pyproject's packages
-        shutil.copytree(REPO / pkg, src / pkg, ignore=ignore)
-    for f in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / f, src / f)
-    dist = tmp / "dist"
-    subprocess.run([PYTHON, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(dist), str(src)], check=True, cwd=tmp, timeout=240)
-    (wheel,) = dist.glob("switchboard-*.whl")
-    return wheel
+def _build_wheels(tmp: Path) -> tuple[Path, Path]:
+    """Wheels of the working tree: the server's and the one it depends on,
+    the client SDK's (clients/python: the wire frames and error codes)."""
+    server = build_wheel(REPO, ("switchboard", "edge", "sequencer", "archiver", "pusher", "presence", "sbctl",
+                                "pyproject.toml", "README.md"), tmp)  # pyproject's packages
+    client = build_wheel(REPO / "clients" / "python", ("switchboard_client", "pyproject.toml", "README.md"), tmp)
+    return server, client
 
 
-def _venv_with(wheel: Path, tmp: Path) -> Path:
-    """A fresh venv holding the wheel (not editable). Its dependencies come
-    from this venv's site-packages through a .pth file, added only after the
-    install, so pip never sees (or touches) the editable install there; .pth
-    files of that directory are not processed, so the editable finder is not
-    loaded either."""
+def _venv_with(wheels: tuple[Path, ...], tmp: Path) -> Path:
+    """A fresh venv holding the wheels (not editable). Their dependencies
+    come from this venv's site-packages through a .pth file, added only
+    after the install, so pip never sees (or touches) the editable installs
+    there; .pth files of that directory are not processed, so neither the
+    editable finder nor the client's editable path entry is loaded."""
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
     subprocess.run([PYTHON, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
-                    str(wheel)], check=True, cwd=tmp, timeout=240)
+                    *map(str, wheels)], check=True, cwd=tmp, timeout=240)
     (site_dir,) = (env_dir / "lib").glob("python3*/site-packages")
     deps = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "msgspec").exists())
     (site_dir / "_switchboard_test_deps.pth").write_text(deps + "\n")
@@ -199,7 +192,7 @@ def _venv_with(wheel: Path, tmp: Path) -> Path:
 
 
 async def test_wheel_install_serves_the_app(deploy, tmp_path):
-    wheel = _build_wheel(tmp_path)
+    wheel, client_wheel = _build_wheels(tmp_path)
     zf = zipfile.ZipFile(wheel)
     names = set(zf.namelist())
     assets = sorted(p.name for p in WEB_DIR.iterdir() if p.is_file())
@@ -209,11 +202,12 @@ async def test_wheel_install_serves_the_app(deploy, tmp_path):
     # What the install must serve: the wheel's copies (the checkout may be rebuilt meanwhile).
     packed = {a: zf.read(f"edge/web/{a}") for a in assets}
 
-    env_dir = _venv_with(wheel, tmp_path)
+    env_dir = _venv_with((wheel, client_wheel), tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import edge; print(edge.__file__)"],
-                           check=True, capture_output=True, text=True, cwd=tmp_path, env=env).stdout.strip()
-    assert where.startswith(str(env_dir)), f"edge imported from {where}, not from the wheel install"
+    for pkg in ("edge", "switchboard_client"):
+        where = subprocess.run([str(env_dir / "bin" / "python"), "-c", f"import {pkg}; print({pkg}.__file__)"],
+                               check=True, capture_output=True, text=True, cwd=tmp_path, env=env).stdout.strip()
+        assert where.startswith(str(env_dir)), f"{pkg} imported from {where}, not from the wheel install"
 
     # The deployment's settings and admin step; its edge is the wheel's own
     # `switchboard` script (not this checkout's python -m sbctl), configured

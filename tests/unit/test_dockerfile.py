@@ -21,3 +21,12 @@ def test_the_image_copies_every_package():
     copied = set(re.findall(r"^COPY (\w+) \./\1\s*$", (REPO / "deploy" / "Dockerfile").read_text(), re.M))
     assert packages, "no packages found in pyproject.toml"
     assert packages <= copied, f"deploy/Dockerfile does not COPY {sorted(packages - copied)}"
+
+
+def test_the_image_installs_the_client_distribution():
+    """The server depends on switchboard-client, the SDK's distribution in
+    clients/python, which no package index serves: an image that does not
+    copy it and install it with the server fails at its pip install."""
+    text = (REPO / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^COPY clients/python \./clients/python\s*$", text, re.M)
+    assert re.search(r"^RUN pip install \./clients/python \S", text, re.M)

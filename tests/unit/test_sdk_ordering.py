@@ -1,4 +1,4 @@
-"""switchboard/ordering.py: the SDK's per-conversation order, without I/O.
+"""switchboard_client/ordering.py: the SDK's per-conversation order, without I/O.
 
 The tables pin each decision; the property plays any interleaving of live
 messages, history fills, duplicates and gap deadlines and checks what an
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from switchboard.frames import Msg, ResyncRange
-from switchboard.ordering import Fill, Ordering
+from switchboard_client.frames import Msg, ResyncRange
+from switchboard_client.ordering import Fill, Ordering
 
 
 def msg(seq: int, conv: str = "c") -> Msg:

@@ -3,7 +3,7 @@
 Messages reach a client live (with an INBOX cursor), from a large group's
 subject, and from history (gap fills, resync ranges), in any interleaving
 and with duplicates. :class:`Ordering` hands each conversation's messages to
-the application once each, in seq order; switchboard/client.py feeds it and
+the application once each, in seq order; switchboard_client/client.py feeds it and
 does what it asks (as websockets' ``protocol.py`` is driven by its
 ``asyncio/connection.py``):
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from switchboard import frames
+from switchboard_client import frames
 
 # Messages held per conversation at most; beyond it the gap is skipped.
 MAX_HELD = 10_000

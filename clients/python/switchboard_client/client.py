@@ -1,5 +1,7 @@
 """The Python async client SDK.
 
+    from switchboard_client import Client
+
     async with Client(url="ws://127.0.0.1:8080/ws", token=token) as c:
         sent = await c.send(to="bob", body="hi")          # durable once it returns
         msg = await c.next_message()                      # frames.Msg, deduplicated
@@ -13,7 +15,7 @@ What it does for you:
 - acks the cursor of what it has queued for you (batched);
 - drops duplicates by (conv, seq); fills a gap in a conversation, and the
   ranges of a ``resync``, from history (the decisions are
-  :class:`switchboard.ordering.Ordering`'s, which does no I/O).
+  :class:`switchboard_client.ordering.Ordering`'s, which does no I/O).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +32,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from switchboard import backoff, frames
-from switchboard.errors import SwitchboardError, from_code
-from switchboard.ordering import Fill, Ordering
+from switchboard_client import backoff, frames
+from switchboard_client.errors import SwitchboardError, from_code
+from switchboard_client.ordering import Fill, Ordering
 
 
 class ClientError(SwitchboardError):
@@ -56,7 +58,7 @@ FATAL_CLOSE_CODES = {4001: "unauthorized", 4010: "replaced"}
 @dataclass
 class _Pending:
     frame: Any
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     resend: bool  # sends are resent after a reconnect (same id: stored once)
     attempts: int = 0
 
@@ -97,10 +99,10 @@ class Client:
         self._synced = asyncio.Event()
         self._closing = False
         self._fatal: BaseException | None = None
-        self._runner: asyncio.Task | None = None
-        self._ack_task: asyncio.Task | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._ack_task: asyncio.Task[None] | None = None
         self._acked = 0
-        self._bg: set[asyncio.Task] = set()
+        self._bg: set[asyncio.Task[None]] = set()
 
     @property
     def fill_gaps(self) -> bool:
@@ -124,7 +126,10 @@ class Client:
 
     async def wait_synced(self, timeout: float = 30.0) -> None:
         waiter = asyncio.ensure_future(self._synced.wait())
-        done, _ = await asyncio.wait({waiter, self._runner}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        watched: set[asyncio.Future[Any]] = {waiter}
+        if self._runner is not None:  # it ends when the edge refuses for good
+            watched.add(self._runner)
+        done, _ = await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:
             waiter.cancel()
             if self._fatal:
@@ -248,15 +253,16 @@ class Client:
             self.events.put_nowait(f)
 
     def _on_error(self, e: frames.Error) -> None:
-        p = self._pending.get(e.ref) if e.ref else None
-        if p is None:
+        ref = e.ref
+        p = self._pending.get(ref) if ref else None
+        if ref is None or p is None:
             self._put_event(e)
             return
         if e.retry and p.resend and p.attempts < self.max_retries and not self._closing:
             p.attempts += 1
-            self._spawn(self._resend_later(e.ref, p))
+            self._spawn(self._resend_later(ref, p))
             return
-        self._pending.pop(e.ref, None)
+        self._pending.pop(ref, None)
         if not p.future.done():
             p.future.set_exception(from_code(e.code, e.message, e.retry))
 
@@ -330,11 +336,15 @@ class Client:
         """Send a message; returns once it is durable. Retries transparently.
         ``trace``: record every hop of this message (``switchboard trace --id``)."""
         ref = id or self.new_id()
-        return await self._request(ref, frames.Send(id=ref, body=body, conv=conv, to=to, trace=trace), resend=True)
+        sent: frames.Sent = await self._request(ref, frames.Send(id=ref, body=body, conv=conv, to=to, trace=trace),
+                                                resend=True)
+        return sent
 
     async def create_conversation(self, members: list[str], title: str = "") -> frames.Conv:
         ref = self.new_id()
-        return await self._request(ref, frames.ConvCreate(members=members, title=title, id=ref), resend=False)
+        conv: frames.Conv = await self._request(ref, frames.ConvCreate(members=members, title=title, id=ref),
+                                                resend=False)
+        return conv
 
     async def list_conversations(self) -> list[frames.ConvSummary]:
         """Your conversations, most recently active first (at most
@@ -347,8 +357,9 @@ class Client:
     async def history(self, conv: str, *, before: int | None = None, after: int | None = None,
                       limit: int = 50) -> frames.History:
         ref = self.new_id()
-        return await self._request(ref, frames.HistoryRequest(conv=conv, before=before, after=after, limit=limit,
-                                                              id=ref), resend=False)
+        page: frames.History = await self._request(
+            ref, frames.HistoryRequest(conv=conv, before=before, after=after, limit=limit, id=ref), resend=False)
+        return page
 
     async def history_range(self, conv: str, *, after: int = 0, upto: int | None = None) -> AsyncIterator[frames.Msg]:
         """Every message of ``conv`` with after < seq <= upto (to the end if None), oldest first."""
@@ -370,7 +381,9 @@ class Client:
     async def register_push(self, platform: str, token: str) -> frames.Ok:
         """Register this device for push notifications; returns once stored."""
         ref = self.new_id()
-        return await self._request(ref, frames.PushRegister(platform=platform, token=token, id=ref), resend=False)
+        ok: frames.Ok = await self._request(ref, frames.PushRegister(platform=platform, token=token, id=ref),
+                                            resend=False)
+        return ok
 
     async def read(self, conv: str, seq: int) -> None:
         """Mark ``conv`` read up to ``seq``: the members (and your other
@@ -408,7 +421,7 @@ class Client:
         :meth:`next_message`."""
         return await asyncio.wait_for(self.events.get(), timeout)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         t = asyncio.get_running_loop().create_task(coro)
         self._bg.add(t)
         t.add_done_callback(self._bg.discard)
