@@ -137,7 +137,7 @@ class PusherService:
         await self.devices.close()
         self._log.info("pusher.stopped")
 
-    async def __aenter__(self) -> "PusherService":
+    async def __aenter__(self) -> PusherService:
         await self.start()
         return self
 

@@ -261,8 +261,8 @@ async def _init(s: Settings) -> int:
     import nats.errors
     import nats.js.errors
 
-    from switchboard import tls
     from sbctl.init import init_fabric
+    from switchboard import tls
 
     refused: list[str] = []
     errors: list[str] = []
@@ -277,7 +277,7 @@ async def _init(s: Settings) -> int:
                                                  allow_reconnect=False, max_reconnect_attempts=0,
                                                  connect_timeout=INIT_CONNECT_SEC, **tls.nats_py_options(s)),
                                     INIT_CONNECT_SEC)
-    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
         why = str(exc) or (errors[-1] if errors else type(exc).__name__)
         print(f"switchboard init: cannot connect to NATS at {log.redact_url(s.nats_url)}: {log.redact(why)}",
               file=sys.stderr)
@@ -286,7 +286,7 @@ async def _init(s: Settings) -> int:
         tls.require_tls(nc, s)
         for line in await init_fabric(nc, s):
             print(f"ok: {line}", flush=True)
-    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+    except (TimeoutError, nats.errors.TimeoutError):
         why = f" ({refused[0]})" if refused else ""
         print(f"switchboard init: the JetStream API did not answer{why}: use a NATS user allowed "
               f"$JS.API.> (admin in nats/accounts.conf)", file=sys.stderr)
@@ -364,8 +364,8 @@ def _serve(args: argparse.Namespace) -> int:
                 note = "; dev sign-in on" if s.dev_signin else ""
                 print(f"Switchboard is up: {ws}://{s.host}:{fab.edge.port}/ws  "
                       f"(web app: {http}://{s.host}:{fab.edge.port}/{note})", flush=True)
-                print(f"NATS: {log.redact_url(fab.settings.nats_url)}   token: switchboard token USER --data {s.data_dir}",
-                      flush=True)
+                print(f"NATS: {log.redact_url(fab.settings.nats_url)}   "
+                      f"token: switchboard token USER --data {s.data_dir}", flush=True)
                 if embedded:
                     from sbctl import natsctx
 
