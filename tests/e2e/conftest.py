@@ -147,7 +147,8 @@ class Unit:
         self.proc = Proc(args, env=env, log=log)
         self._stack.callback(self.proc.close)
 
-    async def _ready(self) -> None:
+    async def ready(self) -> None:
+        """Until the unit serves: a process printed its ready line (in-process: started is ready)."""
         if self.proc is not None:
             await self.proc.wait_output(READY_EDGE if "edge" in self.roles else READY_OTHER)
 
@@ -182,12 +183,14 @@ class Deployment:
         ``env`` added to its environment; a None value removes the variable). ``settings`` override the
         deployment's for this unit only; a second edge gets a free port
         unless given."""
-        unit = await self._add(roles, mode or self.mode, settings, env or self.env)
-        await unit._ready()
+        unit = await self.add(roles, mode or self.mode, settings, env or self.env)
+        await unit.ready()
         return unit
 
-    async def _add(self, roles: tuple[str, ...], mode: str, settings: dict[str, Any],
+    async def add(self, roles: tuple[str, ...], mode: str, settings: dict[str, Any],
                    env: dict[str, str | None]) -> Unit:
+        """Start a unit without waiting until it serves (``start`` is ``add``
+        then ``Unit.ready``; the factory starts role processes together)."""
         assert mode in MODES, f"mode must be one of {MODES}"
         if "edge" in roles and any("edge" in u.roles for u in self.units):
             settings.setdefault("port", free_port())  # a second edge beside the first
@@ -331,9 +334,9 @@ class Deployer:
             return d
         if init:  # role processes only check that streams, consumers and bucket exist
             await admin_init(s)
-        units = [await d._add((role,), mode, {}, d.env) for role in roles]  # their starts overlap
+        units = [await d.add((role,), mode, {}, d.env) for role in roles]  # their starts overlap
         for unit in units:
-            await unit._ready()
+            await unit.ready()
         return d
 
     async def aclose(self) -> None:
