@@ -18,16 +18,20 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from switchboard import ids
 from switchboard.errors import AuthError, InvalidId
 
+if TYPE_CHECKING:
+    from jwt.types import Options
+
 ALGORITHM = "HS256"
 LEEWAY_SEC = 5  # clock skew between the token issuer and the edge
 # Time claims checked here (PyJWT is told to skip them, see the docstring).
-_NO_TIME_CHECKS = {"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["sub", "exp"]}
+_NO_TIME_CHECKS: Options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["sub", "exp"]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +81,9 @@ def authenticate(secret: str, token: str | None, *, now: float | None = None) ->
     return Identity(user=user, expires_at=exp + LEEWAY_SEC)
 
 
-def _time_claim(claims: dict, name: str) -> float:
+def _time_claim(claims: dict[str, Any], name: str) -> float:
     """A NumericDate claim: a finite JSON number (not a string, not a bool)."""
-    value = claims.get(name)
+    value: Any = claims.get(name)  # any JSON value until the next line checks it
     if type(value) not in (int, float):
         raise AuthError(f"token invalid: {name} is not a number")
     try:

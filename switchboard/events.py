@@ -6,6 +6,8 @@ subjects. JSON (msgspec), so operators can read them with ``nats sub``.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 from switchboard import frames
@@ -86,7 +88,10 @@ def error_body(exc: BaseException) -> ErrorBody:
 encode = msgspec.json.Encoder().encode
 
 
-def decoder(t):
+_T = TypeVar("_T")
+
+
+def decoder(t: type[_T]) -> msgspec.json.Decoder[_T]:
     return msgspec.json.Decoder(t)
 
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -45,15 +47,19 @@ _SECRET_KEYS = frozenset({"password", "passwd", "pass", "pwd", "token", "secret"
 _URL_KEYS = frozenset({"nats", "nats_url", "url", "server", "servers", "store", "store_url", "presence",
                        "presence_url", "redis", "redis_url", "cassandra"})
 
+# A structlog processor that renders the event as the line to write.
+Renderer = Callable[[WrappedLogger, str, EventDict], str]
 
-def _mask_info(m: re.Match) -> str:
-    info = m.group("info")
+
+def _mask_info(m: re.Match[str]) -> str:
+    scheme: str = m.group("scheme")
+    info: str = m.group("info")
     if "," in info:  # a comma list whose later item has no scheme: mask it all rather than guess
-        return m.group("scheme") + MASK + "@"
+        return scheme + MASK + "@"
     user, colon, _ = info.partition(":")
     # user:password -> user:***  (the user helps an operator; the password never shows)
     # token         -> ***       (a lone userinfo is a token: NATS token auth)
-    return m.group("scheme") + (f"{user}:{MASK}" if colon else MASK) + "@"
+    return scheme + (f"{user}:{MASK}" if colon else MASK) + "@"
 
 
 def redact(text: str) -> str:
@@ -100,7 +106,7 @@ def _scrub(key: str | None, value: Any) -> Any:
     return value
 
 
-def redact_event(logger: Any, method: str, event_dict: dict) -> dict:
+def redact_event(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: every string value of the event, redacted."""
     return {k: _scrub(k, v) for k, v in event_dict.items()}
 
@@ -117,11 +123,11 @@ class _Redacting(logging.Formatter):
         return redact(self._inner.format(record) if self._inner is not None else super().format(record))
 
 
-def _redacted_renderer(renderer):
+def _redacted_renderer(renderer: Renderer) -> Renderer:
     """The final renderer, then :func:`redact` over its output: catches what
     the processor cannot see (reprs of objects, exception text)."""
 
-    def render(logger: Any, method: str, event_dict: dict) -> str:
+    def render(logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
         return redact(renderer(logger, method, event_dict))
 
     return render
@@ -135,7 +141,10 @@ def configure(level: str = "info", json: bool = False) -> None:
                 and not isinstance(h.formatter, _Redacting):
             h.setFormatter(_Redacting(h.formatter))
     logging.getLogger("websockets").setLevel(max(lvl, logging.WARNING))
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    # JSONRenderer is typed str | bytes: bytes come only from a serializer that
+    # returns them, and its default (json.dumps) returns str.
+    renderer: Renderer = (structlog.processors.JSONRenderer()  # type: ignore[assignment]
+                          if json else structlog.dev.ConsoleRenderer(colors=False))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -151,5 +160,8 @@ def configure(level: str = "info", json: bool = False) -> None:
     )
 
 
-def get(name: str, **bind: object) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name).bind(**bind)
+def get(name: str, **bind: object) -> FilteringBoundLogger:
+    # structlog types get_logger() Any; bind() returns the configured wrapper
+    # class (make_filtering_bound_logger, in configure() and by default).
+    logger: FilteringBoundLogger = structlog.get_logger(name).bind(**bind)
+    return logger

@@ -85,7 +85,7 @@ def gauge(name: str, doc: str, value: int | float | Mapping[tuple[str, ...], int
     return fam
 
 
-def _items(value):
+def _items(value: int | float | Mapping[tuple[str, ...], int | float]) -> list[tuple[tuple[str, ...], int | float]]:
     if isinstance(value, Mapping):
         return list(value.items())  # a copy: the event loop may add a key while we read
     return [((), value)]

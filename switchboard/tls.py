@@ -20,10 +20,14 @@ that verify clients (mutual TLS). A server that does not offer TLS is refused
 from __future__ import annotations
 
 import ssl
+from typing import TYPE_CHECKING
 
 from switchboard.compat import natspy
 from switchboard.config import Settings
 from switchboard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
 
 # TLS 1.2 is the oldest version without known protocol breaks that every
 # current client (browsers, mobile OSes, nats-server) speaks.
@@ -75,13 +79,13 @@ def nats_client_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
-def nats_py_options(settings: Settings) -> dict:
+def nats_py_options(settings: Settings) -> dict[str, ssl.SSLContext]:
     """Keyword arguments for ``nats.connect`` (nats-py): the client context."""
     ctx = nats_client_context(settings)
     return {"tls": ctx} if ctx is not None else {}
 
 
-def require_tls(nc, settings: Settings) -> None:
+def require_tls(nc: NATS, settings: Settings) -> None:
     """After ``nats.connect``: refuse a server that did not require TLS when
     ``nats_tls_*`` is set. nats-py upgrades only when the server's INFO says
     ``tls_required`` and otherwise goes on in plain text, so a server (or a

@@ -30,12 +30,15 @@ import os
 import random
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchboard import log
 
+if TYPE_CHECKING:
+    from switchboard.trace import TraceRecord  # (trace imports this module)
+
 _FIELDS = ("seq", "stream_seq", "device", "user", "members", "mode", "cursor", "reason", "code", "provider")
-_hooks: dict[tuple[str, str], Callable[[Any], None]] = {}
+_hooks: dict[tuple[str, str], _SpanExport] = {}
 _lock = threading.Lock()
 _warned = False
 
@@ -65,7 +68,7 @@ def root_span_id_of(conv: str, sender: str, id: str) -> int:
     return int.from_bytes(_key(conv, sender, id)[16:24], "big") or 1
 
 
-def from_env(role: str, instance: str, env: Mapping[str, str] | None = None) -> Callable[[Any], None] | None:
+def from_env(role: str, instance: str, env: Mapping[str, str] | None = None) -> Callable[[TraceRecord], None] | None:
     """The export hook for a tracer of ``role``/``instance``, or None when
     export is not asked for or the extra is not installed (said once in the
     log). One per (role, instance) in a process, shared by its tracers."""
@@ -141,7 +144,7 @@ class _SpanExport:
         self._empty = otel_context.Context()
         self._lock = threading.Lock()
 
-    def __call__(self, rec: Any) -> None:
+    def __call__(self, rec: TraceRecord) -> None:
         t = self._trace
         tid = trace_id_of(rec.conv, rec.sender, rec.id)
         root = root_span_id_of(rec.conv, rec.sender, rec.id)

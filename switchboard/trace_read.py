@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats.errors
@@ -33,6 +34,9 @@ from switchboard.bus.direct import DirectGetError, direct_batch
 from switchboard.config import Settings
 from switchboard.errors import BadFrame, NotFound, Unavailable
 from switchboard.trace import TraceRecord
+
+if TYPE_CHECKING:
+    from switchboard.store import Store
 
 # Records returned for one query at most: a 1:1 message has about ten, a
 # 500-member group's about a thousand (a delivery and an ack per device);
@@ -209,7 +213,8 @@ async def read_trace(nc: NATS, settings: Settings, *, id: str, conv: str | None 
         for subject in (base, base + ".nats"):
             got, more = await _read_subject(nc, stream, subject, limit=limit - len(records), timeout=timeout)
             if subject.endswith(".nats"):
-                got.sort(key=_hop_key)  # type: ignore[arg-type] # stable: each server's events keep their order
+                # The .nats records are NatsHop (_record_of); the sort is stable: each server's events keep their order
+                got.sort(key=_hop_key)  # type: ignore[arg-type]
             records += got
             cut = cut or more
             if len(records) >= limit:
@@ -241,7 +246,7 @@ def history_lookup(nc: NATS, settings: Settings, timeout: float = 5.0) -> Archiv
     return lookup
 
 
-def store_lookup(store) -> ArchiveLookup:
+def store_lookup(store: Store) -> ArchiveLookup:
     """Message ``seq`` of ``conv`` from the archive store itself (the sequencer has it)."""
 
     async def lookup(conv: str, seq: int) -> frames.Msg | None:

@@ -14,9 +14,12 @@ protocol itself), so nothing here runs per message.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchboard import compat
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 DIST = "nats-py"
 # Same specifier as pyproject.toml's requirement: the minor checked against.
@@ -47,7 +50,7 @@ def check() -> str:
 VERSION = check()
 
 
-def server_info(nc: Any) -> dict[str, Any]:
+def server_info(nc: Client) -> dict[str, Any]:
     """The server's INFO on ``nc``'s current connection ({} before one)."""
     info = getattr(nc, "_server_info", None)
     return info if isinstance(info, dict) else {}

@@ -21,6 +21,7 @@ written against 17.x. What it borrows, checked at import:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from websockets.http11 import Request
 from websockets.protocol import SEND_EOF, State
@@ -44,7 +45,11 @@ def _send_eof() -> object:
     return SEND_EOF
 
 
-def _request_field(name: str) -> object:
+def _protocol_attr(name: str) -> Callable[[], object]:
+    return lambda: getattr(ServerProtocol, name)
+
+
+def _request_field(name: str) -> Callable[[], object]:
     def probe() -> object:
         fields = {f.name for f in dataclasses.fields(Request)}
         if name not in fields:
@@ -54,11 +59,11 @@ def _request_field(name: str) -> object:
     return probe
 
 
-BORROWED = {
+BORROWED: dict[str, Callable[[], object]] = {
     "websockets.protocol.State.CONNECTING": lambda: State.CONNECTING,
     "websockets.protocol.State.OPEN": lambda: State.OPEN,
     "websockets.protocol.SEND_EOF == b''": _send_eof,
-    **{f"websockets.server.ServerProtocol.{n}": (lambda n=n: getattr(ServerProtocol, n)) for n in PROTOCOL_SURFACE},
+    **{f"websockets.server.ServerProtocol.{n}": _protocol_attr(n) for n in PROTOCOL_SURFACE},
     "websockets.http11.Request.method": _request_field("method"),
     "websockets.http11.Request.protocol": _request_field("protocol"),
 }
