@@ -57,11 +57,12 @@ RECEIPT = Endpoint("receipt", "receipt.{conv}", events.ReceiptRequest, events.Re
 RECEIPTS_GET = Endpoint("receipts-get", "api.receipts.get", events.ReceiptsQuery, events.ReceiptsReply)
 UNREAD = Endpoint("unread", "api.unread", events.UnreadQuery, events.UnreadReply)
 TRACE_GET = Endpoint("trace-get", "api.trace.get", TraceQuery, TraceReply)
-SEQUENCER_STATS = Endpoint("stats", "api.sequencer.{instance}.stats", None, SequencerStats)
+SEQUENCER_STATS: Endpoint[None, SequencerStats] = Endpoint(
+    "stats", "api.sequencer.{instance}.stats", None, SequencerStats)
 
 # -- archiver, pusher, presence tracker, edge --------------------------------------------
 HISTORY = Endpoint("history", "api.history", events.HistoryQuery, events.HistoryReply)
 PUSH_REGISTER = Endpoint("push-register", "api.push.register", RegisterRequest, RegisterReply)
 PRESENCE_QUERY = Endpoint("query", "api.presence.query", QueryRequest, PresenceReply)
 PRESENCE_WATCH = Endpoint("watch", "api.presence.watch", WatchRequest, PresenceReply)
-EDGE_STATS = Endpoint("stats", "api.edge.{edge}.stats", None, EdgeStats)
+EDGE_STATS: Endpoint[None, EdgeStats] = Endpoint("stats", "api.edge.{edge}.stats", None, EdgeStats)

@@ -16,9 +16,9 @@ sees it too.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -72,8 +72,8 @@ class Endpoint(Generic[Req, Rep]):
     reply: type[Rep]
     params: tuple[str, ...] = field(init=False, repr=False)
     _split: tuple[str, str, str] | None = field(init=False, repr=False, compare=False)
-    _decode_request: Any = field(init=False, repr=False, compare=False)
-    _decode_reply: Any = field(init=False, repr=False, compare=False)
+    _decode_request: Callable[[bytes], Req] | None = field(init=False, repr=False, compare=False)
+    _decode_reply: Callable[[bytes], Rep] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         params = tuple(f for _, f, _, _ in string.Formatter().parse(self.subject) if f)
@@ -113,8 +113,9 @@ class Endpoint(Generic[Req, Rep]):
         if self._decode_request is None:
             return None
         try:
-            return self._decode_request(data)  # type: ignore[no-any-return]
+            return self._decode_request(data)
         except msgspec.DecodeError as exc:  # ValidationError included
+            # request is None only when _decode_request is (__post_init__)
             raise BadRequest(f"{self.name}: not a {self.request.__name__}: {exc}") from None  # type: ignore[union-attr]
 
     def encode_reply(self, reply: Rep) -> bytes:
@@ -123,6 +124,7 @@ class Endpoint(Generic[Req, Rep]):
     def reply_of(self, data: bytes, headers: Mapping[str, str] | None = None) -> Rep:
         """The reply of an answer, or the typed error it carries (the micro
         error headers, or an ``error`` in the body of an older server)."""
+        err: ErrorBody | None
         if headers and ERROR_CODE_HEADER in headers:
             try:
                 err = _decode_error(data).error
@@ -136,4 +138,4 @@ class Endpoint(Generic[Req, Rep]):
         err = getattr(reply, "error", None)
         if err is not None:
             raise from_code(err.code, err.message, err.retry)
-        return reply  # type: ignore[no-any-return]
+        return reply
