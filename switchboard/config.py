@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -56,6 +56,8 @@ class _Section:
     runs once, whether the section is used alone or as part of Settings."""
 
     section: ClassVar[str] = ""
+    # Every section class is a dataclass (dataclasses.fields() reads them).
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     def __post_init__(self) -> None:
         for cls in reversed(type(self).__mro__):
