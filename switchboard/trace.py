@@ -172,7 +172,7 @@ class Tracer:
         rec = self.make(stage, conv=conv, id=id, sender=sender, **fields)
         try:
             out = self._publish(self.subject(conv, sender, id), encode_record(rec))
-        except Exception as exc:  # noqa: BLE001 - a trace never fails the message
+        except Exception as exc:  # a trace never fails the message
             self._dropped(stage, exc)
             return
         if out is not None and inspect.isawaitable(out):  # a coroutine publish given to a sync caller
@@ -190,7 +190,7 @@ class Tracer:
             out = self._publish(self.subject(conv, sender, id), encode_record(rec))
             if out is not None and inspect.isawaitable(out):
                 await out
-        except Exception as exc:  # noqa: BLE001 - a trace never fails the message
+        except Exception as exc:  # a trace never fails the message
             self._dropped(stage, exc)
             return
         self._done(rec)
@@ -200,7 +200,7 @@ class Tracer:
         for export in self.exporters:
             try:
                 export(rec)
-            except Exception:  # noqa: BLE001
+            except Exception:  # an exporter's failure is logged; the record was published
                 self._log.exception("trace exporter failed", stage=rec.stage)
 
     def _dropped(self, stage: str, exc: BaseException) -> None:

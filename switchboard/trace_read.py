@@ -269,7 +269,7 @@ async def find_message(nc: NATS, settings: Settings, conv: str, seq: int, *, arc
     if archive is not None:
         try:
             m = await archive(conv, seq)
-        except Exception:  # noqa: BLE001 - an archive that cannot answer: try the trace stream
+        except Exception:  # an archive that cannot answer: try the trace stream
             m = None
         if m is not None:
             return m.from_, m.id

@@ -124,7 +124,7 @@ class RpcService:
             data = endpoint.encode_reply(reply)
         except SwitchboardError as exc:
             await self._answer(endpoint, req, t0, None, exc)
-        except Exception as exc:  # noqa: BLE001 - a bug or a backend failure must answer, not hang the caller
+        except Exception as exc:  # a bug or a backend failure must answer, not hang the caller
             self._log.exception("request failed", endpoint=endpoint.name, subject=req.subject)
             await self._answer(endpoint, req, t0, None, Internal(f"{endpoint.name} failed: {type(exc).__name__}"))
         else:
@@ -137,7 +137,7 @@ class RpcService:
                 await req.respond(data or b"")
             else:
                 await req.respond(encode_error(err), headers=error_headers(err))
-        except Exception as exc:  # noqa: BLE001 - no reply subject (a plain publish), or the connection closed
+        except Exception as exc:  # no reply subject (a plain publish), or the connection closed
             self._log.debug("answer not sent", endpoint=endpoint.name, error=type(exc).__name__)
         self.counts[endpoint.name].observe(time.perf_counter_ns() - t0, None if err is None else err.code,
                                            "" if err is None else err.message)
