@@ -24,6 +24,7 @@ from switchboard.errors import BadRequest, Internal, NotMember, RateLimited, Swi
 from switchboard.events import ErrorBody
 from switchboard.rpc import ERROR_CODE_HEADER, ERROR_HEADER, Endpoint, RpcCollector, RpcService, call
 from switchboard.subjects import Subjects
+from tests.e2e.helpers import until
 
 _n = itertools.count()
 
@@ -86,16 +87,13 @@ async def answering(nc, subjects) -> None:
     within ~0.5 ms of a SUB it already confirmed by PONG (measured: a second
     request at once succeeds), so a flush on the service's side is not
     enough for the first request of a test."""
-    deadline = asyncio.get_running_loop().time() + 2
     for endpoint, params in ((ECHO, {}), (TOKEN, {"conv": "probe"})):
-        while True:
-            try:
-                await call(nc, endpoint, Ask(what="probe"), subjects=subjects, timeout=2, **params)
-                break
-            except Unavailable:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.005)
+
+        async def answers(endpoint=endpoint, params=params) -> bool:
+            await call(nc, endpoint, Ask(what="probe"), subjects=subjects, timeout=2, **params)
+            return True
+
+        await until(answers, 2, f"{endpoint} answering", every=0.005, ignore=(Unavailable,))
 
 
 async def ask(nc, subjects, what: str, **kw) -> Answer:
