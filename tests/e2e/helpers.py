@@ -293,11 +293,17 @@ class Raw:
     async def expect(self, type_: str, timeout: float = STEP, **match: Any) -> dict:
         """The next frame of ``type_`` (matching ``match``); others are skipped
         (still recorded in ``frames``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            f = await self.next(max(deadline - time.monotonic(), 0.001))
-            if f.get("type") == type_ and all(f.get(k) == v for k, v in match.items()):
-                return f
+
+        def taken() -> list[dict] | None:
+            while not self._queue.empty():
+                f = self._queue.get_nowait()
+                if f.get("type") == type_ and all(f.get(k) == v for k, v in match.items()):
+                    return [f]
+            return None
+
+        [f] = await until(taken, timeout, lambda: f"a {type_!r} frame with {match}; last frames: {self.frames[-5:]}",
+                          every=0.002)
+        return f
 
     async def hello(self, cursor: int | None = None, epoch: str | None = None) -> dict:
         """hello, then wait for welcome and synced; returns synced. The replay
