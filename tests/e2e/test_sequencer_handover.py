@@ -34,15 +34,18 @@ PARTITIONS = 8
 
 async def _send_until_answered(nc, subject: str, req: events.SendRequest, timeout: float = 20.0) -> events.SendReply:
     """Send as a client must: the same id again on ``retry: true``."""
-    deadline = time.monotonic() + timeout
-    while True:
+    last: list = []
+
+    async def answered() -> events.SendReply | None:
         msg = await nc.request(subject, events.encode(req), timeout=10)
         reply = msgspec.json.decode(msg.data, type=events.SendReply)
         if reply.error is None:
             return reply
         assert reply.error.retry, reply.error
-        assert time.monotonic() < deadline, f"still refused: {reply.error}"
-        await asyncio.sleep(0.05)
+        last[:] = [reply.error]
+        return None
+
+    return await until(answered, timeout, lambda: f"{req.id} stored; still refused: {last}", every=0.05)
 
 
 async def test_forced_split_brain_never_forks_a_conversation(nats_server, tmp_path):
