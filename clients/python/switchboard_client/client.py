@@ -169,10 +169,10 @@ class Client:
                     async for data in ws:
                         self._dispatch(data)
             except (TimeoutError, OSError, ConnectionClosed, InvalidStatus) as exc:
-                code = getattr(getattr(exc, "rcvd", None), "code", None)
-                if code in FATAL_CLOSE_CODES:
-                    self._fatal = ClientError(f"connection refused: {exc.rcvd.reason}",  # type: ignore[union-attr]
-                                              code=FATAL_CLOSE_CODES[code])
+                rcvd = exc.rcvd if isinstance(exc, ConnectionClosed) else None  # the server's close frame
+                if rcvd is not None and rcvd.code in FATAL_CLOSE_CODES:
+                    self._fatal = ClientError(f"connection refused: {rcvd.reason}",
+                                              code=FATAL_CLOSE_CODES[rcvd.code])
                     self._fail_all(self._fatal)
                     return
             finally:

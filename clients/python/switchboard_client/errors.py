@@ -13,22 +13,22 @@ errors that stay inside a deployment (configuration, bus requests).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
 
 
 class SwitchboardError(Exception):
     """Root of every Switchboard exception."""
 
-    code: ClassVar[str] = "internal"
-    retry: ClassVar[bool] = False
+    # A class's own code and retry flag; one instance may carry others (__init__).
+    code: str = "internal"
+    retry: bool = False
 
     def __init__(self, message: str = "", *, code: str | None = None, retry: bool | None = None):
         super().__init__(message or self.__class__.__doc__ or self.code)
         self.message = message or (self.__class__.__doc__ or self.code).strip()
         if code is not None:
-            self.code = code  # type: ignore[misc]
+            self.code = code
         if retry is not None:
-            self.retry = retry  # type: ignore[misc]
+            self.retry = retry
 
 
 class BadFrame(SwitchboardError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TypeGuard
 
 from switchboard_client.errors import InvalidId
 
@@ -16,7 +17,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DM_PREFIX = "dm-"
 
 
-def is_valid(value: object) -> bool:
+def is_valid(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
@@ -25,7 +26,7 @@ def check(value: object, what: str = "id") -> str:
     if not is_valid(value):
         shown = repr(value)[:80]
         raise InvalidId(f"{what} {shown} is not a valid id ([A-Za-z0-9_-]{{1,64}})")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def dm_conv(a: str, b: str) -> str:
