@@ -104,11 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     cmd = command_line(argv)
-    if argv[:1] == ["archiver"] and not {"-h", "--help"} & set(argv):
-        print(f"# {cmd}", file=sys.stderr, flush=True)
-        return _archiver(argv[1:], cmd)  # its options belong to sbctl.bench.archiver
-    if argv[:1] == ["receipts"] and not {"-h", "--help"} & set(argv):
-        print(f"# {cmd}", file=sys.stderr, flush=True)
+    # archiver and receipts own their options (and their --help).
+    helping = bool({"-h", "--help"} & set(argv))
+    if argv[:1] == ["archiver"]:
+        if not helping:
+            print(f"# {cmd}", file=sys.stderr, flush=True)
+        return _archiver(argv[1:], cmd)
+    if argv[:1] == ["receipts"]:
+        if not helping:
+            print(f"# {cmd}", file=sys.stderr, flush=True)
         from sbctl.bench.receipts import main as receipts_main
 
         return receipts_main(argv[1:])  # its options belong to bench.receipts
