@@ -45,7 +45,7 @@ import pytest
 from sbctl.embedded import free_port
 from switchboard import events, frames
 from switchboard_client import Client
-from tests.e2e.helpers import PYTHON, REPO
+from tests.e2e.helpers import PYTHON, REPO, until
 
 DOCS = ("README.md", *sorted(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")))
 BLOCK_TIMEOUT = 60.0
@@ -234,11 +234,13 @@ async def live(tmp_path_factory):
     proc = await asyncio.create_subprocess_exec("bash", "-c", f"exec {cmd}", cwd=tmp, env=env, stdout=log,
                                                 stderr=asyncio.subprocess.STDOUT)
     try:
-        deadline = asyncio.get_running_loop().time() + 90
-        while "Switchboard is up" not in (text := (tmp / "up.log").read_text()):
-            if proc.returncode is not None or asyncio.get_running_loop().time() > deadline:
-                pytest.fail(f"`{cmd}` did not come up:\n{text[-3000:]}")
-            await asyncio.sleep(0.2)
+        def up() -> bool:
+            if "Switchboard is up" in (tmp / "up.log").read_text():
+                return True
+            assert proc.returncode is None, f"`{cmd}` exited:\n{(tmp / 'up.log').read_text()[-3000:]}"
+            return False
+
+        await until(up, 90, lambda: f"`{cmd}` to come up:\n{(tmp / 'up.log').read_text()[-3000:]}", every=0.2)
         await asyncio.sleep(0.5)  # the lines after the banner
         text = (tmp / "up.log").read_text()
         # where docs/operations.md section 1 says to look for it
@@ -403,6 +405,23 @@ NAMES = re.compile(r"\b(?:sb-[a-z]+|switchboard_[a-z_]+)")
 STAGE_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}\s+\+\d+ ms\s+(\S+)", re.M)
 
 
+async def shell_showing(cmd: str, lv: Live, stages: list[str], where: str) -> tuple[int, str]:
+    """``cmd``'s exit status and output; with ``stages``, run again until the
+    output shows that timeline (trace records arrive over a second or so:
+    acks, push, archive)."""
+    got = list(await shell(cmd, lv.env, lv.data))
+
+    async def timeline_shown() -> bool:
+        if Counter(STAGE_LINE.findall(got[1])) != Counter(stages):
+            got[:] = await shell(cmd, lv.env, lv.data)
+        return Counter(STAGE_LINE.findall(got[1])) == Counter(stages)
+
+    if stages:
+        await until(timeline_shown, 20, lambda: f"{where}: `{cmd}` showing the doc's stages {stages}; "
+                                                f"it shows:\n{got[1]}", every=0.5)
+    return got[0], got[1]
+
+
 async def run_transcript(block: Block, lv: Live) -> None:
     cmds = commands(block)
     assert cmds, f"{block.id}: a transcript without a `$ command` line"
@@ -411,13 +430,7 @@ async def run_transcript(block: Block, lv: Live) -> None:
     for cmd, shown, status in cmds:
         cmd = lv.substitute(strip_comment(cmd))
         stages = STAGE_LINE.findall("\n".join(shown))
-        code, out = await shell(cmd, lv.env, lv.data)
-        # trace records arrive over a second or so (acks, push, archive): wait for the shown timeline
-        deadline = asyncio.get_running_loop().time() + 20
-        while stages and Counter(STAGE_LINE.findall(out)) != Counter(stages) \
-                and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.5)
-            code, out = await shell(cmd, lv.env, lv.data)
+        code, out = await shell_showing(cmd, lv, stages, block.id)
         if os.environ.get("SB_DOCS_CAPTURE"):
             with open(Path(os.environ["SB_DOCS_CAPTURE"]) / "captured.txt", "a") as fh:
                 fh.write(f"### {block.id}\n$ {cmd}\n{out}\n")
