@@ -138,7 +138,8 @@ class Client:
 
     async def close(self) -> None:
         self._closing = True
-        await self._flush_ack()
+        if self.auto_ack:  # with auto_ack=False the application acks what it has made safe
+            await self._flush_ack()
         for task in (self._runner, self._ack_task, *self._bg):
             if task is not None:
                 task.cancel()
