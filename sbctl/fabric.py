@@ -174,11 +174,11 @@ async def _close_nats(nc: NATS) -> None:
         try:
             await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_SEC)
             return
-        except (TimeoutError, nats.errors.Error):
+        except (TimeoutError, OSError, nats.errors.Error):  # OSError: the socket is already gone
             pass
     try:
         await asyncio.wait_for(nc.close(), DRAIN_TIMEOUT_SEC)
-    except (TimeoutError, nats.errors.Error):
+    except (TimeoutError, OSError, nats.errors.Error):  # OSError: the socket is already gone
         pass
 
 
