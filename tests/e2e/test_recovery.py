@@ -169,3 +169,17 @@ async def test_nats_server_restart_loses_nothing(make_nats, deploy):  # the serv
     assert got == [f"m{i}" for i in range(15)]
     with pytest.raises(asyncio.TimeoutError):
         await b.next_message(0.5)
+
+
+async def test_roles_stop_cleanly_after_their_nats_server_died(make_nats, deploy):
+    """A deployment stopped after its nats-server is gone (``up`` killed with
+    its server, a node lost for good) stops without raising: closing a
+    connection whose socket was reset raised ConnectionResetError out of the
+    roles' teardown."""
+    srv = make_nats()
+    dep = await deploy(nats_url=srv.url)
+    a = await dep.sdk(unique("alice"))
+    await a.send(to=unique("bob"), body="x")
+    srv.stop()
+    await asyncio.sleep(0.5)  # the roles see the connection drop and start reconnecting
+    await dep.stop()
