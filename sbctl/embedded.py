@@ -44,6 +44,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+# The file the embedded nats-server reads with -c, for what its flags cannot
+# say; written into its store dir at every start.
+CONFIG_NAME = "switchboard-nats.conf"
+
+
+def server_config(sync_interval: str) -> str:
+    """The embedded nats-server's config file: JetStream's flush policy
+    (``[nats] sync_interval``). The value is quoted: nats-server reads a bare
+    ``2m`` as the number 2,000,000 (seconds, 23 days), not two minutes."""
+    return ("# Written by switchboard from [nats] sync_interval at each start; edits are overwritten.\n"
+            f'jetstream {{\n  sync_interval: "{sync_interval}"\n}}\n')
+
+
+def config_args(store_dir: str | Path, sync_interval: str) -> list[str]:
+    """Write :func:`server_config` into ``store_dir``; the ``-c`` arguments that read it."""
+    path = Path(store_dir) / CONFIG_NAME
+    path.write_text(server_config(sync_interval))
+    return ["-c", str(path)]
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -61,6 +81,7 @@ class EmbeddedNats:
     port: int = 0  # 0: pick a free port
     http_port: int = 0  # monitoring port; 0: pick a free one; -1: none
     name: str = "switchboard"
+    sync_interval: str | None = None  # [nats] sync_interval; None: nats-server's default, no config file
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
 
@@ -83,6 +104,8 @@ class EmbeddedNats:
                 "-n", self.name, "-l", str(log)]
         if self.http_port > 0:
             args += ["-m", str(self.http_port)]
+        if self.sync_interval is not None:
+            args += config_args(self.store_dir, self.sync_interval)
         args += self.extra_args
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)

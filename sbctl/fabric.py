@@ -103,7 +103,7 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
     embedded = None
     if embedded_nats:
         embedded = EmbeddedNats(store_dir=str(data_path(settings, "nats", "x").parent), port=nats_port,
-                                host="127.0.0.1")
+                                host="127.0.0.1", sync_interval=settings.sync_interval)
         await asyncio.get_running_loop().run_in_executor(None, embedded.start)
         settings = settings.replace(nats_url=embedded.url)
         logger.info("embedded nats-server started", url=embedded.url, monitor=embedded.monitor_url)

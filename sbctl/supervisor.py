@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sbctl.embedded import _die_with_parent, free_port, nats_server_binary
+from sbctl.embedded import _die_with_parent, config_args, free_port, nats_server_binary
 from sbctl.roles import ALL_ROLES
 from switchboard import backoff, log
 from switchboard.config import Settings, data_path
@@ -269,7 +269,8 @@ def _nats_child(settings: Settings, port: int) -> Child:
     Path(store).mkdir(parents=True, exist_ok=True)
     port = port or free_port("127.0.0.1")
     argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store),
-            "-n", "switchboard", "-l", str(Path(store) / "nats-server.log"), "-m", str(free_port("127.0.0.1"))]
+            "-n", "switchboard", "-l", str(Path(store) / "nats-server.log"), "-m", str(free_port("127.0.0.1")),
+            *config_args(store, settings.sync_interval)]
     return Child(name="nats-server", argv=argv, tcp_ready=("127.0.0.1", port))
 
 

@@ -25,6 +25,7 @@ url``). Paths default to places under ``data_dir``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import Field, dataclass, field
 from pathlib import Path
@@ -78,6 +79,20 @@ def _positive(obj: object, *names: str) -> None:
             raise ConfigError(f"{name} must be > 0")
 
 
+# A Go duration as nats-server reads it ("2m", "1m30s", "100ms"): what
+# jetstream { sync_interval } accepts besides "always".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_SEC = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_sec(text: str) -> float | None:
+    """Seconds of a Go duration string, or None when it is not one."""
+    parts = list(_DURATION_PART.finditer(text))
+    if not parts or "".join(m.group(0) for m in parts) != text:
+        return None
+    return sum(float(m.group(1)) * _DURATION_SEC[m.group(2)] for m in parts)
+
+
 def _scheme(name: str, url: str, allowed: tuple[str, ...]) -> None:
     scheme = url.split("://", 1)[0]
     if "://" not in url or scheme not in allowed:
@@ -109,6 +124,16 @@ class NatsSettings(_Section):
     subject_prefix: str = "sb"
     # Prepended to MESSAGES/INBOX/PUSH, for the same reason.
     stream_prefix: str = ""
+    # How often the nats-server that `switchboard up` starts fsyncs its
+    # JetStream files: a duration ("2m", "10s") or "always" (fsync every
+    # write before the ack). JetStream acks a write once it is in the OS page
+    # cache, so a crash of the whole machine (power, kernel) can lose up to
+    # this much acknowledged writes on one node; a crash of nats-server alone
+    # loses none. 2m is nats-server's own default: the loss it risks is
+    # covered by R3 streams on three machines, and "always" costs throughput
+    # (docs/operations.md, Durability). A nats-server of your own (--nats)
+    # reads this from its config file instead (nats/single.conf).
+    sync_interval: str = "2m"
     # TLS to NATS, for every connection of the process (nats-py and the lean
     # bus). Any of these set: TLS required (a server without it is refused),
     # the server verified against tls_ca (empty: the system's CAs);
@@ -128,6 +153,9 @@ class NatsSettings(_Section):
             raise ConfigError(f"subject_prefix: {exc}") from None
         if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
             raise ConfigError("nats_tls_cert and nats_tls_key go together: set both or neither")
+        if self.sync_interval != "always" and not duration_sec(self.sync_interval):
+            raise ConfigError(f"sync_interval {self.sync_interval!r} must be \"always\" or a duration "
+                              "above zero such as \"2m\", \"10s\" or \"100ms\"")
 
 
 # -- [streams] ------------------------------------------------------------------

@@ -368,3 +368,20 @@ def test_every_leaf_says_why() -> None:
 def test_webpush_settings_alone() -> None:
     w = WebPushSettings(vapid_private_key_file="k", subject="https://example.com/ops", allowed_hosts=["a.example"])
     assert w.allowed_hosts == ("a.example",) and w.allows("https://a.example/x") and not w.allows("https://b.example/")
+
+
+@pytest.mark.parametrize("value", ["2m", "always", "10s", "100ms", "1m30s", "1.5h"])
+def test_sync_interval_accepts_what_nats_server_reads(value: str) -> None:
+    assert Settings.load(env={"SWITCHBOARD_NATS__SYNC_INTERVAL": value}).sync_interval == value
+
+
+@pytest.mark.parametrize("value", ["2", "0s", "", "bogus", "Always", "2 m", "-1s", "2d"])
+def test_sync_interval_refuses_what_nats_server_would_misread(value: str) -> None:
+    """A bare number ("2") or a unit nats-server lacks ("2d") would stop the
+    embedded server at start, or worse run it with another interval than
+    asked; "0s" is no interval at all. Refused at load, in one line naming
+    the variable and the accepted forms."""
+    with pytest.raises(ConfigError) as err:
+        Settings.load(env={"SWITCHBOARD_NATS__SYNC_INTERVAL": value})
+    msg = err.value.message
+    assert "\n" not in msg and "SWITCHBOARD_NATS__SYNC_INTERVAL" in msg and '"always" or a duration' in msg

@@ -52,6 +52,7 @@ def test_example_file_is_accepted(capsys) -> None:
     ("[edge]\nport = 'x'\n", ["[edge] port = 'x' is not an integer"]),
     ("[sequencer]\nlease_ttl = 0.5\n", ["lease_ttl must be >= 1 s", "[sequencer] lease_ttl"]),
     ('[pusher]\nprovider = "fcm"\n', ["no [pusher.fcm] section"]),
+    ('[nats]\nsync_interval = "2"\n', ["sync_interval '2' must be \"always\" or a duration", "[nats] sync_interval"]),
 ])
 def test_check_bad_file_exits_1_with_one_line(tmp_path: Path, capsys, text: str, words: list[str]) -> None:
     path = tmp_path / "bad.toml"

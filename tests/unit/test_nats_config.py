@@ -187,3 +187,28 @@ def test_compose_services() -> None:
         if "command" in s and s["command"][0] in ROLES:
             role = s["command"][0]
             assert s["environment"]["SWITCHBOARD_NATS_URL"].startswith(f"nats://{role}:"), name
+
+
+# ---------------------------------------------------------------- JetStream's flush policy (sync_interval)
+
+@pytest.mark.parametrize("conf", SERVER_CONFIGS, ids=lambda p: p.name)
+def test_server_config_states_a_quoted_sync_interval(conf: Path) -> None:
+    """Every shipped server config says its flush policy, quoted: nats-server
+    reads a bare ``sync_interval: 2m`` as 2,000,000 seconds (checked against
+    /varz), so an unquoted edit would silently mean "almost never"."""
+    lines = [line.strip() for line in conf.read_text().splitlines() if line.strip().startswith("sync_interval")]
+    assert lines == ['sync_interval: "2m"'], lines
+
+
+@pytest.mark.parametrize("value", ["2m", "always", "100ms"])
+def test_embedded_server_config_text(tmp_path: Path, value: str) -> None:
+    """What `switchboard up` hands its nats-server for each [nats]
+    sync_interval: the value quoted inside jetstream {}, and a file
+    nats-server accepts (tests/e2e/test_sync_interval.py reads /varz)."""
+    from sbctl.embedded import CONFIG_NAME, config_args, server_config
+
+    assert f'jetstream {{\n  sync_interval: "{value}"\n}}\n' in server_config(value)
+    args = config_args(tmp_path, value)
+    assert args == ["-c", str(tmp_path / CONFIG_NAME)]
+    r = check(tmp_path / CONFIG_NAME, password_env())
+    assert r.returncode == 0, r.stdout + r.stderr
