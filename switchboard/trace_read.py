@@ -102,8 +102,6 @@ class TraceReply(msgspec.Struct, omit_defaults=True):
     error: events.ErrorBody | None = None
 
 
-decode_query = msgspec.json.Decoder(TraceQuery).decode
-decode_reply = msgspec.json.Decoder(TraceReply).decode
 encode = msgspec.json.Encoder().encode
 _decode_msg = msgspec.json.Decoder(frames.Msg).decode
 

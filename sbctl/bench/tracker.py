@@ -22,8 +22,9 @@ import uuid
 import nats
 import psutil
 
-from switchboard import log
-from switchboard.presence.messages import QueryRequest, decode_reply, encode
+from switchboard import api, log, rpc
+from switchboard.errors import Unavailable
+from switchboard.presence.messages import QueryRequest
 from switchboard.presence.reporter import PresenceReporter
 from switchboard.subjects import Subjects
 
@@ -91,12 +92,13 @@ def _cpu(proc: psutil.Process) -> float:
 
 
 async def _wait_service(nc: nats.NATS, subjects: Subjects, timeout: float = 20.0) -> None:
+    """Until the tracker answers a query (Unavailable: not started yet, or still subscribing)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            await nc.request(subjects.api("presence", "query"), encode(QueryRequest(users=[])), timeout=0.5)
+            await rpc.call(nc, api.PRESENCE_QUERY, QueryRequest(users=[]), subjects=subjects, timeout=0.5)
             return
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        except Unavailable:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
@@ -105,8 +107,8 @@ async def _wait_service(nc: nats.NATS, subjects: Subjects, timeout: float = 20.0
 async def _wait_online(nc: nats.NATS, subjects: Subjects, user: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        msg = await nc.request(subjects.api("presence", "query"), encode(QueryRequest(users=[user])), timeout=5)
-        if decode_reply(msg.data).users[0].online:
+        reply = await rpc.call(nc, api.PRESENCE_QUERY, QueryRequest(users=[user]), subjects=subjects, timeout=5)
+        if reply.users[0].online:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{user} not online after {timeout}s")

@@ -87,4 +87,3 @@ class PresenceReply(msgspec.Struct, omit_defaults=True):
 
 
 encode = msgspec.json.Encoder().encode
-decode_reply = msgspec.json.Decoder(PresenceReply).decode  # for tools reading a raw reply (the presence bench)

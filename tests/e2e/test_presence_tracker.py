@@ -11,16 +11,21 @@ import asyncio
 import contextlib
 import uuid
 
+import msgspec
 import nats
 import pytest
 
 from presence.tracker import PresenceTracker, TrackerConfig
 from switchboard.frames import Presence, decode_server_frame
 from switchboard.presence import open_presence
-from switchboard.presence.messages import QueryRequest, WatchRequest, decode_reply, encode
+from switchboard.presence.messages import PresenceReply, QueryRequest, WatchRequest, encode
 from switchboard.presence.reporter import PresenceReporter
 from switchboard.subjects import Subjects
 from tests.e2e.helpers import CuttableProxy, until
+
+# The raw reply body: these tests read the wire itself (error body + headers),
+# where a service would use switchboard.rpc.call.
+decode_reply = msgspec.json.Decoder(PresenceReply).decode
 
 INTERVAL = 0.15  # heartbeat every 150 ms, TTL 450 ms: a dead edge is noticed fast
 
