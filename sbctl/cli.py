@@ -77,8 +77,8 @@ class _Parser(argparse.ArgumentParser):
 def _flag(p: argparse.ArgumentParser, name: str, *, up: bool = False) -> None:
     if name == "config":
         p.add_argument("--config", metavar="FILE",
-                       help="TOML settings file, keys = settings names (default: $SWITCHBOARD_CONFIG); "
-                            "SWITCHBOARD_<NAME> variables and these flags override it")
+                       help="TOML settings file, a [section] per role (default: $SWITCHBOARD_CONFIG); "
+                            "SWITCHBOARD_<SECTION>__<KEY> variables and these flags override it")
     elif name == "data":
         p.add_argument("--data", metavar="DIR",
                        help="data directory: development JWT secret, local files (default .sbdata)")
@@ -123,7 +123,7 @@ ROLE_HELP = {
     "sequencer": "run a sequencer (orders, stores, fans out) against an existing NATS",
     "archiver": "run the archiver (long-term store, history) against an existing NATS",
     "presence": "run the presence tracker against an existing NATS",
-    "pusher": "run the push notifier against an existing NATS (providers: push_config in --config)",
+    "pusher": "run the push notifier against an existing NATS (providers: [pusher], [pusher.apns|fcm|webpush] in --config)",
 }
 
 
@@ -318,8 +318,6 @@ def _serve(args: argparse.Namespace) -> int:
     extras.check(s, roles)  # before anything starts: one line with the install command
     if not s.jwt_secret and "edge" in roles:  # up hands it to its edge children
         s = s.replace(jwt_secret=auth.dev_secret(s.data_dir))
-    if args.cmd == "up" and getattr(args, "store", None) is None and s.store_url == "sqlite:///switchboard.db":
-        s = s.replace(store_url=f"sqlite:///{s.data_dir}/switchboard.db")
     if args.cmd == "up":
         from sbctl.devmode import up_dev_signin
 
