@@ -186,13 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="switchboard bench archiver", description=__doc__.split("\n\n")[0])
     p.add_argument("--nats", help="NATS URL (default: start an embedded nats-server)")
     p.add_argument("--store", help="store URL (default: a temporary SQLite file)")
-    p.add_argument("--messages", type=int, default=100_000)
-    p.add_argument("--convs", type=int, default=100)
-    p.add_argument("--queries", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--messages", type=int, default=100_000, help="messages to archive (default 100,000)")
+    p.add_argument("--convs", type=int, default=100, help="conversations they are spread over (default 100)")
+    p.add_argument("--queries", type=int, default=2000,
+                   help="50-message history queries timed after archiving (default 2000)")
+    p.add_argument("--batch", type=int, default=500,
+                   help="the archiver's archive_batch: messages per store write at most (default 500)")
     p.add_argument("--rate", type=float, default=0.0,
                    help="publish at this many msgs/s while archiving (default: archive a backlog)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON line instead of a table")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         store_url = a.store or f"sqlite:///{tmp}/bench.db"

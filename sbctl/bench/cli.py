@@ -38,7 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pid", type=int, action="append", default=[],
                    help="with --ws: a fabric process to measure, with its children (repeatable; "
                         "the pid of `switchboard up` covers all of it)")
-    d.add_argument("--nats", help="accepted for symmetry; the load generator only needs --ws")
     d.add_argument("--data", help="with --ws: data dir holding the dev JWT secret")
     d.add_argument("--secret", help="with --ws: the JWT secret")
     d.add_argument("--layout", help="`switchboard up --layout` of the fabric the bench starts")
@@ -48,23 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fake-edge", action="store_true",
                    help="against an in-memory fake edge instead of a fabric: the load generator's own cost")
     d.add_argument("--quiet", action="store_true", help="no progress line per second")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
     i = sub.add_parser("idle", help="idle connections on one edge: RSS per connection")
-    i.add_argument("--connections", type=int, default=10_000)
-    i.add_argument("--procs", type=int, default=2, help="client processes holding the connections")
+    i.add_argument("--connections", type=int, default=10_000,
+                   help="idle WebSocket connections to open, one user each (default 10,000)")
+    i.add_argument("--procs", type=int, default=2, help="client processes holding the connections (default 2)")
     i.add_argument("--ws", help="an existing edge; then --pid names its process")
     i.add_argument("--pid", type=int, help="with --ws: pid of the edge process to measure")
     i.add_argument("--data", help="with --ws: data dir holding the dev JWT secret")
     i.add_argument("--secret", help="with --ws: the JWT secret")
-    i.add_argument("--settle", type=float, default=3.0, help="seconds to wait before measuring RSS")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--settle", type=float, default=3.0, help="seconds to wait before measuring RSS (default 3)")
+    i.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
     sub.add_parser("archiver", help="archiver throughput and history latency (sbctl/bench/archiver.py); "
-                   "options: --nats --store --messages --convs --queries --batch --json")
+                   "options: switchboard bench archiver --help")
 
     sub.add_parser("receipts", help="1:1 message cost with and without delivered+read receipts "
-                   "(sbctl/bench/receipts.py); options: --pairs --rate --duration --warmup")
+                   "(sbctl/bench/receipts.py); options: switchboard bench receipts --help")
 
     f = sub.add_parser("fuzz", help="black-box fuzzer of a live edge: hostile and mutated frames over many "
                        "connections while a control pair exchanges messages (sbctl/bench/fuzz.py)")
@@ -81,14 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-silence", type=float, default=5.0,
                    help="seconds the control pair may go without a delivery (default 5)")
     f.add_argument("--quiet", action="store_true", help="no progress line per second")
-    f.add_argument("--json", action="store_true")
+    f.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
     p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (sbctl/bench/tracker.py); "
                        "with --watchers: CPU, bytes and latency per change per watcher (sbctl/bench/presence.py)")
-    p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--interval-sec", type=float, default=10.0)
-    p.add_argument("--presence-url", default="memory://")
+    p.add_argument("--users", type=int, default=20_000, help="users online on one reporting edge (default 20,000)")
+    p.add_argument("--seconds", type=float, default=30.0, help="measured seconds of heartbeats (default 30)")
+    p.add_argument("--interval-sec", type=float, default=10.0,
+                   help="the edge's heartbeat interval in seconds (default 10, as [presence] heartbeat_sec)")
+    p.add_argument("--presence-url", default="memory://",
+                   help="the tracker's presence backend: memory:// or redis://host:port/db (default memory://)")
     p.add_argument("--nats", help="NATS URL; default: an embedded nats-server")
     p.add_argument("--watchers", type=int, default=None,
                    help="WebSocket clients watching --subjects users on a `switchboard up` the bench starts: "
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --watchers: presence changes/s, all subjects together (connects and disconnects)")
     p.add_argument("--duration", type=float, default=10.0, help="with --watchers: seconds of changes per phase")
     p.add_argument("--layout", help="with --watchers: `switchboard up --layout` of the fabric the bench starts")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     return ap
 
 

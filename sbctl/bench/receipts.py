@@ -164,11 +164,11 @@ async def run(*, pairs: int = 50, rate: float = 500.0, duration: float = 10.0, w
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="switchboard bench receipts",
                                  description="1:1 message cost with and without delivered+read receipts")
-    ap.add_argument("--pairs", type=int, default=50, help="sender/recipient pairs")
-    ap.add_argument("--rate", type=float, default=500.0, help="total messages/s")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds of sending per phase")
-    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up traffic (not measured)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--pairs", type=int, default=50, help="sender/recipient pairs (default 50)")
+    ap.add_argument("--rate", type=float, default=500.0, help="total messages/s (default 500)")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of sending per phase (default 10)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up traffic, not measured (default 2)")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON instead of lines")
     return ap
 
 

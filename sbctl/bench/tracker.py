@@ -116,12 +116,14 @@ async def _wait_online(nc: nats.NATS, subjects: Subjects, user: str, timeout: fl
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m sbctl.bench.tracker")
-    ap.add_argument("--nats-url", default=None, help="default: start an embedded nats-server")
-    ap.add_argument("--users", type=int, default=20_000)
-    ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--interval-sec", type=float, default=10.0)
-    ap.add_argument("--presence-url", default="memory://")
+    ap = argparse.ArgumentParser(prog="python -m sbctl.bench.tracker", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nats-url", default=None, help="NATS URL (default: start an embedded nats-server)")
+    ap.add_argument("--users", type=int, default=20_000, help="users online on one reporting edge (default 20,000)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds of heartbeats (default 30)")
+    ap.add_argument("--interval-sec", type=float, default=10.0,
+                    help="the edge's heartbeat interval in seconds (default 10)")
+    ap.add_argument("--presence-url", default="memory://",
+                    help="the tracker's presence backend: memory:// or redis://host:port/db (default memory://)")
     args = ap.parse_args(argv)
     log.configure()  # logs to stderr: stdout is the JSON result
 

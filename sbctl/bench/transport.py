@@ -165,11 +165,12 @@ async def run(which: str, messages: int, clients: int, batch: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--messages", type=int, default=20000)
-    ap.add_argument("--clients", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=1, help="send frames per client write")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap = argparse.ArgumentParser(prog="python -m sbctl.bench.transport", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=20000, help="send frames per run, all clients (default 20000)")
+    ap.add_argument("--clients", type=int, default=20, help="WebSocket clients, in one child process (default 20)")
+    ap.add_argument("--batch", type=int, default=1, help="send frames per client write (default 1)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="old/new run pairs, alternated so drift hits both alike (default 3)")
     a = ap.parse_args()
 
     async def all_runs() -> None:
