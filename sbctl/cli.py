@@ -81,7 +81,8 @@ def _flag(p: argparse.ArgumentParser, name: str, *, up: bool = False) -> None:
                             "SWITCHBOARD_<SECTION>__<KEY> variables and these flags override it")
     elif name == "data":
         p.add_argument("--data", metavar="DIR",
-                       help="data directory: development JWT secret, local files (default .sbdata)")
+                       help="data directory (default .sbdata): the development JWT secret (edge), the SQLite "
+                            "message store (sequencer, archiver) and device store (pusher) when their URL is unset")
     elif name == "nats":
         p.add_argument("--nats", metavar="URL",
                        help="use this NATS instead of starting an embedded nats-server" if up else
@@ -109,21 +110,25 @@ def _flag(p: argparse.ArgumentParser, name: str, *, up: bool = False) -> None:
         raise ValueError(name)
 
 
-COMMON_FLAGS = ("config", "data", "nats", "log_level")
-# The flags each role reads beyond the common ones.
+COMMON_FLAGS = ("config", "nats", "log_level")
+# The flags each role reads beyond the common ones. "data": data_dir, read by
+# the edge (its development JWT secret when jwt_secret is unset), the
+# sequencer and archiver (the SQLite store, store_url unset) and the pusher
+# (its device store, push_device_store unset); the tracker keeps nothing there.
 ROLE_FLAGS: dict[str, tuple[str, ...]] = {
-    "edge": ("host", "port", "edge_id"),
-    "sequencer": ("store",),
-    "archiver": ("store",),
+    "edge": ("data", "host", "port", "edge_id"),
+    "sequencer": ("data", "store"),
+    "archiver": ("data", "store"),
     "presence": ("presence",),
-    "pusher": (),
+    "pusher": ("data",),
 }
 ROLE_HELP = {
     "edge": "run an edge (WebSocket gateway) against an existing NATS",
     "sequencer": "run a sequencer (orders, stores, fans out) against an existing NATS",
     "archiver": "run the archiver (long-term store, history) against an existing NATS",
     "presence": "run the presence tracker against an existing NATS",
-    "pusher": "run the push notifier against an existing NATS (providers: [pusher], [pusher.apns|fcm|webpush] in --config)",
+    "pusher": "run the push notifier against an existing NATS "
+              "(providers: [pusher], [pusher.apns|fcm|webpush] in --config)",
 }
 
 
@@ -147,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "processes (embedded NATS by default)")
     for name in COMMON_FLAGS:
         _flag(up, name, up=True)
-    for name in ("store", "presence", "host", "port"):
+    for name in ("data", "store", "presence", "host", "port"):
         _flag(up, name)
     up.add_argument("--nats-port", type=int, default=0, metavar="PORT",
                     help="port of the embedded nats-server (default: a free one)")
@@ -308,9 +313,23 @@ def _roles_of(args: argparse.Namespace) -> tuple[str, ...]:
     return (args.cmd,)
 
 
+def _refuse_unread_flags(args: argparse.Namespace, roles: tuple[str, ...]) -> None:
+    """``run a+b`` offers every role's flags (the roles are an argument, so
+    argparse cannot know them): one that none of the named roles reads is
+    refused, as a one-role command refuses another role's flag."""
+    read = {*COMMON_FLAGS, *(f for r in roles for f in ROLE_FLAGS[r])}
+    for name in dict.fromkeys(f for fs in ROLE_FLAGS.values() for f in fs):
+        if name not in read and getattr(args, name, None) is not None:
+            readers = ", ".join(r for r in ROLE_FLAGS if name in ROLE_FLAGS[r])
+            raise ConfigError(f"--{name.replace('_', '-')} is read by none of {'+'.join(roles)} "
+                              f"(roles reading it: {readers})")
+
+
 def _serve(args: argparse.Namespace) -> int:
     """``up``, ``run ROLES`` and the one-role commands."""
     roles = _roles_of(args)
+    if args.cmd == "run":
+        _refuse_unread_flags(args, roles)
     extra = {}
     if getattr(args, "metrics_listen", None):  # a child of `up`: metrics on a loopback port of its own
         extra["metrics_port"] = int(args.metrics_listen.rpartition(":")[2])

@@ -240,7 +240,11 @@ def _role_argv(args: argparse.Namespace, roles: tuple[str, ...], settings: Setti
     cmd = [roles[0]] if len(roles) == 1 else ["run", "+".join(roles)]
     # The URLs (which may hold passwords) go by environment (role_env), not
     # argv: any local user can read a process's command line.
-    argv = [sys.executable, "-m", "sbctl", *cmd, "--data", settings.data_dir, "--log-level", settings.log_level]
+    from sbctl.cli import ROLE_FLAGS  # here: sbctl.cli imports this module
+
+    argv = [sys.executable, "-m", "sbctl", *cmd, "--log-level", settings.log_level]
+    if any("data" in ROLE_FLAGS[r] for r in roles):  # a role that ignores data_dir refuses --data
+        argv += ["--data", settings.data_dir]
     if getattr(args, "config", None):
         argv += ["--config", args.config]
     if "edge" in roles:

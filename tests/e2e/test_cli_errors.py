@@ -144,6 +144,12 @@ CASES = [
     ("token-without-secret", ["token", "alice", "--data", "{tmp}/empty"], {}, (),
      ("jwt.secret does not exist", "--data", "SWITCHBOARD_JWT_SECRET")),
     ("flag-of-another-role", ["pusher", "--port", "9000"], {}, (), ("switchboard pusher", "--port")),
+    # the tracker keeps nothing under data_dir: --data is not offered to it
+    ("presence-ignores-data", ["presence", "--data", "{tmp}/d"], {}, (), ("switchboard presence", "--data")),
+    # run shows every role's flags; one none of the named roles reads is refused
+    ("run-flag-no-role-reads", ["run", "edge+presence", "--store", "sqlite:///{tmp}/x.db", "--data", "{tmp}/d"], {},
+     (), ("switchboard run", "--store", "edge+presence", "sequencer, archiver")),
+    ("run-data-no-role-reads", ["run", "presence", "--data", "{tmp}/d"], {}, (), ("--data", "presence")),
     ("unknown-role", ["run", "archiver+web"], {}, (), ("unknown roles ['web']",)),
     ("role-twice", ["run", "archiver+archiver"], {}, (), ("twice",)),
     ("bad-layout", ["up", "--layout", "sequencer,edge", "--data", "{tmp}/d"], {}, (), ("missing",)),
