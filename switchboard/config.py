@@ -145,8 +145,15 @@ class NatsSettings(_Section):
     nats_tls_cert: str = _key("tls_cert", "")
     # Its private key (PEM): set with tls_cert or not at all.
     nats_tls_key: str = _key("tls_key", "")
+    # Seconds a process waits for NATS at start (retrying with backoff, a log
+    # line every few seconds) before it exits 69 with one line. nats-server
+    # listens within a second of starting: 60 s outlasts a server restart or a
+    # rescheduled pod, and a wrong URL still shows as a failed process within
+    # a minute. 0: wait forever (no supervisor to restart the process).
+    nats_connect_timeout_sec: float = _key("connect_timeout_sec", 60.0)
 
     def _check(self) -> None:
+        _at_least(self, 0, "nats_connect_timeout_sec")
         try:
             Subjects(self.subject_prefix)
         except ValueError as exc:
@@ -190,8 +197,15 @@ class StoreSettings(_Section):
     # sqlite:///path.db or cassandra://h1,h2/keyspace?... Empty: SQLite in
     # data_dir (switchboard.db), so a fresh checkout needs no database.
     store_url: str = _key("url", "", url=True)
+    # Seconds a role waits for its store at start (the sequencer and the
+    # archiver: this one; the pusher: its device store) before it exits 69
+    # with one line. A Cassandra node answers 12-45 s after its JVM starts
+    # (docs/storage.md): 120 s lets roles started alongside it (compose up, a
+    # host reboot) outwait that on a loaded host. 0: wait forever.
+    store_connect_timeout_sec: float = _key("connect_timeout_sec", 120.0)
 
     def _check(self) -> None:
+        _at_least(self, 0, "store_connect_timeout_sec")
         if self.store_url:  # empty: Settings derives it from data_dir
             _scheme("store_url", self.store_url, STORE_SCHEMES)
 
@@ -421,6 +435,11 @@ class PresenceSettings(_Section):
     section: ClassVar[str] = "presence"
     # memory:// (one tracker process) or redis://host:port/db (several).
     presence_url: str = _key("url", "memory://", url=True)
+    # Seconds the tracker waits for its backend (Redis) at start before it
+    # exits 69 with one line: Redis listens within a second of starting, so
+    # 60 s outlasts a restart and still reports a wrong URL within a minute.
+    # 0: wait forever.
+    presence_connect_timeout_sec: float = _key("connect_timeout_sec", 60.0)
     # An edge sends one heartbeat per interval with all its users: 10 s keeps
     # 20k users at 0.1 msg/s; TTL = interval x factor, so two heartbeats may be
     # lost before a user goes offline (an edge that dies: offline within ~30 s).
@@ -437,6 +456,7 @@ class PresenceSettings(_Section):
 
     def _check(self) -> None:
         _scheme("presence_url", self.presence_url, PRESENCE_SCHEMES)
+        _at_least(self, 0, "presence_connect_timeout_sec")
         _at_least(self, 1, "presence_max_watches_per_user")
         _positive(self, "presence_heartbeat_sec", "presence_sweep_sec")
         if self.presence_ttl_factor < 1.5:
