@@ -30,3 +30,17 @@ def test_the_image_installs_the_client_distribution():
     text = (REPO / "deploy" / "Dockerfile").read_text()
     assert re.search(r"^COPY clients/python \./clients/python\s*$", text, re.M)
     assert re.search(r"^RUN pip install \./clients/python \S", text, re.M)
+
+
+def test_every_extra_the_image_installs_exists():
+    """pip only warns about an extra a project does not define and installs
+    the rest: the image once asked for a `push` extra that never existed,
+    and a renamed or dropped extra would leave the image without its
+    libraries (a Cassandra store failing at the first role start)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    defined = set(project["project"]["optional-dependencies"])
+    text = (REPO / "deploy" / "Dockerfile").read_text()
+    asked = {e.strip() for run in re.findall(r"^RUN pip install .*$", text, re.M)
+             for group in re.findall(r"\.\[([^\]]*)\]", run) for e in group.split(",")}
+    assert asked, "no extras found in deploy/Dockerfile's pip install"
+    assert asked <= defined, f"deploy/Dockerfile installs extras pyproject.toml lacks: {sorted(asked - defined)}"
