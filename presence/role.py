@@ -6,8 +6,30 @@ from __future__ import annotations
 from prometheus_client.registry import Collector
 
 from presence.tracker import PresenceTracker, TrackerConfig
+from switchboard.log import redact_url
 from switchboard.presence import PresenceBackend, open_presence
+from switchboard.reach import reach
 from switchboard.roles import RoleContext, registry_of
+
+
+async def _open_backend(url: str) -> PresenceBackend:
+    backend = open_presence(url)
+    try:
+        await backend.open()
+    except BaseException:
+        await backend.close()
+        raise
+    return backend
+
+
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What a backend that is not (yet) there raises: retried at start
+    (switchboard/reach.py); anything else is raised at once."""
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+    except ImportError:  # no redis extra: memory:// only, which always opens
+        return (OSError,)
+    return (OSError, RedisConnectionError, RedisTimeout)
 
 
 class PresenceRole:
@@ -19,8 +41,9 @@ class PresenceRole:
 
     async def start(self, ctx: RoleContext) -> None:
         s = ctx.settings
-        self.backend = open_presence(s.presence_url)
-        await self.backend.open()
+        self.backend = await reach(lambda: _open_backend(s.presence_url), what="the presence backend",
+                                   where=redact_url(s.presence_url), timeout_sec=s.presence_connect_timeout_sec,
+                                   retry_on=_unreachable_errors(), log=ctx.log)
         config = TrackerConfig(sweep_sec=s.presence_sweep_sec, max_watches_per_user=s.presence_max_watches_per_user)
         self.service = PresenceTracker(nc=ctx.nc, backend=self.backend, subjects=s.subjects, config=config)
         try:

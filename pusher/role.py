@@ -8,6 +8,9 @@ from prometheus_client.registry import Collector
 
 from pusher.lookups import SequencerLookups
 from pusher.service import PusherService
+from switchboard.errors import Unavailable
+from switchboard.log import redact_url
+from switchboard.reach import QUIET_DRIVERS, reach
 from switchboard.roles import RoleContext, registry_of
 
 
@@ -21,6 +24,11 @@ class PusherRole:
         s = ctx.settings
         lookups = SequencerLookups(nc=ctx.nc, subjects=s.subjects)
         self.service = PusherService(settings=s, read_upto=lookups.read_upto, unread_count=lookups.unread_count)
+        # The device store (Cassandra when several pushers run) is waited for
+        # like the message store; start() opens it again, which does nothing.
+        await reach(self.service.devices.open, what="the device store", where=redact_url(s.push_device_store),
+                    timeout_sec=s.store_connect_timeout_sec, retry_on=(Unavailable,), log=ctx.log,
+                    attempt_sec=None, quiet=QUIET_DRIVERS)
         await self.service.start()
 
     async def stop(self) -> None:

@@ -14,6 +14,12 @@ The roles come from the registry (sbctl/roles.py); each role's subcommand
 has the flags that role reads, no others. Errors an operator can fix (a
 port in use, a bad or missing config file, a missing optional extra, a bad
 setting) are one line on stderr and a non-zero exit code, never a traceback.
+
+Exit codes: 0 done, or a role stopped by SIGINT/SIGTERM (while it was still
+waiting for a dependency too); 1 failed; 2 bad usage or settings; 69 a
+dependency (NATS, the store, the presence backend) did not answer within its
+``connect_timeout_sec`` (switchboard/reach.py, sbctl/starting.py); 130 a
+one-shot command (init, trace) interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,18 +29,20 @@ import asyncio
 import contextlib
 import errno
 import os
-import signal
 import sys
+import threading
 import tomllib
 from typing import NoReturn
 
 import switchboard
 from sbctl import extras, procs
 from sbctl.roles import ALL_ROLES, parse_roles
+from sbctl.starting import EXIT_INTERRUPTED, EXIT_UNREACHABLE, Stopper, exit_soon
 from sbctl.supervisor import DEFAULT_LAYOUT, SINGLE, parse_layout, port_free
 from switchboard import auth, log
 from switchboard.config import Settings
 from switchboard.errors import ConfigError, SwitchboardError
+from switchboard.reach import Unreachable
 
 # Settings a flag overrides (flag dest -> Settings field).
 _SETTING_OF = {"host": "host", "port": "port", "data": "data_dir", "nats": "nats_url", "store": "store_url",
@@ -211,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C in a one-shot command (init, trace); roles handle SIGINT themselves
+        return EXIT_INTERRUPTED
     except SwitchboardError as exc:
         print(f"switchboard {args.cmd}: {log.redact(exc.message)}", file=sys.stderr)
         return 2
@@ -255,38 +265,30 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
-# Seconds `switchboard init` tries to reach NATS before it gives up (a role
-# retries forever; the admin step is run by a person or a Job that retries).
-INIT_CONNECT_SEC = 5.0
-
-
 async def _init(s: Settings) -> int:
-    """``switchboard init``: the admin step (sbctl/init.py)."""
-    import nats
+    """``switchboard init``: the admin step (sbctl/init.py). NATS is waited
+    for as a role waits (``[nats] connect_timeout_sec``; compose or a Job
+    may start it alongside nats-server), then exit 69 with one line."""
     import nats.errors
     import nats.js.errors
 
+    from sbctl.fabric import first_connect
     from sbctl.init import init_fabric
     from switchboard import tls
 
+    log.configure(s.log_level, s.log_json)  # the wait's lines go to stderr
     refused: list[str] = []
-    errors: list[str] = []
 
     async def on_error(exc: Exception) -> None:
-        (refused if "permissions violation" in str(exc).lower() else errors).append(str(exc) or type(exc).__name__)
+        if "permissions violation" in str(exc).lower():
+            refused.append(str(exc))
 
     try:
-        # nats-py keeps retrying a refused first connect: bounded here. TLS as
-        # every role (nats_tls_*; a server without TLS is then refused).
-        nc = await asyncio.wait_for(nats.connect(servers=s.nats_servers, name="switchboard-init", error_cb=on_error,
-                                                 allow_reconnect=False, max_reconnect_attempts=0,
-                                                 connect_timeout=INIT_CONNECT_SEC, **tls.nats_py_options(s)),
-                                    INIT_CONNECT_SEC)
-    except (TimeoutError, OSError, nats.errors.Error) as exc:
-        why = str(exc) or (errors[-1] if errors else type(exc).__name__)
-        print(f"switchboard init: cannot connect to NATS at {log.redact_url(s.nats_url)}: {log.redact(why)}",
-              file=sys.stderr)
-        return 1
+        # TLS as every role (nats_tls_*; a server without TLS is then refused).
+        nc = await first_connect(s, "switchboard-init", log.get("init"), error_cb=on_error)
+    except Unreachable as exc:
+        print(f"switchboard init: {log.redact(exc.message)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     try:
         tls.require_tls(nc, s)
         for line in await init_fabric(nc, s):
@@ -359,48 +361,69 @@ def _serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return asyncio.run(serve_up(args, s, layout, embedded=embedded, nats_port=args.nats_port))
-    from sbctl.fabric import run
+    from sbctl.fabric import Fabric, run
 
     listen = getattr(args, "metrics_listen", None)
     peers = tuple(p for p in (getattr(args, "metrics_peers", "") or "").split(",") if p)
 
     parent = os.getppid()
 
-    async def serve() -> None:
-        stop = asyncio.Event()
+    abandoned: list[threading.Timer] = []
+
+    async def serve() -> int:
+        # SIGINT/SIGTERM: while starting (waiting for NATS, the store...) the
+        # start is cancelled and the process exits 0 at once; once up, the
+        # orderly stop below (sbctl/starting.py).
+        stopper = Stopper()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        # Only `up --layout single` (in-process, its own NATS or one given
-        # with --nats) runs the admin step; role processes check and use.
-        async with run(s, roles, embedded_nats=embedded, nats_port=getattr(args, "nats_port", 0),
-                       create_streams=args.cmd == "up",
-                       metrics_host=listen.rpartition(":")[0] if listen else None, metrics_peers=peers) as fab:
-            if fab.edge is not None:
-                ws, http = ("wss", "https") if s.tls_cert else ("ws", "http")
-                note = "; dev sign-in on" if s.dev_signin else ""
-                print(f"Switchboard is up: {ws}://{s.host}:{fab.edge.port}/ws  "
-                      f"(web app: {http}://{s.host}:{fab.edge.port}/{note})", flush=True)
-                print(f"NATS: {log.redact_url(fab.settings.nats_url)}   "
-                      f"token: switchboard token USER --data {s.data_dir}", flush=True)
-                if embedded:
-                    from sbctl import natsctx
+        try:
+            # Only `up --layout single` (in-process, its own NATS or one given
+            # with --nats) runs the admin step; role processes check and use.
+            async with run(s, roles, embedded_nats=embedded, nats_port=getattr(args, "nats_port", 0),
+                           create_streams=args.cmd == "up", metrics_host=listen.rpartition(":")[0] if listen else None,
+                           metrics_peers=peers) as fab:
+                stopper.started()
+                await _serving(fab, stopper.stop, loop)
+            return 0
+        except asyncio.CancelledError as exc:
+            if not stopper.interrupted(exc):
+                raise
+            code = 0  # stopped while starting: a stop asked for, as after the start
+        except Unreachable as exc:
+            print(f"switchboard {args.cmd}: {log.redact(exc.message)}", file=sys.stderr, flush=True)
+            code = EXIT_UNREACHABLE
+        abandoned.append(exit_soon(code))
+        return code
 
-                    url = fab.settings.nats_url
-                    print(natsctx.hint(natsctx.write(s.data_dir, url), url), flush=True)
-            else:
-                print(f"switchboard {'+'.join(roles)} running (NATS {log.redact_url(fab.settings.nats_url)})",
-                      flush=True)
-            if s.metrics_port and not listen:  # (a child of `up`: up prints every child's)
-                print(f"metrics: http://{s.host}:{s.metrics_port}/metrics", flush=True)
-            procs.tune_gc()
-            await stop.wait()
-            orphaned = os.getppid() != parent  # `up` died: PR_SET_PDEATHSIG sent the SIGTERM
-            _shutdown_watchdog(loop, "+".join(roles) if args.cmd != "up" else "up",
-                               ORPHAN_GRACE_SEC if orphaned else STOP_GRACE_SEC)
+    async def _serving(fab: Fabric, stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
+        """Say where the fabric is, serve until ``stop``, arm the stop watchdog."""
+        if fab.edge is not None:
+            ws, http = ("wss", "https") if s.tls_cert else ("ws", "http")
+            note = "; dev sign-in on" if s.dev_signin else ""
+            print(f"Switchboard is up: {ws}://{s.host}:{fab.edge.port}/ws  "
+                  f"(web app: {http}://{s.host}:{fab.edge.port}/{note})", flush=True)
+            print(f"NATS: {log.redact_url(fab.settings.nats_url)}   "
+                  f"token: switchboard token USER --data {s.data_dir}", flush=True)
+            if embedded:
+                from sbctl import natsctx
 
-    asyncio.run(serve())
-    return 0
+                url = fab.settings.nats_url
+                print(natsctx.hint(natsctx.write(s.data_dir, url), url), flush=True)
+        else:
+            print(f"switchboard {'+'.join(roles)} running (NATS {log.redact_url(fab.settings.nats_url)})",
+                  flush=True)
+        if s.metrics_port and not listen:  # (a child of `up`: up prints every child's)
+            print(f"metrics: http://{s.host}:{s.metrics_port}/metrics", flush=True)
+        procs.tune_gc()
+        await stop.wait()
+        orphaned = os.getppid() != parent  # `up` died: PR_SET_PDEATHSIG sent the SIGTERM
+        _shutdown_watchdog(loop, "+".join(roles) if args.cmd != "up" else "up",
+                           ORPHAN_GRACE_SEC if orphaned else STOP_GRACE_SEC)
+
+    code = asyncio.run(serve())
+    for timer in abandoned:  # asyncio.run is over: nothing holds the exit any more
+        timer.cancel()
+    return code
 
 
 # A clean stop takes 1-3 s (the archiver finishes its batch, NATS drains).

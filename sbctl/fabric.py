@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
+from structlog.typing import FilteringBoundLogger
 
 from sbctl.embedded import EmbeddedNats
 from sbctl.metrics import Merged, process_collector, remote_collectors, serve_metrics
@@ -32,10 +34,15 @@ from sbctl.roles import ALL_ROLES, make as make_role
 from switchboard import log, tls
 from switchboard.bus import streams
 from switchboard.config import Settings, data_path
+from switchboard.errors import Unavailable
+from switchboard.log import redact_url
+from switchboard.reach import QUIET_DRIVERS, reach
 from switchboard.roles import Role, RoleContext
 from switchboard.store import Store, open_store
 
-__all__ = ["ALL_ROLES", "Fabric", "connect", "run", "streams_of"]
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+__all__ = ["ALL_ROLES", "Fabric", "connect", "first_connect", "run", "streams_of"]
 
 
 def streams_of(settings: Settings, roles: tuple[str, ...]) -> list[str]:
@@ -80,6 +87,82 @@ async def connect(settings: Settings, name: str) -> NATS:
     return nc
 
 
+class _RoundFailed(Exception):
+    """Every server of the list failed once: this attempt is over."""
+
+
+async def _connect_once(settings: Settings, name: str, error_cb: ErrorCallback | None) -> NATS:
+    """One attempt of :func:`first_connect`: each server of the list tried
+    once (nats-py itself would retry a refused first connect forever, with a
+    traceback per try), then the options of :func:`connect` for the life of
+    the connection: reconnect forever once started."""
+    servers = settings.nats_servers
+    failed: list[BaseException] = []
+    connected = False
+
+    async def on_error(exc: Exception) -> None:
+        if connected:  # after the start: the caller's callback, or nats-py's own report as connect() gets it
+            if error_cb is not None:
+                await error_cb(exc)
+            else:
+                logging.getLogger("nats.aio.client").error("nats: encountered error", exc_info=exc)
+            return
+        failed.append(exc)
+        if len(failed) >= len(servers):
+            raise _RoundFailed from exc  # out of nats-py's connect loop (it catches only its own errors)
+
+    nc = NATS()
+    try:
+        await nc.connect(servers=servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                         pending_size=8 * 1024 * 1024, error_cb=on_error, **tls.nats_py_options(settings))
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        if isinstance(exc, _RoundFailed) and failed:
+            raise failed[-1] from None
+        raise
+    connected = True
+    try:
+        tls.require_tls(nc, settings)  # nats_tls_*: never on in plain text
+    except Exception:
+        await nc.close()
+        raise
+    return nc
+
+
+async def first_connect(settings: Settings, name: str, log: FilteringBoundLogger, *,
+                        timeout_sec: float | None = None, error_cb: ErrorCallback | None = None) -> NATS:
+    """The process's first NATS connection: retried with backoff and logged
+    until ``timeout_sec`` (default ``nats_connect_timeout_sec``), then
+    :class:`~switchboard.reach.Unreachable` (switchboard/reach.py).
+    ``error_cb``: nats-py's error callback once connected (default: nats-py's)."""
+    return await reach(lambda: _connect_once(settings, name, error_cb), what="NATS",
+                       where=redact_url(settings.nats_url), log=log,
+                       timeout_sec=settings.nats_connect_timeout_sec if timeout_sec is None else timeout_sec,
+                       retry_on=(OSError, TimeoutError, nats.errors.Error))
+
+
+async def _open_store(settings: Settings, log: FilteringBoundLogger) -> Store:
+    """The message store, opened; an unreachable one (Cassandra) is waited
+    for until ``store_connect_timeout_sec`` like NATS."""
+
+    async def attempt() -> Store:
+        store = open_store(settings.store_url)
+        try:
+            await store.open()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await store.close()
+            raise
+        return store
+
+    # The driver bounds each attempt itself (its connect timeout, the URL's
+    # timeout option): a cancel cannot stop its thread, so no bound of ours.
+    return await reach(attempt, what="the store", where=redact_url(settings.store_url),
+                       timeout_sec=settings.store_connect_timeout_sec, retry_on=(Unavailable,), log=log,
+                       attempt_sec=None, quiet=QUIET_DRIVERS)
+
+
 @contextlib.asynccontextmanager
 async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool = False,
               nats_port: int = 0, create_streams: bool = True, metrics_host: str | None = None,
@@ -111,7 +194,7 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
     try:
         if embedded is not None:
             stack.push_async_callback(embedded.astop)
-        nc = await connect(settings, name="switchboard-" + "+".join(roles))
+        nc = await first_connect(settings, "switchboard-" + "+".join(roles), logger)
         stack.push_async_callback(_close_nats, nc)
         if create_streams:
             from sbctl.init import init_fabric
@@ -123,8 +206,7 @@ async def run(settings: Settings, roles: tuple[str, ...], *, embedded_nats: bool
 
         async def shared_store() -> Store:
             if fab.store is None:
-                store = open_store(settings.store_url)
-                await store.open()
+                store = await _open_store(settings, logger)
                 stack.push_async_callback(store.close)  # after the roles that use it stopped
                 fab.store = store
             return fab.store

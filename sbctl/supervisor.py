@@ -24,6 +24,9 @@ Rules:
 - a child that exits on its own is restarted after a pause that doubles from
   0.5 s (logged at INFO); one that exits MAX_DEATHS times within
   DEATH_WINDOW_SEC makes ``up`` stop everything and exit 1 with one line;
+  one that exits 69 before it was ready (NATS, its store or its presence
+  backend did not answer within its ``connect_timeout_sec``, its own line
+  says which) is not restarted: ``up`` stops everything and exits 69;
 - every child serves its own ``/metrics`` (its roles and its process: CPU,
   RSS, fds) on a loopback port, printed on the ``metrics:`` line: free ports,
   or ``metrics_port + 1``, ``+ 2``, ... in layout order when ``metrics_port``
@@ -49,8 +52,10 @@ from pathlib import Path
 
 from sbctl.embedded import _die_with_parent, config_args, free_port, nats_server_binary
 from sbctl.roles import ALL_ROLES
+from sbctl.starting import EXIT_UNREACHABLE, Stopper
 from switchboard import backoff, log
 from switchboard.config import Settings, data_path
+from switchboard.reach import Unreachable
 
 DEFAULT_LAYOUT = "sequencer,edge,archiver+presence+pusher"
 SINGLE = "single"
@@ -63,7 +68,8 @@ RESTART_MAX_SEC = 8.0
 MAX_DEATHS = 5
 DEATH_WINDOW_SEC = 60.0
 # Python start-up, NATS connect and stream checks take 1-3 s on a busy 2-core
-# box; 60 s only expires when a child is really stuck.
+# box; 60 s only expires when a child is really stuck. A child may wait for
+# its dependencies on top (ready_timeout).
 READY_TIMEOUT_SEC = 60.0
 # A role flushes and closes within a few seconds on SIGTERM; after this it is
 # SIGKILLed so `up` never hangs on a wedged child.
@@ -114,6 +120,10 @@ class Child:
 class UpFailed(Exception):
     """A child could not be kept running; the message is the one line ``up`` prints."""
 
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code  # up's exit code: 1, or EXIT_UNREACHABLE when a child could not reach a dependency
+
 
 class Supervisor:
     """Starts, watches, restarts and stops the children of ``up``."""
@@ -122,6 +132,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.stopping = False
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.failed_code = 1  # up's exit code once ``failed`` is set
         self._watchers: list[asyncio.Task] = []
         self._readers: list[asyncio.Task] = []  # end at the child's EOF, so a stopping child never blocks on stdout
         self.log = log.get("up")
@@ -132,16 +143,19 @@ class Supervisor:
         await self._spawn(child)
         self._watchers.append(asyncio.create_task(self._watch(child), name=f"watch-{child.name}"))
 
-    async def wait_ready(self, children: list[Child], timeout: float = READY_TIMEOUT_SEC) -> None:
-        """All ``children`` ready, or :class:`UpFailed` (one kept dying, or too slow)."""
+    async def wait_ready(self, children: list[Child], timeout: float | None = READY_TIMEOUT_SEC) -> None:
+        """All ``children`` ready, or :class:`UpFailed` (one kept dying, or
+        too slow; ``timeout`` None: no limit)."""
         waits = asyncio.gather(*(c.ready.wait() for c in children))
-        done, _ = await asyncio.wait([waits, self.failed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if waits not in done:
-            waits.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waits
+        try:
+            done, _ = await asyncio.wait([waits, self.failed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when up is stopped while it waits: no gather left behind unretrieved
+            if not waits.done():
+                waits.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waits
         if self.failed in done:
-            raise UpFailed(self.failed.result())
+            raise UpFailed(self.failed.result(), self.failed_code)
         if waits not in done:
             slow = [c.name for c in children if not c.ready.is_set()]
             raise UpFailed(f"not ready within {timeout:.0f} s: {', '.join(slow)}")
@@ -189,6 +203,13 @@ class Supervisor:
             if self.stopping:
                 return
             child.last_code = code
+            if code == EXIT_UNREACHABLE and not child.ready.is_set():
+                # It already waited its connect_timeout_sec for NATS or its
+                # store (its line is above): a restart would only wait again.
+                if not self.failed.done():
+                    self.failed_code = EXIT_UNREACHABLE
+                    self.failed.set_result(f"{child.name} could not reach a dependency (exit code {code})")
+                return
             now = time.monotonic()
             child.deaths.append(now)
             while child.deaths and now - child.deaths[0] > DEATH_WINDOW_SEC:
@@ -281,11 +302,12 @@ def _nats_child(settings: Settings, port: int) -> Child:
 async def _init(settings: Settings) -> None:
     """The admin step (streams, consumers, KV) with up's own connection: the
     embedded server has no accounts; with ``--nats`` the URL's user must be
-    allowed the JetStream management API (admin in nats/accounts.conf)."""
-    from sbctl.fabric import connect
+    allowed the JetStream management API (admin in nats/accounts.conf).
+    An unreachable NATS is waited for as a role waits (switchboard/reach.py)."""
+    from sbctl.fabric import first_connect
     from sbctl.init import init_fabric
 
-    nc = await connect(settings, name="switchboard-up")
+    nc = await first_connect(settings, "switchboard-up", log.get("up"))
     try:
         await init_fabric(nc, settings)
     finally:
@@ -309,12 +331,14 @@ def _local(host: str) -> str:
 
 async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tuple[str, ...]], *, embedded: bool,
                    nats_port: int) -> int:
-    """Run ``up`` as a supervisor until SIGINT/SIGTERM (0) or a child keeps dying (1)."""
+    """Run ``up`` as a supervisor until SIGINT/SIGTERM (0, also while starting), a child keeps
+    dying (1), or NATS (with ``--nats``) or a child's dependency cannot be reached (69)."""
     logger = log.get("up")
-    stop = asyncio.Event()
+    # SIGINT/SIGTERM while starting (waiting for NATS, for the children to
+    # be ready) cancel the start; then the orderly stop (sbctl/starting.py).
+    stopper = Stopper()
+    stop = stopper.stop
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     sup = Supervisor()
     # SIGHUP: the edge children re-read their TLS certificate; without TLS
     # there is nothing to reload (and by default SIGHUP would end up, and
@@ -345,7 +369,8 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
                                           metrics_peers=peers if "edge" in group else []))
             roles.append(child)
             await sup.start(child)
-        await sup.wait_ready(roles)
+        await sup.wait_ready(roles, ready_timeout(settings))
+        stopper.started()
         edge_url = f"http://{_local(settings.host)}:{settings.port}/metrics"
         if settings.metrics_port:
             _serve_proxy_metrics(settings, edge_url)
@@ -371,13 +396,31 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
             raise UpFailed(sup.failed.result())
     except UpFailed as exc:
         print(f"switchboard up: {exc}", file=sys.stderr, flush=True)
-        code = 1
+        code = exc.code
+    except Unreachable as exc:  # up's own connection, for the admin step (--nats)
+        print(f"switchboard up: {log.redact(exc.message)}", file=sys.stderr, flush=True)
+        code = EXIT_UNREACHABLE
+    except asyncio.CancelledError as exc:
+        if not stopper.interrupted(exc):
+            raise
+        code = 0  # stopped while starting
     finally:
         edge = [c for c in roles if "edge" in c.name.split("+")]
         rest = [c for c in roles if c not in edge]
         await sup.stop([edge, rest, [nats] if nats else []])
         logger.info("fabric stopped")
     return code
+
+
+def ready_timeout(settings: Settings) -> float | None:
+    """How long ``up`` waits for its children: start-up time plus what a
+    child may wait for NATS and then its store or presence backend before it
+    gives up by itself (exit 69); None when one of those waits forever."""
+    waits = (settings.nats_connect_timeout_sec, settings.store_connect_timeout_sec,
+             settings.presence_connect_timeout_sec)
+    if not all(waits):
+        return None
+    return READY_TIMEOUT_SEC + waits[0] + max(waits[1:])
 
 
 def metrics_plan(layout: list[tuple[str, ...]], base: int) -> list[tuple[tuple[str, ...], str]]:

@@ -10,7 +10,8 @@ whose embedded nats-server logged the port it listens on to
 ``DIR/nats/nats-server.log`` (the same place for ``--layout single``).
 
 Exit codes: 0 records found, 1 none (or no such message; one line says why a
-message may have no trace), 2 bad arguments or NATS not reachable.
+message may have no trace), 2 bad arguments, 69 NATS not reachable within
+CONNECT_SEC (one line), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from switchboard.config import Settings
 from switchboard.errors import SwitchboardError
 from switchboard.trace import TraceRecord
 
-# Seconds to reach NATS (a person is waiting; a dead server should say so fast).
+# Seconds to reach NATS, retrying (a person is waiting; a dead server should
+# say so fast, a restarting one gets a few tries).
 CONNECT_SEC = 5.0
 # Seconds one read of the trace stream may take.
 READ_SEC = 5.0
@@ -99,21 +101,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(s: Settings, q, *, as_json: bool) -> int:
-    import nats
-    import nats.errors
-
+    from sbctl.fabric import first_connect
     from switchboard import trace_read
     from switchboard.errors import BadFrame, InvalidId, NotFound
+    from switchboard.reach import EXIT_UNREACHABLE, Unreachable
 
+    log.configure(s.log_level, s.log_json)  # the wait's lines go to stderr, never into --json output
     try:
-        nc = await asyncio.wait_for(nats.connect(servers=s.nats_servers, name="switchboard-trace",
-                                                 allow_reconnect=False, max_reconnect_attempts=0,
-                                                 connect_timeout=CONNECT_SEC, **tls.nats_py_options(s)),
-                                    CONNECT_SEC)
-    except (TimeoutError, OSError, nats.errors.Error) as exc:
-        print(f"switchboard trace: cannot connect to NATS at {log.redact_url(s.nats_url)}: "
-              f"{log.redact(str(exc) or type(exc).__name__)}", file=sys.stderr)
-        return 2
+        nc = await first_connect(s, "switchboard-trace", log.get("trace"), timeout_sec=CONNECT_SEC)
+    except Unreachable as exc:
+        print(f"switchboard trace: {log.redact(exc.message)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     try:
         tls.require_tls(nc, s)
         try:

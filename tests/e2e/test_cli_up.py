@@ -191,10 +191,12 @@ async def test_up_restarts_a_dead_child_and_children_die_with_it(tmp_path):
 async def test_up_gives_up_on_a_child_that_keeps_dying(tmp_path):
     data = str(tmp_path / "data")
     port = free_port()
-    # Nothing listens on the presence backend's port: the archiver+presence+pusher
-    # child exits at start, every time.
-    p = Proc(["up", "--port", str(port), "--data", data, "--presence", f"redis://127.0.0.1:{free_port()}/0"],
-             env=clean_env(), log=tmp_path / "up.log")
+    # The pusher's device store is a file that cannot be created: the
+    # archiver+presence+pusher child fails at start (exit 1), every time. (A
+    # dependency that is not there is waited for and then exit 69, which up
+    # does not restart: tests/e2e/test_unreachable_deps.py.)
+    env = {**clean_env(), "SWITCHBOARD_PUSHER__DEVICE_STORE": "sqlite:////proc/1/no-such-dir/devices.db"}
+    p = Proc(["up", "--port", str(port), "--data", data], env=env, log=tmp_path / "up.log")
     with procs() as made:
         made.append(p)
         # 5 starts of a Python process plus 0.5+1+2+4 s of pauses
