@@ -149,7 +149,7 @@ class Archiver:
 
     async def _fetch_loop(self) -> None:
         assert self._writer is not None
-        backoff = store_backoff()
+        backoff = store_backoff(self.settings)
         pending: asyncio.Task | None = None
         while not self._stopping.is_set():
             try:

@@ -45,18 +45,17 @@ from switchboard.trace import TRACE_HEADER_BYTES, Tracer
 _decode_msg = msgspec.json.Decoder(frames.Msg).decode
 
 
-# Store outage: the first retry soon (most store hiccups are a failover or a
-# timeout), doubling to a 5 s cap: a recovered store is used again within
-# seconds, and the in-progress ack sent at each retry stays well inside
-# the ack wait ([archiver] ack_wait_sec, 30 s). Jitter 0.8-1.0: archivers of
-# one deployment drift apart.
-STORE_BACKOFF_INITIAL = 0.1
-STORE_BACKOFF_CAP = 5.0
+# Jitter of the store retry delays: each is 0.8-1.0 of the doubled one, so
+# the archivers of one deployment drift apart. Not a setting: it tunes
+# nothing an operator could observe, only keeps retries from lining up.
 STORE_BACKOFF_JITTER = (0.8, 1.0)
 
 
-def store_backoff() -> Backoff:
-    return Backoff(STORE_BACKOFF_INITIAL, STORE_BACKOFF_CAP, jitter=STORE_BACKOFF_JITTER)
+def store_backoff(settings: Settings) -> Backoff:
+    """A store outage's retry delays: [archiver] store_backoff_sec, doubling
+    to store_backoff_cap_sec."""
+    return Backoff(settings.archive_store_backoff_sec, settings.archive_store_backoff_cap_sec,
+                   jitter=STORE_BACKOFF_JITTER)
 
 
 class Undecodable(ValueError):
@@ -103,7 +102,7 @@ class BatchWriter:
         self._store = store
         self._stream = stream
         self._metrics = metrics
-        self._backoff = backoff or store_backoff()
+        self._backoff = backoff or store_backoff(settings)
         self._poison_retry_delay = poison_retry_delay  # between tries of one suspect message
         self._max_tries = settings.archive_max_deliver
         self._tracer = tracer  # archiver.stored of traced messages (switchboard/trace.py)

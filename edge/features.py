@@ -31,11 +31,6 @@ if TYPE_CHECKING:
     from edge.server import Edge
     from edge.session import Session
 
-# Typing indicators per connection: a client sends one every few seconds while
-# the user types; 1/s sustained with a burst of 3 covers switching between
-# conversations and drops floods.
-TYPING_RATE = 1.0
-TYPING_BURST = 3
 MEMBERS_CACHE = 50_000  # conversations whose members this edge remembers
 
 
@@ -48,6 +43,8 @@ class Features:
         self._receipts: dict[Session, dict[str, list]] = {}
         self._flusher: asyncio.Task | None = None
         self._flush_sec = edge.settings.edge_receipt_flush_sec  # receipts gathered this long, then sent
+        # typing indicators per connection ([edge] typing_per_sec, typing_burst)
+        self._typing_rate, self._typing_burst = edge.settings.typing_per_sec, edge.settings.typing_burst
         self.presence = PresenceReporter(nc=edge.nc, subjects=edge.subjects, edge_id=edge.edge_id,
                                          interval_sec=presence_interval, ttl_factor=presence_ttl_factor)
         # Users each watcher connected here watches (as the tracker recorded
@@ -136,7 +133,8 @@ class Features:
     async def typing(self, sess: Session, f: frames.Typing) -> None:
         bucket = self._typing.get(id(sess))
         if bucket is None:
-            bucket = self._typing[id(sess)] = TokenBucket(rate=TYPING_RATE, burst=TYPING_BURST)
+            bucket = self._typing[id(sess)] = TokenBucket(rate=self._typing_rate,
+                                                                   burst=self._typing_burst)
         if not bucket.take():
             return  # typing is a hint: excess ones are dropped silently
         members = await self.members(f.conv, sess.user)

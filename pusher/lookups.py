@@ -13,18 +13,17 @@ from switchboard import api, events, rpc
 from switchboard.errors import SwitchboardError
 from switchboard.subjects import Subjects
 
-TIMEOUT = 1.0  # a lookup slower than this is skipped: the notification matters more
-
 
 class SequencerLookups:
-    def __init__(self, *, nc: NATS, subjects: Subjects) -> None:
+    def __init__(self, *, nc: NATS, subjects: Subjects, timeout: float) -> None:
         self._nc = nc
         self._subjects = subjects
+        self._timeout = timeout  # [pusher] lookup_timeout_sec: a slower lookup is skipped
 
     async def read_upto(self, user: str, conv: str) -> int:
         try:
             reply = await rpc.call(self._nc, api.RECEIPTS_GET, events.ReceiptsQuery(conv=conv),
-                                   subjects=self._subjects, timeout=TIMEOUT)
+                                   subjects=self._subjects, timeout=self._timeout)
         except SwitchboardError:
             return 0
         return next((r.read for r in reply.receipts if r.user == user), 0)
@@ -32,7 +31,7 @@ class SequencerLookups:
     async def unread_count(self, user: str) -> int | None:
         try:
             reply = await rpc.call(self._nc, api.UNREAD, events.UnreadQuery(user=user), subjects=self._subjects,
-                                   timeout=TIMEOUT)
+                                   timeout=self._timeout)
         except SwitchboardError:
             return None
         return reply.total

@@ -22,7 +22,7 @@ class PusherRole:
 
     async def start(self, ctx: RoleContext) -> None:
         s = ctx.settings
-        lookups = SequencerLookups(nc=ctx.nc, subjects=s.subjects)
+        lookups = SequencerLookups(nc=ctx.nc, subjects=s.subjects, timeout=s.push_lookup_timeout_sec)
         self.service = PusherService(settings=s, read_upto=lookups.read_upto, unread_count=lookups.unread_count)
         # The device store (Cassandra when several pushers run) is waited for
         # like the message store; start() opens it again, which does nothing.

@@ -35,12 +35,6 @@ from switchboard.devices import BadToken, DeviceStore, RegisterReply, RegisterRe
 from switchboard.trace import Tracer, default_instance
 
 VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
-# Seconds one fetch of the PUSH consumer waits for work: short, so a stop
-# (which waits for the fetch to end) is quick.
-FETCH_TIMEOUT = 1.0
-# Seconds between consumer-info reads for the queue depth gauges: a scrape
-# every 15 s sees a value at most this old, for one small request.
-QUEUE_POLL_SEC = 2.0
 
 
 def push_consumer_config(settings: Settings) -> ConsumerConfig:
@@ -83,6 +77,9 @@ class PusherService:
         self._queue_task: asyncio.Task | None = None
         self._stopping = False
         self._dlq_stored: bool | None = None
+        # [pusher] timings, read once: an idle fetch's wait, the queue gauges' period.
+        self._fetch_timeout = settings.push_fetch_timeout_sec
+        self._queue_poll = settings.push_queue_poll_sec
 
     async def start(self) -> None:
         await self.devices.open()
@@ -123,7 +120,7 @@ class PusherService:
             # checks _stopping, and the wait is bounded (fetch timeout + 1 s),
             # so a stop never hangs, even with nats-server gone.
             with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, nats.errors.TimeoutError):
-                await asyncio.wait_for(self._task, FETCH_TIMEOUT + 1.0)
+                await asyncio.wait_for(self._task, self._fetch_timeout + 1.0)
         await self.rpc.stop()
         if self._nc:
             # flush (acks and dead letters are already confirmed), then close; a drain
@@ -148,7 +145,7 @@ class PusherService:
         batch = self.settings.push_concurrency
         while not self._stopping:
             try:
-                msgs = await psub.fetch(batch, timeout=FETCH_TIMEOUT)
+                msgs = await psub.fetch(batch, timeout=self._fetch_timeout)
             except TimeoutError:
                 # An empty fetch. nats.errors.TimeoutError is one, but nats-py
                 # 2.16's fetch of several messages also raises asyncio's own
@@ -175,7 +172,7 @@ class PusherService:
                 raise
             except Exception as exc:  # noqa: BLE001 - NATS away: keep the last values, try again
                 self._log.debug("pusher.queue_info_failed", error=type(exc).__name__)
-            await asyncio.sleep(QUEUE_POLL_SEC)
+            await asyncio.sleep(self._queue_poll)
 
     async def _dead_letter(self, data: bytes, headers: dict[str, str]) -> None:
         subject = self.settings.subjects.dead_letter("push")

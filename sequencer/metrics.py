@@ -94,7 +94,7 @@ class _Collector:
         yield counter(pre + "conv_list_requests", "conv.list requests answered or failed", lister.requests)
         yield counter(pre + "conv_list_failures", "conv.list requests that failed", lister.failures)
         yield histogram(pre + "conv_list_seconds", "Time to build one conv.list answer", lister.seconds)
-        yield counter(pre + "api_busy", "API requests refused as busy (over MAX_API_INFLIGHT at once)",
+        yield counter(pre + "api_busy", "API requests refused as busy (over [sequencer] api_max_inflight at once)",
                       s.api_counts["busy"])
         yield counter(pre + "api_internal_errors", "API requests that failed on an unexpected error (a bug)",
                       s.api_counts["internal_errors"])

@@ -28,16 +28,16 @@ from switchboard.subjects import Subjects
 # Characters of the body that go into a push entry: a notification shows a
 # preview, never the whole message (providers cap payloads at ~4 KiB).
 PREVIEW_CHARS = 200
-QUERY_TIMEOUT = 1.0  # a presence answer later than this is not worth delaying `sent`
 QUIET_AFTER_FAILURE = 1.0  # seconds without presence queries after one failed
 
 _presence_decoder = msgspec.json.Decoder(Presence)
 
 
 class PresenceView:
-    def __init__(self, *, nc: NATS, subjects: Subjects, capacity: int = 200_000) -> None:
+    def __init__(self, *, nc: NATS, subjects: Subjects, timeout: float, capacity: int = 200_000) -> None:
         self._nc = nc
         self._subjects = subjects
+        self._timeout = timeout  # [sequencer] presence_timeout_sec: a later answer is not worth delaying `sent`
         self._online: OrderedDict[str, bool] = OrderedDict()
         self._capacity = capacity
         self._sub = None
@@ -94,7 +94,7 @@ class PresenceView:
         if unknown and time.monotonic() >= self._quiet_until:
             try:
                 r = await rpc.call(self._nc, api.PRESENCE_QUERY, QueryRequest(users=unknown), subjects=self._subjects,
-                                   timeout=QUERY_TIMEOUT)
+                                   timeout=self._timeout)
             except SwitchboardError as exc:
                 self._log.debug("presence query failed", code=exc.code)
                 self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE

@@ -37,16 +37,8 @@ from switchboard.subjects import partition_of
 from switchboard.trace import TRACE_HEADERS, Tracer
 
 _msg_decoder = msgspec.json.Decoder(frames.Msg)
-# A system send that finds no owner (a partition handover) is retried this
-# often until send_timeout.
-HANDOVER_RETRY_SEC = 0.1
 # Conversations per batch direct get of last messages (one request each).
 LAST_SEQS_CHUNK = 256
-# API requests (conversation queries, receipts, system sends) handled at
-# once; beyond it a request is answered `unavailable` (retry) at once, so a
-# flood of expensive queries cannot starve the lease renewals and the send
-# pipeline sharing this event loop.
-MAX_API_INFLIGHT = 256
 # Conversations looked at per unread / resync query: bounds the work one
 # query can cause; a user in more conversations gets the most recent ones.
 MAX_CONVS_PER_QUERY = 500
@@ -62,7 +54,7 @@ class Sequencer:
         self.instance = f"seq-{uuid.uuid4().hex[:10]}"
         self.convs = Conversations(store=store, max_members=settings.max_group_members,
                                    create_per_min=settings.max_groups_per_min)
-        self.presence = PresenceView(nc=nc, subjects=self.subjects)
+        self.presence = PresenceView(nc=nc, subjects=self.subjects, timeout=settings.sequencer_presence_timeout_sec)
         self._conn: BusConnection | None = None
         self._replies: Replies | None = None
         self.tracer: Tracer | None = None  # hops of traced messages (switchboard/trace.py), from start()
@@ -77,7 +69,8 @@ class Sequencer:
         self.rpc = rpc.RpcService(nc, name="sb-sequencer", version=switchboard.__version__,
                                   description="Orders, persists and fans out messages", subjects=self.subjects,
                                   metadata={"instance": self.instance}, queue_group="sb-sequencer",
-                                  max_inflight=MAX_API_INFLIGHT)
+                                  max_inflight=settings.api_max_inflight)
+        self._handover_retry = settings.handover_retry_sec  # a system send finding no owner retries this often
         self.metrics = SequencerMetrics(self)
         self._log = log.get("sequencer", instance=self.instance)
 
@@ -155,7 +148,7 @@ class Sequencer:
 
     @property
     def api_counts(self) -> dict[str, int]:
-        """API requests refused as busy (over MAX_API_INFLIGHT) and failed on
+        """API requests refused as busy (over [sequencer] api_max_inflight) and failed on
         an unexpected error, for /metrics (read from self.rpc's counts)."""
         return {"busy": self.rpc.busy,
                 "internal_errors": sum(c.by_code.get("internal", 0) for c in self.rpc.counts.values())}
@@ -189,9 +182,9 @@ class Sequencer:
                 return api.SYSTEM_SEND.reply_of(reply.data)  # the owner's error is answered as ours
             except BusUnavailable:
                 # No owner right now (a handover): try again shortly.
-                if loop.time() + HANDOVER_RETRY_SEC >= deadline:
+                if loop.time() + self._handover_retry >= deadline:
                     raise Unavailable("no sequencer owns this conversation right now; retry") from None
-                await asyncio.sleep(HANDOVER_RETRY_SEC)
+                await asyncio.sleep(self._handover_retry)
 
     async def _conv_create(self, r: events.ConvCreateRequest) -> events.ConvReply:
         conv = await self.convs.create(creator=r.creator, members=r.members, title=r.title, conv_id=r.conv)

@@ -267,6 +267,12 @@ class EdgeSettings(_Section):
     # The bucket's size: 200 frames let a client that was offline send what
     # it queued at once.
     rate_burst: int = 200
+    # Typing indicators a connection may send per second (beyond: dropped
+    # silently): a client sends one every few seconds while the user types,
+    # so 1/s sustained covers it and drops floods to the members.
+    typing_per_sec: float = 1.0
+    # Typing indicators at once: 3 covers switching between conversations.
+    typing_burst: int = 3
     # Replay on hello is read from INBOX in batches of this many entries: big
     # enough to amortise round trips, small enough not to flood the socket queue.
     replay_batch: int = 256
@@ -328,9 +334,9 @@ class EdgeSettings(_Section):
     def _check(self) -> None:
         _at_least(self, 1, "max_frame_bytes", "max_body_bytes", "send_queue_frames", "send_queue_bytes",
                   "max_sockets_per_user", "edge_send_queue_bytes", "rate_burst", "replay_batch", "http_body_bytes",
-                  "conv_list_per_min", "recheck_batch")
-        _positive(self, "rate_per_sec", "send_timeout", "hello_timeout", "open_timeout", "admit_per_sec",
-                  "edge_receipt_flush_sec", "epoch_check_sec")
+                  "conv_list_per_min", "recheck_batch", "typing_burst")
+        _positive(self, "rate_per_sec", "typing_per_sec", "send_timeout", "hello_timeout", "open_timeout",
+                  "admit_per_sec", "edge_receipt_flush_sec", "epoch_check_sec")
         _at_least(self, 0, "inbox_bounds_ttl", "recheck_pause_sec")
         if not 0 < self.port < 65536:
             raise ConfigError("port must be in 1..65535")
@@ -384,11 +390,26 @@ class SequencerSettings(_Section):
     # enough that a "read" tick looks instant to a person, long enough to
     # merge the receipts of a busy conversation into one frame and one write.
     sequencer_receipt_flush_sec: float = _key("receipt_flush_sec", 0.05)
+    # API requests (conversation queries, receipts, system sends) one
+    # sequencer handles at once; beyond it a request is answered
+    # `unavailable` (retry) at once, so a flood of expensive queries cannot
+    # starve the lease renewals and the send pipeline sharing its event loop.
+    # 256 keeps a few hundred concurrent app starts in flight.
+    api_max_inflight: int = 256
+    # Seconds between tries of a system send that finds no owner of its
+    # partition (a handover), until send_timeout: a lease moves within a few
+    # round trips, so 0.1 s retries soon without spinning.
+    handover_retry_sec: float = 0.1
+    # Seconds a send waits for the presence tracker's answer (who is offline,
+    # for push) before it is sent without: a later answer is not worth
+    # delaying `sent`; the tracker answers in about a millisecond.
+    sequencer_presence_timeout_sec: float = _key("presence_timeout_sec", 1.0)
 
     def _check(self) -> None:
-        _at_least(self, 1, "fanout_max_members", "max_group_members", "partitions", "conv_list_max")
+        _at_least(self, 1, "fanout_max_members", "max_group_members", "partitions", "conv_list_max",
+                  "api_max_inflight")
         _at_least(self, 0, "max_groups_per_min", "max_fanout_per_min")
-        _positive(self, "sequencer_receipt_flush_sec")
+        _positive(self, "sequencer_receipt_flush_sec", "handover_retry_sec", "sequencer_presence_timeout_sec")
         if self.lease_ttl < 1.0:
             raise ConfigError("lease_ttl must be >= 1 s (renewals every third of it must fit a round trip)")
 
@@ -420,11 +441,22 @@ class ArchiverSettings(_Section):
     # its batch with in-progress acks, so this only decides how soon a
     # crashed archiver's batch reaches another instance.
     archive_ack_wait_sec: float = _key("ack_wait_sec", 30.0)
+    # A store outage: seconds before the first retry of a failed batch write
+    # (most store hiccups are a failover or a timeout, over soon), doubling
+    # up to store_backoff_cap_sec.
+    archive_store_backoff_sec: float = _key("store_backoff_sec", 0.1)
+    # The longest wait between two write retries: a recovered store is used
+    # again within 5 s, and the in-progress ack sent at each retry stays well
+    # inside ack_wait_sec.
+    archive_store_backoff_cap_sec: float = _key("store_backoff_cap_sec", 5.0)
 
     def _check(self) -> None:
         _at_least(self, 1, "archive_batch", "archive_max_deliver")
         _at_least(self, 0, "archive_linger_sec")
-        _positive(self, "archive_fetch_wait_sec", "archive_lag_interval_sec", "archive_ack_wait_sec")
+        _positive(self, "archive_fetch_wait_sec", "archive_lag_interval_sec", "archive_ack_wait_sec",
+                  "archive_store_backoff_sec")
+        if self.archive_store_backoff_cap_sec < self.archive_store_backoff_sec:
+            raise ConfigError("archive_store_backoff_cap_sec must be >= archive_store_backoff_sec")
 
 
 # -- [presence] -----------------------------------------------------------------
@@ -547,6 +579,17 @@ class PusherSettings(_Section):
     # The JetStream consumer's name (nats/accounts.conf allows the pusher
     # user this one).
     push_durable: str = _key("durable", "sb-pusher")
+    # Seconds one fetch of the PUSH queue waits for work when it is idle:
+    # short, so a stop (which waits for the fetch to end) is quick.
+    push_fetch_timeout_sec: float = _key("fetch_timeout_sec", 1.0)
+    # Seconds between reads of the queue depth (switchboard_pusher_queue_*
+    # gauges): a scrape every 15 s sees a value at most this old, for one
+    # small request.
+    push_queue_poll_sec: float = _key("queue_poll_sec", 2.0)
+    # Seconds the pusher waits for the sequencer's read watermark or unread
+    # count of a notification: a slower answer is skipped (sent anyway, no
+    # badge), since the notification matters more.
+    push_lookup_timeout_sec: float = _key("lookup_timeout_sec", 1.0)
     push_apns: ApnsSettings | None = _key("apns", None)
     push_fcm: FcmSettings | None = _key("fcm", None)
     push_webpush: WebPushSettings | None = _key("webpush", None)
@@ -560,7 +603,7 @@ class PusherSettings(_Section):
         _at_least(self, 1, "push_max_deliver", "push_concurrency")
         if self.push_backoff_base < 0 or self.push_backoff_max < self.push_backoff_base:
             raise ConfigError("push_backoff_base and push_backoff_max: need 0 <= backoff_base <= backoff_max")
-        _positive(self, "push_ack_wait")
+        _positive(self, "push_ack_wait", "push_fetch_timeout_sec", "push_queue_poll_sec", "push_lookup_timeout_sec")
         if self.push_device_store:
             _scheme("push_device_store", self.push_device_store, DEVICE_STORE_SCHEMES)
         names = self.push_providers
