@@ -444,8 +444,13 @@ def _serve_proxy_metrics(settings: Settings, edge_url: str) -> None:
 
 
 def port_free(host: str, port: int) -> bool:
-    """Whether ``port`` can be bound (checked before children try, for a clear error)."""
+    """Whether ``port`` can be bound (checked before children try, for a clear error).
+
+    With SO_REUSEADDR, as the edge's own listener (asyncio's default on POSIX):
+    connections of a killed edge linger in TIME_WAIT on its port, which makes a
+    plain bind fail although the restarted edge can listen."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

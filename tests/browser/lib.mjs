@@ -151,6 +151,6 @@ export function children(pid) {
 
 /** The pid of the edge child of `switchboard up` (`python -m sbctl edge ...`), or null. */
 export function edgePid(upPid = UP_PID) {
-  const edge = children(upPid).find((c) => c.argv[1] === "-m" && c.argv[2] === "switchboard" && c.argv[3] === "edge");
+  const edge = children(upPid).find((c) => c.argv[1] === "-m" && c.argv[2] === "sbctl" && c.argv[3] === "edge");
   return edge ? edge.pid : null;
 }
