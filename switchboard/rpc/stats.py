@@ -20,6 +20,10 @@ from nats.aio.client import Client as NATS
 from nats.micro.service import Service, ServiceConfig, ServiceStats
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
+# Imported for its check: MicroService relies on micro's STATS dispatch
+# calling stats() (switchboard/compat/natspy.py BORROWED).
+from switchboard.compat import natspy  # noqa: F401
+
 if TYPE_CHECKING:
     from switchboard.rpc.server import RpcService
 
@@ -57,10 +61,10 @@ class EndpointCounts:
 
 class MicroService(Service):
     """nats-py's micro service whose ``$SRV.STATS`` answer carries the
-    layer's counters (``counts``: endpoint name -> counts). Only the public
-    surface is used: the constructor :func:`nats.micro.add_service` calls and
-    the ``stats()`` method the STATS handler answers with (tests/unit/
-    test_rpc.py reads ``$SRV.STATS`` to hold nats-py to that)."""
+    layer's counters (``counts``: endpoint name -> counts). It overrides
+    the public ``stats()`` method; that the private STATS handler answers
+    with it is checked at import (switchboard/compat/natspy.py) and
+    tests/unit/test_rpc.py reads ``$SRV.STATS`` to hold nats-py to it."""
 
     def __init__(self, client: NATS, config: ServiceConfig, counts: dict[str, EndpointCounts]) -> None:
         super().__init__(client, config)

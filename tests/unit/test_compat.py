@@ -1,8 +1,8 @@
 """Guards on borrowed library internals (switchboard/compat/).
 
 What it protects: a library upgrade that renames or drops something
-Switchboard borrows (nats-py's ``Client._server_info``, the websockets
-sans-I/O surface the edge drives) must stop the process at import with ONE
+Switchboard borrows (nats-py's ``Client._server_info`` and micro's STATS
+dispatch, the websockets sans-I/O surface the edge drives) must stop the process at import with ONE
 clear IncompatibleLibrary naming the library, its version and what is
 missing, never let it run on with a feature quietly off (before the guards, a
 rename of such an attribute silently disabled the code that read it). Also: the installed
@@ -98,6 +98,35 @@ def _drop_server_info(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(Client, "__init__", renamed)
 
 
+def _stats_handler_renamed(mp: pytest.MonkeyPatch) -> None:
+    """nats-py's micro Service renames its private STATS handler."""
+    from nats.micro.service import Service
+
+    mp.delattr(Service, "_handle_stats_request")
+
+
+def _stats_handler_ignores_stats(mp: pytest.MonkeyPatch) -> None:
+    """The handler is still there but builds its answer itself, not with
+    self.stats(): rpc.stats.MicroService's counters would vanish from
+    `nats micro stats` without a word (errors 0 again)."""
+    from nats.micro.service import Service
+
+    async def own_answer(self, msg) -> None:
+        await msg.respond(data=b'{"endpoints": []}')
+
+    mp.setattr(Service, "_handle_stats_request", own_answer)
+
+
+def _endpoint_stats_without(field: str) -> Callable[[pytest.MonkeyPatch], None]:
+    def drop(mp: pytest.MonkeyPatch) -> None:
+        import nats.micro.service as micro
+
+        keep = [(f.name, f.type, f) for f in dataclasses.fields(micro.EndpointStats) if f.name != field]
+        mp.setattr(micro, "EndpointStats", dataclasses.make_dataclass("EndpointStats", keep))
+
+    return drop
+
+
 def _without(name: str) -> Callable[[pytest.MonkeyPatch], None]:
     """A websockets Protocol method/property gone (deleted where it is defined)."""
 
@@ -126,6 +155,9 @@ def _request_without(field: str) -> Callable[[pytest.MonkeyPatch], None]:
 
 BREAKERS: list[tuple[types.ModuleType, str, Callable[[pytest.MonkeyPatch], None]]] = [
     (natspy, "nats.aio.client.Client._server_info", _drop_server_info),
+    (natspy, "nats.micro.service.Service._handle_stats_request -> self.stats()", _stats_handler_renamed),
+    (natspy, "nats.micro.service.Service._handle_stats_request -> self.stats()", _stats_handler_ignores_stats),
+    *((natspy, "nats.micro.service.EndpointStats fields", _endpoint_stats_without(f)) for f in natspy.STATS_FIELDS),
     (ws_compat, "websockets.protocol.State.CONNECTING", _state_without("CONNECTING")),
     (ws_compat, "websockets.protocol.State.OPEN", _state_without("OPEN")),
     (ws_compat, "websockets.protocol.SEND_EOF == b''", lambda mp: mp.setattr(ws_compat, "SEND_EOF", b"\0")),
