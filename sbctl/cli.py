@@ -114,7 +114,7 @@ def _flag(p: argparse.ArgumentParser, name: str, *, up: bool = False) -> None:
     elif name == "edge_id":
         p.add_argument("--edge-id", dest="edge_id", metavar="ID",
                        help="this edge's id, in its heartbeat subject and micro service (default: random)")
-    else:  # pragma: no cover - a typo in the tables below
+    else:  # a typo in the tables below
         raise ValueError(name)
 
 

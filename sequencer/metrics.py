@@ -82,7 +82,7 @@ class _Collector:
         if leases is not None:
             owned, members = len(leases.owned), len(leases.members)
         else:  # static partitions (tests) or not started
-            owned, members = (len(pipe._subs) if pipe is not None else 0), 0
+            owned, members = (len(pipe.partitions) if pipe is not None else 0), 0
         yield gauge(pre + "partitions_owned", "Partitions this process owns and writes", owned)
         yield gauge(pre + "partitions", "Partitions of the deployment (settings.partitions)", s.settings.partitions)
         yield gauge(pre + "members", "Live sequencers this process sees in the lease bucket", members)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, KeysView
 from functools import partial
 from time import perf_counter
 
@@ -173,6 +173,12 @@ class Pipeline:
 
     def inflight_of(self, p: int) -> int:
         return self.inflight.get(p, 0)
+
+    @property
+    def partitions(self) -> KeysView[int]:
+        """The partitions this pipeline takes sends of now (acquired, not
+        released): a read-only live view, for stats and metrics."""
+        return self._subs.keys()
 
     async def stop(self) -> None:
         for p in list(self._subs):

@@ -158,7 +158,7 @@ class Sequencer:
         assert self.pipeline is not None
         return msgspec.convert({  # the pipeline's counters beside the partitions (others ignored)
             "instance": self.instance,
-            "owned": self.leases.owned if self.leases else sorted(self.pipeline._subs),
+            "owned": self.leases.owned if self.leases else sorted(self.pipeline.partitions),
             "members": self.leases.members if self.leases else [],
             **self.pipeline.stats,
         }, api.SequencerStats)

@@ -1,10 +1,14 @@
 """Switchboard: a real-time chat delivery fabric on NATS/JetStream.
 
-This package holds the shared contracts (ids, subjects, frames, config,
-errors, backend Protocols, the role contract), the NATS helpers and the
-client SDK. The services live in the top-level ``edge``, ``sequencer``,
-``archiver``, ``pusher`` and ``presence`` packages, which import only this
-one; the CLI (``sbctl``) is the only package importing services.
+This package holds the shared code of the services: contracts (ids,
+subjects, frames, API endpoints, config, errors, backend Protocols, the role
+contract), the NATS helpers and the request/reply layer. The Python client
+SDK is a distribution of its own, ``switchboard-client`` (package
+``switchboard_client``, in clients/python), which this package depends on
+and re-exports the wire contract of. The services live in the top-level
+``edge``, ``sequencer``, ``archiver``, ``pusher`` and ``presence`` packages,
+which import only this one; the CLI (``sbctl``) is the only package
+importing services.
 """
 
 import functools

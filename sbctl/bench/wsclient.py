@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 try:  # the C version ships with websockets (a hard dependency)
     from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - pure-Python fallback
+except ImportError:  # a pure-Python fallback
     def apply_mask(data: bytes, mask: bytes) -> bytes:
         n = len(data)
         key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
@@ -112,7 +112,7 @@ class WsConn(asyncio.Protocol):
         self._accept = b""
 
     # -- to implement ---------------------------------------------------------------------------
-    def on_text(self, payload: bytes) -> None:  # pragma: no cover - abstract
+    def on_text(self, payload: bytes) -> None:  # abstract: a subclass implements it
         raise NotImplementedError
 
     def on_closed(self) -> None:
