@@ -4,6 +4,7 @@
     switchboard edge|sequencer|archiver|presence|pusher [--nats URL] [...]   (one role; its own flags only)
     switchboard run ROLE+ROLE... [--nats URL] [...]       (several roles in one process)
     switchboard init --nats URL                           (streams, consumers, KV: admin NATS user)
+    switchboard cluster up [--nats 3] [--edges 2] [--sequencers 2] [--archivers 2] [--data DIR]   (sbctl/cluster.py)
     switchboard token USER [--data DIR]
     switchboard trace CONV SEQ | --id MSG_ID [--conv C] [--nats URL | --data DIR] [--json]   (sbctl/trace.py)
     switchboard nats-config [--out DIR]
@@ -204,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sbctl import configcmd
 
     configcmd.add_parser(sub)  # config show | check (sets run=)
+    from sbctl import cluster
+
+    cluster.add_parser(sub)  # cluster up (sets run=)
     bench = sub.add_parser("bench", help="load generator and report (switchboard bench --help)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
     bench.set_defaults(run=_bench)

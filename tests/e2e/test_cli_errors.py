@@ -88,8 +88,9 @@ BENCHES = ("delivery", "idle", "archiver", "receipts", "fuzz", "presence")
 # Every parser an operator meets: the commands, each role, config's and
 # bench's subcommands (archiver and receipts parse their own options), and
 # the benchmark modules run alone (python -m ...).
-HELP_COMMANDS = [[], ["up"], ["run"], ["init"], ["token"], ["nats-config"], ["trace"], ["config", "show"],
-                 ["config", "check"], *([r] for r in ROLE_FLAGS), ["bench"], *(["bench", b] for b in BENCHES)]
+HELP_COMMANDS = [[], ["up"], ["cluster", "up"], ["run"], ["init"], ["token"], ["nats-config"], ["trace"],
+                 ["config", "show"], ["config", "check"], *([r] for r in ROLE_FLAGS), ["bench"],
+                 *(["bench", b] for b in BENCHES)]
 HELP_MODULES = ["sbctl.bench.tracker", "sbctl.bench.transport"]
 
 

@@ -1,0 +1,295 @@
+"""``switchboard cluster up``: the production shape on one machine.
+
+    switchboard cluster up [--nats 3] [--edges 2] [--sequencers 2] [--archivers 2] [--cassandra 0] [--data DIR]
+
+Starts, as supervised children (sbctl/supervisor.py: restarts, PDEATHSIG,
+own sessions, the same stop):
+
+- ``--nats`` nats-servers on loopback joined by routes into the cluster
+  ``switchboard`` (JetStream on each, the accounts of nats/accounts.conf);
+- the admin step (sbctl/init.py) as the ``admin`` user, with the streams and
+  the KV bucket at ``replicas = min(3, --nats)`` (R3);
+- every role as its own process, logged in as its own NATS user: the
+  sequencers, edges (ports ``--port``, ``--port + 1``...) and archivers
+  asked for, one presence tracker (``memory://``: one tracker holds the
+  state) and one pusher.
+
+Files under DIR: ``cluster/credentials.json`` (0600: the password of every
+user of accounts.conf, made at the first start and kept), ``cluster/nK.conf``
+and ``cluster/nK/`` (node K's config and JetStream store), the SQLite
+message store ``switchboard.db`` that every sequencer and archiver shares
+(WAL mode lets several processes write one file; busy writers wait
+``busy_timeout``), the pusher's ``devices.db``, the edges' ``jwt.secret``
+and ``nats-context.json`` (0600, the ``operator`` user) for the ``nats`` CLI.
+
+``--cassandra 1|3`` (a local Cassandra ring) is not built yet: give a ring
+you run with ``--store cassandra://...``. SIGINT/SIGTERM stop the edges,
+then the other roles, then the nats-servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sbctl import extras
+from sbctl.embedded import free_port, nats_server_binary
+from sbctl.roles import ALL_ROLES
+from sbctl.starting import Stopper
+from sbctl.supervisor import Child, Supervisor, UpFailed, _role_argv, metrics_plan, port_free, ready_timeout, role_env
+from switchboard import log
+from switchboard.config import Settings
+from switchboard.errors import ConfigError
+
+ACCOUNTS = Path(__file__).resolve().parents[1] / "nats" / "accounts.conf"
+USERS = ("edge", "sequencer", "archiver", "pusher", "presence", "service", "operator", "admin", "sys")
+CLUSTER_NAME = "switchboard"
+READY_LINE = "Switchboard cluster is up"
+# Routes connect and a JetStream meta leader is elected within a few seconds
+# of the nodes listening; the admin step is retried until then.
+INIT_TIMEOUT_SEC = 60.0
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    port: int
+    route_port: int
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sbctl.cli import _flag
+
+    cl = sub.add_parser("cluster", help="a local NATS cluster with every role as its own process (cluster up)")
+    csub = cl.add_subparsers(dest="cluster_cmd", required=True, metavar="COMMAND")
+    up = csub.add_parser("up", help="start a NATS cluster on loopback (R3) and each role as its own process")
+    for name in ("config", "data", "store", "log_level", "host", "port"):
+        _flag(up, name)
+    up.add_argument("--nats", dest="nats_nodes", type=int, default=3, metavar="N", help="nats-servers (default 3)")
+    up.add_argument("--nats-port", type=int, default=0, metavar="PORT",
+                    help="client port of node 1 (node K: PORT + K - 1; default: free ports)")
+    for role in ("edge", "sequencer", "archiver"):
+        up.add_argument(f"--{role}s", type=int, default=2, metavar="N", help=f"{role} processes (default 2)")
+    up.add_argument("--cassandra", type=int, default=0, choices=(0, 1, 3),
+                    help="Cassandra nodes to start (default 0: SQLite in --data; 1 and 3 are not built yet)")
+    up.add_argument("--no-dev-signin", dest="no_dev_signin", action="store_true",
+                    help="do not offer the web app's development sign-in (on by default on loopback)")
+    cl.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sbctl.cli import _settings
+    from sbctl.devmode import up_dev_signin
+    from switchboard import auth
+
+    if args.cassandra:
+        raise ConfigError("--cassandra 1|3 is not built yet: run a ring and pass --store cassandra://HOSTS/KEYSPACE")
+    for flag in ("nats_nodes", "edges", "sequencers", "archivers"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_nodes', '')} must be at least 1")
+    if not ACCOUNTS.exists():
+        raise ConfigError(f"{ACCOUNTS} not found: cluster up runs from a source checkout (nats/ beside sbctl/)")
+    s = _settings(args)
+    extras.check(s, ALL_ROLES)  # --store cassandra://... without the driver: one line now, not 4 dying children
+    s = s.replace(replicas=min(3, args.nats_nodes), dev_signin=up_dev_signin(s.host, disabled=args.no_dev_signin))
+    if not s.jwt_secret:
+        s = s.replace(jwt_secret=auth.dev_secret(s.data_dir))
+    lock = hold_data_dir(Path(s.data_dir))
+    for i in range(args.edges):
+        if not port_free(s.host, s.port + i):
+            lock.close()
+            raise ConfigError(f"port {s.port + i} on {s.host} is in use (edge {i + 1}: --port + {i})")
+    log.configure(s.log_level, s.log_json)
+    try:
+        return asyncio.run(serve(args, s))
+    finally:
+        lock.close()
+
+
+def hold_data_dir(data: Path) -> IO[str]:
+    """An exclusive lock on DIR for this process's life: a second launcher on
+    the same DIR would start nats-servers on the same JetStream stores."""
+    import fcntl
+
+    (data / "cluster").mkdir(parents=True, exist_ok=True)
+    f = open(data / "cluster" / "lock", "a+")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        f.close()
+        raise ConfigError(f"{data} is in use by another `switchboard cluster up`") from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def credentials(data: Path) -> dict[str, str]:
+    """The password of every user of accounts.conf: made once, kept in a 0600 file."""
+    path = data / "cluster" / "credentials.json"
+    if path.exists():
+        creds: dict[str, str] = json.loads(path.read_text())
+        return creds
+    import secrets
+
+    # Letters and hex digits only, a letter first: nats-server parses a
+    # variable's value as a config value, so "2026-..." would be a date.
+    creds = {u: f"pw{secrets.token_hex(16)}" for u in USERS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(creds, f, indent=2)
+    return creds
+
+
+def node_config(node: Node, nodes: list[Node], store: Path, sync_interval: str) -> str:
+    routes = "\n".join(f"    nats-route://127.0.0.1:{n.route_port}" for n in nodes)
+    cluster = (f"cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{node.route_port}\n"
+               f"  routes: [\n{routes}\n  ]\n}}\n") if len(nodes) > 1 else ""
+    return (f"# Written by `switchboard cluster up` at each start; edits are overwritten.\n"
+            f"server_name: {node.name}\nlisten: 127.0.0.1:{node.port}\nhttp: 127.0.0.1:{node.http_port}\n"
+            f"max_payload: 1MB\n"
+            f'jetstream {{\n  store_dir: "{store}"\n  sync_interval: "{sync_interval}"\n}}\n'
+            f"{cluster}include ./accounts.conf\n")
+
+
+def nats_children(s: Settings, n: int, base_port: int, creds: dict[str, str]) -> tuple[list[Node], list[Child]]:
+    home = Path(s.data_dir).resolve() / "cluster"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ACCOUNTS, home / "accounts.conf")  # nats-server includes relative to the config file
+    nodes = [Node(f"sb-n{k + 1}", base_port + k if base_port else free_port(), free_port(), free_port())
+             for k in range(n)]
+    env = {**os.environ, **{f"SB_{u.upper()}_PASSWORD": pw for u, pw in creds.items()}}
+    children = []
+    for node in nodes:
+        store = home / node.name.removeprefix("sb-")
+        store.mkdir(exist_ok=True)
+        conf = home / f"{store.name}.conf"
+        conf.write_text(node_config(node, nodes, store, s.sync_interval))
+        argv = [nats_server_binary(), "-c", str(conf), "-l", str(store / "nats-server.log")]
+        children.append(Child(name=node.name, argv=argv, env=env, tcp_ready=("127.0.0.1", node.port)))
+    return nodes, children
+
+
+def urls(nodes: list[Node], user: str, password: str, start: int = 0) -> str:
+    """Every node's URL with ``user``'s credentials, node ``start`` first (spreads the roles' connections)."""
+    order = nodes[start % len(nodes):] + nodes[:start % len(nodes)]
+    return ",".join(f"nats://{user}:{password}@127.0.0.1:{n.port}" for n in order)
+
+
+def role_plan(args: argparse.Namespace) -> list[tuple[str, ...]]:
+    one: list[tuple[str, ...]] = [("sequencer",)]
+    return (one * args.sequencers + [("edge",)] * args.edges + [("archiver",)] * args.archivers
+            + [("presence",), ("pusher",)])
+
+
+async def admin_step(s: Settings) -> None:
+    """The admin step (sbctl/init.py), retried until the cluster has a JetStream meta leader."""
+    from sbctl.supervisor import _init
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + INIT_TIMEOUT_SEC
+    while True:
+        try:
+            await _init(s.replace(nats_connect_timeout_sec=5.0))
+            return
+        except Exception as exc:  # no meta leader yet: 503 / timeouts
+            if loop.time() > deadline:
+                raise UpFailed(f"the admin step did not succeed within {INIT_TIMEOUT_SEC:.0f} s: {exc}") from None
+            log.get("cluster").info("admin step: cluster not ready yet; retrying", error=str(exc)[:200])
+            await asyncio.sleep(0.5)
+
+
+def write_context(s: Settings, nodes: list[Node], creds: dict[str, str]) -> Path:
+    """A ``nats`` CLI context of the ``operator`` user (0600: it holds its password)."""
+    path = (Path(s.data_dir) / "nats-context.json").resolve()
+    body = {"description": "switchboard cluster up (operator user)", "url": ",".join(n.url for n in nodes),
+            "user": "operator", "password": creds["operator"]}
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(body, f, indent=2)
+    tmp.replace(path)
+    return path
+
+
+async def serve(args: argparse.Namespace, s: Settings) -> int:
+    """Like ``up`` (sbctl/supervisor.py serve_up): 0 after SIGINT/SIGTERM, 1 a child keeps dying."""
+    stopper = Stopper()
+    sup = Supervisor()
+    creds = credentials(Path(s.data_dir))
+    nats: list[Child] = []
+    roles: list[Child] = []
+    code = 0
+    try:
+        nodes, nats = nats_children(s, args.nats_nodes, args.nats_port, creds)
+        for c in nats:
+            await sup.start(c)
+        await sup.wait_ready(nats)
+        await admin_step(s.replace(nats_url=urls(nodes, "admin", creds["admin"])))
+        plan = metrics_plan(role_plan(args), 0)
+        peers = [m for g, m in plan if "edge" not in g]
+        count: dict[str, int] = {}
+        for i, (group, listen) in enumerate(plan):
+            role = group[0]
+            count[role] = count.get(role, 0) + 1
+            cs = s.replace(nats_url=urls(nodes, role, creds[role], i), port=s.port + count[role] - 1)
+            env = role_env(cs) | {"SWITCHBOARD_STREAMS__REPLICAS": str(s.replicas)}
+            argv = _role_argv(args, group, cs, metrics_listen=listen, metrics_peers=peers if role == "edge" else [])
+            child = Child(name=f"{role}-{count[role]}", argv=argv, env=env)
+            roles.append(child)
+            await sup.start(child)
+        await sup.wait_ready(roles, ready_timeout(s))
+        stopper.started()
+        print_summary(s, nodes, creds, sup, plan, args.edges)
+        stop_wait: asyncio.Future[object] = asyncio.ensure_future(stopper.stop.wait())
+        done, _ = await asyncio.wait([stop_wait, sup.failed], return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if sup.failed in done:
+            raise UpFailed(sup.failed.result())
+    except UpFailed as exc:
+        print(f"switchboard cluster up: {log.redact(str(exc))}", file=sys.stderr, flush=True)
+        code = exc.code
+    except asyncio.CancelledError as exc:
+        if not stopper.interrupted(exc):
+            raise
+    finally:
+        edge = [c for c in roles if c.name.startswith("edge")]
+        await sup.stop([edge, [c for c in roles if c not in edge], nats])
+        log.get("cluster").info("cluster stopped")
+    return code
+
+
+def print_summary(s: Settings, nodes: list[Node], creds: dict[str, str], sup: Supervisor,
+                  plan: list[tuple[tuple[str, ...], str]], edges: int) -> None:
+    ws, http = ("wss", "https") if s.tls_cert else ("ws", "http")
+    ctx = write_context(s, nodes, creds)
+    lines = [
+        f"NATS: {','.join(n.url for n in nodes)}  (cluster {CLUSTER_NAME}, streams and KV at R{s.replicas}; "
+        f"users' passwords: {Path(s.data_dir).resolve() / 'cluster' / 'credentials.json'})",
+        "NATS monitoring: " + ", ".join(f"{n.name} http://127.0.0.1:{n.http_port}" for n in nodes),
+        f"nats CLI: nats --context {shlex.quote(str(ctx))} stream report   (the operator user)",
+        f"token: switchboard token USER --data {s.data_dir}",
+        "processes: " + ", ".join(f"{c.name} {c.pid}" for c in sup.children),
+        "metrics: " + ", ".join(f"{c.name} http://{m}/metrics" for c, (_, m) in zip(sup.children[len(nodes):], plan,
+                                                                                    strict=True)),
+        f"{READY_LINE}: " + " ".join(f"{ws}://{s.host}:{s.port + i}/ws" for i in range(edges))
+        + f"  (web app: {http}://{s.host}:{s.port}/{'; dev sign-in on' if s.dev_signin else ''})",
+    ]
+    print("\n".join(lines), flush=True)
+    log.get("cluster").info("cluster up", processes={c.name: c.pid for c in sup.children})
