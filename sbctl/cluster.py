@@ -44,7 +44,7 @@ from sbctl import extras
 from sbctl.embedded import free_port, nats_server_binary
 from sbctl.roles import ALL_ROLES
 from sbctl.starting import Stopper
-from sbctl.supervisor import Child, Supervisor, UpFailed, _role_argv, metrics_plan, port_free, ready_timeout, role_env
+from sbctl.supervisor import Child, Supervisor, UpFailed, _role_argv, metrics_plan, port_free, ready_timeout
 from switchboard import log
 from switchboard.config import Settings
 from switchboard.errors import ConfigError
@@ -52,6 +52,13 @@ from switchboard.errors import ConfigError
 ACCOUNTS = Path(__file__).resolve().parents[1] / "nats" / "accounts.conf"
 USERS = ("edge", "sequencer", "archiver", "pusher", "presence", "service", "operator", "admin", "sys")
 CLUSTER_NAME = "switchboard"
+MAX_PAYLOAD = "1MB"  # a presence heartbeat of 20k users fits (nats/single.conf)
+ADMIN_USER = "admin"
+# The settings each role process is given, by environment
+# (SWITCHBOARD_<SECTION>__<KEY>, switchboard/configload.py): secrets and URLs
+# with credentials stay out of argv (readable by any local user), dev_signin is
+# the launcher's decision, replicas the R3 the roles check the streams at.
+ROLE_SETTINGS = ("jwt_secret", "nats_url", "store_url", "presence_url", "dev_signin", "replicas")
 READY_LINE = "Switchboard cluster is up"
 # Routes connect and a JetStream meta leader is elected within a few seconds
 # of the nodes listening; the admin step is retried until then.
@@ -68,6 +75,39 @@ class Node:
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``cluster up`` starts and hands each process. deploy/compose.yaml
+    and deploy/k8s/ describe the same shape: tests/unit/test_deploy_in_step.py
+    compares them with this."""
+
+    nats_nodes: int
+    replicas: int  # of the streams and the KV bucket
+    roles: dict[str, int]  # role -> processes, in start order
+    users: dict[str, str]  # role -> the NATS user it logs in as (nats/accounts.conf)
+    admin_user: str  # the admin step's user (streams, consumers, KV)
+    credentials: tuple[str, ...]  # every user whose password the nats-servers get (SB_<USER>_PASSWORD)
+    settings: tuple[str, ...]  # the Settings fields each role is given by environment
+
+    @property
+    def env(self) -> tuple[str, ...]:
+        """The variables naming ``settings``: ``SWITCHBOARD_NATS__URL``..."""
+        from switchboard.configload import leaf_of
+
+        return tuple(leaf_of(name).env for name in self.settings)
+
+
+def launch_plan(nats: int = 3, edges: int = 2, sequencers: int = 2, archivers: int = 2) -> Plan:
+    """The plan for these counts (the defaults: ``cluster up`` with no flags)."""
+    roles = {"sequencer": sequencers, "edge": edges, "archiver": archivers, "presence": 1, "pusher": 1}
+    return Plan(nats_nodes=nats, replicas=min(3, nats), roles=roles, users={r: r for r in roles},
+                admin_user=ADMIN_USER, credentials=USERS, settings=ROLE_SETTINGS)
+
+
+def _plan_of(args: argparse.Namespace) -> Plan:
+    return launch_plan(args.nats_nodes, args.edges, args.sequencers, args.archivers)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{ACCOUNTS} not found: cluster up runs from a source checkout (nats/ beside sbctl/)")
     s = _settings(args)
     extras.check(s, ALL_ROLES)  # --store cassandra://... without the driver: one line now, not 4 dying children
-    s = s.replace(replicas=min(3, args.nats_nodes), dev_signin=up_dev_signin(s.host, disabled=args.no_dev_signin))
+    s = s.replace(replicas=_plan_of(args).replicas, dev_signin=up_dev_signin(s.host, disabled=args.no_dev_signin))
     if not s.jwt_secret:
         s = s.replace(jwt_secret=auth.dev_secret(s.data_dir))
     lock = hold_data_dir(Path(s.data_dir))
@@ -162,7 +202,7 @@ def node_config(node: Node, nodes: list[Node], store: Path, sync_interval: str) 
                f"  routes: [\n{routes}\n  ]\n}}\n") if len(nodes) > 1 else ""
     return (f"# Written by `switchboard cluster up` at each start; edits are overwritten.\n"
             f"server_name: {node.name}\nlisten: 127.0.0.1:{node.port}\nhttp: 127.0.0.1:{node.http_port}\n"
-            f"max_payload: 1MB\n"
+            f"max_payload: {MAX_PAYLOAD}\n"
             f'jetstream {{\n  store_dir: "{store}"\n  sync_interval: "{sync_interval}"\n}}\n'
             f"{cluster}include ./accounts.conf\n")
 
@@ -191,10 +231,8 @@ def urls(nodes: list[Node], user: str, password: str, start: int = 0) -> str:
     return ",".join(f"nats://{user}:{password}@127.0.0.1:{n.port}" for n in order)
 
 
-def role_plan(args: argparse.Namespace) -> list[tuple[str, ...]]:
-    one: list[tuple[str, ...]] = [("sequencer",)]
-    return (one * args.sequencers + [("edge",)] * args.edges + [("archiver",)] * args.archivers
-            + [("presence",), ("pusher",)])
+def role_plan(p: Plan) -> list[tuple[str, ...]]:
+    return [(role,) for role, n in p.roles.items() for _ in range(n)]
 
 
 async def admin_step(s: Settings) -> None:
@@ -230,8 +268,11 @@ def write_context(s: Settings, nodes: list[Node], creds: dict[str, str]) -> Path
 
 async def serve(args: argparse.Namespace, s: Settings) -> int:
     """Like ``up`` (sbctl/supervisor.py serve_up): 0 after SIGINT/SIGTERM, 1 a child keeps dying."""
+    from switchboard.configload import environment
+
     stopper = Stopper()
     sup = Supervisor()
+    p = _plan_of(args)
     creds = credentials(Path(s.data_dir))
     nats: list[Child] = []
     roles: list[Child] = []
@@ -241,15 +282,16 @@ async def serve(args: argparse.Namespace, s: Settings) -> int:
         for c in nats:
             await sup.start(c)
         await sup.wait_ready(nats)
-        await admin_step(s.replace(nats_url=urls(nodes, "admin", creds["admin"])))
-        plan = metrics_plan(role_plan(args), 0)
+        await admin_step(s.replace(nats_url=urls(nodes, p.admin_user, creds[p.admin_user])))
+        plan = metrics_plan(role_plan(p), 0)
         peers = [m for g, m in plan if "edge" not in g]
         count: dict[str, int] = {}
         for i, (group, listen) in enumerate(plan):
             role = group[0]
             count[role] = count.get(role, 0) + 1
-            cs = s.replace(nats_url=urls(nodes, role, creds[role], i), port=s.port + count[role] - 1)
-            env = role_env(cs) | {"SWITCHBOARD_STREAMS__REPLICAS": str(s.replicas)}
+            user = p.users[role]
+            cs = s.replace(nats_url=urls(nodes, user, creds[user], i), port=s.port + count[role] - 1)
+            env = environment(cs, p.settings, base=os.environ)  # role_env's, and replicas
             argv = _role_argv(args, group, cs, metrics_listen=listen, metrics_peers=peers if role == "edge" else [])
             child = Child(name=f"{role}-{count[role]}", argv=argv, env=env)
             roles.append(child)
