@@ -155,18 +155,18 @@ def test_k8s_roles_edge_balancer_and_readiness() -> None:
         c = dep["spec"]["template"]["spec"]["containers"][0]
         assert c["args"] == [role]
         env = {e["name"]: e for e in c["env"]}
-        assert env["SWITCHBOARD_NATS_URL"]["value"].startswith(f"nats://{role}:")  # its own NATS user
+        assert env["SWITCHBOARD_NATS__URL"]["value"].startswith(f"nats://{role}:")  # its own NATS user
         assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == role
     edge = _k8s("Deployment", "sb-edge")["spec"]["template"]["spec"]["containers"][0]
     assert edge["readinessProbe"]["httpGet"]["path"] == "/healthz"
     svc = _k8s("Service", "sb-edge")
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["ports"][0]["targetPort"] == "ws"
-    assert "SWITCHBOARD_REPLICAS" in _k8s("ConfigMap", "switchboard-config")["data"]
+    assert "SWITCHBOARD_STREAMS__REPLICAS" in _k8s("ConfigMap", "switchboard-config")["data"]
     init = _k8s("Job", "sb-init")["spec"]["template"]["spec"]["containers"][0]
     assert init["args"] == ["init"]
     env = {e["name"]: e for e in init["env"]}
-    assert env["SWITCHBOARD_NATS_URL"]["value"].startswith("nats://admin:")
+    assert env["SWITCHBOARD_NATS__URL"]["value"].startswith("nats://admin:")
     assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "admin"
 
 
@@ -175,10 +175,10 @@ def test_compose_services() -> None:
     services = compose["services"]
     roles = sorted(s["command"][0] for n, s in services.items()
                    if n not in ("sb-n1", "sb-n2", "sb-n3", "cassandra", "redis", "sb-init"))
-    assert roles == ["archiver", "edge", "edge", "presence", "pusher", "sequencer", "sequencer"]
+    assert roles == ["archiver", "archiver", "edge", "edge", "presence", "pusher", "sequencer", "sequencer"]
     # streams, consumers and the lease bucket: `switchboard init` as the admin user (no role may)
     assert services["sb-init"]["command"] == ["init"]
-    assert services["sb-init"]["environment"]["SWITCHBOARD_NATS_URL"].startswith("nats://admin:")
+    assert services["sb-init"]["environment"]["SWITCHBOARD_NATS__URL"].startswith("nats://admin:")
     for n in ("sb-n1", "sb-n2", "sb-n3"):  # the cluster configs route to these names
         conf = services[n]["command"][1].removeprefix("/etc/nats/")
         assert (NATS_DIR / conf).exists()
@@ -186,7 +186,7 @@ def test_compose_services() -> None:
     for name, s in services.items():
         if "command" in s and s["command"][0] in ROLES:
             role = s["command"][0]
-            assert s["environment"]["SWITCHBOARD_NATS_URL"].startswith(f"nats://{role}:"), name
+            assert s["environment"]["SWITCHBOARD_NATS__URL"].startswith(f"nats://{role}:"), name
 
 
 # ---------------------------------------------------------------- JetStream's flush policy (sync_interval)
