@@ -186,24 +186,13 @@ def _print_result(result: object, cmd: str, as_json: bool) -> None:
 
 def _presence(args: argparse.Namespace, cmd: str) -> int:
     try:
-        from sbctl.bench.tracker import run as presence_run
+        from sbctl.bench.tracker import run_on
     except ImportError as exc:
         print(f"switchboard bench presence: not available ({exc})", file=sys.stderr)
         return 2
 
-    async def go(url: str) -> dict:
-        return await presence_run(url, args.users, args.seconds, interval_sec=args.interval_sec,
-                                  presence_url=args.presence_url)
-
-    if args.nats:
-        result = asyncio.run(go(args.nats))
-    else:
-        import tempfile
-
-        from sbctl.embedded import EmbeddedNats
-
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(store_dir=tmp, http_port=-1) as server:
-            result = asyncio.run(go(server.url))
+    result = run_on(args.nats, args.users, args.seconds, interval_sec=args.interval_sec,
+                    presence_url=args.presence_url)
     _print_result(result, cmd, args.json)
     return 0
 

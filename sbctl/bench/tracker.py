@@ -127,20 +127,27 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     log.configure()  # logs to stderr: stdout is the JSON result
 
-    async def go(url: str) -> dict:
-        return await run(url, args.users, args.seconds, interval_sec=args.interval_sec,
-                         presence_url=args.presence_url)
-
-    if args.nats_url:
-        result = asyncio.run(go(args.nats_url))
-    else:
-        import tempfile
-
-        from sbctl.embedded import EmbeddedNats
-
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(store_dir=tmp, http_port=-1) as server:
-            result = asyncio.run(go(server.url))
+    result = run_on(args.nats_url, args.users, args.seconds, interval_sec=args.interval_sec,
+                    presence_url=args.presence_url)
     print(json.dumps(result, indent=2))
+
+
+def run_on(nats_url: str | None, users: int, seconds: float, *, interval_sec: float,
+           presence_url: str) -> dict:
+    """:func:`run` against ``nats_url``, or against an embedded nats-server of
+    its own (a temporary JetStream dir) when it is None."""
+
+    async def go(url: str) -> dict:
+        return await run(url, users, seconds, interval_sec=interval_sec, presence_url=presence_url)
+
+    if nats_url:
+        return asyncio.run(go(nats_url))
+    import tempfile
+
+    from sbctl.embedded import EmbeddedNats
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(store_dir=tmp, http_port=-1) as server:
+        return asyncio.run(go(server.url))
 
 
 if __name__ == "__main__":
