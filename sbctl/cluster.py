@@ -299,11 +299,7 @@ async def serve(args: argparse.Namespace, s: Settings) -> int:
         await sup.wait_ready(roles, ready_timeout(s))
         stopper.started()
         print_summary(s, nodes, creds, sup, plan, args.edges)
-        stop_wait: asyncio.Future[object] = asyncio.ensure_future(stopper.stop.wait())
-        done, _ = await asyncio.wait([stop_wait, sup.failed], return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
-        if sup.failed in done:
-            raise UpFailed(sup.failed.result())
+        await sup.run_until(stopper.stop)
     except UpFailed as exc:
         print(f"switchboard cluster up: {log.redact(str(exc))}", file=sys.stderr, flush=True)
         code = exc.code

@@ -160,6 +160,17 @@ class Supervisor:
             slow = [c.name for c in children if not c.ready.is_set()]
             raise UpFailed(f"not ready within {timeout:.0f} s: {', '.join(slow)}")
 
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Supervise until ``stop`` is set, or raise :class:`UpFailed` when a
+        child fails for good first (it kept dying)."""
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait([stop_wait, self.failed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        if self.failed in done:
+            raise UpFailed(self.failed.result())
+
     async def _spawn(self, child: Child) -> None:
         child.ready.clear()
         child.proc = await asyncio.create_subprocess_exec(
@@ -389,11 +400,7 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
               + (f", all http://{_local(settings.host)}:{settings.metrics_port}/metrics" if settings.metrics_port
                  else ""), flush=True)
         logger.info("fabric up", processes={c.name: c.pid for c in sup.children}, nats=settings.nats_url)
-        stop_wait = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait([stop_wait, sup.failed], return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
-        if sup.failed in done:
-            raise UpFailed(sup.failed.result())
+        await sup.run_until(stop)
     except UpFailed as exc:
         print(f"switchboard up: {exc}", file=sys.stderr, flush=True)
         code = exc.code
