@@ -66,6 +66,21 @@ def unique(prefix: str = "u") -> str:
 # ---------------------------------------------------------------- waiting
 
 
+async def run_process(*argv: str, cwd: str | Path, env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """Run ``argv`` to its end without blocking the event loop the fabric runs
+    on: (exit code, stdout and stderr together). Killed after ``timeout``
+    seconds (code -1), so a hang still shows the process's output."""
+    proc = await asyncio.create_subprocess_exec(*argv, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+        return -1, out.decode(errors="replace") + f"\n(killed after {timeout:.0f} s)"
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
 async def until(pred: Callable[[], Any], timeout: float = STEP, what: str | Callable[[], str] = "the condition",
                 *, every: float = 0.02, ignore: tuple[type[BaseException], ...] = ()) -> Any:
     """Wait until ``pred()`` is truthy and return that value.

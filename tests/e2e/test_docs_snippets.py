@@ -46,7 +46,7 @@ import pytest
 from sbctl.embedded import free_port
 from switchboard import events, frames
 from switchboard_client import Client
-from tests.e2e.helpers import PYTHON, REPO, until
+from tests.e2e.helpers import PYTHON, REPO, run_process, until
 from tests.services.common import require_service
 
 DOCS = ("README.md", *sorted(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")))
@@ -208,15 +208,7 @@ def strip_comment(cmd: str) -> str:
 
 
 async def shell(cmd: str, env: dict[str, str], cwd: str, timeout: float = COMMAND_TIMEOUT) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec("bash", "-o", "pipefail", "-c", cmd, cwd=cwd, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-        return -1, out.decode(errors="replace") + f"\n(timed out after {timeout:.0f} s)"
-    return proc.returncode or 0, out.decode(errors="replace")
+    return await run_process("bash", "-o", "pipefail", "-c", cmd, cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ import urllib.parse
 
 import pytest
 
-from tests.e2e.helpers import REPO, unique
+from tests.e2e.helpers import REPO, run_process, unique
 from tests.services.common import require_service
 
 PKG = REPO / "clients" / "js"
@@ -79,17 +79,8 @@ async def dep(deploy):
 
 
 async def run_node(node: str, args: list[str], env: dict[str, str], timeout: float = 100.0) -> tuple[int, str]:
-    """Run node in clients/js without blocking the event loop the fabric runs on
-    (killed within pytest's own timeout, so a hang still shows node's output)."""
-    proc = await asyncio.create_subprocess_exec(node, *args, cwd=PKG, env={**os.environ, **env},
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-        return -1, out.decode(errors="replace") + f"\n(killed after {timeout} s)"
-    return proc.returncode or 0, out.decode(errors="replace")
+    """Run node in clients/js (killed within pytest's own timeout)."""
+    return await run_process(node, *args, cwd=PKG, env={**os.environ, **env}, timeout=timeout)
 
 
 def users_env(dep, names: list[str]) -> dict[str, str]:
