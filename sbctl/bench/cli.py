@@ -1,4 +1,4 @@
-"""``switchboard bench``: delivery | idle | archiver | presence | receipts | fuzz.
+"""``switchboard bench``: delivery | idle | archiver | presence | receipts | fuzz | faults.
 
 Every run prints the command line that reproduces it; ``--json`` prints the
 report as JSON instead of a table.
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress line per second")
     f.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
+    from sbctl.bench.faults import add_parser as add_faults
+
+    add_faults(sub)
+
     p = sub.add_parser("presence", help="presence heartbeats and tracker CPU (sbctl/bench/tracker.py); "
                        "with --watchers: CPU, bytes and latency per change per watcher (sbctl/bench/presence.py)")
     p.add_argument("--users", type=int, default=20_000, help="users online on one reporting edge (default 20,000)")
@@ -155,6 +159,10 @@ def main(argv: list[str]) -> int:
         return 0 if wrep.ok else 1
     if args.what == "presence":
         return _presence(args, cmd)
+    if args.what == "faults":
+        from sbctl.bench.faults import main as faults_main
+
+        return faults_main(args, cmd)
     if args.what == "fuzz":
         from sbctl.bench.fuzz import FuzzParams, render, run as run_fuzz
 
