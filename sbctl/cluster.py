@@ -1,6 +1,6 @@
 """``switchboard cluster up``: the production shape on one machine.
 
-    switchboard cluster up [--nats 3] [--edges 2] [--sequencers 2] [--archivers 2] [--cassandra 0] [--data DIR]
+    switchboard cluster up [--nats 3] [--edges 2] [--sequencers 2] [--archivers 2] [--cassandra 0|1|3] [--data DIR]
 
 Starts, as supervised children (sbctl/supervisor.py: restarts, PDEATHSIG,
 own sessions, the same stop):
@@ -9,6 +9,12 @@ own sessions, the same stop):
   ``switchboard`` (JetStream on each, the accounts of nats/accounts.conf);
 - the admin step (sbctl/init.py) as the ``admin`` user, with the streams and
   the KV bucket at ``replicas = min(3, --nats)`` (R3);
+- with ``--cassandra N`` (1 or 3), N Cassandra nodes on 127.0.0.1 ...
+  127.0.0.N (sbctl/cassandra.py: one JVM each, data under
+  ``DIR/cassandra/cK``), started first (the slowest); the schema is made
+  once when the ring has formed (keyspace ``switchboard`` at RF
+  ``min(3, N)``), and the sequencers and archivers get the ring's URL
+  (LOCAL_QUORUM reads and writes) instead of the SQLite file;
 - every role as its own process, logged in as its own NATS user: the
   sequencers, edges (ports ``--port``, ``--port + 1``...) and archivers
   asked for, one presence tracker (``memory://``: one tracker holds the
@@ -22,9 +28,8 @@ message store ``switchboard.db`` that every sequencer and archiver shares
 ``busy_timeout``), the pusher's ``devices.db``, the edges' ``jwt.secret``
 and ``nats-context.json`` (0600, the ``operator`` user) for the ``nats`` CLI.
 
-``--cassandra 1|3`` (a local Cassandra ring) is not built yet: give a ring
-you run with ``--store cassandra://...``. SIGINT/SIGTERM stop the edges,
-then the other roles, then the nats-servers.
+SIGINT/SIGTERM stop the edges, then the other roles, then the nats-servers
+and the Cassandra nodes.
 """
 
 from __future__ import annotations
@@ -35,19 +40,20 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sbctl import extras
+from sbctl import cassandra, extras
 from sbctl.embedded import free_port, nats_server_binary
 from sbctl.roles import ALL_ROLES
 from sbctl.starting import Stopper
 from sbctl.supervisor import Child, Supervisor, UpFailed, _role_argv, metrics_plan, port_free, ready_timeout
 from switchboard import log
 from switchboard.config import Settings
-from switchboard.errors import ConfigError
+from switchboard.errors import ConfigError, Unavailable
 
 ACCOUNTS = Path(__file__).resolve().parents[1] / "nats" / "accounts.conf"
 USERS = ("edge", "sequencer", "archiver", "pusher", "presence", "service", "operator", "admin", "sys")
@@ -90,6 +96,7 @@ class Plan:
     admin_user: str  # the admin step's user (streams, consumers, KV)
     credentials: tuple[str, ...]  # every user whose password the nats-servers get (SB_<USER>_PASSWORD)
     settings: tuple[str, ...]  # the Settings fields each role is given by environment
+    cassandra_nodes: int = 0  # 0: the SQLite file in DIR; 1 or 3: a local ring (sbctl/cassandra.py)
 
     @property
     def env(self) -> tuple[str, ...]:
@@ -99,15 +106,15 @@ class Plan:
         return tuple(leaf_of(name).env for name in self.settings)
 
 
-def launch_plan(nats: int = 3, edges: int = 2, sequencers: int = 2, archivers: int = 2) -> Plan:
+def launch_plan(nats: int = 3, edges: int = 2, sequencers: int = 2, archivers: int = 2, cassandra: int = 0) -> Plan:
     """The plan for these counts (the defaults: ``cluster up`` with no flags)."""
     roles = {"sequencer": sequencers, "edge": edges, "archiver": archivers, "presence": 1, "pusher": 1}
     return Plan(nats_nodes=nats, replicas=min(3, nats), roles=roles, users={r: r for r in roles},
-                admin_user=ADMIN_USER, credentials=USERS, settings=ROLE_SETTINGS)
+                admin_user=ADMIN_USER, credentials=USERS, settings=ROLE_SETTINGS, cassandra_nodes=cassandra)
 
 
 def _plan_of(args: argparse.Namespace) -> Plan:
-    return launch_plan(args.nats_nodes, args.edges, args.sequencers, args.archivers)
+    return launch_plan(args.nats_nodes, args.edges, args.sequencers, args.archivers, args.cassandra)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -123,8 +130,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                     help="client port of node 1 (node K: PORT + K - 1; default: free ports)")
     for role in ("edge", "sequencer", "archiver"):
         up.add_argument(f"--{role}s", type=int, default=2, metavar="N", help=f"{role} processes (default 2)")
+    up.add_argument("--cells", type=int, default=1, metavar="N",
+                    help="NATS clusters joined by gateways, each with its own --nats nodes and --edges edges "
+                         "(default 1; sbctl/cells.py)")
     up.add_argument("--cassandra", type=int, default=0, choices=(0, 1, 3),
-                    help="Cassandra nodes to start (default 0: SQLite in --data; 1 and 3 are not built yet)")
+                    help="Cassandra nodes to start on 127.0.0.1-3 as the message store (RF min(3, N), "
+                         "LOCAL_QUORUM; default 0: SQLite in --data)")
     up.add_argument("--no-dev-signin", dest="no_dev_signin", action="store_true",
                     help="do not offer the web app's development sign-in (on by default on loopback)")
     cl.set_defaults(run=run)
@@ -135,9 +146,9 @@ def run(args: argparse.Namespace) -> int:
     from sbctl.devmode import up_dev_signin
     from switchboard import auth
 
-    if args.cassandra:
-        raise ConfigError("--cassandra 1|3 is not built yet: run a ring and pass --store cassandra://HOSTS/KEYSPACE")
-    for flag in ("nats_nodes", "edges", "sequencers", "archivers"):
+    if args.cassandra and args.store:
+        raise ConfigError("--cassandra starts the store: give either --cassandra N or --store URL, not both")
+    for flag in ("nats_nodes", "edges", "sequencers", "archivers", "cells"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_nodes', '')} must be at least 1")
     if not ACCOUNTS.exists():
@@ -148,15 +159,38 @@ def run(args: argparse.Namespace) -> int:
     if not s.jwt_secret:
         s = s.replace(jwt_secret=auth.dev_secret(s.data_dir))
     lock = hold_data_dir(Path(s.data_dir))
-    for i in range(args.edges):
-        if not port_free(s.host, s.port + i):
-            lock.close()
-            raise ConfigError(f"port {s.port + i} on {s.host} is in use (edge {i + 1}: --port + {i})")
-    log.configure(s.log_level, s.log_json)
     try:
-        return asyncio.run(serve(args, s))
+        for i in range(args.edges * args.cells):
+            if not port_free(s.host, s.port + i):
+                raise ConfigError(f"port {s.port + i} on {s.host} is in use (edge {i + 1}: --port + {i})")
+        ring = ring_of(args.cassandra, Path(s.data_dir))
+        if ring:
+            s = s.replace(store_url=cassandra.store_url(ring))
+            extras.check(s, ALL_ROLES)  # the driver, for the ring
+        log.configure(s.log_level, s.log_json)
+        if args.cells > 1:  # a supercluster: sbctl/cells.py
+            from sbctl import cells
+
+            if ring:
+                raise ConfigError("--cells with --cassandra is not built: run a ring and pass --store")
+            return asyncio.run(cells.serve(args, s))
+        return asyncio.run(serve(args, s, ring))
     finally:
         lock.close()
+
+
+def ring_of(n: int, data: Path) -> list[cassandra.NodeSpec]:
+    """The specs of the ``--cassandra`` ring under DIR/cassandra (none for 0);
+    fetches the jars with Maven the first time (a few minutes)."""
+    if not n:
+        return []
+    if not cassandra.lib_dir().is_dir():
+        print(f"switchboard cluster up: fetching the Cassandra {cassandra.CASSANDRA_VERSION} jars with Maven "
+              f"into {cassandra.lib_dir()} (once)", file=sys.stderr, flush=True)
+    try:
+        return cassandra.ring_specs(n, data.resolve() / "cassandra")
+    except (cassandra.CassandraStartError, OSError, subprocess.SubprocessError) as exc:
+        raise ConfigError(f"--cassandra {n}: {exc}") from None
 
 
 def hold_data_dir(data: Path) -> IO[str]:
@@ -266,7 +300,37 @@ def write_context(s: Settings, nodes: list[Node], creds: dict[str, str]) -> Path
     return path
 
 
-async def serve(args: argparse.Namespace, s: Settings) -> int:
+async def make_schema(url: str) -> None:
+    """Open the store once, which creates the keyspace and tables: the roles
+    would otherwise create them concurrently on different nodes, and tables
+    created at once on two coordinators can end up with different ids."""
+    from switchboard.store import open_store
+
+    store = open_store(url)
+    await store.open()
+    await store.close()
+
+
+async def start_ring(sup: Supervisor, ring: list[cassandra.NodeSpec]) -> list[Child]:
+    children = cassandra.node_children(ring)
+    for c in children:
+        await sup.start(c)
+    return children
+
+
+async def ring_ready(sup: Supervisor, ring: list[cassandra.NodeSpec], children: list[Child], url: str) -> float:
+    """Wait for every node's CQL port, the ring formed, then make the schema; the seconds waited."""
+    t0 = asyncio.get_running_loop().time()
+    await sup.wait_ready(children, cassandra.START_TIMEOUT)
+    try:
+        await cassandra.wait_formed([(n.host, n.port) for n in ring])
+        await make_schema(url)
+    except (cassandra.CassandraStartError, Unavailable) as exc:
+        raise UpFailed(f"Cassandra: {exc}") from None
+    return asyncio.get_running_loop().time() - t0
+
+
+async def serve(args: argparse.Namespace, s: Settings, ring: list[cassandra.NodeSpec] | None = None) -> int:
     """Like ``up`` (sbctl/supervisor.py serve_up): 0 after SIGINT/SIGTERM, 1 a child keeps dying."""
     from switchboard.configload import environment
 
@@ -276,13 +340,20 @@ async def serve(args: argparse.Namespace, s: Settings) -> int:
     creds = credentials(Path(s.data_dir))
     nats: list[Child] = []
     roles: list[Child] = []
+    cass: list[Child] = []
     code = 0
     try:
+        t0 = asyncio.get_running_loop().time()
+        cass = await start_ring(sup, ring or [])  # first: a JVM takes 10-60 s to answer
         nodes, nats = nats_children(s, args.nats_nodes, args.nats_port, creds)
         for c in nats:
             await sup.start(c)
         await sup.wait_ready(nats)
         await admin_step(s.replace(nats_url=urls(nodes, p.admin_user, creds[p.admin_user])))
+        if ring:
+            await ring_ready(sup, ring, cass, s.store_url)
+            log.get("cluster").info("cassandra ring formed", nodes=len(ring),
+                                    start_sec=round(asyncio.get_running_loop().time() - t0, 1))
         plan = metrics_plan(role_plan(p), 0)
         peers = [m for g, m in plan if "edge" not in g]
         count: dict[str, int] = {}
@@ -298,7 +369,7 @@ async def serve(args: argparse.Namespace, s: Settings) -> int:
             await sup.start(child)
         await sup.wait_ready(roles, ready_timeout(s))
         stopper.started()
-        print_summary(s, nodes, creds, sup, plan, args.edges)
+        print_summary(s, nodes, creds, sup, plan, args.edges, roles, ring or [])
         await sup.run_until(stopper.stop)
     except UpFailed as exc:
         print(f"switchboard cluster up: {log.redact(str(exc))}", file=sys.stderr, flush=True)
@@ -308,13 +379,14 @@ async def serve(args: argparse.Namespace, s: Settings) -> int:
             raise
     finally:
         edge = [c for c in roles if c.name.startswith("edge")]
-        await sup.stop([edge, [c for c in roles if c not in edge], nats])
+        await sup.stop([edge, [c for c in roles if c not in edge], nats + cass])
         log.get("cluster").info("cluster stopped")
     return code
 
 
 def print_summary(s: Settings, nodes: list[Node], creds: dict[str, str], sup: Supervisor,
-                  plan: list[tuple[tuple[str, ...], str]], edges: int) -> None:
+                  plan: list[tuple[tuple[str, ...], str]], edges: int, roles: list[Child],
+                  ring: list[cassandra.NodeSpec]) -> None:
     ws, http = ("wss", "https") if s.tls_cert else ("ws", "http")
     ctx = write_context(s, nodes, creds)
     lines = [
@@ -322,10 +394,11 @@ def print_summary(s: Settings, nodes: list[Node], creds: dict[str, str], sup: Su
         f"users' passwords: {Path(s.data_dir).resolve() / 'cluster' / 'credentials.json'})",
         "NATS monitoring: " + ", ".join(f"{n.name} http://127.0.0.1:{n.http_port}" for n in nodes),
         f"nats CLI: nats --context {shlex.quote(str(ctx))} stream report   (the operator user)",
+        *([f"Cassandra: {', '.join(f'{n.host}:{n.port}' for n in ring)}  (keyspace switchboard, RF "
+           f"{min(3, len(ring))}, LOCAL_QUORUM; logs: {ring[0].workdir.parent}/cK/cassandra.log)"] if ring else []),
         f"token: switchboard token USER --data {s.data_dir}",
         "processes: " + ", ".join(f"{c.name} {c.pid}" for c in sup.children),
-        "metrics: " + ", ".join(f"{c.name} http://{m}/metrics" for c, (_, m) in zip(sup.children[len(nodes):], plan,
-                                                                                    strict=True)),
+        "metrics: " + ", ".join(f"{c.name} http://{m}/metrics" for c, (_, m) in zip(roles, plan, strict=True)),
         f"{READY_LINE}: " + " ".join(f"{ws}://{s.host}:{s.port + i}/ws" for i in range(edges))
         + f"  (web app: {http}://{s.host}:{s.port}/{'; dev sign-in on' if s.dev_signin else ''})",
     ]

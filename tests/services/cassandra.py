@@ -1,12 +1,11 @@
 """A real Apache Cassandra 5.0 for the tests, built from Maven Central jars.
 
-No Docker, no release tarball: ``org.apache.cassandra:cassandra-all`` and its
-runtime dependency closure (what the tarball's ``lib/`` holds) are fetched once
-with Maven (deploy/cassandra/pom.xml) into
-``~/.cache/switchboard/cassandra-<version>/lib`` and re-used afterwards.
-``CassandraDaemon`` then runs as a plain JVM child process on free loopback
-ports, with every directory under one temp dir. docs/storage.md lists every
-JVM flag and why.
+The jars, the node's config and its JVM command line are sbctl/cassandra.py's
+(what ``switchboard cluster up --cassandra`` starts too): fetched once with
+Maven into ``~/.cache/switchboard/cassandra-<version>/lib``. Here a single
+node runs as a plain JVM child process on free loopback ports, with every
+directory under one temp dir, and the session fixtures. docs/storage.md lists
+every JVM flag and why.
 
 CLI (the test command warms the cache with it)::
 
@@ -18,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import fcntl
-import os
 import shutil
 import signal
-import string
 import subprocess
 import sys
 import tempfile
@@ -34,90 +30,23 @@ from pathlib import Path
 import pytest
 
 from sbctl import procs
+from sbctl.cassandra import (  # noqa: F401 - cache_root, lib_dir: tests/services/wheelhouse.py and others
+    START_TIMEOUT,
+    CassandraStartError,
+    NodeSpec,
+    cache_root,
+    fetch_jars,
+    lib_dir,
+    query_version,
+)
 from sbctl.embedded import free_port
 from tests.services.common import die_with_parent, log_tail, require_service, wait_port
 
-CASSANDRA_VERSION = os.environ.get("SWITCHBOARD_CASSANDRA_VERSION", "5.0.8")
-DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "cassandra"
+KEYSPACE = "sb_test"
 HOW_TO_ENABLE = ("needs java 17 and mvn on PATH and Maven Central reachable once "
                  "(python -m tests.services.cassandra fetch warms the jar cache)")
-KEYSPACE = "sb_test"
-
-# Startup is 10-20 s on an idle 2-core box; allow for a loaded one (other
-# services and test processes compete for the same cores).
-START_TIMEOUT = float(os.environ.get("SWITCHBOARD_CASSANDRA_START_TIMEOUT", "240"))
 # A clean shutdown flushes memtables; a few seconds normally, then SIGKILL.
 STOP_TIMEOUT = 60.0
-# Maven resolving ~100 jars from a cold ~/.m2.
-FETCH_TIMEOUT = 900.0
-
-
-class CassandraStartError(RuntimeError):
-    pass
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "switchboard"
-
-
-def lib_dir(version: str = CASSANDRA_VERSION) -> Path:
-    return cache_root() / f"cassandra-{version}" / "lib"
-
-
-def fetch_jars(version: str = CASSANDRA_VERSION) -> Path:
-    """Return the cached lib/ for ``version``, fetching it with Maven if absent.
-
-    The download goes to a sibling temp dir and is renamed into place only when
-    complete, under a file lock: a half-fetched or concurrently fetched lib/ is
-    never used.
-    """
-    target = lib_dir(version)
-    if (target / f"cassandra-all-{version}.jar").is_file():
-        return target
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise CassandraStartError("mvn not found on PATH (apt-get install maven)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".fetch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / f"cassandra-all-{version}.jar").is_file():
-            return target  # another process fetched it while we waited
-        work = Path(tempfile.mkdtemp(prefix="fetch-", dir=target.parent))
-        try:
-            shutil.copy(DEPLOY_DIR / "pom.xml", work / "pom.xml")
-            proc = subprocess.run(
-                [mvn, "-B", "-q", "dependency:copy-dependencies", f"-Dcassandra.version={version}",
-                 "-DincludeScope=runtime", f"-DoutputDirectory={work / 'lib'}"],
-                cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=FETCH_TIMEOUT)
-            if proc.returncode != 0 or not (work / "lib" / f"cassandra-all-{version}.jar").is_file():
-                raise CassandraStartError(f"mvn exited with {proc.returncode}: {(proc.stdout + proc.stderr)[-2000:]}")
-            if target.exists():
-                shutil.rmtree(target)
-            (work / "lib").rename(target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
-
-
-def java_binary() -> str:
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").is_file():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if found is None:
-        raise CassandraStartError("java not found on PATH (Cassandra 5.0 needs Java 11 or 17)")
-    return found
-
-
-def jvm_options() -> list[str]:
-    """deploy/cassandra/jvm.options: one option per line, '#' comments."""
-    opts = []
-    for line in (DEPLOY_DIR / "jvm.options").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            opts.append(line)
-    return opts
 
 
 @dataclass(kw_only=True)
@@ -148,28 +77,9 @@ class CassandraNode:
     def log_path(self) -> Path:
         return self.workdir / "cassandra.log"
 
-    def command(self) -> list[str]:
-        jamm = sorted(self.lib.glob("jamm-*.jar"))
-        if not jamm:
-            raise CassandraStartError(f"no jamm-*.jar in {self.lib}")
-        return [
-            java_binary(),
-            *jvm_options(),
-            f"-Xms{self.heap}", f"-Xmx{self.heap}",
-            "-XX:+ExitOnOutOfMemoryError",
-            f"-javaagent:{jamm[-1]}",
-            f"-Dcassandra.config={(self.workdir / 'cassandra.yaml').as_uri()}",
-            f"-Dcassandra.storagedir={self.workdir}",
-            f"-Dcassandra.logdir={self.workdir}",
-            f"-Dlogback.configurationFile={DEPLOY_DIR / 'logback.xml'}",
-            "-cp", f"{self.lib}/*",
-            "org.apache.cassandra.service.CassandraDaemon",
-        ]
-
-    def _write_config(self) -> None:
-        template = string.Template((DEPLOY_DIR / "cassandra.yaml.template").read_text())
-        (self.workdir / "cassandra.yaml").write_text(template.substitute(
-            storage_port=self.storage_port, native_port=self.port, data_dir=str(self.workdir)))
+    def spec(self) -> NodeSpec:
+        return NodeSpec(lib=self.lib, workdir=self.workdir, host=self.host, port=self.port,
+                        storage_port=self.storage_port, heap=self.heap)
 
     def launch(self) -> CassandraNode:
         """Start the JVM without waiting (no-op if running); ``wait_ready`` waits.
@@ -183,10 +93,10 @@ class CassandraNode:
             self.port = free_port(self.host)
         if self.storage_port == 0:
             self.storage_port = free_port(self.host)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
+        spec = self.spec()
+        spec.write_config()
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdin=subprocess.DEVNULL,
+            self.process = subprocess.Popen(spec.command(), cwd=self.workdir, stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         return self
 
@@ -210,22 +120,7 @@ class CassandraNode:
 
     def query_version(self, timeout: float = 10.0) -> str | None:
         """``release_version`` from system.local, or None if it does not answer."""
-        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-        from cassandra.io.asyncioreactor import AsyncioConnection
-        from cassandra.policies import RoundRobinPolicy
-
-        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout)
-        cluster = Cluster([(self.host, self.port)], connection_class=AsyncioConnection,
-                          execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=timeout,
-                          control_connection_timeout=timeout)
-        try:
-            session = cluster.connect()
-            row = session.execute("SELECT release_version FROM system.local").one()
-            return row.release_version if row else None
-        except Exception:
-            return None
-        finally:
-            cluster.shutdown()
+        return query_version(self.host, self.port, timeout)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM (Cassandra flushes and exits), SIGKILL after ``timeout``."""
