@@ -23,3 +23,10 @@ class TokenBucket:
             self._tokens -= n
             return True
         return False
+
+    def empty(self, n: float = 1.0) -> bool:
+        """True if :meth:`take` would refuse now (nothing is taken)."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        return self._tokens < n

@@ -107,6 +107,7 @@ class Edge:
         self._epoch_watch: asyncio.Task | None = None
         self._recheck: asyncio.Task | None = None  # sessions reading INBOX after a bus reconnect
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
+        self._rejected_admission = self.metrics.rejected.labels("admission")
         self._server: WsServer | None = None
         # sb-edge in `nats micro ls`: the edge's stats endpoint (switchboard/rpc/).
         self.rpc = rpc.RpcService(nc, name="sb-edge", version=switchboard.__version__,
@@ -227,7 +228,19 @@ class Edge:
         """The WebSocket server wired to this edge: its HTTP routes, its
         authentication at the upgrade, its plain-HTTP handlers. ``start``
         listens with one; unit tests drive one without sockets."""
-        return WsServer(config=config, route=self._process_request, accept=self._accept, http=self._http)
+        return WsServer(config=config, route=self._process_request, accept=self._accept, http=self._http,
+                        refuse=self._refuse)
+
+    def _refuse(self, head: bytes) -> bytes | None:
+        """A whole GET request, before it is parsed: an upgrade to /ws while
+        admission has no token left gets the canned 503 (the bucket is only
+        looked at: an admitted request takes its token in _process_request).
+        In a storm most requests end here, so a refusal must cost less than
+        parsing the request and serializing a response (docs/operations.md)."""
+        if head.startswith(_WS_GET) and head[7:8] in b" ?" and self._admission.empty():
+            self._rejected_admission.inc()
+            return _ADMISSION_503
+        return None
 
     def _process_request(self, request: Request) -> Response | None:
         """GET requests (websockets' parser reads only those): a plain answer,
@@ -235,9 +248,9 @@ class Edge:
         path = request.path.split("?", 1)[0]
         if path == "/ws":
             if not self._admission.take():
-                self.metrics.rejected.labels("admission").inc()
-                return _response(HTTPStatus.SERVICE_UNAVAILABLE, b"too many new connections; retry with backoff\n",
-                                 "text/plain", retry_after="1")
+                self._rejected_admission.inc()
+                return _response(HTTPStatus.SERVICE_UNAVAILABLE, _ADMISSION_BODY, "text/plain",
+                                 retry_after=_RETRY_AFTER)
             return None
         if path == "/metrics":
             return _response(HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4")
@@ -429,6 +442,16 @@ class Edge:
         reply = await self.call(api.CONV_LIST, events.ConvListQuery(user=sess.user))
         return frames.ConvList(convs=reply.convs, more=reply.more, ref=f.id)
 
+
+# The admission refusal: HTTP 503 with Retry-After (docs/protocol.md), the
+# same bytes whichever path answers it (Edge._refuse before parsing, or
+# _process_request for a request that came in pieces).
+_WS_GET = b"GET /ws"
+_ADMISSION_BODY = b"too many new connections; retry with backoff\n"
+_RETRY_AFTER = "1"
+_ADMISSION_503 = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                  b"Connection: close\r\nRetry-After: %s\r\n\r\n%s"
+                  % (len(_ADMISSION_BODY), _RETRY_AFTER.encode(), _ADMISSION_BODY))
 
 # Edges (of this process) whose certificate SIGHUP reloads; one handler for all.
 _RELOAD_ON_SIGHUP: set[Edge] = set()

@@ -20,6 +20,10 @@ future plus several awaits per frame (24 µs per frame in and out, against
   fails those that send nothing within ``ping_timeout``: no task per socket;
 - HTTP: ``route(request)`` answers plain requests (or refuses the upgrade);
   ``None`` means upgrade, then ``accept(conn)`` makes the handler (or closes).
+  ``refuse(head)``, if given, sees a whole GET request's bytes before they
+  are parsed and may answer them with canned bytes (the connection then
+  closes): the edge's admission refusals in a reconnect storm, where
+  parsing each request and serializing each 503 cost more than the rest.
   A request whose method is not GET (websockets parses only body-less GETs)
   is read by :class:`edge.httpreq.BodyReader` and answered by
   ``http(request, body)``; without ``http`` it goes to websockets (400).
@@ -91,9 +95,11 @@ class WsServer:
 
     def __init__(self, *, config: WsConfig, route: Callable[[Request], Response | None],
                  accept: Callable[[WsConn], Handler | None],
-                 http: Callable[[Request, bytes], Response] | None = None) -> None:
+                 http: Callable[[Request, bytes], Response] | None = None,
+                 refuse: Callable[[bytes], bytes | None] | None = None) -> None:
         self.config = config
         self.route = route
+        self.refuse = refuse
         self.accept = accept
         self.http = http
         self.conns: set[WsConn] = set()
@@ -466,6 +472,13 @@ class WsConn(asyncio.Protocol):
                 return b""
             if pre.startswith(b"GET "):
                 self._pre = None
+                # A whole request and nothing after it (closing with unread
+                # bytes would reset the connection and lose the answer).
+                if self.server.refuse is not None and pre.endswith(b"\r\n\r\n"):
+                    answer = self.server.refuse(pre)
+                    if answer is not None:
+                        self._refused(answer)
+                        return b""
                 return pre
             self._body = BodyReader(self.server.config.http_body_bytes)
             data = pre
@@ -482,6 +495,14 @@ class WsConn(asyncio.Protocol):
                 got = error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
         self._answer(got)
         return b""
+
+    def _refused(self, answer: bytes) -> None:
+        """Write ``answer`` and close (FIN after it): no parser, no handler."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.transport.write(answer)
+        self.transport.close()
 
     def _handshake(self, request: Request) -> None:
         self.request = request

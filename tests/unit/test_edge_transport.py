@@ -354,3 +354,33 @@ async def test_good_token_makes_a_session(edge):
     [sess] = edge.sessions
     assert sess.user == "alice" and p.conn.handler is sess
     sess.close(1000, "test over")
+
+
+async def test_admission_refusal_is_canned_before_parsing_and_the_same_in_pieces(edge):
+    """A reconnect storm is mostly refusals, so a whole /ws request over the
+    admission limit is answered before websockets parses it (Edge._refuse:
+    canned bytes, then the connection closes, no handler); a request that
+    arrives in pieces goes the parsed way. Both must give the client the same
+    503 with Retry-After (docs/protocol.md), and the burst is not used up by
+    refusals."""
+    req = (b"GET /ws?token=x HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    for _ in range(2):  # the burst: admitted
+        resp, _, _ = await http(edge, "/ws?token=x")
+        assert resp.status_code == 101
+    server = edge.make_server(CONFIG)
+    whole, pieces = FakeTransport(), FakeTransport()
+    conn = WsConn(server)
+    conn.connection_made(whole)  # type: ignore[arg-type]
+    conn.data_received(req)
+    assert whole.closed and conn.handler is None
+    split = WsConn(server)
+    split.connection_made(pieces)  # type: ignore[arg-type]
+    split.data_received(req[:30])
+    split.data_received(req[30:])
+    await tick()
+    assert pieces.eof and split.handler is None
+    canned, parsed = b"".join(whole.writes), b"".join(pieces.writes)
+    assert canned.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in canned
+    assert canned == parsed
+    assert edge.metrics.rejected.labels("admission")._value.get() == 2
