@@ -1,4 +1,4 @@
-"""``switchboard bench``: delivery | idle | archiver | presence | receipts | fuzz | faults.
+"""``switchboard bench``: delivery | idle | archiver | presence | receipts | fuzz | storm | faults.
 
 Every run prints the command line that reproduces it; ``--json`` prints the
 report as JSON instead of a table.
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress line per second")
     f.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
+    from sbctl.bench.storm import add_parser as add_storm
+
+    add_storm(sub)
+
     from sbctl.bench.faults import add_parser as add_faults
 
     add_faults(sub)
@@ -159,6 +163,10 @@ def main(argv: list[str]) -> int:
         return 0 if wrep.ok else 1
     if args.what == "presence":
         return _presence(args, cmd)
+    if args.what == "storm":
+        from sbctl.bench.storm import main as storm_main
+
+        return storm_main(args, cmd)
     if args.what == "faults":
         from sbctl.bench.faults import main as faults_main
 
