@@ -38,6 +38,9 @@ class Receipts:
                  last_seq: Callable[[str, bool], Awaitable[int]], broadcast_max_members: int,
                  flush_sec: float, max_convs: int = 100_000) -> None:
         self._nc = nc
+        # Set by the sequencer once its lean bus connection is up (attach_bus);
+        # until then (tests that drive Receipts alone) nats-py publishes.
+        self._publish: Callable[[str, bytes], None] | None = None
         self._subjects = subjects
         self._store = store
         self._flush_sec = flush_sec  # receipts coalesced this long, then written and broadcast at once
@@ -57,6 +60,10 @@ class Receipts:
         self._task: asyncio.Task | None = None
         self._log = log.get("sequencer.receipts")
         self._bg: set[asyncio.Task] = set()
+
+    def attach_bus(self, publish: Callable[[str, bytes], None]) -> None:
+        """Broadcast through ``publish`` (the lean bus' queued, unawaited PUB)."""
+        self._publish = publish
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._flusher())
@@ -180,6 +187,11 @@ class Receipts:
                 continue
             frame = frames.encode(frames.Receipt(conv=w.conv, user=w.user, delivered=w.delivered, read=w.read))
             own_devices_too = dirty[(w.conv, w.user)]
+            ev_receipt = self._subjects.ev_receipt
+            publish = self._publish
             for member in conv.members:
                 if own_devices_too or member != w.user:
-                    await self._nc.publish(self._subjects.ev_receipt(member), frame)
+                    if publish is not None:
+                        publish(ev_receipt(member), frame)
+                    else:
+                        await self._nc.publish(ev_receipt(member), frame)

@@ -61,7 +61,9 @@ class Sequencer:
         self.pipeline: Pipeline | None = None
         self.leases: PartitionLeases | None = None
         self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
-                                 last_seq=self._last_seq, broadcast_max_members=settings.fanout_max_members,
+                                 last_seq=self._last_seq,
+                                 broadcast_max_members=min(settings.fanout_max_members,
+                                                           settings.receipt_broadcast_max_members),
                                  flush_sec=settings.sequencer_receipt_flush_sec)
         self.conv_list = ConvLister(nc=nc, settings=settings, store=store, convs=self.convs, receipts=self.receipts)
         # sb-sequencer: every API endpoint (switchboard/rpc/), counted for
@@ -86,6 +88,7 @@ class Sequencer:
                                        tls=tls.nats_client_context(s))
         self._replies = Replies(self._conn)
         self._replies.start()
+        self.receipts.attach_bus(self._conn.publish)
         self.tracer = Tracer(publish=self._conn.publish, prefix=self.subjects.prefix, role="sequencer",
                              instance=s.instance or self.instance, sample=s.trace_sample)
         messages_stream, _, _ = streams.names(s)

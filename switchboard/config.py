@@ -367,6 +367,14 @@ class SequencerSettings(_Section):
     # Groups larger than this are not fanned out to INBOX copies; members'
     # edges read the conversation subject instead (pull mode).
     fanout_max_members: int = 500
+    # Receipts (delivered/read watermarks) are broadcast to every member only
+    # in conversations of at most this many members; in bigger ones they are
+    # stored and members ask with a `receipts` frame. A broadcast costs one
+    # frame per member per raised watermark, so an active group of N members
+    # acking 4 times a second costs up to 4*N*N frames/s: 40,000 at 100
+    # members, more than a busy group's own deliveries (docs/benchmarks.md).
+    # 32 keeps live ticks for small groups and every 1:1 conversation.
+    receipt_broadcast_max_members: int = 32
     # Hard cap on members of one conversation.
     max_group_members: int = 5000
     # Per-user bounds on what one account can make the fabric do (0: off).
@@ -406,8 +414,8 @@ class SequencerSettings(_Section):
     sequencer_presence_timeout_sec: float = _key("presence_timeout_sec", 1.0)
 
     def _check(self) -> None:
-        _at_least(self, 1, "fanout_max_members", "max_group_members", "partitions", "conv_list_max",
-                  "api_max_inflight")
+        _at_least(self, 1, "fanout_max_members", "receipt_broadcast_max_members", "max_group_members", "partitions",
+                  "conv_list_max", "api_max_inflight")
         _at_least(self, 0, "max_groups_per_min", "max_fanout_per_min")
         _positive(self, "sequencer_receipt_flush_sec", "handover_retry_sec", "sequencer_presence_timeout_sec")
         if self.lease_ttl < 1.0:
@@ -424,6 +432,13 @@ class ArchiverSettings(_Section):
     archive_batch: int = _key("batch", 500)
     # Tries before a message goes to the dead-letter subject.
     archive_max_deliver: int = _key("max_deliver", 10)
+    # Batches one archiver writes to the store at once (each acked when its
+    # own write returns). A write is a network round trip to Cassandra: with
+    # one at a time the process idles while the store works, and the store
+    # idles while the next batch is decoded. 4 overlapped the two fully in
+    # `switchboard bench archiver` (docs/benchmarks.md); more only holds more
+    # messages unacked. SQLite's one writer thread takes them one after another.
+    archive_write_window: int = _key("write_window", 4)
     # Seconds a fetch lingers for a fuller batch (at most one short batch per
     # linger): at 8,000 msgs/s that is ~400 messages per store write instead
     # of ~80, a third less CPU per message. History reads unarchived messages
@@ -451,7 +466,7 @@ class ArchiverSettings(_Section):
     archive_store_backoff_cap_sec: float = _key("store_backoff_cap_sec", 5.0)
 
     def _check(self) -> None:
-        _at_least(self, 1, "archive_batch", "archive_max_deliver")
+        _at_least(self, 1, "archive_batch", "archive_max_deliver", "archive_write_window")
         _at_least(self, 0, "archive_linger_sec")
         _positive(self, "archive_fetch_wait_sec", "archive_lag_interval_sec", "archive_ack_wait_sec",
                   "archive_store_backoff_sec")

@@ -143,6 +143,8 @@ class BenchClient(WsConn):
                 self.r.expected += self.group_size - 1
                 if f.seq > w.conv_top.get(f.conv, 0):
                     w.conv_top[f.conv] = f.seq
+        elif t == "receipt":
+            self.r.receipts += 1
         elif t == "error":
             self.w.on_error(f)
         elif t == "synced":  # (a resync is followed by synced too)
@@ -293,7 +295,7 @@ class Worker:
         await asyncio.sleep(0.5)  # let group-created system messages arrive before measuring
         r = self.result
         r.errors.clear()
-        r.self_echo = r.duplicates = r.gaps = 0
+        r.self_echo = r.receipts = r.duplicates = r.gaps = 0
 
     async def run(self, start_ns: int) -> None:
         spec = self.spec

@@ -85,6 +85,7 @@ class WorkerResult:
     expected: int = 0  # deliveries owed to other members for confirmed sends
     delivered: int = 0  # msg frames from other members received
     self_echo: int = 0  # own messages echoed to the sender's socket
+    receipts: int = 0  # receipt frames received (others' delivered/read watermarks)
     duplicates: int = 0  # (conv, seq) received twice by one client
     gaps: int = 0  # a seq skipped within a conversation on one client
     unconfirmed: int = 0  # sends with no answer by the end of the drain
@@ -104,6 +105,7 @@ class WorkerResult:
             clients=self.clients + other.clients, sent=self.sent + other.sent,
             confirmed=self.confirmed + other.confirmed, expected=self.expected + other.expected,
             delivered=self.delivered + other.delivered, self_echo=self.self_echo + other.self_echo,
+            receipts=self.receipts + other.receipts,
             duplicates=self.duplicates + other.duplicates, gaps=self.gaps + other.gaps,
             unconfirmed=self.unconfirmed + other.unconfirmed, errors=errors,
             reconnects=self.reconnects + other.reconnects, resends=self.resends + other.resends,
@@ -134,6 +136,7 @@ class DeliveryReport:
     gaps: int
     unconfirmed: int
     self_echo: int
+    receipts: int
     errors: dict[str, int]
     reconnects: int
     resends: int
@@ -195,6 +198,7 @@ def build_delivery_report(*, command: str, params: dict[str, Any], seconds: floa
         command=command, params=params, seconds=round(seconds, 3), sent=total.sent, confirmed=total.confirmed,
         expected=total.expected, delivered=total.delivered, lost=max(0, total.expected - total.delivered),
         duplicates=total.duplicates, gaps=total.gaps, unconfirmed=total.unconfirmed, self_echo=total.self_echo,
+        receipts=total.receipts,
         errors=dict(sorted(total.errors.items())), reconnects=total.reconnects, resends=total.resends,
         sent_per_sec=round(total.sent / seconds, 1) if seconds > 0 else 0.0,
         delivered_per_sec=round(total.delivered / delivered_window, 1) if delivered_window > 0 else 0.0,
@@ -247,6 +251,7 @@ def render_delivery(r: DeliveryReport) -> str:
         ("gaps", r.gaps),
         ("unconfirmed sends", r.unconfirmed),
         ("own-message echoes", r.self_echo),
+        ("receipt frames", r.receipts),
         ("sent/s", r.sent_per_sec),
         ("delivered/s", r.delivered_per_sec),
         ("delivered/offered while sending", r.delivered_offered),

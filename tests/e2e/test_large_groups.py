@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from switchboard import frames
 from switchboard.bus import streams
 from tests.e2e.helpers import STEP, Events, kind, unique
@@ -54,12 +56,24 @@ async def test_large_group_pull_mode(deploy):
     assert got == ["third", "fourth"]
 
 
-async def test_large_group_receipts_stored_not_broadcast(deploy):
+# A 5-member group above either limit stores receipts without broadcasting
+# them: above fanout_max_members (pull mode), and, with INBOX copies, above
+# receipt_broadcast_max_members (a broadcast costs members² frames in an
+# active group). test_receipts.py's group of five (under both defaults)
+# protects the other side: there every member hears every watermark.
+QUIET_RECEIPTS = {
+    "pull_mode": {"fanout_max_members": LARGE},
+    "inbox_mode_above_broadcast_limit": {"receipt_broadcast_max_members": LARGE},
+}
+
+
+@pytest.mark.parametrize("limits", QUIET_RECEIPTS.values(), ids=QUIET_RECEIPTS.keys())
+async def test_large_group_receipts_stored_not_broadcast(deploy, limits):
     # Receipts coalesce at the edge, then at the sequencer: short known ticks,
     # so "not broadcast" below waits a time derived from them.
     tick = 0.02
-    dep = await deploy(roles=("sequencer", "edge"), fanout_max_members=LARGE, edge_receipt_flush_sec=tick,
-                       sequencer_receipt_flush_sec=tick)
+    dep = await deploy(roles=("sequencer", "edge"), edge_receipt_flush_sec=tick, sequencer_receipt_flush_sec=tick,
+                       **limits)
     users = [unique(f"r{i}") for i in range(5)]
     clients = [await dep.sdk(u) for u in users]
     evs = [Events(c) for c in clients]
