@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("receipts", help="1:1 message cost with and without delivered+read receipts "
                    "(sbctl/bench/receipts.py); options: switchboard bench receipts --help")
 
+    sub.add_parser("ring", help="kill -9 one node of a 3-node Cassandra ring under load: archiving and history "
+                   "keep working, nothing missing (sbctl/bench/ring.py); options: switchboard bench ring --help")
+
     f = sub.add_parser("fuzz", help="black-box fuzzer of a live edge: hostile and mutated frames over many "
                        "connections while a control pair exchanges messages (sbctl/bench/fuzz.py)")
     f.add_argument("--frames", type=int, default=1_000_000, help="frames to send in total (default 1,000,000)")
@@ -126,6 +129,12 @@ def main(argv: list[str]) -> int:
         from sbctl.bench.receipts import main as receipts_main
 
         return receipts_main(argv[1:])  # its options belong to bench.receipts
+    if argv[:1] == ["ring"]:
+        if not helping:
+            print(f"# {cmd}", file=sys.stderr, flush=True)
+        from sbctl.bench.ring import main as ring_main
+
+        return ring_main(argv[1:], cmd)  # its options belong to bench.ring
     args = build_parser().parse_args(argv)
     print(f"# {cmd}", file=sys.stderr, flush=True)
     if args.what == "delivery":
