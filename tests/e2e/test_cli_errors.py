@@ -84,7 +84,7 @@ def test_role_help_shows_only_the_flags_it_reads(role):
     assert "--metrics-listen" not in p.stdout and "--metrics-peers" not in p.stdout  # up's, hidden
 
 
-BENCHES = ("delivery", "idle", "archiver", "receipts", "fuzz", "presence", "storm")
+BENCHES = ("delivery", "idle", "archiver", "receipts", "fuzz", "presence", "storm", "ring")
 # Every parser an operator meets: the commands, each role, config's and
 # bench's subcommands (archiver and receipts parse their own options), and
 # the benchmark modules run alone (python -m ...).
