@@ -155,6 +155,7 @@ class FaultClient(WsConn):
             w.last_progress = now
         elif t == "sent":
             entry = w.pending.pop(f.id, None)
+            w.attempts.pop(f.id, None)
             if entry is not None:
                 w.ph.confirmed += 1
                 w.owed[f.id] = entry[0].members - 1
@@ -260,6 +261,7 @@ class FaultWorker:
         self.flusher = Flusher(self.loop)
         self.clients = [FaultClient(self, i, u, t, h) for i, (u, t, h) in enumerate(spec.users)]
         self.pending: dict[str, tuple[FaultClient, str, float]] = {}  # id -> (sender, frame, last written)
+        self.attempts: dict[str, int] = {}  # id -> retry: true answers so far
         self.owed: dict[str, int] = {}  # confirmed id -> deliveries owed (this phase)
         self.got: dict[str, int] = {}  # id -> members that received it
         self.ph = PhaseResult()
@@ -273,7 +275,9 @@ class FaultWorker:
         self._prefix = ""
         self._n = 0
         self._pair_k = self._group_k = 0
-        self._pair_senders = [self.clients[i] for p in spec.pairs for i in p]
+        # Every pair's first member, then every second member: the first len(pairs)
+        # sends reach every conversation once (the warm-up creates them all).
+        self._pair_senders = [self.clients[p[0]] for p in spec.pairs] + [self.clients[p[1]] for p in spec.pairs]
         self._group_senders = [self.clients[i] for i in spec.group]
 
     def count(self, key: str) -> None:
@@ -289,8 +293,9 @@ class FaultWorker:
         ref = f.ref or ""
         if ref not in self.pending:
             return
-        if f.retry:
-            delay = 0.2 * (0.5 + random.random())
+        if f.retry:  # jittered exponential backoff per id, as docs/protocol.md tells clients (and the SDK does)
+            n = self.attempts[ref] = self.attempts.get(ref, 0) + 1
+            delay = min(0.1 * 2 ** n, 5.0) * (0.5 + random.random())
             self.loop.call_later(delay, self._resend, ref)
         else:
             del self.pending[ref]
@@ -395,6 +400,7 @@ class FaultWorker:
             ph.missing = [f"{mid}: {self.got.get(mid, 0)} of {n} members" for mid, n in self.owed.items()
                           if self.got.get(mid, 0) < n][:5]
         ph.send_ns, ph.lat_ns = self.send_ns.tobytes(), self.lat_ns.tobytes()
+        self.attempts.clear()
         self.pending.clear()  # unconfirmed sends of this phase are counted, not carried over
         return ph
 

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import sys
@@ -341,6 +342,7 @@ async def _main(p: FaultParams, command: str) -> FaultsReport:
         t0 = time.monotonic()
         await workers.expect("ready", 300)
         notes.append(f"{workers.total:,} clients connected and synced in {time.monotonic() - t0:.1f} s")
+        rows.append(await _warmup(p, workers))
         for i, fault in enumerate(p.faults):
             rows.append(await _phase(p, fleet, workers, i, fault, why_not))
             r = rows[-1]
@@ -421,6 +423,7 @@ async def _phase(p: FaultParams, fleet: Fleet, workers: Workers, i: int, fault: 
             await _sleep_until(t_fault, p.stop_sec)
             await fleet.signal(victim, signal.SIGCONT)
     t_undone = time.monotonic_ns()
+    notes.append(f"host load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     await asyncio.sleep(p.after)
     if workers.all_back_at is not None and workers.all_back_at > t_fault:
         notes.append(f"all {workers.total:,} clients synced again {(workers.all_back_at - t_fault) / 1e9:.1f} s "
@@ -435,6 +438,21 @@ async def _phase(p: FaultParams, fleet: Fleet, workers: Workers, i: int, fault: 
     results = [m[2] for m in await workers.expect("result", 300)]
     await _home(workers)
     return summarize(fault, how, merge(results), t_fault, t_undone, notes)
+
+
+async def _warmup(p: FaultParams, workers: Workers) -> FaultRow:
+    """No fault: load until every 1:1 conversation got its first message (each
+    is created by it), so the faults meet conversations already in use."""
+    workers.label = "warm-up"
+    t0 = time.monotonic_ns()
+    workers.send("go", "wu")
+    await asyncio.sleep(p.clients_per_edge / p.rate + 1.0 if p.rate else 1.0)
+    workers.send("stop")
+    results = [m[2] for m in await workers.expect("result", 600)]
+    row = summarize("(warm-up)", f"no fault: the first message of each of {p.clients_per_edge:,} conversations",
+                    merge(results), time.monotonic_ns(), time.monotonic_ns(), [])
+    row.notes.append(f"took {(time.monotonic_ns() - t0) / 1e9:.1f} s with the drain")
+    return row
 
 
 async def _home(workers: Workers) -> None:
