@@ -7,7 +7,8 @@ keyspace RF 3, LOCAL_QUORUM reads and writes; by default one NATS node, one
 edge, one sequencer and two archivers: the ring is what is under test and the
 box has 2 cores), then:
 
-1. ``--pairs`` 1:1 pairs send ``--rate`` messages/s in total for
+1. after a warm-up (one message and one history read per pair, not timed),
+   ``--pairs`` 1:1 pairs send ``--rate`` messages/s in total for
    ``--duration`` s (each message's send -> ack latency: persisted in
    JetStream), the receivers count what they get, and a reader asks history
    (the archivers' LOCAL_QUORUM reads) ``--history-rate`` times a second;
@@ -285,10 +286,16 @@ async def _load(p: RingParams, rep: RingReport, data: Path, port: int, victim_pi
             w.back = time.monotonic()
             rep.node_back_sec = round(w.back - w.kill, 1)
 
-        bg = [asyncio.create_task(receive(c)) for c in receivers] + [asyncio.create_task(read_history())]
+        bg = [asyncio.create_task(receive(c)) for c in receivers]
+        for i in range(p.pairs):  # warm-up, not timed: every conversation exists, history has been asked once
+            await send_one(i, f"w{i:05d}")
+            await senders[i].history(convs[i], limit=1)
+        send_lat.clear()
+        bg.append(asyncio.create_task(read_history()))
         killer = asyncio.create_task(kill_then_wait())
         start = time.monotonic()
         n = int(p.rate * p.duration)
+        rep.sent = p.pairs  # the warm-up messages
         for k in range(n):
             delay = start + k / p.rate - time.monotonic()
             if delay > 0:
