@@ -42,6 +42,10 @@ async def _none() -> None:
     return None
 
 
+RESTART_TRIES = 5
+RESTART_PAUSE_SEC = 1.0
+
+
 class HeldSupervisor(Supervisor):
     """The Supervisor without its restarts, with each child's stderr in a log file."""
 
@@ -166,10 +170,38 @@ class Fleet:
         if sig == signal.SIGKILL:
             await child.proc.wait()
 
-    async def restart(self, child: Child) -> None:
+    async def restart(self, child: Child, notes: list[str] | None = None) -> None:
+        """Start ``child`` again and wait until it serves; one that exits before
+        (e.g. its start-up requests time out on a loaded cluster) is started
+        again after RESTART_PAUSE_SEC, as a supervisor would, up to RESTART_TRIES."""
         assert self.sup is not None
-        await self.sup.respawn(child)
-        await self.sup.wait_ready([child], ready_timeout(self.s))
+        for attempt in range(1, RESTART_TRIES + 1):
+            await self.sup.respawn(child)
+            assert child.proc is not None
+            ready = asyncio.ensure_future(child.ready.wait())
+            died = asyncio.ensure_future(child.proc.wait())
+            await asyncio.wait([ready, died], timeout=ready_timeout(self.s), return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            died.cancel()
+            if child.ready.is_set():
+                return
+            code = child.proc.returncode
+            if notes is not None:
+                notes.append(f"{child.name} exited while starting again (code {code}, attempt {attempt}); "
+                             f"see logs/{child.name}.log")
+            if code is None:
+                break
+            await asyncio.sleep(RESTART_PAUSE_SEC)
+        raise RuntimeError(f"{child.name} did not start again after {RESTART_TRIES} attempts")
+
+    async def revive(self) -> list[str]:
+        """Start again any process that died by itself (not by the bench); what happened, for the notes."""
+        notes = []
+        for c in self.nats + self.roles:
+            if c.proc is not None and c.proc.returncode is not None:
+                notes.append(f"{c.name} had exited by itself (code {c.proc.returncode}): started again")
+                await self.restart(c, notes)
+        return notes
 
     async def stream_info(self, stream: str) -> dict:
         assert self.nc is not None

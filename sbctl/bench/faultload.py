@@ -159,6 +159,7 @@ class FaultClient(WsConn):
             if entry is not None:
                 w.ph.confirmed += 1
                 w.owed[f.id] = entry[0].members - 1
+                w.where[f.id] = (f.conv, f.seq)
                 w.ph.expected += entry[0].members - 1
                 w.last_progress = time.monotonic_ns()
         elif t == "error":
@@ -234,6 +235,11 @@ class FaultClient(WsConn):
         if s is not None and not s.done():
             s.set_exception(ConnectionError("closed before synced"))
         super().connection_lost(exc)
+        hs = self._handshake  # a connect that timed out has left it; nobody awaits it any more
+        if hs is not None and hs.done() and not hs.cancelled():
+            hs.exception()
+        if s is not None and s.done() and not s.cancelled():
+            s.exception()
 
     def on_closed(self) -> None:
         if self.w.closing or self.reconnecting:
@@ -264,6 +270,7 @@ class FaultWorker:
         self.attempts: dict[str, int] = {}  # id -> retry: true answers so far
         self.owed: dict[str, int] = {}  # confirmed id -> deliveries owed (this phase)
         self.got: dict[str, int] = {}  # id -> members that received it
+        self.where: dict[str, tuple[str, int]] = {}  # confirmed id -> (conv, seq), for the report of a loss
         self.ph = PhaseResult()
         self.send_ns = array("q")
         self.lat_ns = array("q")
@@ -349,6 +356,7 @@ class FaultWorker:
         self.ph = PhaseResult()
         self.owed.clear()
         self.got.clear()
+        self.where.clear()
         self.send_ns, self.lat_ns = array("q"), array("q")
         self._prefix, self._n = prefix, 0
         self._t0 = time.monotonic_ns()
@@ -397,8 +405,8 @@ class FaultWorker:
         ph.unconfirmed = len(self.pending)
         ph.lost = sum(max(0, n - self.got.get(mid, 0)) for mid, n in self.owed.items())
         if ph.lost:
-            ph.missing = [f"{mid}: {self.got.get(mid, 0)} of {n} members" for mid, n in self.owed.items()
-                          if self.got.get(mid, 0) < n][:5]
+            ph.missing = [f"{mid} ({self.where[mid][0]} seq {self.where[mid][1]}): {self.got.get(mid, 0)} of {n} "
+                          f"members got it" for mid, n in self.owed.items() if self.got.get(mid, 0) < n][:5]
         ph.send_ns, ph.lat_ns = self.send_ns.tobytes(), self.lat_ns.tobytes()
         self.attempts.clear()
         self.pending.clear()  # unconfirmed sends of this phase are counted, not carried over
@@ -447,8 +455,15 @@ class FaultWorker:
 
 def worker_main(spec: FaultSpec, commands: Connection, report: Connection) -> None:
     """Entry point of a load-generator process (multiprocessing target)."""
+    import ctypes
+    import signal
+
     from sbctl.bench.fabric import prepare_client_process
 
+    try:  # die with the bench, even if it is killed before it says quit (PR_SET_PDEATHSIG)
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
     prepare_client_process()
 
     async def main() -> None:

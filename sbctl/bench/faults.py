@@ -322,6 +322,10 @@ async def _main(p: FaultParams, command: str) -> FaultsReport:
     from sbctl.cluster import port_free
     from sbctl.embedded import free_port
 
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # SIGTERM as Ctrl-C: the finally below stops the cluster and removes the namespace.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     tmp = None if p.data else tempfile.mkdtemp(prefix="sb-faults-")
     data = Path(p.data or tmp or ".")
     notes: list[str] = []
@@ -344,7 +348,16 @@ async def _main(p: FaultParams, command: str) -> FaultsReport:
         notes.append(f"{workers.total:,} clients connected and synced in {time.monotonic() - t0:.1f} s")
         rows.append(await _warmup(p, workers))
         for i, fault in enumerate(p.faults):
-            rows.append(await _phase(p, fleet, workers, i, fault, why_not))
+            revived = await fleet.revive()
+            try:
+                rows.append(await _phase(p, fleet, workers, i, fault, why_not))
+            except Exception as exc:  # noqa: BLE001 - the rows so far are the result; this one failed
+                rows.append(FaultRow(fault=fault, how=f"the phase failed: {type(exc).__name__}: {exc}",
+                                     recover_sec=-1, p99_fault_ms=None, p99_outside_ms=None, sent=0, deliveries=0,
+                                     lost=0, duplicated=0, out_of_order=0, unconfirmed=0, refused=1, reconnects=0,
+                                     resends=0, errors={}, notes=revived))
+                break
+            rows[-1].notes[:0] = revived
             r = rows[-1]
             print(f"{fault}: recover {r.recover_sec} s, lost {r.lost}, duplicated {r.duplicated}, "
                   f"out of order {r.out_of_order}, unanswered {r.unconfirmed}", file=sys.stderr, flush=True)
@@ -385,14 +398,14 @@ async def _phase(p: FaultParams, fleet: Fleet, workers: Workers, i: int, fault: 
         if new:
             notes.append(f"new MESSAGES leader {new[0]} after {new[1]:.1f} s")
         await _sleep_until(t_fault, p.down)
-        await fleet.restart(victim)
+        await fleet.restart(victim, notes)
     elif fault == "edge":
         victim = fleet.of_role("edge")[0]
         held = p.clients_per_edge + (p.group_size + 1) // 2
         how = f"kill -9 {victim.name} ({held:,} clients), restarted after {p.down:g} s"
         await fleet.signal(victim, signal.SIGKILL)
         await _sleep_until(t_fault, p.down)
-        await fleet.restart(victim)
+        await fleet.restart(victim, notes)
     elif fault == "restart-all":
         how = "every process stopped (SIGTERM) and started again on its data"
         await fleet.stop()
@@ -416,7 +429,7 @@ async def _phase(p: FaultParams, fleet: Fleet, workers: Workers, i: int, fault: 
             how = f"kill -9 {victim.name}, restarted after {p.down:g} s"
             await fleet.signal(victim, signal.SIGKILL)
             await _sleep_until(t_fault, p.down)
-            await fleet.restart(victim)
+            await fleet.restart(victim, notes)
         else:
             how = f"SIGSTOP {victim.name}, SIGCONT after {p.stop_sec:g} s"
             await fleet.signal(victim, signal.SIGSTOP)

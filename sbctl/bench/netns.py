@@ -57,6 +57,7 @@ def available() -> str | None:
 
 def setup() -> None:
     teardown()
+    _remove_stale()
     _ip("netns", "add", NAMESPACE)
     _ip("link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS)
     _ip("link", "set", VETH_NS, "netns", NAMESPACE)
@@ -70,6 +71,17 @@ def setup() -> None:
 def teardown() -> None:
     subprocess.run(["ip", "link", "del", VETH_HOST], capture_output=True, timeout=10)
     subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True, timeout=10)
+
+
+def _remove_stale() -> None:
+    """Namespaces and links of an earlier bench whose process is gone (killed
+    before its teardown): their address would shadow this one's."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout.split()
+    for name in names:
+        pid = name.removeprefix("sbfault")
+        if name.startswith("sbfault") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            subprocess.run(["ip", "link", "del", f"sbh{pid}"], capture_output=True, timeout=10)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
 
 def cut() -> None:
