@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
@@ -40,7 +41,6 @@ import time
 import uuid
 from pathlib import Path
 
-from sbctl.embedded import free_port
 from sbctl.supervisor import port_free
 from switchboard import auth
 from switchboard_client import Client
@@ -49,12 +49,15 @@ READY = "Switchboard cluster is up"
 
 
 def _free_run(n: int) -> int:
-    """A port P with P .. P + n - 1 free (the 4 edges of 2 cells listen on consecutive ports)."""
-    for _ in range(100):
-        p = free_port()
-        if p + n <= 65536 and all(port_free("127.0.0.1", p + i) for i in range(n)):
+    """A port P with P .. P + n - 1 free (the 4 edges of 2 cells listen on
+    consecutive ports), below the kernel's ephemeral range, from which the
+    launcher takes its NATS, gateway and metrics ports (bind to port 0)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        p = random.randrange(10_000, low - n)
+        if all(port_free("127.0.0.1", p + i) for i in range(n)):
             return p
-    raise SystemExit(f"no {n} consecutive free ports")
+    raise SystemExit(f"no {n} consecutive free ports below {low}")
 
 
 def _pct(xs: list[float], q: float) -> float:

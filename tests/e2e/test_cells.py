@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import sqlite3
@@ -47,10 +48,23 @@ from sbctl.embedded import pid_alive
 from switchboard import frames
 from switchboard_client import Client
 from tests.e2e.helpers import STEP, Proc, Raw, unique, until
-from tests.e2e.test_cluster_up import descendants, token, two_free_ports
+from tests.e2e.test_cluster_up import descendants, port_is_free, token
 
 READY = "Switchboard cluster is up"
 RATE_GAP = 0.1  # seconds between a sender's messages while cell 2 is down
+
+
+def edge_ports() -> int:
+    """A port P with P + 1 free (the edges of cell 1 and cell 2), below the
+    kernel's ephemeral range: the launcher takes its NATS, gateway and
+    metrics ports from that range (bind to port 0), and one of those landing
+    on P + 1 would keep cell 2's edge from listening."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        p = random.randrange(10_000, low - 2)
+        if port_is_free(p) and port_is_free(p + 1):
+            return p
+    raise AssertionError("no two adjacent free ports below the ephemeral range")
 
 
 class _Noting(list):
@@ -114,7 +128,7 @@ class Sender:
 @pytest.mark.timeout(180)
 async def test_two_cells_deliver_once_in_order_across_a_cell_restart(tmp_path: Path):
     data = tmp_path / "cells"
-    port = two_free_ports()
+    port = edge_ports()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")} | {"PYTHONUNBUFFERED": "1"}
     up = Proc(["cluster", "up", "--cells", "2", "--nats", "1", "--edges", "1", "--sequencers", "1",
                "--archivers", "1", "--data", str(data), "--port", str(port)], env=env, log=tmp_path / "cells.log")
