@@ -75,7 +75,7 @@ class FaultSpec:
     group: list[int] = field(default_factory=list)  # one group conversation's members (may be empty)
     pair_rate: float = 0.0  # msgs/s over this process's pairs
     group_rate: float = 0.0  # msgs/s into the group
-    drain_idle: float = 15.0  # end a drain once nothing progressed for this long
+    drain_idle: float = 30.0  # end a drain once nothing progressed for this long
     drain_max: float = 120.0
 
 
@@ -99,6 +99,7 @@ class PhaseResult:
     lat_ns: bytes = b""  # array('q'): its latency
     missing: list[str] = field(default_factory=list)  # examples of lost messages
     disorder: list[str] = field(default_factory=list)  # examples of out-of-order arrivals
+    late: int = 0  # deliveries the previous phase had counted lost (they came after its drain)
     hole_ms: float = 0.0  # the longest a lower seq arrived after a higher one
 
 
@@ -149,6 +150,8 @@ class FaultClient(WsConn):
             now = time.monotonic_ns()
             sent_ns = int(f.body)
             w.got[f.id] = w.got.get(f.id, 0) + 1
+            if f.id in w.lost_before:  # counted lost by the previous phase's drain: it was only late
+                w.ph.late += 1
             w.ph.delivered += 1
             w.send_ns.append(sent_ns)
             w.lat_ns.append(now - sent_ns)
@@ -270,6 +273,7 @@ class FaultWorker:
         self.attempts: dict[str, int] = {}  # id -> retry: true answers so far
         self.owed: dict[str, int] = {}  # confirmed id -> deliveries owed (this phase)
         self.got: dict[str, int] = {}  # id -> members that received it
+        self.lost_before: set[str] = set()  # ids the previous phase counted lost
         self.where: dict[str, tuple[str, int]] = {}  # confirmed id -> (conv, seq), for the report of a loss
         self.ph = PhaseResult()
         self.send_ns = array("q")
@@ -397,13 +401,14 @@ class FaultWorker:
         start = time.monotonic()
         self.last_progress = time.monotonic_ns()
         while time.monotonic() - start < self.spec.drain_max:
-            if not self.pending and ph.delivered >= ph.expected and self.connected == len(self.clients):
+            if not self.pending and self.connected == len(self.clients) and not self._owed_now():
                 break
             if (time.monotonic_ns() - self.last_progress) / 1e9 > self.spec.drain_idle:
                 break
             await asyncio.sleep(0.05)
         ph.unconfirmed = len(self.pending)
-        ph.lost = sum(max(0, n - self.got.get(mid, 0)) for mid, n in self.owed.items())
+        ph.lost = self._owed_now()
+        self.lost_before = {mid for mid, n in self.owed.items() if self.got.get(mid, 0) < n}
         if ph.lost:
             ph.missing = [f"{mid} ({self.where[mid][0]} seq {self.where[mid][1]}): {self.got.get(mid, 0)} of {n} "
                           f"members got it" for mid, n in self.owed.items() if self.got.get(mid, 0) < n][:5]
@@ -420,6 +425,11 @@ class FaultWorker:
                 await c.go_home()
 
         await asyncio.gather(*(one(c) for c in self.clients if c.edge != c.home))
+
+    def _owed_now(self) -> int:
+        """Deliveries owed for confirmed sends and not received yet."""
+        got = self.got
+        return sum(max(0, n - got.get(mid, 0)) for mid, n in self.owed.items())
 
     def _ack(self) -> None:
         for c in self.clients:

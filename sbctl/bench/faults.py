@@ -130,7 +130,9 @@ def summarize(fault: str, how: str, ph: PhaseResult, t_fault: int, t_undone: int
                     sent=ph.sent, deliveries=ph.delivered, lost=ph.lost, duplicated=ph.duplicated,
                     out_of_order=ph.out_of_order, unconfirmed=ph.unconfirmed, refused=ph.refused,
                     reconnects=ph.reconnects, resends=ph.resends, errors=dict(sorted(ph.errors.items())),
-                    notes=notes + [f"lost: {m}" for m in ph.missing[:5]] + _disorder(ph))
+                    notes=notes + [f"lost: {m}" for m in ph.missing[:5]] + _disorder(ph)
+                    + ([f"{ph.late} deliveries counted lost by the previous fault arrived during this one"]
+                       if ph.late else []))
 
 
 def _disorder(ph: PhaseResult) -> list[str]:
@@ -144,7 +146,7 @@ def merge(results: list[PhaseResult]) -> PhaseResult:
     out = PhaseResult()
     for r in results:
         for k in ("sent", "confirmed", "expected", "delivered", "lost", "duplicated", "out_of_order", "unconfirmed",
-                  "refused", "reconnects", "resends"):
+                  "refused", "reconnects", "resends", "late"):
             setattr(out, k, getattr(out, k) + getattr(r, k))
         for k, v in r.errors.items():
             out.errors[k] = out.errors.get(k, 0) + v
