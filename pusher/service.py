@@ -28,7 +28,7 @@ from pusher.providers import PushProvider
 from pusher.providers.select import providers_for
 from pusher.providers.webpush import WebPushProvider
 from pusher.worker import ReadUpto, UnreadCount, Worker, _no_badge
-from switchboard import api, log, rpc, tls
+from switchboard import api, log, reach, rpc, tls
 from switchboard.bus import streams
 from switchboard.config import Settings
 from switchboard.devices import BadToken, DeviceStore, RegisterReply, RegisterRequest, check_token, open_device_store
@@ -84,6 +84,7 @@ class PusherService:
     async def start(self) -> None:
         await self.devices.open()
         self._nc = await nats.connect(self.settings.nats_servers, name="sb-pusher",
+                                      error_cb=reach.error_logger(log.get("pusher.nats")),
                                       **tls.nats_py_options(self.settings))
         tls.require_tls(self._nc, self.settings)
         self._js = self._nc.jetstream()
@@ -127,7 +128,9 @@ class PusherService:
             # would wait on the pull subscription's pending fetch for its full timeout
             with contextlib.suppress(Exception):  # nats-server may be gone: nothing left to flush to
                 await asyncio.wait_for(self._nc.flush(), 1.0)
-            with contextlib.suppress(ConnectionError, nats.errors.Error):  # likewise: close what is left
+            # likewise: close what is left (RuntimeError: nats-py writes what it
+            # buffered while reconnecting into its closed transport)
+            with contextlib.suppress(ConnectionError, RuntimeError, nats.errors.Error):
                 await self._nc.close()
         for provider in {id(p): p for p in self.providers.values()}.values():
             await provider.close()

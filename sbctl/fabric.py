@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from switchboard.bus import streams
 from switchboard.config import Settings, data_path
 from switchboard.errors import Unavailable
 from switchboard.log import redact_url
-from switchboard.reach import QUIET_DRIVERS, reach
+from switchboard.reach import QUIET_DRIVERS, error_logger, reach
 from switchboard.roles import Role, RoleContext
 from switchboard.store import Store, open_store
 
@@ -100,12 +99,11 @@ async def _connect_once(settings: Settings, name: str, error_cb: ErrorCallback |
     failed: list[BaseException] = []
     connected = False
 
+    after_start = error_cb if error_cb is not None else error_logger(log.get("nats"))
+
     async def on_error(exc: Exception) -> None:
-        if connected:  # after the start: the caller's callback, or nats-py's own report as connect() gets it
-            if error_cb is not None:
-                await error_cb(exc)
-            else:
-                logging.getLogger("nats.aio.client").error("nats: encountered error", exc_info=exc)
+        if connected:  # after the start: the caller's callback, or one line per few seconds (reach.error_logger)
+            await after_start(exc)
             return
         failed.append(exc)
         if len(failed) >= len(servers):
@@ -135,7 +133,8 @@ async def first_connect(settings: Settings, name: str, log: FilteringBoundLogger
     """The process's first NATS connection: retried with backoff and logged
     until ``timeout_sec`` (default ``nats_connect_timeout_sec``), then
     :class:`~switchboard.reach.Unreachable` (switchboard/reach.py).
-    ``error_cb``: nats-py's error callback once connected (default: nats-py's)."""
+    ``error_cb``: nats-py's error callback once connected (default: one
+    line per few seconds, no traceback: switchboard.reach.error_logger)."""
     return await reach(lambda: _connect_once(settings, name, error_cb), what="NATS",
                        where=redact_url(settings.nats_url), log=log,
                        timeout_sec=settings.nats_connect_timeout_sec if timeout_sec is None else timeout_sec,
@@ -260,7 +259,10 @@ async def _close_nats(nc: NATS) -> None:
             pass
     try:
         await asyncio.wait_for(nc.close(), DRAIN_TIMEOUT_SEC)
-    except (TimeoutError, OSError, nats.errors.Error):  # OSError: the socket is already gone
+    except (TimeoutError, OSError, RuntimeError, nats.errors.Error):
+        # OSError: the socket is already gone; RuntimeError: nats-py writes
+        # what it buffered while reconnecting into its closed transport (uvloop
+        # refuses: "the handler is closed"). Nothing more to close either way.
         pass
 
 

@@ -168,8 +168,8 @@ class Supervisor:
             done, _ = await asyncio.wait([stop_wait, self.failed], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
-        if self.failed in done:
-            raise UpFailed(self.failed.result())
+        if self.failed in done:  # with its code: a restarted child that cannot reach NATS is 69 here too
+            raise UpFailed(self.failed.result(), self.failed_code)
 
     async def _spawn(self, child: Child) -> None:
         child.ready.clear()

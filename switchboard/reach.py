@@ -18,7 +18,10 @@ calls ``attempt`` until it returns:
 
 A cancel (the CLI cancels the start on SIGINT/SIGTERM) ends the wait at
 once, in an attempt or between two. Once a role has started, a lost
-connection is its client's reconnect logic's job, not this module's.
+connection is its client's reconnect logic's job, not this module's; what
+that client reports meanwhile goes through :func:`error_logger`: the same
+policy (one line per ``LOG_EVERY_SEC``, no traceback), where nats-py's own
+callback printed a traceback for every refused reconnect (every 0.5 s).
 """
 
 from __future__ import annotations
@@ -164,3 +167,24 @@ async def reach(attempt: Callable[[], Awaitable[T]], *, what: str, where: str, t
 
 
 __all__ = ["ATTEMPT_SEC", "EXIT_UNREACHABLE", "QUIET_DRIVERS", "Unreachable", "reach", "reason"]
+
+
+def error_logger(log: FilteringBoundLogger, *, what: str = "NATS",
+                 every_sec: float = LOG_EVERY_SEC) -> Callable[[Exception], Awaitable[None]]:
+    """An error callback for a client that is up and reconnects by itself
+    (nats-py's ``error_cb``): a WARNING line with the reason at the first
+    error, then at most one per ``every_sec`` saying how many came since;
+    never a traceback."""
+    last = -every_sec
+    since = 0
+
+    async def on_error(exc: Exception) -> None:
+        nonlocal last, since
+        since += 1
+        now = time.monotonic()
+        if now - last >= every_sec:
+            log.warning(f"{what} connection error; the client reconnects", error=reason(exc),
+                        kind=type(exc).__name__, errors=since)
+            last, since = now, 0
+
+    return on_error

@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sbctl.embedded import free_port
@@ -253,5 +254,31 @@ async def test_a_nats_that_comes_up_during_the_wait_is_used(tmp_path, make_nats)
         p.send_signal(signal.SIGTERM)
         await until(lambda: p.poll() is not None, 20.0, "up to stop")
         assert p.returncode == 0, run.stderr()
+    finally:
+        run.kill()
+
+
+@pytest.mark.timeout(90)
+async def test_up_exits_69_when_a_restarted_child_cannot_reach_nats(tmp_path, make_nats):
+    """Protects up's exit code after it was ready: a child that dies later
+    and, restarted, gives up on NATS made ``up`` exit 1 ("failed"), not 69
+    (a dependency is missing: what a service manager should be told).
+    NATS goes away, the edge child is killed, its restart waits WAIT s and
+    exits 69, and so does up, with the child's line and its own."""
+    server = make_nats(port=free_port())
+    settings = make_settings(tmp_path, server.url, nats_connect_timeout_sec=WAIT)
+    out, err = tmp_path / "up.stdout", tmp_path / "up.stderr"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        p = subprocess.Popen([PYTHON, "-m", "sbctl", "up", "--nats", server.url], cwd=REPO, env=settings_env(settings),
+                             stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, start_new_session=True)
+    run = Run(Case("nats-gone-after-ready", (), "NATS", "up"), server.url, p, err)
+    try:
+        await until(lambda: "Switchboard is up" in out.read_text(), 60.0, lambda: f"up to start: {run.stderr()}")
+        edge = next(c for c in psutil.Process(p.pid).children() if " edge " in " ".join(c.cmdline()) + " ")
+        await asyncio.get_running_loop().run_in_executor(None, server.stop)
+        edge.kill()
+        await until(lambda: p.poll() is not None, 45.0, lambda: f"up to give up: {run.stderr()}")
+        assert p.returncode == EXIT_UNREACHABLE, (p.returncode, run.stderr())
+        assert "could not reach a dependency" in run.stderr() and "Traceback" not in run.stderr(), run.stderr()
     finally:
         run.kill()
