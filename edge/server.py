@@ -108,6 +108,10 @@ class Edge:
         self._recheck: asyncio.Task | None = None  # sessions reading INBOX after a bus reconnect
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
         self._rejected_admission = self.metrics.rejected.labels("admission")
+        # Sessions upgraded and not yet synced: admission refuses beyond admit_max_opening.
+        self.opening = 0
+        self._max_opening = settings.admit_max_opening
+        self._rejected_opening = self.metrics.rejected.labels("opening")
         self._server: WsServer | None = None
         # sb-edge in `nats micro ls`: the edge's stats endpoint (switchboard/rpc/).
         self.rpc = rpc.RpcService(nc, name="sb-edge", version=switchboard.__version__,
@@ -237,18 +241,28 @@ class Edge:
         looked at: an admitted request takes its token in _process_request).
         In a storm most requests end here, so a refusal must cost less than
         parsing the request and serializing a response (docs/operations.md)."""
-        if head.startswith(_WS_GET) and head[7:8] in b" ?" and self._admission.empty():
-            self._rejected_admission.inc()
-            return _ADMISSION_503
+        if head.startswith(_WS_GET) and head[7:8] in b" ?":
+            if self.opening >= self._max_opening:
+                self._rejected_opening.inc()
+                return _ADMISSION_503
+            if self._admission.empty():
+                self._rejected_admission.inc()
+                return _ADMISSION_503
         return None
+
+    def opened(self) -> None:
+        """A session left its opening (synced, or closed before): one more may be admitted."""
+        self.opening -= 1
 
     def _process_request(self, request: Request) -> Response | None:
         """GET requests (websockets' parser reads only those): a plain answer,
         or None to upgrade ``/ws``."""
         path = request.path.split("?", 1)[0]
         if path == "/ws":
-            if not self._admission.take():
-                self._rejected_admission.inc()
+            refused = self._rejected_opening if self.opening >= self._max_opening else (
+                None if self._admission.take() else self._rejected_admission)
+            if refused is not None:
+                refused.inc()
                 return _response(HTTPStatus.SERVICE_UNAVAILABLE, _ADMISSION_BODY, "text/plain",
                                  retry_after=_RETRY_AFTER)
             return None
@@ -297,6 +311,7 @@ class Edge:
             conn.close(CLOSE_UNAUTHORIZED, exc.message)
             return None
         sess = Session(edge=self, conn=conn, user=ident.user)
+        self.opening += 1  # until the session calls opened()
         self._expiry.add(sess, ident.expires_at)
         self._hold_socket(sess)
         self.sessions.add(sess)

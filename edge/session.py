@@ -49,7 +49,8 @@ WAIT_HELLO, HELLO, LIVE, CLOSED = range(4)
 
 class Session:
     __slots__ = ("edge", "conn", "user", "conn_id", "catchup", "acked", "bucket", "log", "epoch", "state",
-                 "sends", "_tasks", "_unacked", "_groups", "_early", "_hello_timer", "_attached", "_traced")
+                 "sends", "_tasks", "_unacked", "_groups", "_early", "_hello_timer", "_attached", "_traced",
+                 "_opening")
 
     def __init__(self, *, edge: Edge, conn: WsConn, user: str) -> None:
         self.edge = edge
@@ -82,6 +83,7 @@ class Session:
         # -> the message (conv, seq, id, sender), for edge.acked. None until
         # the first traced delivery (untraced traffic never allocates it).
         self._traced: dict[int, tuple[str, int, str, str]] | None = None
+        self._opening = True  # counted in edge.opening (admission) until synced or closed
         # hello_timeout: a socket that never says hello only costs memory.
         self._hello_timer = asyncio.get_running_loop().call_later(s.hello_timeout, self._no_hello)
 
@@ -110,6 +112,7 @@ class Session:
 
     def on_close(self) -> None:
         self.state = CLOSED
+        self._opened()
         self.catchup.close()
         self._hello_timer.cancel()
         self.sends.close()
@@ -122,6 +125,11 @@ class Session:
                 hub.detach_conv(conv, self)
             hub.detach(self.user, self)
             self.edge.on_disconnect(self)
+
+    def _opened(self) -> None:
+        if self._opening:
+            self._opening = False
+            self.edge.opened()
 
     def _no_hello(self) -> None:
         if self.state == WAIT_HELLO:
@@ -165,6 +173,7 @@ class Session:
         if self.state != HELLO:
             return
         self.state = LIVE
+        self._opened()
         early, self._early = self._early, []
         for data in early:
             if self.state == LIVE:

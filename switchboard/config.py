@@ -291,6 +291,16 @@ class EdgeSettings(_Section):
     # Edge-side admission limit: new connections accepted per second, so a
     # reconnect storm after an edge dies cannot starve the live sockets.
     admit_per_sec: float = 2000.0
+    # Connections upgraded and not yet synced (hello, INBOX replay, large
+    # groups) an edge works on at once; an upgrade beyond is refused like one
+    # over admit_per_sec (503). The rate alone does not bound the work: an
+    # edge that completes fewer hellos per second than it admits (a busy
+    # host) queues them until clients give up (their 10 s open timeout) and
+    # retry, and then does work nobody waits for (bench storm: 20,000 clients,
+    # none synced in 90 s). 200 keeps a hello's wait under a second where one
+    # costs up to 5 ms of a starved core, and is far above what a healthy edge
+    # has open (docs/operations.md, reconnect storms).
+    admit_max_opening: int = 200
     # Seconds an edge waits for the sequencer before answering `unavailable`
     # (retry: true). Covers a JetStream write at p99.9 with a wide margin. The
     # sequencer retries a system send through a partition handover as long.
@@ -334,7 +344,7 @@ class EdgeSettings(_Section):
     def _check(self) -> None:
         _at_least(self, 1, "max_frame_bytes", "max_body_bytes", "send_queue_frames", "send_queue_bytes",
                   "max_sockets_per_user", "edge_send_queue_bytes", "rate_burst", "replay_batch", "http_body_bytes",
-                  "conv_list_per_min", "recheck_batch", "typing_burst")
+                  "conv_list_per_min", "recheck_batch", "typing_burst", "admit_max_opening")
         _positive(self, "rate_per_sec", "typing_per_sec", "send_timeout", "hello_timeout", "open_timeout",
                   "admit_per_sec", "edge_receipt_flush_sec", "epoch_check_sec")
         _at_least(self, 0, "inbox_bounds_ttl", "recheck_pause_sec")

@@ -384,3 +384,27 @@ async def test_admission_refusal_is_canned_before_parsing_and_the_same_in_pieces
     assert canned.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in canned
     assert canned == parsed
     assert edge.metrics.rejected.labels("admission")._value.get() == 2
+
+
+async def test_admission_bounds_connections_still_opening():
+    """admit_max_opening: an edge works on at most this many upgraded,
+    not yet synced connections; beyond, upgrades get the admission 503 (label
+    "opening") without using a token. Protects an edge slower than its
+    admit_per_sec from queueing hellos until clients give up and retry (bench
+    storm): the count must drop when a session goes away before its hello,
+    or the edge would refuse everyone for good."""
+    from edge.server import Edge
+    e = Edge(settings=Settings(jwt_secret="s" * 32, admit_per_sec=100.0, admit_max_opening=1), nc=MagicMock())
+    token = auth.issue("s" * 32, "u1", ttl_sec=60)
+    first, _, _ = await http(e, f"/ws?token={token}")
+    assert first.status_code == 101 and e.opening == 1
+    refused, _, _ = await http(e, f"/ws?token={token}")
+    assert refused.status_code == HTTPStatus.SERVICE_UNAVAILABLE and refused.headers["Retry-After"] == "1"
+    assert e.metrics.rejected.labels("opening")._value.get() == 1
+    sess = next(iter(e.sessions))
+    sess.conn.connection_lost(None)  # gone before its hello
+    assert e.opening == 0
+    again, _, _ = await http(e, f"/ws?token={token}")
+    assert again.status_code == 101
+    for s in tuple(e.sessions):
+        s.close(1001, "test over")
