@@ -30,9 +30,11 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
         # dead-letters a message that keeps failing before this is reached,
         # so the server never silently drops one.
         max_deliver=settings.archive_max_deliver,
-        # Room for the batch being written plus the one being prefetched, per
-        # instance, for a few instances; bounds what a crash puts back in flight.
-        max_ack_pending=settings.archive_batch * 8,
+        # Room for the batches being written (write_window) plus the one
+        # fetched and waiting for a slot, per instance, for 4 instances;
+        # bounds what a crash puts back in flight. A fifth instance would
+        # get short batches, not stall.
+        max_ack_pending=settings.archive_batch * (settings.archive_write_window + 1) * 4,
         filter_subject=settings.subjects.msg_all,
     )
 

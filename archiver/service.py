@@ -11,7 +11,11 @@ runs on the archiver's own lean connection
 in ``stop()``): nats-py's per-message parse, subscription task and ack
 coroutine cost more CPU than the store write.
 
-Shutdown: stop fetching, finish (write + ack) the batch in hand, stop the
+Batches are written ``archive_write_window`` at a time (one task each, acked
+when its own write returns): a store round trip overlaps the decoding of the
+next batches.
+
+Shutdown: stop fetching, finish (write + ack) the batches in hand, stop the
 micro service (switchboard/rpc/) after answering the queries in hand. A
 batch fetched but not written (the process died) is redelivered by
 JetStream after the consumer's ack wait.
@@ -58,6 +62,7 @@ class Archiver:
         self._fetch_wait = settings.archive_fetch_wait_sec
         self._linger = settings.archive_linger_sec
         self._lag_interval = settings.archive_lag_interval_sec
+        self._write_window = settings.archive_write_window  # batches written at once
         self._serve_history = serve_history
         self._archive = archive  # False: a history-only replica (reads the durable's ack floor, fetches nothing)
         self.stream = streams.names(settings)[0]
@@ -148,31 +153,50 @@ class Archiver:
         return await self._puller.fetch(self.settings.archive_batch, self._fetch_wait, self._linger)
 
     async def _fetch_loop(self) -> None:
-        assert self._writer is not None
+        """Fetch, hand each batch to a write task, fetch the next.
+
+        Up to ``archive_write_window`` batches are written at once, each acked
+        when its own write returns (acks are per message, so the order in
+        which writes finish does not matter; the consumer's ack floor only
+        passes a message once it and everything below it are acked). With
+        every slot taken the loop holds one fetched batch until a write ends:
+        the prefetch of the one-batch-at-a-time loop this replaced.
+        """
         backoff = store_backoff(self.settings)
-        pending: asyncio.Task | None = None
-        while not self._stopping.is_set():
-            try:
-                batch = await (pending or self._fetch())
-                pending = None
+        slots = asyncio.Semaphore(self._write_window)
+        writes: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batch = await self._fetch()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - NATS down or reconnecting: wait and fetch again
+                    self._log.warning("fetch failed, retrying", error=f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(backoff.delay())
+                    continue
+                backoff.reset()
                 if not batch:
                     continue
-                # Fetch the next batch while this one is written.
-                if not self._stopping.is_set():
-                    pending = asyncio.create_task(self._fetch())
-                await self._writer.handle(batch)
-                backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - NATS down or reconnecting: wait and fetch again
-                pending = None
-                self._log.warning("fetch failed, retrying", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(backoff.delay())
-        if pending is not None:
-            # Already fetched: finish it rather than leave it to the ack wait.
-            with contextlib.suppress(Exception):
-                batch = await pending
-                await self._writer.handle(batch)
+                # Already fetched: written even if a stop comes meanwhile,
+                # rather than left to the ack wait.
+                await slots.acquire()
+                task = asyncio.create_task(self._write(batch, slots), name="archiver-write")
+                writes.add(task)
+                task.add_done_callback(writes.discard)
+        finally:
+            if writes:
+                await asyncio.gather(*writes, return_exceptions=True)
+
+    async def _write(self, batch: list, slots: asyncio.Semaphore) -> None:
+        assert self._writer is not None
+        try:
+            await self._writer.handle(batch)
+        except Exception as exc:  # noqa: BLE001 - acks not sent (bus down): JetStream redelivers the batch
+            self._log.warning("batch not acked, left for redelivery", error=f"{type(exc).__name__}: {exc}",
+                              messages=len(batch))
+        finally:
+            slots.release()
 
     async def _read_ack_floor(self) -> int:
         info = await self._js.consumer_info(self.stream, DURABLE)

@@ -170,6 +170,11 @@ class CqlSession:
         return self.options.keyspace
 
     @property
+    def session(self) -> Any:
+        """The driver's Session (None until open): for benchmarks that drive it bare."""
+        return self._session
+
+    @property
     def is_open(self) -> bool:
         return self._session is not None
 

@@ -31,7 +31,9 @@ from tests.e2e.helpers import CuttableProxy, until
 # -- shared helpers (test_history_api imports these) --------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)])
+# The first Cassandra test also waits for the node to start (1-4 min on a
+# loaded 2-core box), which the default 120 s test timeout does not cover.
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=[pytest.mark.cassandra, pytest.mark.timeout(420)])])
 def backend(request) -> str:
     return request.param
 
@@ -413,3 +415,41 @@ async def test_nats_server_restart_archiving_resumes(nats_srv, nc, store):
         await wait_lag_zero(arch)
         assert arch.bus_stats.reconnects == 1
     await assert_archived_once(store, conv, 100)
+
+
+class OverlapProbe:
+    """Wraps a real store: each write is held ``delay`` seconds, and the most
+    writes seen in progress at once is kept in ``most``."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+        self.now = self.most = 0
+
+    async def append_messages(self, msgs):
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(self.delay)
+            await self.inner.append_messages(msgs)
+        finally:
+            self.now -= 1
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+async def test_write_window_overlaps_writes_and_loses_nothing(nats_srv, nc, store, window):
+    # Protects the write window ([archiver] write_window): up to that many
+    # batches are written at once (not more: each holds a batch unacked), and
+    # batches acked out of order still archive every message exactly once.
+    convs = [new_conv() for _ in range(3)]
+    for conv in convs:
+        await publish(nc, conv, range(1, 301))
+    probe = OverlapProbe(store, delay=0.1)
+    async with running(nats_srv.url, probe, settings(archive_batch=30, archive_write_window=window),
+                       serve_history=False) as arch:
+        await wait_lag_zero(arch)
+    assert probe.most == window
+    for conv in convs:
+        await assert_archived_once(store, conv, 300)
