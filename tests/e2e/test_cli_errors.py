@@ -91,7 +91,7 @@ BENCHES = ("delivery", "idle", "archiver", "receipts", "fuzz", "presence", "stor
 HELP_COMMANDS = [[], ["up"], ["cluster", "up"], ["run"], ["init"], ["token"], ["nats-config"], ["trace"],
                  ["config", "show"], ["config", "check"], *([r] for r in ROLE_FLAGS), ["bench"],
                  *(["bench", b] for b in BENCHES)]
-HELP_MODULES = ["sbctl.bench.tracker", "sbctl.bench.transport"]
+HELP_MODULES = ["sbctl.bench.tracker", "sbctl.bench.transport", "sbctl.bench.cells"]
 
 
 @pytest.mark.parametrize("argv", [*(["sbctl", *c] for c in HELP_COMMANDS), *([m] for m in HELP_MODULES)],
