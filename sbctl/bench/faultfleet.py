@@ -91,6 +91,7 @@ class Fleet:
         self.nats: list[Child] = []
         self.roles: list[Child] = []
         self.nc: nats.NATS | None = None
+        self.notes: list[str] = []  # what happened while starting (children that exited before ready)
 
     @property
     def ws_urls(self) -> list[str]:
@@ -133,7 +134,7 @@ class Fleet:
             child = Child(name=f"{role}-{count[role]}", argv=argv, env=env)
             self.roles.append(child)
             await sup.start(child)
-        await sup.wait_ready(self.roles, ready_timeout(s))
+        await asyncio.gather(*(self._until_ready(c) for c in self.roles))
         self.nc = await nats.connect(servers=self.urls(p.admin_user).split(","), connect_timeout=2,
                                      reconnect_time_wait=0.2, max_reconnect_attempts=-1, error_cb=_quiet,
                                      disconnected_cb=_none, reconnected_cb=_none)
@@ -175,8 +176,15 @@ class Fleet:
         (e.g. its start-up requests time out on a loaded cluster) is started
         again after RESTART_PAUSE_SEC, as a supervisor would, up to RESTART_TRIES."""
         assert self.sup is not None
+        await self.sup.respawn(child)
+        await self._until_ready(child, notes)
+
+    async def _until_ready(self, child: Child, notes: list[str] | None = None) -> None:
+        assert self.sup is not None
+        notes = self.notes if notes is None else notes
         for attempt in range(1, RESTART_TRIES + 1):
-            await self.sup.respawn(child)
+            if attempt > 1:
+                await self.sup.respawn(child)
             assert child.proc is not None
             ready = asyncio.ensure_future(child.ready.wait())
             died = asyncio.ensure_future(child.proc.wait())
@@ -186,9 +194,8 @@ class Fleet:
             if child.ready.is_set():
                 return
             code = child.proc.returncode
-            if notes is not None:
-                notes.append(f"{child.name} exited while starting again (code {code}, attempt {attempt}); "
-                             f"see logs/{child.name}.log")
+            notes.append(f"{child.name} exited while starting (code {code}, attempt {attempt}); "
+                         f"see logs/{child.name}.log")
             if code is None:
                 break
             await asyncio.sleep(RESTART_PAUSE_SEC)

@@ -343,26 +343,17 @@ async def _main(p: FaultParams, command: str) -> FaultsReport:
         t0 = time.monotonic()
         await fleet.start()
         notes.append(f"cluster started in {time.monotonic() - t0:.1f} s (data and logs: {data})")
+        notes += fleet.notes
+        fleet.notes.clear()
         tag = uuid.uuid4().hex[:6]
         workers = Workers(specs(p, fleet.ws_urls, fleet.token, tag), p.progress)
         t0 = time.monotonic()
         await workers.expect("ready", 300)
         notes.append(f"{workers.total:,} clients connected and synced in {time.monotonic() - t0:.1f} s")
-        rows.append(await _warmup(p, workers))
-        for i, fault in enumerate(p.faults):
-            revived = await fleet.revive()
-            try:
-                rows.append(await _phase(p, fleet, workers, i, fault, why_not))
-            except Exception as exc:  # noqa: BLE001 - the rows so far are the result; this one failed
-                rows.append(FaultRow(fault=fault, how=f"the phase failed: {type(exc).__name__}: {exc}",
-                                     recover_sec=-1, p99_fault_ms=None, p99_outside_ms=None, sent=0, deliveries=0,
-                                     lost=0, duplicated=0, out_of_order=0, unconfirmed=0, refused=1, reconnects=0,
-                                     resends=0, errors={}, notes=revived))
-                break
-            rows[-1].notes[:0] = revived
-            r = rows[-1]
-            print(f"{fault}: recover {r.recover_sec} s, lost {r.lost}, duplicated {r.duplicated}, "
-                  f"out of order {r.out_of_order}, unanswered {r.unconfirmed}", file=sys.stderr, flush=True)
+        try:
+            await _all(p, fleet, workers, rows, why_not)
+        except asyncio.CancelledError:  # SIGTERM: the rows so far are the report
+            notes.append(f"stopped by SIGTERM after {len(rows)} of {len(p.faults) + 1} phases")
     finally:
         if workers is not None:
             workers.close()
@@ -375,6 +366,26 @@ async def _main(p: FaultParams, command: str) -> FaultsReport:
             print(f"bench faults: kept {tmp} (logs/ has every process's log)", file=sys.stderr)
     params = asdict(p) | {"clients": workers.total if workers else 0}
     return FaultsReport(command=command, params=params, rows=rows, notes=notes)
+
+
+async def _all(p: FaultParams, fleet: Fleet, workers: Workers, rows: list[FaultRow], why_not: str | None) -> None:
+    """The warm-up, then each fault in turn (a phase that fails ends the run with its row)."""
+    rows.append(await _warmup(p, workers))
+    for i, fault in enumerate(p.faults):
+        revived = await fleet.revive()
+        try:
+            rows.append(await _phase(p, fleet, workers, i, fault, why_not))
+        except Exception as exc:  # noqa: BLE001 - the rows so far are the result; this one failed
+            rows.append(FaultRow(fault=fault, how=f"the phase failed: {type(exc).__name__}: {exc}",
+                                 recover_sec=-1, p99_fault_ms=None, p99_outside_ms=None, sent=0, deliveries=0,
+                                 lost=0, duplicated=0, out_of_order=0, unconfirmed=0, refused=1, reconnects=0,
+                                 resends=0, errors={}, notes=revived))
+            break
+        rows[-1].notes[:0] = revived
+        r = rows[-1]
+        print(f"{fault}: recover {r.recover_sec} s, p99 {_fmt(r.p99_fault_ms)} / {_fmt(r.p99_outside_ms)} ms, "
+              f"sent {r.sent}, lost {r.lost}, duplicated {r.duplicated}, out of order {r.out_of_order}, "
+              f"unanswered {r.unconfirmed + r.refused}", file=sys.stderr, flush=True)
 
 
 async def _phase(p: FaultParams, fleet: Fleet, workers: Workers, i: int, fault: str, why_not: str | None) -> FaultRow:
@@ -412,6 +423,8 @@ async def _phase(p: FaultParams, fleet: Fleet, workers: Workers, i: int, fault: 
         how = "every process stopped (SIGTERM) and started again on its data"
         await fleet.stop()
         await fleet.start()
+        notes += fleet.notes
+        fleet.notes.clear()
     elif fault == "nats-partition":
         victim = fleet.nats[-1]
         if why_not is None:
