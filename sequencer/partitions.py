@@ -257,6 +257,12 @@ class PartitionLeases:
             rev = await self._kv.create(f"p.{p}", self.instance.encode())
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
             return False  # someone else was faster
+        except nats.js.errors.KeyNotFoundError:
+            # nats-py's create, refused because the key held a value, reads the
+            # key to tell a deleted one; that read finding nothing (the lease
+            # expired in between) raised out of the round and ended the process
+            # at its start (seen by bench faults, restart-all). Next round.
+            return False
         self._leases[p] = _Lease(rev, t0 + self._ttl * TRUST)
         self._free_rounds.pop(p, None)
         self.owners[p] = self.instance
