@@ -21,7 +21,7 @@ What does not fit is dropped and counted (``dropped``, by subject kind:
 ``live``, ``event``, ``conv``; exported as
 ``switchboard_edge_bus_frames_dropped_total``). The checks run once per
 delivery (not per socket): a header lookup and a byte-prefix comparison for
-stored messages, a typed decode of the (small) event frames, whose duplicate
+stored messages (on the raw header bytes), a typed decode of the (small) event frames, whose duplicate
 or escaped ``type`` keys would otherwise slip past a prefix check.
 
 Why two subscriptions and not one to ``sb.user.<uid>.>``: that one would
@@ -59,6 +59,9 @@ EVENT_FRAMES: dict[str, type] = {
     EV_RECEIPT: frames.Receipt,
     EV_CONV: frames.Conv,
 }
+# A stored entry's header block has this line (INBOX's republish); looked
+# for in the raw bytes, the block is not parsed (switchboard.bus.proto.header_value).
+NATS_SEQUENCE_LINE = b"\r\nNats-Sequence:"
 # A conversation notice with this header (its value = the conversation)
 # subscribes the members' sockets to a large group's subject.
 LARGE_CONV_HEADER = "Sb-Large-Conv"
@@ -150,8 +153,7 @@ class Hub:
         presence = self.presence
 
         def live(msg: BusMsg) -> None:
-            h = msg.headers
-            if h is None or "Nats-Sequence" not in h or not msg.data.startswith(MSG_PREFIX):
+            if msg.hdr.find(NATS_SEQUENCE_LINE) < 0 or not msg.data.startswith(MSG_PREFIX):
                 dropped["live"] += 1
                 return
             if len(sockets) == 1:

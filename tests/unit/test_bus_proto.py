@@ -15,6 +15,8 @@ from switchboard.bus.proto import (
     Parser,
     ProtocolError,
     encode_headers,
+    header_value,
+    parse_headers,
 )
 
 
@@ -121,6 +123,36 @@ def test_headers_and_status(hdr: bytes, status: str | None, desc: str | None, he
     assert m.description == desc
     assert m.headers == headers
     assert m.headers is m.headers  # cached
+
+
+REPUBLISH = (b"NATS/1.0\r\nNats-Msg-Id: dm-1:5:alice\r\nNats-Stream: SB_INBOX\r\nNats-Subject: sb.user.bob.inbox"
+             b"\r\nNats-Sequence: 123\r\nNats-Time-Stamp: 2026-11-30T00:30:00Z\r\nNats-Last-Sequence: 120\r\n\r\n")
+
+
+# header_value finds one field in the raw block (the edge's hot path reads
+# three of an INBOX republish this way instead of parsing all seven): it must
+# agree with parse_headers wherever a field appears once, and never match a
+# value or a longer field name that ends with the one asked for.
+@pytest.mark.parametrize("hdr, field, value", [
+    (REPUBLISH, b"Nats-Sequence", b"123"),  # not Nats-Last-Sequence's value
+    (REPUBLISH, b"Nats-Last-Sequence", b"120"),
+    (REPUBLISH, b"Nats-Msg-Id", b"dm-1:5:alice"),  # colons inside the value
+    (REPUBLISH, b"Sequence", None),  # a suffix of a field name is not that field
+    (REPUBLISH, b"Sb-Trace", None),
+    (b"NATS/1.0\r\nX: a\r\nY: Nats-Sequence: 9\r\n\r\n", b"Nats-Sequence", None),  # only inside a value
+    (b"NATS/1.0\r\nNats-Sequence:7", b"Nats-Sequence", b"7"),  # a block cut short: up to its end
+    (b"NATS/1.0\r\nK:  spaced  \r\n\r\n", b"K", b"spaced"),
+    (b"NATS/1.0 503\r\n\r\n", b"Nats-Sequence", None),
+])
+def test_header_value(hdr: bytes, field: bytes, value: bytes | None) -> None:
+    assert header_value(hdr, field) == value
+    assert BusMsg("s", "", b"", hdr).header(field) == value
+    parsed = parse_headers(hdr).get(field.decode())
+    assert parsed == (value.decode() if value is not None else None)
+
+
+def test_header_of_a_message_without_headers() -> None:
+    assert BusMsg("s", "", b"x").header(b"Nats-Sequence") is None
 
 
 @pytest.mark.parametrize("bad", [
