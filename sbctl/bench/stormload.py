@@ -38,6 +38,7 @@ from sbctl.bench.report import WorkerResult
 from sbctl.bench.wsclient import Flusher, HandshakeError, WsConn
 from switchboard_client import Client
 from switchboard_client.backoff import Backoff
+from switchboard_client.ids import dm_conv
 
 _decode = msgspec.json.Decoder(In).decode
 _sdk = inspect.signature(Client.__init__).parameters
@@ -50,7 +51,8 @@ CONNECT_TIMEOUT_SEC = 10.0
 # A hello not answered by synced within this is counted and retried (an edge
 # answers within send_timeout, 5 s, or closes 1013).
 HELLO_TIMEOUT_SEC = 30.0
-SETUP_CONCURRENCY = 200  # initial handshakes in flight per holder (not during the storm: then all at once)
+SETUP_CONCURRENCY = 100  # initial handshakes in flight per holder (not during the storm: then all at once)
+SETUP_TIMEOUT_SEC = 60.0  # each step of the initial connect (a busy box answers late, not never)
 PROGRESS_SEC = 0.5
 SOURCES = [f"127.0.0.{i}" for i in range(1, 9)]  # spread the ephemeral ports (TIME_WAIT of 503 answers)
 
@@ -60,6 +62,7 @@ class HolderSpec:
     index: int
     urls: list[str]  # the storm edges; client i uses urls[global index % len(urls)]
     users: list[tuple[int, str, str]]  # (global index, user, token)
+    feeders: list[str] = field(default_factory=list)  # who sends to them (their 1:1 conversations)
 
 
 @dataclass(kw_only=True)
@@ -77,6 +80,10 @@ class HolderResult:
     sync_ms: list[float] = field(default_factory=list)  # per client: drop -> synced
     last_synced_ns: int = 0
     convs: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # conv -> first, last, count, skipped
+    # Conversations of clients not back (not synced) at the end: what they
+    # are owed waits in INBOX for them, it is not lost.
+    away_convs: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    away: int = 0  # clients not synced at the end
 
 
 class StormClient(WsConn):
@@ -131,12 +138,22 @@ class StormClient(WsConn):
             self.h.count(f"error_{f.code}")
 
     async def open(self) -> None:
-        """Upgrade (HandshakeError on a refusal), hello with the cursor, wait for synced."""
-        await self.connect(self.url, local_addr=(self.src, 0), timeout=CONNECT_TIMEOUT_SEC)
+        """Setup: upgrade (HandshakeError on a refusal), hello, wait for synced
+        (patient: the box may be busy, and this is before the measurement)."""
+        await self.connect(self.url, local_addr=(self.src, 0), timeout=SETUP_TIMEOUT_SEC)
         self.synced = asyncio.get_running_loop().create_future()
         self.in_hello = True
         self.send_text('{"type":"hello","cursor":%s}' % ("null" if self.cursor is None else self.cursor))
-        await asyncio.wait_for(self.synced, HELLO_TIMEOUT_SEC)
+        await asyncio.wait_for(self.synced, SETUP_TIMEOUT_SEC)
+
+    async def connect(self, url: str, *, local_addr: tuple[str, int] | None = None, timeout: float = 60.0) -> None:
+        try:
+            await super().connect(url, local_addr=local_addr, timeout=timeout)
+        except BaseException:
+            hs = self._handshake  # given up on (timeout): it may still fail later, with nobody waiting
+            if hs is not None:
+                hs.add_done_callback(_retrieved)
+            raise
 
     def on_closed(self) -> None:
         h = self.h
@@ -200,6 +217,11 @@ class StormClient(WsConn):
             self.send_text('{"type":"ack","cursor":%d}' % self.cursor)
 
 
+def _retrieved(f: asyncio.Future[None]) -> None:
+    if not f.cancelled():
+        f.exception()
+
+
 class Holder:
     def __init__(self, spec: HolderSpec) -> None:
         self.spec = spec
@@ -229,6 +251,7 @@ class Holder:
                 while True:
                     try:
                         await c.open()
+                        self.result.synced += 1  # (setup progress; reset when all are in)
                         return
                     except HandshakeError as exc:
                         if exc.status not in (503, 0):
@@ -239,6 +262,7 @@ class Holder:
                     await asyncio.sleep(wait.delay())
 
         await asyncio.gather(*(one(c) for c in self.clients))
+        self.result.synced = 0
         setup_errors, self.result.errors = self.result.errors, {}
         self.ready = True
         self.loop.call_later(ACK_EVERY_SEC * 4, self._ack)
@@ -253,8 +277,14 @@ class Holder:
     def finish(self) -> HolderResult:
         r = self.result
         for c in self.clients:
+            back = c.live and c.is_open
+            r.away += not back
+            into = r.convs if back else r.away_convs
             for conv, (first, last, count, skipped) in c.convs.items():
-                r.convs[conv] = (first, last, count, skipped)
+                into[conv] = (first, last, count, skipped)
+            if not back:  # also the conversations it got nothing of yet
+                for f in self.spec.feeders:
+                    r.away_convs.setdefault(dm_conv(f, c.user), (0, 0, 0, 0))
         return r
 
     async def close(self) -> None:
@@ -274,6 +304,13 @@ def holder_main(spec: HolderSpec, conn: Connection) -> None:
 
     async def main() -> None:
         h = Holder(spec)
+
+        def setup_progress() -> None:
+            if not h.ready:
+                conn.send(("setup", spec.index, h.result.synced))
+                h.loop.call_later(2.0, setup_progress)
+
+        setup_progress()
         conn.send(("ready", spec.index, await h.setup()))
         stop = False
 
