@@ -32,7 +32,7 @@ from edge.sends import Sends
 from edge.transport import WsConn
 from switchboard import frames
 from switchboard.bus.conn import BusMsg
-from switchboard.bus.direct import direct_batch
+from switchboard.bus.direct import DirectGetError, direct_batch
 from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError, Unavailable
 from switchboard.log import get as get_logger
 from switchboard.trace import TRACE_HEADER, TRACE_HEADER_BYTES
@@ -160,9 +160,11 @@ class Session:
             await self._hello(hello)
         except asyncio.CancelledError:
             raise
-        except (TimeoutError, Unavailable, nats.errors.Error) as exc:
+        except (TimeoutError, Unavailable, DirectGetError, nats.errors.Error) as exc:
             # NATS or a service behind it is slow or away (e.g. the INBOX read
-            # of a hello): the client should come back shortly, elsewhere if need be.
+            # of a hello; DirectGetError: INBOX answered no direct get, as while
+            # its leader is elected): the client should come back shortly,
+            # elsewhere if need be.
             self.log.info("connection closed: backend unavailable", error=type(exc).__name__)
             self.conn.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
             return
@@ -304,7 +306,7 @@ class Session:
                             msg.data)
         elif action == GAP:
             self.edge.metrics.gaps.inc()
-            self._spawn(self._catch_up())  # missed one: read it from INBOX
+            self._spawn(self._fill())  # missed one: read it from INBOX
 
     def recheck(self) -> None:
         """The edge's bus connection was lost and is back: INBOX entries
@@ -313,7 +315,24 @@ class Session:
         Read INBOX after the cursor, as for a gap (or once more, if a read is
         running; before hello its own read will)."""
         if self.conn.is_open and self.catchup.on_reconnect():
-            self._spawn(self._catch_up())
+            self._spawn(self._fill())
+
+    async def _fill(self) -> None:
+        """An INBOX read of a live socket (a gap, a bus reconnect). If it
+        fails, the socket cannot be told what it missed, and no later entry
+        may arrive to reveal the gap again: close it (try again), so the
+        client reconnects and replays from its cursor. Unhandled, the failure
+        was a task exception nobody retrieved and a gap left open."""
+        try:
+            await self._catch_up()
+        except asyncio.CancelledError:
+            raise
+        except (TimeoutError, Unavailable, DirectGetError, nats.errors.Error) as exc:
+            self.log.info("connection closed: INBOX read failed", error=type(exc).__name__)
+            self.conn.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
+        except Exception:  # noqa: BLE001 - one connection's bug must not take the edge down
+            self.log.exception("INBOX read failed")
+            self.conn.close(1011, "internal error")
 
     def _put_entry(self, seq: int, msg_id: str | None, traced: bool, data: bytes) -> None:
         self.conn.send(frames.with_cursor(data, seq))

@@ -19,6 +19,7 @@ import asyncio
 import msgspec
 import pytest
 
+from switchboard.bus import streams
 from switchboard.events import SendReply, SendRequest
 from tests.e2e.helpers import STEP, CuttableProxy, unique
 
@@ -58,3 +59,43 @@ async def test_entry_stored_while_edge_bus_is_down_arrives_after_reconnect(proxy
     for client in (b, a):
         got = await client.next_message(STEP)
         assert (got.seq, got.body) == (reply.seq, "stored while cut")
+
+
+async def test_a_failed_reread_closes_the_socket_so_it_replays(proxy, deploy):  # proxy closes last
+    """After the bus is back, a socket whose INBOX re-read fails cannot be
+    told what it missed, and no later entry may come to show the gap: the
+    edge closes it with 1013 (try again) and the client replays from its
+    cursor. Before, the failure was a task exception nobody retrieved and the
+    socket stayed open with the entry undelivered. Direct gets on INBOX are
+    switched off (allow_direct) to make the re-read fail for certain."""
+    d = await deploy(roles=("sequencer",))
+    edge = await d.start("edge", nats_url=f"nats://127.0.0.1:{proxy.port}")
+    alice, bob = unique("alice"), unique("bob")
+    nc = await d.nats()
+    js = nc.jetstream()
+    a = await d.sdk(alice, edge=edge)
+    conv = await a.create_conversation([bob], title="ops")
+    b = await d.raw(bob, edge=edge)
+    first = await a.send(conv=conv.conv, body="before the cut")
+    seen = await b.expect("msg", seq=first.seq)
+
+    inbox = streams.names(d.settings)[1]
+    config = (await js.stream_info(inbox)).config
+    config.allow_direct = False
+    await js.update_stream(config)
+    try:
+        proxy.cut()
+        await asyncio.sleep(0.3)
+        req = SendRequest(sender="system", id=unique("sys"), conv=conv.conv, body="stored while cut", kind="system")
+        reply = msgspec.json.decode((await nc.request(d.settings.subjects.api("system", "send"),
+                                                      msgspec.json.encode(req), timeout=STEP)).data, type=SendReply)
+        assert reply.error is None
+        proxy.heal()
+        await asyncio.wait_for(b.closed.wait(), 3 * STEP)
+        assert b.ws.close_code == 1013, (b.ws.close_code, b.ws.close_reason)
+    finally:
+        config.allow_direct = True
+        await js.update_stream(config)
+    again = await d.raw(bob, edge=edge, cursor=seen["cursor"], epoch=b.welcome["epoch"])  # hello: replay, synced
+    replayed = [(f["seq"], f["body"]) for f in again.frames if f["type"] == "msg"]
+    assert replayed == [(reply.seq, "stored while cut")], again.frames
