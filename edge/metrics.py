@@ -27,6 +27,12 @@ class EdgeMetrics:
         self.slow_consumers = Counter("switchboard_edge_slow_consumers", "Sockets closed for not draining",
                                       registry=r)
         self.gaps = Counter("switchboard_edge_gaps", "Live gaps repaired from INBOX", registry=r)
+        # The path tick (edge/pathtick.py): each break re-reads INBOX for every session.
+        self.path_breaks = Counter("switchboard_edge_path_breaks",
+                                   "Delivery path breaks seen by the path tick (every session re-read INBOX)",
+                                   ["reason"], registry=r)
+        for reason in ("tick_lost", "silent"):
+            self.path_breaks.labels(reason)
         self.tokens_expired = Counter("switchboard_edge_tokens_expired",
                                       "Sockets closed (4001) because their token expired", registry=r)
         self.replaced = Counter("switchboard_edge_sockets_replaced",

@@ -45,11 +45,13 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 import switchboard
+from edge import pathtick
 from edge.deadlines import Deadlines
 from edge.devsignin import DevSignin
 from edge.features import Features
 from edge.hub import Hub
 from edge.metrics import EdgeMetrics
+from edge.pathtick import PathWatch
 from edge.ratelimit import TokenBucket
 from edge.session import Session
 from edge.static import StaticFiles
@@ -105,7 +107,8 @@ class Edge:
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
         self._bounds_ttl = settings.inbox_bounds_ttl  # hellos of a reconnect storm share one stream info
         self._epoch_watch: asyncio.Task | None = None
-        self._recheck: asyncio.Task | None = None  # sessions reading INBOX after a bus reconnect
+        self._recheck: asyncio.Task | None = None  # sessions reading INBOX after a bus reconnect or path break
+        self.path: PathWatch | None = None  # the path tick's chain (edge/pathtick.py), from start()
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
         self._rejected_admission = self.metrics.rejected.labels("admission")
         # Sessions upgraded and not yet synced: admission refuses beyond admit_max_opening.
@@ -146,6 +149,9 @@ class Edge:
                              instance=s.instance or self.edge_id, sample=s.trace_sample)
         self.hub = Hub(bus=self.bus, subjects=self.subjects, dropped=self.metrics.bus_dropped,
                        presence=self.metrics.presence_fanout)
+        self.path = PathWatch(bus=self.bus, subject=self.subjects.tick_live, interval=s.tick_interval,
+                              on_break=self._path_broke)
+        self.path.start()
         self.epoch = await streams.epoch(self.js, self.inbox_stream)
         self._epoch_watch = asyncio.create_task(self._watch_epoch())
         # No compression (the transport offers no extension): permessage-deflate
@@ -190,11 +196,29 @@ class Edge:
         this edge. A later entry of the same user shows the gap, but the last
         one would wait for the user's next message. So every session reads
         INBOX after its cursor, once the re-sent SUBs are in effect."""
-        if self._recheck is not None:
-            self._recheck.cancel()  # a newer reconnect: start over from it
-        self._recheck = asyncio.get_running_loop().create_task(self._recheck_sessions())
+        if self.path is not None:
+            self.path.reset()  # this re-read covers what a tick chain would show
+        self._start_recheck("nats reconnected")
 
-    async def _recheck_sessions(self) -> None:
+    def _path_broke(self, reason: str) -> None:
+        """The path tick (edge/pathtick.py) says entries republished to this
+        edge were lost on the way (a route or gateway cut that this edge's
+        own connection survived): the same re-read as after a reconnect, at
+        once for a lost tick, once the ticks are back after a silence."""
+        if reason == pathtick.RESUMED:
+            self._start_recheck("path tick back after a silence")
+            return
+        self.metrics.path_breaks.labels(reason).inc()
+        self.log.info("delivery path broke (path tick)", reason=reason, sessions=len(self.sessions))
+        if reason == pathtick.TICK_LOST:
+            self._start_recheck("delivery path broke")
+
+    def _start_recheck(self, why: str) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()  # a newer reconnect or break: start over from it
+        self._recheck = asyncio.get_running_loop().create_task(self._recheck_sessions(why))
+
+    async def _recheck_sessions(self, why: str) -> None:
         try:
             await self.bus.flush(self.settings.send_timeout)  # the SUBs sent on reconnect are in effect
         except BusError:
@@ -205,7 +229,7 @@ class Edge:
             sess.recheck()
             if i % batch == batch - 1:
                 await asyncio.sleep(pause)
-        self.log.info("nats reconnected: sessions read INBOX after their cursor", sessions=len(sessions))
+        self.log.info("sessions read INBOX after their cursor", after=why, sessions=len(sessions))
 
     async def stop(self) -> None:
         _stop_reloading(self)
@@ -217,6 +241,8 @@ class Edge:
             self._epoch_watch.cancel()
         if self._recheck is not None:
             self._recheck.cancel()
+        if self.path is not None:
+            await self.path.stop()
         self._expiry.close()
         await self.features.stop()
         if self.bus is not None:

@@ -20,6 +20,7 @@ from sequencer.conversations import Conversations
 from sequencer.convlist import ConvLister
 from sequencer.metrics import SequencerMetrics
 from sequencer.partitions import PartitionLeases
+from sequencer.pathtick import PathTicker
 from sequencer.pipeline import Pipeline
 from sequencer.push import PresenceView
 from sequencer.quotas import UserQuota
@@ -60,6 +61,7 @@ class Sequencer:
         self.tracer: Tracer | None = None  # hops of traced messages (switchboard/trace.py), from start()
         self.pipeline: Pipeline | None = None
         self.leases: PartitionLeases | None = None
+        self.ticker: PathTicker | None = None  # the path tick (sequencer/pathtick.py), from start()
         self.receipts = Receipts(nc=nc, subjects=self.subjects, store=store, convs=self.convs,
                                  last_seq=self._last_seq,
                                  broadcast_max_members=min(settings.fanout_max_members,
@@ -127,6 +129,9 @@ class Sequencer:
                                           on_acquire=self.pipeline.on_acquire, on_release=self.pipeline.on_release,
                                           inflight=self.pipeline.inflight_of, replies=self._replies)
             await self.leases.start()
+        self.ticker = PathTicker(conn=self._conn, subject=self.subjects.tick_inbox, interval=s.tick_interval,
+                                 instance=self.instance)
+        self.ticker.start()
         await self._conn.flush()
         self._log.info("sequencer started", prefix=self.subjects.prefix, partitions=s.partitions,
                        owned=len(self.leases.owned) if self.leases else len(static_partitions or ()))
@@ -135,6 +140,8 @@ class Sequencer:
         return self.leases is not None and self.leases.owns(partition)
 
     async def stop(self) -> None:
+        if self.ticker is not None:
+            await self.ticker.stop()
         if self.leases is not None:
             await self.leases.stop()  # releases every partition after its writes drained
             self.leases = None

@@ -182,9 +182,19 @@ class StreamSettings(_Section):
     # Entries kept per user: 10,000 is days of a busy user's messages; a
     # device further behind resyncs from history (cursor_expired).
     inbox_max_per_user: int = 10_000
+    # Seconds between two path ticks each sequencer writes to INBOX (a reserved
+    # subject, republished to the edges like a user's entry): an edge that
+    # sees a tick skipped, or none for 3 intervals, re-reads INBOX for every
+    # socket, since entries republished meanwhile were lost on the way (a
+    # gateway or route cut that its own connection did not notice). 0.5 s:
+    # a dropped route or gateway takes about a second to come back, so a cut
+    # that loses entries loses a tick too; 2 stored entries a second per
+    # sequencer. 0: no ticks (one nats-server, where that path cannot break).
+    tick_interval: float = 0.5
 
     def _check(self) -> None:
         _at_least(self, 1, "replicas", "inbox_max_per_user")
+        _at_least(self, 0, "tick_interval")
         _positive(self, "dedup_window_sec")
 
 

@@ -23,6 +23,10 @@ EV_PRESENCE = "presence"  # presence tracker
 EV_RECEIPT = "receipt"  # sequencer
 EV_CONV = "conv"  # sequencer
 
+# The user token of the path tick (sb.user.~tick.inbox, republished to
+# sb.user.~tick.live): never a user id, which matches [A-Za-z0-9_-]{1,64}.
+PATH_TICK = "~tick"
+
 
 def partition_of(conv: str, partitions: int) -> int:
     """The partition of a conversation: stable across processes and versions
@@ -86,6 +90,16 @@ class Subjects:
         subject: every NATS user is denied publishing here (nats/accounts.conf),
         so what an edge delivers as a stored message was stored."""
         return f"{self.prefix}.user.{ids.check(user, 'user')}.live"
+
+    @property
+    def tick_inbox(self) -> str:
+        """The path tick the sequencers write to INBOX (edge/pathtick.py)."""
+        return f"{self.prefix}.user.{PATH_TICK}.inbox"
+
+    @property
+    def tick_live(self) -> str:
+        """The path tick as INBOX republishes it: what every edge subscribes to once."""
+        return f"{self.prefix}.user.{PATH_TICK}.live"
 
     @property
     def live_republish_dest(self) -> str:

@@ -508,8 +508,11 @@ async def test_publish_denied(server: Server, user: str, subject: str) -> None:
 
 
 async def _inbox_messages(server: Server) -> int:
+    """Users' entries in INBOX (not the path tick, which the sequencer adds
+    twice a second: sequencer/pathtick.py)."""
     async with watched(server, "operator") as w:
-        return (await w.nc.jetstream(timeout=STEP).stream_info("INBOX")).state.messages
+        info = await w.nc.jetstream(timeout=STEP).stream_info("INBOX", subjects_filter="sb.user.*.inbox")
+        return sum(n for subject, n in (info.state.subjects or {}).items() if subject != "sb.user.~tick.inbox")
 
 
 # (role, what it tries with nats-py's JetStream API)
