@@ -184,9 +184,10 @@ class StreamSettings(_Section):
     inbox_max_per_user: int = 10_000
     # Seconds between two path ticks each sequencer writes to INBOX (a reserved
     # subject, republished to the edges like a user's entry): an edge that
-    # sees a tick skipped, or none for 3 intervals, re-reads INBOX for every
-    # socket, since entries republished meanwhile were lost on the way (a
-    # gateway or route cut that its own connection did not notice). 0.5 s:
+    # sees a tick skipped (or ticks back after 3 intervals without one)
+    # re-reads INBOX for every socket, since entries republished meanwhile
+    # were lost on the way (a gateway or route cut that its own connection
+    # did not notice). Set the same on sequencers and edges. 0.5 s:
     # a dropped route or gateway takes about a second to come back, so a cut
     # that loses entries loses a tick too; 2 stored entries a second per
     # sequencer. 0: no ticks (one nats-server, where that path cannot break).
