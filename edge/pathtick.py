@@ -54,7 +54,8 @@ class TickChain:
       after a reported silence (the path is back: read what the silence may
       have lost), TICK_LOST if ``last`` is not the last tick seen (one was
       lost), else None. The first tick after a (re)connect only starts the
-      chain. A repeated tick is ignored.
+      chain, and so does one below the last seen (INBOX was recreated). A
+      repeated tick is ignored.
     - :meth:`silent` (called about every interval while the bus is
       connected): True once when no tick came for ``SILENT_INTERVALS``
       intervals (counted from the last tick or the (re)connect): a cut that
@@ -73,6 +74,9 @@ class TickChain:
     def on_tick(self, seq: int, last: int, now: float) -> str | None:
         if seq == self.seq:
             return None
+        if seq < self.seq:  # INBOX recreated (sequences start again): edge.server closes
+            self.seq, self.at, self.quiet = seq, now, False  # its sockets; a re-read now would
+            return None  # read the new stream after cursors of the old one
         broke = RESUMED if self.quiet else TICK_LOST if self.seq != 0 and last != self.seq else None
         self.seq, self.at, self.quiet = seq, now, False
         return broke
