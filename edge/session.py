@@ -31,6 +31,7 @@ from edge.ratelimit import TokenBucket
 from edge.sends import Sends
 from edge.transport import WsConn
 from switchboard import frames
+from switchboard.backoff import Backoff
 from switchboard.bus.conn import BusMsg
 from switchboard.bus.direct import DirectGetError, direct_batch
 from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError, Unavailable
@@ -42,6 +43,11 @@ if TYPE_CHECKING:
 
 CLOSE_HELLO_TIMEOUT = 4002
 CLOSE_TRY_AGAIN = 1013
+# A failed INBOX re-read of a live socket is tried again after 0.25 s,
+# doubling to 2 s, jittered (every socket of an edge may fail at once),
+# until Settings.reread_retry_sec.
+REREAD_RETRY_FIRST_SEC = 0.25
+REREAD_RETRY_CAP_SEC = 2.0
 _conn_ids = itertools.count(1)
 # Session states.
 WAIT_HELLO, HELLO, LIVE, CLOSED = range(4)
@@ -318,21 +324,37 @@ class Session:
             self._spawn(self._fill())
 
     async def _fill(self) -> None:
-        """An INBOX read of a live socket (a gap, a bus reconnect). If it
-        fails, the socket cannot be told what it missed, and no later entry
-        may arrive to reveal the gap again: close it (try again), so the
-        client reconnects and replays from its cursor. Unhandled, the failure
-        was a task exception nobody retrieved and a gap left open."""
-        try:
-            await self._catch_up()
-        except asyncio.CancelledError:
-            raise
-        except (TimeoutError, Unavailable, DirectGetError, nats.errors.Error) as exc:
-            self.log.info("connection closed: INBOX read failed", error=type(exc).__name__)
-            self.conn.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
-        except Exception:  # noqa: BLE001 - one connection's bug must not take the edge down
-            self.log.exception("INBOX read failed")
-            self.conn.close(1011, "internal error")
+        """An INBOX read of a live socket (a gap, a bus reconnect, a lost
+        path tick). A failed read is retried with backoff for
+        ``reread_retry_sec`` (an INBOX leader election or a gateway
+        re-forming passes in seconds); if it still fails, the socket cannot
+        be told what it missed, and no later entry may come to reveal the gap
+        again: close it (try again), so the client replays from its cursor.
+        Unhandled, the failure was a task exception nobody retrieved and a
+        gap left open."""
+        retry = Backoff(initial=REREAD_RETRY_FIRST_SEC, cap=REREAD_RETRY_CAP_SEC)
+        give_up = asyncio.get_running_loop().time() + self.edge.settings.reread_retry_sec
+        while True:
+            try:
+                await self._catch_up()
+                return
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, Unavailable, DirectGetError, nats.errors.Error) as exc:
+                pause = retry.delay()
+                if not self.conn.is_open:
+                    return
+                if asyncio.get_running_loop().time() + pause < give_up:
+                    await asyncio.sleep(pause)
+                    continue
+                self.log.info("connection closed: INBOX read failed", error=type(exc).__name__,
+                              tries=retry.attempt)
+                self.conn.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
+                return
+            except Exception:  # noqa: BLE001 - one connection's bug must not take the edge down
+                self.log.exception("INBOX read failed")
+                self.conn.close(1011, "internal error")
+                return
 
     def _put_entry(self, seq: int, msg_id: str | None, traced: bool, data: bytes) -> None:
         self.conn.send(frames.with_cursor(data, seq))

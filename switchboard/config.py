@@ -312,6 +312,13 @@ class EdgeSettings(_Section):
     # costs up to 5 ms of a starved core, and is far above what a healthy edge
     # has open (docs/operations.md, reconnect storms).
     admit_max_opening: int = 200
+    # Seconds a live socket's INBOX re-read (after a gap, a bus reconnect or a
+    # lost path tick) is retried with backoff when it fails, before the
+    # socket is closed with 1013 to replay from its cursor elsewhere. The
+    # usual causes pass in seconds (an INBOX leader election, a gateway or
+    # route re-forming after a restart); closing at the first failure turned
+    # every such blip into a reconnect of all the edge's sockets at once.
+    reread_retry_sec: float = 15.0
     # Seconds an edge waits for the sequencer before answering `unavailable`
     # (retry: true). Covers a JetStream write at p99.9 with a wide margin. The
     # sequencer retries a system send through a partition handover as long.
@@ -356,7 +363,8 @@ class EdgeSettings(_Section):
         _at_least(self, 1, "max_frame_bytes", "max_body_bytes", "send_queue_frames", "send_queue_bytes",
                   "max_sockets_per_user", "edge_send_queue_bytes", "rate_burst", "replay_batch", "http_body_bytes",
                   "conv_list_per_min", "recheck_batch", "typing_burst", "admit_max_opening")
-        _positive(self, "rate_per_sec", "typing_per_sec", "send_timeout", "hello_timeout", "open_timeout",
+        _positive(self, "rate_per_sec", "typing_per_sec", "send_timeout", "reread_retry_sec", "hello_timeout",
+                  "open_timeout",
                   "admit_per_sec", "edge_receipt_flush_sec", "epoch_check_sec")
         _at_least(self, 0, "inbox_bounds_ttl", "recheck_pause_sec")
         if not 0 < self.port < 65536:

@@ -62,14 +62,15 @@ async def test_entry_stored_while_edge_bus_is_down_arrives_after_reconnect(proxy
 
 
 async def test_a_failed_reread_closes_the_socket_so_it_replays(proxy, deploy):  # proxy closes last
-    """After the bus is back, a socket whose INBOX re-read fails cannot be
+    """After the bus is back, a socket whose INBOX re-read keeps failing cannot be
     told what it missed, and no later entry may come to show the gap: the
     edge closes it with 1013 (try again) and the client replays from its
     cursor. Before, the failure was a task exception nobody retrieved and the
     socket stayed open with the entry undelivered. Direct gets on INBOX are
-    switched off (allow_direct) to make the re-read fail for certain."""
+    switched off (allow_direct) to make the re-read fail for certain; the
+    edge retries a failed re-read for reread_retry_sec (1 s here) first."""
     d = await deploy(roles=("sequencer",))
-    edge = await d.start("edge", nats_url=f"nats://127.0.0.1:{proxy.port}")
+    edge = await d.start("edge", nats_url=f"nats://127.0.0.1:{proxy.port}", reread_retry_sec=1.0)
     alice, bob = unique("alice"), unique("bob")
     nc = await d.nats()
     js = nc.jetstream()
@@ -99,3 +100,41 @@ async def test_a_failed_reread_closes_the_socket_so_it_replays(proxy, deploy):  
     again = await d.raw(bob, edge=edge, cursor=seen["cursor"], epoch=b.welcome["epoch"])  # hello: replay, synced
     replayed = [(f["seq"], f["body"]) for f in again.frames if f["type"] == "msg"]
     assert replayed == [(reply.seq, "stored while cut")], again.frames
+
+
+async def test_a_reread_that_fails_for_a_moment_is_retried(proxy, deploy):  # proxy closes last
+    """The other side: a re-read failing only for a moment (INBOX's leader
+    being elected, a gateway re-forming) is retried and the socket stays
+    open: closing every socket of the edge at the first failure turned each
+    such blip into a reconnect of all of them (test_cells saw it after a
+    cell's restart). Direct gets are off while the bus comes back, on again
+    1.5 s later, within reread_retry_sec."""
+    d = await deploy(roles=("sequencer",))
+    edge = await d.start("edge", nats_url=f"nats://127.0.0.1:{proxy.port}", reread_retry_sec=10.0)
+    alice, bob = unique("alice"), unique("bob")
+    nc = await d.nats()
+    js = nc.jetstream()
+    a = await d.sdk(alice, edge=edge)
+    conv = await a.create_conversation([bob], title="ops")
+    b = await d.raw(bob, edge=edge)
+    first = await a.send(conv=conv.conv, body="before the cut")
+    await b.expect("msg", seq=first.seq)
+
+    inbox = streams.names(d.settings)[1]
+    config = (await js.stream_info(inbox)).config
+    config.allow_direct = False
+    await js.update_stream(config)
+    try:
+        proxy.cut()
+        await asyncio.sleep(0.3)
+        req = SendRequest(sender="system", id=unique("sys"), conv=conv.conv, body="stored while cut", kind="system")
+        reply = msgspec.json.decode((await nc.request(d.settings.subjects.api("system", "send"),
+                                                      msgspec.json.encode(req), timeout=STEP)).data, type=SendReply)
+        assert reply.error is None
+        proxy.heal()
+        await asyncio.sleep(1.5)  # the bus is back and the first re-reads failed
+    finally:
+        config.allow_direct = True
+        await js.update_stream(config)
+    got = await b.expect("msg", seq=reply.seq)
+    assert got["body"] == "stored while cut" and not b.closed.is_set()
