@@ -32,6 +32,7 @@ a partition never fork a conversation; they only retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import zlib
 from collections.abc import Callable
@@ -59,6 +60,9 @@ TRUST = 0.8
 # A releasing owner waits at most this long for its in-flight writes of the
 # partition before deleting the key (the fence covers anything later).
 DRAIN_SEC = 1.0
+# stop() waits this long for the renewal loop to end (one KV round trip, or
+# the cancel of one): the release of the leases follows, not a loop still renewing.
+STOP_WAIT_SEC = 2.0
 
 
 def bucket_name(settings: Settings) -> str:
@@ -120,6 +124,7 @@ class PartitionLeases:
         self._free_rounds: dict[int, int] = {}
         self._kv = None
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self._bg: set[asyncio.Task] = set()
         self.members: list[str] = []
         self.owners: dict[int, str] = {}
@@ -149,9 +154,15 @@ class PartitionLeases:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            # Awaited: nats-py turns a cancel inside a KV request into its own
+            # TimeoutError, which the loop took for a failed round and went on
+            # (logging "partition round failed" every second after the stop).
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, STOP_WAIT_SEC)
         await self._release_many(sorted(self._leases), reason="stopping")
         try:
             await self._kv.delete(f"m.{self.instance}")
@@ -160,13 +171,15 @@ class PartitionLeases:
 
     async def _run(self) -> None:
         interval = self._ttl / 3
-        while True:
+        while not self._stopping:
             await asyncio.sleep(interval)
             try:
                 await self.round()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - NATS away: leases lapse by themselves
+                if self._stopping:
+                    return  # the cancel of stop(), as nats-py reports it
                 self.counts["round_failures"] += 1
                 self._log.info("partition round failed", error=f"{type(exc).__name__}: {exc}")
 
