@@ -18,7 +18,9 @@ here per library, and that module:
 
 Modules: :mod:`switchboard.compat.natspy` (nats-py),
 :mod:`switchboard.compat.websockets` (websockets' sans-I/O protocol, driven by
-edge/transport.py). To bump a library: widen ``SUPPORTED`` and the pin in
+edge/transport.py), :mod:`switchboard.compat.cassandra_driver` (the archive's
+batch rows; imported by the Cassandra store only, and its range is the
+``cassandra`` extra's). To bump a library: widen ``SUPPORTED`` and the pin in
 pyproject.toml together, then run ``pytest tests/unit/test_compat.py``.
 """
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from switchboard.db.cql import OPTIONS, CassandraOptions, CqlSession, StoreUnavailable, parse_url
@@ -125,7 +125,9 @@ class CassandraStore:
         self._ps: dict[str, Any] = {}
         # (conv, bucket) whose conv_index row this process has written.
         self._indexed: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._fast_rows = False  # set by open(): see row_values
+        # Appends a row serialized by row_values to a batch (set by open():
+        # switchboard.compat.cassandra_driver, which imports the driver).
+        self._add_row: Callable[[Any, bytes, Sequence[bytes]], None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> CassandraStore:
@@ -136,11 +138,11 @@ class CassandraStore:
         if self._cql.is_open:
             return
         ks = self.options.keyspace
-        from cassandra.query import BatchStatement
+        # row_values' rows go into batches through a driver internal, checked
+        # (version and attribute) when this guard is first imported.
+        from switchboard.compat import cassandra_driver
 
-        # row_values needs the driver's BatchStatement._add_statement_and_params
-        # (private, unchanged since 3.0); a driver without it gets add() per row.
-        self._fast_rows = callable(getattr(BatchStatement, "_add_statement_and_params", None))
+        self._add_row = cassandra_driver.add_serialized_row
         # Everything but the LWT is an upsert or a read: safe to retry.
         self._ps = await self._cql.open(tables=_tables(ks), statements=_statements(ks),
                                         not_idempotent={"conv_insert"})
@@ -229,13 +231,10 @@ class CassandraStore:
                 # routing key (token-aware routing) and keyspace; the others
                 # are serialized by row_values (same bytes, the same query id).
                 batch.add(ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind))
-                if self._fast_rows:
-                    add = batch._add_statement_and_params  # (is_prepared, query id, values): what add() appends
-                    for m in chunk[1:]:
-                        add(True, ins.query_id, row_values(conv_b, bucket_b, m))
-                else:
-                    for m in chunk[1:]:
-                        batch.add(ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind))
+                add, query_id = self._add_row, ins.query_id
+                assert add is not None  # open() set it
+                for m in chunk[1:]:
+                    add(batch, query_id, row_values(conv_b, bucket_b, m))
                 batch.is_idempotent = True  # an upsert of identical rows
                 work.append((batch, None))
         await self._cql.execute_many(work)

@@ -27,11 +27,11 @@ from pathlib import Path
 import pytest
 
 from switchboard import compat
-from switchboard.compat import natspy, websockets as ws_compat
+from switchboard.compat import cassandra_driver, natspy, websockets as ws_compat
 from switchboard.errors import ConfigError, IncompatibleLibrary
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = [natspy, ws_compat]
+MODULES = [natspy, ws_compat, cassandra_driver]
 
 
 # -- the installed versions --------------------------------------------------------
@@ -45,7 +45,8 @@ def test_supported_range_is_the_pyproject_pin(mod):
     """SUPPORTED and the requirement in pyproject.toml are one range: a pin
     widened in one place only would let an unchecked version in (or refuse
     the one pip installed)."""
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
     specs = [re.sub(r"\s+", "", d.split(";")[0])[len(mod.DIST):] for d in deps
              if re.match(rf"{re.escape(mod.DIST)}\s*[<>=!~]", d)]
     assert specs == [mod.SUPPORTED.replace(" ", "")]
@@ -55,6 +56,7 @@ def test_supported_range_is_the_pyproject_pin(mod):
 @pytest.mark.parametrize(("mod", "version"), [
     (natspy, "2.15.3"), (natspy, "2.17.0"), (natspy, "3.0.0"), (natspy, "2.17.0rc1"),
     (ws_compat, "16.0"), (ws_compat, "18.0"), (ws_compat, "18.0rc1"), (ws_compat, "9.1"),
+    (cassandra_driver, "3.28.0"), (cassandra_driver, "3.31.0"), (cassandra_driver, "4.0.0"),
 ], ids=lambda v: getattr(v, "DIST", v))
 def test_a_version_outside_the_range_is_refused(monkeypatch, mod, version):
     monkeypatch.setattr(compat, "installed_version", lambda dist: version)
@@ -67,6 +69,7 @@ def test_a_version_outside_the_range_is_refused(monkeypatch, mod, version):
 
 @pytest.mark.parametrize(("mod", "version"), [
     (natspy, "2.16.0"), (natspy, "2.16.9"), (ws_compat, "17.0"), (ws_compat, "17.9.1"),
+    (cassandra_driver, "3.29.0"), (cassandra_driver, "3.30.1"),
 ], ids=lambda v: getattr(v, "DIST", v))
 def test_a_version_inside_the_range_passes(monkeypatch, mod, version):
     monkeypatch.setattr(compat, "installed_version", lambda dist: version)
@@ -164,6 +167,8 @@ BREAKERS: list[tuple[types.ModuleType, str, Callable[[pytest.MonkeyPatch], None]
     *((ws_compat, f"websockets.server.ServerProtocol.{n}", _without(n)) for n in ws_compat.PROTOCOL_SURFACE),
     (ws_compat, "websockets.http11.Request.method", _request_without("method")),
     (ws_compat, "websockets.http11.Request.protocol", _request_without("protocol")),
+    (cassandra_driver, "cassandra.query.BatchStatement._add_statement_and_params",
+     lambda mp: mp.setattr(cassandra_driver, "BatchStatement", type("BatchStatement", (), {}))),
 ]
 
 
