@@ -33,6 +33,8 @@ _PIPELINE = (
     ("inbox_copies", "inbox_copies", "INBOX copies published (one per member of each stored message)"),
     ("push_entries", "push_entries", "PUSH entries published for offline members"),
     ("copy_retries", "copy_retries", "INBOX/PUSH copies re-published after a failed or missing ack"),
+    ("fanout_waits", "fanout_waits",
+     "Stored messages whose copies waited for the previous message's copies of the conversation (seq order)"),
     ("loads", "conversation_loads", "Conversation state loads (members, last seq, marks) before a write"),
     ("load_failures", "conversation_load_failures", "Conversation loads that failed (their sends got an error)"),
 )

@@ -18,13 +18,13 @@ gives each pair its first message (no fault; checked the same way). Two faults:
   What it protects: a replay after a reconnect that skips or repeats
   entries, a cursor that does not resume on another edge.
 
-Out of order after the leader kill is not asserted: INBOX copies whose
-fan-out failed while no leader existed are stored again after later
-messages of the same conversation, so a lower seq can arrive after a
-higher one (clients order by seq and fill holes, docs/protocol.md section
-4; docs/operations.md "Known problems"). The bench still counts and reports
-it, and exits 1 for it, so this test reads the report rather than the exit
-code for that one fault.
+Order is asserted after both faults. It used to fail after the leader kill:
+copies whose fan-out failed while no leader existed were re-published
+(or, after the sender's resend, fanned out again) after later messages of
+the same conversation had been stored, so a member's INBOX held seq N after
+N+1. The sequencer now publishes a conversation's copies one message at a
+time and spaces its copy retries over an election (sequencer/pipeline.py,
+``_fanout``).
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ def test_faults_leader_and_edge_kill_lose_nothing(tmp_path: Path):
         assert r["lost"] == 0, (name, why)
         assert r["duplicated"] == 0, (name, why)
         assert r["unconfirmed"] == 0 and r["refused"] == 0, (name, why)
-    assert rows["(warm-up)"]["out_of_order"] == 0, why
+    for name, r in rows.items():
+        assert r["out_of_order"] == 0, (name, why)
     for name in ("nats-leader", "edge"):
         assert rows[name]["deliveries"] > 1000, (name, why)  # the load ran through the fault
         assert rows[name]["recover_sec"] < 40, (name, why)  # recovered within the phase, not at its drain
-    assert rows["edge"]["out_of_order"] == 0, why
     assert rows["edge"]["reconnects"] >= 210, why  # every client of the killed edge moved
     assert any("new MESSAGES leader" in n for n in rows["nats-leader"]["notes"]), why
-    assert run.returncode == (0 if all(r["out_of_order"] == 0 for r in rows.values()) else 1), why
+    assert run.returncode == 0, why
