@@ -22,9 +22,9 @@ Order is asserted after both faults. It used to fail after the leader kill:
 copies whose fan-out failed while no leader existed were re-published
 (or, after the sender's resend, fanned out again) after later messages of
 the same conversation had been stored, so a member's INBOX held seq N after
-N+1. The sequencer now publishes a conversation's copies one message at a
-time and spaces its copy retries over an election (sequencer/pipeline.py,
-``_fanout``).
+N+1. The sequencer now retries failed copies with a backoff that outlasts
+an election and holds the conversation's later copies behind them, in seq
+order (ordered mode: sequencer/pipeline.py, ``_fanout``).
 """
 
 from __future__ import annotations
