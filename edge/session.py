@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 
 CLOSE_HELLO_TIMEOUT = 4002
 CLOSE_TRY_AGAIN = 1013
+# What a hello or a re-read raises when NATS or a service behind it is slow
+# or away (DirectGetError: INBOX answered no direct get, as while its leader
+# is elected): the client should come back (try again), not an internal error.
+BACKEND_AWAY = (TimeoutError, Unavailable, DirectGetError, nats.errors.Error)
 # A failed INBOX re-read of a live socket is tried again after 0.25 s,
 # doubling to 2 s, jittered (every socket of an edge may fail at once),
 # until Settings.reread_retry_sec.
@@ -166,11 +170,9 @@ class Session:
             await self._hello(hello)
         except asyncio.CancelledError:
             raise
-        except (TimeoutError, Unavailable, DirectGetError, nats.errors.Error) as exc:
-            # NATS or a service behind it is slow or away (e.g. the INBOX read
-            # of a hello; DirectGetError: INBOX answered no direct get, as while
-            # its leader is elected): the client should come back shortly,
-            # elsewhere if need be.
+        except BACKEND_AWAY as exc:
+            # e.g. the INBOX read of a hello: the client should come back
+            # shortly, elsewhere if need be.
             self.log.info("connection closed: backend unavailable", error=type(exc).__name__)
             self.conn.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
             return
@@ -340,7 +342,7 @@ class Session:
                 return
             except asyncio.CancelledError:
                 raise
-            except (TimeoutError, Unavailable, DirectGetError, nats.errors.Error) as exc:
+            except BACKEND_AWAY as exc:
                 pause = retry.delay()
                 if not self.conn.is_open:
                     return

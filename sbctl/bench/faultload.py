@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection
 
 import msgspec
 
+from sbctl.bench.loadgen import In
 from sbctl.bench.wsclient import Flusher, HandshakeError, WsConn
 
 TICK_SEC = 0.005  # sender wake-up period
@@ -45,22 +46,6 @@ STEP_TIMEOUT_SEC = 20.0  # one connect + hello; a reconnect storm on a busy box 
 # answer; the edge's own send_timeout answers `unavailable` after 5 s).
 PENDING_RESEND_SEC = 8.0
 RECONNECT_MAX_DELAY_SEC = 2.0
-
-
-class In(msgspec.Struct):
-    """The fields read from any server frame."""
-
-    type: str
-    body: str = ""
-    from_: str = msgspec.field(name="from", default="")
-    conv: str = ""
-    seq: int = 0
-    cursor: int | None = None
-    code: str = ""
-    id: str = ""
-    ref: str | None = None
-    retry: bool = False
-    reason: str = ""
 
 
 _decode = msgspec.json.Decoder(In).decode

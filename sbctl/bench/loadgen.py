@@ -65,6 +65,7 @@ class In(msgspec.Struct):
     id: str = ""
     ref: str | None = None
     retry: bool = False
+    reason: str = ""  # a resync's (read by sbctl/bench/faultload.py)
 
 
 _decode = msgspec.json.Decoder(In).decode
