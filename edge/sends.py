@@ -9,6 +9,17 @@ reading is paused (TCP backpressure slows only this client; nothing fails)
 and resumed when half of them were answered. Frames read before the pause
 took effect are still handled, so the bound is soft by at most one read.
 
+The edge bounds its sends in flight as a whole too (:class:`SendBudget`,
+``[edge] max_inflight_sends``): past it, every socket that sends is paused
+the same way until half of them were answered. Without it an edge past the
+fabric's capacity queued up to 64 sends per socket at the sequencer (14,000
+at 226 sockets, seconds of work), sends outlived ``send_timeout``, clients
+resent them, and every resend cost the sequencer a duplicate's read-back
+and fan-out on top: at 9,000 msgs/s offered the fabric delivered 5,500/s
+with 290,000 ``unavailable`` answers, where it sustains ~6,500/s. Bounded,
+the wait is in the clients' sockets (TCP), the fabric's queue stays short,
+and it delivers what it can.
+
 "No responders" means the partition is between owners (a handover): the
 send is retried after a short jittered delay until ``send_timeout``, then
 answered ``unavailable`` (retry). While a socket has sends waiting for such
@@ -44,6 +55,51 @@ RETRY_DELAY = (0.02, 0.1)
 _send_reply = msgspec.json.Decoder(events.SendReply)
 
 
+class SendBudget:
+    """Sends in flight on a whole edge, shared by its sockets' :class:`Sends`.
+
+    At ``limit`` each socket that sends is paused and queued; once the count
+    is back to half of it, paused sockets resume in the order they paused,
+    until the limit is reached again (the rest keep their place: first
+    paused, first served, so no socket starves behind busier ones). Paused
+    sockets only stop being read: nothing is refused.
+    """
+
+    __slots__ = ("limit", "inflight", "over", "_paused")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.limit = limit
+        self.inflight = 0
+        self.over = False  # at the limit, not yet back to half of it
+        self._paused: dict[Sends, None] = {}  # an ordered set: the order they paused in
+
+    def take(self, sends: Sends) -> None:
+        self.inflight += 1
+        if self.inflight >= self.limit:
+            self.over = True
+        if self.over:
+            self._paused[sends] = None
+
+    def give(self) -> None:
+        self.inflight -= 1
+        if self.over and self.inflight <= self.limit // 2:
+            self.over = False
+            paused = self._paused
+            while paused and not self.over:
+                sends = next(iter(paused))
+                del paused[sends]
+                sends.maybe_resume()  # its held frames go out now, and may take us over again
+
+    def hold(self, sends: Sends) -> None:
+        """``sends`` (paused) waits for the count to be back to half."""
+        self._paused[sends] = None
+
+    def forget(self, sends: Sends) -> None:
+        self._paused.pop(sends, None)
+
+
 def _never() -> bool:
     return False
 
@@ -69,12 +125,13 @@ class _Send:
 class Sends:
     __slots__ = ("_user", "_write", "_replies", "_subjects", "_partitions", "_timeout", "_loop", "inflight",
                  "_waiting", "_waiting_parts", "_timer", "_closed", "_pause", "_resume", "_paused", "_tracer",
-                 "_sample", "_device", "_retry_min", "_retry_max")
+                 "_sample", "_device", "_retry_min", "_retry_max", "_budget")
 
     def __init__(self, *, user: str, write: Callable[[bytes], bool], replies: Replies, subjects: Subjects,
                  partitions: int, timeout: float, pause: Callable[[], None] = lambda: None,
                  resume: Callable[[], None] = lambda: None, tracer: Tracer | None = None,
-                 device: str = "", retry_delay: tuple[float, float] = RETRY_DELAY) -> None:
+                 device: str = "", retry_delay: tuple[float, float] = RETRY_DELAY,
+                 budget: SendBudget | None = None) -> None:
         self._user = user
         self._write = write  # the socket's send (one text frame)
         self._replies = replies
@@ -96,6 +153,7 @@ class Sends:
         self._tracer = tracer
         self._sample = tracer.sampler.hit if tracer is not None else _never  # the edge-wide countdown
         self._device = device  # this socket's id in trace records
+        self._budget = budget if budget is not None else SendBudget(1 << 30)  # the edge's, shared
 
     def send(self, f: frames.Send) -> None:
         conv = f.conv if f.conv is not None else ids.dm_conv(self._user, f.to)  # type: ignore[arg-type]
@@ -105,7 +163,9 @@ class Sends:
         if f.trace or self._sample():
             self._trace(s, conv)
         self.inflight += 1
-        if self.inflight >= MAX_INFLIGHT_SENDS and not self._paused:
+        budget = self._budget
+        budget.take(self)
+        if (self.inflight >= MAX_INFLIGHT_SENDS or budget.over) and not self._paused:
             self._paused = True
             self._pause()
         if self._waiting is not None and part in self._waiting_parts:
@@ -132,20 +192,36 @@ class Sends:
     def close(self) -> None:
         """The socket is gone: forget the retries (answers would go nowhere)."""
         self._closed = True
+        self._budget.forget(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for _ in self._waiting or ():  # never sent again: give their share of the edge's bound back
+            self._done()
         self._waiting = None
 
+    def maybe_resume(self) -> None:
+        """Read the socket again unless its own bound or the edge's still holds it."""
+        if not self._paused or self.inflight > MAX_INFLIGHT_SENDS // 2 or self._closed:
+            return
+        if self._budget.over:  # (paused by its own bound, which is past): the edge's resumes it
+            self._budget.hold(self)
+            return
+        self._paused = False
+        self._resume()
+
+    def _done(self) -> None:
+        """One send of this socket is answered (or dropped with the socket)."""
+        self.inflight -= 1
+        self._budget.give()
+
     def _answer(self, frame: frames.Sent | frames.Error) -> None:
-        if self._paused and self.inflight <= MAX_INFLIGHT_SENDS // 2:
-            self._paused = False
-            self._resume()
+        self.maybe_resume()
         self._write(frames.encode(frame))
 
     def _reply(self, s: _Send, msg: BusMsg | None, exc: BaseException | None) -> None:
         if msg is not None:
-            self.inflight -= 1
+            self._done()
             try:
                 reply = _send_reply.decode(msg.data)
             except msgspec.DecodeError:
@@ -160,11 +236,11 @@ class Sends:
                 self._answer(frames.Sent(id=s.ref, conv=reply.conv, seq=reply.seq, ts=reply.ts))
         elif isinstance(exc, BusUnavailable) and self._loop.time() + self._retry_max < s.deadline:
             if self._closed:
-                self.inflight -= 1
+                self._done()
             else:
                 self._wait(s)  # no responders (or the bus is reconnecting): a handover, probably
         else:
-            self.inflight -= 1
+            self._done()
             err = exc if isinstance(exc, Unavailable) else Unavailable(f"the bus failed: {exc}; retry")
             if s.headers is not None:
                 self._traced_error(s, err.code)

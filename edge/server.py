@@ -53,6 +53,7 @@ from edge.hub import Hub
 from edge.metrics import EdgeMetrics
 from edge.pathtick import PathWatch
 from edge.ratelimit import TokenBucket
+from edge.sends import SendBudget
 from edge.session import Session
 from edge.static import StaticFiles
 from edge.transport import WsConfig, WsConn, WsServer
@@ -91,6 +92,7 @@ class Edge:
         # info, INBOX direct get) and the micro service.
         self.bus: BusConnection = None  # type: ignore[assignment]
         self.replies: Replies = None  # type: ignore[assignment]
+        self.send_budget = SendBudget(settings.max_inflight_sends)  # every socket's sends in flight, together
         self.hub: Hub = None  # type: ignore[assignment]
         self.tracer: Tracer = None  # type: ignore[assignment]  # trace hops (switchboard/trace.py), on the bus
         self.metrics = EdgeMetrics()

@@ -60,7 +60,7 @@ WAIT_HELLO, HELLO, LIVE, CLOSED = range(4)
 class Session:
     __slots__ = ("edge", "conn", "user", "conn_id", "catchup", "acked", "bucket", "log", "epoch", "state",
                  "sends", "_tasks", "_unacked", "_groups", "_early", "_hello_timer", "_attached", "_traced",
-                 "_opening")
+                 "_opening", "_held")
 
     def __init__(self, *, edge: Edge, conn: WsConn, user: str) -> None:
         self.edge = edge
@@ -76,8 +76,8 @@ class Session:
         self.log = get_logger("edge.session", conn=self.conn_id, user=user)
         self.sends = Sends(user=user, write=conn.send, replies=edge.replies, subjects=edge.subjects,
                            partitions=s.partitions, timeout=s.send_timeout,
-                           pause=lambda: conn.pause_reading("sends"), resume=lambda: conn.resume_reading("sends"),
-                           tracer=edge.tracer, device=self.conn_id)
+                           pause=self._hold, resume=self._release,
+                           tracer=edge.tracer, device=self.conn_id, budget=edge.send_budget)
         self._tasks: set[asyncio.Task] = set()
         # (cursor, Nats-Msg-Id "conv:seq:user") of entries sent and not yet
         # acked, turned into delivered receipts on ack. Bounded like the
@@ -94,6 +94,10 @@ class Session:
         # the first traced delivery (untraced traffic never allocates it).
         self._traced: dict[int, tuple[str, int, str, str]] | None = None
         self._opening = True  # counted in edge.opening (admission) until synced or closed
+        # Frames read while sends are paused (edge/sends.py): reading stops,
+        # but what one read already brought in waits here, in order, so the
+        # in-flight bounds are hard. At most one socket read (~256 KiB).
+        self._held: deque[bytes] | None = None
         # hello_timeout: a socket that never says hello only costs memory.
         self._hello_timer = asyncio.get_running_loop().call_later(s.hello_timeout, self._no_hello)
 
@@ -110,11 +114,32 @@ class Session:
     def on_frame(self, data: bytes) -> None:
         state = self.state
         if state == LIVE:
-            self._handle(data)
+            if self._held is None:
+                self._handle(data)
+            else:
+                self._held.append(data)
         elif state == HELLO:
             self._early.append(data)
         elif state == WAIT_HELLO:
             self._first_frame(data)
+
+    def _hold(self) -> None:
+        """Sends paused: stop reading, and hold what was read already."""
+        if self._held is None:
+            self._held = deque()
+        self.conn.pause_reading("sends")
+
+    def _release(self) -> None:
+        """Sends may go on: handle what was held (until they pause again), then read."""
+        held = self._held
+        self._held = None
+        while held:
+            self._handle(held.popleft())
+            if self._held is not None:  # paused again: the rest waits, in front of anything newer
+                self._held.extendleft(reversed(held))
+                return
+        if self.state == LIVE:
+            self.conn.resume_reading("sends")
 
     def on_slow_consumer(self) -> None:
         self.edge.metrics.slow_consumers.inc()
