@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import signal
 import ssl
 import time
@@ -53,6 +54,7 @@ from edge.hub import Hub
 from edge.metrics import EdgeMetrics
 from edge.pathtick import PathWatch
 from edge.ratelimit import TokenBucket
+from edge.retryafter import RetryAfter
 from edge.sends import SendBudget
 from edge.session import Session
 from edge.static import StaticFiles
@@ -117,6 +119,8 @@ class Edge:
         self.opening = 0
         self._max_opening = settings.admit_max_opening
         self._rejected_opening = self.metrics.rejected.labels("opening")
+        # The Retry-After of a refusal: an appointment at the rate this edge completes openings.
+        self._retry_after = RetryAfter(max_rate=settings.admit_per_sec)
         self._server: WsServer | None = None
         # sb-edge in `nats micro ls`: the edge's stats endpoint (switchboard/rpc/).
         self.rpc = rpc.RpcService(nc, name="sb-edge", version=switchboard.__version__,
@@ -272,27 +276,30 @@ class Edge:
         if head.startswith(_WS_GET) and head[7:8] in b" ?":
             if self.opening >= self._max_opening:
                 self._rejected_opening.inc()
-                return _ADMISSION_503
+                return _admission_503(self._retry_after.refused(time.monotonic(), full=True))
             if self._admission.empty():
                 self._rejected_admission.inc()
-                return _ADMISSION_503
+                return _admission_503(self._retry_after.refused(time.monotonic(), full=False))
         return None
 
     def opened(self) -> None:
         """A session left its opening (synced, or closed before): one more may be admitted."""
         self.opening -= 1
+        self._retry_after.opened(time.monotonic())
 
     def _process_request(self, request: Request) -> Response | None:
         """GET requests (websockets' parser reads only those): a plain answer,
         or None to upgrade ``/ws``."""
         path = request.path.split("?", 1)[0]
         if path == "/ws":
-            refused = self._rejected_opening if self.opening >= self._max_opening else (
+            full = self.opening >= self._max_opening
+            refused = self._rejected_opening if full else (
                 None if self._admission.take() else self._rejected_admission)
             if refused is not None:
                 refused.inc()
+                wait = self._retry_after.refused(time.monotonic(), full=full)
                 return _response(HTTPStatus.SERVICE_UNAVAILABLE, _ADMISSION_BODY, "text/plain",
-                                 retry_after=_RETRY_AFTER)
+                                 retry_after=str(wait))
             return None
         if path == "/metrics":
             return _response(HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4")
@@ -491,10 +498,13 @@ class Edge:
 # _process_request for a request that came in pieces).
 _WS_GET = b"GET /ws"
 _ADMISSION_BODY = b"too many new connections; retry with backoff\n"
-_RETRY_AFTER = "1"
-_ADMISSION_503 = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                  b"Connection: close\r\nRetry-After: %s\r\n\r\n%s"
-                  % (len(_ADMISSION_BODY), _RETRY_AFTER.encode(), _ADMISSION_BODY))
+
+
+@functools.lru_cache(maxsize=64)  # one per Retry-After value (1..60 s, edge/retryafter.py)
+def _admission_503(retry_after: int) -> bytes:
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\nRetry-After: %d\r\n\r\n%s" % (len(_ADMISSION_BODY), retry_after, _ADMISSION_BODY))
+
 
 # Edges (of this process) whose certificate SIGHUP reloads; one handler for all.
 _RELOAD_ON_SIGHUP: set[Edge] = set()

@@ -6,7 +6,8 @@
   does (``switchboard_client.Client``: exponential backoff from
   ``backoff_min`` to ``backoff_max`` with full jitter, the SDK's own
   defaults, reset once the upgrade succeeds), through the edge's admission
-  control (HTTP 503 = try again later), sends ``hello`` with its cursor and
+  control (HTTP 503 = try again after its ``Retry-After``, plus up to a
+  second of jitter, as the SDK does), sends ``hello`` with its cursor and
   counts itself synced at ``synced``. Every ``msg`` is checked per
   conversation (first seq, contiguous, never repeated) and counted as
   replayed when it came between the reconnect and ``synced``.
@@ -37,7 +38,7 @@ from sbctl.bench.loadgen import ACK_EVERY_SEC, BenchClient, In, Worker, WorkerSp
 from sbctl.bench.report import WorkerResult
 from sbctl.bench.wsclient import Flusher, HandshakeError, WsConn
 from switchboard_client import Client
-from switchboard_client.backoff import Backoff
+from switchboard_client.backoff import Backoff, retry_after
 from switchboard_client.ids import dm_conv
 
 _decode = msgspec.json.Decoder(In).decode
@@ -178,14 +179,17 @@ class StormClient(WsConn):
         self.reconnecting = True
         h = self.h
         wait = Backoff(SDK_BACKOFF_MIN, SDK_BACKOFF_MAX)
+        told: float | None = None  # the wait the last refusal's Retry-After asked for
         try:
             while not h.closing:
-                await asyncio.sleep(wait.delay())
+                await asyncio.sleep(told if told is not None else wait.delay())
+                told = None
                 h.result.attempts += 1
                 try:
                     await self.connect(self.url, local_addr=(self.src, 0), timeout=CONNECT_TIMEOUT_SEC)
                 except HandshakeError as exc:
                     h.count(f"http_{exc.status}")
+                    told = retry_after(exc.retry_after)  # as the SDK does
                     continue
                 except (TimeoutError, OSError) as exc:
                     h.count(type(exc).__name__)

@@ -45,11 +45,13 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
 
 class HandshakeError(Exception):
-    """The server did not switch protocols; ``status`` is its HTTP status (0: not HTTP)."""
+    """The server did not switch protocols; ``status`` is its HTTP status (0:
+    not HTTP), ``retry_after`` its Retry-After header (None: none)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after: str | None = None) -> None:
         super().__init__(f"HTTP {status}: {reason}")
         self.status = status
+        self.retry_after = retry_after
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -238,10 +240,10 @@ class WsConn(asyncio.Protocol):
         head = buf[:end].decode("latin-1").split("\r\n")
         parts = head[0].split(" ", 2)
         status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        if status != 101:
-            self._fail(status, parts[2] if len(parts) > 2 else head[0])
-            return None
         headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+        if status != 101:
+            self._fail(status, parts[2] if len(parts) > 2 else head[0], headers.get("retry-after"))
+            return None
         if headers.get("sec-websocket-accept", "").encode() != self._accept:
             self._fail(101, "bad Sec-WebSocket-Accept")
             return None
@@ -255,10 +257,10 @@ class WsConn(asyncio.Protocol):
     def on_open(self) -> None:
         """The upgrade succeeded (frames may follow in the same read)."""
 
-    def _fail(self, status: int, reason: str) -> None:
+    def _fail(self, status: int, reason: str, retry_after: str | None = None) -> None:
         self._buf = b""
         hs = self._handshake
         if hs is not None and not hs.done():
-            hs.set_exception(HandshakeError(status, reason))
+            hs.set_exception(HandshakeError(status, reason, retry_after))
         if self.transport is not None:
             self.transport.close()

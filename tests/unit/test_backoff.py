@@ -60,3 +60,50 @@ def test_backoff_jitter_stays_in_its_band():
 def test_bad_parameters_are_refused(args, kw):
     with pytest.raises(ValueError):
         Backoff(*args, **kw)
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("3", 3.5), (" 7 ", 7.5), ("0", 0.5), ("600", 60.0),  # capped: a proxy's hour is not honoured
+    (None, None), ("", None), ("soon", None), ("-1", None), ("1.5", None),
+    ("Wed, 21 Oct 2026 07:28:00 GMT", None),  # an HTTP date: clocks differ, the client's own backoff applies
+])
+def test_retry_after_is_whole_seconds_plus_a_second_of_jitter(header, expected):
+    from switchboard_client.backoff import retry_after
+    assert retry_after(header, rand=lambda: 0.5) == expected
+
+
+async def test_the_sdk_waits_as_long_as_a_refusal_asks():
+    """A 503 from admission control with Retry-After: 2 (an appointment the
+    edge booked, edge/retryafter.py): the SDK's next try comes 2-3 s later,
+    not after its own 0.1 s backoff. Without it a storm's clients came back
+    long before the edge could take them, and each refusal cost the edge
+    ~90 µs and the client a connection."""
+    import asyncio
+    import time
+
+    from switchboard_client import Client
+
+    tries: list[float] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        tries.append(time.monotonic())
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n"
+                     b"Connection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Client(url=f"ws://127.0.0.1:{port}/ws", token="t", backoff_min=0.1, backoff_max=0.2)
+    task = asyncio.create_task(client._run())
+    try:
+        deadline = time.monotonic() + 8
+        while len(tries) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        client._closing = True
+        task.cancel()
+        server.close()
+    assert len(tries) >= 2
+    assert 2.0 <= tries[1] - tries[0] <= 3.5

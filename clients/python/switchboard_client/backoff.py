@@ -68,3 +68,20 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+# The longest server-asked wait honoured (seconds): an edge asks for at most
+# 60 (edge/retryafter.py); more is a misconfigured proxy, not a reason to
+# stay away for an hour.
+RETRY_AFTER_MAX = 60.0
+
+
+def retry_after(value: str | None, *, rand: Callable[[], float] = random.random) -> float | None:
+    """The wait a ``Retry-After: <seconds>`` header asks for, plus up to a
+    second of jitter (clients told the same whole second do not all come
+    back in the same instant), capped at :data:`RETRY_AFTER_MAX`; None when
+    the header is absent or not a number of seconds (an HTTP date is not
+    honoured: clocks differ)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(RETRY_AFTER_MAX, int(value.strip()) + rand())

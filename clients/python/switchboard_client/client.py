@@ -158,6 +158,7 @@ class Client:
 
     async def _run(self) -> None:
         while not self._closing:
+            told: float | None = None  # the wait a refusal's Retry-After asked for
             try:
                 async with websockets.connect(self.url, additional_headers={"Authorization": f"Bearer {self._token}"},
                                               max_size=None, compression=None, open_timeout=10) as ws:
@@ -170,6 +171,8 @@ class Client:
                     async for data in ws:
                         self._dispatch(data)
             except (TimeoutError, OSError, ConnectionClosed, InvalidStatus) as exc:
+                if isinstance(exc, InvalidStatus):  # e.g. 503 from admission control: it says how long
+                    told = backoff.retry_after(exc.response.headers.get("Retry-After"))
                 rcvd = exc.rcvd if isinstance(exc, ConnectionClosed) else None  # the server's close frame
                 if rcvd is not None and rcvd.code in FATAL_CLOSE_CODES:
                     self._fatal = ClientError(f"connection refused: {rcvd.reason}",
@@ -183,8 +186,9 @@ class Client:
             if self._closing:
                 return
             self.reconnects += 1
-            # Full jitter: a reconnect storm after an edge dies spreads out.
-            await asyncio.sleep(self._reconnect_wait.delay())
+            # An edge refusing a storm books each client a time to come back
+            # (Retry-After); otherwise full jitter spreads the storm out.
+            await asyncio.sleep(told if told is not None else self._reconnect_wait.delay())
 
     # -- incoming ----------------------------------------------------------------------
     def _dispatch(self, data: str | bytes) -> None:
