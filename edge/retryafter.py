@@ -5,18 +5,19 @@ second, and clients that ignored it doubled their own backoff to 10 s, so
 an edge was either flooded with refusals (each ~90 µs of its CPU, and more
 of the client's) or idle while clients slept. Instead each refusal gets an
 appointment: the edge keeps the time its queue of refused clients would be
-served at the rate it actually completes openings (hello to ``synced``),
-and each refusal books one more slot at the end of it. The k-th client
-refused in a storm is told to come back in about k / rate seconds, so a
-storm arrives spread over the time the edge needs to take it, and the
-refusals a client collects fall from one a second to about one per storm.
+served at the rate it can complete openings (upgrade to ``synced``), and
+each refusal books one more slot at the end of it. The k-th client refused
+in a storm is told to come back in about k / rate seconds, so a storm
+arrives spread over the time the edge needs to take it.
 
-The rate is what the edge completed over the last window when it was full
-(a refusal because ``admit_max_opening`` sessions were opening); a window
-in which it never was says it could have taken more, so the rate is raised
-by half (up to ``admit_per_sec``): spreading clients wider than the edge
-needs would otherwise confirm itself (fewer arrivals, fewer completions, a
-lower rate).
+The rate is Little's law: ``admit_max_opening`` sessions may be opening at
+once, each takes (on average, recently) ``t`` seconds, so the edge completes
+``admit_max_opening / t`` per second when full. Counting completions per
+second instead measured the arrivals, not the capacity: with clients away
+until their appointments the count fell, the next appointments moved
+further out, and the edge idled while a quarter of a storm slept (bench
+storm, 20,000 clients: no attempt at all for 25 s). An optimistic rate only
+costs refusals (a client back too early is refused, ~90 µs, and rebooked).
 
 Sans-I/O: the clock is passed in; :class:`edge.server.Edge` calls
 :meth:`opened` for every session that leaves its opening and
@@ -32,56 +33,39 @@ import math
 # completes on a busy 2-core host (docs/benchmarks.md, Reconnect storm), so
 # a storm's first appointments are neither all at once nor minutes away.
 DEFAULT_RATE = 200.0
-# Rate measurement window (seconds): a second is noisy; four follow a
-# storm's ramp closely enough.
-WINDOW_SEC = 4.0
-# Bounds of the answer (seconds). Retry-After is whole seconds (RFC 9110);
-# 60 keeps a client that met a grossly wrong estimate from sleeping long.
-MIN_SEC, MAX_SEC = 1, 60
+# Weight of the latest opening in the average time an opening takes: about
+# the last 50 openings, a fraction of a second in a storm.
+EWMA_WEIGHT = 0.02
+# Bounds of the answer (seconds). Retry-After is whole seconds (RFC 9110).
+# 30: a client booked further out comes back then and is rebooked (one
+# more cheap refusal) rather than sleeping through capacity freed meanwhile.
+MIN_SEC, MAX_SEC = 1, 30
 
 
 class RetryAfter:
-    __slots__ = ("_floor", "_cap", "_done", "_window_start", "_rate", "_next_free", "_full")
+    __slots__ = ("_concurrency", "_floor", "_cap", "_took", "_next_free")
 
-    def __init__(self, *, max_rate: float, floor: float = 20.0) -> None:
-        self._floor = floor  # never assume slower than this (a few sessions/s): answers stay bounded
+    def __init__(self, *, max_opening: int, max_rate: float, floor: float = 20.0) -> None:
+        self._concurrency = max_opening
+        self._floor = floor  # never assume slower than this: answers stay bounded
         self._cap = max_rate  # never faster than admission lets in (admit_per_sec)
-        self._done = 0
-        self._window_start: float | None = None
-        self._rate = min(DEFAULT_RATE, max_rate)
+        self._took: float | None = None  # average seconds an opening takes
         self._next_free = 0.0  # when the last client booked so far would be served
-        self._full = False  # refused for being full during this window
 
     @property
     def rate(self) -> float:
-        return self._rate
+        """Openings per second this edge completes when full (estimated)."""
+        if self._took is None:
+            return min(DEFAULT_RATE, self._cap)
+        return max(self._floor, min(self._cap, self._concurrency / max(self._took, 1e-6)))
 
-    def opened(self, now: float) -> None:
-        """A session left its opening (synced, or closed)."""
-        self._done += 1
-        self._roll(now)
+    def opened(self, took: float) -> None:
+        """A session left its opening (synced, or closed) ``took`` seconds after its upgrade."""
+        avg = self._took
+        self._took = took if avg is None else avg + EWMA_WEIGHT * (took - avg)
 
-    def refused(self, now: float, *, full: bool) -> int:
-        """Book a slot for a refused client: whole seconds until it. ``full``:
-        refused because as many sessions as allowed were opening (else: the
-        admission rate)."""
-        self._roll(now)
-        if full:
-            self._full = True
+    def refused(self, now: float) -> int:
+        """Book a slot for a refused client: whole seconds until it."""
         start = self._next_free if self._next_free > now else now
-        self._next_free = start + 1.0 / self._rate
-        wait = self._next_free - now
-        return max(MIN_SEC, min(MAX_SEC, math.ceil(wait)))
-
-    def _roll(self, now: float) -> None:
-        if self._window_start is None:
-            self._window_start = now
-            return
-        elapsed = now - self._window_start
-        if elapsed >= WINDOW_SEC:
-            measured = self._done / elapsed
-            rate = measured if self._full else max(measured, self._rate * 1.5)
-            self._rate = max(self._floor, min(self._cap, rate))
-            self._done = 0
-            self._full = False
-            self._window_start = now
+        self._next_free = start + 1.0 / self.rate
+        return max(MIN_SEC, min(MAX_SEC, math.ceil(self._next_free - now)))

@@ -120,7 +120,7 @@ class Edge:
         self._max_opening = settings.admit_max_opening
         self._rejected_opening = self.metrics.rejected.labels("opening")
         # The Retry-After of a refusal: an appointment at the rate this edge completes openings.
-        self._retry_after = RetryAfter(max_rate=settings.admit_per_sec)
+        self._retry_after = RetryAfter(max_opening=settings.admit_max_opening, max_rate=settings.admit_per_sec)
         self._server: WsServer | None = None
         # sb-edge in `nats micro ls`: the edge's stats endpoint (switchboard/rpc/).
         self.rpc = rpc.RpcService(nc, name="sb-edge", version=switchboard.__version__,
@@ -276,28 +276,28 @@ class Edge:
         if head.startswith(_WS_GET) and head[7:8] in b" ?":
             if self.opening >= self._max_opening:
                 self._rejected_opening.inc()
-                return _admission_503(self._retry_after.refused(time.monotonic(), full=True))
+                return _admission_503(self._retry_after.refused(time.monotonic()))
             if self._admission.empty():
                 self._rejected_admission.inc()
-                return _admission_503(self._retry_after.refused(time.monotonic(), full=False))
+                return _admission_503(self._retry_after.refused(time.monotonic()))
         return None
 
-    def opened(self) -> None:
-        """A session left its opening (synced, or closed before): one more may be admitted."""
+    def opened(self, took: float = 0.0) -> None:
+        """A session left its opening (synced, or closed before) ``took``
+        seconds after its upgrade: one more may be admitted."""
         self.opening -= 1
-        self._retry_after.opened(time.monotonic())
+        self._retry_after.opened(took)
 
     def _process_request(self, request: Request) -> Response | None:
         """GET requests (websockets' parser reads only those): a plain answer,
         or None to upgrade ``/ws``."""
         path = request.path.split("?", 1)[0]
         if path == "/ws":
-            full = self.opening >= self._max_opening
-            refused = self._rejected_opening if full else (
+            refused = self._rejected_opening if self.opening >= self._max_opening else (
                 None if self._admission.take() else self._rejected_admission)
             if refused is not None:
                 refused.inc()
-                wait = self._retry_after.refused(time.monotonic(), full=full)
+                wait = self._retry_after.refused(time.monotonic())
                 return _response(HTTPStatus.SERVICE_UNAVAILABLE, _ADMISSION_BODY, "text/plain",
                                  retry_after=str(wait))
             return None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -93,7 +94,9 @@ class Session:
         # -> the message (conv, seq, id, sender), for edge.acked. None until
         # the first traced delivery (untraced traffic never allocates it).
         self._traced: dict[int, tuple[str, int, str, str]] | None = None
-        self._opening = True  # counted in edge.opening (admission) until synced or closed
+        # When the upgrade was accepted: counted in edge.opening (admission)
+        # until synced or closed (None since); how long it took feeds Retry-After.
+        self._opening: float | None = time.monotonic()
         # Frames read while sends are paused (edge/sends.py): reading stops,
         # but what one read already brought in waits here, in order, so the
         # in-flight bounds are hard. At most one socket read (~256 KiB).
@@ -162,9 +165,9 @@ class Session:
             self.edge.on_disconnect(self)
 
     def _opened(self) -> None:
-        if self._opening:
-            self._opening = False
-            self.edge.opened()
+        if self._opening is not None:
+            took, self._opening = time.monotonic() - self._opening, None
+            self.edge.opened(took)
 
     def _no_hello(self) -> None:
         if self.state == WAIT_HELLO:

@@ -71,7 +71,7 @@ class Backoff:
 
 
 # The longest server-asked wait honoured (seconds): an edge asks for at most
-# 60 (edge/retryafter.py); more is a misconfigured proxy, not a reason to
+# 30 (edge/retryafter.py); more is a misconfigured proxy, not a reason to
 # stay away for an hour.
 RETRY_AFTER_MAX = 60.0
 
