@@ -282,11 +282,12 @@ class Edge:
                 return _admission_503(self._retry_after.refused(time.monotonic()))
         return None
 
-    def opened(self, took: float = 0.0) -> None:
-        """A session left its opening (synced, or closed before) ``took``
-        seconds after its upgrade: one more may be admitted."""
+    def opened(self, took: float | None = None) -> None:
+        """A session left its opening: synced ``took`` seconds after its
+        upgrade, or (None) closed before: one more may be admitted."""
         self.opening -= 1
-        self._retry_after.opened(took)
+        if took is not None:
+            self._retry_after.opened(took)
 
     def _process_request(self, request: Request) -> Response | None:
         """GET requests (websockets' parser reads only those): a plain answer,

@@ -164,10 +164,13 @@ class Session:
             hub.detach(self.user, self)
             self.edge.on_disconnect(self)
 
-    def _opened(self) -> None:
+    def _opened(self, *, synced: bool = False) -> None:
         if self._opening is not None:
             took, self._opening = time.monotonic() - self._opening, None
-            self.edge.opened(took)
+            # Only a synced opening says how long one takes: a client that gave
+            # up (its open timeout) held its place ~10 s and would drag the
+            # estimate, and every appointment, down (bench storm: a 28 s stall).
+            self.edge.opened(took if synced else None)
 
     def _no_hello(self) -> None:
         if self.state == WAIT_HELLO:
@@ -211,7 +214,7 @@ class Session:
         if self.state != HELLO:
             return
         self.state = LIVE
-        self._opened()
+        self._opened(synced=True)
         early, self._early = self._early, []
         for data in early:
             if self.state == LIVE:

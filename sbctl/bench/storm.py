@@ -13,7 +13,10 @@ Shape (one machine, the file-descriptor hard limit of 20,000 per process):
   the others and the feeders in one traffic process.
 
 Sequence: every storm client connects and says hello; the others send 1:1 at
-``--rate`` and the feeders send ``--feed-rate`` msgs/s to the storm users;
+``--rate`` and the feeders send ``--feed-rate`` msgs/s to ``--fed-users``
+of the storm users (their 1:1 conversations are made during the set-up, one
+message each: a storm is about reconnecting, and conversations created at
+the storm's instant, 200 a second on the store, measured the store instead);
 after ``--before`` seconds every storm edge is killed with SIGKILL (an edge
 crash: the kernel resets all their sockets at once) and restarted at once on
 its port, as a supervisor would. Each storm client reconnects with the SDK's
@@ -78,6 +81,10 @@ class StormParams:
     others: int = 200  # other clients (1:1 pairs on up's edge)
     rate: float = 500.0  # msgs/s among the others
     feed_rate: float = 200.0  # msgs/s sent to storm users, throughout
+    # Storm users the feeders send to (0: all), their conversations made in
+    # the set-up: 2,000 gets each a message every 10 s at the default rate,
+    # so most have something to replay after a 30 s storm.
+    fed_users: int = 2000
     before: float = 5.0  # seconds of traffic before the drop
     after: float = 3.0  # seconds of traffic after the last storm client synced
     timeout: float = 90.0  # give up waiting for the storm clients after this (from the drop)
@@ -279,7 +286,7 @@ def _run(p: StormParams, fabric: FabricProcess, edges: list[StormEdge],
     traffic = TrafficSpec(ws_url=fabric.ws_url, rate=p.rate, feed_rate=p.feed_rate,
                           others=[(f"o{tag}u{i}", fabric.token(f"o{tag}u{i}")) for i in range(others)],
                           feeders=[(f"f{tag}u{i}", fabric.token(f"f{tag}u{i}")) for i in range(feeders)],
-                          targets=[u for _, u in storm])
+                          targets=[u for _, u in storm][:p.fed_users or None])
     parent, child = ctx.Pipe()
     tproc = ctx.Process(target=traffic_main, args=(traffic, child), daemon=True)
     tproc.start()
@@ -300,6 +307,9 @@ def _run(p: StormParams, fabric: FabricProcess, edges: list[StormEdge],
         hprocs.append(proc)
     _recv(tconn, "ready", SETUP_SEC)
     setup_errors = _setup(p, hconns)
+    # With every storm client connected, so each sees its conversation's first message.
+    tconn.send(("make",))
+    _recv(tconn, "made", SETUP_SEC)
     setup_sec = time.monotonic() - t_setup
     _say(p, f"set up in {setup_sec:.1f} s: {p.clients} storm clients on {len(edges)} edges, {others} others, "
             f"{feeders} feeders (setup refusals: {setup_errors or 'none'})")
@@ -496,7 +506,8 @@ def _report(p: StormParams, command: str, st: _State, results: list[HolderResult
         notes.append(f"every edge started with SWITCHBOARD_EDGE__ADMIT_PER_SEC={p.admit_per_sec:g}")
     notes += [f"fabric log: {line[:300]}" for line in fabric.problems()]
     params = {"clients": p.clients, "edges": p.edges, "procs": len(results), "others": o.clients,
-              "rate": p.rate, "feed_rate": p.feed_rate, "before": p.before, "after": p.after,
+              "rate": p.rate, "feed_rate": p.feed_rate, "fed_users": p.fed_users, "before": p.before,
+              "after": p.after,
               "admit_per_sec": p.admit_per_sec or Settings().admit_per_sec}
     return StormReport(
         command=command, params=params, storm_clients=p.clients, dropped=dropped, synced=synced,
@@ -560,6 +571,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--rate", type=float, default=500.0, help="msgs/s among the others (default 500)")
     s.add_argument("--feed-rate", type=float, default=200.0,
                    help="msgs/s sent to the storm users, round-robin, before, during and after the drop (default 200)")
+    s.add_argument("--fed-users", type=int, default=2000,
+                   help="storm users the feeders send to, their conversations made during the set-up "
+                        "(default 2,000; 0: all)")
     s.add_argument("--before", type=float, default=5.0, help="seconds of traffic before the drop (default 5)")
     s.add_argument("--after", type=float, default=3.0,
                    help="seconds of traffic after the last storm client synced (default 3)")
@@ -574,7 +588,8 @@ def add_parser(sub: Any) -> None:
 
 def main(args: Any, cmd: str) -> int:
     params = StormParams(clients=args.clients, edges=args.edges, procs=args.procs, others=args.others,
-                         rate=args.rate, feed_rate=args.feed_rate, before=args.before, after=args.after,
+                         rate=args.rate, feed_rate=args.feed_rate, fed_users=args.fed_users, before=args.before,
+                         after=args.after,
                          timeout=args.timeout, admit_per_sec=args.admit_per_sec, layout=args.layout,
                          progress=not args.quiet)
     try:

@@ -347,7 +347,7 @@ class TrafficSpec:
     rate: float  # msgs/s among the others
     feeders: list[tuple[str, str]]
     feed_rate: float  # msgs/s from the feeders to the storm users
-    targets: list[str]  # the storm users, fed round-robin
+    targets: list[str]  # the storm users fed round-robin (their conversations made in the set-up)
     warmup: float = 1.0
 
 
@@ -366,6 +366,24 @@ class FeedWorker(Worker):
         self.targets = targets
         self._next = 0
 
+    async def make_conversations(self, *, at_once: int = 100, timeout: float = 300.0) -> None:
+        """One message to every target before the run: their 1:1 conversations
+        exist before the drop (set-up, not storm). At most ``at_once`` sends
+        wait for their ``sent``; rate-limited ones are resent as usual."""
+        n = len(self.clients)
+        deadline = time.monotonic() + timeout
+        for i, target in enumerate(self.targets):
+            c = self.clients[i % n]
+            c.target = '"to":"%s"' % target
+            BenchClient.send(c, f"mk{i}", str(time.monotonic_ns()))
+            while len(self.pending) >= at_once and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self.pending:
+            raise RuntimeError(f"{len(self.pending)} of the feeders' conversations not made in {timeout:g}s")
+        self.result.errors.clear()  # the set-up's rate-limited sends, resent since: not the storm's
+
     def next_target(self) -> str:
         t = self.targets[self._next]
         self._next = (self._next + 1) % len(self.targets)
@@ -380,7 +398,8 @@ class FeedWorker(Worker):
 
 
 def traffic_main(spec: TrafficSpec, conn: Connection) -> None:
-    """ready -> ("go", start_ns) -> ticks of the others -> "stop" -> ("done", others, feed, conv_top)."""
+    """ready -> "make" -> made -> ("go", start_ns) -> ticks of the others -> "stop" -> ("done", others, feed,
+    conv_top)."""
     from sbctl.bench.fabric import prepare_client_process
 
     prepare_client_process()
@@ -398,6 +417,10 @@ def traffic_main(spec: TrafficSpec, conn: Connection) -> None:
         await feed.setup()
         conn.send(("ready",))
         msg = await others.loop.run_in_executor(None, conn.recv)
+        if msg[0] == "make":  # the storm clients are connected: their fed conversations now
+            await feed.make_conversations()
+            conn.send(("made",))
+            msg = await others.loop.run_in_executor(None, conn.recv)
         runs = asyncio.gather(others.run(msg[1]), feed.run(msg[1]))
         await others.loop.run_in_executor(None, conn.recv)  # "stop"
         for w in (others, feed):

@@ -25,8 +25,8 @@ from sbctl.bench.storm import StormParams, render, run
 
 
 def test_reconnect_storm_through_admission_control() -> None:
-    rep = run(StormParams(clients=1_000, edges=2, others=20, rate=50.0, feed_rate=40.0, before=2.0, after=1.0,
-                          timeout=60.0, admit_per_sec=50.0, progress=False),
+    rep = run(StormParams(clients=1_000, edges=2, others=20, rate=50.0, feed_rate=40.0, fed_users=100, before=2.0,
+                          after=1.0, timeout=60.0, admit_per_sec=50.0, progress=False),
               command="pytest tests/e2e/test_reconnect_storm.py")
     text = render(rep)
     print(text)

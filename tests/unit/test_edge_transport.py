@@ -408,6 +408,10 @@ async def test_admission_bounds_connections_still_opening():
     sess = next(iter(e.sessions))
     sess.conn.connection_lost(None)  # gone before its hello
     assert e.opening == 0
+    # ...and says nothing about how long an opening takes: a client that gave
+    # up would drag the Retry-After rate (edge/retryafter.py) down
+    from edge.retryafter import DEFAULT_RATE
+    assert e._retry_after.rate == DEFAULT_RATE
     again, _, _ = await http(e, f"/ws?token={token}")
     assert again.status_code == 101
     for s in tuple(e.sessions):
