@@ -9,8 +9,8 @@ routes of the edge, auth at the handshake, and message reassembly.
 from __future__ import annotations
 
 import asyncio
-import re
 import dataclasses
+import re
 from http import HTTPStatus
 from unittest.mock import MagicMock
 
