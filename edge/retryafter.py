@@ -20,8 +20,9 @@ storm, 20,000 clients: no attempt at all for 25 s). An optimistic rate only
 costs refusals (a client back too early is refused, ~90 µs, and rebooked).
 
 Sans-I/O: the clock is passed in; :class:`edge.server.Edge` calls
-:meth:`opened` for every session that leaves its opening and
-:meth:`refused` for every refusal.
+:meth:`opened` for every session that reaches ``synced`` (one closed
+before says nothing about how long an opening takes) and :meth:`refused`
+for every refusal.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class RetryAfter:
         return max(self._floor, min(self._cap, self._concurrency / max(self._took, 1e-6)))
 
     def opened(self, took: float) -> None:
-        """A session left its opening (synced, or closed) ``took`` seconds after its upgrade."""
+        """A session reached ``synced`` ``took`` seconds after its upgrade."""
         avg = self._took
         self._took = took if avg is None else avg + EWMA_WEIGHT * (took - avg)
 

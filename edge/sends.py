@@ -7,7 +7,8 @@ one sequencer owns a partition (``sb.send.<P>.<conv>``) and handles it
 serially. Sends in flight per socket are bounded: at the bound the socket's
 reading is paused (TCP backpressure slows only this client; nothing fails)
 and resumed when half of them were answered. Frames read before the pause
-took effect are still handled, so the bound is soft by at most one read.
+took effect wait in the session (edge/session.py) until the socket resumes,
+so the bound is hard.
 
 The edge bounds its sends in flight as a whole too (:class:`SendBudget`,
 ``[edge] max_inflight_sends``): past it, every socket that sends is paused

@@ -501,7 +501,7 @@ _WS_GET = b"GET /ws"
 _ADMISSION_BODY = b"too many new connections; retry with backoff\n"
 
 
-@functools.lru_cache(maxsize=64)  # one per Retry-After value (1..60 s, edge/retryafter.py)
+@functools.lru_cache(maxsize=64)  # one per Retry-After value (1..30 s, edge/retryafter.py)
 def _admission_503(retry_after: int) -> bytes:
     return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
             b"Connection: close\r\nRetry-After: %d\r\n\r\n%s" % (len(_ADMISSION_BODY), retry_after, _ADMISSION_BODY))
