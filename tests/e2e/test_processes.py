@@ -39,8 +39,12 @@ async def partition_owners(nats_url: str, settings) -> dict[int, str]:
     nc = await nats.connect(nats_url)
     try:
         kv = await nc.jetstream().key_value(bucket_name(settings))
-        out = {}
-        for key in await kv.keys():
+        out: dict[int, str] = {}
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:  # nats-py raises on an empty bucket: nobody owns anything yet
+            return out
+        for key in keys:
             if key.startswith("p."):
                 try:
                     out[int(key[2:])] = (await kv.get(key)).value.decode()
