@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Final
 
 from switchboard.bus.conn import BusConnection, BusMsg
+from switchboard.tasks import stop_task
 
 # Why the path is taken as broken (the reason label of switchboard_edge_path_breaks_total).
 TICK_LOST: Final = "tick_lost"  # a tick's previous one is not the last one seen here: re-read now
@@ -132,10 +133,8 @@ class PathWatch:
                 self._on_break(SILENT)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self._sid is not None:
             self._bus.unsubscribe(self._sid)
             self._sid = None

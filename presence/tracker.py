@@ -44,6 +44,7 @@ from switchboard.presence.messages import (
     decode_report,
 )
 from switchboard.subjects import Subjects
+from switchboard.tasks import stop_task
 
 QUEUE = "sb-presence"
 SERVICE_VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
@@ -108,11 +109,8 @@ class PresenceTracker:
         self._log.info("presence tracker started", subject=s.presence_hb_all, sweep_sec=self._config.sweep_sec)
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await stop_task(self._sweeper)  # re-cancels: redis-py can swallow one (switchboard/tasks.py)
+        self._sweeper = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

@@ -32,6 +32,7 @@ from switchboard import api, log, reach, rpc, tls
 from switchboard.bus import streams
 from switchboard.config import Settings
 from switchboard.devices import BadToken, DeviceStore, RegisterReply, RegisterRequest, check_token, open_device_store
+from switchboard.tasks import stop_task
 from switchboard.trace import Tracer, default_instance
 
 VERSION = switchboard.__version__  # the package's (pyproject.toml), shown by `nats micro ls`
@@ -110,18 +111,12 @@ class PusherService:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._queue_task:
-            self._queue_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._queue_task
-        if self._task:
-            self._task.cancel()
-            # nats-py turns a cancel during fetch into its own TimeoutError,
-            # which the loop would take for an empty fetch: the loop also
-            # checks _stopping, and the wait is bounded (fetch timeout + 1 s),
-            # so a stop never hangs, even with nats-server gone.
-            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, nats.errors.TimeoutError):
-                await asyncio.wait_for(self._task, self._fetch_timeout + 1.0)
+        await stop_task(self._queue_task)
+        # nats-py turns a cancel during fetch into its own TimeoutError, which
+        # the loop would take for an empty fetch: the loop also checks
+        # _stopping, stop_task cancels again, and the wait is bounded (fetch
+        # timeout + 1 s), so a stop never hangs, even with nats-server gone.
+        await stop_task(self._task, timeout=self._fetch_timeout + 1.0)
         await self.rpc.stop()
         if self._nc:
             # flush (acks and dead letters are already confirmed), then close; a drain

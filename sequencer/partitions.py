@@ -32,7 +32,6 @@ a partition never fork a conversation; they only retry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import zlib
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from switchboard.bus.jsack import WRONG_LAST_SEQUENCE, decode_ack
 from switchboard.bus.replies import Replies
 from switchboard.bus.streams import NotInitialized
 from switchboard.config import Settings
+from switchboard.tasks import stop_task
 
 # A free partition that its preferred member has not taken after this many
 # rounds is taken by whoever sees it (the preferred one may be stuck).
@@ -156,13 +156,10 @@ class PartitionLeases:
     async def stop(self) -> None:
         self._stopping = True
         task, self._task = self._task, None
-        if task is not None:
-            # Awaited: nats-py turns a cancel inside a KV request into its own
-            # TimeoutError, which the loop took for a failed round and went on
-            # (logging "partition round failed" every second after the stop).
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, STOP_WAIT_SEC)
+        # Awaited: nats-py turns a cancel inside a KV request into its own
+        # TimeoutError, which the loop took for a failed round and went on
+        # (logging "partition round failed" every second after the stop).
+        await stop_task(task, timeout=STOP_WAIT_SEC)
         await self._release_many(sorted(self._leases), reason="stopping")
         try:
             await self._kv.delete(f"m.{self.instance}")

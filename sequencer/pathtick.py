@@ -22,6 +22,7 @@ import asyncio
 
 from switchboard.bus.conn import BusConnection, BusError
 from switchboard.log import get as get_logger
+from switchboard.tasks import stop_task
 
 
 class PathTicker:
@@ -51,7 +52,5 @@ class PathTicker:
             await asyncio.sleep(self._interval)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await stop_task(self._task)
+        self._task = None

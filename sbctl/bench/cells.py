@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import re
@@ -43,6 +42,7 @@ from pathlib import Path
 
 from sbctl.supervisor import port_free
 from switchboard import auth
+from switchboard.tasks import stop_task
 from switchboard_client import Client
 
 READY = "Switchboard cluster is up"
@@ -81,9 +81,7 @@ class Inbox:
             self.seqs.setdefault(m.conv, []).append(m.seq)
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task)
         await self.client.close()
 
 

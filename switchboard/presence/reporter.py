@@ -28,6 +28,7 @@ from nats.aio.client import Client as NATS
 from switchboard import ids, log
 from switchboard.presence.messages import Events, Heartbeat, encode
 from switchboard.subjects import Subjects
+from switchboard.tasks import stop_task
 
 # Bytes of user ids per heartbeat message: under NATS' default max_payload
 # (1 MiB) with room for the envelope. 20,000 typical ids (~10 chars) fit in one.
@@ -88,10 +89,7 @@ class PresenceReporter:
     async def stop(self) -> None:
         """Stop heartbeating and report every user of this edge as gone."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         gone = sorted(self._reported | set(self._devices))
         self._devices.clear()
         self._dirty.clear()
