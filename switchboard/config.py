@@ -308,10 +308,12 @@ class EdgeSettings(_Section):
     # edge that completes fewer hellos per second than it admits (a busy
     # host) queues them until clients give up (their 10 s open timeout) and
     # retry, and then does work nobody waits for (bench storm: 20,000 clients,
-    # none synced in 90 s). 200 keeps a hello's wait under a second where one
-    # costs up to 5 ms of a starved core, and is far above what a healthy edge
-    # has open (docs/operations.md, reconnect storms).
-    admit_max_opening: int = 200
+    # none synced in 90 s). An opening mostly waits (INBOX read, sequencer
+    # request): 800 keeps enough in progress to fill the host (bench storm on
+    # 2 cores: 20,000 back in 43 s; 71 s with 200, the host not busy) and a
+    # hello's wait ~2 s where one costs up to 5 ms of a starved core, well
+    # under the clients' 10 s open timeout (2,000: open timeouts, wasted work).
+    admit_max_opening: int = 800
     # Seconds a live socket's INBOX re-read (after a gap, a bus reconnect or a
     # lost path tick) is retried with backoff when it fails, before the
     # socket is closed with 1013 to replay from its cursor elsewhere. The
