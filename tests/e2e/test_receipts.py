@@ -205,3 +205,39 @@ async def test_receipts_query_with_id_ends_with_ok(dep):
     assert users == {alice, bob}  # every member came before the end marker
     await a.send_frame(frames.ReceiptsRequest(conv=sent.conv))  # no id: no end marker
     await ev.nothing(lambda f: isinstance(f, frames.Ok), wait=0.3)
+
+
+@pytest.mark.parametrize(("failures", "arrives"), [
+    (2, True),  # a busy spell: the edge sends the delivered receipt again with its next flushes
+    (50, False),  # a sequencer that keeps refusing is not asked forever (DELIVERED_RETRIES)
+])
+async def test_delivered_receipt_refused_as_busy_is_sent_again(dep, monkeypatch, failures, arrives):
+    """A delivered receipt is the edge's own doing (from the recipient's ack):
+    no client resends it. The sequencer answers `unavailable` when it has
+    more API requests in hand than [sequencer] api_max_inflight (a storm of
+    hellos did that to 1,744 of 21,655 receipts); the edge dropped such a
+    receipt, and the sender saw no delivered mark until the recipient's
+    next ack in that conversation, maybe never."""
+    from switchboard.errors import Unavailable
+
+    receipts = dep.component("sequencer").receipts
+    real, refused = receipts.apply, []
+
+    async def busy_at_first(**kw):
+        if kw["user"] == bob and kw["delivered"] and len(refused) < failures:
+            refused.append(kw)
+            raise Unavailable("sequencer busy; retry")
+        return await real(**kw)
+
+    alice, bob = unique("alice"), unique("bob")
+    monkeypatch.setattr(receipts, "apply", busy_at_first)
+    a, b = await dep.sdk(alice), await dep.sdk(bob)
+    ev = Events(a)
+    sent = await a.send(to=bob, body="hi")
+    await drain_messages(b, 1)  # bob's SDK acks: the edge makes the delivered receipt
+    if arrives:
+        await ev.expect(receipt_of(bob, sent.conv, delivered=sent.seq))
+        assert len(refused) == failures
+    else:
+        await ev.nothing(receipt_of(bob, sent.conv, delivered=sent.seq), wait=1.0)
+        assert len(refused) == 6  # the first try and DELIVERED_RETRIES more
