@@ -6,6 +6,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
 from switchboard.log import redact
+from switchboard.metrics import IntHistogram, histogram
+
+# The steps of an opening (upgrade -> synced), timed per connection:
+# hello: the upgrade until the hello frame is read; subscribe: the user's
+# subscriptions in effect (a NATS flush); replay: INBOX bounds and the
+# replay after the cursor; groups: the sequencer's large-groups answer.
+OPENING_STEPS = ("hello", "subscribe", "replay", "groups")
 
 
 class EdgeMetrics:
@@ -20,6 +27,10 @@ class EdgeMetrics:
         # Counter takes a lock per inc, ~5 % of the edge's CPU at 8k msgs/s),
         # exported when scraped.
         self.frames_in = 0
+        # Where a connection's opening spends its time (once per connection;
+        # plain-int buckets, no lock): what an admit_max_opening or a storm
+        # waits on (docs/operations.md, reconnect storms).
+        self.opening_steps = {(step,): IntHistogram() for step in OPENING_STEPS}
         # Bus frames edge.hub refused (wrong subject for their type, a live
         # entry without Nats-Sequence), by subject kind: live, event, conv.
         self.bus_dropped: dict[str, int] = {"live": 0, "event": 0, "conv": 0}
@@ -91,3 +102,6 @@ class _HotCounters:
                                 "Presence change frames handed to watchers' sockets (the fan-out)")
         f.add_metric([], p["frames"])
         yield f
+        yield histogram("switchboard_edge_opening_seconds",
+                        "Time of each step of a connection's opening (upgrade to synced), by step",
+                        self._m.opening_steps, ["step"])

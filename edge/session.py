@@ -164,6 +164,14 @@ class Session:
             hub.detach(self.user, self)
             self.edge.on_disconnect(self)
 
+    def _step(self, step: str, since: float | None) -> float:
+        """Time an opening step that began at ``since`` (None: no opening to
+        time); the time it ended, which the next step begins at."""
+        now = time.monotonic()
+        if since is not None and self._opening is not None:
+            self.edge.metrics.opening_steps[(step,)].observe(now - since)
+        return now
+
     def _opened(self, *, synced: bool = False) -> None:
         if self._opening is not None:
             took, self._opening = time.monotonic() - self._opening, None
@@ -185,11 +193,12 @@ class Session:
             self._send(frames.error_frame(exc, frames.guess_ref(data)))
             return
         self._hello_timer.cancel()
+        t = self._step("hello", self._opening)
         self.state = HELLO
         self.conn.pause_reading("hello")  # the client's next frames wait until the replay is done
-        self._spawn(self._start(frame))
+        self._spawn(self._start(frame, t))
 
-    async def _start(self, hello: frames.Hello) -> None:
+    async def _start(self, hello: frames.Hello, t: float) -> None:
         try:
             self._attached = True  # from here on, on_close detaches
             if self.edge.hub.attach(self.user, self):
@@ -197,8 +206,9 @@ class Session:
                 # the SUB must be in effect before it, or an entry stored
                 # in between would be neither replayed nor delivered live.
                 await self.edge.bus.flush(self.edge.settings.send_timeout)
+            t = self._step("subscribe", t)
             self.edge.on_connect(self)
-            await self._hello(hello)
+            await self._hello(hello, t)
         except asyncio.CancelledError:
             raise
         except BACKEND_AWAY as exc:
@@ -230,7 +240,7 @@ class Session:
         self.conn.send(frames.encode(frame))
 
     # -- hello, replay, resync ---------------------------------------------------
-    async def _hello(self, hello: frames.Hello) -> None:
+    async def _hello(self, hello: frames.Hello, t: float) -> None:
         """welcome, then the replay or a resync, then exactly one synced."""
         edge = self.edge
         first_seq, last_seq = await edge.inbox_bounds()  # also notices a recreated INBOX
@@ -248,7 +258,10 @@ class Session:
                 await self._resync("cursor_expired", last_seq)
         else:
             await self._resync(plan, last_seq)
-        self._send(frames.Synced(cursor=self.catchup.cursor, groups=await self._join_groups()))
+        t = self._step("replay", t)
+        groups = await self._join_groups()
+        self._step("groups", t)
+        self._send(frames.Synced(cursor=self.catchup.cursor, groups=groups))
 
     async def _join_groups(self) -> list[frames.ResyncRange]:
         """Subscribe to the user's large groups, then say how far each is
