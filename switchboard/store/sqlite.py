@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from switchboard.db.sqlite import SqliteExecutor, in_tx
+from switchboard.db.sqlite import SqliteExecutor, in_snapshot, in_tx
 from switchboard.frames import Msg
 from switchboard.store import Conversation, Watermark
 
@@ -60,10 +60,12 @@ class SqliteStore:
 
     def __init__(self, *, path: str | Path, **_ignored: Any) -> None:
         self.path = str(path)
-        # synchronous=FULL: append returns only once durable.
+        # synchronous=FULL: append returns only once durable. Reads on a
+        # connection of their own: they never wait behind a write's fsync.
         self._ex = SqliteExecutor(self.path, name="sqlite", schema=_SCHEMA, busy_timeout=BUSY_TIMEOUT,
-                                  pragmas=("PRAGMA synchronous=FULL",))
+                                  pragmas=("PRAGMA synchronous=FULL",), readers=True)
         self._run = self._ex.run
+        self._read = self._ex.read
 
     async def open(self) -> None:
         await self._ex.open()
@@ -95,13 +97,13 @@ class SqliteStore:
         return await self._run(tx)
 
     async def get_conversation(self, conv_id: str) -> Conversation | None:
-        return await self._run(lambda db: _get_conv(db, conv_id))
+        return await self._read(lambda db: in_snapshot(db, lambda db: _get_conv(db, conv_id)))
 
     async def conversations_of(self, user: str) -> list[str]:
         def q(db: sqlite3.Connection) -> list[str]:
             return [r[0] for r in db.execute("SELECT conv FROM members WHERE user = ? ORDER BY conv", (user,))]
 
-        return await self._run(q)
+        return await self._read(q)
 
     # -- messages -----------------------------------------------------------
     async def append_messages(self, msgs: Sequence[Msg]) -> None:
@@ -130,14 +132,14 @@ class SqliteStore:
                     (conv_id, lo, hi, limit)).fetchall()
             return [Msg(conv=r[0], seq=r[1], id=r[2], from_=r[3], body=r[4], ts=r[5], kind=r[6]) for r in rows]
 
-        return await self._run(q)
+        return await self._read(q)
 
     async def last_seq(self, conv_id: str) -> int:
         def q(db: sqlite3.Connection) -> int:
             row = db.execute("SELECT MAX(seq) FROM messages WHERE conv = ?", (conv_id,)).fetchone()
             return int(row[0] or 0)
 
-        return await self._run(q)
+        return await self._read(q)
 
     # -- receipts -------------------------------------------------------------
     async def merge_watermarks(self, marks: Sequence[Watermark]) -> None:
@@ -155,7 +157,7 @@ class SqliteStore:
             return [Watermark(conv=conv_id, user=r[0], delivered=r[1], read=r[2]) for r in db.execute(
                 "SELECT user, delivered, read FROM watermarks WHERE conv = ? ORDER BY user", (conv_id,))]
 
-        return await self._run(q)
+        return await self._read(q)
 
 
 def _get_conv(db: sqlite3.Connection, conv_id: str) -> Conversation | None:

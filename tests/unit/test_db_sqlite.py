@@ -65,3 +65,49 @@ async def test_a_bad_schema_leaves_nothing_open(tmp_path):
     assert not ex.is_open
     with pytest.raises(RuntimeError, match="not open"):
         await ex.run(lambda db: None)
+
+
+async def test_reads_do_not_wait_for_the_writer(tmp_path):
+    """readers=True: a read is answered while a write transaction holds the
+    writer's thread (it used to queue behind it and its fsync: the
+    sequencer's API requests averaged 2-3 ms in a reconnect storm and
+    overflowed api_max_inflight), it does not see the uncommitted row, it
+    sees it once the write has returned, and it cannot write."""
+    import asyncio
+
+    ex = SqliteExecutor(tmp_path / "a.db", name="t-db", schema=SCHEMA, busy_timeout=1.0, readers=True)
+    await ex.open()
+    gate = threading.Event()
+
+    def slow_write(db: sqlite3.Connection) -> None:
+        in_tx(db, lambda db: (db.execute("INSERT INTO t (k, v) VALUES (1, 'a')"), gate.wait(5)))
+
+    def count(db: sqlite3.Connection) -> int:
+        return db.execute("SELECT count(*) FROM t").fetchone()[0]
+
+    try:
+        write = asyncio.ensure_future(ex.run(slow_write))
+        await asyncio.sleep(0.05)  # the write transaction is open on the writer's thread
+        assert await asyncio.wait_for(ex.read(count), 2.0) == 0
+        gate.set()
+        await write
+        assert await ex.read(count) == 1
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await ex.read(lambda db: db.execute("INSERT INTO t (k, v) VALUES (2, 'b')"))
+    finally:
+        gate.set()
+        await ex.close()
+    await ex.close()  # twice: nothing
+
+
+async def test_reads_without_readers_or_in_memory_go_through_the_writer(tmp_path):
+    for path in (tmp_path / "b.db", ":memory:"):
+        ex = SqliteExecutor(path, name="t-db", schema=SCHEMA, busy_timeout=1.0, readers=path == ":memory:")
+        await ex.open()
+        try:
+            await ex.run(lambda db: db.execute("INSERT INTO t (k, v) VALUES (1, 'a')"))
+            names = await ex.read(lambda db: (threading.current_thread().name,
+                                              db.execute("SELECT v FROM t").fetchone()[0]))
+            assert names[0].startswith("t-db_") and names[1] == "a", names
+        finally:
+            await ex.close()
