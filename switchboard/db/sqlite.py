@@ -124,23 +124,23 @@ class SqliteExecutor:
 
     async def close(self) -> None:
         """Close the connections and stop their threads; closing a closed executor does nothing."""
-        rpool, rdb = self._rpool, self._rdb
-        if rpool is not None:
-            try:
-                if rdb is not None:
-                    await asyncio.get_running_loop().run_in_executor(rpool, rdb.close)
-            finally:
-                rpool.shutdown(wait=True)
-                self._rpool = self._rdb = None
-        pool, db = self._pool, self._db
-        if pool is None:
-            return
+        rpool, rdb, self._rpool, self._rdb = self._rpool, self._rdb, None, None
+        pool, db, self._pool, self._db = self._pool, self._db, None, None
         try:
-            if db is not None:
-                await asyncio.get_running_loop().run_in_executor(pool, db.close)
+            await _shut(rpool, rdb)
         finally:
-            pool.shutdown(wait=True)
-            self._pool = self._db = None
+            await _shut(pool, db)
+
+
+async def _shut(pool: ThreadPoolExecutor | None, db: sqlite3.Connection | None) -> None:
+    """Close ``db`` on its own thread (sqlite3 objects stay on it), then stop the thread."""
+    if pool is None:
+        return
+    try:
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(pool, db.close)
+    finally:
+        pool.shutdown(wait=True)
 
 
 def wal_mode(db: sqlite3.Connection, attempts: int = 100) -> None:
