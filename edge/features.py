@@ -99,15 +99,20 @@ class Features:
 
     # -- receipts ------------------------------------------------------------------
     def read(self, sess: Session, f: frames.Read) -> None:
-        p = self._receipts.setdefault(sess, {}).setdefault(f.conv, [0, 0, None, 0])
+        p = self._pending(sess, f.conv)
         if f.seq >= p[1]:
             p[1], p[2] = f.seq, f.id
 
     def delivered(self, sess: Session, cursor: int) -> None:
         """An ack: raise the delivered watermark of each conversation covered."""
         for conv, seq in sess.take_acked(cursor).items():
-            p = self._receipts.setdefault(sess, {}).setdefault(conv, [0, 0, None, 0])
+            p = self._pending(sess, conv)
             p[0] = max(p[0], seq)
+
+    def _pending(self, sess: Session, conv: str) -> list:
+        """The receipt of ``sess`` in ``conv`` waiting for the next flush:
+        [delivered, read, ref of the last read frame, tries of the delivered part]."""
+        return self._receipts.setdefault(sess, {}).setdefault(conv, [0, 0, None, 0])
 
     async def _flush_loop(self) -> None:
         while True:
@@ -141,11 +146,10 @@ class Features:
                 # flush. Dropped, it stayed unsent until the user's next ack in
                 # that conversation, maybe never (bench storm: 1,744 of 21,655
                 # answered with an error by a sequencer busy with hellos).
-                p = self._receipts.setdefault(sess, {}).setdefault(conv, [0, 0, None, 0])
+                p = self._pending(sess, conv)
                 p[0], p[3] = max(p[0], delivered), max(p[3], tries + 1)
             elif delivered and not read:
-                sess.log.info("delivered receipt failed", conv=conv, code=err.code,
-                              tries=tries + 1)
+                sess.log.info("delivered receipt failed", conv=conv, code=err.code, tries=tries + 1)
 
     async def receipts(self, sess: Session, f: frames.ReceiptsRequest) -> None:
         reply = await self.edge.call(api.RECEIPTS_GET, events.ReceiptsQuery(conv=f.conv, user=sess.user))
