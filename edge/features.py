@@ -7,9 +7,10 @@ or a few publishes on NATS. Conversation members are cached per edge
 after the first.
 
 Receipts are on the hot path (every ack): an ack or read only updates a
-dict; one edge-wide flush every receipt_flush_sec ([edge]) sends one callback request per
-(socket, conversation) through the lean bus client, with no task or future
-per receipt.
+dict; one edge-wide flush every receipt_flush_sec ([edge]) sends what was
+gathered, one (socket, conversation) receipt per entry, in one callback
+request per ``RECEIPT_BATCH_MAX`` entries (``sb.api.receipts.batch``)
+through the lean bus client, with no task or future per receipt.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from edge.ratelimit import TokenBucket
 from switchboard import api, events, frames
 from switchboard.bus.conn import BusMsg
 from switchboard.devices import RegisterRequest, check_token
-from switchboard.errors import NotMember, SwitchboardError
+from switchboard.errors import NotMember, SwitchboardError, from_code
 from switchboard.presence.messages import ContactsRequest, WatchRequest
 from switchboard.presence.reporter import PresenceReporter
 
@@ -124,32 +125,48 @@ class Features:
             return
         pending, self._receipts = self._receipts, {}
         edge = self.edge
-        timeout = edge.settings.send_timeout
+        items: list[events.ReceiptRequest] = []
+        owners: list[tuple[Session, str, int, int, str | None, int]] = []
         for sess, convs in pending.items():
             for conv, (delivered, read, ref, tries) in convs.items():
-                req = events.ReceiptRequest(user=sess.user, conv=conv, delivered=delivered, read=read)
-                edge.replies.request(api.RECEIPT.subject_for(edge.subjects, conv=conv), api.RECEIPT.encode_request(req),
-                                     functools.partial(self._receipt_reply, sess, conv, delivered, read, ref, tries),
-                                     timeout=timeout)
+                items.append(events.ReceiptRequest(user=sess.user, conv=conv, delivered=delivered, read=read))
+                owners.append((sess, conv, delivered, read, ref, tries))
+        # One request per RECEIPT_BATCH_MAX receipts, whatever the number of
+        # sockets and conversations (a storm's replays: thousands a flush).
+        subject = api.RECEIPT_BATCH.subject_for(edge.subjects)
+        step = events.RECEIPT_BATCH_MAX
+        for i in range(0, len(items), step):
+            edge.replies.request(subject, api.RECEIPT_BATCH.encode_request(events.ReceiptBatch(items[i:i + step])),
+                                 functools.partial(self._batch_reply, owners[i:i + step]),
+                                 timeout=edge.settings.send_timeout)
 
-    def _receipt_reply(self, sess: Session, conv: str, delivered: int, read: int, ref: str | None, tries: int,
-                       msg: BusMsg | None, exc: BaseException | None) -> None:
+    def _batch_reply(self, owners: list[tuple[Session, str, int, int, str | None, int]],
+                     msg: BusMsg | None, exc: BaseException | None) -> None:
         try:
             if exc is not None:
                 raise exc
-            api.RECEIPT.reply_of(msg.data, msg.headers)  # type: ignore[union-attr]
-        except SwitchboardError as err:
-            if read:  # the client asked: tell it (retry or not is its call, as for any request)
-                sess._send(frames.error_frame(err, ref))
-            if delivered and err.retry and tries < DELIVERED_RETRIES:
-                # The edge's own receipt (from an ack): sent again with the next
-                # flush. Dropped, it stayed unsent until the user's next ack in
-                # that conversation, maybe never (bench storm: 1,744 of 21,655
-                # answered with an error by a sequencer busy with hellos).
-                p = self._pending(sess, conv)
-                p[0], p[3] = max(p[0], delivered), max(p[3], tries + 1)
-            elif delivered and not read:
-                sess.log.info("delivered receipt failed", conv=conv, code=err.code, tries=tries + 1)
+            reply = api.RECEIPT_BATCH.reply_of(msg.data, msg.headers)  # type: ignore[union-attr]
+        except SwitchboardError as err:  # the whole batch: each receipt as if refused alone
+            for owner in owners:
+                self._receipt_failed(*owner, err)
+            return
+        for f in reply.failed:
+            if 0 <= f.index < len(owners):
+                self._receipt_failed(*owners[f.index], from_code(f.error.code, f.error.message, f.error.retry))
+
+    def _receipt_failed(self, sess: Session, conv: str, delivered: int, read: int, ref: str | None, tries: int,
+                        err: SwitchboardError) -> None:
+        if read:  # the client asked: tell it (retry or not is its call, as for any request)
+            sess._send(frames.error_frame(err, ref))
+        if delivered and err.retry and tries < DELIVERED_RETRIES:
+            # The edge's own receipt (from an ack): sent again with the next
+            # flush. Dropped, it stayed unsent until the user's next ack in
+            # that conversation, maybe never (bench storm: 1,744 of 21,655
+            # answered with an error by a sequencer busy with hellos).
+            p = self._pending(sess, conv)
+            p[0], p[3] = max(p[0], delivered), max(p[3], tries + 1)
+        elif delivered and not read:
+            sess.log.info("delivered receipt failed", conv=conv, code=err.code, tries=tries + 1)
 
     async def receipts(self, sess: Session, f: frames.ReceiptsRequest) -> None:
         reply = await self.edge.call(api.RECEIPTS_GET, events.ReceiptsQuery(conv=f.conv, user=sess.user))

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client as NATS
 
 from sequencer.conversations import Conversations
-from switchboard import frames, ids, log
+from switchboard import events, frames, ids, log
 from switchboard.errors import SwitchboardError
 from switchboard.store import Store, Watermark
 from switchboard.subjects import Subjects
@@ -108,6 +108,37 @@ class Receipts:
             self._dirty[key] = self._dirty.get(key, False) or new_r != cur[1]
             cur[0], cur[1] = new_d, new_r
         return Watermark(conv=c.id, user=user, delivered=cur[0], read=cur[1])
+
+    async def apply_many(self, items: list[events.ReceiptRequest]) -> list[tuple[int, SwitchboardError]]:
+        """:meth:`apply` each receipt of a batch; the refused ones, by index.
+
+        A conversation not cached here costs store reads (its members, its
+        watermarks): the first receipt of each such conversation is applied
+        concurrently with the others' (one task per conversation not cached,
+        none on the hot path, where all are cached), the rest in order.
+        """
+        failed: list[tuple[int, SwitchboardError]] = []
+
+        async def one(i: int) -> None:
+            r = items[i]
+            try:
+                await self.apply(user=r.user, conv=r.conv, delivered=r.delivered, read=r.read)
+            except SwitchboardError as err:
+                failed.append((i, err))
+
+        cold: dict[str, int] = {}
+        for i, r in enumerate(items):
+            if r.conv not in self._marks:
+                cold.setdefault(r.conv, i)
+        if len(cold) > 1:
+            await asyncio.gather(*(one(i) for i in cold.values()))
+        else:
+            cold.clear()
+        warmed = set(cold.values())
+        for i in range(len(items)):
+            if i not in warmed:
+                await one(i)
+        return failed
 
     async def sent(self, *, user: str, conv: str, seq: int) -> None:
         """A member sent ``seq``: they have read their conversation up to it.

@@ -112,6 +112,7 @@ class Sequencer:
         await svc.add(api.CONV_GET, self._conv_get)
         await svc.add(api.CONV_CONTACTS, self._conv_contacts)
         await svc.add(api.RECEIPT, self._receipt, with_subject=True)
+        await svc.add(api.RECEIPT_BATCH, self._receipt_batch)
         await svc.add(api.RECEIPTS_GET, self._receipts_get)
         await svc.add(api.UNREAD, self._unread)
         await svc.add(api.CONV_LARGE, self._conv_large)
@@ -226,6 +227,13 @@ class Sequencer:
         w = await self.receipts.apply(user=r.user, conv=r.conv, delivered=r.delivered, read=r.read)
         return events.ReceiptsReply(receipts=[frames.Receipt(conv=w.conv, user=w.user, delivered=w.delivered,
                                                              read=w.read)])
+
+    async def _receipt_batch(self, b: events.ReceiptBatch) -> events.ReceiptBatchReply:
+        if len(b.receipts) > events.RECEIPT_BATCH_MAX:
+            raise LimitExceeded(f"at most {events.RECEIPT_BATCH_MAX} receipts per batch")
+        failed = await self.receipts.apply_many(b.receipts)
+        return events.ReceiptBatchReply(failed=[events.ReceiptFailure(index=i, error=rpc.error_body(err))
+                                                for i, err in failed])
 
     async def _receipts_get(self, q: events.ReceiptsQuery) -> events.ReceiptsReply:
         return events.ReceiptsReply(receipts=await self.receipts.get(q.conv, q.user))

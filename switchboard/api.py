@@ -54,6 +54,7 @@ CONV_LIST = Endpoint("conv-list", "api.conv.list", events.ConvListQuery, events.
 CONV_RANGES = Endpoint("conv-ranges", "api.conv.ranges", events.RangesQuery, events.RangesReply)
 CONV_LARGE = Endpoint("conv-large", "api.conv.large", events.RangesQuery, events.RangesReply)
 RECEIPT = Endpoint("receipt", "receipt.{conv}", events.ReceiptRequest, events.ReceiptsReply)
+RECEIPT_BATCH = Endpoint("receipt-batch", "api.receipts.batch", events.ReceiptBatch, events.ReceiptBatchReply)
 RECEIPTS_GET = Endpoint("receipts-get", "api.receipts.get", events.ReceiptsQuery, events.ReceiptsReply)
 UNREAD = Endpoint("unread", "api.unread", events.UnreadQuery, events.UnreadReply)
 TRACE_GET = Endpoint("trace-get", "api.trace.get", TraceQuery, TraceReply)

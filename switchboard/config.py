@@ -339,10 +339,10 @@ class EdgeSettings(_Section):
     # (measured), so a client asking in a loop gets 1 s of it a minute;
     # beyond: rate_limited (retry later).
     conv_list_per_min: int = 20
-    # Receipts of a socket are gathered this long (seconds) and sent as one
-    # request per conversation (an ack and a read that follow each other
-    # become one): the sequencer coalesces for as long again, so a receipt
-    # shows within ~0.1 s.
+    # Receipts of every socket are gathered this long (seconds), one per
+    # socket and conversation (an ack and a read that follow each other
+    # become one), and sent in one request per 512: the sequencer coalesces
+    # for as long again, so a receipt shows within ~0.1 s.
     edge_receipt_flush_sec: float = _key("receipt_flush_sec", 0.05)
     # Seconds the INBOX bounds (and epoch) a hello reads are reused: hellos
     # in a reconnect storm share one stream-info request. Half a second is

@@ -123,6 +123,33 @@ class ReceiptRequest(msgspec.Struct, omit_defaults=True):
     read: int = 0
 
 
+class ReceiptBatch(msgspec.Struct):
+    """``sb.api.receipts.batch``: many receipts in one request, what an edge
+    gathered in one flush (at most ``RECEIPT_BATCH_MAX``). One request per
+    flush, not one per socket and conversation: a hello storm's replays
+    make thousands of acks per flush, each a request that counted against
+    the sequencer's API bound (``api_max_inflight``)."""
+
+    receipts: list[ReceiptRequest]
+
+
+RECEIPT_BATCH_MAX = 512  # receipts per batch: ~40 KB of JSON, far under NATS' 1 MB max_payload
+
+
+class ReceiptFailure(msgspec.Struct):
+    """One receipt of a batch that was refused: its index in the batch and why."""
+
+    index: int
+    error: ErrorBody
+
+
+class ReceiptBatchReply(msgspec.Struct, omit_defaults=True):
+    """Receipts not listed in ``failed`` were applied."""
+
+    failed: list[ReceiptFailure] = []
+    error: ErrorBody | None = None
+
+
 class ReceiptsQuery(msgspec.Struct):
     """``sb.api.receipts.get``: every member's watermarks of ``conv``."""
 

@@ -20,7 +20,7 @@
   answered error as its class of switchboard/errors.py; no responder, a
   timeout or a closed connection is :class:`~switchboard.errors.Unavailable`
   (retry). :meth:`Endpoint.reply_of` does the same check for a callback
-  caller (the edge's batched receipts).
+  caller (the edge's receipt batches).
 
 Prometheus: :class:`RpcCollector` (:mod:`.stats`) is a ``prometheus_client``
 collector over one or more services; a role registers it in its registry::
@@ -40,9 +40,9 @@ the reply type (``SendReply``) with this layer.
 """
 
 from switchboard.rpc.client import Requester, call
-from switchboard.rpc.endpoint import ERROR_CODE_HEADER, ERROR_HEADER, Endpoint, ErrorReply, encode_error
+from switchboard.rpc.endpoint import ERROR_CODE_HEADER, ERROR_HEADER, Endpoint, ErrorReply, encode_error, error_body
 from switchboard.rpc.server import MAX_INFLIGHT, RpcService
 from switchboard.rpc.stats import BUCKETS, EndpointCounts, RpcCollector
 
 __all__ = ["BUCKETS", "ERROR_CODE_HEADER", "ERROR_HEADER", "MAX_INFLIGHT", "Endpoint", "EndpointCounts",
-           "ErrorReply", "Requester", "RpcCollector", "RpcService", "call", "encode_error"]
+           "ErrorReply", "Requester", "RpcCollector", "RpcService", "call", "encode_error", "error_body"]

@@ -241,3 +241,29 @@ async def test_delivered_receipt_refused_as_busy_is_sent_again(dep, monkeypatch,
     else:
         await ev.nothing(receipt_of(bob, sent.conv, delivered=sent.seq), wait=1.0)
         assert len(refused) == 6  # the first try and DELIVERED_RETRIES more
+
+
+async def test_receipt_batch_refuses_items_one_by_one(dep):
+    """``sb.api.receipts.batch`` (one request per edge flush): a refused
+    receipt is reported by its index and never fails the others; a batch
+    over the bound is refused whole."""
+    from switchboard import api, events, rpc
+    from switchboard.errors import LimitExceeded
+
+    alice, bob, eve = unique("alice"), unique("bob"), unique("eve")
+    a = await dep.sdk(alice)
+    ev = Events(a)
+    sent = await a.send(to=bob, body="hi")
+    nc = await dep.nats()
+    R = events.ReceiptRequest
+    batch = [R(user=eve, conv=sent.conv, delivered=sent.seq),  # not a member
+             R(user=bob, conv=sent.conv, delivered=sent.seq),  # fine
+             R(user=bob, conv=sent.conv, read=sent.seq + 5),  # beyond the last message
+             R(user=bob, conv="no such conv!", delivered=1)]  # not an id
+    reply = await rpc.call(nc, api.RECEIPT_BATCH, events.ReceiptBatch(batch), subjects=dep.settings.subjects,
+                           timeout=5)
+    assert {f.index: f.error.code for f in reply.failed} == {0: "not_member", 2: "invalid_seq", 3: "invalid_id"}
+    await ev.expect(receipt_of(bob, sent.conv, delivered=sent.seq, read=0))  # the good one was applied
+    too_many = events.ReceiptBatch([batch[1]] * (events.RECEIPT_BATCH_MAX + 1))
+    with pytest.raises(LimitExceeded):
+        await rpc.call(nc, api.RECEIPT_BATCH, too_many, subjects=dep.settings.subjects, timeout=5)
