@@ -63,6 +63,7 @@ from edge.transport import WsConfig, WsConn, WsServer
 from switchboard import api, auth, events, frames, log, rpc, tls
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection, BusError, connect as bus_connect
+from switchboard.bus.directread import DirectReader
 from switchboard.bus.replies import Replies
 from switchboard.config import Settings
 from switchboard.errors import AuthError, ConfigError, RateLimited, SwitchboardError
@@ -100,6 +101,7 @@ class Edge:
         # requests), made in start(); nats-py (nc) stays for JetStream (stream
         # info, INBOX direct get) and the micro service.
         self.bus: BusConnection = None  # type: ignore[assignment]
+        self.direct: DirectReader = None  # type: ignore[assignment]  # from start()
         self.replies: Replies = None  # type: ignore[assignment]
         self.send_budget = SendBudget(settings.max_inflight_sends)  # every socket's sends in flight, together
         self.hub: Hub = None  # type: ignore[assignment]
@@ -115,6 +117,7 @@ class Edge:
         # connected users when it outgrows them.
         self._list_buckets: dict[str, TokenBucket] = {}
         self.log = log.get("edge", edge=self.edge_id)
+        self.session_log = log.get("edge.session")  # each Session binds its connection and user to it
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
         self._bounds_ttl = settings.inbox_bounds_ttl  # hellos of a reconnect storm share one stream info
         self._epoch_watch: asyncio.Task | None = None
@@ -158,6 +161,8 @@ class Edge:
                                      tls=tls.nats_client_context(s), on_reconnected=self._bus_reconnected)
         self.replies = Replies(self.bus)
         self.replies.start()
+        self.direct = DirectReader(self.bus)  # INBOX reads (hello, re-reads) on the lean client
+        self.direct.start()
         self.tracer = Tracer(publish=self.bus.publish, prefix=self.subjects.prefix, role="edge",
                              instance=s.instance or self.edge_id, sample=s.trace_sample)
         self.hub = Hub(bus=self.bus, subjects=self.subjects, dropped=self.metrics.bus_dropped,
@@ -260,6 +265,7 @@ class Edge:
         await self.features.stop()
         if self.bus is not None:
             self.replies.stop()
+            self.direct.stop()
             await self.bus.close()
         self.log.info("edge stopped")
 

@@ -34,9 +34,8 @@ from edge.transport import WsConn
 from switchboard import frames
 from switchboard.backoff import Backoff
 from switchboard.bus.conn import BusMsg
-from switchboard.bus.direct import DirectGetError, direct_batch
+from switchboard.bus.direct import DirectGetError
 from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError, Unavailable
-from switchboard.log import get as get_logger
 from switchboard.trace import TRACE_HEADER, TRACE_HEADER_BYTES
 
 if TYPE_CHECKING:
@@ -74,7 +73,9 @@ class Session:
         self.state = WAIT_HELLO
         s = edge.settings
         self.bucket = TokenBucket(rate=s.rate_per_sec, burst=s.rate_burst)
-        self.log = get_logger("edge.session", conn=self.conn_id, user=user)
+        # bind() on the edge's logger: 1.1 µs, where a new logger per socket
+        # cost 6.3 µs (4 % of a storm edge's CPU, py-spy)
+        self.log = edge.session_log.bind(conn=self.conn_id, user=user)
         self.sends = Sends(user=user, write=conn.send, replies=edge.replies, subjects=edge.subjects,
                            partitions=s.partitions, timeout=s.send_timeout,
                            pause=self._hold, resume=self._release,
@@ -201,11 +202,11 @@ class Session:
     async def _start(self, hello: frames.Hello, t: float) -> None:
         try:
             self._attached = True  # from here on, on_close detaches
-            if self.edge.hub.attach(self.user, self):
-                # The INBOX read goes over another connection (nats-py):
-                # the SUB must be in effect before it, or an entry stored
-                # in between would be neither replayed nor delivered live.
-                await self.edge.bus.flush(self.edge.settings.send_timeout)
+            # The user's SUB (if this is their first socket here) is queued
+            # on the connection the INBOX read goes over, before the read: the
+            # server processes both in that order (switchboard/bus/directread.py),
+            # so an entry stored in between is replayed or delivered live.
+            self.edge.hub.attach(self.user, self)
             t = self._step("subscribe", t)
             self.edge.on_connect(self)
             await self._hello(hello, t)
@@ -321,9 +322,9 @@ class Session:
         core.start_read(check_trimmed=check_trimmed)
         try:
             while True:
-                batch = await direct_batch(edge.nc, stream=edge.inbox_stream, subject=subject,
-                                           start_seq=core.cursor + 1, batch=size, max_bytes=max_bytes,
-                                           timeout=edge.settings.send_timeout)
+                batch = await edge.direct.batch(stream=edge.inbox_stream, subject=subject,
+                                                start_seq=core.cursor + 1, batch=size, max_bytes=max_bytes,
+                                                timeout=edge.settings.send_timeout)
                 entries = batch.entries
                 if core.trimmed(entries[0][0] if entries else 0, len(entries) + batch.num_pending):
                     return False

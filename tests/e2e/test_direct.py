@@ -1,4 +1,6 @@
-"""switchboard.bus.direct.direct_batch against a real nats-server.
+"""Batch direct gets against a real nats-server: switchboard.bus.direct.direct_batch
+(nats-py: history, traces) and switchboard.bus.directread.DirectReader (the lean
+bus client: the edge's INBOX replay), the same table for both.
 
 Protects the read-your-writes path of history and the edge's INBOX replay:
 only the asked subject, from the asked stream sequence, paged with
@@ -11,7 +13,9 @@ import nats
 import pytest
 
 from sbctl.embedded import EmbeddedNats
+from switchboard.bus.conn import connect as bus_connect
 from switchboard.bus.direct import DirectGetError, direct_batch
+from switchboard.bus.directread import DirectReader
 from switchboard.bus.streams import ensure_streams
 from switchboard.config import Settings
 
@@ -26,9 +30,30 @@ async def js_conn(tmp_path_factory):
     for i in range(5):
         await js.publish("sb.msg.a", b"a%d" % i)
         await js.publish("sb.msg.b", b"b%d" % i)
-    yield nc
+    yield nc, srv.url
     await nc.close()
     srv.stop()
+
+
+@pytest.fixture(params=["nats-py", "bus"])
+async def read(request, js_conn):
+    """``read(stream=, subject=, start_seq=, batch=, timeout=)`` by one of the two clients."""
+    nc, url = js_conn
+    if request.param == "nats-py":
+        async def by_natspy(**kw):
+            return await direct_batch(nc, **kw)
+        yield by_natspy
+        return
+    bus = await bus_connect([url])
+    reader = DirectReader(bus)
+    reader.start()
+
+    async def by_bus(*, timeout: float = 2.0, **kw):
+        return await reader.batch(timeout=timeout, **kw)
+    yield by_bus
+    assert reader.pending == 0  # every read ended and was forgotten
+    reader.stop()
+    await bus.close()
 
 
 @pytest.mark.parametrize(
@@ -42,8 +67,8 @@ async def js_conn(tmp_path_factory):
         ("sb.msg.*", 9, 5, [b"a4", b"b4"], [9, 10], 0, 10),
     ],
 )
-async def test_direct_batch(js_conn, subject, start, batch, want_data, want_seqs, want_pending, want_last):
-    got = await direct_batch(js_conn, stream="MESSAGES", subject=subject, start_seq=start, batch=batch)
+async def test_direct_batch(read, subject, start, batch, want_data, want_seqs, want_pending, want_last):
+    got = await read(stream="MESSAGES", subject=subject, start_seq=start, batch=batch)
     assert [e.data for e in got.entries] == want_data
     assert [e.stream_seq for e in got.entries] == want_seqs
     assert all(h["Nats-Subject"].startswith("sb.msg.") for _, h, _ in got.entries)
@@ -51,10 +76,10 @@ async def test_direct_batch(js_conn, subject, start, batch, want_data, want_seqs
     assert got.last_seq == want_last
 
 
-async def test_paging_reads_everything_once(js_conn):
+async def test_paging_reads_everything_once(read):
     seen, start = [], 1
     while True:
-        got = await direct_batch(js_conn, stream="MESSAGES", subject="sb.msg.b", start_seq=start, batch=2)
+        got = await read(stream="MESSAGES", subject="sb.msg.b", start_seq=start, batch=2)
         seen += [e.data for e in got.entries]
         if not got.num_pending:
             break
@@ -62,6 +87,49 @@ async def test_paging_reads_everything_once(js_conn):
     assert seen == [b"b%d" % i for i in range(5)]
 
 
-async def test_unknown_stream_is_an_error(js_conn):
+async def test_unknown_stream_is_an_error(read):
     with pytest.raises(DirectGetError):
-        await direct_batch(js_conn, stream="NOPE", subject="sb.msg.a", start_seq=1, batch=1, timeout=1.0)
+        await read(stream="NOPE", subject="sb.msg.a", start_seq=1, batch=1, timeout=1.0)
+
+
+async def test_bus_reads_at_once_each_get_their_own_answer(js_conn):
+    """Many reads in flight on one reply subscription (a storm's hellos):
+    each answer goes to its own read, and max_bytes ends a batch early."""
+    import asyncio
+
+    _, url = js_conn
+    bus = await bus_connect([url])
+    reader = DirectReader(bus)
+    reader.start()
+    try:
+        subjects = ["sb.msg.a", "sb.msg.b"] * 20
+        got = await asyncio.gather(*(reader.batch(stream="MESSAGES", subject=s, start_seq=1, batch=10, timeout=2.0)
+                                     for s in subjects))
+        for s, g in zip(subjects, got):
+            assert [e.data for e in g.entries] == [b"%s%d" % (s[-1].encode(), i) for i in range(5)]
+        small = await reader.batch(stream="MESSAGES", subject="sb.msg.a", start_seq=1, batch=10, max_bytes=1,
+                                   timeout=2.0)
+        assert [e.data for e in small.entries] == [b"a0"] and small.num_pending == 4  # at least one message
+    finally:
+        reader.stop()
+        await bus.close()
+
+
+async def test_bus_read_times_out_as_unavailable(js_conn):
+    """No answer in time (here: a responder that never answers) is
+    Unavailable (retry), and the read is forgotten."""
+    from switchboard.errors import Unavailable
+
+    _, url = js_conn
+    bus = await bus_connect([url])
+    asked = []
+    bus.subscribe("$SILENT.API.DIRECT.GET.MESSAGES", asked.append)
+    reader = DirectReader(bus, api_prefix="$SILENT.API")
+    reader.start()
+    try:
+        with pytest.raises(Unavailable, match="timed out"):
+            await reader.batch(stream="MESSAGES", subject="sb.msg.a", start_seq=1, batch=1, timeout=0.3)
+        assert len(asked) == 1 and reader.pending == 0
+    finally:
+        reader.stop()
+        await bus.close()

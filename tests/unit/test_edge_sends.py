@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from edge.sends import MAX_INFLIGHT_SENDS, SendBudget, Sends
-from switchboard import events, frames, ids
+from switchboard import events, frames, ids, log
 from switchboard.bus.conn import BusMsg, BusUnavailable
 from switchboard.subjects import Subjects, partition_of
 
@@ -158,7 +158,8 @@ async def test_session_send_ack_read_make_no_task():
     settings = Settings(jwt_secret="s" * 32)
     edge = SimpleNamespace(settings=settings, edge_id="e1", metrics=EdgeMetrics(), replies=replies,
                            subjects=settings.subjects, sync_handlers={frames.Read: lambda s, f: reads.append(f)},
-                           on_ack=lambda s, c: acks.append(c), tracer=None, send_budget=SendBudget(1024))
+                           on_ack=lambda s, c: acks.append(c), tracer=None, send_budget=SendBudget(1024),
+                           session_log=log.get("edge.session"))
     conn = FakeConn()
     sess = Session(edge=edge, conn=conn, user="alice")  # type: ignore[arg-type]
     sess.state, sess.cursor = LIVE, 100  # past hello: its timeout, when it fires, finds the session live
@@ -256,7 +257,7 @@ async def test_frames_read_after_the_pause_wait_in_the_session_in_order():
     settings = Settings(jwt_secret="s" * 32)
     edge = SimpleNamespace(settings=settings, edge_id="e1", metrics=EdgeMetrics(), replies=replies,
                            subjects=settings.subjects, sync_handlers={}, on_ack=lambda s, c: acks.append(c),
-                           tracer=None, send_budget=SendBudget(4))
+                           tracer=None, send_budget=SendBudget(4), session_log=log.get("edge.session"))
     conn = FakeConn()
     sess = Session(edge=edge, conn=conn, user="alice")  # type: ignore[arg-type]
     sess.state, sess.cursor = LIVE, 100
