@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge.retryafter import DEFAULT_RATE, MAX_SEC, RetryAfter
+from edge.retryafter import ASSUMED_TOOK, MAX_SEC, RetryAfter
+
+DEFAULT_RATE = 200 / ASSUMED_TOOK  # the rate assumed for max_opening=200 before any measurement
 
 
 def test_a_storm_is_spread_over_the_time_the_edge_needs():
@@ -45,7 +47,7 @@ def test_rate_is_concurrency_over_the_time_an_opening_takes(name, took, rate):
     """Little's law: the rate does not depend on how many clients happen to
     arrive (a count of completions per second did, and confirmed itself)."""
     ra = RetryAfter(max_opening=200, max_rate=1000.0)
-    assert ra.rate == DEFAULT_RATE  # nothing measured yet
+    assert ra.rate == DEFAULT_RATE  # nothing measured yet: max_opening / ASSUMED_TOOK
     for _ in range(500):
         ra.opened(took)
     assert ra.rate == pytest.approx(rate, rel=0.01)
@@ -64,3 +66,17 @@ def test_answers_stay_within_bounds():
     ra = RetryAfter(max_opening=200, max_rate=5.0, floor=1.0)
     waits = [ra.refused(0.0) for _ in range(1000)]
     assert min(waits) >= 1 and max(waits) == MAX_SEC
+
+
+@pytest.mark.parametrize(("max_opening", "cap", "rate"), [
+    (800, 2000.0, 800.0),  # the defaults: a restarted edge books its first refusals at 800/s
+    (200, 2000.0, 200.0),
+    (800, 300.0, 300.0),  # never above admit_per_sec
+])
+def test_before_any_opening_the_rate_follows_the_opening_bound(max_opening, cap, rate):
+    """The first refusals of a storm come before any opening completed: a
+    fixed 200/s booked one edge's 7,700 refusals over 30 s while its openings
+    took 20 ms (bench storm), so the appointments themselves made the storm
+    last 40 s."""
+    ra = RetryAfter(max_opening=max_opening, max_rate=cap)
+    assert ra.rate == pytest.approx(rate)
