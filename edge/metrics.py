@@ -10,8 +10,10 @@ from switchboard.metrics import IntHistogram, histogram
 
 # The steps of an opening (upgrade -> synced), timed per connection:
 # hello: the upgrade until the hello frame is read; subscribe: the user's
-# subscriptions in effect (a NATS flush); replay: INBOX bounds and the
-# replay after the cursor; groups: the sequencer's large-groups answer.
+# subscriptions queued and the session registered (no round trip: the INBOX
+# read that follows goes over the same NATS connection, after them); replay:
+# INBOX bounds and the replay after the cursor; groups: the sequencer's
+# large-groups answer.
 OPENING_STEPS = ("hello", "subscribe", "replay", "groups")
 
 
