@@ -215,12 +215,10 @@ class Session:
         except BACKEND_AWAY as exc:
             # e.g. the INBOX read of a hello: the client should come back
             # shortly, elsewhere if need be.
-            self.log.info("connection closed: backend unavailable", error=type(exc).__name__)
-            self.conn.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
+            self._try_again("connection closed: backend unavailable", error=type(exc).__name__)
             return
         except Exception:  # noqa: BLE001 - one connection's bug must not take the edge down
-            self.log.exception("connection failed")
-            self.conn.close(1011, "internal error")
+            self._internal_error("connection failed")
             return
         if self.state != HELLO:
             return
@@ -394,14 +392,24 @@ class Session:
                 if asyncio.get_running_loop().time() + pause < give_up:
                     await asyncio.sleep(pause)
                     continue
-                self.log.info("connection closed: INBOX read failed", error=type(exc).__name__,
-                              tries=retry.attempt)
-                self.conn.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
+                self._try_again("connection closed: INBOX read failed", error=type(exc).__name__,
+                                tries=retry.attempt)
                 return
             except Exception:  # noqa: BLE001 - one connection's bug must not take the edge down
-                self.log.exception("INBOX read failed")
-                self.conn.close(1011, "internal error")
+                self._internal_error("INBOX read failed")
                 return
+
+    def _try_again(self, event: str, **kw: object) -> None:
+        """Close with 1013: NATS or a service behind it is away; the client
+        comes back with backoff and replays from its cursor, elsewhere if
+        need be."""
+        self.log.info(event, **kw)
+        self.conn.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect with backoff")
+
+    def _internal_error(self, event: str) -> None:
+        """Close with 1011 after a bug; called from an ``except`` block (the traceback is logged)."""
+        self.log.exception(event)
+        self.conn.close(1011, "internal error")
 
     def _put_entry(self, seq: int, msg_id: str | None, traced: bool, data: bytes) -> None:
         self.conn.send(frames.with_cursor(data, seq))

@@ -540,6 +540,26 @@ class CuttableProxy:
 # ---------------------------------------------------------------- processes
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children...), from /proc."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        kids = {c for c, pp in parent.items() if pp == p}
+        todo += list(kids - found)
+        found |= kids
+    return found
+
+
 class Proc:
     """``python -m sbctl ARGS`` as a child; output goes to a log file."""
 
@@ -591,6 +611,16 @@ class Proc:
         """Kill it if it still runs and close its log file."""
         self.kill()
         self._fh.close()
+
+    def close_tree(self) -> None:
+        """:meth:`close`, and SIGKILL whatever of its process tree is left: after
+        a failed test, orphaned roles of a launcher (``up``, ``cluster up``)
+        would otherwise linger until their own stop timeout."""
+        rest = descendants(self.pid)
+        self.close()
+        for pid in rest:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     async def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, then wait (without blocking the event loop) for the exit; SIGKILL after ``timeout``."""

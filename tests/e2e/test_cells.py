@@ -47,8 +47,8 @@ import pytest
 from sbctl.embedded import pid_alive
 from switchboard import frames
 from switchboard_client import Client
-from tests.e2e.helpers import STEP, Proc, Raw, unique, until
-from tests.e2e.test_cluster_up import descendants, port_is_free, token
+from tests.e2e.helpers import STEP, Proc, Raw, descendants, unique, until
+from tests.e2e.test_cluster_up import port_is_free, token
 
 READY = "Switchboard cluster is up"
 RATE_GAP = 0.1  # seconds between a sender's messages while cell 2 is down
@@ -242,8 +242,4 @@ async def test_two_cells_deliver_once_in_order_across_a_cell_restart(tmp_path: P
         for c in clients:
             with contextlib.suppress(Exception):
                 await c.close()
-        rest = descendants(up.pid)
-        up.close()
-        for pid in rest:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        up.close_tree()

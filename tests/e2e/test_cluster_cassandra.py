@@ -17,7 +17,6 @@ cluster"). What this protects:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -28,8 +27,8 @@ import pytest
 from sbctl import cassandra
 from sbctl.embedded import pid_alive
 from switchboard_client import Client
-from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, unique, until
-from tests.e2e.test_cluster_up import descendants, token, two_free_ports
+from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, descendants, unique, until
+from tests.e2e.test_cluster_up import token, two_free_ports
 from tests.services.common import require_service
 
 READY = "Switchboard cluster is up"
@@ -96,11 +95,7 @@ async def test_cluster_up_cassandra_one_node_archive_and_history(tmp_path: Path)
         left = [p for p in tree if pid_alive(p)]
         assert not left, (left, up.output()[-3000:])
     finally:
-        rest = descendants(up.pid)
-        up.close()
-        for pid in rest:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        up.close_tree()
 
 
 def test_cassandra_and_store_are_exclusive(tmp_path: Path):

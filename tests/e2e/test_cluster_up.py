@@ -18,7 +18,6 @@ role its own process under its own NATS user). What it protects:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -30,7 +29,7 @@ import pytest
 
 from sbctl.embedded import free_port, pid_alive
 from switchboard_client import Client
-from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, unique, until
+from tests.e2e.helpers import PYTHON, REPO, STEP, Proc, descendants, unique, until
 
 READY = "Switchboard cluster is up"
 
@@ -53,26 +52,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (children, their children...), from /proc."""
-    parent: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        kids = {c for c, pp in parent.items() if pp == p}
-        todo += list(kids - found)
-        found |= kids
-    return found
 
 
 def token(user: str, data: Path, env: dict[str, str]) -> str:
@@ -138,10 +117,4 @@ async def test_cluster_up_r3_cross_edge_delivery_and_ctrl_c(tmp_path: Path):
         left = [p for p in tree if pid_alive(p)]
         assert not left, (left, up.output()[-3000:])
     finally:
-        # A failed test: SIGKILL the launcher and whatever of its tree is left
-        # (orphaned roles would otherwise linger until their own stop timeout).
-        rest = descendants(up.pid)
-        up.close()
-        for pid in rest:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        up.close_tree()
