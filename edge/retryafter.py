@@ -28,6 +28,8 @@ for every refusal.
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable
 
 # Seconds an opening is assumed to take before the edge has measured its
 # own (a restarted edge has completed none yet): the rate is then
@@ -43,9 +45,16 @@ ASSUMED_TOOK = 1.0
 # the last 50 openings, a fraction of a second in a storm.
 EWMA_WEIGHT = 0.02
 # Bounds of the answer (seconds). Retry-After is whole seconds (RFC 9110).
-# 30: a client booked further out comes back then and is rebooked (one
-# more cheap refusal) rather than sleeping through capacity freed meanwhile.
-MIN_SEC, MAX_SEC = 1, 30
+# MAX_SEC is the booking horizon: a client that would be booked further out
+# is not booked; it is told a random time in the horizon's second half and
+# booked when it comes back (one more cheap refusal, ~90 µs) rather than
+# sleeping through capacity freed meanwhile. The rate a storm's first
+# refusals are booked at is measured while everything is slowest (a cold
+# edge, all clients at once: ~0.8 s and more per opening, against ~20 ms a
+# few seconds later), so far bookings are the least reliable; with a 30 s
+# horizon the last of them set the end of the storm (bench storm). Random,
+# not MAX_SEC: those clients must not all come back in the same second.
+MIN_SEC, MAX_SEC = 1, 10
 
 
 class RetryAfter:
@@ -69,8 +78,12 @@ class RetryAfter:
         avg = self._took
         self._took = took if avg is None else avg + EWMA_WEIGHT * (took - avg)
 
-    def refused(self, now: float) -> int:
-        """Book a slot for a refused client: whole seconds until it."""
+    def refused(self, now: float, rand: Callable[[int, int], int] = random.randint) -> int:
+        """Book a slot for a refused client: whole seconds until it (within
+        the horizon; beyond it, unbooked: a random time in its second half)."""
         start = self._next_free if self._next_free > now else now
-        self._next_free = start + 1.0 / self.rate
-        return max(MIN_SEC, min(MAX_SEC, math.ceil(self._next_free - now)))
+        slot = start + 1.0 / self.rate
+        if slot - now > MAX_SEC:
+            return rand(MAX_SEC // 2, MAX_SEC)
+        self._next_free = slot
+        return max(MIN_SEC, math.ceil(slot - now))

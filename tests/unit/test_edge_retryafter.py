@@ -80,3 +80,17 @@ def test_before_any_opening_the_rate_follows_the_opening_bound(max_opening, cap,
     last 40 s."""
     ra = RetryAfter(max_opening=max_opening, max_rate=cap)
     assert ra.rate == pytest.approx(rate)
+
+
+def test_beyond_the_horizon_clients_are_not_booked_and_not_sent_back_together():
+    """The first refusals of a storm are booked at the rate measured while
+    everything is slowest; with a 30 s horizon the last of those bookings
+    set the storm's end (bench storm). Beyond MAX_SEC a client is told a
+    random time in the horizon's second half and booked when it returns;
+    the queue of booked slots does not grow past the horizon."""
+    ra = RetryAfter(max_opening=200, max_rate=2000.0)  # 200/s before any measurement
+    booked = [ra.refused(0.0, rand=lambda lo, hi: -1) for _ in range(1990)]
+    assert booked[-1] == MAX_SEC and -1 not in booked  # 1,990 fit the 10 s horizon at 200/s
+    beyond = [ra.refused(0.0, rand=lambda lo, hi: (lo, hi)) for _ in range(500)]
+    assert set(beyond[20:]) == {(MAX_SEC // 2, MAX_SEC)}  # the horizon is full: unbooked, told 5-10 s
+    assert ra.refused(5.0) == MAX_SEC - 5 + 1  # the queue did not grow past the horizon meanwhile
