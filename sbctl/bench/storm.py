@@ -91,6 +91,13 @@ class StormParams:
     admit_per_sec: float | None = None  # [edge] admit_per_sec of every edge; None: the default
     layout: str | None = None
     progress: bool = True
+    # Scheduling priority (nice) of the storm's client processes. They stand
+    # for 20,000 devices, whose CPU is not the fabric's: at equal priority on
+    # this 2-core host they took a fair share of it while the edges' listen
+    # queues overflowed (4 processes at ~10 % each, the edges at ~30 %).
+    # At 10 they run whenever the fabric waits. The others' load generator
+    # keeps normal priority: it measures latency. 0: equal priority.
+    client_nice: int = 10
 
 
 @dataclass(kw_only=True)
@@ -303,7 +310,7 @@ def _run(p: StormParams, fabric: FabricProcess, edges: list[StormEdge],
     t_setup = time.monotonic()
     for k in range(n_holders):
         spec = HolderSpec(index=k, urls=[e.url for e in edges], feeders=[u for u, _ in traffic.feeders],
-                          users=[(i, u, fabric.token(u)) for i, u in storm[k::n_holders]])
+                          users=[(i, u, fabric.token(u)) for i, u in storm[k::n_holders]], nice=p.client_nice)
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=holder_main, args=(spec, child), daemon=True)
         proc.start()
@@ -506,7 +513,8 @@ def _report(p: StormParams, command: str, st: _State, results: list[HolderResult
     if setup_errors:
         notes.append(f"setup (before the storm) refusals, retried: {setup_errors}")
     notes.append(f"set up in {setup_sec:.1f} s; storm clients reconnect with the SDK's backoff "
-                 f"({SDK_BACKOFF_MIN:g} s doubling to {SDK_BACKOFF_MAX:g} s, full jitter)")
+                 f"({SDK_BACKOFF_MIN:g} s doubling to {SDK_BACKOFF_MAX:g} s, full jitter), "
+                 f"their processes at nice {p.client_nice}")
     if p.admit_per_sec:
         notes.append(f"every edge started with SWITCHBOARD_EDGE__ADMIT_PER_SEC={p.admit_per_sec:g}")
     notes += [f"fabric log: {line[:300]}" for line in fabric.problems()]
@@ -586,6 +594,9 @@ def add_parser(sub: Any) -> None:
                    help="seconds after the drop to give up waiting for the storm clients (default 90)")
     s.add_argument("--admit-per-sec", type=float, default=None,
                    help="[edge] admit_per_sec of every edge (default: the setting's default)")
+    s.add_argument("--client-nice", type=int, default=10,
+                   help="nice of the storm's client processes, which stand for devices elsewhere "
+                        "(default 10; 0: the fabric's priority)")
     s.add_argument("--layout", help="`switchboard up --layout` of the fabric")
     s.add_argument("--quiet", action="store_true", help="no progress line per second")
     s.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
@@ -596,6 +607,7 @@ def main(args: Any, cmd: str) -> int:
                          rate=args.rate, feed_rate=args.feed_rate, fed_users=args.fed_users, before=args.before,
                          after=args.after,
                          timeout=args.timeout, admit_per_sec=args.admit_per_sec, layout=args.layout,
+                         client_nice=args.client_nice,
                          progress=not args.quiet)
     try:
         rep = run(params, command=cmd)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class HolderSpec:
     urls: list[str]  # the storm edges; client i uses urls[global index % len(urls)]
     users: list[tuple[int, str, str]]  # (global index, user, token)
     feeders: list[str] = field(default_factory=list)  # who sends to them (their 1:1 conversations)
+    nice: int = 0  # added to this process's nice value at start (StormParams.client_nice)
 
 
 @dataclass(kw_only=True)
@@ -305,6 +307,8 @@ def holder_main(spec: HolderSpec, conn: Connection) -> None:
     from sbctl.bench.fabric import prepare_client_process
 
     prepare_client_process()
+    if spec.nice:
+        os.nice(spec.nice)
 
     async def main() -> None:
         h = Holder(spec)
