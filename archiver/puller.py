@@ -27,6 +27,7 @@ import asyncio
 import json
 
 from switchboard.bus.conn import BusConnection, BusError, BusMsg
+from switchboard.bus.inbox import ReplyInbox
 
 # Statuses that end a pull request normally: no messages / request expired
 # (or "requests pending"). 100 is an idle heartbeat: ignored. Any other status
@@ -46,24 +47,20 @@ class Puller:
     def __init__(self, *, conn: BusConnection, stream: str, durable: str, api_prefix: str = "$JS.API") -> None:
         self._conn = conn
         self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._prefix = conn.new_inbox() + "."
+        self._inbox = ReplyInbox(conn, self._on_msg)
         self._counter = 0
         self._reply = ""  # reply subject of the request in flight
         self._error: str | None = None  # the error status that ended it
         self._got: list[BusMsg] = []
         self._want = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._sid: int | None = None
         self._returned = 0.0  # loop time the previous fetch returned
 
     def start(self) -> None:
-        if self._sid is None:
-            self._sid = self._conn.subscribe(self._prefix + "*", self._on_msg)
+        self._inbox.start()
 
     def stop(self) -> None:
-        if self._sid is not None:
-            self._conn.unsubscribe(self._sid)
-            self._sid = None
+        self._inbox.stop()
         self._wake()
 
     def _wake(self) -> None:
@@ -93,7 +90,7 @@ class Puller:
         self._want = batch
         if len(self._got) < batch:
             self._counter += 1
-            self._reply = reply = self._prefix + str(self._counter)
+            self._reply = reply = self._inbox.prefix + str(self._counter)
             req = ({"batch": batch, "no_wait": True} if expires is None
                    else {"batch": batch, "expires": int(expires * 1e9)})
             loop = asyncio.get_running_loop()

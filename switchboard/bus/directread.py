@@ -29,6 +29,7 @@ import json
 
 from switchboard.bus.conn import BusConnection, BusMsg
 from switchboard.bus.direct import DirectBatch, DirectEntry, DirectGetError
+from switchboard.bus.inbox import ReplyInbox
 from switchboard.errors import Unavailable
 
 
@@ -48,25 +49,20 @@ class DirectReader:
     def __init__(self, conn: BusConnection, *, api_prefix: str = "$JS.API") -> None:
         self._conn = conn
         self._api = f"{api_prefix}.DIRECT.GET."
-        self._prefix = conn.new_inbox() + "."
-        self._plen = len(self._prefix)
+        self._inbox = ReplyInbox(conn, self._on_msg)
         self._counter = 0
         self._pending: dict[str, _Read] = {}
-        self._sid: int | None = None
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     def start(self) -> None:
-        if self._sid is None:
-            self._sid = self._conn.subscribe(self._prefix + "*", self._on_msg)
+        self._inbox.start()
 
     def stop(self) -> None:
         """Unsubscribe; every read in progress fails with Unavailable."""
-        if self._sid is not None:
-            self._conn.unsubscribe(self._sid)
-            self._sid = None
+        self._inbox.stop()
         pending, self._pending = self._pending, {}
         for r in pending.values():
             self._fail(r, Unavailable("direct get abandoned: the edge is stopping"))
@@ -78,7 +74,7 @@ class DirectReader:
         at least one message)."""
         if batch < 1:
             raise ValueError("batch must be >= 1")
-        if self._sid is None:
+        if not self._inbox.active:
             raise Unavailable("the direct reader is not started")
         start_seq = max(1, start_seq)
         req: dict[str, object] = {"seq": start_seq, "next_by_subj": subject, "batch": batch}
@@ -91,7 +87,7 @@ class DirectReader:
         self._pending[token] = r
         r.timer = loop.call_later(timeout, self._expire, token, timeout)
         try:
-            self._conn.publish(self._api + stream, json.dumps(req).encode(), reply=self._prefix + token)
+            self._conn.publish(self._api + stream, json.dumps(req).encode(), reply=self._inbox.prefix + token)
             return await r.fut
         finally:
             r.timer.cancel()
@@ -108,7 +104,7 @@ class DirectReader:
             r.fut.set_exception(exc)
 
     def _on_msg(self, msg: BusMsg) -> None:
-        token = msg.subject[self._plen:]
+        token = self._inbox.token(msg.subject)
         r = self._pending.get(token)
         if r is None:
             return  # the answer of a read given up on
