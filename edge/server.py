@@ -474,16 +474,17 @@ class Edge:
         answer that took longer (a timeout: the sequencer is away) is not
         waited for again: the hello goes on."""
         loop = asyncio.get_running_loop()
-        for pause in (*LARGE_GROUPS_RETRY_SEC, None):
+        pauses = iter(LARGE_GROUPS_RETRY_SEC)
+        while True:
             t0 = loop.time()
             try:
                 return (await self.call(api.CONV_LARGE, events.RangesQuery(user=user))).ranges
             except SwitchboardError as exc:
+                pause = next(pauses, None)
                 if pause is None or not exc.retry or loop.time() - t0 > LARGE_GROUPS_QUICK_SEC:
                     return []
             # jittered: the hellos refused together do not come back together
             await asyncio.sleep(pause * (0.5 + random.random()))
-        return []
 
     async def call(self, endpoint: rpc.Endpoint[Req, Rep], request: Req) -> Rep:
         """A service's reply (switchboard/rpc/) over the lean bus, or the error
