@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -40,7 +41,7 @@ from archiver.writer import BatchWriter, store_backoff
 from switchboard import api, log, rpc, tls
 from switchboard.backoff import Backoff
 from switchboard.bus import streams
-from switchboard.bus.conn import BusConnection, BusStats, connect as bus_connect
+from switchboard.bus.conn import BusConnection, BusMsg, BusStats, connect as bus_connect
 from switchboard.config import Settings
 from switchboard.events import HistoryQuery, HistoryReply
 from switchboard.store import Store
@@ -76,7 +77,7 @@ class Archiver:
                                ack_floor=self._floor.get)
         self._log = log.get("archiver", stream=self.stream)
         self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         # sb-archiver: the history endpoint (switchboard/rpc/), counted for
         # `nats micro stats` and rpc.RpcCollector.
         self.rpc = rpc.RpcService(nc, name=SERVICE_NAME, version=VERSION, subjects=settings.subjects,
@@ -148,7 +149,7 @@ class Archiver:
         if self._bus is not None:
             await self._bus.flush()
 
-    async def _fetch(self) -> list:
+    async def _fetch(self) -> list[BusMsg]:
         assert self._puller is not None
         return await self._puller.fetch(self.settings.archive_batch, self._fetch_wait, self._linger)
 
@@ -188,7 +189,7 @@ class Archiver:
             if writes:
                 await asyncio.gather(*writes, return_exceptions=True)
 
-    async def _write(self, batch: list, slots: asyncio.Semaphore) -> None:
+    async def _write(self, batch: list[BusMsg], slots: asyncio.Semaphore) -> None:
         assert self._writer is not None
         try:
             await self._writer.handle(batch)
@@ -233,7 +234,7 @@ class Archiver:
 
 
 async def run_archiver(*, settings: Settings, nc: NATS, store: Store, stop: asyncio.Event | None = None,
-                       **options) -> None:
+                       **options: Any) -> None:
     """Run an archiver until ``stop`` is set (or the task is cancelled), then shut down cleanly."""
     archiver = Archiver(settings=settings, nc=nc, store=store, **options)
     await archiver.start()

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from time import perf_counter
 
 import msgspec
-import nats
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg as NatsMsg
+from nats.aio.subscription import Subscription
 
 import switchboard
 from presence.metrics import TrackerMetrics
@@ -73,19 +74,19 @@ class TrackerConfig:
 
 
 class PresenceTracker:
-    def __init__(self, *, nc: nats.NATS, backend: PresenceBackend, subjects: Subjects,
+    def __init__(self, *, nc: NATS, backend: PresenceBackend, subjects: Subjects,
                  config: TrackerConfig = TrackerConfig()) -> None:
         self._nc = nc
         self._backend = backend
         self._subjects = subjects
         self._config = config
         self._log = log.get("presence.tracker")
-        self._sub = None
+        self._sub: Subscription | None = None
         # sb-presence: query and watch (switchboard/rpc/), counted for
         # `nats micro stats` and rpc.RpcCollector.
         self.rpc = rpc.RpcService(nc, name="sb-presence", version=SERVICE_VERSION, subjects=subjects,
                                   queue_group=QUEUE, description="presence: online state, last seen, watches")
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         # Counters for stats, benchmarks and /metrics (never logged per message).
         self.reports = 0
         self.rejected_ids = 0
