@@ -22,7 +22,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from switchboard.log import get as get_logger
 
@@ -45,8 +45,8 @@ class Deadlines(Generic[T]):
     def __init__(self, on_due: Callable[[T], None], *, clock: Callable[[], float] = time.time) -> None:
         self._on_due = on_due
         self._clock = clock
-        self._heap: list[list] = []  # [deadline, n, item or None (dead)]
-        self._index: dict[T, list] = {}
+        self._heap: list[list[Any]] = []  # [deadline, n, item or None (dead)]
+        self._index: dict[T, list[Any]] = {}
         self._n = itertools.count()
         self._dead = 0
         self._timer: asyncio.TimerHandle | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge.ratelimit import TokenBucket
 from switchboard import api, events, frames
@@ -45,8 +45,8 @@ class Features:
         self._members: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._typing: dict[int, TokenBucket] = {}
         # session -> conv -> [delivered, read, ref of the last read frame, tries of the delivered part]
-        self._receipts: dict[Session, dict[str, list]] = {}
-        self._flusher: asyncio.Task | None = None
+        self._receipts: dict[Session, dict[str, list[Any]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self._flush_sec = edge.settings.edge_receipt_flush_sec  # receipts gathered this long, then sent
         # typing indicators per connection ([edge] typing_per_sec, typing_burst)
         self._typing_rate, self._typing_burst = edge.settings.typing_per_sec, edge.settings.typing_burst
@@ -110,7 +110,7 @@ class Features:
             p = self._pending(sess, conv)
             p[0] = max(p[0], seq)
 
-    def _pending(self, sess: Session, conv: str) -> list:
+    def _pending(self, sess: Session, conv: str) -> list[Any]:
         """The receipt of ``sess`` in ``conv`` waiting for the next flush:
         [delivered, read, ref of the last read frame, tries of the delivered part]."""
         return self._receipts.setdefault(sess, {}).setdefault(conv, [0, 0, None, 0])

@@ -85,7 +85,7 @@ class _Entry:
         self.sockets: set[Receiver] = set()
 
 
-Deliveries = Callable[[str, set], list[tuple[str, Callable[[BusMsg], None]]]]
+Deliveries = Callable[[str, set[Receiver]], list[tuple[str, Callable[[BusMsg], None]]]]
 
 
 class _Table:
@@ -148,7 +148,7 @@ class Hub:
         self._convs = _Table(bus=bus, deliveries=self._conv_deliveries)
 
     # -- what arrives, checked once per delivery --------------------------------
-    def _user_deliveries(self, user: str, sockets: set) -> list[tuple[str, Callable[[BusMsg], None]]]:
+    def _user_deliveries(self, user: str, sockets: set[Receiver]) -> list[tuple[str, Callable[[BusMsg], None]]]:
         dropped = self.dropped
         presence = self.presence
 
@@ -190,7 +190,7 @@ class Hub:
 
         return [(self._subjects.live(user), live), (self._subjects.user_events(user), event)]
 
-    def _conv_deliveries(self, conv: str, sockets: set) -> list[tuple[str, Callable[[BusMsg], None]]]:
+    def _conv_deliveries(self, conv: str, sockets: set[Receiver]) -> list[tuple[str, Callable[[BusMsg], None]]]:
         dropped = self.dropped
 
         def deliver(msg: BusMsg) -> None:

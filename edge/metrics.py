@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from switchboard.log import redact
 from switchboard.metrics import IntHistogram, histogram
@@ -32,7 +35,7 @@ class EdgeMetrics:
         # Where a connection's opening spends its time (once per connection;
         # plain-int buckets, no lock): what an admit_max_opening or a storm
         # waits on (docs/operations.md, reconnect storms).
-        self.opening_steps = {(step,): IntHistogram() for step in OPENING_STEPS}
+        self.opening_steps: dict[tuple[str, ...], IntHistogram] = {(step,): IntHistogram() for step in OPENING_STEPS}
         # Bus frames edge.hub refused (wrong subject for their type, a live
         # entry without Nats-Sequence), by subject kind: live, event, conv.
         self.bus_dropped: dict[str, int] = {"live": 0, "event": 0, "conv": 0}
@@ -70,7 +73,7 @@ class EdgeMetrics:
                                        "Users connected here that watch the presence of at least one user",
                                        registry=r)
 
-        self.extra: list[CollectorRegistry] = []  # other components' metrics in the same process
+        self.extra: list[Collector] = []  # other components' metrics in the same process
 
     def render(self) -> bytes:
         page = generate_latest(self.registry) + b"".join(generate_latest(r) for r in self.extra)
@@ -86,7 +89,7 @@ class _HotCounters:
     def __init__(self, m: EdgeMetrics) -> None:
         self._m = m
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         c = CounterMetricFamily("switchboard_edge_frames_in", "Frames received from clients")
         c.add_metric([], self._m.frames_in)
         yield c

@@ -105,7 +105,7 @@ class PathWatch:
         self._loop = asyncio.get_running_loop()
         self.chain = TickChain(interval=interval, now=self._loop.time())
         self._sid: int | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self._interval <= 0:

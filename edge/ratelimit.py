@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 class TokenBucket:
     __slots__ = ("rate", "burst", "_tokens", "_at", "_clock")
 
-    def __init__(self, *, rate: float, burst: float, clock=time.monotonic) -> None:
+    def __init__(self, *, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst
         self._tokens = float(burst)

@@ -120,8 +120,8 @@ class Edge:
         self.session_log = log.get("edge.session")  # each Session binds its connection and user to it
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
         self._bounds_ttl = settings.inbox_bounds_ttl  # hellos of a reconnect storm share one stream info
-        self._epoch_watch: asyncio.Task | None = None
-        self._recheck: asyncio.Task | None = None  # sessions reading INBOX after a bus reconnect or path break
+        self._epoch_watch: asyncio.Task[None] | None = None
+        self._recheck: asyncio.Task[None] | None = None  # sessions reading INBOX after a bus reconnect or path break
         self.path: PathWatch | None = None  # the path tick's chain (edge/pathtick.py), from start()
         self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
         self._rejected_admission = self.metrics.rejected.labels("admission")
@@ -346,7 +346,8 @@ class Edge:
             token = header[7:].strip()
         if token is None and "?" in request.path:
             from urllib.parse import parse_qs
-            token = (parse_qs(request.path.split("?", 1)[1]).get("token") or [None])[0]
+            tokens = parse_qs(request.path.split("?", 1)[1]).get("token")
+            token = tokens[0] if tokens else None
         return auth.authenticate(self.settings.jwt_secret, token)
 
     def _accept(self, conn: WsConn) -> Session | None:

@@ -23,7 +23,8 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 import nats.errors
 
@@ -80,7 +81,7 @@ class Session:
                            partitions=s.partitions, timeout=s.send_timeout,
                            pause=self._hold, resume=self._release,
                            tracer=edge.tracer, device=self.conn_id, budget=edge.send_budget)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         # (cursor, Nats-Msg-Id "conv:seq:user") of entries sent and not yet
         # acked, turned into delivered receipts on ack. Bounded like the
         # outbox: a client that never acks loses only old receipt detail
@@ -230,12 +231,12 @@ class Session:
                 self._handle(data)
         self.conn.resume_reading("hello")
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _send(self, frame) -> None:
+    def _send(self, frame: frames.ServerFrame) -> None:
         self.conn.send(frames.encode(frame))
 
     # -- hello, replay, resync ---------------------------------------------------
@@ -482,15 +483,16 @@ class Session:
                 raise RateLimited(f"more than {self.edge.settings.rate_per_sec:g} frames/s")
         except SwitchboardError as exc:
             if isinstance(exc, RateLimited) and type(frame) is frames.Send:  # a refused traced send: recorded
-                self.sends.refused(frame, exc.code)  # type: ignore[arg-type]
+                self.sends.refused(frame, exc.code)
             self._send(frames.error_frame(exc, frames.guess_ref(data)))
             return
         kind = type(frame)
         if kind is frames.Send:
             self.sends.send(frame)  # type: ignore[arg-type]
         elif kind is frames.Ack:
-            if frame.cursor > self.acked:  # type: ignore[union-attr]
-                self.acked = min(frame.cursor, self.catchup.cursor)  # type: ignore[union-attr]
+            cursor = cast(frames.Ack, frame).cursor  # type() is, not isinstance: the hot path
+            if cursor > self.acked:
+                self.acked = min(cursor, self.catchup.cursor)
                 self.edge.on_ack(self, self.acked)
                 if self._traced is not None:
                     self._trace_acked(self.acked)
@@ -506,7 +508,7 @@ class Session:
             else:
                 self._spawn(self._do_other(frame))
 
-    async def _do_other(self, frame) -> None:
+    async def _do_other(self, frame: frames.ClientFrame) -> None:
         ref = getattr(frame, "id", None)
         try:
             out = await self.edge.handle_frame(self, frame)

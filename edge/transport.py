@@ -110,7 +110,7 @@ class WsServer:
         self._dirty: list[WsConn] = []
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._empty: asyncio.Future | None = None  # set when the last connection goes (shutdown)
+        self._empty: asyncio.Future[None] | None = None  # set when the last connection goes (shutdown)
 
     async def listen(self, host: str, port: int, *, ssl: ssl_.SSLContext | None = None) -> int:
         """Start serving; returns the bound port (``port`` 0 picks one).
@@ -126,7 +126,8 @@ class WsServer:
             lambda: WsConn(self), host, port, backlog=4096, ssl=ssl,
             ssl_handshake_timeout=self.config.open_timeout if ssl is not None else None)
         self.start_keepalive()
-        return self._server.sockets[0].getsockname()[1]
+        bound: int = self._server.sockets[0].getsockname()[1]
+        return bound
 
     def start_keepalive(self) -> None:
         """Start pinging idle connections and dropping silent ones (``listen``
@@ -248,7 +249,7 @@ class WsConn(asyncio.Protocol):
         self._tbuf = 0
         self._frags: list[bytes] | None = None  # a fragmented message being assembled
         self._timer: asyncio.TimerHandle | None = None  # handshake deadline, then close deadline
-        self._drain: asyncio.Future | None = None
+        self._drain: asyncio.Future[None] | None = None
         # Before the first request is known to be a GET: its first bytes
         # (``_pre``), or the reader of a request with a body (``_body``).
         self._pre: bytes | None = b"" if server.http is not None else None
@@ -439,15 +440,17 @@ class WsConn(asyncio.Protocol):
                     self._handshake(ev)  # type: ignore[arg-type]
                     continue
                 op = ev.opcode
+                # ev.data: websockets types it bytes-like (for frames one
+                # builds); its parser gives bytes for received frames.
                 if op is OP_TEXT or op is OP_BINARY:
                     if ev.fin:
                         if self.handler is not None:
-                            self.handler.on_frame(ev.data)
+                            self.handler.on_frame(ev.data)  # type: ignore[arg-type]
                     else:
-                        self._frags = [ev.data]
+                        self._frags = [ev.data]  # type: ignore[list-item]
                 elif op is OP_CONT:
                     if self._frags is not None:
-                        self._frags.append(ev.data)
+                        self._frags.append(ev.data)  # type: ignore[arg-type]
                         if ev.fin:
                             whole, self._frags = b"".join(self._frags), None
                             if self.handler is not None:
