@@ -126,15 +126,13 @@ class Receipts:
             except SwitchboardError as err:
                 failed.append((i, err))
 
-        cold: dict[str, int] = {}
+        cold: dict[str, int] = {}  # conversation not cached -> its first receipt
         for i, r in enumerate(items):
             if r.conv not in self._marks:
                 cold.setdefault(r.conv, i)
-        if len(cold) > 1:
-            await asyncio.gather(*(one(i) for i in cold.values()))
-        else:
-            cold.clear()
-        warmed = set(cold.values())
+        warmed = set(cold.values()) if len(cold) > 1 else set()
+        if warmed:
+            await asyncio.gather(*(one(i) for i in warmed))
         for i in range(len(items)):
             if i not in warmed:
                 await one(i)

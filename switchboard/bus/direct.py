@@ -106,18 +106,33 @@ async def _direct(nc: NATS, *, stream: str, req: dict[str, object], start_seq: i
             hdrs = msg.headers or {}
             status = hdrs.get("Status")
             if status and not msg.data:
-                if status == "204":  # end of batch
-                    out.num_pending = int(hdrs.get("Nats-Num-Pending", 0))
-                    return out
-                if status == "404":  # nothing at or after start_seq
-                    return out
-                if status == "503":
-                    raise DirectGetError(f"no responders for direct get on stream {stream}")
                 desc = next((v for k, v in hdrs.items() if str(k).lower().endswith("description")), "")
-                raise DirectGetError(f"direct get on {stream} failed: {status} {desc}".strip())
-            seq = int(hdrs["Nats-Sequence"])
-            out.entries.append(DirectEntry(seq, hdrs, msg.data))
-            out.last_seq = seq
-            out.num_pending = int(hdrs.get("Nats-Num-Pending", 0))
+                err = refusal(status, desc, stream)
+                if err is not None:
+                    raise err
+                if status == "204":
+                    out.num_pending = int(hdrs.get("Nats-Num-Pending", 0))
+                return out
+            add_entry(out, hdrs, msg.data)
     finally:
         await sub.unsubscribe()
+
+
+def refusal(status: str, description: str, what: str) -> DirectGetError | None:
+    """What a status message (one without data) that ends a batch means:
+    None when the batch ended normally (``204`` end of batch, with
+    ``Nats-Num-Pending``; ``404`` nothing at or after the start), else the
+    refusal (``503`` no responders: no direct access, or no such stream)."""
+    if status in ("204", "404"):
+        return None
+    if status == "503":
+        return DirectGetError(f"no responders for direct get on stream {what}")
+    return DirectGetError(f"direct get on {what} failed: {status} {description}".strip())
+
+
+def add_entry(out: DirectBatch, headers: dict[str, str], data: bytes) -> None:
+    """Append one stored message of a batch; KeyError without ``Nats-Sequence``."""
+    seq = int(headers["Nats-Sequence"])
+    out.entries.append(DirectEntry(seq, headers, data))
+    out.last_seq = seq
+    out.num_pending = int(headers.get("Nats-Num-Pending", 0))

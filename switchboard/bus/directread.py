@@ -28,19 +28,18 @@ import asyncio
 import json
 
 from switchboard.bus.conn import BusConnection, BusMsg
-from switchboard.bus.direct import DirectBatch, DirectEntry, DirectGetError
+from switchboard.bus.direct import DirectBatch, DirectGetError, add_entry, refusal
 from switchboard.bus.inbox import ReplyInbox
 from switchboard.errors import Unavailable
 
 
 class _Read:
-    __slots__ = ("fut", "out", "what", "timer")
+    __slots__ = ("fut", "out", "what")
 
     def __init__(self, fut: asyncio.Future[DirectBatch], out: DirectBatch, what: str) -> None:
         self.fut = fut
         self.out = out
         self.what = what  # "<stream> (<subject>)", for errors
-        self.timer: asyncio.TimerHandle | None = None
 
 
 class DirectReader:
@@ -85,12 +84,12 @@ class DirectReader:
         token = str(self._counter)
         r = _Read(loop.create_future(), DirectBatch(last_seq=start_seq - 1), f"{stream} ({subject})")
         self._pending[token] = r
-        r.timer = loop.call_later(timeout, self._expire, token, timeout)
+        timer = loop.call_later(timeout, self._expire, token, timeout)
         try:
             self._conn.publish(self._api + stream, json.dumps(req).encode(), reply=self._inbox.prefix + token)
             return await r.fut
         finally:
-            r.timer.cancel()
+            timer.cancel()
             self._pending.pop(token, None)
 
     def _expire(self, token: str, timeout: float) -> None:
@@ -112,28 +111,18 @@ class DirectReader:
         status = msg.status
         if status is not None and not msg.data:
             del self._pending[token]
-            if status == "204":  # end of batch
+            err = refusal(status, msg.description or "", r.what)
+            if err is not None:
+                self._fail(r, err)
+                return
+            if status == "204":
                 n = msg.header(b"Nats-Num-Pending")
                 out.num_pending = int(n) if n else 0
-            elif status == "404":  # nothing at or after start_seq
-                pass
-            elif status == "503":
-                self._fail(r, DirectGetError(f"no responders for direct get on stream {r.what}"))
-                return
-            else:
-                self._fail(r, DirectGetError(f"direct get on {r.what} failed: {status} {msg.description or ''}"
-                                             .strip()))
-                return
             if not r.fut.done():
                 r.fut.set_result(out)
             return
-        headers = msg.headers or {}
         try:
-            seq = int(headers["Nats-Sequence"])
+            add_entry(out, msg.headers or {}, msg.data)
         except (KeyError, ValueError):
             del self._pending[token]
             self._fail(r, DirectGetError(f"direct get on {r.what}: an answer without Nats-Sequence"))
-            return
-        out.entries.append(DirectEntry(seq, headers, msg.data))
-        out.last_seq = seq
-        out.num_pending = int(headers.get("Nats-Num-Pending", 0))
