@@ -55,6 +55,11 @@ class ConvOrder(Generic[T]):
         """The last seq, when it is known and no write is in flight."""
         return self.last_seq if self.ready and not self.busy else None
 
+    def last_stored(self) -> int | None:
+        """The last seq stored, when it is known, even with a write in
+        flight: that write's seq is not stored yet (no copy of it is out)."""
+        return self.last_seq if self.ready else None
+
     # -- sends ---------------------------------------------------------------------------
     def push(self, send: T) -> None:
         self.queue.append(send)

@@ -578,6 +578,18 @@ class Pipeline:
             return st.known()
         return None
 
+    def stored_last_seq(self, conv: str) -> int | None:
+        """The last seq stored, from our own state when we own and write the
+        conversation (no I/O), even with a write in flight: that write's seq
+        is not stored yet, and its copies go out only after its ack, so no
+        client can hold it. None otherwise. Under load a conversation always
+        has a write in flight, so :meth:`known_last_seq` would send every
+        receipt to the stream for a last-message read."""
+        st = self._convs.get(conv)
+        if st is not None and self.owns(st.partition):
+            return st.last_stored()
+        return None
+
     async def last_seq(self, conv: str) -> int:
         """The conversation's last seq: our own state when we write it,
         otherwise read from the stream (or the archive)."""

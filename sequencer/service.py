@@ -79,7 +79,15 @@ class Sequencer:
         self._log = log.get("sequencer", instance=self.instance)
 
     async def _last_seq(self, conv: str, refresh: bool = False) -> int:
+        """The last seq stored, for checking a receipt: a lower bound from
+        our own state first (every seq a client can hold is at most it);
+        ``refresh``: read it (the stream, or the archive) unless we write the
+        conversation and nothing is in flight."""
         assert self.pipeline is not None
+        if not refresh:
+            stored = self.pipeline.stored_last_seq(conv)
+            if stored is not None:
+                return stored
         return await self.pipeline.last_seq(conv)
 
     async def start(self, *, static_partitions: frozenset[int] | None = None) -> None:
