@@ -9,7 +9,7 @@ import asyncio
 import msgspec
 import pytest
 
-from edge.sends import MAX_INFLIGHT_SENDS, SendBudget, Sends
+from edge.sends import DM_CACHE, MAX_INFLIGHT_SENDS, SendBudget, Sends
 from switchboard import events, frames, ids, log
 from switchboard.bus.conn import BusMsg, BusUnavailable
 from switchboard.subjects import Subjects, partition_of
@@ -55,6 +55,19 @@ async def test_send_goes_to_the_partition_subject_and_answers_sent(rig):
     replies.requests[0][2](ok(7, "team-1"), None)
     assert out == [{"type": "sent", "id": "m1", "conv": "team-1", "seq": 7, "ts": 5}]
     assert s.inflight == 1
+
+
+async def test_dm_conversation_ids_stay_right_past_the_cache(rig):
+    """Sends keeps peer -> 1:1 conversation ids (DM_CACHE per socket) and
+    starts over when full: every send, first, repeated or after the
+    cache was cleared, goes to the pair's own conversation."""
+    s, replies, _ = rig
+    peers = [f"p{i}" for i in range(DM_CACHE + 5)] + ["p0", "p1", f"p{DM_CACHE + 4}"]
+    for i, p in enumerate(peers):
+        s.send(frames.Send(id=f"m{i}", body="x", to=p))
+    want = [ids.dm_conv("alice", p) for p in peers]
+    assert [msgspec.json.decode(d)["conv"] for _, d, _, _ in replies.requests] == want
+    assert [r[0] for r in replies.requests] == [f"sb.send.{partition_of(c, P)}.{c}" for c in want]
 
 
 async def test_sequencer_error_is_passed_on(rig):
