@@ -35,13 +35,13 @@ RESULTS = ("sent", "no_device", "read_elsewhere", "retry", "dead_letter")
 class PusherMetrics:
     def __init__(self, providers: Iterable[str]) -> None:
         names = sorted(set(providers))
-        self.notifications: dict[tuple[str, str], int] = {(p, o): 0 for p in names for o in OUTCOMES}
-        self.failures: dict[tuple[str, str], int] = {}
+        self.notifications: dict[tuple[str, ...], int] = {(p, o): 0 for p in names for o in OUTCOMES}
+        self.failures: dict[tuple[str, ...], int] = {}
         self._reasons: dict[str, set[str]] = {}
-        self.provider_seconds: dict[tuple[str], IntHistogram] = {(p,): IntHistogram() for p in names}
-        self.entries: dict[tuple[str], int] = {(r,): 0 for r in RESULTS}
+        self.provider_seconds: dict[tuple[str, ...], IntHistogram] = {(p,): IntHistogram() for p in names}
+        self.entries: dict[tuple[str, ...], int] = {(r,): 0 for r in RESULTS}
         self.redeliveries = 0
-        self.registrations: dict[tuple[str], int] = {(p,): 0 for p in names}
+        self.registrations: dict[tuple[str, ...], int] = {(p,): 0 for p in names}
         # Set by the service from the consumer's info every few seconds.
         self.queue_pending = 0
         self.queue_ack_pending = 0

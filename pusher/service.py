@@ -21,6 +21,8 @@ import json
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 import switchboard
@@ -48,7 +50,7 @@ def push_consumer_config(settings: Settings) -> ConsumerConfig:
                           ack_wait=settings.push_ack_wait, max_ack_pending=settings.push_concurrency * 4)
 
 
-async def ensure_push_consumer(js, settings: Settings) -> str:
+async def ensure_push_consumer(js: JetStreamContext, settings: Settings) -> str:
     """Create the consumer, or bring an existing one to this definition (the
     admin step: sbctl/init.py). Returns its name."""
     await js.add_consumer(streams.names(settings)[2], push_consumer_config(settings))
@@ -69,13 +71,13 @@ class PusherService:
                              dead_letter=self._dead_letter, unread_count=unread_count, read_upto=read_upto)
         self.metrics = self.worker.metrics  # its .registry: /metrics (pusher/metrics.py)
         self._log = log.get("pusher")
-        self._nc: nats.NATS | None = None
-        self._js = None
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
         # sb-pusher: the register endpoint (switchboard/rpc/), on the connection start() makes.
         self.rpc = rpc.RpcService(None, name="sb-pusher", version=VERSION, subjects=settings.subjects,
                                   description="Push notifications (APNs, FCM, Web Push)")
-        self._task: asyncio.Task | None = None
-        self._queue_task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._queue_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._dlq_stored: bool | None = None
         # [pusher] timings, read once: an idle fetch's wait, the queue gauges' period.
@@ -88,19 +90,19 @@ class PusherService:
                                       error_cb=reach.error_logger(log.get("pusher.nats")),
                                       **tls.nats_py_options(self.settings))
         tls.require_tls(self._nc, self.settings)
-        self._js = self._nc.jetstream()
+        self._js = js = self._nc.jetstream()
         self.worker.tracer = Tracer(publish=self._nc.publish, prefix=self.settings.subject_prefix, role="pusher",
                                     instance=self.settings.instance or default_instance("pusher"))
         # The stream and the consumer are created by the admin step
         # (switchboard init / up): the pusher's NATS user may only use them.
         durable = self.settings.push_durable
         push = streams.names(self.settings)[2]
-        await streams.require_streams(self._js, [push])
+        await streams.require_streams(js, [push])
         try:
-            await self._js.consumer_info(push, durable)
+            await js.consumer_info(push, durable)
         except nats.js.errors.NotFoundError:
             raise streams.NotInitialized(f"JetStream consumer {push}/{durable}") from None
-        psub = await self._js.pull_subscribe_bind(durable=durable, stream=push)
+        psub = await js.pull_subscribe_bind(durable=durable, stream=push)
         await self.rpc.start(self._nc)
         await self.rpc.add(api.PUSH_REGISTER, self._register)
         await self._nc.flush()  # started means answering: the SUB is in effect on the server
@@ -139,7 +141,7 @@ class PusherService:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _consume(self, psub) -> None:
+    async def _consume(self, psub: JetStreamContext.PullSubscription) -> None:
         batch = self.settings.push_concurrency
         while not self._stopping:
             try:
@@ -163,7 +165,7 @@ class PusherService:
         """Keep the queue depth gauges (PusherMetrics.queue_*) current."""
         while True:
             try:
-                info = await self._js.consumer_info(stream, durable)
+                info = await self._started()[1].consumer_info(stream, durable)
                 self.metrics.queue_pending = info.num_pending or 0
                 self.metrics.queue_ack_pending = info.num_ack_pending or 0
             except asyncio.CancelledError:
@@ -172,19 +174,24 @@ class PusherService:
                 self._log.debug("pusher.queue_info_failed", error=type(exc).__name__)
             await asyncio.sleep(self._queue_poll)
 
+    def _started(self) -> tuple[NATS, JetStreamContext]:
+        assert self._nc is not None and self._js is not None, "PusherService.start() first"
+        return self._nc, self._js
+
     async def _dead_letter(self, data: bytes, headers: dict[str, str]) -> None:
+        nc, js = self._started()
         subject = self.settings.subjects.dead_letter("push")
         if self._dlq_stored is None:  # looked up on first use: is there a stream that keeps dead letters?
             try:
-                await self._js.find_stream_name_by_subject(subject)
+                await js.find_stream_name_by_subject(subject)
                 self._dlq_stored = True
             except nats.js.errors.NotFoundError:
                 self._dlq_stored = False
         if self._dlq_stored:
-            await self._js.publish(subject, data, headers=headers)
+            await js.publish(subject, data, headers=headers)
         else:  # core publish: only live subscribers (an operator's `nats sub`) see it
-            await self._nc.publish(subject, data, headers=headers)
-            await self._nc.flush()
+            await nc.publish(subject, data, headers=headers)
+            await nc.flush()
 
     def _check_push_service(self, platform: str, token: str) -> None:
         """A Web Push subscription must name an allowed push service (it is a

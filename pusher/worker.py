@@ -185,7 +185,7 @@ class Worker:
             return Decision(Action.DEAD_LETTER, reason="; ".join(progress.failures))
         return Decision(Action.ACK, reason="" if devices else NO_DEVICE)
 
-    async def _trace(self, entry: PushEntry, stage: str, **fields) -> None:
+    async def _trace(self, entry: PushEntry, stage: str, **fields: object) -> None:
         assert self.tracer is not None
         await self.tracer.arecord(stage, conv=entry.conv, id=entry.id, sender=entry.sender, seq=entry.seq,
                                   user=entry.user, **fields)

@@ -16,7 +16,7 @@ of the at most ``conv_list_max`` conversations returned.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from time import perf_counter
 from typing import TypeVar
 
@@ -109,7 +109,7 @@ class ConvLister:
             out.append(s)
         return events.ConvListReply(convs=out, more=len(out) < len(ordered))
 
-    async def _last_in_stream(self, cids: list[str]) -> dict[str, frames.Msg | None]:
+    async def _last_in_stream(self, cids: Sequence[str]) -> dict[str, frames.Msg | None]:
         """The last message of each conversation MESSAGES still holds."""
         found: dict[str, frames.Msg | None] = {}
         subjects = self._settings.subjects

@@ -41,6 +41,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
 
 from switchboard import log
 from switchboard.bus.conn import encode_headers
@@ -122,10 +123,10 @@ class PartitionLeases:
         self._leases: dict[int, _Lease] = {}
         self._releasing: set[int] = set()
         self._free_rounds: dict[int, int] = {}
-        self._kv = None
-        self._task: asyncio.Task | None = None
+        self._kv: KeyValue | None = None  # the lease bucket, from start()
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._bg: set[asyncio.Task] = set()
+        self._bg: set[asyncio.Task[None]] = set()
         self.members: list[str] = []
         self.owners: dict[int, str] = {}
         self.rounds = 0
@@ -144,6 +145,10 @@ class PartitionLeases:
         # list() first: a metrics scrape reads this from another thread while the loop may add a lease
         return sorted(p for p in list(self._leases) if self.owns(p))
 
+    def _bucket_kv(self) -> KeyValue:
+        assert self._kv is not None, "PartitionLeases.start() first"
+        return self._kv
+
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
         try:  # created by the admin step (switchboard init / up), not here
@@ -161,6 +166,8 @@ class PartitionLeases:
         # (logging "partition round failed" every second after the stop).
         await stop_task(task, timeout=STOP_WAIT_SEC)
         await self._release_many(sorted(self._leases), reason="stopping")
+        if self._kv is None:
+            return  # never started
         try:
             await self._kv.delete(f"m.{self.instance}")
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
@@ -182,7 +189,7 @@ class PartitionLeases:
 
     # -- one round ------------------------------------------------------------------
     async def round(self) -> None:
-        kv = self._kv
+        kv = self._bucket_kv()
         t0 = time.monotonic()
         self.rounds += 1
         await kv.put(f"m.{self.instance}", self.instance.encode())
@@ -251,7 +258,8 @@ class PartitionLeases:
         """``kv.update(p.<n>, instance, last=revision)``: the new revision."""
         last = self._leases[p].revision
         if self._replies is None:
-            return await self._kv.update(f"p.{p}", self.instance.encode(), last=last)
+            revision: int = await self._bucket_kv().update(f"p.{p}", self.instance.encode(), last=last)
+            return revision
         msg = await self._replies.call(f"$KV.{self._bucket}.p.{p}", self.instance.encode(),
                                        headers=encode_headers({"Nats-Expected-Last-Subject-Sequence": str(last)}),
                                        timeout=self._ttl / 3)
@@ -264,7 +272,7 @@ class PartitionLeases:
 
     async def _acquire(self, p: int, t0: float) -> bool:
         try:
-            rev = await self._kv.create(f"p.{p}", self.instance.encode())
+            rev = await self._bucket_kv().create(f"p.{p}", self.instance.encode())
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
             return False  # someone else was faster
         except nats.js.errors.KeyNotFoundError:
@@ -299,7 +307,7 @@ class PartitionLeases:
             while drain and self._inflight(p) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             try:
-                await self._kv.delete(f"p.{p}", last=lease.revision)
+                await self._bucket_kv().delete(f"p.{p}", last=lease.revision)
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
                 pass  # it lapses by itself
         finally:

@@ -31,7 +31,7 @@ class PathTicker:
         self._subject = subject
         self._interval = interval
         self._body = instance.encode()  # who wrote it (nats stream view), nothing reads it
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.sent = 0
 
     def start(self) -> None:

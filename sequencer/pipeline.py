@@ -37,9 +37,10 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Awaitable, Callable, KeysView
+from collections.abc import Awaitable, Callable, Coroutine, KeysView
 from functools import partial
 from time import perf_counter
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -120,12 +121,13 @@ class _Send:
     __slots__ = ("req", "reply", "system", "msg", "data", "pending", "failed", "attempt", "fences", "duplicate",
                  "traced", "t0")
 
+    msg: frames.Msg  # set by Pipeline._write (or a repair's read); read only after it
+
     def __init__(self, req: events.SendRequest, reply: str, system: bool, traced: bool = False) -> None:
         self.req = req
         self.reply = reply
         self.system = system
         self.traced = traced  # the request carried Sb-Trace: record this message's hops
-        self.msg: frames.Msg | None = None
         self.data = b""
         self.pending = 0
         self.failed: list[tuple[str, bytes, bytes]] = []  # (subject, data, headers) of copies to re-publish
@@ -163,7 +165,7 @@ class Pipeline:
         self._convs: dict[str, _Conv] = {}
         self._subs: dict[int, tuple[int, int]] = {}  # partition -> (send sid, system sid)
         self.inflight: dict[int, int] = {}  # partition -> sends not yet answered
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._log = log.get("sequencer.pipeline")
         # Counters of /metrics (sequencer/metrics.py reads them at scrape):
         # plain ints, one dict increment where they happen, no lock.
@@ -365,7 +367,7 @@ class Pipeline:
         # it, before every message stored after this one (seq order).
         q = st.fan_wait
         i = 0
-        while i < len(q) and q[i].msg.seq <= s.msg.seq:  # type: ignore[union-attr]
+        while i < len(q) and q[i].msg.seq <= s.msg.seq:
             i += 1
         q.insert(i, s)
 
@@ -440,7 +442,7 @@ class Pipeline:
             return  # already answered
         ok = err is None and m is not None and b'"error"' not in m.data
         if not ok:
-            s.failed.append((subject, data, headers))  # type: ignore[arg-type]
+            s.failed.append((subject, data, headers))
         elif s.traced and subject.startswith(self._push_prefix):  # stored in PUSH: the pusher's turn
             self._trace(s, "push.enqueued", seq=s.msg.seq, user=subject.rpartition(".")[2])
         s.pending -= 1
@@ -478,7 +480,7 @@ class Pipeline:
             self._conn.publish(s.reply, _encode(events.SendReply(conv=msg.conv, seq=msg.seq, ts=msg.ts, id=msg.id,
                                                                  duplicate=s.duplicate)))
 
-    def _trace(self, s: _Send, stage: str, **fields) -> None:
+    def _trace(self, s: _Send, stage: str, **fields: object) -> None:
         """Record one hop of a traced send (never called for the others)."""
         r = s.req
         if self._tracer is not None and r is not None:
@@ -490,7 +492,7 @@ class Pipeline:
             self._conn.publish(reply, _encode(events.SendReply(error=events.error_body(exc))))
 
     # -- the slow paths: one task per conversation load --------------------------------------
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -524,7 +526,7 @@ class Pipeline:
                 self._log.info("conversation load failed", conv=st.id, error=f"{type(exc).__name__}: {exc}")
                 exc = Unavailable(f"conversation load failed: {type(exc).__name__}")
             for s in st.load_failed():
-                self._finish(st.partition, s, exc)  # type: ignore[arg-type]
+                self._finish(st.partition, s, exc)
             return
         finally:
             st.load_done()
@@ -539,9 +541,12 @@ class Pipeline:
             # Not in the stream (new, or aged out of MESSAGES): continue from the archive.
             st.loaded(await self._archived_last_seq(st.id), 0)
             return None
-        msg = _msg_decoder.decode(raw.data)
-        st.loaded(msg.seq, raw.seq)
-        return msg, raw.data
+        data, stream_seq = raw.data, raw.seq
+        if data is None or stream_seq is None:  # nats-py types both optional; a stored message has both
+            raise Unavailable(f"unreadable last message of {st.id}")
+        msg = _msg_decoder.decode(data)
+        st.loaded(msg.seq, stream_seq)
+        return msg, data
 
     def _repair(self, st: _Conv, msg: frames.Msg, data: bytes) -> None:
         """Fan the conversation's last message out again before its next one.
@@ -553,6 +558,8 @@ class Pipeline:
         next message's copies on the same connection, keeps each mailbox in
         seq order. Only inside half the dedup window, where dedup holds."""
         self.stats["repairs"] += 1
+        # No request: a repair answers nobody (_finish returns first for it);
+        # req stays non-optional for the hot path's sake.
         s = _Send(None, "", True)  # type: ignore[arg-type]
         s.msg, s.data = msg, data
         self.inflight[st.partition] = self.inflight.get(st.partition, 0) + 1

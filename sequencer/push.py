@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg as NatsMsg
+from nats.aio.subscription import Subscription
 
 from switchboard import api, events, frames, log, rpc
 from switchboard.errors import SwitchboardError
@@ -40,9 +41,9 @@ class PresenceView:
         self._timeout = timeout  # [sequencer] presence_timeout_sec: a later answer is not worth delaying `sent`
         self._online: OrderedDict[str, bool] = OrderedDict()
         self._capacity = capacity
-        self._sub = None
+        self._sub: Subscription | None = None
         self._quiet_until = 0.0  # no tracker answered: don't ask again per message
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._log = log.get("sequencer.presence")
 
     async def start(self) -> None:

@@ -57,9 +57,9 @@ class Receipts:
         self._quiet: set[tuple[str, str]] = set()  # to store only (a sender's own watermark)
         self._quiet_at = 0.0
         self._max_convs = max_convs
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._log = log.get("sequencer.receipts")
-        self._bg: set[asyncio.Task] = set()
+        self._bg: set[asyncio.Task[None]] = set()
 
     def attach_bus(self, publish: Callable[[str, bytes], None]) -> None:
         """Broadcast through ``publish`` (the lean bus' queued, unawaited PUB)."""
@@ -211,14 +211,14 @@ class Receipts:
         for w in marks:
             if (w.conv, w.user) not in dirty:
                 continue
-            conv = await self._convs.get(w.conv)
-            if conv is None or len(conv.members) > self._broadcast_max:
+            info = await self._convs.get(w.conv)
+            if info is None or len(info.members) > self._broadcast_max:
                 continue
             frame = frames.encode(frames.Receipt(conv=w.conv, user=w.user, delivered=w.delivered, read=w.read))
             own_devices_too = dirty[(w.conv, w.user)]
             ev_receipt = self._subjects.ev_receipt
             publish = self._publish
-            for member in conv.members:
+            for member in info.members:
                 if own_devices_too or member != w.user:
                     if publish is not None:
                         publish(ev_receipt(member), frame)

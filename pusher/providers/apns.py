@@ -53,7 +53,8 @@ class ProviderToken:
 
 def build_payload(note: Notification) -> bytes:
     def build(body: str) -> bytes:
-        aps: dict = {"alert": {"title": note.title, "body": body}, "thread-id": note.conv, "sound": "default"}
+        aps: dict[str, object] = {"alert": {"title": note.title, "body": body}, "thread-id": note.conv,
+                                  "sound": "default"}
         if note.badge is not None:
             aps["badge"] = note.badge
         return json.dumps({"aps": aps, "conv": note.conv, "seq": note.seq, "id": note.id},

@@ -33,7 +33,7 @@ RETRY_CODES = {"QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL"
 class AccessTokens:
     """OAuth2 access tokens for a service account, cached until shortly before expiry."""
 
-    def __init__(self, *, account: dict, token_uri: str, http: httpx.AsyncClient,
+    def __init__(self, *, account: dict[str, str], token_uri: str, http: httpx.AsyncClient,
                  clock: Callable[[], float] = time.time) -> None:
         self._account, self._token_uri, self._http, self._clock = account, token_uri, http, clock
         self._token: str | None = None
@@ -64,11 +64,11 @@ class AccessTokens:
 
 def build_message(device: Device, note: Notification) -> bytes:
     def build(body: str) -> bytes:
-        android: dict = {"collapse_key": note.conv, "priority": "high",
-                         "notification": {"tag": note.conv}}
-        aps: dict = {"thread-id": note.conv}
+        notification: dict[str, object] = {"tag": note.conv}
+        android: dict[str, object] = {"collapse_key": note.conv, "priority": "high", "notification": notification}
+        aps: dict[str, object] = {"thread-id": note.conv}
         if note.badge is not None:
-            android["notification"]["notification_count"] = note.badge
+            notification["notification_count"] = note.badge
             aps["badge"] = note.badge
         msg = {"token": device.token,
                "notification": {"title": note.title, "body": body},

@@ -58,17 +58,19 @@ def build_payload(note: Notification) -> bytes:
 def encrypt(plaintext: bytes, *, p256dh: str, auth: str) -> bytes:
     """RFC 8291 aes128gcm body: header (salt, rs, our public key) + one record."""
     ephemeral = ec.generate_private_key(ec.SECP256R1())
-    return http_ece.encrypt(plaintext, salt=os.urandom(16), private_key=ephemeral, dh=b64url_decode(p256dh),
-                            auth_secret=b64url_decode(auth), version="aes128gcm", rs=RECORD_SIZE)
+    body: bytes = http_ece.encrypt(plaintext, salt=os.urandom(16), private_key=ephemeral, dh=b64url_decode(p256dh),
+                                   auth_secret=b64url_decode(auth), version="aes128gcm", rs=RECORD_SIZE)
+    return body
 
 
 class Vapid:
     """VAPID JWTs per push-service origin, cached until an hour before exp."""
 
     def __init__(self, *, key_pem: bytes, subject: str, clock: Callable[[], float] = time.time) -> None:
-        self._key = serialization.load_pem_private_key(key_pem, password=None)
-        if not isinstance(self._key, ec.EllipticCurvePrivateKey) or self._key.curve.name != "secp256r1":
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
             raise ValueError("the VAPID key must be a P-256 EC private key")
+        self._key: ec.EllipticCurvePrivateKey = key
         self.public_key = b64url(self._key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
         self._subject, self._clock = subject, clock
