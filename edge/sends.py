@@ -160,15 +160,17 @@ class Sends:
         self._device = device  # this socket's id in trace records
         self._budget = budget if budget is not None else SendBudget(1 << 30)  # the edge's, shared
         # Peer -> 1:1 conversation id, so a chat's sends hash the pair once
-        # (sha256 and two id checks were ~3 % of the edge at 10,000 msgs/s).
-        self._dms: dict[str, str] = {}
+        # (sha256 and two id checks were ~3 % of the edge at 10,000 msgs/s);
+        # made at the first 1:1 send, so an idle socket carries no dict.
+        self._dms: dict[str, str] | None = None
 
     def _dm(self, to: str) -> str:
-        conv = self._dms.get(to)
+        dms = self._dms
+        if dms is None or len(dms) >= DM_CACHE:
+            dms = self._dms = {}  # a socket writing to this many peers pays the hash again, nothing else
+        conv = dms.get(to)
         if conv is None:
-            if len(self._dms) >= DM_CACHE:
-                self._dms.clear()  # a socket writing to this many peers pays the hash again, nothing else
-            conv = self._dms[to] = ids.dm_conv(self._user, to)
+            conv = dms[to] = ids.dm_conv(self._user, to)
         return conv
 
     def send(self, f: frames.Send) -> None:
