@@ -163,9 +163,10 @@ class PusherService:
 
     async def _queue_loop(self, stream: str, durable: str) -> None:
         """Keep the queue depth gauges (PusherMetrics.queue_*) current."""
+        _, js = self._started()  # the task is made by start()
         while True:
             try:
-                info = await self._started()[1].consumer_info(stream, durable)
+                info = await js.consumer_info(stream, durable)
                 self.metrics.queue_pending = info.num_pending or 0
                 self.metrics.queue_ack_pending = info.num_ack_pending or 0
             except asyncio.CancelledError:
