@@ -404,15 +404,16 @@ def _serve(args: argparse.Namespace) -> int:
         if fab.edge is not None:
             ws, http = ("wss", "https") if s.tls_cert else ("ws", "http")
             note = "; dev sign-in on" if s.dev_signin else ""
-            print(f"Switchboard is up: {ws}://{s.host}:{fab.edge.port}/ws  "
-                  f"(web app: {http}://{s.host}:{fab.edge.port}/{note})", flush=True)
-            print(f"NATS: {log.redact_url(fab.settings.nats_url)}   "
-                  f"token: switchboard token USER --data {s.data_dir}", flush=True)
+            lines = [f"Switchboard is up: {ws}://{s.host}:{fab.edge.port}/ws  "
+                     f"(web app: {http}://{s.host}:{fab.edge.port}/{note})",
+                     f"NATS: {log.redact_url(fab.settings.nats_url)}   "
+                     f"token: switchboard token USER --data {s.data_dir}"]
             if embedded:
                 from sbctl import natsctx
 
                 url = fab.settings.nats_url
-                print(natsctx.hint(natsctx.write(s.data_dir, url), url), flush=True)
+                lines.append(natsctx.hint(natsctx.write(s.data_dir, url), url))
+            print("\n".join(lines), flush=True)  # one write: the banner never appears alone
         else:
             print(f"switchboard {'+'.join(roles)} running (NATS {log.redact_url(fab.settings.nats_url)})",
                   flush=True)

@@ -387,14 +387,16 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
             _serve_proxy_metrics(settings, edge_url)
         ws, http = ("wss", "https") if settings.tls_cert else ("ws", "http")
         note = "; dev sign-in on" if settings.dev_signin else ""
-        print(f"Switchboard is up: {ws}://{settings.host}:{settings.port}/ws  "
-              f"(web app: {http}://{settings.host}:{settings.port}/{note})", flush=True)
-        print(f"NATS: {log.redact_url(settings.nats_url)}   token: switchboard token USER --data {settings.data_dir}",
-              flush=True)
+        lines = [f"Switchboard is up: {ws}://{settings.host}:{settings.port}/ws  "
+                 f"(web app: {http}://{settings.host}:{settings.port}/{note})",
+                 f"NATS: {log.redact_url(settings.nats_url)}   token: switchboard token USER --data {settings.data_dir}"]
         if embedded:  # a `nats` CLI context for it, so docs/operations.md's commands work verbatim
             from sbctl import natsctx
 
-            print(natsctx.hint(natsctx.write(settings.data_dir, settings.nats_url), settings.nats_url), flush=True)
+            lines.append(natsctx.hint(natsctx.write(settings.data_dir, settings.nats_url), settings.nats_url))
+        # One write: whoever waits for "Switchboard is up" (a script, a test)
+        # sees the NATS and context lines with it, never the banner alone.
+        print("\n".join(lines), flush=True)
         print("processes: " + ", ".join(f"{c.name} {c.pid}" for c in sup.children), flush=True)
         print("metrics: " + ", ".join(f"{'+'.join(g)} http://{m}/metrics" for g, m in plan)
               + (f", all http://{_local(settings.host)}:{settings.metrics_port}/metrics" if settings.metrics_port

@@ -129,7 +129,7 @@ async def test_up_round_trip_stop_and_restart(tmp_path):
     alice, bob = unique("alice"), unique("bob")
     with procs() as made:
         p, url = await start_up(made, data, tmp_path, 1)
-        check_nats_context(p.output(), data)
+        check_nats_context(await p.wait_output("nats CLI: ", timeout=STEP), data)
         ta, tb = cli_token(alice, data), cli_token(bob, data)
         a = await Client(url=url, token=ta).connect(STEP)
         b = await Client(url=url, token=tb).connect(STEP)
