@@ -28,6 +28,12 @@ class EdgeMetrics:
         self.accepted = Counter("switchboard_edge_connections_accepted", "Connections accepted", registry=r)
         self.rejected = Counter("switchboard_edge_connections_rejected", "Connections refused (auth, admission)",
                                 ["reason"], registry=r)
+        # Upgrades that waited in the lobby for a place among the openings
+        # (edge/lobby.py); those that waited too long are also counted in
+        # rejected{reason="opening"}.
+        self.held = Counter("switchboard_edge_connections_held", "Upgrades that waited for a free opening",
+                            registry=r)
+        self.lobby = Gauge("switchboard_edge_lobby", "Upgrades waiting now for a free opening", registry=r)
         # Counted per frame on the hot path: a plain int (prometheus_client's
         # Counter takes a lock per inc, ~5 % of the edge's CPU at 8k msgs/s),
         # exported when scraped.

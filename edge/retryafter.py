@@ -19,10 +19,15 @@ further out, and the edge idled while a quarter of a storm slept (bench
 storm, 20,000 clients: no attempt at all for 25 s). An optimistic rate only
 costs refusals (a client back too early is refused, ~90 µs, and rebooked).
 
+A client whose slot is only a few seconds away is not refused at all: it
+waits on its open connection (:meth:`hold` books its slot, edge/lobby.py
+lets it in when a place frees), which saves the second connection, request
+and refusal an appointment costs the client, the kernel and the edge.
+
 Sans-I/O: the clock is passed in; :class:`edge.server.Edge` calls
 :meth:`opened` for every session that reaches ``synced`` (one closed
-before says nothing about how long an opening takes) and :meth:`refused`
-for every refusal.
+before says nothing about how long an opening takes), :meth:`hold` for
+every upgrade it makes wait and :meth:`refused` for every refusal.
 """
 
 from __future__ import annotations
@@ -77,6 +82,17 @@ class RetryAfter:
         """A session reached ``synced`` ``took`` seconds after its upgrade."""
         avg = self._took
         self._took = took if avg is None else avg + EWMA_WEIGHT * (took - avg)
+
+    def hold(self, now: float, within: float) -> bool:
+        """Book the next slot for a client that will wait on its open
+        connection (the edge's lobby), if that slot is at most ``within``
+        seconds away; False (nothing booked) if it is further."""
+        start = self._next_free if self._next_free > now else now
+        slot = start + 1.0 / self.rate
+        if slot - now > within:
+            return False
+        self._next_free = slot
+        return True
 
     def refused(self, now: float, rand: Callable[[int, int], int] = random.randint) -> int:
         """Book a slot for a refused client: whole seconds until it (within

@@ -59,7 +59,8 @@ from edge.retryafter import RetryAfter
 from edge.sends import SendBudget
 from edge.session import Session
 from edge.static import StaticFiles
-from edge.transport import WsConfig, WsConn, WsServer
+from edge.lobby import Lobby
+from edge.transport import HOLD, Verdict, WsConfig, WsConn, WsServer
 from switchboard import api, auth, events, frames, log, rpc, tls
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection, BusError, connect as bus_connect
@@ -131,6 +132,10 @@ class Edge:
         self._rejected_opening = self.metrics.rejected.labels("opening")
         # The Retry-After of a refusal: an appointment at the rate this edge completes openings.
         self._retry_after = RetryAfter(max_opening=settings.admit_max_opening, max_rate=settings.admit_per_sec)
+        # Upgrades over admit_max_opening whose appointment would be near wait here instead.
+        self._lobby: Lobby[WsConn] = Lobby(hold_sec=settings.admit_hold_sec)
+        self._lobby_timer: asyncio.TimerHandle | None = None
+        self._lobby_admit: asyncio.Handle | None = None
         self._server: WsServer | None = None
         # sb-edge in `nats micro ls`: the edge's stats endpoint (switchboard/rpc/).
         self.rpc = rpc.RpcService(nc, name="sb-edge", version=switchboard.__version__,
@@ -251,6 +256,7 @@ class Edge:
 
     async def stop(self) -> None:
         _stop_reloading(self)
+        self.close_lobby()
         if self._server is not None:
             await self._server.close(CLOSE_GOING_AWAY, "edge shutting down; reconnect")
             self._server = None
@@ -280,16 +286,27 @@ class Edge:
         return WsServer(config=config, route=self._process_request, accept=self._accept, http=self._http,
                         refuse=self._refuse)
 
-    def _refuse(self, head: bytes) -> bytes | None:
+    def _refuse(self, conn: WsConn, head: bytes) -> bytes | Verdict | None:
         """A whole GET request, before it is parsed: an upgrade to /ws while
         admission has no token left gets the canned 503 (the bucket is only
         looked at: an admitted request takes its token in _process_request).
         In a storm most requests end here, so a refusal must cost less than
-        parsing the request and serializing a response (docs/operations.md)."""
+        parsing the request and serializing a response (docs/operations.md).
+        Over admit_max_opening, one whose turn is near waits in the lobby."""
         if head.startswith(_WS_GET) and head[7:8] in b" ?":
             if self.opening >= self._max_opening:
+                now = time.monotonic()
+                lobby = self._lobby
+                if lobby.hold_sec > 0 and self._retry_after.hold(now, lobby.hold_sec):
+                    lobby.add(conn, now)
+                    self.metrics.held.inc()
+                    self.metrics.lobby.set(len(lobby))
+                    if self._lobby_timer is None:
+                        self._lobby_timer = asyncio.get_running_loop().call_later(lobby.hold_sec / 2,
+                                                                                  self._lobby_expire)
+                    return HOLD
                 self._rejected_opening.inc()
-                return _admission_503(self._retry_after.refused(time.monotonic()))
+                return _admission_503(self._retry_after.refused(now))
             if self._admission.empty():
                 self._rejected_admission.inc()
                 return _admission_503(self._retry_after.refused(time.monotonic()))
@@ -301,6 +318,40 @@ class Edge:
         self.opening -= 1
         if took is not None:
             self._retry_after.opened(took)
+        if self._lobby and self._lobby_admit is None:  # let the oldest waiting in, after this tick's work
+            self._lobby_admit = asyncio.get_running_loop().call_soon(self._lobby_let_in)
+
+    def close_lobby(self) -> None:
+        """Stop its timers (stop(); the held connections close with the server)."""
+        for handle in (self._lobby_timer, self._lobby_admit):
+            if handle is not None:
+                handle.cancel()
+        self._lobby_timer = self._lobby_admit = None
+
+    def _lobby_let_in(self) -> None:
+        """Places are free: the oldest held upgrades go on (each becomes an
+        opening synchronously, in _accept, or is answered)."""
+        self._lobby_admit = None
+        while self.opening < self._max_opening:
+            conn = self._lobby.next()
+            if conn is None:
+                break
+            conn.proceed()
+        self.metrics.lobby.set(len(self._lobby))
+
+    def _lobby_expire(self) -> None:
+        """Every hold_sec / 2 while the lobby is not empty: upgrades held
+        twice hold_sec get the 503 with an appointment they would have had
+        (at most 2.5 hold_sec after they came: 7.5 s by default, under the
+        open_timeout that would cut them unanswered)."""
+        self._lobby_timer = None
+        now = time.monotonic()
+        for conn in self._lobby.expire(now):
+            self._rejected_opening.inc()
+            conn.answer_raw(_admission_503(self._retry_after.refused(now)))
+        self.metrics.lobby.set(len(self._lobby))
+        if self._lobby:
+            self._lobby_timer = asyncio.get_running_loop().call_later(self._lobby.hold_sec / 2, self._lobby_expire)
 
     def _process_request(self, request: Request) -> Response | None:
         """GET requests (websockets' parser reads only those): a plain answer,

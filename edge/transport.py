@@ -20,10 +20,13 @@ future plus several awaits per frame (24 µs per frame in and out, against
   fails those that send nothing within ``ping_timeout``: no task per socket;
 - HTTP: ``route(request)`` answers plain requests (or refuses the upgrade);
   ``None`` means upgrade, then ``accept(conn)`` makes the handler (or closes).
-  ``refuse(head)``, if given, sees a whole GET request's bytes before they
-  are parsed and may answer them with canned bytes (the connection then
-  closes): the edge's admission refusals in a reconnect storm, where
+  ``refuse(conn, head)``, if given, sees a whole GET request's bytes before
+  they are parsed and may answer them with canned bytes (the connection
+  then closes): the edge's admission refusals in a reconnect storm, where
   parsing each request and serializing each 503 cost more than the rest.
+  Or it returns ``HOLD``: the request waits unanswered (bytes that follow
+  are kept) until the edge calls ``conn.proceed()`` or answers it with
+  ``conn.answer_raw()`` (edge/lobby.py).
   A request whose method is not GET (websockets parses only body-less GETs)
   is read by :class:`edge.httpreq.BodyReader` and answered by
   ``http(request, body)``; without ``http`` it goes to websockets (400).
@@ -32,6 +35,7 @@ future plus several awaits per frame (24 µs per frame in and out, against
 from __future__ import annotations
 
 import asyncio
+import enum
 import ssl as ssl_
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +64,13 @@ PING_DATA = b"sb"
 OP_TEXT, OP_BINARY, OP_CONT, OP_PING, OP_CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.CLOSE
 
 _log = get_logger("edge.transport")
+
+
+class Verdict(enum.Enum):
+    HOLD = "hold"  # refuse(): keep the request unanswered; the caller lets it proceed later
+
+
+HOLD = Verdict.HOLD
 
 
 class Handler(Protocol):
@@ -96,7 +107,7 @@ class WsServer:
     def __init__(self, *, config: WsConfig, route: Callable[[Request], Response | None],
                  accept: Callable[[WsConn], Handler | None],
                  http: Callable[[Request, bytes], Response] | None = None,
-                 refuse: Callable[[bytes], bytes | None] | None = None) -> None:
+                 refuse: Callable[[WsConn, bytes], bytes | Verdict | None] | None = None) -> None:
         self.config = config
         self.route = route
         self.refuse = refuse
@@ -226,7 +237,7 @@ class WsConn(asyncio.Protocol):
 
     __slots__ = ("server", "proto", "transport", "handler", "request", "rx", "idle_since", "ping_at",
                  "frames_out", "_pause_reasons", "_dirty", "_paused", "_held", "_tbuf", "_frags", "_timer",
-                 "_drain", "_pre", "_body")
+                 "_drain", "_pre", "_body", "_waiting")
 
     def __init__(self, server: WsServer) -> None:
         self.server = server
@@ -254,6 +265,25 @@ class WsConn(asyncio.Protocol):
         # (``_pre``), or the reader of a request with a body (``_body``).
         self._pre: bytes | None = b"" if server.http is not None else None
         self._body: BodyReader | None = None
+        self._waiting: bytes | None = None  # a held request's bytes (refuse() said HOLD)
+
+    # -- held requests (edge/lobby.py) ------------------------------------------------------
+    @property
+    def gone(self) -> bool:
+        """The peer closed or the connection was cut."""
+        return self.transport.is_closing()
+
+    def proceed(self) -> None:
+        """Go on with a held request: parse it and answer it now."""
+        data, self._waiting = self._waiting, None
+        if data and not self.transport.is_closing():
+            self._receive(data)
+
+    def answer_raw(self, answer: bytes) -> None:
+        """Answer a held request with ``answer`` and close."""
+        self._waiting = None
+        if not self.transport.is_closing():
+            self._refused(answer)
 
     # -- what the session uses ---------------------------------------------------------
     @property
@@ -428,10 +458,16 @@ class WsConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.rx = True
+        if self._waiting is not None:  # held: nothing is parsed until it proceeds
+            self._waiting += data
+            return
         if self._pre is not None:  # the connection's first bytes only
             data = self._before_request(data)
             if not data:
                 return
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         proto = self.proto
         proto.receive_data(data)
         try:
@@ -478,7 +514,10 @@ class WsConn(asyncio.Protocol):
                 # A whole request and nothing after it (closing with unread
                 # bytes would reset the connection and lose the answer).
                 if self.server.refuse is not None and pre.endswith(b"\r\n\r\n"):
-                    answer = self.server.refuse(pre)
+                    answer = self.server.refuse(self, pre)
+                    if answer is HOLD:
+                        self._waiting = pre
+                        return b""
                     if answer is not None:
                         self._refused(answer)
                         return b""
@@ -551,4 +590,4 @@ def _held_bytes(c: WsConn) -> int:
     return c.held_bytes
 
 
-__all__ = ["CLOSE_SLOW_CONSUMER", "Handler", "WsConfig", "WsConn", "WsServer"]
+__all__ = ["CLOSE_SLOW_CONSUMER", "HOLD", "Handler", "Verdict", "WsConfig", "WsConn", "WsServer"]

@@ -314,6 +314,14 @@ class EdgeSettings(_Section):
     # hello's wait ~2 s where one costs up to 5 ms of a starved core, well
     # under the clients' 10 s open timeout (2,000: open timeouts, wasted work).
     admit_max_opening: int = 800
+    # Seconds an upgrade refused for admit_max_opening may instead wait on
+    # its open connection for a free place (the edge's lobby), when its turn
+    # at the rate the edge completes openings (the Retry-After appointment it
+    # would be given) is at most this far: it then needs no second TCP
+    # connection, request and refusal. Beyond, or when it has waited twice
+    # this long, it gets the 503 with its appointment. Well under clients' open
+    # timeout (the SDK's: 10 s, which covers the wait). 0: refuse at once.
+    admit_hold_sec: float = 3.0
     # Seconds a live socket's INBOX re-read (after a gap, a bus reconnect or a
     # lost path tick) is retried with backoff when it fails, before the
     # socket is closed with 1013 to replay from its cursor elsewhere. The
@@ -377,7 +385,7 @@ class EdgeSettings(_Section):
         _positive(self, "rate_per_sec", "typing_per_sec", "send_timeout", "reread_retry_sec", "hello_timeout",
                   "open_timeout",
                   "admit_per_sec", "edge_receipt_flush_sec", "epoch_check_sec")
-        _at_least(self, 0, "inbox_bounds_ttl", "recheck_pause_sec")
+        _at_least(self, 0, "inbox_bounds_ttl", "recheck_pause_sec", "admit_hold_sec")
         if not 0 < self.port < 65536:
             raise ConfigError("port must be in 1..65535")
         if self.max_body_bytes >= self.max_frame_bytes:

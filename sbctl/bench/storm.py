@@ -71,6 +71,7 @@ SETUP_SEC = 600.0  # connecting 20,000 clients at 2,000/s per edge, hellos inclu
 DRAIN_SEC = 15.0  # after sending stops: the last feed messages reach the holders
 _REJECTED = re.compile(r'^switchboard_edge_connections_rejected_total\{reason="(\w+)"\} (\S+)$', re.M)
 _ACCEPTED = re.compile(r"^switchboard_edge_connections_accepted_total (\S+)$", re.M)
+_HELD = re.compile(r"^switchboard_edge_connections_held_total (\S+)$", re.M)
 
 
 @dataclass(kw_only=True)
@@ -114,6 +115,7 @@ class StormReport:
     client_errors: dict[str, int]  # refusals the clients saw: http_503, ConnectionRefusedError, close_...
     edge_rejects: dict[str, int]  # the restarted storm edges' counters: reason -> connections refused
     edge_accepted: int
+    edge_held: int  # upgrades that waited in a storm edge's lobby for a free opening (edge/lobby.py)
     feed_confirmed: int  # messages to storm users confirmed (`sent`)
     feed_unconfirmed: int
     storm_delivered: int
@@ -206,15 +208,16 @@ class StormEdge:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def counters(self) -> tuple[dict[str, int], int]:
-        """(rejected by reason, accepted) from the edge's /metrics (since its restart)."""
+    def counters(self) -> tuple[dict[str, int], int, int]:
+        """(rejected by reason, accepted, held) from the edge's /metrics (since its restart)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
                 text = r.read().decode()
         except OSError:
-            return {}, 0
-        acc = _ACCEPTED.search(text)
-        return ({k: int(float(v)) for k, v in _REJECTED.findall(text)}, int(float(acc.group(1))) if acc else 0)
+            return {}, 0, 0
+        acc, held = _ACCEPTED.search(text), _HELD.search(text)
+        return ({k: int(float(v)) for k, v in _REJECTED.findall(text)}, int(float(acc.group(1))) if acc else 0,
+                int(float(held.group(1))) if held else 0)
 
 
 def _recv(conn: Connection, want: str, timeout: float) -> tuple:
@@ -370,13 +373,14 @@ def _run(p: StormParams, fabric: FabricProcess, edges: list[StormEdge],
                 results.append(msg[2])
                 break
     rejects: dict[str, int] = {}
-    accepted = 0
+    accepted = held = 0
     for e in edges:
-        rej, acc = e.counters()
+        rej, acc, h = e.counters()
         accepted += acc
+        held += h
         for k, v in rej.items():
             rejects[k] = rejects.get(k, 0) + v
-    return _report(p, command, st, results, others_res, feed_res, conv_top, rejects, accepted, stats,
+    return _report(p, command, st, results, others_res, feed_res, conv_top, rejects, accepted, held, stats,
                    edges_back_ns, setup_sec, setup_errors, fabric)
 
 
@@ -455,7 +459,7 @@ def _say(p: StormParams, text: str) -> None:
 
 
 def _report(p: StormParams, command: str, st: _State, results: list[HolderResult], others_res: Any,
-            feed_res: Any, conv_top: dict[str, int], rejects: dict[str, int], accepted: int,
+            feed_res: Any, conv_top: dict[str, int], rejects: dict[str, int], accepted: int, held: int,
             stats: list[ProcStat], edges_back_ns: int, setup_sec: float, setup_errors: dict[str, int],
             fabric: FabricProcess) -> StormReport:
     errors: dict[str, int] = {}
@@ -528,7 +532,7 @@ def _report(p: StormParams, command: str, st: _State, results: list[HolderResult
         all_synced_sec=round((last_synced - kill) / 1e9, 2) if last_synced and synced >= dropped else None,
         sync_ms=LatencySummary.from_ns(int(v * 1e6) for v in sync_ms),
         attempts=sum(r.attempts for r in results), client_errors=dict(sorted(errors.items())),
-        edge_rejects=rejects, edge_accepted=accepted, feed_confirmed=feed_res.confirmed,
+        edge_rejects=rejects, edge_accepted=accepted, edge_held=held, feed_confirmed=feed_res.confirmed,
         feed_unconfirmed=feed_res.unconfirmed, storm_delivered=sum(r.delivered for r in results),
         storm_replayed=sum(r.replayed for r in results), storm_lost=lost,
         storm_duplicates=sum(r.duplicates for r in results), storm_gaps=sum(r.gaps for r in results),
@@ -548,6 +552,7 @@ def render(r: StormReport) -> str:
         ("connection attempts after the drop", r.attempts),
         ("refusals seen by clients", ", ".join(f"{k}={v:,}" for k, v in r.client_errors.items()) or "none"),
         ("storm edges' counters: accepted", r.edge_accepted),
+        ("storm edges' counters: held in the lobby", r.edge_held),
         ("storm edges' counters: rejected", ", ".join(f"{k}={v:,}" for k, v in r.edge_rejects.items()) or "none"),
         ("messages to storm users: confirmed", r.feed_confirmed),
         ("  delivered / replayed from cursor", f"{r.storm_delivered:,} / {r.storm_replayed:,}"),

@@ -94,3 +94,17 @@ def test_beyond_the_horizon_clients_are_not_booked_and_not_sent_back_together():
     beyond = [ra.refused(0.0, rand=lambda lo, hi: (lo, hi)) for _ in range(500)]
     assert set(beyond[20:]) == {(MAX_SEC // 2, MAX_SEC)}  # the horizon is full: unbooked, told 5-10 s
     assert ra.refused(5.0) == MAX_SEC - 5 + 1  # the queue did not grow past the horizon meanwhile
+
+
+def test_held_clients_book_slots_and_refused_ones_come_after_them():
+    """hold() books a slot like a refusal when it is within the bound
+    (edge/lobby.py): the clients refused afterwards are given appointments
+    after the held ones, or the lobby and the appointments would double-book
+    the edge's capacity."""
+    ra = RetryAfter(max_opening=200, max_rate=2000.0)  # 200/s: a slot every 5 ms
+    held = 0
+    while ra.hold(0.0, within=3.0):
+        held += 1
+    assert held == pytest.approx(3.0 * DEFAULT_RATE, abs=1)  # 3 s of the edge's capacity wait
+    assert ra.refused(0.0) == 4  # the next free slot is after them
+    assert ra.hold(10.0, within=3.0)  # 10 s later the queue has drained

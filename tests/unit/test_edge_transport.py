@@ -399,7 +399,8 @@ async def test_admission_bounds_connections_still_opening():
     storm): the count must drop when a session goes away before its hello,
     or the edge would refuse everyone for good."""
     from edge.server import Edge
-    e = Edge(settings=Settings(jwt_secret="s" * 32, admit_per_sec=100.0, admit_max_opening=1), nc=MagicMock())
+    e = Edge(settings=Settings(jwt_secret="s" * 32, admit_per_sec=100.0, admit_max_opening=1, admit_hold_sec=0),
+             nc=MagicMock())
     token = auth.issue("s" * 32, "u1", ttl_sec=60)
     first, _, _ = await http(e, f"/ws?token={token}")
     assert first.status_code == 101 and e.opening == 1
@@ -416,6 +417,73 @@ async def test_admission_bounds_connections_still_opening():
     assert again.status_code == 101
     for s in tuple(e.sessions):
         s.close(1001, "test over")
+
+
+@pytest.mark.parametrize(("hold_sec", "held", "refused"), [
+    (3.0, 3, 0),  # turns 0.05, 0.10, 0.15 s away: all wait
+    (0.12, 2, 1),  # the third's turn (0.15 s) is past hold_sec: refused with its appointment
+    (0.0, 0, 3),  # the lobby off: refused at once, as before it existed
+])
+async def test_lobby_holds_upgrades_whose_turn_is_near(hold_sec, held, refused):
+    """edge/lobby.py: over admit_max_opening, an upgrade whose turn (booked at
+    the rate the edge completes openings: 20/s here, the floor) is within
+    admit_hold_sec waits unanswered instead of getting a 503; in a reconnect
+    storm each refusal is a second TCP connection, request and answer."""
+    from edge.server import Edge
+    e = Edge(settings=Settings(jwt_secret="s" * 32, admit_per_sec=100.0, admit_max_opening=1,
+                               admit_hold_sec=hold_sec), nc=MagicMock())
+    token = auth.issue("s" * 32, "u1", ttl_sec=60)
+    first, _, _ = await http(e, f"/ws?token={token}")
+    assert first.status_code == 101
+    answers = [(await http(e, f"/ws?token={token}"))[0] for _ in range(3)]
+    assert answers.count(None) == held
+    assert [a.status_code for a in answers if a is not None] == [HTTPStatus.SERVICE_UNAVAILABLE] * refused
+    assert e.metrics.held._value.get() == held and e.metrics.rejected.labels("opening")._value.get() == refused
+    for s in tuple(e.sessions):
+        s.close(1001, "test over")
+    e.close_lobby()
+
+
+async def test_lobby_lets_the_oldest_in_when_an_opening_ends_and_skips_the_gone():
+    """A held upgrade proceeds (101 and a session) as soon as a place frees,
+    oldest first; one whose client left meanwhile is skipped, not upgraded
+    into a dead socket that would hold the place."""
+    from edge.server import Edge
+    e = Edge(settings=Settings(jwt_secret="s" * 32, admit_per_sec=100.0, admit_max_opening=1), nc=MagicMock())
+    token = auth.issue("s" * 32, "u1", ttl_sec=60)
+    _, _, first = await http(e, f"/ws?token={token}")
+    _, _, left = await http(e, f"/ws?token={token}")
+    resp, _, waiting = await http(e, f"/ws?token={token}")
+    assert resp is None and len(e._lobby) == 2
+    left.t.closed = True  # its client gave up
+    first.conn.connection_lost(None)  # the opening ends before its hello: a place is free
+    await tick()
+    assert [ev.status_code for ev in waiting.pull() if isinstance(ev, Response)] == [101]
+    assert left.t.writes == [] and len(e._lobby) == 0
+    assert e.opening == 1 and waiting.conn.handler in e.sessions
+    for s in tuple(e.sessions):
+        s.close(1001, "test over")
+    e.close_lobby()
+
+
+async def test_lobby_answers_an_upgrade_held_too_long():
+    """If no place frees (the edge slowed down), an upgrade held twice
+    admit_hold_sec gets the 503 with an appointment, before the client's
+    open timeout cuts it off with nothing."""
+    from edge.server import Edge
+    e = Edge(settings=Settings(jwt_secret="s" * 32, admit_per_sec=100.0, admit_max_opening=1,
+                               admit_hold_sec=0.06), nc=MagicMock())
+    token = auth.issue("s" * 32, "u1", ttl_sec=60)
+    await http(e, f"/ws?token={token}")
+    resp, _, held = await http(e, f"/ws?token={token}")
+    assert resp is None
+    await asyncio.sleep(0.25)
+    [answer] = [ev for ev in held.pull() if isinstance(ev, Response)]
+    assert answer.status_code == HTTPStatus.SERVICE_UNAVAILABLE and int(answer.headers["Retry-After"]) >= 1
+    assert held.t.closed and e.metrics.rejected.labels("opening")._value.get() == 1 and len(e._lobby) == 0
+    for s in tuple(e.sessions):
+        s.close(1001, "test over")
+    e.close_lobby()
 
 
 @pytest.mark.parametrize(("answers", "got", "asked"), [
