@@ -121,6 +121,7 @@ class Edge:
         self.session_log = log.get("edge.session")  # each Session binds its connection and user to it
         self._bounds: tuple[float, int, int] = (0.0, 0, 0)
         self._bounds_ttl = settings.inbox_bounds_ttl  # hellos of a reconnect storm share one stream info
+        self._bounds_read: asyncio.Task[tuple[int, int]] | None = None  # the one stream-info request in flight
         self._epoch_watch: asyncio.Task[None] | None = None
         self._recheck: asyncio.Task[None] | None = None  # sessions reading INBOX after a bus reconnect or path break
         self.path: PathWatch | None = None  # the path tick's chain (edge/pathtick.py), from start()
@@ -263,6 +264,8 @@ class Edge:
         await self.rpc.stop(timeout=CLOSE_TIMEOUT)
         if self._epoch_watch is not None:
             self._epoch_watch.cancel()
+        if self._bounds_read is not None:
+            self._bounds_read.cancel()
         if self._recheck is not None:
             self._recheck.cancel()
         if self.path is not None:
@@ -473,16 +476,30 @@ class Edge:
 
     # -- helpers for sessions -------------------------------------------------------
     async def inbox_bounds(self, *, fresh: bool = False) -> tuple[int, int]:
-        """(first_seq, last_seq) of INBOX, cached for inbox_bounds_ttl seconds (or
-        read now: ``fresh``); also notices a recreated stream (see
-        :meth:`_check_epoch`)."""
+        """(first_seq, last_seq) of INBOX, cached for inbox_bounds_ttl seconds;
+        ``fresh``: from a stream-info answer that comes after this call. Also
+        notices a recreated stream (see :meth:`_check_epoch`).
+
+        One request at a time, joined by every caller meanwhile: in a
+        reconnect storm most hellos carry a cursor newer than the cached
+        bounds, and each read its own (a JetStream API request for the
+        server, ~3.5 % of a storm edge's CPU). A joined request may have been
+        sent before the call; since only one is ever in flight, a caller that
+        asks again after it gets one sent after its first call."""
         at, first, last = self._bounds
-        now = time.monotonic()
-        if fresh or now - at > self._bounds_ttl:
-            info = await self.js.stream_info(self.inbox_stream)
-            first, last = info.state.first_seq, info.state.last_seq
-            self._bounds = (now, first, last)
-            self._check_epoch(streams.epoch_of(info))
+        if not fresh and time.monotonic() - at <= self._bounds_ttl:
+            return first, last
+        task = self._bounds_read
+        if task is None or task.done():
+            task = self._bounds_read = asyncio.get_running_loop().create_task(self._read_bounds())
+            task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)  # a caller cancelled does not cancel the others' read
+
+    async def _read_bounds(self) -> tuple[int, int]:
+        info = await self.js.stream_info(self.inbox_stream)
+        first, last = info.state.first_seq, info.state.last_seq
+        self._bounds = (time.monotonic(), first, last)
+        self._check_epoch(streams.epoch_of(info))
         return first, last
 
     async def _watch_epoch(self) -> None:
@@ -624,3 +641,9 @@ def _response(status: HTTPStatus, body: bytes, ctype: str, retry_after: str | No
     return Response(status.value, status.phrase, headers, body)
 
 
+
+
+def _retrieve(task: asyncio.Task[tuple[int, int]]) -> None:
+    """Mark a shared read's failure seen: its callers may all have gone."""
+    if not task.cancelled():
+        task.exception()

@@ -250,6 +250,8 @@ class Session:
             # The bounds are cached (inbox_bounds_ttl): an entry stored since, which
             # this client may already have had live, is not in them yet.
             first_seq, last_seq = await edge.inbox_bounds(fresh=True)
+            if stale_bounds(hello.cursor, last_seq):  # the read joined may have been sent before this hello
+                first_seq, last_seq = await edge.inbox_bounds(fresh=True)
         plan = self.catchup.hello(hello.cursor, hello.epoch, epoch, first_seq, last_seq)
         if plan == FROM_NOW:
             await self._catch_up()

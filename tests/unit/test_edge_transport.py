@@ -521,3 +521,33 @@ async def test_large_groups_asked_again_after_a_busy_refusal(monkeypatch, answer
     e.call = call
     assert await e.large_groups("u1") == got
     assert len(calls) == asked
+
+
+async def test_inbox_bounds_one_read_in_flight_shared_by_every_caller():
+    """In a reconnect storm most hellos carry a cursor newer than the cached
+    INBOX bounds and asked for them afresh, each with its own stream-info
+    request. Now the callers meanwhile share the one in flight; one whose
+    caller is cancelled still answers the rest; and a call made after a
+    shared read ended gets a new request (so a hello that joined a request
+    sent before it can ask again for one sent after it)."""
+    from edge.server import Edge
+    e = Edge(settings=Settings(jwt_secret="s" * 32), nc=MagicMock())
+    e.epoch = "x"
+    gate, calls = asyncio.Event(), []
+
+    async def stream_info(name):
+        calls.append(name)
+        await gate.wait()
+        return SimpleNamespace(state=SimpleNamespace(first_seq=3, last_seq=40 + len(calls)),
+                               config=SimpleNamespace(name=name), created=None)
+
+    e.js = SimpleNamespace(stream_info=stream_info)
+    e._check_epoch = lambda epoch: None
+    callers = [asyncio.create_task(e.inbox_bounds(fresh=True)) for _ in range(50)]
+    await tick()
+    callers[0].cancel()  # a session closed while waiting
+    gate.set()
+    got = await asyncio.gather(*callers[1:])
+    assert len(calls) == 1 and set(got) == {(3, 41)}
+    assert await e.inbox_bounds(fresh=True) == (3, 42) and len(calls) == 2
+    assert await e.inbox_bounds() == (3, 42) and len(calls) == 2  # within inbox_bounds_ttl: cached
