@@ -52,6 +52,7 @@ from edge.deadlines import Deadlines
 from edge.devsignin import DevSignin
 from edge.features import Features
 from edge.hub import Hub
+from edge.lobby import Lobby
 from edge.metrics import EdgeMetrics
 from edge.pathtick import PathWatch
 from edge.ratelimit import TokenBucket
@@ -59,7 +60,6 @@ from edge.retryafter import RetryAfter
 from edge.sends import SendBudget
 from edge.session import Session
 from edge.static import StaticFiles
-from edge.lobby import Lobby
 from edge.transport import HOLD, Verdict, WsConfig, WsConn, WsServer
 from switchboard import api, auth, events, frames, log, rpc, tls
 from switchboard.bus import streams

@@ -389,7 +389,8 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
         note = "; dev sign-in on" if settings.dev_signin else ""
         lines = [f"Switchboard is up: {ws}://{settings.host}:{settings.port}/ws  "
                  f"(web app: {http}://{settings.host}:{settings.port}/{note})",
-                 f"NATS: {log.redact_url(settings.nats_url)}   token: switchboard token USER --data {settings.data_dir}"]
+                 f"NATS: {log.redact_url(settings.nats_url)}   "
+                 f"token: switchboard token USER --data {settings.data_dir}"]
         if embedded:  # a `nats` CLI context for it, so docs/operations.md's commands work verbatim
             from sbctl import natsctx
 
