@@ -61,6 +61,10 @@ SWEEPS_PER_INTERVAL = 4
 # Slowest sweep (seconds); also bounds how stale the "idle since" clock gets.
 MAX_SWEEP = 5.0
 PING_DATA = b"sb"
+# Bytes a held request (refuse() said HOLD) may grow to while it waits: the
+# request itself (a few hundred bytes) plus whatever a client sends before
+# its 101, which a well-behaved one does not.
+MAX_HELD_BYTES = 16 * 1024
 OP_TEXT, OP_BINARY, OP_CONT, OP_PING, OP_CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.CLOSE
 
 _log = get_logger("edge.transport")
@@ -460,6 +464,8 @@ class WsConn(asyncio.Protocol):
         self.rx = True
         if self._waiting is not None:  # held: nothing is parsed until it proceeds
             self._waiting += data
+            if len(self._waiting) > MAX_HELD_BYTES:  # a client does not speak before its 101
+                self.transport.abort()
             return
         if self._pre is not None:  # the connection's first bytes only
             data = self._before_request(data)

@@ -551,3 +551,21 @@ async def test_inbox_bounds_one_read_in_flight_shared_by_every_caller():
     assert len(calls) == 1 and set(got) == {(3, 41)}
     assert await e.inbox_bounds(fresh=True) == (3, 42) and len(calls) == 2
     assert await e.inbox_bounds() == (3, 42) and len(calls) == 2  # within inbox_bounds_ttl: cached
+
+
+async def test_a_held_request_that_keeps_sending_is_cut_off():
+    """A held upgrade keeps the bytes that follow it (parsed when it
+    proceeds); a client that streams data while held must not grow the
+    edge's memory without bound."""
+    from edge.server import Edge
+    from edge.transport import MAX_HELD_BYTES
+    e = Edge(settings=Settings(jwt_secret="s" * 32, admit_per_sec=100.0, admit_max_opening=1), nc=MagicMock())
+    token = auth.issue("s" * 32, "u1", ttl_sec=60)
+    await http(e, f"/ws?token={token}")
+    resp, _, held = await http(e, f"/ws?token={token}")
+    assert resp is None and not held.t.closed
+    held.conn.data_received(b"x" * MAX_HELD_BYTES)
+    assert held.t.aborted
+    for s in tuple(e.sessions):
+        s.close(1001, "test over")
+    e.close_lobby()
