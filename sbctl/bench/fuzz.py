@@ -603,6 +603,9 @@ class FuzzRun:
                 await asyncio.sleep(0.2)
                 continue
             self.opened += 1
+            if self.sent >= self.p.frames:  # the pacer is done: no hellos past the frame budget
+                conn.close(1000)
+                return
             if rng.random() < 0.15:
                 for _ in range(rng.randrange(1, 3)):
                     conn.send_raw(*self.gen.hostile_hello())

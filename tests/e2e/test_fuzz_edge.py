@@ -36,7 +36,9 @@ def test_fuzzing_a_live_edge_breaks_nothing() -> None:
               command=f"SB_FUZZ_SEED={SEED} pytest tests/e2e/test_fuzz_edge.py")
     report = render(rep)
     print(report)
-    assert rep.frames == FRAMES, report
+    # Every frame was sent; a connection opened just before the pacer's last
+    # tick says its hellos (1-3 frames) on top, so a few more may be counted.
+    assert FRAMES <= rep.frames <= FRAMES + 3 * rep.connections, report
     assert rep.connections_opened > rep.connections, report  # churn: more connections than slots
     assert rep.control.sent > 100 and rep.control.delivered == rep.control.sent, report
     assert rep.ok, report
