@@ -28,7 +28,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from switchboard.db.cql import OPTIONS, CassandraOptions, CqlSession, StoreUnavailable, parse_url
 from switchboard.frames import Msg
@@ -47,7 +47,27 @@ BUCKET_SIZE = 1000
 # 100 x 16 KiB bodies = 1.6 MiB, far below max_mutation_size (half a commitlog
 # segment, 16 MiB by default).
 BATCH_ROWS = 100
+# Partitions per multi-partition UNLOGGED batch, for partitions with few rows
+# in an archive batch (thousands of conversations: ~1 row each). Each request
+# costs ~190 us of the driver's Python and ~200 us of the JVM whatever its
+# size, so rows of several partitions share one; only partitions with the
+# same replicas go together (the coordinator, chosen by the first row's
+# token, then applies them locally and forwards as it would anyway). 10 is
+# Cassandra's unlogged_batch_across_partitions_warn_threshold: above it
+# every such batch logs a warning on the coordinator.
+CROSS_PARTITIONS = 10
+# Rows of one partition in one archive batch below which it shares a
+# multi-partition batch rather than getting a request of its own.
+SMALL_PARTITION = 10
+# Bytes of data (Cassandra's measure: values plus ~16 bytes per cell) per
+# multi-partition batch: Cassandra logs a warning for each one over
+# batch_size_warn_threshold (5 KiB by default) and refuses those over
+# batch_size_fail_threshold (50 KiB); single-partition batches are exempt
+# from both. A partition whose rows are larger goes alone.
+CROSS_BYTES = 4096
+_ROW_OVERHEAD = 128  # per row: the clustering seq, ts and 5 cells' timestamps and TTLs, with margin
 _SEQ_MAX = 2**62
+_P = TypeVar("_P")  # a partition in _by_replicas: (conv, bucket) or (conv, bucket, rows)
 # (conv, bucket) keys remembered as indexed: ~100 bytes each, a few MiB; an
 # evicted key only costs one idempotent re-write of its index row.
 INDEX_CACHE = 50_000
@@ -68,6 +88,13 @@ def row_values(conv: bytes, bucket: bytes, m: Msg) -> list[bytes]:
 
 def bucket_of(seq: int) -> int:
     return seq // BUCKET_SIZE
+
+
+def _composite(*parts: bytes) -> bytes:
+    """The routing key of a composite partition key (Cassandra's
+    CompositeType: each part's 2-byte length, its bytes, a 0 byte), as the
+    driver computes it for a bound statement."""
+    return b"".join(struct.pack(">H", len(p)) + p + b"\x00" for p in parts)
 
 
 def _tables(ks: str) -> list[str]:
@@ -206,22 +233,28 @@ class CassandraStore:
         #    _indexed), i.e. once per BUCKET_SIZE messages of a conversation.
         new = [key for key in by_partition if key not in self._indexed]
         if new:
-            await self._cql.execute_many([(self._ps["index_insert"], key) for key in new])
+            await self._cql.execute_many(self._index_requests(new))
             for key in new:
                 self._indexed[key] = None
             while len(self._indexed) > INDEX_CACHE:
                 self._indexed.popitem(last=False)
-        # 2) the messages: one UNLOGGED batch per partition chunk (a single
-        #    mutation on one replica set; multi-partition batches would only
-        #    add coordinator work), all chunks concurrently.
+        # 2) the messages: one UNLOGGED batch per chunk of a partition with
+        #    many rows (a single mutation on one replica set); partitions
+        #    with few rows share multi-partition batches (CROSS_PARTITIONS);
+        #    all requests concurrently.
         ins = self._ps["msg_insert"]
+        add, query_id = self._add_row, ins.query_id
+        assert add is not None  # open() set it
         work: list[tuple[Any, Any]] = []  # (statement, params) for execute_many
+        small: list[tuple[str, int, list[Msg], int]] = []  # (conv, bucket, rows, bytes)
         for (conv, bucket), rows in by_partition.items():
             ordered = [rows[s] for s in sorted(rows)]
-            if len(ordered) == 1:  # a lone row: a plain insert is cheaper than a batch of one
-                m = ordered[0]
-                work.append((ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind)))
-                continue
+            if len(ordered) < SMALL_PARTITION:
+                size = sum(_ROW_OVERHEAD + len(m.id) + len(m.from_) + len(m.body.encode()) + len(m.kind)
+                           for m in ordered)
+                if size <= CROSS_BYTES:
+                    small.append((conv, bucket, ordered, size))
+                    continue
             conv_b, bucket_b = conv.encode(), _int64(bucket)
             for i in range(0, len(ordered), BATCH_ROWS):
                 batch = BatchStatement(batch_type=BatchType.UNLOGGED)
@@ -231,13 +264,73 @@ class CassandraStore:
                 # routing key (token-aware routing) and keyspace; the others
                 # are serialized by row_values (same bytes, the same query id).
                 batch.add(ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind))
-                add, query_id = self._add_row, ins.query_id
-                assert add is not None  # open() set it
                 for m in chunk[1:]:
                     add(batch, query_id, row_values(conv_b, bucket_b, m))
                 batch.is_idempotent = True  # an upsert of identical rows
                 work.append((batch, None))
+        for group in self._by_replicas(small, lambda p: _composite(p[0].encode(), _int64(p[1])),
+                                       lambda p: (len(p[2]), p[3])):
+            if len(group) == 1 and len(group[0][2]) == 1:  # a lone row: a plain insert is cheaper than a batch
+                conv, bucket, (m,), _ = group[0]
+                work.append((ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind)))
+                continue
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            first = True
+            for conv, bucket, ordered, _ in group:
+                conv_b, bucket_b = conv.encode(), _int64(bucket)
+                for m in ordered:
+                    if first:  # routing key and keyspace, as above
+                        batch.add(ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind))
+                        first = False
+                    else:
+                        add(batch, query_id, row_values(conv_b, bucket_b, m))
+            batch.is_idempotent = True
+            work.append((batch, None))
         await self._cql.execute_many(work)
+
+    def _index_requests(self, keys: list[tuple[str, int]]) -> list[tuple[Any, Any]]:
+        """The conv_index rows of ``keys``: up to CROSS_PARTITIONS
+        conversations with the same replicas per UNLOGGED batch."""
+        from cassandra.query import BatchStatement, BatchType
+
+        stmt = self._ps["index_insert"]
+        out: list[tuple[Any, Any]] = []
+        for group in self._by_replicas(keys, lambda k: k[0].encode(), lambda k: (1, _ROW_OVERHEAD + len(k[0]))):
+            if len(group) == 1:
+                out.append((stmt, group[0]))
+                continue
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for key in group:
+                batch.add(stmt, key)
+            batch.is_idempotent = True
+            out.append((batch, None))
+        return out
+
+    def _by_replicas(self, items: Sequence[_P], routing_key: Callable[[_P], bytes],
+                     size: Callable[[_P], tuple[int, int]]) -> list[list[_P]]:
+        """``items`` (partitions) in groups of at most CROSS_PARTITIONS whose
+        partitions have the same replicas (by the driver's token map; one set
+        for all when it has none), at most BATCH_ROWS rows and CROSS_BYTES
+        bytes (``size``: rows, bytes)."""
+        metadata, ks = self._cql.session.cluster.metadata, self.options.keyspace
+        by_set: dict[tuple[Any, ...], list[_P]] = defaultdict(list)
+        for item in items:
+            by_set[tuple(metadata.get_replicas(ks, routing_key(item)))].append(item)
+        out: list[list[_P]] = []
+        for same in by_set.values():
+            group: list[_P] = []
+            rows = nbytes = 0
+            for item in same:
+                n, b = size(item)
+                if group and (len(group) == CROSS_PARTITIONS or rows + n > BATCH_ROWS or nbytes + b > CROSS_BYTES):
+                    out.append(group)
+                    group, rows, nbytes = [], 0, 0
+                group.append(item)
+                rows += n
+                nbytes += b
+            if group:
+                out.append(group)
+        return out
 
     async def messages(self, conv_id: str, *, before: int | None = None, after: int | None = None,
                        limit: int = 50) -> list[Msg]:

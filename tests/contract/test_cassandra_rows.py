@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from switchboard.frames import Msg
-from switchboard.store.cassandra import CassandraStore, _int64, bucket_of, row_values
+from switchboard.store.cassandra import CROSS_PARTITIONS, CassandraStore, _composite, _int64, bucket_of, row_values
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.timeout(420)]  # the first test may wait for the node
 
@@ -54,6 +54,8 @@ async def test_row_values_are_the_drivers_bound_values(store: CassandraStore, m:
     finally:
         cluster.shutdown()
     assert row_values(m.conv.encode(), _int64(bucket_of(m.seq)), m) == list(bound.values)
+    # ...and the routing key the store groups partitions by (their replicas) is the driver's
+    assert _composite(m.conv.encode(), _int64(bucket_of(m.seq))) == bound.routing_key
 
 
 async def test_a_batch_written_the_fast_way_reads_back(store: CassandraStore) -> None:
@@ -62,3 +64,27 @@ async def test_a_batch_written_the_fast_way_reads_back(store: CassandraStore) ->
             for s in range(1, 251)]  # 250 rows of one bucket: 3 batches, 2 of them full
     await store.append_messages(msgs)
     assert await store.messages(conv, after=0, limit=200) + await store.messages(conv, after=200, limit=200) == msgs
+
+
+@pytest.mark.parametrize(("rows_each", "body_bytes"), [
+    (1, 20), (3, 20), (12, 20),  # 12 rows cross a bucket boundary (1000) and go as partition batches
+    (1, 1500), (3, 1500),  # several per batch until CROSS_BYTES
+    (1, 16_000),  # each alone: 10 in one batch would be refused (batch_size_fail_threshold, 50 KiB)
+])
+async def test_many_small_partitions_share_batches_and_read_back(store: CassandraStore, rows_each: int,
+                                                                 body_bytes: int) -> None:
+    """Thousands of conversations make an archive batch of ~1 row per
+    partition; those rows now share multi-partition batches (at most
+    CROSS_PARTITIONS partitions with the same replicas and CROSS_BYTES of
+    data, conv_index rows too) instead of a request each. Every row and
+    index entry must land: a row batched under another partition's routing
+    key, an index row lost or a batch Cassandra refuses as too large shows
+    here as an error, a missing message or a wrong last_seq."""
+    convs = ["c" + uuid.uuid4().hex[:12] for _ in range(4 * CROSS_PARTITIONS + 3)]
+    msgs = [Msg(conv=c, seq=s, id=f"m{s}", from_="alice", body=f"{c} {s} " + "é" * (body_bytes // 2),
+                ts=1_700_000_000_000 + s)
+            for c in convs for s in range(998, 998 + rows_each)]
+    await store.append_messages(msgs[::-1])
+    for c in convs:
+        assert await store.messages(c, limit=50) == [m for m in msgs if m.conv == c]
+        assert await store.last_seq(c) == 997 + rows_each
