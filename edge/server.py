@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import random
 import signal
 import ssl
@@ -48,19 +47,18 @@ from websockets.http11 import Request, Response
 
 import switchboard
 from edge import pathtick
+from edge.admission import BODY as ADMISSION_BODY, Admission
 from edge.deadlines import Deadlines
 from edge.devsignin import DevSignin
 from edge.features import Features
 from edge.hub import Hub
-from edge.lobby import Lobby
 from edge.metrics import EdgeMetrics
 from edge.pathtick import PathWatch
 from edge.ratelimit import TokenBucket
-from edge.retryafter import RetryAfter
 from edge.sends import SendBudget
 from edge.session import Session
 from edge.static import StaticFiles
-from edge.transport import HOLD, Verdict, WsConfig, WsConn, WsServer
+from edge.transport import WsConfig, WsConn, WsServer
 from switchboard import api, auth, events, frames, log, rpc, tls
 from switchboard.bus import streams
 from switchboard.bus.conn import BusConnection, BusError, connect as bus_connect
@@ -125,18 +123,8 @@ class Edge:
         self._epoch_watch: asyncio.Task[None] | None = None
         self._recheck: asyncio.Task[None] | None = None  # sessions reading INBOX after a bus reconnect or path break
         self.path: PathWatch | None = None  # the path tick's chain (edge/pathtick.py), from start()
-        self._admission = TokenBucket(rate=settings.admit_per_sec, burst=settings.admit_per_sec)
-        self._rejected_admission = self.metrics.rejected.labels("admission")
-        # Sessions upgraded and not yet synced: admission refuses beyond admit_max_opening.
-        self.opening = 0
-        self._max_opening = settings.admit_max_opening
-        self._rejected_opening = self.metrics.rejected.labels("opening")
-        # The Retry-After of a refusal: an appointment at the rate this edge completes openings.
-        self._retry_after = RetryAfter(max_opening=settings.admit_max_opening, max_rate=settings.admit_per_sec)
-        # Upgrades over admit_max_opening whose appointment would be near wait here instead.
-        self._lobby: Lobby[WsConn] = Lobby(hold_sec=settings.admit_hold_sec)
-        self._lobby_timer: asyncio.TimerHandle | None = None
-        self._lobby_admit: asyncio.Handle | None = None
+        # Who gets in (admit_per_sec, admit_max_opening, the lobby): edge/admission.py.
+        self.admission = Admission(settings=settings, metrics=self.metrics)
         self._server: WsServer | None = None
         # sb-edge in `nats micro ls`: the edge's stats endpoint (switchboard/rpc/).
         self.rpc = rpc.RpcService(nc, name="sb-edge", version=switchboard.__version__,
@@ -257,7 +245,7 @@ class Edge:
 
     async def stop(self) -> None:
         _stop_reloading(self)
-        self.close_lobby()
+        self.admission.close()
         if self._server is not None:
             await self._server.close(CLOSE_GOING_AWAY, "edge shutting down; reconnect")
             self._server = None
@@ -287,87 +275,21 @@ class Edge:
         authentication at the upgrade, its plain-HTTP handlers. ``start``
         listens with one; unit tests drive one without sockets."""
         return WsServer(config=config, route=self._process_request, accept=self._accept, http=self._http,
-                        refuse=self._refuse)
-
-    def _refuse(self, conn: WsConn, head: bytes) -> bytes | Verdict | None:
-        """A whole GET request, before it is parsed: an upgrade to /ws while
-        admission has no token left gets the canned 503 (the bucket is only
-        looked at: an admitted request takes its token in _process_request).
-        In a storm most requests end here, so a refusal must cost less than
-        parsing the request and serializing a response (docs/operations.md).
-        Over admit_max_opening, one whose turn is near waits in the lobby."""
-        if head.startswith(_WS_GET) and head[7:8] in b" ?":
-            if self.opening >= self._max_opening:
-                now = time.monotonic()
-                lobby = self._lobby
-                if lobby.hold_sec > 0 and self._retry_after.hold(now, lobby.hold_sec):
-                    lobby.add(conn, now)
-                    self.metrics.held.inc()
-                    self.metrics.lobby.set(len(lobby))
-                    if self._lobby_timer is None:
-                        self._lobby_timer = asyncio.get_running_loop().call_later(lobby.hold_sec / 2,
-                                                                                  self._lobby_expire)
-                    return HOLD
-                self._rejected_opening.inc()
-                return _admission_503(self._retry_after.refused(now))
-            if self._admission.empty():
-                self._rejected_admission.inc()
-                return _admission_503(self._retry_after.refused(time.monotonic()))
-        return None
+                        refuse=self.admission.refuse)
 
     def opened(self, took: float | None = None) -> None:
-        """A session left its opening: synced ``took`` seconds after its
-        upgrade, or (None) closed before: one more may be admitted."""
-        self.opening -= 1
-        if took is not None:
-            self._retry_after.opened(took)
-        if self._lobby and self._lobby_admit is None:  # let the oldest waiting in, after this tick's work
-            self._lobby_admit = asyncio.get_running_loop().call_soon(self._lobby_let_in)
-
-    def close_lobby(self) -> None:
-        """Stop its timers (stop(); the held connections close with the server)."""
-        for handle in (self._lobby_timer, self._lobby_admit):
-            if handle is not None:
-                handle.cancel()
-        self._lobby_timer = self._lobby_admit = None
-
-    def _lobby_let_in(self) -> None:
-        """Places are free: the oldest held upgrades go on (each becomes an
-        opening synchronously, in _accept, or is answered)."""
-        self._lobby_admit = None
-        while self.opening < self._max_opening:
-            conn = self._lobby.next()
-            if conn is None:
-                break
-            conn.proceed()
-        self.metrics.lobby.set(len(self._lobby))
-
-    def _lobby_expire(self) -> None:
-        """Every hold_sec / 2 while the lobby is not empty: upgrades held
-        twice hold_sec get the 503 with an appointment they would have had
-        (at most 2.5 hold_sec after they came: 7.5 s by default, under the
-        open_timeout that would cut them unanswered)."""
-        self._lobby_timer = None
-        now = time.monotonic()
-        for conn in self._lobby.expire(now):
-            self._rejected_opening.inc()
-            conn.answer_raw(_admission_503(self._retry_after.refused(now)))
-        self.metrics.lobby.set(len(self._lobby))
-        if self._lobby:
-            self._lobby_timer = asyncio.get_running_loop().call_later(self._lobby.hold_sec / 2, self._lobby_expire)
+        """A session left its opening (edge/admission.py): synced ``took``
+        seconds after its upgrade, or (None) closed before."""
+        self.admission.opened(took)
 
     def _process_request(self, request: Request) -> Response | None:
         """GET requests (websockets' parser reads only those): a plain answer,
         or None to upgrade ``/ws``."""
         path = request.path.split("?", 1)[0]
         if path == "/ws":
-            refused = self._rejected_opening if self.opening >= self._max_opening else (
-                None if self._admission.take() else self._rejected_admission)
-            if refused is not None:
-                refused.inc()
-                wait = self._retry_after.refused(time.monotonic())
-                return _response(HTTPStatus.SERVICE_UNAVAILABLE, _ADMISSION_BODY, "text/plain",
-                                 retry_after=str(wait))
+            wait = self.admission.check()
+            if wait is not None:
+                return _response(HTTPStatus.SERVICE_UNAVAILABLE, ADMISSION_BODY, "text/plain", retry_after=str(wait))
             return None
         if path == "/metrics":
             return _response(HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4")
@@ -415,7 +337,7 @@ class Edge:
             conn.close(CLOSE_UNAUTHORIZED, exc.message)
             return None
         sess = Session(edge=self, conn=conn, user=ident.user)
-        self.opening += 1  # until the session calls opened()
+        self.admission.began()  # an opening until the session calls opened()
         self._expiry.add(sess, ident.expires_at)
         self._hold_socket(sess)
         self.sessions.add(sess)
@@ -589,19 +511,6 @@ class Edge:
             raise RateLimited(f"more than {per_min} conv.list per minute; ask again later")
         reply = await self.call(api.CONV_LIST, events.ConvListQuery(user=sess.user))
         return frames.ConvList(convs=reply.convs, more=reply.more, ref=f.id)
-
-
-# The admission refusal: HTTP 503 with Retry-After (docs/protocol.md), the
-# same bytes whichever path answers it (Edge._refuse before parsing, or
-# _process_request for a request that came in pieces).
-_WS_GET = b"GET /ws"
-_ADMISSION_BODY = b"too many new connections; retry with backoff\n"
-
-
-@functools.lru_cache(maxsize=64)  # one per Retry-After value (1..30 s, edge/retryafter.py)
-def _admission_503(retry_after: int) -> bytes:
-    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\nRetry-After: %d\r\n\r\n%s" % (len(_ADMISSION_BODY), retry_after, _ADMISSION_BODY))
 
 
 # Edges (of this process) whose certificate SIGHUP reloads; one handler for all.

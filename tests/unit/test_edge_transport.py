@@ -403,16 +403,16 @@ async def test_admission_bounds_connections_still_opening():
              nc=MagicMock())
     token = auth.issue("s" * 32, "u1", ttl_sec=60)
     first, _, _ = await http(e, f"/ws?token={token}")
-    assert first.status_code == 101 and e.opening == 1
+    assert first.status_code == 101 and e.admission.opening == 1
     refused, _, _ = await http(e, f"/ws?token={token}")
     assert refused.status_code == HTTPStatus.SERVICE_UNAVAILABLE and int(refused.headers["Retry-After"]) >= 1
     assert e.metrics.rejected.labels("opening")._value.get() == 1
     sess = next(iter(e.sessions))
     sess.conn.connection_lost(None)  # gone before its hello
-    assert e.opening == 0
+    assert e.admission.opening == 0
     # ...and says nothing about how long an opening takes: a client that gave
     # up would drag the Retry-After rate (edge/retryafter.py) down
-    assert e._retry_after._took is None  # nothing measured
+    assert e.admission._retry_after._took is None  # nothing measured
     again, _, _ = await http(e, f"/ws?token={token}")
     assert again.status_code == 101
     for s in tuple(e.sessions):
@@ -441,7 +441,7 @@ async def test_lobby_holds_upgrades_whose_turn_is_near(hold_sec, held, refused):
     assert e.metrics.held._value.get() == held and e.metrics.rejected.labels("opening")._value.get() == refused
     for s in tuple(e.sessions):
         s.close(1001, "test over")
-    e.close_lobby()
+    e.admission.close()
 
 
 async def test_lobby_lets_the_oldest_in_when_an_opening_ends_and_skips_the_gone():
@@ -454,16 +454,16 @@ async def test_lobby_lets_the_oldest_in_when_an_opening_ends_and_skips_the_gone(
     _, _, first = await http(e, f"/ws?token={token}")
     _, _, left = await http(e, f"/ws?token={token}")
     resp, _, waiting = await http(e, f"/ws?token={token}")
-    assert resp is None and len(e._lobby) == 2
+    assert resp is None and e.admission.waiting == 2
     left.t.closed = True  # its client gave up
     first.conn.connection_lost(None)  # the opening ends before its hello: a place is free
     await tick()
     assert [ev.status_code for ev in waiting.pull() if isinstance(ev, Response)] == [101]
-    assert left.t.writes == [] and len(e._lobby) == 0
-    assert e.opening == 1 and waiting.conn.handler in e.sessions
+    assert left.t.writes == [] and e.admission.waiting == 0
+    assert e.admission.opening == 1 and waiting.conn.handler in e.sessions
     for s in tuple(e.sessions):
         s.close(1001, "test over")
-    e.close_lobby()
+    e.admission.close()
 
 
 async def test_lobby_answers_an_upgrade_held_too_long():
@@ -480,10 +480,10 @@ async def test_lobby_answers_an_upgrade_held_too_long():
     await asyncio.sleep(0.25)
     [answer] = [ev for ev in held.pull() if isinstance(ev, Response)]
     assert answer.status_code == HTTPStatus.SERVICE_UNAVAILABLE and int(answer.headers["Retry-After"]) >= 1
-    assert held.t.closed and e.metrics.rejected.labels("opening")._value.get() == 1 and len(e._lobby) == 0
+    assert held.t.closed and e.metrics.rejected.labels("opening")._value.get() == 1 and e.admission.waiting == 0
     for s in tuple(e.sessions):
         s.close(1001, "test over")
-    e.close_lobby()
+    e.admission.close()
 
 
 @pytest.mark.parametrize(("answers", "got", "asked"), [
@@ -568,4 +568,4 @@ async def test_a_held_request_that_keeps_sending_is_cut_off():
     assert held.t.aborted
     for s in tuple(e.sessions):
         s.close(1001, "test over")
-    e.close_lobby()
+    e.admission.close()
