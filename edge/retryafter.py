@@ -84,11 +84,11 @@ class RetryAfter:
         self._took = took if avg is None else avg + EWMA_WEIGHT * (took - avg)
 
     def hold(self, now: float, within: float) -> bool:
-        """Book the next slot for a client that will wait on its open
-        connection (the edge's lobby), if that slot is at most ``within``
-        seconds away; False (nothing booked) if it is further."""
-        start = self._next_free if self._next_free > now else now
-        slot = start + 1.0 / self.rate
+        """Book the next slot, if it is at most ``within`` seconds away
+        (False, nothing booked, if it is further): for a client that will
+        wait on its open connection (the edge's lobby), and for every
+        refusal within the horizon."""
+        slot = max(self._next_free, now) + 1.0 / self.rate
         if slot - now > within:
             return False
         self._next_free = slot
@@ -97,9 +97,6 @@ class RetryAfter:
     def refused(self, now: float, rand: Callable[[int, int], int] = random.randint) -> int:
         """Book a slot for a refused client: whole seconds until it (within
         the horizon; beyond it, unbooked: a random time in its second half)."""
-        start = self._next_free if self._next_free > now else now
-        slot = start + 1.0 / self.rate
-        if slot - now > MAX_SEC:
+        if not self.hold(now, MAX_SEC):
             return rand(MAX_SEC // 2, MAX_SEC)
-        self._next_free = slot
-        return max(MIN_SEC, math.ceil(slot - now))
+        return max(MIN_SEC, math.ceil(self._next_free - now))

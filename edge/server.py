@@ -550,8 +550,6 @@ def _response(status: HTTPStatus, body: bytes, ctype: str, retry_after: str | No
     return Response(status.value, status.phrase, headers, body)
 
 
-
-
 def _retrieve(task: asyncio.Task[tuple[int, int]]) -> None:
     """Mark a shared read's failure seen: its callers may all have gone."""
     if not task.cancelled():
