@@ -220,8 +220,6 @@ class CassandraStore:
 
     # -- messages -----------------------------------------------------------
     async def append_messages(self, msgs: Sequence[Msg]) -> None:
-        from cassandra.query import BatchStatement, BatchType
-
         if not msgs:
             return
         by_partition: dict[tuple[str, int], dict[int, Msg]] = defaultdict(dict)
@@ -242,9 +240,6 @@ class CassandraStore:
         #    many rows (a single mutation on one replica set); partitions
         #    with few rows share multi-partition batches (CROSS_PARTITIONS);
         #    all requests concurrently.
-        ins = self._ps["msg_insert"]
-        add, query_id = self._add_row, ins.query_id
-        assert add is not None  # open() set it
         work: list[tuple[Any, Any]] = []  # (statement, params) for execute_many
         small: list[tuple[str, int, list[Msg], int]] = []  # (conv, bucket, rows, bytes)
         for (conv, bucket), rows in by_partition.items():
@@ -255,38 +250,38 @@ class CassandraStore:
                 if size <= CROSS_BYTES:
                     small.append((conv, bucket, ordered, size))
                     continue
-            conv_b, bucket_b = conv.encode(), _int64(bucket)
             for i in range(0, len(ordered), BATCH_ROWS):
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                chunk = ordered[i:i + BATCH_ROWS]
-                m = chunk[0]
-                # The first row through the public API: it sets the batch's
-                # routing key (token-aware routing) and keyspace; the others
-                # are serialized by row_values (same bytes, the same query id).
-                batch.add(ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind))
-                for m in chunk[1:]:
-                    add(batch, query_id, row_values(conv_b, bucket_b, m))
-                batch.is_idempotent = True  # an upsert of identical rows
-                work.append((batch, None))
+                work.append(self._msg_request([(conv, bucket, ordered[i:i + BATCH_ROWS])]))
         for group in self._by_replicas(small, lambda p: _composite(p[0].encode(), _int64(p[1])),
                                        lambda p: (len(p[2]), p[3])):
-            if len(group) == 1 and len(group[0][2]) == 1:  # a lone row: a plain insert is cheaper than a batch
-                conv, bucket, (m,), _ = group[0]
-                work.append((ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind)))
-                continue
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            first = True
-            for conv, bucket, ordered, _ in group:
-                conv_b, bucket_b = conv.encode(), _int64(bucket)
-                for m in ordered:
-                    if first:  # routing key and keyspace, as above
-                        batch.add(ins, (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind))
-                        first = False
-                    else:
-                        add(batch, query_id, row_values(conv_b, bucket_b, m))
-            batch.is_idempotent = True
-            work.append((batch, None))
+            work.append(self._msg_request([(conv, bucket, rows) for conv, bucket, rows, _ in group]))
         await self._cql.execute_many(work)
+
+    def _msg_request(self, parts: list[tuple[str, int, list[Msg]]]) -> tuple[Any, Any]:
+        """(statement, params) writing the rows of ``parts`` (conv, bucket,
+        rows): a plain insert for a lone row (cheaper than a batch of one),
+        else one UNLOGGED batch. Its first row goes through the public API,
+        which sets the batch's routing key (token-aware routing: the first
+        partition's replicas) and keyspace; the others are serialized by
+        row_values (same bytes, the same query id)."""
+        from cassandra.query import BatchStatement, BatchType
+
+        ins = self._ps["msg_insert"]
+        conv, bucket, rows = parts[0]
+        m = rows[0]
+        first = (conv, bucket, m.seq, m.id, m.from_, m.body, m.ts, m.kind)
+        if len(parts) == 1 and len(rows) == 1:
+            return ins, first
+        add, query_id = self._add_row, ins.query_id
+        assert add is not None  # open() set it
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batch.add(ins, first)
+        for k, (conv, bucket, rows) in enumerate(parts):
+            conv_b, bucket_b = conv.encode(), _int64(bucket)
+            for m in rows[1:] if k == 0 else rows:
+                add(batch, query_id, row_values(conv_b, bucket_b, m))
+        batch.is_idempotent = True  # an upsert of identical rows
+        return batch, None
 
     def _index_requests(self, keys: list[tuple[str, int]]) -> list[tuple[Any, Any]]:
         """The conv_index rows of ``keys``: up to CROSS_PARTITIONS
