@@ -36,6 +36,7 @@ from switchboard import frames
 from switchboard.backoff import Backoff
 from switchboard.bus.conn import BusMsg
 from switchboard.bus.direct import DirectGetError
+from switchboard.bus.proto import header_at, header_key
 from switchboard.errors import BadFrame, FrameTooLarge, RateLimited, SwitchboardError, Unavailable
 from switchboard.trace import TRACE_HEADER, TRACE_HEADER_BYTES
 
@@ -54,6 +55,11 @@ BACKEND_AWAY = (TimeoutError, Unavailable, DirectGetError, nats.errors.Error)
 REREAD_RETRY_FIRST_SEC = 0.25
 REREAD_RETRY_CAP_SEC = 2.0
 _conn_ids = itertools.count(1)
+# The three fields of an INBOX republish a delivery reads, as searched for
+# in its raw header block (switchboard.bus.proto.header_at).
+SEQUENCE_KEY = header_key(b"Nats-Sequence")
+LAST_SEQUENCE_KEY = header_key(b"Nats-Last-Sequence")
+MSG_ID_KEY = header_key(b"Nats-Msg-Id")
 # Session states.
 WAIT_HELLO, HELLO, LIVE, CLOSED = range(4)
 
@@ -349,14 +355,15 @@ class Session:
             return  # before hello: the replay will read it from INBOX
         # Three header fields looked up in the raw block (no parse of the
         # other four the republish carries: ~3 µs per delivery saved).
-        seq_b = msg.header(b"Nats-Sequence")
+        hdr = msg.hdr
+        seq_b = header_at(hdr, SEQUENCE_KEY)
         if seq_b is None:
             return  # not a stored entry (edge.hub drops and counts these first)
         seq = int(seq_b)
-        action = core.on_live(seq, int(msg.header(b"Nats-Last-Sequence") or 0))
+        action = core.on_live(seq, int(header_at(hdr, LAST_SEQUENCE_KEY) or 0))
         if action == DELIVER:
-            msg_id = msg.header(b"Nats-Msg-Id")
-            self._put_entry(seq, msg_id.decode() if msg_id else None, msg.hdr.find(TRACE_HEADER_BYTES) >= 0,
+            msg_id = header_at(hdr, MSG_ID_KEY)
+            self._put_entry(seq, msg_id.strip().decode() if msg_id else None, hdr.find(TRACE_HEADER_BYTES) >= 0,
                             msg.data)
         elif action == GAP:
             self.edge.metrics.gaps.inc()

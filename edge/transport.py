@@ -6,7 +6,9 @@ future plus several awaits per frame (24 µs per frame in and out, against
 
 - bytes in -> ``ServerProtocol.receive_data`` -> each complete text (or
   binary) message goes synchronously to ``handler.on_frame(data)``;
-- frames out are appended with ``send_text`` and the bytes from
+- frames out are serialized here (:func:`switchboard.compat.websockets.text_frame`)
+  and appended to the protocol's own write list, in order with its pongs and
+  close (``send_text`` costs 9x as much per frame), and the bytes from
   ``data_to_send()`` are written with ONE ``transport.write`` per socket per
   loop tick (one edge-wide ``call_soon`` flush over the sockets written to);
 - backpressure: above the transport's high-water mark (``pause_writing``) new
@@ -46,7 +48,12 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from edge.httpreq import BodyReader, error_response
-from switchboard.compat.websockets import CONNECTING, OPEN, ServerProtocol  # checked against the pinned range
+from switchboard.compat.websockets import (  # checked against the pinned range
+    CONNECTING,
+    OPEN,
+    ServerProtocol,
+    text_frame,
+)
 from switchboard.log import get as get_logger
 
 CLOSE_SLOW_CONSUMER = 4008
@@ -304,7 +311,7 @@ class WsConn(asyncio.Protocol):
         proto = self.proto
         if proto.state is not OPEN:
             return False
-        proto.send_text(data)
+        proto.writes.append(text_frame(data))  # what send_text(data) appends, at a ninth of its cost
         self.frames_out += 1
         if not self._dirty:
             self._dirty = True

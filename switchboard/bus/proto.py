@@ -124,13 +124,25 @@ def header_value(hdr: bytes, field: bytes) -> bytes | None:
     (:func:`parse_headers` keeps the last; nats-server repeats none of the
     fields read this way). ~1.5 µs for the three fields a delivery needs,
     against ~4.3 µs to parse the whole block of an INBOX republish."""
-    key = b"\r\n" + field + b":"
+    v = header_at(hdr, b"\r\n" + field + b":")
+    return None if v is None else v.strip()
+
+
+def header_key(field: bytes) -> bytes:
+    """What :func:`header_at` looks for: made once per field, not per message."""
+    return b"\r\n" + field + b":"
+
+
+def header_at(hdr: bytes, key: bytes) -> bytes | None:
+    """:func:`header_value` for a key made by :func:`header_key`, value NOT
+    stripped (``int()`` ignores the space after the colon; a string value
+    needs ``.strip()``): the hot path's lookup, ~0.3 µs cheaper per field."""
     i = hdr.find(key)
     if i < 0:
         return None
     i += len(key)
     j = hdr.find(b"\r\n", i)
-    return (hdr[i:] if j < 0 else hdr[i:j]).strip()
+    return hdr[i:] if j < 0 else hdr[i:j]
 
 
 def parse_headers(hdr: bytes) -> dict[str, str]:

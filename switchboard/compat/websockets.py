@@ -16,6 +16,12 @@ written against 17.x. What it borrows, checked at import:
   :data:`PROTOCOL_SURFACE`;
 - ``http11.Request``'s ``method`` and ``protocol`` fields (edge/httpreq.py
   builds requests for non-GET methods, which websockets does not parse).
+- ``Protocol.writes``: the list of byte chunks ``data_to_send()`` hands out
+  (and resets), to which ``send_frame`` appends each serialized frame. The
+  edge appends its outgoing text frames there itself (:func:`text_frame`),
+  in the very order websockets' own frames (pongs, the close) take: 3.6 µs
+  per frame through ``send_text`` (a ``Frame``, its checks, ``serialize``)
+  against ~0.4 µs, and a 1:1 message is three frames out of an edge.
 """
 
 from __future__ import annotations
@@ -45,6 +51,17 @@ def _send_eof() -> object:
     return SEND_EOF
 
 
+def _writes_list() -> object:
+    p = ServerProtocol()
+    writes = vars(p).get("writes")
+    if type(writes) is not list:
+        raise AttributeError("no Protocol.writes list")
+    hand_out = getattr(ServerProtocol, "data_to_send", None)  # if gone, its own probe names it
+    if hand_out is not None and hand_out(p) is not writes:
+        raise AttributeError("data_to_send() does not hand out Protocol.writes")
+    return writes
+
+
 def _protocol_attr(name: str) -> Callable[[], object]:
     return lambda: getattr(ServerProtocol, name)
 
@@ -66,6 +83,7 @@ BORROWED: dict[str, Callable[[], object]] = {
     **{f"websockets.server.ServerProtocol.{n}": _protocol_attr(n) for n in PROTOCOL_SURFACE},
     "websockets.http11.Request.method": _request_field("method"),
     "websockets.http11.Request.protocol": _request_field("protocol"),
+    "websockets.protocol.Protocol.writes (a list that data_to_send() hands out)": _writes_list,
 }
 
 
@@ -80,4 +98,20 @@ VERSION = check()
 CONNECTING = State.CONNECTING
 OPEN = State.OPEN
 
-__all__ = ["CONNECTING", "OPEN", "ServerProtocol", "check"]
+# First byte of an unfragmented text frame: FIN + opcode 1 (RFC 6455, 5.2).
+_FIN_TEXT = 0x81
+
+
+def text_frame(data: bytes) -> bytes:
+    """One unfragmented, unmasked text frame carrying ``data`` (a server's
+    frame: servers do not mask; no extension is negotiated by the edge, so
+    no RSV bit is set). Byte for byte what ``Frame(TEXT, data).serialize(
+    mask=False, extensions=[])`` produces (a unit test compares them)."""
+    n = len(data)
+    if n < 126:
+        return bytes((_FIN_TEXT, n)) + data
+    if n < 65536:
+        return bytes((_FIN_TEXT, 126, n >> 8, n & 0xFF)) + data
+    return bytes((_FIN_TEXT, 127)) + n.to_bytes(8, "big") + data
+
+__all__ = ["CONNECTING", "OPEN", "ServerProtocol", "check", "text_frame"]

@@ -15,6 +15,8 @@ from switchboard.bus.proto import (
     Parser,
     ProtocolError,
     encode_headers,
+    header_at,
+    header_key,
     header_value,
     parse_headers,
 )
@@ -147,6 +149,8 @@ REPUBLISH = (b"NATS/1.0\r\nNats-Msg-Id: dm-1:5:alice\r\nNats-Stream: SB_INBOX\r\
 def test_header_value(hdr: bytes, field: bytes, value: bytes | None) -> None:
     assert header_value(hdr, field) == value
     assert BusMsg("s", "", b"", hdr).header(field) == value
+    raw = header_at(hdr, header_key(field))  # the edge's form: unstripped, int() and .strip() take it from there
+    assert (raw.strip() if raw is not None else None) == value
     parsed = parse_headers(hdr).get(field.decode())
     assert parsed == (value.decode() if value is not None else None)
 

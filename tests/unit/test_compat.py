@@ -167,6 +167,10 @@ BREAKERS: list[tuple[types.ModuleType, str, Callable[[pytest.MonkeyPatch], None]
     *((ws_compat, f"websockets.server.ServerProtocol.{n}", _without(n)) for n in ws_compat.PROTOCOL_SURFACE),
     (ws_compat, "websockets.http11.Request.method", _request_without("method")),
     (ws_compat, "websockets.http11.Request.protocol", _request_without("protocol")),
+    # data_to_send() handing out a copy: frames the edge appends to writes would never be sent
+    (ws_compat, "websockets.protocol.Protocol.writes (a list that data_to_send() hands out)",
+     lambda mp: mp.setattr(ws_compat, "ServerProtocol", type("P", (ws_compat.ServerProtocol,),
+                                                              {"data_to_send": lambda self: list(self.writes)}))),
     (cassandra_driver, "cassandra.query.BatchStatement._add_statement_and_params",
      lambda mp: mp.setattr(cassandra_driver, "BatchStatement", type("BatchStatement", (), {}))),
 ]
@@ -215,3 +219,39 @@ def test_the_edge_uses_the_guarded_states():
     import edge.transport
 
     assert edge.transport.OPEN is State.OPEN and edge.transport.CONNECTING is State.CONNECTING
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_text_frame_is_what_websockets_serializes(size):
+    """The edge writes its text frames itself (switchboard.compat.websockets.text_frame);
+    each length class of the header (7-bit, 16-bit, 64-bit) must be byte for
+    byte websockets' own unmasked frame, or clients would read garbage."""
+    from websockets.frames import Frame, Opcode
+
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert ws_compat.text_frame(data) == Frame(Opcode.TEXT, data).serialize(mask=False, extensions=[])
+
+
+def test_frames_appended_to_writes_go_out_in_order_with_the_close():
+    """What the edge appends to ``writes`` leaves in data_to_send() before a
+    close sent after it, as send_text's frames would."""
+    from websockets.frames import Close, Frame, Opcode
+    from websockets.protocol import State
+    from websockets.streams import StreamReader
+
+    p = ws_compat.ServerProtocol()
+    p.state = State.OPEN
+    p.writes.append(ws_compat.text_frame(b'{"a":1}'))
+    p.send_close(1000, "bye")
+    wire = b"".join(p.data_to_send())
+    reader = StreamReader()
+    reader.feed_data(wire)
+    frames = []
+    for _ in range(2):
+        gen = Frame.parse(reader.read_exact, mask=False)
+        try:
+            next(gen)
+        except StopIteration as done:
+            frames.append(done.value)
+    assert [f.opcode for f in frames] == [Opcode.TEXT, Opcode.CLOSE]
+    assert frames[0].data == b'{"a":1}' and Close.parse(frames[1].data).code == 1000
