@@ -140,14 +140,19 @@ class Session:
             self._held = deque()
         self.conn.pause_reading("sends")
 
+    def _held_now(self) -> deque[bytes] | None:
+        """``self._held`` as it is now: ``_handle`` may have paused the sends again."""
+        return self._held
+
     def _release(self) -> None:
         """Sends may go on: handle what was held (until they pause again), then read."""
         held = self._held
         self._held = None
         while held:
             self._handle(held.popleft())
-            if self._held is not None:  # paused again: the rest waits, in front of anything newer
-                self._held.extendleft(reversed(held))
+            again = self._held_now()  # (read through a call: mypy narrowed self._held to None above)
+            if again is not None:  # paused again: the rest waits, in front of anything newer
+                again.extendleft(reversed(held))
                 return
         if self.state == LIVE:
             self.conn.resume_reading("sends")
