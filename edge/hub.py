@@ -48,6 +48,7 @@ import msgspec
 
 from switchboard import frames
 from switchboard.bus.conn import BusConnection, BusMsg
+from switchboard.bus.proto import header_key
 from switchboard.subjects import EV_CONV, EV_PRESENCE, EV_RECEIPT, EV_TYPING, Subjects
 
 # Every stored message is a frames.Msg, encoded with its tag first.
@@ -60,8 +61,9 @@ EVENT_FRAMES: dict[str, type] = {
     EV_CONV: frames.Conv,
 }
 # A stored entry's header block has this line (INBOX's republish); looked
-# for in the raw bytes, the block is not parsed (switchboard.bus.proto.header_value).
-NATS_SEQUENCE_LINE = b"\r\nNats-Sequence:"
+# for in the raw bytes, the block is not parsed (switchboard.bus.proto.header_at;
+# edge.session reads the value with the same key).
+NATS_SEQUENCE_LINE = header_key(b"Nats-Sequence")
 # A conversation notice with this header (its value = the conversation)
 # subscribes the members' sockets to a large group's subject.
 LARGE_CONV_HEADER = "Sb-Large-Conv"

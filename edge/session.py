@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 import nats.errors
 
 from edge.catchup import DELIVER, FROM_NOW, GAP, REPLAY, Catchup, stale_bounds
+from edge.hub import NATS_SEQUENCE_LINE
 from edge.ratelimit import TokenBucket
 from edge.sends import Sends
 from edge.transport import WsConn
@@ -56,8 +57,9 @@ REREAD_RETRY_FIRST_SEC = 0.25
 REREAD_RETRY_CAP_SEC = 2.0
 _conn_ids = itertools.count(1)
 # The three fields of an INBOX republish a delivery reads, as searched for
-# in its raw header block (switchboard.bus.proto.header_at).
-SEQUENCE_KEY = header_key(b"Nats-Sequence")
+# in its raw header block (switchboard.bus.proto.header_at); the first is
+# the line edge.hub checks every live delivery for.
+SEQUENCE_KEY = NATS_SEQUENCE_LINE
 LAST_SEQUENCE_KEY = header_key(b"Nats-Last-Sequence")
 MSG_ID_KEY = header_key(b"Nats-Msg-Id")
 # Session states.

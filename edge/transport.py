@@ -8,7 +8,7 @@ future plus several awaits per frame (24 µs per frame in and out, against
   binary) message goes synchronously to ``handler.on_frame(data)``;
 - frames out are serialized here (:func:`switchboard.compat.websockets.text_frame`)
   and appended to the protocol's own write list, in order with its pongs and
-  close (``send_text`` costs 9x as much per frame), and the bytes from
+  close (``send_text`` costs 6x as much per frame), and the bytes from
   ``data_to_send()`` are written with ONE ``transport.write`` per socket per
   loop tick (one edge-wide ``call_soon`` flush over the sockets written to);
 - backpressure: above the transport's high-water mark (``pause_writing``) new
@@ -311,7 +311,7 @@ class WsConn(asyncio.Protocol):
         proto = self.proto
         if proto.state is not OPEN:
             return False
-        proto.writes.append(text_frame(data))  # what send_text(data) appends, at a ninth of its cost
+        proto.writes.append(text_frame(data))  # what send_text(data) appends, at a sixth of its cost
         self.frames_out += 1
         if not self._dirty:
             self._dirty = True

@@ -21,7 +21,7 @@ written against 17.x. What it borrows, checked at import:
   edge appends its outgoing text frames there itself (:func:`text_frame`),
   in the very order websockets' own frames (pongs, the close) take: 3.6 µs
   per frame through ``send_text`` (a ``Frame``, its checks, ``serialize``)
-  against ~0.4 µs, and a 1:1 message is three frames out of an edge.
+  against ~0.6 µs, and a 1:1 message is three frames out of an edge.
 """
 
 from __future__ import annotations
@@ -113,5 +113,6 @@ def text_frame(data: bytes) -> bytes:
     if n < 65536:
         return bytes((_FIN_TEXT, 126, n >> 8, n & 0xFF)) + data
     return bytes((_FIN_TEXT, 127)) + n.to_bytes(8, "big") + data
+
 
 __all__ = ["CONNECTING", "OPEN", "ServerProtocol", "check", "text_frame"]
