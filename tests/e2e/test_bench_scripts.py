@@ -22,6 +22,11 @@ SCRIPTS = {
     # KILL_AT=2: the first sequencer is SIGKILLed 2 s into sending; the other takes its partitions.
     "bench-failover": (["scripts/bench-failover", "--rate", "200", "--duration", "6", "--quiet"], {"KILL_AT": "2"},
                        [CORRECT, "partitions owned by"]),
+    # The floor measurement docs/benchmarks.md and docs/architecture.md quote: in every pattern
+    # each send is confirmed and both its copies delivered (it exits 1 otherwise).
+    **{f"measure-nats-floor-{p}": ([sys.executable, "scripts/measure-nats-floor", "--pattern", p, "300"],
+                                   {"FLOOR_SECONDS": "2"}, [f"{p}: offered    300/s", "errors 0"])
+       for p in "BCM"},
 }
 
 
