@@ -26,7 +26,7 @@ SCRIPTS = {
     # each send is confirmed and both its copies delivered (it exits 1 otherwise).
     **{f"measure-nats-floor-{p}": ([sys.executable, "scripts/measure-nats-floor", "--pattern", p, "300"],
                                    {"FLOOR_SECONDS": "2"}, [f"{p}: offered    300/s", "errors 0"])
-       for p in "BCEM"},
+       for p in "BCEMPQS"},
 }
 
 
