@@ -27,6 +27,11 @@ SCRIPTS = {
     **{f"measure-nats-floor-{p}": ([sys.executable, "scripts/measure-nats-floor", "--pattern", p, "300"],
                                    {"FLOOR_SECONDS": "2"}, [f"{p}: offered    300/s", "errors 0"])
        for p in "BCEMPQS"},
+    # The lean end-to-end pipeline the same docs quote, driven by bench delivery: nothing lost,
+    # duplicated or out of order in either pattern (the bench exits 1 otherwise).
+    **{f"measure-lean-pipeline-{p}": ([sys.executable, "scripts/measure-lean-pipeline", "--pattern", p, "--rate",
+                                       "200", "--duration", "2", "--quiet"], {}, [CORRECT])
+       for p in "BQ"},
 }
 
 
