@@ -32,6 +32,9 @@ SCRIPTS = {
     **{f"measure-lean-pipeline-{p}": ([sys.executable, "scripts/measure-lean-pipeline", "--pattern", p, "--rate",
                                        "200", "--duration", "2", "--quiet"], {}, [CORRECT])
        for p in "BQ"},
+    # The catch-up cost of both mailboxes: the same users read the same number of entries from both.
+    "measure-catchup-read": ([sys.executable, "scripts/measure-catchup-read", "200", "500", "2000", "50"], {},
+                             ["B: 50 users caught up", "Q: 50 users caught up"]),
 }
 
 
