@@ -92,6 +92,10 @@ class FakeEdge:
         if self.server is not None:
             self.server.close()
 
+    def user_of(self, token: str) -> str:
+        """The user a token names: here the token is the user id (no auth)."""
+        return token
+
     def mark(self, c: EdgeConn) -> None:
         self.dirty.append(c)
         if not self._scheduled:
@@ -119,6 +123,13 @@ class FakeEdge:
                     c.write(frame)
                     if f.dup_every and self.n_msgs % f.dup_every == 0:
                         c.write(frame)
+
+    def on_hello(self, c: EdgeConn) -> None:
+        """``welcome`` and ``synced`` at the user's cursor (nothing to replay:
+        the load generator says hello once, before sending)."""
+        cur = self.cursors.get(c.user, 0)
+        c.write(server_frame(('{"type":"welcome","user":"%s","epoch":"fake"}' % c.user).encode()))
+        c.write(server_frame(b'{"type":"synced","cursor":%d}' % cur))
 
     def on_send(self, c: EdgeConn, m: ClientIn) -> None:
         if m.to is not None:
@@ -182,7 +193,7 @@ class EdgeConn(asyncio.Protocol):
             lines = buf[:end].decode("latin-1").split("\r\n")
             target = lines[0].split(" ")[1]
             headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
-            self.user = parse_qs(urlsplit(target).query).get("token", ["anon"])[0]
+            self.user = self.edge.user_of(parse_qs(urlsplit(target).query).get("token", ["anon"])[0])
             accept = base64.b64encode(hashlib.sha1(headers.get("sec-websocket-key", "").encode() + _GUID).digest())
             assert self.transport is not None
             self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -238,9 +249,7 @@ class EdgeConn(asyncio.Protocol):
         if t == "send":
             self.edge.on_send(self, m)
         elif t == "hello":
-            cur = self.edge.cursors.get(self.user, 0)
-            self.write(server_frame(('{"type":"welcome","user":"%s","epoch":"fake"}' % self.user).encode()))
-            self.write(server_frame(b'{"type":"synced","cursor":%d}' % cur))
+            self.edge.on_hello(self)
         elif t == "conv.create":
             self.edge.on_create(self, m)
 
