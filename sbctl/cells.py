@@ -47,7 +47,7 @@ from sbctl.cluster import (
     urls,
     write_context,
 )
-from sbctl.embedded import free_port, nats_server_binary
+from sbctl.embedded import free_port, nats_server_binary, reserve
 from sbctl.starting import Stopper
 from sbctl.supervisor import Child, Supervisor, UpFailed, _role_argv, metrics_plan, ready_timeout
 from switchboard import log
@@ -102,6 +102,8 @@ def nats_children(s: Settings, cells: int, per_cell: int, base_port: int,
     home = Path(s.data_dir).resolve() / "cluster"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ACCOUNTS, home / "accounts.conf")
+    if base_port:
+        reserve(*range(base_port, base_port + cells * per_cell))  # no route or gateway port among them
     layout: list[list[CellNode]] = []
     for k in range(1, cells + 1):
         layout.append([CellNode(k, Node(f"sb-c{k}-n{j}",

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import IO
 
 from sbctl import cassandra, extras
-from sbctl.embedded import free_port, nats_server_binary
+from sbctl.embedded import free_port, nats_server_binary, reserve
 from sbctl.roles import ALL_ROLES
 from sbctl.starting import Stopper
 from sbctl.supervisor import Child, Supervisor, UpFailed, _role_argv, metrics_plan, port_free, ready_timeout
@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         for i in range(args.edges * args.cells):
             if not port_free(s.host, s.port + i):
                 raise ConfigError(f"port {s.port + i} on {s.host} is in use (edge {i + 1}: --port + {i})")
+            reserve(s.port + i)  # never a planned nats-server's or metrics port
         ring = ring_of(args.cassandra, Path(s.data_dir))
         if ring:
             s = s.replace(store_url=cassandra.store_url(ring))
@@ -245,6 +246,8 @@ def nats_children(s: Settings, n: int, base_port: int, creds: dict[str, str]) ->
     home = Path(s.data_dir).resolve() / "cluster"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ACCOUNTS, home / "accounts.conf")  # nats-server includes relative to the config file
+    if base_port:
+        reserve(*range(base_port, base_port + n))  # client ports first: no route or monitor port among them
     nodes = [Node(f"sb-n{k + 1}", base_port + k if base_port else free_port(), free_port(), free_port())
              for k in range(n)]
     env = {**os.environ, **{f"SB_{u.upper()}_PASSWORD": pw for u, pw in creds.items()}}

@@ -49,6 +49,15 @@ _LOW_PORT = 20000
 _handed: set[int] = set()  # a port is handed out once per process: two plans never share one
 
 
+def reserve(*ports: int) -> None:
+    """Never hand out ``ports``: they were chosen elsewhere (``--port``, by
+    the user or by another process's ``free_port``) for a listener that binds
+    later. Without this, ``up`` could plan a child's metrics port on the
+    edge's own port while it is still unbound; the child that binds first
+    wins and the other dies at each restart (seen in CI: the edge, exit 2)."""
+    _handed.update(ports)
+
+
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sbctl.embedded import _die_with_parent, config_args, free_port, nats_server_binary
+from sbctl.embedded import _die_with_parent, config_args, free_port, nats_server_binary, reserve
 from sbctl.roles import ALL_ROLES
 from sbctl.starting import EXIT_UNREACHABLE, Stopper
 from switchboard import backoff, log
@@ -361,6 +361,7 @@ async def serve_up(args: argparse.Namespace, settings: Settings, layout: list[tu
     try:
         if not port_free(settings.host, settings.port):
             raise UpFailed(f"port {settings.port} on {settings.host} is in use (--port)")
+        reserve(settings.port, settings.metrics_port, nats_port)  # never a planned child's port
         if embedded:
             nats = _nats_child(settings, nats_port)
             await sup.start(nats)
