@@ -79,10 +79,16 @@ class DirectReader:
         req: dict[str, object] = {"seq": start_seq, "next_by_subj": subject, "batch": batch}
         if max_bytes > 0:
             req["max_bytes"] = max_bytes
+        return await self._request(stream, req, start_seq - 1, f"{stream} ({subject})", timeout)
+
+    async def _request(self, stream: str, req: dict[str, object], last_seq: int, what: str,
+                       timeout: float) -> DirectBatch:
+        """Send one batch request ``req`` to ``stream``'s direct get API; its
+        entries until ``204 EOB`` (``last_seq``: the result's when none)."""
         loop = asyncio.get_running_loop()
         self._counter += 1
         token = str(self._counter)
-        r = _Read(loop.create_future(), DirectBatch(last_seq=start_seq - 1), f"{stream} ({subject})")
+        r = _Read(loop.create_future(), DirectBatch(last_seq=last_seq), what)
         self._pending[token] = r
         timer = loop.call_later(timeout, self._expire, token, timeout)
         try:
