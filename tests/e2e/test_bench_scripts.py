@@ -19,6 +19,9 @@ CORRECT = "correct (no loss/dup/gap)        yes"
 
 SCRIPTS = {
     "bench-split": (["scripts/bench-split", "--rate", "200", "--duration", "2", "--quiet"], {}, [CORRECT]),
+    # The fabric without its archiver, for the ablation in docs/benchmarks.md: delivery must not need it.
+    "bench-split-no-archiver": (["scripts/bench-split", "--rate", "200", "--duration", "2", "--quiet"],
+                                {"SB_SPLIT_ROLES": "presence+pusher"}, [CORRECT]),
     # KILL_AT=2: the first sequencer is SIGKILLed 2 s into sending; the other takes its partitions.
     "bench-failover": (["scripts/bench-failover", "--rate", "200", "--duration", "6", "--quiet"], {"KILL_AT": "2"},
                        [CORRECT, "partitions owned by"]),
