@@ -35,11 +35,11 @@ SCRIPTS = {
     **{f"measure-lean-pipeline-{p}": ([sys.executable, "scripts/measure-lean-pipeline", "--pattern", p, "--rate",
                                        "200", "--duration", "2", "--quiet"], {}, [CORRECT])
        for p in "BQ"},
-    # The catch-up cost of B's mailbox and of three ways to read Q's: the same users read the same
-    # number of entries every way.
     # The archiver's read of MESSAGES, by its consumer and by direct gets: both read every entry once, in order.
     "measure-archive-read": ([sys.executable, "scripts/measure-archive-read", "2000", "20", "100"], {},
                              ["consumer + acks: 2,000 read", "direct get by sequence: 2,000 read"]),
+    # The catch-up cost of B's mailbox and of three ways to read Q's: the same users read the same
+    # number of entries every way.
     "measure-catchup-read": ([sys.executable, "scripts/measure-catchup-read", "200", "500", "2000", "50"], {},
                              ["B: 50 users caught up", "Q: 50 users caught up", "Q by conversation: 50 users",
                               "Q by last: 50 users"]),
